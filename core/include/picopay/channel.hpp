@@ -1,0 +1,239 @@
+// picopay core: the Connext v1 channel and thread state machines.
+//
+// A channel update travels as an *update request* (reason, args, txCountGlobal and the
+// proposer's signature), as the Connext client sends it: the receiver rebuilds the next
+// state from its own stored previous state and the args, so the args explain the change
+// exactly by construction, then checks the proposer's signature over the rebuilt state
+// (DESIGN.md §3, §4).
+//
+// Roles: the *proposer* calls channel_propose() (builds, signs), persists the result, and
+// sends the request; the *receiver* calls channel_accept() (rebuilds, validates, checks
+// the signature), persists, then countersigns with Signer::sign_eth over the returned
+// hash. Both are pure: nothing is stored here; the caller owns persistence and the set of
+// open threads.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "picopay/signer.hpp"
+#include "picopay/state.hpp"
+#include "picopay/status.hpp"
+#include "picopay/types.hpp"
+#include "picopay/u256.hpp"
+
+namespace picopay {
+
+// The Connext client's ChannelUpdateReasons, with the wire codes of docs/wire-format.md.
+enum class UpdateReason : uint8_t {
+  Payment = 1,
+  Exchange = 2,
+  ProposePendingDeposit = 3,
+  ProposePendingWithdrawal = 4,
+  ConfirmPending = 5,
+  Invalidation = 6,
+  OpenThread = 7,
+  CloseThread = 8,
+  EmptyChannel = 9,
+};
+// "Payment", "Exchange", ... (the Connext names), or null for an unknown code.
+const char* update_reason_name(UpdateReason r) noexcept;
+// Parses a Connext reason name. Errors: BadReason.
+[[nodiscard]] Status update_reason_parse(const char* s, size_t len, UpdateReason& out) noexcept;
+
+// The two parties of a channel. Wire codes: Hub = 0, User = 1.
+enum class Party : uint8_t { Hub = 0, User = 1 };
+
+// Payment: `recipient` receives amountWei and amountToken from the other party.
+struct PaymentArgs {
+  Party recipient;
+  U256 amountWei;
+  U256 amountToken;
+};
+
+// Exchange (Connext's in-channel swap): `seller` sells exactly one of weiToSell or
+// tokensToSell (the other is zero) at `exchangeRate` token base units per wei
+// (an integer). Selling tokens requires tokensToSell to be a multiple of the rate.
+struct ExchangeArgs {
+  Party seller;
+  U256 weiToSell;
+  U256 tokensToSell;
+  U256 exchangeRate;
+};
+
+// ProposePendingDeposit: deposits that an on-chain hubAuthorizedUpdate /
+// userAuthorizedUpdate will add; `timeout` is the Unix second after which the
+// proposal lapses (must be non-zero).
+struct DepositArgs {
+  U256 depositWeiHub, depositWeiUser;
+  U256 depositTokenHub, depositTokenUser;
+  uint64_t timeout;
+};
+
+// ProposePendingWithdrawal: amounts moved out of the balances into pending withdrawals,
+// paid on chain to `recipient` (user withdrawals) and to the hub's reserve.
+struct WithdrawalArgs {
+  Address recipient;
+  U256 withdrawalWeiHub, withdrawalWeiUser;
+  U256 withdrawalTokenHub, withdrawalTokenUser;
+  uint64_t timeout;
+};
+
+// ConfirmPending and EmptyChannel carry the transaction that made them happen
+// (informational: it is not part of the signed state).
+struct ChainTxArgs {
+  Hash32 transactionHash;
+};
+
+// Invalidation: undoes the pending operations of the latest state, whose on-chain
+// transaction never happened. lastInvalidTxCount must be the previous state's
+// txCountGlobal and previousValidTxCount lower than it.
+struct InvalidationArgs {
+  uint64_t previousValidTxCount;
+  uint64_t lastInvalidTxCount;
+};
+
+// OpenThread: the thread's initial state (receiver balances zero, txCount 0) signed by
+// its sender. CloseThread: the thread's final state signed by its sender.
+struct ThreadArgs {
+  SignedThreadState thread;
+};
+
+// An update request. Only the member named by `reason` is meaningful.
+struct ChannelUpdate {
+  UpdateReason reason;
+  uint64_t txCountGlobal;  // the txCountGlobal of the state it produces
+  PaymentArgs payment;
+  ExchangeArgs exchange;
+  DepositArgs deposit;
+  WithdrawalArgs withdrawal;
+  ChainTxArgs chainTx;  // ConfirmPending, EmptyChannel
+  InvalidationArgs invalidation;
+  ThreadArgs thread;  // OpenThread, CloseThread
+  Signature sig;      // the proposer's eth_sign signature over the resulting state hash
+};
+
+// A zeroed update of the given reason (fill the args, then propose).
+ChannelUpdate channel_update_make(UpdateReason reason) noexcept;
+
+// The open threads of a channel, as their initial states, in caller-owned storage
+// (firmware: a static array; the hub: a vector). `scratch` must have room for
+// capacity + 2 hashes: the thread root is computed there.
+struct ThreadSet {
+  ThreadState* items;
+  size_t count;
+  size_t capacity;
+  Hash32* scratch;
+};
+
+// What a channel needs to know beyond its latest state.
+struct ChannelContext {
+  Address hub;  // the hub's address (ChannelManager.hub)
+};
+
+// Builds the state that `u` produces from `prev` and the open `threads` (their initial
+// states): next.txCountGlobal = prev.txCountGlobal + 1 = u.txCountGlobal. Pure.
+// Rules (ChannelManager + Connext client semantics; DESIGN.md §4):
+//   Payment: moves the amounts from the payer's balances to `recipient`'s (allowed
+//     alongside pending ops; balances are checked for underflow); timeout unchanged
+//     if ops are pending, else 0.
+//   Exchange: as ExchangeArgs. ProposePendingDeposit: no pending ops before; sets the
+//     pending deposits, timeout; txCountChain + 1. ProposePendingWithdrawal: no pending
+//     ops before; balances -= withdrawals; sets recipient, timeout; txCountChain + 1.
+//   ConfirmPending: pending ops settle per _applyPendingUpdates; recipient = user,
+//     timeout 0. Invalidation: pending withdrawals return to the balances, pending
+//     cleared, timeout 0. OpenThread: the thread's sender balances leave the payer's
+//     balance (payer channel: user = sender) or the hub's (payee channel: user =
+//     receiver); threadCount + 1; threadRoot recomputed. CloseThread: the final
+//     balances return: payer channel user += sender's, hub += receiver's; payee channel
+//     user += receiver's, hub += sender's; threadCount - 1; root recomputed.
+//   EmptyChannel: every balance and pending field zero, no threads (after the on-chain
+//     emptyChannel / emptyChannelWithChallenge).
+// Errors: BadTxCount (u.txCountGlobal != prev + 1 or counter bound), BadReason,
+//   BadArgs, Underflow, Overflow, PendingOperation, ThreadNotFound, ThreadExists,
+//   TooManyThreads, WrongParty / WrongContract (thread does not belong to this channel),
+//   BadTxCount (thread initial txCount not 0), NotConserved (a thread's totals changed),
+//   BufferTooSmall (scratch).
+[[nodiscard]] Status channel_next_state(const ChannelContext& ctx, const ChannelState& prev, const ThreadSet& threads,
+                                        const ChannelUpdate& u, ChannelState& next) noexcept;
+
+// Whether `proposer` may propose `u` at all: the payer proposes a Payment (a user never
+// proposes a payment to itself, the hub never proposes one to itself); in the payee's
+// channel only the hub opens a thread; otherwise either side. Errors: Unauthorized.
+[[nodiscard]] Status channel_check_proposer(const ChannelState& prev, Party proposer, const ChannelUpdate& u) noexcept;
+
+// Checks the totals between two consecutive states: committed wei and token
+// (channel_committed_*) are equal, except that ConfirmPending adds the settled deposits
+// and removes the settled withdrawals, OpenThread/CloseThread move the thread's amounts
+// out of / back into the channel, and EmptyChannel empties it. Also: txCountGlobal =
+// prev + 1, txCountChain never decreases, contract and user unchanged.
+// Errors: NotConserved, BadTxCount, TxCountChainDecreased, WrongContract, WrongParty.
+[[nodiscard]] Status channel_check_transition(const ChannelState& prev, const ChannelState& next,
+                                              const ChannelUpdate& u) noexcept;
+
+// Proposer side: fills u.txCountGlobal, builds `next`, checks the policy and the
+// transition, signs `next` with `key` into u.sig. The caller must persist `next` with
+// its own signature BEFORE the request leaves (DESIGN.md §4.1).
+// Errors: those of channel_next_state, channel_check_proposer, channel_check_transition;
+//   BadPrivateKey, CryptoUnavailable.
+[[nodiscard]] Status channel_propose(const ChannelContext& ctx, const Signer& signer, const PrivateKey& key,
+                                     Party self, const ChannelState& prev, const ThreadSet& threads, ChannelUpdate& u,
+                                     ChannelState& next) noexcept;
+
+// Receiver side: rebuilds `next` from `prev` and `u`, checks policy and transition,
+// checks u.sig is the counterparty's (hub: prev.user; user: ctx.hub), and for
+// OpenThread/CloseThread that the thread state is signed by its sender. On Ok,
+// `next_hash` is the hash to countersign (after persisting `next`).
+// Errors: those of channel_propose, plus the signature errors of Signer::verify_eth
+//   (WrongSigner, HighS, BadSignature, BadRecoveryId).
+[[nodiscard]] Status channel_accept(const ChannelContext& ctx, const Signer& signer, Party self,
+                                    const ChannelState& prev, const ThreadSet& threads, const ChannelUpdate& u,
+                                    ChannelState& next, Hash32& next_hash) noexcept;
+
+// After Ok from channel_accept/propose, applies OpenThread/CloseThread to the caller's
+// thread set (other reasons: no change; EmptyChannel: clears it).
+// Errors: TooManyThreads, ThreadNotFound.
+[[nodiscard]] Status thread_set_apply(ThreadSet& threads, const ChannelUpdate& u) noexcept;
+
+// Index of the open thread (sender, receiver, threadId) in `threads`, or -1.
+long thread_set_find(const ThreadSet& threads, const Address& sender, const Address& receiver,
+                     uint64_t threadId) noexcept;
+
+// ------------------------------------------------------------------ threads
+
+// A thread payment request: the sender pays amountWei/amountToken more to the receiver
+// in thread (sender, threadId); `sig` is the sender's eth_sign over the new thread state.
+struct ThreadUpdate {
+  Address sender;
+  uint64_t threadId;
+  uint64_t txCount;  // the txCount of the new thread state
+  U256 amountWei;
+  U256 amountToken;
+  Signature sig;
+};
+
+// Builds the next thread state: sender balances - amounts, receiver balances + amounts,
+// txCount = u.txCount which must be > prev.txCount.
+// Errors: WrongParty (sender differs), BadArgs (threadId differs, or both amounts zero),
+//   BadTxCount (not increasing or over kMaxCounter), Underflow, Overflow.
+[[nodiscard]] Status thread_next_state(const ThreadState& prev, const ThreadUpdate& u, ThreadState& next) noexcept;
+
+// Checks a thread transition between two full states: same contract, parties and
+// threadId; txCount strictly increases; the receiver's balances never decrease; the
+// wei and token totals are conserved.
+// Errors: WrongContract, WrongParty, BadArgs, BadTxCount, NotConserved.
+[[nodiscard]] Status thread_check_transition(const ThreadState& prev, const ThreadState& next) noexcept;
+
+// Sender side: builds the next state for a payment of (amountWei, amountToken) with
+// txCount prev.txCount + 1 and signs it into u.sig. Persist `next` before sending.
+// Errors: as thread_next_state; BadPrivateKey, CryptoUnavailable.
+[[nodiscard]] Status thread_propose(const Signer& signer, const PrivateKey& key, const ThreadState& prev,
+                                    const U256& amountWei, const U256& amountToken, ThreadUpdate& u,
+                                    ThreadState& next) noexcept;
+
+// Receiver side: rebuilds `next` and checks u.sig is prev.sender's.
+// Errors: as thread_next_state and thread_check_transition, plus signature errors.
+[[nodiscard]] Status thread_accept(const Signer& signer, const ThreadState& prev, const ThreadUpdate& u,
+                                   ThreadState& next) noexcept;
+
+}  // namespace picopay
