@@ -1,0 +1,134 @@
+// passphrase_obtain: PICOPAY_PASSPHRASE, else /dev/tty with echo off (termios).
+#include <errno.h>
+#include <fcntl.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "picopay/keyfile.hpp"
+#include "sodium_once.hpp"
+
+namespace picopay {
+
+namespace {
+
+void tty_write(int fd, const char* s) noexcept {
+  size_t len = std::strlen(s);
+  while (len > 0) {
+    const ssize_t n = ::write(fd, s, len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    s += n;
+    len -= static_cast<size_t>(n);
+  }
+}
+
+// Prompts and reads one line from the tty into out[0..cap), NUL-terminated.
+// Ok, IoError (read error / end of file before a newline), BufferTooSmall (*len = needed).
+Status read_line(int fd, const char* prompt, char* out, size_t cap, size_t* len) noexcept {
+  tty_write(fd, prompt);
+  size_t n = 0;       // bytes of the line seen
+  bool eol = false;
+  while (!eol) {
+    char c;
+    const ssize_t r = ::read(fd, &c, 1);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return Status::IoError;
+    }
+    if (r == 0) return Status::IoError;  // end of file without a newline
+    if (c == '\n') {
+      eol = true;
+    } else {
+      if (n < cap) out[n] = c;
+      ++n;
+    }
+  }
+  if (n > 0 && n <= cap && out[n - 1] == '\r') --n;
+  if (n + 1 > cap) {
+    *len = n + 1;
+    return Status::BufferTooSmall;
+  }
+  out[n] = '\0';
+  *len = n;
+  return Status::Ok;
+}
+
+Status from_tty(char* out, size_t cap, size_t* len, bool confirm) noexcept {
+  // O_NOCTTY: never acquire a controlling terminal by accident. Without one, open()
+  // fails (ENXIO): CI and daemons get IoError instead of a hang on stdin.
+  const int fd = ::open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0) return Status::IoError;
+  struct termios saved {};
+  if (::tcgetattr(fd, &saved) != 0) {
+    ::close(fd);
+    return Status::IoError;
+  }
+  struct termios quiet = saved;
+  quiet.c_lflag &= static_cast<tcflag_t>(~(ECHO | ECHOE | ECHOK));
+  quiet.c_lflag |= ECHONL | ICANON;  // line editing on, the newline still echoed
+  if (::tcsetattr(fd, TCSAFLUSH, &quiet) != 0) {
+    ::close(fd);
+    return Status::IoError;
+  }
+
+  Status s = read_line(fd, "Passphrase: ", out, cap, len);
+  if (s == Status::Ok && confirm) {
+    char* again = static_cast<char*>(::sodium_malloc(cap));  // guarded, wiped on free
+    if (again == nullptr) {
+      s = Status::IoError;
+    } else {
+      size_t len2 = 0;
+      s = read_line(fd, "Confirm passphrase: ", again, cap, &len2);
+      if (s == Status::BufferTooSmall) s = Status::BadArgs;  // longer than the first: differs
+      if (s == Status::Ok && (len2 != *len || ::sodium_memcmp(again, out, len2) != 0)) {
+        s = Status::BadArgs;
+      }
+      if (s == Status::BadArgs) {
+        tty_write(fd, "Passphrases differ.\n");
+      }
+      ::sodium_free(again);
+    }
+  }
+  ::tcsetattr(fd, TCSAFLUSH, &saved);
+  ::close(fd);
+  return s;
+}
+
+}  // namespace
+
+Status passphrase_obtain(char* out, size_t cap, size_t* len, bool confirm) noexcept {
+  if (out == nullptr || len == nullptr || cap == 0) return Status::BadArgs;
+  if (!keyfile_detail::sodium_ready()) return Status::IoError;
+  Status s;
+  if (const char* env = ::getenv("PICOPAY_PASSPHRASE")) {
+    const size_t n = std::strlen(env);
+    if (n + 1 > cap) {
+      ::sodium_memzero(out, cap);
+      *len = n + 1;
+      return Status::BufferTooSmall;
+    }
+    std::memcpy(out, env, n + 1);
+    *len = n;
+    s = Status::Ok;
+  } else {
+    size_t needed = 0;
+    s = from_tty(out, cap, &needed, confirm);
+    if (s == Status::BufferTooSmall) {
+      ::sodium_memzero(out, cap);
+      *len = needed;
+      return s;
+    }
+    if (s == Status::Ok) *len = needed;
+  }
+  if (s == Status::Ok && *len == 0) s = Status::OutOfBounds;
+  if (s != Status::Ok) ::sodium_memzero(out, cap);
+  return s;
+}
+
+}  // namespace picopay
