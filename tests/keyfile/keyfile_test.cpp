@@ -410,3 +410,49 @@ TEST_F(PassEnv, TerminalPromptWithEchoOff) {
   EXPECT_EQ(s, Status::Ok);
   EXPECT_EQ(got, "no confirm");
 }
+
+// Ctrl-C at the prompt kills the program as usual, but with the terminal's echo restored.
+TEST_F(PassEnv, InterruptAtPromptRestoresEcho) {
+  const int master = ::posix_openpt(O_RDWR | O_NOCTTY);
+  ASSERT_GE(master, 0);
+  ASSERT_EQ(::grantpt(master), 0);
+  ASSERT_EQ(::unlockpt(master), 0);
+  const std::string slave = ::ptsname(master);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::alarm(30);
+    ::close(master);
+    ::unsetenv("PICOPAY_PASSPHRASE");
+    ::signal(SIGINT, SIG_DFL);
+    if (::setsid() < 0) ::_exit(10);
+    const int s = ::open(slave.c_str(), O_RDWR);
+    if (s < 0 || ::ioctl(s, TIOCSCTTY, 0) != 0) ::_exit(11);
+    char buf[64];
+    size_t len = 0;
+    (void)picopay::passphrase_obtain(buf, sizeof buf, &len, false);
+    ::_exit(12);  // not reached: SIGINT ends the child
+  }
+  // Keep the slave open here so its termios survive the child for inspection.
+  const int keep = ::open(slave.c_str(), O_RDWR | O_NOCTTY);
+  ASSERT_GE(keep, 0);
+  std::string screen;
+  ASSERT_TRUE(read_until(master, screen, "Passphrase: ")) << screen;
+  struct termios during {};
+  ASSERT_EQ(::tcgetattr(keep, &during), 0);
+  EXPECT_EQ(during.c_lflag & ECHO, 0u);
+  const char partial[] = "half typed";
+  ASSERT_EQ(::write(master, partial, sizeof partial - 1), static_cast<ssize_t>(sizeof partial - 1));
+  const char intr = static_cast<char>(during.c_cc[VINTR]);  // Ctrl-C
+  ASSERT_EQ(::write(master, &intr, 1), 1);
+  int wst = 0;
+  ASSERT_EQ(::waitpid(pid, &wst, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(wst)) << "status " << wst;
+  EXPECT_EQ(WTERMSIG(wst), SIGINT);
+  struct termios after {};
+  ASSERT_EQ(::tcgetattr(keep, &after), 0);
+  EXPECT_NE(after.c_lflag & ECHO, 0u);
+  EXPECT_EQ(screen.find("half"), std::string::npos);
+  ::close(keep);
+  ::close(master);
+}

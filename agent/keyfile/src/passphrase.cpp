@@ -1,6 +1,7 @@
 // passphrase_obtain: PICOPAY_PASSPHRASE, else /dev/tty with echo off (termios).
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <termios.h>
@@ -14,6 +15,15 @@
 namespace picopay {
 
 namespace {
+
+// Signals that would otherwise end or stop the process with echo still off: while the
+// prompt is up they are caught (no SA_RESTART, so read() returns EINTR), the terminal
+// is restored, the old dispositions are put back and the signal is re-raised.
+constexpr int kSignals[] = {SIGINT, SIGQUIT, SIGTERM, SIGHUP, SIGTSTP, SIGTTIN, SIGTTOU};
+constexpr size_t kNumSignals = sizeof kSignals / sizeof kSignals[0];
+volatile sig_atomic_t g_caught = 0;
+
+extern "C" void on_signal(int sig) { g_caught = sig; }
 
 void tty_write(int fd, const char* s) noexcept {
   size_t len = std::strlen(s);
@@ -38,8 +48,8 @@ Status read_line(int fd, const char* prompt, char* out, size_t cap, size_t* len)
     char c;
     const ssize_t r = ::read(fd, &c, 1);
     if (r < 0) {
-      if (errno == EINTR) continue;
-      return Status::IoError;
+      if (errno == EINTR && g_caught == 0) continue;
+      return Status::IoError;  // read error, or interrupted by one of kSignals
     }
     if (r == 0) return Status::IoError;  // end of file without a newline
     if (c == '\n') {
@@ -59,6 +69,8 @@ Status read_line(int fd, const char* prompt, char* out, size_t cap, size_t* len)
   return Status::Ok;
 }
 
+Status read_lines(int fd, char* out, size_t cap, size_t* len, bool confirm) noexcept;
+
 Status from_tty(char* out, size_t cap, size_t* len, bool confirm) noexcept {
   // O_NOCTTY: never acquire a controlling terminal by accident. Without one, open()
   // fails (ENXIO): CI and daemons get IoError instead of a hang on stdin.
@@ -69,14 +81,37 @@ Status from_tty(char* out, size_t cap, size_t* len, bool confirm) noexcept {
     ::close(fd);
     return Status::IoError;
   }
+  g_caught = 0;
+  struct sigaction act {};
+  act.sa_handler = on_signal;
+  sigemptyset(&act.sa_mask);
+  act.sa_flags = 0;  // no SA_RESTART: a signal interrupts read()
+  struct sigaction old_act[kNumSignals];
+  for (size_t i = 0; i < kNumSignals; ++i) {
+    ::sigaction(kSignals[i], nullptr, &old_act[i]);
+    if (old_act[i].sa_handler != SIG_IGN) ::sigaction(kSignals[i], &act, nullptr);  // keep ignored ones ignored
+  }
+
   struct termios quiet = saved;
   quiet.c_lflag &= static_cast<tcflag_t>(~(ECHO | ECHOE | ECHOK));
   quiet.c_lflag |= ECHONL | ICANON;  // line editing on, the newline still echoed
-  if (::tcsetattr(fd, TCSAFLUSH, &quiet) != 0) {
-    ::close(fd);
-    return Status::IoError;
+  Status s = Status::IoError;
+  if (::tcsetattr(fd, TCSAFLUSH, &quiet) == 0) {
+    s = read_lines(fd, out, cap, len, confirm);
+    ::tcsetattr(fd, TCSAFLUSH, &saved);
+    if (g_caught != 0) tty_write(fd, "\n");
   }
+  ::close(fd);
+  for (size_t i = 0; i < kNumSignals; ++i) ::sigaction(kSignals[i], &old_act[i], nullptr);
+  if (g_caught != 0) {
+    s = Status::IoError;
+    ::raise(g_caught);  // as the user asked; if it is ignored/handled we return IoError
+  }
+  return s;
+}
 
+// Both prompts (the terminal is already in no-echo mode).
+Status read_lines(int fd, char* out, size_t cap, size_t* len, bool confirm) noexcept {
   Status s = read_line(fd, "Passphrase: ", out, cap, len);
   if (s == Status::Ok && confirm) {
     char* again = static_cast<char*>(::sodium_malloc(cap));  // guarded, wiped on free
@@ -95,8 +130,6 @@ Status from_tty(char* out, size_t cap, size_t* len, bool confirm) noexcept {
       ::sodium_free(again);
     }
   }
-  ::tcsetattr(fd, TCSAFLUSH, &saved);
-  ::close(fd);
   return s;
 }
 

@@ -73,7 +73,12 @@ enum class KdfStrength : uint8_t {
 //      ignored: scripts and CI);
 //   2. else from the controlling terminal /dev/tty: prompts "Passphrase: " (and, if
 //      `confirm`, "Confirm passphrase: ") with echo off (termios, restored afterwards),
-//      reads one line each; a trailing "\r" is dropped.
+//      reads one line each; a trailing "\r" is dropped. While prompting, SIGINT, SIGQUIT,
+//      SIGTERM, SIGHUP, SIGTSTP, SIGTTIN and SIGTTOU (unless ignored) are caught: the
+//      terminal and the previous signal dispositions are restored and the signal is
+//      re-raised (so Ctrl-C still ends the program, with echo back on); if the program
+//      survives it (its own handler, or SIGTSTP then SIGCONT) the call returns IoError.
+//      Process-wide handlers are swapped meanwhile: call it from one thread, at startup.
 // Errors: IoError if there is no controlling terminal (CI, daemons: never blocks on
 // stdin) or the terminal read fails or hits end of file; BufferTooSmall if the
 // passphrase needs more than cap - 1 bytes (`*len` = the needed cap: its length + 1;
