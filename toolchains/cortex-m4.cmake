@@ -29,13 +29,9 @@ set(CMAKE_CXX_FLAGS_INIT "${PICOPAY_CPU_FLAGS} -ffunction-sections -fdata-sectio
 set(CMAKE_ASM_FLAGS_INIT "${PICOPAY_CPU_FLAGS}")
 set(CMAKE_EXE_LINKER_FLAGS_INIT "${PICOPAY_CPU_FLAGS} --specs=nano.specs -Wl,--gc-sections")
 
-# Size is the budget on a microcontroller: -Os for every build type.
-set(CMAKE_C_FLAGS_RELEASE_INIT "-Os -DNDEBUG")
-set(CMAKE_CXX_FLAGS_RELEASE_INIT "-Os -DNDEBUG")
-set(CMAKE_C_FLAGS_MINSIZEREL_INIT "-Os -DNDEBUG")
-set(CMAKE_CXX_FLAGS_MINSIZEREL_INIT "-Os -DNDEBUG")
-set(CMAKE_C_FLAGS_RELWITHDEBINFO_INIT "-Os -g -DNDEBUG")
-set(CMAKE_CXX_FLAGS_RELWITHDEBINFO_INIT "-Os -g -DNDEBUG")
+# Size is the budget on a microcontroller. CMake appends its own per-build-type flags
+# (-O2 for RelWithDebInfo) after anything set here, so the cross projects default to
+# CMAKE_BUILD_TYPE=MinSizeRel (-Os) instead (examples/firmware/CMakeLists.txt).
 
 # Libraries and headers come from the toolchain's sysroot, programs from the host.
 set(CMAKE_FIND_ROOT_PATH /usr/lib/${PICOPAY_TARGET_TRIPLE})
