@@ -494,6 +494,13 @@ int firmware_run() noexcept {
     metric("insn_propose_sign", g_insn_sign);
     metric("insn_verify_countersig", g_insn_verify);
   }
+#if defined(__arm__) && defined(__thumb__)
+  // Calibration of the counter: 1,000,000 turns of a 2-instruction loop.
+  uint32_t turns = 1000000;
+  const uint64_t c0 = fw::instructions();
+  __asm__ volatile("1: subs %0, %0, #1\n bne 1b" : "+r"(turns) : : "cc");
+  metric("insn_calibration_2000000", fw::instructions() - c0);
+#endif
   if (g_stack_sign > 0) {
     metric("stack_sign", g_stack_sign);
     metric("stack_verify", g_stack_payment);

@@ -62,7 +62,10 @@ read -r text data bss < <("$size" -A "$elf" | awk '
   $1 == ".data" {d += $2} $1 == ".bss" {b += $2}
   $1 ~ /^\.(isr_vector|text|rodata|ARM\.extab|ARM\.exidx|init_array|fini_array|preinit_array)$/ {t += $2}
   END {printf "%d %d %d\n", t, d, b}')
-stack=$("$nm" "$elf" | awk '$3 == "_sstack" {s = $1} $3 == "_estack" {e = $1} END {printf "%d\n", strtonum("0x" e) - strtonum("0x" s)}' 2>/dev/null || echo 0)
+sstack=$("$nm" "$elf" | awk '$3 == "_sstack" {print $1}')
+estack=$("$nm" "$elf" | awk '$3 == "_estack" {print $1}')
+stack=0
+if [ -n "$sstack" ] && [ -n "$estack" ]; then stack=$(( 16#$estack - 16#$sstack )); fi
 
 cat > "$out" <<JSON
 {
@@ -77,4 +80,5 @@ cat > "$out" <<JSON
   "ram_stack_reserved": $stack
 }
 JSON
+cp "$out" "${out%.json}.static.json"
 echo "size-report: flash core $core, +secp256k1 $secp, +port $port = $((core + secp + port)) B; image $((text + data)) B; RAM data+bss $((data + bss)) B -> $out"
