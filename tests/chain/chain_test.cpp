@@ -1,0 +1,656 @@
+// picopay chain tests on a real ganache dev chain (127.0.0.1), states signed by the core.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <memory>
+
+#include "devchain.hpp"
+#include "picopay/chain/events.hpp"
+#include "picopay/chain/manager.hpp"
+#include "picopay/chain/watchtower.hpp"
+#include "picopay/hex.hpp"
+#include "picopay/keccak.hpp"
+
+using namespace picopay;
+using namespace picopay::chain;
+
+namespace {
+
+const char* kHubKey = "0x1111111111111111111111111111111111111111111111111111111111111111";
+const char* kUserKey = "0x2222222222222222222222222222222222222222222222222222222222222222";
+const char* kUser2Key = "0x3333333333333333333333333333333333333333333333333333333333333333";
+const char* kTowerKey = "0x4444444444444444444444444444444444444444444444444444444444444444";
+const char* kOtherKey = "0x5555555555555555555555555555555555555555555555555555555555555555";
+constexpr uint64_t kChallenge = 3600;
+
+U256 u(uint64_t v) { return U256::from_u64(v); }
+U256 add(const U256& a, const U256& b) { U256 r; EXPECT_EQ(u256_add(a, b, r), picopay::Status::Ok); return r; }
+U256 sub(const U256& a, const U256& b) { U256 r; EXPECT_EQ(u256_sub(a, b, r), picopay::Status::Ok); return r; }
+U256 mul(const U256& a, const U256& b) { U256 r; EXPECT_EQ(u256_mul(a, b, r), picopay::Status::Ok); return r; }
+U256 gas_cost(const Receipt& r) { return mul(u(r.gasUsed), r.effectiveGasPrice); }
+std::string dec(const U256& v) { char b[80]; (void)u256_to_decimal(v, b, sizeof b, nullptr); return b; }
+
+std::map<std::string, uint64_t>& gas_table() { static std::map<std::string, uint64_t> t; return t; }
+void record_gas(const std::string& fn, const Receipt& r) {
+  auto& v = gas_table()[fn];
+  if (r.gasUsed > v) v = r.gasUsed;
+}
+
+template <typename T>
+T must(picopay::chain::Result<T> r, const char* what) {
+  if (!r) ADD_FAILURE() << what << ": " << r.error().to_string();
+  if (!r) std::abort();
+  return std::move(*r);
+}
+#define MUST(expr) must((expr), #expr)
+
+// Expects a revert whose reason contains `reason`.
+template <typename T>
+void expect_revert(const picopay::chain::Result<T>& r, const char* reason) {
+  ASSERT_FALSE(r.ok()) << "expected revert: " << reason;
+  EXPECT_EQ(r.error().kind, ErrorKind::Reverted) << r.error().to_string();
+  EXPECT_NE(r.error().message.find(reason), std::string::npos) << r.error().message;
+}
+
+class ChainTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    chain_ = new test::DevChain();
+    ASSERT_TRUE(chain_->start({kHubKey, kUserKey, kUser2Key, kTowerKey, kOtherKey})) << chain_->error();
+  }
+  static void TearDownTestSuite() {
+    delete chain_;
+    chain_ = nullptr;
+    std::ofstream f(PICOPAY_TEST_GAS_FILE);
+    for (auto& [k, v] : gas_table()) {
+      f << k << " " << v << "\n";
+      std::printf("gas %-28s %8llu\n", k.c_str(), static_cast<unsigned long long>(v));
+    }
+  }
+
+  void SetUp() override {
+    ASSERT_NE(chain_, nullptr);
+    rpc_ = std::make_unique<RpcClient>(chain_->url());
+    hub_ = wallet(kHubKey);
+    user_ = wallet(kUserKey);
+    user2_ = wallet(kUser2Key);
+    tower_ = wallet(kTowerKey);
+    other_ = wallet(kOtherKey);
+    std::string dir = PICOPAY_TEST_CONTRACTS_DIR;
+    Artifact token_art = MUST(load_artifact(dir + "/TestToken.json"));
+    token_ = MUST(deploy_artifact(*hub_, token_art, {}));
+    cm_art_ = MUST(load_artifact(dir + "/ChannelManager.json"));
+    Receipt r;
+    cm_addr_ = MUST(deploy_channel_manager(*hub_, cm_art_, hub_->address(), kChallenge, token_, &r));
+    record_gas("deploy", r);
+    deploy_block_ = r.blockNumber;
+    hubcm_ = std::make_unique<ChannelManagerClient>(*hub_, cm_addr_);
+    usercm_ = std::make_unique<ChannelManagerClient>(*user_, cm_addr_);
+    user2cm_ = std::make_unique<ChannelManagerClient>(*user2_, cm_addr_);
+    towercm_ = std::make_unique<ChannelManagerClient>(*tower_, cm_addr_);
+    othercm_ = std::make_unique<ChannelManagerClient>(*other_, cm_addr_);
+  }
+
+  std::unique_ptr<Wallet> wallet(const char* key) {
+    PrivateKey k = MUST(read_private_key_text(key));
+    auto w = std::make_unique<Wallet>(*rpc_, k);
+    auto s = w->init();
+    EXPECT_TRUE(s.ok()) << s.error().to_string();
+    return w;
+  }
+
+  ChannelState base(const Address& user) {
+    ChannelState s = channel_state_zero();
+    s.contractAddress = cm_addr_;
+    s.user = user;
+    s.recipient = user;
+    return s;
+  }
+  Signature sign(Wallet& w, const ChannelState& s) { return MUST(w.sign_eth(channel_hash(s))); }
+  SignedChannelState both(const ChannelState& s) {
+    SignedChannelState x{};
+    x.state = s;
+    x.hasSigHub = x.hasSigUser = true;
+    x.sigHub = sign(*hub_, s);
+    Wallet& uw = s.user == user_->address() ? *user_ : *user2_;
+    x.sigUser = sign(uw, s);
+    return x;
+  }
+  SignedThreadState tsign(Wallet& w, const ThreadState& t) {
+    SignedThreadState x{};
+    x.state = t;
+    x.hasSigA = true;
+    x.sigA = MUST(w.sign_eth(thread_hash(t)));
+    return x;
+  }
+  U256 bal(const Address& a) { return MUST(rpc_->balance(a)); }
+  uint64_t now() { return MUST(rpc_->block_by_number("latest")).timestamp; }
+
+  // The user deposits `amount` wei with a hub-signed state (txCount [1,1]) and the
+  // ConfirmPending state [2,1] is built; returns the latter.
+  ChannelState deposit(Wallet& uw, ChannelManagerClient& ucm, uint64_t amount) {
+    ChannelState s = base(uw.address());
+    s.pendingDepositWeiUser = u(amount);
+    s.txCountGlobal = 1;
+    s.txCountChain = 1;
+    s.timeout = now() + 600;
+    Receipt r = MUST(ucm.user_authorized_update(s, sign(*hub_, s)));
+    record_gas("userAuthorizedUpdate", r);
+    ChannelState c = base(uw.address());
+    c.balanceWeiUser = u(amount);
+    c.txCountGlobal = 2;
+    c.txCountChain = 1;
+    return c;
+  }
+
+  static test::DevChain* chain_;
+  std::unique_ptr<RpcClient> rpc_;
+  std::unique_ptr<Wallet> hub_, user_, user2_, tower_, other_;
+  std::unique_ptr<ChannelManagerClient> hubcm_, usercm_, user2cm_, towercm_, othercm_;
+  Address token_{}, cm_addr_{};
+  Artifact cm_art_;
+  uint64_t deploy_block_ = 0;
+};
+test::DevChain* ChainTest::chain_ = nullptr;
+
+// ------------------------------------------------------------- offline units
+
+TEST(ChainUnits, RlpVectors) {
+  auto hex = [](const Bytes& b) { return hex_bytes(b); };
+  EXPECT_EQ(hex(rlp_encode(Rlp::bytes({'d', 'o', 'g'}))), "0x83646f67");
+  EXPECT_EQ(hex(rlp_encode(Rlp::list_of({Rlp::bytes({'c', 'a', 't'}), Rlp::bytes({'d', 'o', 'g'})}))),
+            "0xc88363617483646f67");
+  EXPECT_EQ(hex(rlp_encode(Rlp::uint(uint64_t{0}))), "0x80");
+  EXPECT_EQ(hex(rlp_encode(Rlp::uint(uint64_t{15}))), "0x0f");
+  EXPECT_EQ(hex(rlp_encode(Rlp::uint(uint64_t{1024}))), "0x820400");
+  EXPECT_EQ(hex(rlp_encode(Rlp::list_of({}))), "0xc0");
+  Bytes lorem(56, 'a');
+  Bytes enc = rlp_encode(Rlp::bytes(lorem));
+  EXPECT_EQ(enc[0], 0xb8);
+  EXPECT_EQ(enc[1], 56);
+  auto back = rlp_decode(enc);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->str, lorem);
+  EXPECT_FALSE(rlp_decode(Bytes{0x81, 0x05}).ok());  // non-canonical single byte
+}
+
+TEST(ChainUnits, SelectorsMatchV1) {
+  EXPECT_EQ(hex_bytes(selector("transfer(address,uint256)")), "0xa9059cbb");
+  EXPECT_EQ(hex_bytes(selector("balanceOf(address)")), "0x70a08231");
+}
+
+TEST(ChainUnits, ThreadProofsMatchCoreRoot) {
+  for (size_t n = 1; n <= 9; ++n) {
+    std::vector<Hash32> leaves;
+    for (size_t i = 0; i < n; ++i) {
+      Hash32 h;
+      uint8_t seed = static_cast<uint8_t>(i * 7 + n);
+      keccak256(&seed, 1, h.bytes);
+      leaves.push_back(h);
+    }
+    Hash32 buf[16];
+    for (size_t i = 0; i < n; ++i) buf[i] = leaves[i];
+    Hash32 core_root;
+    ASSERT_EQ(thread_root_in_place(buf, n, 16, core_root), picopay::Status::Ok);
+    Hash32 root = thread_tree_root(leaves);
+    EXPECT_EQ(root, core_root) << "n=" << n;
+    for (const auto& l : leaves) {
+      Bytes proof = MUST(thread_proof(leaves, l));
+      EXPECT_TRUE(proof_is_contained(l, proof, root)) << "n=" << n;
+      Bytes bad = proof;
+      bad.back() ^= 1;
+      if (proof.size() > 32) EXPECT_FALSE(proof_is_contained(l, bad, root));
+    }
+  }
+  EXPECT_TRUE(thread_tree_root({}).is_zero());
+}
+
+TEST(ChainUnits, StateJsonRoundTrip) {
+  SignedChannelState s{};
+  s.state = channel_state_zero();
+  s.state.balanceWeiUser = U256::max();
+  s.state.txCountGlobal = 7;
+  s.hasSigHub = true;
+  s.sigHub.v = 28;
+  auto back = channel_state_from_json(channel_state_to_json(s));
+  ASSERT_TRUE(back.ok()) << back.error().to_string();
+  EXPECT_EQ(back->state, s.state);
+  EXPECT_TRUE(back->hasSigHub);
+  EXPECT_FALSE(back->hasSigUser);
+  EXPECT_FALSE(channel_state_from_json("{\"user\":1}").ok());
+}
+
+TEST(ChainUnits, TransportErrorIsTyped) {
+  RpcClient rpc("http://127.0.0.1:1", 2000);
+  auto r = rpc.block_number();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().kind, ErrorKind::Transport);
+  EXPECT_NE(r.error().message.find("eth_blockNumber"), std::string::npos);
+}
+
+// ------------------------------------------------------------- on the dev chain
+
+TEST_F(ChainTest, DeployAndViews) {
+  EXPECT_EQ(MUST(hubcm_->hub()), hub_->address());
+  EXPECT_EQ(MUST(hubcm_->challenge_period()), kChallenge);
+  Bytes code = MUST(rpc_->code(cm_addr_));
+  EXPECT_EQ(code.size(), cm_art_.deployed_size);
+  EXPECT_LE(code.size(), 24576u);  // EIP-170
+  std::ofstream(std::string(PICOPAY_TEST_GAS_FILE) + ".size") << code.size() << "\n";
+  auto rpc_err = rpc_->call("no_suchMethod", "[]");
+  ASSERT_FALSE(rpc_err.ok());
+  EXPECT_EQ(rpc_err.error().kind, ErrorKind::Rpc);
+}
+
+TEST_F(ChainTest, UserDepositWithHubSignedState) {
+  U256 before = bal(user_->address());
+  ChannelState s = base(user_->address());
+  s.pendingDepositWeiUser = u(1000);
+  s.txCountGlobal = 1;
+  s.txCountChain = 1;
+  s.timeout = now() + 600;
+  Receipt r = MUST(usercm_->user_authorized_update(s, sign(*hub_, s)));
+  record_gas("userAuthorizedUpdate", r);
+  OnchainChannel c = MUST(usercm_->channel(user_->address()));
+  EXPECT_EQ(c.weiUser, u(1000));
+  EXPECT_EQ(c.weiTotal, u(1000));
+  EXPECT_EQ(c.txCountGlobal, 1u);
+  EXPECT_EQ(c.txCountChain, 1u);
+  EXPECT_EQ(MUST(usercm_->total_channel_wei()), u(1000));
+  // every wei: before = after + deposit + gas
+  EXPECT_EQ(before, add(add(bal(user_->address()), u(1000)), gas_cost(r)));
+  // the event carries the state
+  auto logs = MUST(rpc_->logs(cm_addr_, r.blockNumber, r.blockNumber));
+  ASSERT_EQ(logs.size(), 1u);
+  ChannelEvent e = MUST(decode_event(logs[0]));
+  EXPECT_EQ(e.kind, EventKind::DidUpdateChannel);
+  EXPECT_EQ(e.user, user_->address());
+  EXPECT_EQ(e.senderIdx, 1u);
+  EXPECT_EQ(e.pendingWeiUpdates[2], u(1000));
+}
+
+TEST_F(ChainTest, HubCollateralFromReserve) {
+  Receipt f = MUST(hubcm_->fund_reserve(u(5000)));
+  EXPECT_EQ(MUST(hubcm_->hub_reserve_wei()), u(5000));
+  ChannelState s = base(user_->address());
+  s.pendingDepositWeiHub = u(2000);
+  s.txCountGlobal = 1;
+  s.txCountChain = 1;
+  Receipt r = MUST(hubcm_->hub_authorized_update(s, sign(*user_, s)));
+  record_gas("hubAuthorizedUpdate", r);
+  OnchainChannel c = MUST(hubcm_->channel(user_->address()));
+  EXPECT_EQ(c.weiHub, u(2000));
+  EXPECT_EQ(c.weiTotal, u(2000));
+  EXPECT_EQ(MUST(hubcm_->hub_reserve_wei()), u(3000));
+  // only the hub may call it
+  ChannelState s2 = s;
+  s2.txCountGlobal = 2;
+  s2.txCountChain = 2;
+  s2.pendingDepositWeiHub = u(1);
+  expect_revert(othercm_->hub_authorized_update(s2, sign(*user_, s2)), "only hub");
+  // hub takes its reserve back
+  U256 hb = bal(hub_->address());
+  Receipt w = MUST(hubcm_->hub_contract_withdraw(u(3000), u(0)));
+  record_gas("hubContractWithdraw", w);
+  EXPECT_EQ(add(hb, u(3000)), add(bal(hub_->address()), gas_cost(w)));
+  expect_revert(hubcm_->hub_contract_withdraw(u(1), u(0)), "not sufficient");
+  (void)f;
+}
+
+TEST_F(ChainTest, ConsensusWithdrawal) {
+  ChannelState c = deposit(*user_, *usercm_, 1000);
+  // payment: user pays hub 300 (off-chain, [3,1])
+  c.balanceWeiHub = u(300);
+  c.balanceWeiUser = u(700);
+  c.txCountGlobal = 3;
+  // withdrawal of 200 to a separate recipient, signed by the hub, executed by the user
+  ChannelState w = c;
+  w.recipient = other_->address();
+  w.balanceWeiUser = u(500);
+  w.pendingWithdrawalWeiUser = u(200);
+  w.txCountGlobal = 4;
+  w.txCountChain = 2;
+  U256 ob = bal(other_->address());
+  Receipt r = MUST(usercm_->user_authorized_update(w, sign(*hub_, w)));
+  record_gas("userAuthorizedUpdate(withdraw)", r);
+  EXPECT_EQ(bal(other_->address()), add(ob, u(200)));
+  OnchainChannel oc = MUST(usercm_->channel(user_->address()));
+  EXPECT_EQ(oc.weiHub, u(300));
+  EXPECT_EQ(oc.weiUser, u(500));
+  EXPECT_EQ(oc.weiTotal, u(800));
+  EXPECT_EQ(MUST(usercm_->total_channel_wei()), u(800));
+}
+
+TEST_F(ChainTest, UnilateralExitWithLatestStatePaysExactly) {
+  ChannelState c = deposit(*user_, *usercm_, 1000);
+  c.balanceWeiHub = u(250);
+  c.balanceWeiUser = u(750);
+  c.txCountGlobal = 5;
+  U256 ub = bal(user_->address());
+  U256 reserve0 = MUST(usercm_->hub_reserve_wei());
+  Receipt r = MUST(usercm_->start_exit_with_update(both(c)));
+  record_gas("startExitWithUpdate", r);
+  OnchainChannel oc = MUST(usercm_->channel(user_->address()));
+  EXPECT_EQ(oc.status, ChannelStatus::ChannelDispute);
+  EXPECT_EQ(oc.exitInitiator, user_->address());
+  // the initiator can not empty before the period ends
+  expect_revert(usercm_->empty_channel(user_->address()), "closing time must have passed");
+  ASSERT_TRUE(rpc_->increase_time(kChallenge + 1).ok());
+  Receipt e = MUST(othercm_->empty_channel(user_->address()));  // anyone, after the period
+  record_gas("emptyChannel", e);
+  EXPECT_EQ(bal(user_->address()), sub(add(ub, u(750)), gas_cost(r)));
+  EXPECT_EQ(MUST(usercm_->hub_reserve_wei()), add(reserve0, u(250)));
+  oc = MUST(usercm_->channel(user_->address()));
+  EXPECT_EQ(oc.status, ChannelStatus::Open);
+  EXPECT_TRUE(oc.weiTotal.is_zero());
+  EXPECT_EQ(oc.txCountGlobal, 5u);
+  EXPECT_TRUE(MUST(usercm_->total_channel_wei()).is_zero());
+}
+
+TEST_F(ChainTest, StartExitOnChainStateAndHubEmpties) {
+  deposit(*user_, *usercm_, 400);
+  Receipt r = MUST(usercm_->start_exit(user_->address()));
+  record_gas("startExit", r);
+  U256 ub = bal(user_->address());
+  Receipt e = MUST(hubcm_->empty_channel(user_->address()));  // non-initiator, before the end
+  EXPECT_EQ(bal(user_->address()), add(ub, u(400)));
+  (void)e;
+}
+
+TEST_F(ChainTest, StaleExitIsBeatenByWatchtower) {
+  ChannelState c = deposit(*user_, *usercm_, 1000);
+  ChannelState s2 = c;  // user paid 100
+  s2.balanceWeiHub = u(100);
+  s2.balanceWeiUser = u(900);
+  s2.txCountGlobal = 3;
+  ChannelState s3 = s2;  // user paid 300 in total: the latest state
+  s3.balanceWeiHub = u(300);
+  s3.balanceWeiUser = u(700);
+  s3.txCountGlobal = 4;
+  SignedChannelState stale = both(s2), latest = both(s3);
+
+  // The hub's watchtower (its own key) guards the channel with the latest state.
+  EventPoller poller(*rpc_, cm_addr_, 0, "", deploy_block_);
+  Watchtower tower(*towercm_, poller);
+  tower.watch(WatchedChannel{user_->address(), latest, {}});
+  auto idle = MUST(tower.tick());
+  EXPECT_TRUE(idle.empty());
+
+  U256 ub = bal(user_->address());
+  U256 reserve0 = MUST(usercm_->hub_reserve_wei());
+  Receipt r = MUST(usercm_->start_exit_with_update(stale));
+  auto acts = MUST(tower.tick());
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].what, "emptyChannelWithChallenge");
+  EXPECT_TRUE(acts[0].ok) << acts[0].error;
+  gas_table()["emptyChannelWithChallenge"] = std::max(gas_table()["emptyChannelWithChallenge"], acts[0].gasUsed);
+  // the honest hub gets its full 300, the user exactly 700
+  EXPECT_EQ(MUST(usercm_->hub_reserve_wei()), add(reserve0, u(300)));
+  EXPECT_EQ(bal(user_->address()), sub(add(ub, u(700)), gas_cost(r)));
+  OnchainChannel oc = MUST(usercm_->channel(user_->address()));
+  EXPECT_EQ(oc.status, ChannelStatus::Open);
+  EXPECT_EQ(oc.txCountGlobal, 4u);
+  // the stale state can never be used again
+  expect_revert(usercm_->start_exit_with_update(stale), "global txCount must be higher");
+}
+
+TEST_F(ChainTest, ThreadExitAndChallengePayBothSides) {
+  // A (user_) pays B (user2_) through a thread. A deposits 1000, the hub collateralises
+  // B's channel with 500.
+  ChannelState a = deposit(*user_, *usercm_, 1000);
+  MUST(hubcm_->fund_reserve(u(500)));
+  ChannelState b = base(user2_->address());
+  b.pendingDepositWeiHub = u(500);
+  b.txCountGlobal = 1;
+  b.txCountChain = 1;
+  MUST(hubcm_->hub_authorized_update(b, sign(*user2_, b)));
+  b = base(user2_->address());
+  b.balanceWeiHub = u(500);
+  b.txCountGlobal = 2;
+  b.txCountChain = 1;
+
+  ThreadState t0 = thread_state_zero();
+  t0.contractAddress = cm_addr_;
+  t0.sender = user_->address();
+  t0.receiver = user2_->address();
+  t0.threadId = 1;
+  t0.balanceWeiSender = u(300);
+  SignedThreadState init = tsign(*user_, t0);
+  std::vector<Hash32> leaves = {thread_hash(t0)};
+  Hash32 root = thread_tree_root(leaves);
+  // open the thread in both channels
+  a.balanceWeiUser = u(700);
+  a.txCountGlobal = 3;
+  a.threadRoot = root;
+  a.threadCount = 1;
+  b.balanceWeiHub = u(200);
+  b.txCountGlobal = 3;
+  b.threadRoot = root;
+  b.threadCount = 1;
+  // thread payments: 100 then 200 to B
+  ThreadState t1 = t0, t2 = t0;
+  t1.balanceWeiSender = u(200);
+  t1.balanceWeiReceiver = u(100);
+  t1.txCount = 1;
+  t2.balanceWeiSender = u(100);
+  t2.balanceWeiReceiver = u(200);
+  t2.txCount = 2;
+  SignedThreadState latest = tsign(*user_, t2);
+
+  // B's watchtower guards B's channel and the thread.
+  EventPoller poller(*rpc_, cm_addr_, 0, "", deploy_block_);
+  Watchtower tower(*towercm_, poller);
+  WatchedThread wt{init, leaves, latest};
+  tower.watch(WatchedChannel{user2_->address(), both(b), {wt}});
+
+  U256 a0 = bal(user_->address()), b0 = bal(user2_->address());
+  U256 reserve0 = MUST(hubcm_->hub_reserve_wei());
+  U256 agas = u(0);
+  // A exits its channel with the thread-open state, then starts the thread exit with
+  // the initial (stale, favourable to A) thread state.
+  Receipt r1 = MUST(usercm_->start_exit_with_update(both(a)));
+  agas = add(agas, gas_cost(r1));
+  ASSERT_TRUE(rpc_->increase_time(kChallenge + 1).ok());
+  Receipt r2 = MUST(usercm_->empty_channel(user_->address()));
+  agas = add(agas, gas_cost(r2));
+  EXPECT_EQ(MUST(usercm_->channel(user_->address())).status, ChannelStatus::ThreadDispute);
+  Bytes proof = MUST(thread_proof(leaves, thread_hash(t0)));
+  // a forged proof is refused
+  Bytes badproof = proof;
+  badproof[0] ^= 1;
+  expect_revert(usercm_->start_exit_thread(user_->address(), init, badproof), "not contained");
+  Receipt r3 = MUST(usercm_->start_exit_thread(user_->address(), init, proof));
+  record_gas("startExitThread", r3);
+  agas = add(agas, gas_cost(r3));
+
+  // the tower answers with the latest thread state
+  auto acts = MUST(tower.tick());
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].what, "challengeThread");
+  ASSERT_TRUE(acts[0].ok) << acts[0].error;
+  gas_table()["challengeThread"] = std::max(gas_table()["challengeThread"], acts[0].gasUsed);
+  OnchainThread ot = MUST(usercm_->thread(t0.sender, t0.receiver, 1));
+  EXPECT_EQ(ot.txCount, 2u);
+  EXPECT_EQ(ot.weiReceiver, u(200));
+  // an older update can not replace it
+  expect_revert(usercm_->challenge_thread(tsign(*user_, t1)), "txCount must be higher");
+
+  // the hub exits B's channel with the thread-open state
+  MUST(hubcm_->start_exit_with_update(both(b)));
+  ASSERT_TRUE(rpc_->increase_time(kChallenge + 1).ok());
+  MUST(hubcm_->empty_channel(user2_->address()));
+  // A empties its side of the thread; the tower empties B's side
+  Receipt r4 = MUST(usercm_->empty_thread(user_->address(), init, proof));
+  record_gas("emptyThread", r4);
+  agas = add(agas, gas_cost(r4));
+  // a second empty is refused (the channel reopened when its last thread was emptied)
+  expect_revert(usercm_->empty_thread(user_->address(), init, proof), "thread dispute");
+  acts = MUST(tower.tick());
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].what, "emptyThread");
+  EXPECT_TRUE(acts[0].ok) << acts[0].error;
+
+  // A: 700 from the channel + 100 left in the thread; B: 200 from the thread; the hub's
+  // reserve: 200 (B's channel) + 200 (A-side receiver share) + 100 (B-side sender share).
+  EXPECT_EQ(bal(user_->address()), sub(add(a0, u(800)), agas));
+  EXPECT_EQ(bal(user2_->address()), add(b0, u(200)));
+  EXPECT_EQ(MUST(hubcm_->hub_reserve_wei()), add(reserve0, u(500)));
+  EXPECT_TRUE(MUST(hubcm_->total_channel_wei()).is_zero());
+  EXPECT_EQ(MUST(usercm_->channel(user_->address())).status, ChannelStatus::Open);
+  EXPECT_EQ(MUST(usercm_->channel(user2_->address())).status, ChannelStatus::Open);
+}
+
+TEST_F(ChainTest, StartExitThreadWithUpdateAndNuke) {
+  ChannelState a = deposit(*user_, *usercm_, 1000);
+  ThreadState t0 = thread_state_zero();
+  t0.contractAddress = cm_addr_;
+  t0.sender = user_->address();
+  t0.receiver = user2_->address();
+  t0.threadId = 9;
+  t0.balanceWeiSender = u(400);
+  std::vector<Hash32> leaves = {thread_hash(t0)};
+  a.balanceWeiUser = u(600);
+  a.txCountGlobal = 3;
+  a.threadRoot = thread_tree_root(leaves);
+  a.threadCount = 1;
+  MUST(usercm_->start_exit_with_update(both(a)));
+  ASSERT_TRUE(rpc_->increase_time(kChallenge + 1).ok());
+  MUST(usercm_->empty_channel(user_->address()));
+  ThreadState t1 = t0;
+  t1.balanceWeiSender = u(150);
+  t1.balanceWeiReceiver = u(250);
+  t1.txCount = 4;
+  Receipt r = MUST(usercm_->start_exit_thread_with_update(user_->address(), tsign(*user_, t0),
+                                                          MUST(thread_proof(leaves, thread_hash(t0))),
+                                                          tsign(*user_, t1)));
+  record_gas("startExitThreadWithUpdate", r);
+  // nobody empties the thread: after 10 challenge periods anyone can nuke
+  expect_revert(othercm_->nuke_threads(user_->address()), "10 challenge periods");
+  ASSERT_TRUE(rpc_->increase_time(kChallenge * 11 + 1).ok());
+  U256 ub = bal(user_->address());
+  Receipt n = MUST(othercm_->nuke_threads(user_->address()));
+  record_gas("nukeThreads", n);
+  EXPECT_EQ(bal(user_->address()), add(ub, u(400)));
+  EXPECT_TRUE(MUST(usercm_->total_channel_wei()).is_zero());
+}
+
+TEST_F(ChainTest, RefusesForgedWrongTxCountWrongContractAndReplay) {
+  ChannelState s = base(user_->address());
+  s.pendingDepositWeiUser = u(100);
+  s.txCountGlobal = 1;
+  s.txCountChain = 1;
+  // forged: signed by someone else than the hub
+  expect_revert(usercm_->user_authorized_update(s, sign(*other_, s)), "hub signature invalid");
+  // high-S form of a valid signature (EIP-2)
+  Signature good = sign(*hub_, s);
+  Signature high = good;
+  {
+    static const uint8_t n[32] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                  0xff, 0xff, 0xff, 0xff, 0xfe, 0xba, 0xae, 0xdc, 0xe6, 0xaf, 0x48,
+                                  0xa0, 0x3b, 0xbf, 0xd2, 0x5e, 0x8c, 0xd0, 0x36, 0x41, 0x41};
+    U256 N, S, H;
+    (void)u256_from_be(n, 32, N);
+    (void)u256_from_be(good.s, 32, S);
+    H = sub(N, S);
+    u256_to_be32(H, high.s);
+    high.v = good.v == 27 ? 28 : 27;
+  }
+  expect_revert(usercm_->user_authorized_update(s, high), "EIP-2");
+  // wrong contract address in the signed state
+  ChannelState wrong = s;
+  wrong.contractAddress = token_;
+  expect_revert(usercm_->user_authorized_update(wrong, sign(*hub_, wrong)), "hub signature invalid");
+  // the right one passes once
+  MUST(usercm_->user_authorized_update(s, good));
+  // replayed: the same state again
+  expect_revert(usercm_->user_authorized_update(s, good), "global txCount must be higher");
+  // replayed on another manager: its hash names this contract, so the signature fails
+  Address other_cm = MUST(deploy_channel_manager(*hub_, cm_art_, hub_->address(), kChallenge, token_));
+  ChannelManagerClient ucm2(*user_, other_cm);
+  expect_revert(ucm2.user_authorized_update(s, good), "hub signature invalid");
+  // wrong chain txCount (goes backwards)
+  ChannelState back = s;
+  back.txCountGlobal = 2;
+  back.txCountChain = 0;
+  back.pendingDepositWeiUser = u(0);
+  back.balanceWeiUser = u(100);
+  expect_revert(usercm_->user_authorized_update(back, sign(*hub_, back)), "onchain txCount");
+  // more than the channel holds
+  ChannelState greedy = s;
+  greedy.txCountGlobal = 3;
+  greedy.pendingDepositWeiUser = u(0);
+  greedy.balanceWeiUser = u(101);
+  expect_revert(usercm_->user_authorized_update(greedy, sign(*hub_, greedy)), "wei must be conserved");
+  // a half-signed exit state is refused
+  ChannelState c = s;
+  c.pendingDepositWeiUser = u(0);
+  c.balanceWeiUser = u(100);
+  c.txCountGlobal = 2;
+  SignedChannelState half = both(c);
+  half.sigUser = sign(*other_, c);
+  expect_revert(usercm_->start_exit_with_update(half), "user signature invalid");
+  // a third party may not start an exit
+  expect_revert(othercm_->start_exit(user_->address()), "exit initiator must be user or hub");
+}
+
+TEST_F(ChainTest, TokenDepositAndExit) {
+  MUST(erc20_mint(*user_, token_, user_->address(), u(10000)));
+  MUST(erc20_approve(*user_, token_, cm_addr_, u(10000)));
+  ChannelState s = base(user_->address());
+  s.pendingDepositTokenUser = u(4000);
+  s.pendingDepositWeiUser = u(10);
+  s.txCountGlobal = 1;
+  s.txCountChain = 1;
+  Receipt r = MUST(usercm_->user_authorized_update(s, sign(*hub_, s)));
+  record_gas("userAuthorizedUpdate(token)", r);
+  EXPECT_EQ(MUST(erc20_balance(*rpc_, token_, cm_addr_)), u(4000));
+  EXPECT_EQ(MUST(usercm_->total_channel_token()), u(4000));
+  ChannelState c = base(user_->address());
+  c.balanceTokenUser = u(3000);
+  c.balanceTokenHub = u(1000);
+  c.balanceWeiUser = u(10);
+  c.txCountGlobal = 2;
+  c.txCountChain = 1;
+  MUST(hubcm_->start_exit_with_update(both(c)));
+  MUST(usercm_->empty_channel(user_->address()));
+  EXPECT_EQ(MUST(erc20_balance(*rpc_, token_, user_->address())), u(9000));
+  EXPECT_EQ(MUST(hubcm_->hub_reserve_tokens()), u(1000));
+}
+
+TEST_F(ChainTest, EventPollerResumesAndSurvivesReorg) {
+  std::string file = ::testing::TempDir() + "picopay-events-" + std::to_string(getpid()) + ".state";
+  std::remove(file.c_str());
+  std::vector<EventKind> seen;
+  auto on = [&](const ChannelEvent& e) { seen.push_back(e.kind); };
+  {
+    EventPoller p(*rpc_, cm_addr_, 1, file, deploy_block_);
+    ASSERT_TRUE(p.load().ok());
+    deposit(*user_, *usercm_, 50);
+    MUST(rpc_->mine());  // one confirmation
+    EXPECT_EQ(MUST(p.poll(on)), 1u);
+  }
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0], EventKind::DidUpdateChannel);
+  // resumed from the file: nothing is delivered twice
+  EventPoller p2(*rpc_, cm_addr_, 0, file, deploy_block_);
+  ASSERT_TRUE(p2.load().ok());
+  std::string snap = MUST(rpc_->snapshot());
+  MUST(usercm_->start_exit(user_->address()));  // block X
+  EXPECT_EQ(MUST(p2.poll(on)), 2u - 1u + 0u);   // the exit (the deposit was already seen)
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[1], EventKind::DidStartExitChannel);
+  // reorg: block X is replaced by a block without the exit, then the hub exits instead
+  ASSERT_TRUE(rpc_->revert_to(snap).ok());
+  MUST(rpc_->mine());
+  MUST(hubcm_->start_exit(user_->address()));
+  size_t n = MUST(p2.poll(on));
+  EXPECT_GE(p2.reorgs_seen(), 1u);
+  EXPECT_EQ(n, 1u);
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_EQ(seen[2], EventKind::DidStartExitChannel);
+  std::remove(file.c_str());
+}
+
+}  // namespace
