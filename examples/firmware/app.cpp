@@ -474,7 +474,7 @@ int firmware_run() noexcept {
   check_status("entropy for context blinding", entropy.fill(seed, sizeof seed), Status::Ok);
   const uint64_t t0 = fw::instructions();
   check_status("signer init (preallocated context)", g_signer.init(seed), Status::Ok);
-  metric("insn_signer_init", fw::instructions() - t0);
+  if (fw::instructions_known()) metric("insn_signer_init", fw::instructions() - t0);
   secure_wipe(seed, sizeof seed);
 
   Address user{}, hub{};
