@@ -49,6 +49,7 @@ T must(picopay::chain::Result<T> r, const char* what) {
 // Expects a revert whose reason contains `reason`.
 template <typename T>
 void expect_revert(const picopay::chain::Result<T>& r, const char* reason) {
+  SCOPED_TRACE(std::string("expected revert reason: ") + reason);
   ASSERT_FALSE(r.ok()) << "expected revert: " << reason;
   EXPECT_EQ(r.error().kind, ErrorKind::Reverted) << r.error().to_string();
   EXPECT_NE(r.error().message.find(reason), std::string::npos) << r.error().message;
