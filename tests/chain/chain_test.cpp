@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "devchain.hpp"
+#include "picopay/chain/cli.hpp"
 #include "picopay/chain/events.hpp"
 #include "picopay/chain/manager.hpp"
 #include "picopay/chain/watchtower.hpp"
@@ -652,6 +653,31 @@ TEST_F(ChainTest, EventPollerResumesAndSurvivesReorg) {
   ASSERT_EQ(seen.size(), 3u);
   EXPECT_EQ(seen[2], EventKind::DidStartExitChannel);
   std::remove(file.c_str());
+}
+
+int cli(std::vector<std::string> args) {
+  std::vector<char*> av;
+  for (auto& a : args) av.push_back(a.data());
+  return picopay_chain_cli(static_cast<int>(av.size()), av.data());
+}
+
+TEST_F(ChainTest, CliSubcommands) {
+  std::string url = chain_->url(), cm = address_hex(cm_addr_), hub = address_hex(hub_->address());
+  EXPECT_TRUE(picopay_chain_cli_handles("thread-challenge"));
+  EXPECT_FALSE(picopay_chain_cli_handles("pay"));
+  EXPECT_EQ(cli({"deploy", "--rpc", url, "--private-key", kHubKey, "--hub", hub, "--challenge-period", "60",
+                 "--artifact", std::string(PICOPAY_TEST_CONTRACTS_DIR) + "/ChannelManager.json"}), 0);
+  deposit(*user_, *usercm_, 77);
+  EXPECT_EQ(cli({"channel", "--rpc", url, "--contract", cm, "--user", address_hex(user_->address())}), 0);
+  EXPECT_EQ(cli({"exit", "--rpc", url, "--private-key", kUserKey, "--contract", cm, "--user",
+                 address_hex(user_->address())}), 0);
+  EXPECT_EQ(MUST(usercm_->channel(user_->address())).status, ChannelStatus::ChannelDispute);
+  EXPECT_EQ(cli({"empty-channel", "--rpc", url, "--private-key", kHubKey, "--contract", cm, "--user",
+                 address_hex(user_->address())}), 0);
+  EXPECT_EQ(cli({"exit", "--rpc", url, "--contract", cm}), 2);                        // no key
+  EXPECT_EQ(cli({"channel", "--rpc", "http://127.0.0.1:1", "--contract", cm, "--user", hub}), 1);  // transport
+  EXPECT_EQ(cli({"exit", "--rpc", url, "--private-key", kOtherKey, "--contract", cm, "--user",
+                 address_hex(user_->address())}), 1);  // reverted: not user or hub
 }
 
 }  // namespace
