@@ -1,0 +1,145 @@
+// picopay_mqtt: a small MQTT v5 client on libmosquitto, shaped for picopay
+// (docs/mqtt-protocol.md).
+//
+// - MQTT v5 only; QoS 1 by default; persistent session: clean start false and a session
+//   expiry interval > 0 sent on EVERY connect, including automatic reconnects (the client
+//   runs its own network thread for that reason: libmosquitto's loop_start reconnects
+//   without CONNECT properties).
+// - Reconnects by itself with exponential backoff (reconnect_min_ms .. reconnect_max_ms)
+//   after a refused connect, a lost socket or a CONNACK error; subscriptions are renewed
+//   when the broker reports no session.
+// - Username/password; optional TLS (CA file; the broker's certificate is verified,
+//   hostname included).
+// - Optional Last Will (retained, QoS 1 by default).
+// - Callbacks run on the client's network thread: keep them short (enqueue and return).
+//   QoS 1 PUBACK for an incoming message is sent after the message callback returns.
+// - publish() is thread-safe and may be called from any thread, including callbacks.
+//   While disconnected, QoS 1 publishes are queued by libmosquitto and sent after the
+//   reconnect (in memory only: a process restart loses them; picopay's protocol
+//   retransmits at the application level anyway).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+struct mosquitto;
+
+namespace picopay::mqtt {
+
+struct Options {
+  std::string host = "127.0.0.1";
+  int port = 1883;
+  std::string client_id;        // required: persistent sessions are keyed by it
+  std::string username;         // empty: no username/password
+  std::string password;
+  std::string tls_ca_file;      // non-empty: connect with TLS, verify against this CA
+  int keepalive_s = 30;         // >= 5
+  uint32_t session_expiry_s = 86400;  // > 0: persistent session (0: ends on disconnect)
+  bool clean_start = false;     // true: drop any previous session on the first connect
+  int reconnect_min_ms = 200;   // first retry delay; doubles up to reconnect_max_ms
+  int reconnect_max_ms = 10000;
+  // Last Will: published by the broker if the connection is lost without DISCONNECT.
+  std::string will_topic;       // empty: no will
+  std::string will_payload;
+  bool will_retain = true;
+  int max_inflight = 100;       // outgoing QoS 1 messages in flight (receive maximum)
+};
+
+// An incoming PUBLISH.
+struct Message {
+  std::string topic;
+  std::vector<uint8_t> payload;
+  int qos = 0;
+  bool retain = false;
+  std::string response_topic;          // v5 Response Topic; empty if absent
+  std::vector<uint8_t> correlation;    // v5 Correlation Data; empty if absent
+};
+
+// Optional v5 properties of an outgoing PUBLISH.
+struct PublishProps {
+  std::string response_topic;          // empty: none
+  std::vector<uint8_t> correlation;    // empty: none (max 65535 bytes)
+};
+
+class Client {
+ public:
+  using MessageHandler = std::function<void(const Message&)>;
+  // Called after every successful CONNACK; session_present as the broker reported it.
+  using ConnectHandler = std::function<void(bool session_present)>;
+  // Called when a connection ends or a connect attempt fails (reason text).
+  using DisconnectHandler = std::function<void(const std::string& reason)>;
+
+  explicit Client(Options opts);
+  ~Client();  // stop()
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Set before start().
+  void on_message(MessageHandler h);
+  void on_connect(ConnectHandler h);
+  void on_disconnect(DisconnectHandler h);
+
+  // Adds a subscription (wildcards allowed), kept for the client's life and renewed
+  // after a reconnect without session. May be called before or after start().
+  void subscribe(const std::string& filter, int qos = 1);
+
+  // Starts the network thread, which connects and keeps reconnecting until stop().
+  // Returns false (with `err`) only for configuration errors (bad TLS file, bad
+  // options, library failure); an unreachable broker is retried in the background.
+  bool start(std::string& err);
+
+  // Disconnects cleanly (no Last Will) unless `send_disconnect` is false, and joins the
+  // network thread. Idempotent. With send_disconnect false the socket stays open until
+  // the Client is destroyed; then the broker publishes the Last Will (a crash, for tests).
+  void stop(bool send_disconnect = true);
+
+  // Publishes (thread-safe). Returns false with `err` if the message could not even be
+  // queued (payload too large, not started, protocol error).
+  bool publish(const std::string& topic, const uint8_t* data, size_t len, int qos = 1, bool retain = false,
+               const PublishProps* props = nullptr, std::string* err = nullptr);
+  bool publish(const std::string& topic, const std::string& text, int qos = 1, bool retain = false,
+               const PublishProps* props = nullptr, std::string* err = nullptr) {
+    return publish(topic, reinterpret_cast<const uint8_t*>(text.data()), text.size(), qos, retain, props, err);
+  }
+
+  bool connected() const noexcept { return connected_.load(); }
+  // Waits until connected (true) or timeout_ms elapses (false).
+  bool wait_connected(int timeout_ms);
+  // Number of successful CONNACKs so far (reconnects included).
+  uint64_t connect_count() const noexcept { return connects_.load(); }
+  // The last connection error, for logs ("" if none).
+  std::string last_error() const;
+  const Options& options() const noexcept { return opts_; }
+
+ private:
+  void run();
+  bool connect_once(std::string& err);
+  void sleep_backoff(int ms);
+  friend struct ClientCallbacks;
+
+  Options opts_;
+  struct mosquitto* mosq_ = nullptr;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> running_{false};
+  std::atomic<bool> connected_{false};
+  std::atomic<bool> socket_up_{false};
+  std::atomic<bool> want_disconnect_{true};
+  std::atomic<uint64_t> connects_{0};
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::string last_error_;
+  std::vector<std::pair<std::string, int>> subs_;
+  MessageHandler on_message_;
+  ConnectHandler on_connect_;
+  DisconnectHandler on_disconnect_;
+};
+
+}  // namespace picopay::mqtt

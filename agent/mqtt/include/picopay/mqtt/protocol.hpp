@@ -1,0 +1,88 @@
+// picopay over MQTT, protocol v1 (docs/mqtt-protocol.md): topic builders, topic
+// parsing, the Correlation Data form and the Reply codec.
+//
+// Addresses in topics are lowercase 0x-hex (42 chars). Topic parsing proves nothing
+// about who sent a message (the broker is untrusted, DESIGN.md §4.3); it only tells a
+// receiver which channel the sender claims, and every payload is checked on its own.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "picopay/state.hpp"
+#include "picopay/status.hpp"
+#include "picopay/types.hpp"
+
+namespace picopay::mqtt {
+
+constexpr const char* kTopicPrefix = "picopay/v1";
+
+// "0x" + 40 lowercase hex.
+std::string topic_address(const Address& a);
+
+// user -> hub: ChannelUpdate proposed by the user.  picopay/v1/hub/{hub}/channel/{user}/update
+std::string topic_update(const Address& hub, const Address& user);
+// user -> hub: Reply to a hub-proposed update.      picopay/v1/hub/{hub}/channel/{user}/reply
+std::string topic_hub_reply(const Address& hub, const Address& user);
+// user -> hub: empty payload, "send me your latest state". .../channel/{user}/sync
+std::string topic_sync(const Address& hub, const Address& user);
+// hub -> user: Reply to a user-proposed update (and to sync). picopay/v1/user/{user}/reply
+std::string topic_reply(const Address& user);
+// hub -> user: ChannelUpdate proposed by the hub.   picopay/v1/user/{user}/request
+std::string topic_request(const Address& user);
+// payer -> payee: ThreadUpdate.                     picopay/v1/thread/{receiver}/update
+std::string topic_thread_update(const Address& receiver);
+// agent, retained JSON status; Last Will.           picopay/v1/user/{user}/status
+std::string topic_user_status(const Address& user);
+// hub, retained JSON per channel.                   picopay/v1/hub/{hub}/status/{user}
+std::string topic_hub_status(const Address& hub, const Address& user);
+// hub, retained JSON about the hub itself ({"state":"online"|"offline",...}; its Will).
+//                                                   picopay/v1/hub/{hub}/status
+std::string topic_hub_online(const Address& hub);
+// The hub's subscription filter for everything users send it: picopay/v1/hub/{hub}/channel/+/+
+std::string topic_hub_filter(const Address& hub);
+
+// Parses "picopay/v1/hub/{hub}/channel/{user}/{leaf}" (leaf: update, reply, sync).
+// Addresses must be lowercase hex. Returns false for any other shape.
+bool parse_channel_topic(const std::string& topic, Address& hub, Address& user, std::string& leaf);
+
+// Correlation Data: the update's txCountGlobal as 8 bytes big-endian.
+std::vector<uint8_t> correlation_encode(uint64_t txCountGlobal);
+// False unless exactly 8 bytes.
+bool correlation_decode(const std::vector<uint8_t>& data, uint64_t& txCountGlobal);
+
+// ------------------------------------------------------------------ Reply
+
+enum class ReplyKind : uint8_t {
+  Ack = 0x10,   // sig: the replier's eth_sign signature over the state the update produced
+  Nack = 0x11,  // status + the replier's latest state (so the proposer can resync)
+  Sync = 0x12,  // the replier's latest state
+};
+
+// A reply. Wire: | 0x01 | kind | varint txCountGlobal | body |
+//   Ack:  sig (65, v 27/28, low-S)
+//   Nack: status (u8, picopay::Status, never Ok) | ChannelState wire (kind 0x01)
+//   Sync: ChannelState wire (kind 0x01)
+// txCountGlobal: Ack/Nack: the txCountGlobal of the update answered (0 if the update
+// could not be decoded); Sync: the state's txCountGlobal.
+// The state of Nack/Sync is the replier's latest double-signed state, or, for a channel
+// that has none yet, the genesis state (all zero, txCountGlobal 0, no signatures).
+struct Reply {
+  ReplyKind kind = ReplyKind::Ack;
+  uint64_t txCountGlobal = 0;
+  Signature sig{};              // Ack
+  Status status = Status::Ok;   // Nack
+  SignedChannelState state{};   // Nack, Sync
+};
+
+// Appends nothing on error. Errors: OutOfBounds (txCountGlobal > kMaxCounter),
+// BadArgs (Nack with status Ok, unknown kind), BadRecoveryId (Ack sig v not 27/28),
+// and the errors of encode_channel_state.
+[[nodiscard]] Status encode_reply(const Reply& r, std::vector<uint8_t>& out);
+// Errors: Truncated, TrailingBytes, BadVersion, BadKind (unknown reply kind),
+// NonCanonical / OutOfBounds (varint), BadRecoveryId, HighS, BadArgs (Nack status Ok
+// or unknown), and the errors of decode_channel_state.
+[[nodiscard]] Status decode_reply(const uint8_t* in, size_t len, Reply& out);
+
+}  // namespace picopay::mqtt

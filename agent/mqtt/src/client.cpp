@@ -1,0 +1,268 @@
+// picopay_mqtt: the libmosquitto v5 client (see client.hpp).
+#include "picopay/mqtt/client.hpp"
+
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <mutex>
+
+namespace picopay::mqtt {
+
+namespace {
+std::once_flag g_lib_once;
+
+std::string mosq_error(int rc) {
+  if (rc == MOSQ_ERR_ERRNO) return std::string("system error: ") + mosquitto_strerror(rc);
+  return mosquitto_strerror(rc);
+}
+}  // namespace
+
+struct ClientCallbacks {
+  static void on_connect(struct mosquitto* m, void* obj, int rc, int flags, const mosquitto_property*) {
+    auto* c = static_cast<Client*>(obj);
+    if (rc != 0) {
+      std::string why = std::string("CONNACK refused: ") + mosquitto_reason_string(rc);
+      {
+        std::lock_guard<std::mutex> lk(c->mu_);
+        c->last_error_ = why;
+      }
+      return;  // the broker closes the connection; the network thread retries
+    }
+    const bool session_present = (flags & 1) != 0;
+    std::vector<std::pair<std::string, int>> subs;
+    {
+      std::lock_guard<std::mutex> lk(c->mu_);
+      subs = c->subs_;
+      c->last_error_.clear();
+    }
+    // Renew subscriptions on every connect: needed when the broker has no session for
+    // us, harmless otherwise (the same filter and options replace the old ones).
+    for (auto& s : subs) mosquitto_subscribe_v5(m, nullptr, s.first.c_str(), s.second, 0, nullptr);
+    c->connects_.fetch_add(1);
+    c->connected_.store(true);
+    c->cv_.notify_all();
+    if (c->on_connect_) c->on_connect_(session_present);
+  }
+
+  static void on_disconnect(struct mosquitto*, void* obj, int rc, const mosquitto_property*) {
+    auto* c = static_cast<Client*>(obj);
+    c->connected_.store(false);
+    if (rc != 0) {
+      std::lock_guard<std::mutex> lk(c->mu_);
+      c->last_error_ = std::string("disconnected: ") + mosquitto_reason_string(rc);
+    }
+  }
+
+  static void on_message(struct mosquitto*, void* obj, const struct mosquitto_message* msg,
+                         const mosquitto_property* props) {
+    auto* c = static_cast<Client*>(obj);
+    if (!c->on_message_) return;
+    Message m;
+    m.topic = msg->topic ? msg->topic : "";
+    if (msg->payloadlen > 0) {
+      const auto* p = static_cast<const uint8_t*>(msg->payload);
+      m.payload.assign(p, p + msg->payloadlen);
+    }
+    m.qos = msg->qos;
+    m.retain = msg->retain;
+    char* rt = nullptr;
+    if (mosquitto_property_read_string(props, MQTT_PROP_RESPONSE_TOPIC, &rt, false) && rt) {
+      m.response_topic = rt;
+      std::free(rt);
+    }
+    void* cd = nullptr;
+    uint16_t cdlen = 0;
+    if (mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA, &cd, &cdlen, false) && cd) {
+      const auto* p = static_cast<const uint8_t*>(cd);
+      m.correlation.assign(p, p + cdlen);
+      std::free(cd);
+    }
+    c->on_message_(m);
+  }
+};
+
+Client::Client(Options opts) : opts_(std::move(opts)) {}
+
+Client::~Client() {
+  stop();
+  if (mosq_) mosquitto_destroy(mosq_);
+}
+
+void Client::on_message(MessageHandler h) { on_message_ = std::move(h); }
+void Client::on_connect(ConnectHandler h) { on_connect_ = std::move(h); }
+void Client::on_disconnect(DisconnectHandler h) { on_disconnect_ = std::move(h); }
+
+void Client::subscribe(const std::string& filter, int qos) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    subs_.emplace_back(filter, qos);
+  }
+  if (mosq_ && connected_.load()) mosquitto_subscribe_v5(mosq_, nullptr, filter.c_str(), qos, 0, nullptr);
+}
+
+std::string Client::last_error() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return last_error_;
+}
+
+bool Client::start(std::string& err) {
+  if (running_.load()) return true;
+  if (opts_.client_id.empty()) {
+    err = "mqtt: client_id is required";
+    return false;
+  }
+  if (opts_.keepalive_s < 5) {
+    err = "mqtt: keepalive must be >= 5 s";
+    return false;
+  }
+  std::call_once(g_lib_once, [] { mosquitto_lib_init(); });
+  mosq_ = mosquitto_new(opts_.client_id.c_str(), opts_.clean_start, this);
+  if (!mosq_) {
+    err = "mqtt: mosquitto_new failed";
+    return false;
+  }
+  mosquitto_int_option(mosq_, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+  mosquitto_threaded_set(mosq_, true);
+  mosquitto_connect_v5_callback_set(mosq_, &ClientCallbacks::on_connect);
+  mosquitto_disconnect_v5_callback_set(mosq_, &ClientCallbacks::on_disconnect);
+  mosquitto_message_v5_callback_set(mosq_, &ClientCallbacks::on_message);
+  if (opts_.max_inflight > 0) mosquitto_int_option(mosq_, MOSQ_OPT_SEND_MAXIMUM, opts_.max_inflight);
+  int rc;
+  if (!opts_.username.empty()) {
+    rc = mosquitto_username_pw_set(mosq_, opts_.username.c_str(),
+                                   opts_.password.empty() ? nullptr : opts_.password.c_str());
+    if (rc != MOSQ_ERR_SUCCESS) {
+      err = "mqtt: username/password: " + mosq_error(rc);
+      return false;
+    }
+  }
+  if (!opts_.tls_ca_file.empty()) {
+    rc = mosquitto_tls_set(mosq_, opts_.tls_ca_file.c_str(), nullptr, nullptr, nullptr, nullptr);
+    if (rc != MOSQ_ERR_SUCCESS) {
+      err = "mqtt: TLS CA file '" + opts_.tls_ca_file + "': " + mosq_error(rc);
+      return false;
+    }
+  }
+  if (!opts_.will_topic.empty()) {
+    rc = mosquitto_will_set_v5(mosq_, opts_.will_topic.c_str(), static_cast<int>(opts_.will_payload.size()),
+                               opts_.will_payload.data(), 1, opts_.will_retain, nullptr);
+    if (rc != MOSQ_ERR_SUCCESS) {
+      err = "mqtt: last will: " + mosq_error(rc);
+      return false;
+    }
+  }
+  stop_.store(false);
+  running_.store(true);
+  thread_ = std::thread([this] { run(); });
+  return true;
+}
+
+bool Client::connect_once(std::string& err) {
+  mosquitto_property* props = nullptr;
+  if (opts_.session_expiry_s > 0)
+    mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, opts_.session_expiry_s);
+  int rc = mosquitto_connect_bind_v5(mosq_, opts_.host.c_str(), opts_.port, opts_.keepalive_s, nullptr, props);
+  mosquitto_property_free_all(&props);
+  if (rc != MOSQ_ERR_SUCCESS) {
+    err = "connect to " + opts_.host + ":" + std::to_string(opts_.port) + ": " + mosq_error(rc);
+    return false;
+  }
+  return true;
+}
+
+void Client::sleep_backoff(int ms) {
+  std::unique_lock<std::mutex> lk(mu_);
+  cv_.wait_for(lk, std::chrono::milliseconds(ms), [this] { return stop_.load(); });
+}
+
+void Client::run() {
+  int backoff = opts_.reconnect_min_ms > 0 ? opts_.reconnect_min_ms : 100;
+  const int backoff_max = opts_.reconnect_max_ms > backoff ? opts_.reconnect_max_ms : backoff;
+  while (!stop_.load()) {
+    std::string err;
+    const uint64_t before = connects_.load();
+    if (connect_once(err)) {
+      socket_up_.store(true);
+      for (;;) {
+        if (stop_.load()) {
+          if (want_disconnect_.load() && connected_.load()) {
+            mosquitto_disconnect_v5(mosq_, 0, nullptr);
+            for (int i = 0; i < 20; ++i)
+              if (mosquitto_loop(mosq_, 100, 1) != MOSQ_ERR_SUCCESS) break;
+          }
+          break;
+        }
+        int rc = mosquitto_loop(mosq_, 100, 1);
+        if (rc != MOSQ_ERR_SUCCESS) {
+          std::lock_guard<std::mutex> lk(mu_);
+          if (last_error_.empty()) last_error_ = "connection lost: " + mosq_error(rc);
+          err = last_error_;
+          break;
+        }
+      }
+      socket_up_.store(false);
+      connected_.store(false);
+      if (stop_.load()) break;
+      if (connects_.load() != before) backoff = opts_.reconnect_min_ms > 0 ? opts_.reconnect_min_ms : 100;
+    } else {
+      std::lock_guard<std::mutex> lk(mu_);
+      last_error_ = err;
+    }
+    if (on_disconnect_) on_disconnect_(err);
+    sleep_backoff(backoff);
+    backoff = backoff * 2 > backoff_max ? backoff_max : backoff * 2;
+  }
+  running_.store(false);
+}
+
+void Client::stop(bool send_disconnect) {
+  if (!thread_.joinable()) return;
+  want_disconnect_.store(send_disconnect);
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_.store(true);
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+bool Client::wait_connected(int timeout_ms) {
+  std::unique_lock<std::mutex> lk(mu_);
+  return cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), [this] { return connected_.load(); });
+}
+
+bool Client::publish(const std::string& topic, const uint8_t* data, size_t len, int qos, bool retain,
+                     const PublishProps* props, std::string* err) {
+  if (!mosq_) {
+    if (err) *err = "mqtt: not started";
+    return false;
+  }
+  if (len > 256 * 1024 * 1024) {
+    if (err) *err = "mqtt: payload too large";
+    return false;
+  }
+  mosquitto_property* pl = nullptr;
+  if (props) {
+    if (!props->response_topic.empty())
+      mosquitto_property_add_string(&pl, MQTT_PROP_RESPONSE_TOPIC, props->response_topic.c_str());
+    if (!props->correlation.empty()) {
+      if (props->correlation.size() > 65535) {
+        if (err) *err = "mqtt: correlation data too long";
+        return false;
+      }
+      mosquitto_property_add_binary(&pl, MQTT_PROP_CORRELATION_DATA, props->correlation.data(),
+                                    static_cast<uint16_t>(props->correlation.size()));
+    }
+  }
+  int rc = mosquitto_publish_v5(mosq_, nullptr, topic.c_str(), static_cast<int>(len), data, qos, retain, pl);
+  mosquitto_property_free_all(&pl);
+  if (rc != MOSQ_ERR_SUCCESS) {
+    if (err) *err = "mqtt: publish '" + topic + "': " + mosq_error(rc);
+    return false;
+  }
+  return true;
+}
+
+}  // namespace picopay::mqtt

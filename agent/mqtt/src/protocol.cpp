@@ -1,0 +1,187 @@
+// picopay_mqtt: topics and the Reply codec (docs/mqtt-protocol.md).
+#include "picopay/mqtt/protocol.hpp"
+
+#include <cstring>
+
+#include "picopay/codec.hpp"
+#include "picopay/signer.hpp"
+
+namespace picopay::mqtt {
+
+namespace {
+constexpr char kHex[] = "0123456789abcdef";
+
+bool parse_lower_address(const std::string& s, Address& out) {
+  if (s.size() != 42 || s[0] != '0' || s[1] != 'x') return false;
+  for (size_t i = 0; i < 20; ++i) {
+    int v = 0;
+    for (int k = 0; k < 2; ++k) {
+      char c = s[2 + 2 * i + k];
+      int d;
+      if (c >= '0' && c <= '9') d = c - '0';
+      else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
+      else return false;
+      v = v * 16 + d;
+    }
+    out.bytes[i] = static_cast<uint8_t>(v);
+  }
+  return true;
+}
+
+void put_varint(std::vector<uint8_t>& out, uint64_t v) {
+  do {
+    uint8_t b = static_cast<uint8_t>(v & 0x7f);
+    v >>= 7;
+    if (v) b |= 0x80;
+    out.push_back(b);
+  } while (v);
+}
+
+Status get_varint(const uint8_t* in, size_t len, size_t& pos, uint64_t& v) {
+  v = 0;
+  for (int i = 0; i < 8; ++i) {
+    if (pos >= len) return Status::Truncated;
+    uint8_t b = in[pos++];
+    v |= static_cast<uint64_t>(b & 0x7f) << (7 * i);
+    if (!(b & 0x80)) {
+      if (b == 0 && i > 0) return Status::NonCanonical;
+      return v > kMaxCounter ? Status::OutOfBounds : Status::Ok;
+    }
+  }
+  return Status::OutOfBounds;
+}
+
+bool status_known(uint8_t s) { return s > 0 && s <= static_cast<uint8_t>(Status::Corrupt); }
+}  // namespace
+
+std::string topic_address(const Address& a) {
+  std::string s = "0x";
+  for (uint8_t b : a.bytes) {
+    s.push_back(kHex[b >> 4]);
+    s.push_back(kHex[b & 15]);
+  }
+  return s;
+}
+
+static std::string hub_channel(const Address& hub, const Address& user, const char* leaf) {
+  return std::string(kTopicPrefix) + "/hub/" + topic_address(hub) + "/channel/" + topic_address(user) + "/" + leaf;
+}
+std::string topic_update(const Address& hub, const Address& user) { return hub_channel(hub, user, "update"); }
+std::string topic_hub_reply(const Address& hub, const Address& user) { return hub_channel(hub, user, "reply"); }
+std::string topic_sync(const Address& hub, const Address& user) { return hub_channel(hub, user, "sync"); }
+std::string topic_reply(const Address& user) { return std::string(kTopicPrefix) + "/user/" + topic_address(user) + "/reply"; }
+std::string topic_request(const Address& user) {
+  return std::string(kTopicPrefix) + "/user/" + topic_address(user) + "/request";
+}
+std::string topic_thread_update(const Address& receiver) {
+  return std::string(kTopicPrefix) + "/thread/" + topic_address(receiver) + "/update";
+}
+std::string topic_user_status(const Address& user) {
+  return std::string(kTopicPrefix) + "/user/" + topic_address(user) + "/status";
+}
+std::string topic_hub_status(const Address& hub, const Address& user) {
+  return std::string(kTopicPrefix) + "/hub/" + topic_address(hub) + "/status/" + topic_address(user);
+}
+std::string topic_hub_online(const Address& hub) { return std::string(kTopicPrefix) + "/hub/" + topic_address(hub) + "/status"; }
+std::string topic_hub_filter(const Address& hub) {
+  return std::string(kTopicPrefix) + "/hub/" + topic_address(hub) + "/channel/+/+";
+}
+
+bool parse_channel_topic(const std::string& topic, Address& hub, Address& user, std::string& leaf) {
+  const std::string pre = std::string(kTopicPrefix) + "/hub/";
+  if (topic.compare(0, pre.size(), pre) != 0) return false;
+  size_t p = pre.size();
+  if (topic.size() < p + 42 + 9 + 42 + 2) return false;
+  if (!parse_lower_address(topic.substr(p, 42), hub)) return false;
+  p += 42;
+  if (topic.compare(p, 9, "/channel/") != 0) return false;
+  p += 9;
+  if (!parse_lower_address(topic.substr(p, 42), user)) return false;
+  p += 42;
+  if (topic[p] != '/') return false;
+  leaf = topic.substr(p + 1);
+  return !leaf.empty() && leaf.find('/') == std::string::npos;
+}
+
+std::vector<uint8_t> correlation_encode(uint64_t tx) {
+  std::vector<uint8_t> out(8);
+  for (int i = 7; i >= 0; --i) {
+    out[static_cast<size_t>(i)] = static_cast<uint8_t>(tx & 0xff);
+    tx >>= 8;
+  }
+  return out;
+}
+
+bool correlation_decode(const std::vector<uint8_t>& d, uint64_t& tx) {
+  if (d.size() != 8) return false;
+  tx = 0;
+  for (uint8_t b : d) tx = (tx << 8) | b;
+  return true;
+}
+
+Status encode_reply(const Reply& r, std::vector<uint8_t>& out) {
+  if (r.txCountGlobal > kMaxCounter) return Status::OutOfBounds;
+  std::vector<uint8_t> buf;
+  buf.push_back(kWireVersion);
+  buf.push_back(static_cast<uint8_t>(r.kind));
+  put_varint(buf, r.txCountGlobal);
+  switch (r.kind) {
+    case ReplyKind::Ack:
+      if (r.sig.v != 27 && r.sig.v != 28) return Status::BadRecoveryId;
+      buf.insert(buf.end(), r.sig.r, r.sig.r + 32);
+      buf.insert(buf.end(), r.sig.s, r.sig.s + 32);
+      buf.push_back(r.sig.v);
+      break;
+    case ReplyKind::Nack:
+    case ReplyKind::Sync: {
+      if (r.kind == ReplyKind::Nack) {
+        if (!status_known(static_cast<uint8_t>(r.status))) return Status::BadArgs;
+        buf.push_back(static_cast<uint8_t>(r.status));
+      }
+      uint8_t st[kMaxChannelStateWire];
+      size_t n = 0;
+      Status s = encode_channel_state(r.state, st, sizeof st, &n);
+      if (s != Status::Ok) return s;
+      buf.insert(buf.end(), st, st + n);
+      break;
+    }
+    default:
+      return Status::BadArgs;
+  }
+  out.insert(out.end(), buf.begin(), buf.end());
+  return Status::Ok;
+}
+
+Status decode_reply(const uint8_t* in, size_t len, Reply& out) {
+  if (len < 2) return Status::Truncated;
+  if (in[0] != kWireVersion) return Status::BadVersion;
+  const uint8_t k = in[1];
+  if (k != 0x10 && k != 0x11 && k != 0x12) return Status::BadKind;
+  Reply r;
+  r.kind = static_cast<ReplyKind>(k);
+  size_t pos = 2;
+  Status s = get_varint(in, len, pos, r.txCountGlobal);
+  if (s != Status::Ok) return s;
+  if (r.kind == ReplyKind::Ack) {
+    if (len - pos < 65) return Status::Truncated;
+    if (len - pos > 65) return Status::TrailingBytes;
+    std::memcpy(r.sig.r, in + pos, 32);
+    std::memcpy(r.sig.s, in + pos + 32, 32);
+    r.sig.v = in[pos + 64];
+    if (r.sig.v != 27 && r.sig.v != 28) return Status::BadRecoveryId;
+    if (!signature_s_is_low(r.sig.s)) return Status::HighS;
+  } else {
+    if (r.kind == ReplyKind::Nack) {
+      if (pos >= len) return Status::Truncated;
+      uint8_t st = in[pos++];
+      if (!status_known(st)) return Status::BadArgs;
+      r.status = static_cast<Status>(st);
+    }
+    s = decode_channel_state(in + pos, len - pos, r.state);
+    if (s != Status::Ok) return s;
+  }
+  out = r;
+  return Status::Ok;
+}
+
+}  // namespace picopay::mqtt

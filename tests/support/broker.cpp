@@ -1,0 +1,160 @@
+#include "support/broker.hpp"
+
+#include <pwd.h>
+#include <unistd.h>
+
+namespace picopay::testsupport {
+
+std::string picopay_acl(const std::string& hub_user) {
+  std::string a;
+  a += "# picopay broker ACL (docs/mqtt-protocol.md). %u = the client's username.\n";
+  a += "user " + hub_user + "\n";
+  a += "topic readwrite picopay/v1/#\n\n";
+  a += "# every device: username = its lowercase 0x address\n";
+  a += "pattern write picopay/v1/hub/+/channel/%u/update\n";
+  a += "pattern write picopay/v1/hub/+/channel/%u/reply\n";
+  a += "pattern write picopay/v1/hub/+/channel/%u/sync\n";
+  a += "pattern read picopay/v1/user/%u/reply\n";
+  a += "pattern read picopay/v1/user/%u/request\n";
+  a += "pattern readwrite picopay/v1/user/%u/status\n";
+  a += "pattern read picopay/v1/hub/+/status/%u\n";
+  a += "pattern read picopay/v1/hub/+/status\n";
+  a += "pattern write picopay/v1/thread/+/update\n";
+  a += "pattern read picopay/v1/thread/%u/update\n";
+  return a;
+}
+
+Broker::Broker(BrokerOptions opts) : opts_(std::move(opts)) {}
+
+Broker::~Broker() {
+  proc_.kill9();
+  if (own_dir_ && !opts_.keep_dir) remove_tree(dir_);
+}
+
+bool Broker::make_certs(std::string& err) {
+  const std::string d = dir_ + "/";
+  const std::string log = d + "openssl.log";
+  write_file(d + "san.cnf", "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+  std::vector<std::vector<std::string>> cmds = {
+      {"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
+       d + "ca.key", "-out", d + "ca.crt", "-days", "2", "-subj", "/CN=picopay test CA"},
+      {"openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
+       d + "server.key", "-out", d + "server.csr", "-subj", "/CN=127.0.0.1"},
+      {"openssl", "x509", "-req", "-in", d + "server.csr", "-CA", d + "ca.crt", "-CAkey", d + "ca.key",
+       "-CAcreateserial", "-out", d + "server.crt", "-days", "2", "-extfile", d + "san.cnf"},
+  };
+  for (auto& c : cmds) {
+    if (run_command(c, log) != 0) {
+      err = "openssl failed: " + read_file(log);
+      return false;
+    }
+  }
+  return true;
+}
+
+bool Broker::write_config(std::string& err) {
+  std::string c;
+  struct passwd* pw = getpwuid(getuid());
+  if (pw && pw->pw_name) c += std::string("user ") + pw->pw_name + "\n";
+  c += "per_listener_settings false\n";
+  c += "persistence true\n";
+  c += "persistence_location " + dir_ + "/\n";
+  c += "autosave_interval 1\n";
+  c += "log_dest file " + dir_ + "/mosquitto.log\n";
+  c += "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n";
+  c += "max_queued_messages 100000\n";
+  c += "max_inflight_messages 200\n";
+  c += "persistent_client_expiration 1d\n";
+  if (opts_.users.empty()) {
+    c += "allow_anonymous true\n";
+  } else {
+    c += "allow_anonymous false\n";
+    c += "password_file " + dir_ + "/passwd\n";
+    std::string plain;
+    for (auto& u : opts_.users) plain += u.name + ":" + u.password + "\n";
+    if (!write_file(dir_ + "/passwd", plain)) {
+      err = "cannot write passwd";
+      return false;
+    }
+    // Hash the plain text file in place (mosquitto_passwd -U); one process for all users.
+    if (run_command({"mosquitto_passwd", "-U", dir_ + "/passwd"}, dir_ + "/passwd.log") != 0) {
+      err = "mosquitto_passwd failed: " + read_file(dir_ + "/passwd.log");
+      return false;
+    }
+  }
+  if (!opts_.acl.empty()) {
+    if (!write_file(dir_ + "/acl", opts_.acl)) {
+      err = "cannot write acl";
+      return false;
+    }
+    c += "acl_file " + dir_ + "/acl\n";
+  }
+  c += "listener " + std::to_string(port_) + " 127.0.0.1\n";
+  if (opts_.tls) {
+    c += "listener " + std::to_string(tls_port_) + " 127.0.0.1\n";
+    c += "cafile " + dir_ + "/ca.crt\n";
+    c += "certfile " + dir_ + "/server.crt\n";
+    c += "keyfile " + dir_ + "/server.key\n";
+  }
+  if (!write_file(dir_ + "/mosquitto.conf", c)) {
+    err = "cannot write mosquitto.conf";
+    return false;
+  }
+  return true;
+}
+
+bool Broker::launch(std::string& err) {
+  if (!proc_.start({"mosquitto", "-c", dir_ + "/mosquitto.conf"}, dir_ + "/stdout.log")) {
+    err = "cannot start mosquitto";
+    return false;
+  }
+  for (int i = 0; i < 250; ++i) {
+    if (!proc_.running()) {
+      err = "mosquitto exited: " + read_file(dir_ + "/stdout.log") + read_file(log_file());
+      return false;
+    }
+    if (wait_port_open(port_, 20) && (!opts_.tls || wait_port_open(tls_port_, 20))) return true;
+  }
+  err = "mosquitto did not open its ports: " + read_file(log_file());
+  return false;
+}
+
+bool Broker::start(std::string& err) {
+  if (opts_.dir.empty()) {
+    dir_ = make_temp_dir("picopay-broker");
+    own_dir_ = true;
+    if (dir_.empty()) {
+      err = "mkdtemp failed";
+      return false;
+    }
+  } else {
+    dir_ = opts_.dir;
+    run_command({"mkdir", "-p", dir_});
+  }
+  port_ = free_port();
+  tls_port_ = opts_.tls ? free_port() : -1;
+  if (port_ <= 0 || (opts_.tls && (tls_port_ <= 0 || tls_port_ == port_))) {
+    err = "no free port";
+    return false;
+  }
+  if (opts_.tls && !make_certs(err)) return false;
+  if (!write_config(err)) return false;
+  return launch(err);
+}
+
+void Broker::kill9() { proc_.kill9(); }
+
+void Broker::stop() { proc_.terminate(10000); }
+
+bool Broker::restart(std::string& err) {
+  proc_.kill9();
+  // The port may linger briefly after the kill; mosquitto sets SO_REUSEADDR, so retry
+  // a few times if it fails to bind.
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    if (launch(err)) return true;
+    usleep(100 * 1000);
+  }
+  return false;
+}
+
+}  // namespace picopay::testsupport
