@@ -509,6 +509,18 @@ TEST_F(ChannelTest, WrongTxCountGlobal) {
   EXPECT_EQ(accept(Party::Hub, prev_, th.set, x), Status::Ok);
 }
 
+TEST_F(ChannelTest, TxCountGlobalAtTheCounterBound) {
+  Threads th;
+  prev_.txCountGlobal = kMaxCounter - 1;
+  ChannelUpdate x = payment(Party::Hub, 1, 0);
+  ChannelState next;
+  ASSERT_EQ(round_trip(Party::User, prev_, th.set, x, next), Status::Ok);
+  EXPECT_EQ(next.txCountGlobal, kMaxCounter);
+  ChannelUpdate y = payment(Party::Hub, 1, 0);
+  ChannelState after;
+  EXPECT_EQ(round_trip(Party::User, next, th.set, y, after), Status::BadTxCount);
+}
+
 TEST_F(ChannelTest, PaymentOverdraftIsUnderflow) {
   Threads th;
   ChannelUpdate x = payment(Party::Hub, 501, 0);

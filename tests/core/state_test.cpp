@@ -445,6 +445,15 @@ TEST(Bounds, ChannelCounters) {
   EXPECT_EQ(picopay::kMaxCounter, 9007199254740991ULL);
 }
 
+// docs/wire-format.md: the kMaxCounter bound applies to every counter, timeout included.
+TEST(Bounds, ChannelTimeoutIsACounterToo) {
+  ChannelState s = picopay::channel_state_zero();
+  s.timeout = picopay::kMaxCounter;
+  EXPECT_EQ(picopay::channel_check_bounds(s), Status::Ok);
+  s.timeout = picopay::kMaxCounter + 1;
+  EXPECT_EQ(picopay::channel_check_bounds(s), Status::OutOfBounds);
+}
+
 TEST(Bounds, ThreadCounters) {
   ThreadState t = picopay::thread_state_zero();
   t.threadId = t.txCount = picopay::kMaxCounter;
