@@ -21,7 +21,7 @@ class Signer {
  public:
   // Bytes reserved inside the object for the libsecp256k1 context
   // (secp256k1_context_preallocated_size(SIGN | VERIFY) must not exceed it).
-  static constexpr size_t kContextBytes = 1024;
+  static constexpr size_t kContextBytes = 256;  // libsecp256k1 0.2-0.5 need 208
 
   Signer() noexcept = default;
   ~Signer() noexcept;
