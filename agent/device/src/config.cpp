@@ -1,0 +1,98 @@
+#include <cjson/cJSON.h>
+
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "picopay/device/agent.hpp"
+
+namespace picopay::device {
+namespace {
+
+bool str(const cJSON* o, const char* k, std::string& v) {
+  const cJSON* n = cJSON_GetObjectItemCaseSensitive(o, k);
+  if (!cJSON_IsString(n)) return false;
+  v = n->valuestring;
+  return true;
+}
+
+}  // namespace
+
+bool parse_address_text(const std::string& s, Address& a) {
+  return address_parse(s.c_str(), s.size(), a) == Status::Ok;
+}
+
+bool parse_amount_text(const std::string& s, U256& v) {
+  return u256_parse_decimal(s.c_str(), s.size(), v) == Status::Ok;
+}
+
+bool config_load_file(const std::string& path, Config& cfg, std::string& err) {
+  std::ifstream f(path);
+  if (!f) {
+    err = "cannot read config " + path;
+    return false;
+  }
+  std::stringstream ss;
+  ss << f.rdbuf();
+  std::string text = ss.str();
+  cJSON* o = cJSON_ParseWithLength(text.data(), text.size());
+  if (!o || !cJSON_IsObject(o)) {
+    cJSON_Delete(o);
+    err = "config " + path + ": not a JSON object";
+    return false;
+  }
+  bool ok = true;
+  auto fail = [&](const std::string& m) {
+    if (ok) err = "config " + path + ": " + m;
+    ok = false;
+  };
+  std::string s;
+  str(o, "name", cfg.name);
+  str(o, "stateDir", cfg.state_dir);
+  if (const cJSON* b = cJSON_GetObjectItemCaseSensitive(o, "broker"); cJSON_IsObject(b)) {
+    str(b, "host", cfg.host);
+    if (const cJSON* p = cJSON_GetObjectItemCaseSensitive(b, "port"); cJSON_IsNumber(p)) cfg.port = p->valueint;
+    str(b, "username", cfg.username);
+    str(b, "password", cfg.password);
+    str(b, "tlsCa", cfg.tls_ca);
+  }
+  if (str(o, "hub", s)) {
+    if (!parse_address_text(s, cfg.hub)) fail("hub is not an address");
+    cfg.has_hub = true;
+  }
+  if (str(o, "contract", s)) {
+    if (!parse_address_text(s, cfg.contract)) fail("contract is not an address");
+    cfg.has_contract = true;
+  }
+  str(o, "privateKey", cfg.key_hex);
+  str(o, "keyFile", cfg.key_file);
+  str(o, "rpc", cfg.rpc_url);
+  if (str(o, "role", s)) {
+    cfg.payer = s == "payer" || s == "both";
+    cfg.payee = s == "payee" || s == "both";
+    if (!cfg.payer && !cfg.payee) fail("role must be payer, payee or both");
+  }
+  if (const cJSON* m = cJSON_GetObjectItemCaseSensitive(o, "meter"); cJSON_IsObject(m)) {
+    str(m, "source", cfg.meter);
+    str(m, "topic", cfg.meter_topic);
+  }
+  if (str(o, "pricePerUnitWei", s) && !parse_amount_text(s, cfg.price_wei)) fail("pricePerUnitWei: decimal wei");
+  if (const cJSON* n = cJSON_GetObjectItemCaseSensitive(o, "minUnitsPerPayment"); cJSON_IsNumber(n) && n->valuedouble >= 1)
+    cfg.min_units = static_cast<uint64_t>(n->valuedouble);
+  if (str(o, "depositWei", s) && !parse_amount_text(s, cfg.deposit_wei)) fail("depositWei: decimal wei");
+  if (str(o, "payTo", s)) {
+    if (!parse_address_text(s, cfg.pay_to)) fail("payTo is not an address");
+    cfg.has_pay_to = true;
+  }
+  if (str(o, "threadLockWei", s) && !parse_amount_text(s, cfg.thread_lock_wei)) fail("threadLockWei: decimal wei");
+  if (const cJSON* n = cJSON_GetObjectItemCaseSensitive(o, "closeOnExit"); cJSON_IsBool(n))
+    cfg.close_on_exit = cJSON_IsTrue(n);
+  if (const cJSON* n = cJSON_GetObjectItemCaseSensitive(o, "exitOnEof"); cJSON_IsBool(n))
+    cfg.exit_on_eof = cJSON_IsTrue(n);
+  if (const cJSON* n = cJSON_GetObjectItemCaseSensitive(o, "statusIntervalMs"); cJSON_IsNumber(n))
+    cfg.status_interval_ms = n->valueint;
+  cJSON_Delete(o);
+  return ok;
+}
+
+}  // namespace picopay::device
