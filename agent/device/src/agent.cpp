@@ -630,7 +630,7 @@ void Agent::step() {
           uint8_t buf[kMaxThreadStateWire];
           size_t n = 0;
           if (encode_thread_state(rec.latest, buf, sizeof buf, &n) == Status::Ok)
-            mq_->publish(mqtt::topic_thread_update(cfg_.pay_to) + "/close", buf, n, 1, false);
+            mq_->publish(mqtt::topic_thread_update(cfg_.pay_to), buf, n, 1, false);  // close request
           last_send_ms_ = now_ms();
         }
         return;
@@ -735,9 +735,13 @@ void Agent::handle(const Event& e) {
   } else if (t == mqtt::topic_request(st_.user)) {
     on_request(e.msg.payload);
   } else if (cfg_.payee && t == mqtt::topic_thread_update(st_.user)) {
-    on_thread_update(e.msg.payload);
-  } else if (cfg_.payee && t == mqtt::topic_thread_update(st_.user) + "/close") {
-    on_thread_close(e.msg.payload);
+    // ThreadUpdate (kind 0x04): a payment; ThreadState (kind 0x02): the payer's close
+    // request carrying its latest signed thread state.
+    WireKind k{};
+    if (wire_peek_kind(e.msg.payload.data(), e.msg.payload.size(), k) == Status::Ok && k == WireKind::ThreadState)
+      on_thread_close(e.msg.payload);
+    else
+      on_thread_update(e.msg.payload);
   } else if (!cfg_.meter_topic.empty() && t == cfg_.meter_topic) {
     std::string payload(e.msg.payload.begin(), e.msg.payload.end());
     MeterReading r;
@@ -823,7 +827,6 @@ int Agent::run() {
   mq_->subscribe(mqtt::topic_request(me));
   if (cfg_.payee) {
     mq_->subscribe(mqtt::topic_thread_update(me));
-    mq_->subscribe(mqtt::topic_thread_update(me) + "/close");
   }
   if ((cfg_.meter == "tasmota" || cfg_.meter == "shelly") && !cfg_.meter_topic.empty()) mq_->subscribe(cfg_.meter_topic);
   if (!mq_->start(err)) {

@@ -1,0 +1,564 @@
+// picopay demo: see kHelp.
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <cjson/cJSON.h>
+
+#include "picopay/agent/json_state.hpp"
+#include "picopay/chain/manager.hpp"
+#include "picopay/demo.hpp"
+#include "picopay/demo/support.hpp"
+#include "picopay/device/state.hpp"
+#include "picopay/mqtt/client.hpp"
+#include "picopay/mqtt/protocol.hpp"
+
+namespace {
+
+using namespace picopay;
+using namespace picopay::demo;
+
+const char* kHelp =
+    "usage: picopay demo [--devices N] [--seconds S] [--workdir DIR] [--rate HZ] [--keep]\n"
+    "\n"
+    "Runs the pay-per-use demo end to end on 127.0.0.1: a private mosquitto (a password per\n"
+    "client and an ACL), the local dev chain with a freshly deployed ChannelManager,\n"
+    "picopay-hub, one payee picopay-agent (the charging operator) and N EV chargers\n"
+    "(picopay-agent, Tasmota meter) that deposit on chain, open a thread to the payee and pay\n"
+    "per Wh of simulated Tasmota telemetry. Shows live progress, then reconciles the hub's\n"
+    "state, each device's state dir and the payee's receipts, settles every channel on chain\n"
+    "and prints the on-chain balances. Exit status 0 only if everything reconciles.\n"
+    "\n"
+    "  --devices N   metered devices (default 3)\n"
+    "  --seconds S   seconds of telemetry (default 10)\n"
+    "  --workdir DIR state dirs (DIR/devices/<name>/), configs and logs (default: a new\n"
+    "                /tmp/picopay-demo-XXXXXX, kept)\n"
+    "  --rate HZ     telemetry messages per second per device (default 20)\n"
+    "  -h, --help    this help\n";
+
+std::atomic<bool> g_interrupted{false};
+void on_sigint(int) { g_interrupted = true; }
+
+const uint64_t kPriceWei = 100000000000ULL;  // 100 gwei per Wh
+const char* kDepositWei = "1000000000000000000";  // 1 ETH per device
+const char* kCollateralWei = "5000000000000000000";
+const uint64_t kChallenge = 60;
+
+struct Dev {
+  std::string name, key, addr, dir;
+  double power_w = 7400;  // charging power
+  double total_kwh = 0;   // the Tasmota counter
+  Child proc;
+};
+
+std::string now_iso() {
+  time_t t = time(nullptr);
+  char b[32];
+  strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%S", gmtime(&t));
+  return b;
+}
+
+uint64_t json_u64(const cJSON* o, const char* k) {
+  const cJSON* n = cJSON_GetObjectItemCaseSensitive(o, k);
+  return cJSON_IsNumber(n) ? static_cast<uint64_t>(n->valuedouble) : 0;
+}
+std::string json_str(const cJSON* o, const char* k) {
+  const cJSON* n = cJSON_GetObjectItemCaseSensitive(o, k);
+  return cJSON_IsString(n) ? n->valuestring : "";
+}
+
+struct Statuses {
+  std::mutex mu;
+  std::map<std::string, std::string> user;  // addr -> agent status JSON
+  std::map<std::string, std::string> hub;   // addr -> hub channel status JSON
+};
+
+class Demo {
+ public:
+  int run(int argc, char** argv);
+
+ private:
+  bool setup(std::string& err);
+  void progress_loop();
+  bool wait_for(const std::function<bool()>& pred, int timeout_ms);
+  int finish();
+  void stop_all();
+  cJSON* user_status(const std::string& addr);
+
+  int devices_ = 3, seconds_ = 10, rate_ = 20;
+  std::string work_;
+  std::string hub_key_, hub_addr_, payee_key_, payee_addr_, contract_;
+  std::vector<std::unique_ptr<Dev>> devs_;
+  MosquittoBroker broker_;
+  DevChain chain_;
+  Child hub_, payee_;
+  std::unique_ptr<mqtt::Client> mq_;
+  Statuses st_;
+  double max_rate_ = 0, avg_rate_ = 0;
+};
+
+bool Demo::wait_for(const std::function<bool()>& pred, int timeout_ms) {
+  for (int w = 0; w <= timeout_ms && !g_interrupted; w += 100) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+cJSON* Demo::user_status(const std::string& addr) {
+  std::lock_guard<std::mutex> l(st_.mu);
+  auto it = st_.user.find(addr);
+  if (it == st_.user.end()) return nullptr;
+  return cJSON_Parse(it->second.c_str());
+}
+
+bool Demo::setup(std::string& err) {
+  const std::string bin = bin_dir();
+  for (const char* b : {"picopay-agent", "picopay-hub"})
+    if (access((bin + "/" + b).c_str(), X_OK) != 0) {
+      err = std::string("missing ") + bin + "/" + b + " (build the whole project)";
+      return false;
+    }
+  make_dirs(work_ + "/devices");
+  hub_key_ = random_key_hex();
+  hub_addr_ = key_address(hub_key_);
+  payee_key_ = random_key_hex();
+  payee_addr_ = key_address(payee_key_);
+  const double powers[] = {11000, 7400, 22000, 3700, 11000, 7400};
+  for (int i = 0; i < devices_; ++i) {
+    auto d = std::make_unique<Dev>();
+    d->name = "charger" + std::to_string(i + 1);
+    d->key = random_key_hex();
+    d->addr = key_address(d->key);
+    d->dir = work_ + "/devices/" + d->name;
+    d->power_w = powers[i % 6];
+    d->total_kwh = 1000.0 + 137.25 * i;  // a used meter
+    devs_.push_back(std::move(d));
+  }
+  // 1. The dev chain with every party funded, and the contract.
+  std::printf("[demo] starting the dev chain...\n");
+  std::vector<std::string> keys = {hub_key_, payee_key_};
+  for (auto& d : devs_) keys.push_back(d->key);
+  if (!chain_.start(work_, keys, err)) return false;
+  {
+    chain::RpcClient rpc(chain_.url());
+    PrivateKey hk{};
+    (void)private_key_parse(hub_key_.c_str(), hub_key_.size(), hk);
+    chain::Wallet w(rpc, hk);
+    if (!w.init()) {
+      err = "chain wallet init failed";
+      return false;
+    }
+    auto art = chain::load_artifact(chain::default_artifact_dir() + "/ChannelManager.json");
+    if (!art) {
+      err = "contract artifact: " + art.error().to_string();
+      return false;
+    }
+    auto addr = chain::deploy_channel_manager(w, *art, w.address(), kChallenge, Address{});
+    if (!addr) {
+      err = "deploy: " + addr.error().to_string();
+      return false;
+    }
+    contract_ = mqtt::topic_address(*addr);
+    chain::ChannelManagerClient cm(w, *addr);
+    U256 reserve{};
+    (void)u256_parse_decimal("100000000000000000000", 21, reserve);
+    auto f = cm.fund_reserve(reserve);
+    if (!f) {
+      err = "fund reserve: " + f.error().to_string();
+      return false;
+    }
+  }
+  std::printf("[demo] dev chain %s, ChannelManager %s (challenge period %llus)\n", chain_.url().c_str(),
+              contract_.c_str(), static_cast<unsigned long long>(kChallenge));
+  // 2. The broker: a password per client, the ACL of docs/mqtt-protocol.md.
+  std::vector<BrokerUser> users = {{"hub", random_key_hex().substr(2, 24)},
+                                   {payee_addr_, random_key_hex().substr(2, 24)},
+                                   {"demo", random_key_hex().substr(2, 24)}};
+  for (auto& d : devs_) users.push_back({d->addr, random_key_hex().substr(2, 24)});
+  std::string acl = "user hub\ntopic readwrite picopay/v1/#\n\n";
+  acl += "user demo\ntopic write tele/#\ntopic read picopay/v1/#\n\n";
+  for (auto& d : devs_) acl += "user " + d->addr + "\ntopic read tele/" + d->name + "/SENSOR\n\n";
+  acl += "pattern write picopay/v1/hub/+/channel/%u/update\n";
+  acl += "pattern write picopay/v1/hub/+/channel/%u/reply\n";
+  acl += "pattern write picopay/v1/hub/+/channel/%u/sync\n";
+  acl += "pattern read picopay/v1/user/%u/reply\n";
+  acl += "pattern read picopay/v1/user/%u/request\n";
+  acl += "pattern readwrite picopay/v1/user/%u/status\n";
+  acl += "pattern read picopay/v1/hub/+/status/%u\n";
+  acl += "pattern read picopay/v1/hub/+/status\n";
+  acl += "pattern write picopay/v1/thread/+/update\n";
+  acl += "pattern read picopay/v1/thread/%u/update\n";
+  if (!broker_.start(work_ + "/broker", users, acl, err)) return false;
+  std::map<std::string, std::string> pw;
+  for (auto& u : users) pw[u.name] = u.password;
+  const std::string port = std::to_string(broker_.port());
+  std::printf("[demo] mosquitto on 127.0.0.1:%s (%zu users, ACL)\n", port.c_str(), users.size());
+  // 3. Our own client: telemetry and progress.
+  mqtt::Options o;
+  o.port = broker_.port();
+  o.client_id = "picopay-demo";
+  o.username = "demo";
+  o.password = pw["demo"];
+  o.clean_start = true;
+  mq_ = std::make_unique<mqtt::Client>(o);
+  mq_->on_message([this](const mqtt::Message& m) {
+    std::string p(m.payload.begin(), m.payload.end());
+    std::lock_guard<std::mutex> l(st_.mu);
+    const std::string pre_user = "picopay/v1/user/";
+    if (m.topic.rfind(pre_user, 0) == 0 && m.topic.size() > pre_user.size() + 42)
+      st_.user[m.topic.substr(pre_user.size(), 42)] = p;
+    else if (m.topic.find("/status/0x") != std::string::npos)
+      st_.hub[m.topic.substr(m.topic.size() - 42)] = p;
+  });
+  mq_->subscribe("picopay/v1/user/+/status");
+  mq_->subscribe("picopay/v1/hub/+/status/+");
+  if (!mq_->start(err) || !mq_->wait_connected(10000)) {
+    err = "demo MQTT client: " + (err.empty() ? mq_->last_error() : err);
+    return false;
+  }
+  // 4. The hub.
+  const std::string bin_hub = bin + "/picopay-hub";
+  if (!hub_.start({bin_hub, "--broker-host", "127.0.0.1", "--broker-port", port, "--broker-user", "hub",
+                   "--broker-password", pw["hub"], "--private-key", hub_key_, "--contract", contract_, "--rpc-url",
+                   chain_.url(), "--db", work_ + "/hub.db", "--collateral-wei", kCollateralWei},
+                  work_ + "/hub.log")) {
+    err = "cannot start picopay-hub";
+    return false;
+  }
+  std::printf("[demo] picopay-hub %s\n", hub_addr_.c_str());
+  // 5. The payee and the devices.
+  const std::string agent = bin + "/picopay-agent";
+  if (!payee_.start({agent, "--name", "payee", "--state-dir", work_ + "/payee", "--broker", "127.0.0.1:" + port,
+                     "--password", pw[payee_addr_], "--hub", hub_addr_, "--contract", contract_, "--key", payee_key_,
+                     "--rpc", chain_.url(), "--role", "payee", "--status-interval-ms", "250"},
+                    work_ + "/payee.log")) {
+    err = "cannot start the payee agent";
+    return false;
+  }
+  for (auto& d : devs_) {
+    std::string cfg = "{\n  \"name\": \"" + d->name + "\",\n  \"stateDir\": \"" + d->dir +
+                      "\",\n  \"broker\": {\"host\": \"127.0.0.1\", \"port\": " + port + ", \"password\": \"" +
+                      pw[d->addr] + "\"},\n  \"hub\": \"" + hub_addr_ + "\",\n  \"contract\": \"" + contract_ +
+                      "\",\n  \"privateKey\": \"" + d->key + "\",\n  \"rpc\": \"" + chain_.url() +
+                      "\",\n  \"role\": \"payer\",\n  \"meter\": {\"source\": \"tasmota\", \"topic\": \"tele/" +
+                      d->name + "/SENSOR\"},\n  \"pricePerUnitWei\": \"" + std::to_string(kPriceWei) +
+                      "\",\n  \"depositWei\": \"" + kDepositWei + "\",\n  \"payTo\": \"" + payee_addr_ +
+                      "\",\n  \"statusIntervalMs\": 250\n}\n";
+    write_text(work_ + "/" + d->name + ".json", cfg);
+    if (!d->proc.start({agent, "--config", work_ + "/" + d->name + ".json"}, work_ + "/" + d->name + ".log")) {
+      err = "cannot start " + d->name;
+      return false;
+    }
+  }
+  std::printf("[demo] payee %s and %d chargers started; waiting for deposits and threads...\n", payee_addr_.c_str(),
+              devices_);
+  // Wait until every device has an open thread (deposit on chain + OpenThread done).
+  bool ready = wait_for(
+      [&] {
+        for (auto& d : devs_) {
+          cJSON* s = user_status(d->addr);
+          bool ok = s && json_u64(s, "openThreads") > 0 && !cJSON_IsTrue(cJSON_GetObjectItem(s, "pending"));
+          cJSON_Delete(s);
+          if (!ok) return false;
+        }
+        return true;
+      },
+      60000);
+  if (!ready) {
+    err = "devices did not get an open thread within 60 s (see " + work_ + "/*.log)";
+    return false;
+  }
+  return true;
+}
+
+void Demo::progress_loop() {
+  const int tick_ms = 1000 / (rate_ > 0 ? rate_ : 20);
+  const double sim_seconds_per_tick = 6.0;  // simulated charging time per message
+  auto t0 = std::chrono::steady_clock::now();
+  auto last_print = t0;
+  uint64_t last_payments = 0;
+  int prints = 0;
+  double rate_sum = 0;
+  while (!g_interrupted) {
+    auto now = std::chrono::steady_clock::now();
+    double el = std::chrono::duration<double>(now - t0).count();
+    if (el >= seconds_) break;
+    for (auto& d : devs_) {
+      // Ramp like a real session: full power, tapering a little with time.
+      double p = d->power_w * (0.97 + 0.03 * std::sin(el + d->total_kwh));
+      d->total_kwh += p * sim_seconds_per_tick / 3600.0 / 1000.0;
+      char msg[512];
+      std::snprintf(msg, sizeof msg,
+                    "{\"Time\":\"%s\",\"ENERGY\":{\"TotalStartTime\":\"2026-11-01T00:00:00\",\"Total\":%.3f,"
+                    "\"Yesterday\":0.000,\"Today\":%.3f,\"Power\":%.0f,\"ApparentPower\":%.0f,\"ReactivePower\":%.0f,"
+                    "\"Factor\":0.99,\"Voltage\":230,\"Current\":%.3f}}",
+                    now_iso().c_str(), d->total_kwh, std::fmod(d->total_kwh, 40.0), p, p / 0.99, p * 0.14,
+                    p / 230.0 / 3.0);
+      mq_->publish("tele/" + d->name + "/SENSOR", std::string(msg), 1, false);
+    }
+    if (std::chrono::duration<double>(now - last_print).count() >= 1.0) {
+      uint64_t payments = 0, wh = 0, paid_units = 0;
+      std::string received = "0";
+      for (auto& d : devs_) {
+        cJSON* s = user_status(d->addr);
+        if (s) {
+          payments += json_u64(s, "payments");
+          wh += json_u64(s, "meteredWh");
+          paid_units += json_u64(s, "unitsPaid");
+        }
+        cJSON_Delete(s);
+      }
+      if (cJSON* s = user_status(payee_addr_)) {
+        received = json_str(s, "receivedWei");
+        cJSON_Delete(s);
+      }
+      double dt = std::chrono::duration<double>(now - last_print).count();
+      double r = static_cast<double>(payments - last_payments) / dt;
+      if (prints > 0) {
+        rate_sum += r;
+        if (r > max_rate_) max_rate_ = r;
+      }
+      ++prints;
+      std::printf("[demo] t=%4.1fs  payments/s=%7.1f  metered=%8llu Wh  paid=%8llu Wh  payee received=%s wei\n", el, r,
+                  static_cast<unsigned long long>(wh), static_cast<unsigned long long>(paid_units), received.c_str());
+      std::fflush(stdout);
+      last_payments = payments;
+      last_print = now;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(tick_ms));
+  }
+  avg_rate_ = prints > 1 ? rate_sum / (prints - 1) : 0;
+}
+
+void Demo::stop_all() {
+  for (auto& d : devs_) d->proc.stop(5000);
+  payee_.stop(5000);
+  hub_.stop(5000);
+  if (mq_) mq_->stop();
+  broker_.stop();
+  chain_.stop();
+}
+
+int Demo::finish() {
+  int failures = 0;
+  std::printf("[demo] telemetry stopped; waiting until every Wh is paid...\n");
+  bool paid = wait_for(
+      [&] {
+        for (auto& d : devs_) {
+          cJSON* s = user_status(d->addr);
+          bool ok = s && json_u64(s, "unitsPaid") == json_u64(s, "meteredWh");
+          cJSON_Delete(s);
+          if (!ok) return false;
+        }
+        return true;
+      },
+      30000);
+  if (!paid) std::printf("[demo] WARNING: not every device caught up within 30 s\n");
+  std::printf("[demo] stopping the chargers (each closes its thread through the payee)...\n");
+  for (auto& d : devs_) kill(d->proc.pid(), SIGTERM);
+  for (auto& d : devs_) {
+    int rc = d->proc.wait(40000);
+    if (rc != 0) {
+      std::printf("[demo] %s exited with %d (see %s/%s.log)\n", d->name.c_str(), rc, work_.c_str(), d->name.c_str());
+      ++failures;
+      d->proc.kill9();
+    }
+  }
+  wait_for(
+      [&] {
+        cJSON* s = user_status(payee_addr_);
+        bool ok = s && json_u64(s, "openThreads") == 0 && !cJSON_IsTrue(cJSON_GetObjectItem(s, "pending"));
+        cJSON_Delete(s);
+        return ok;
+      },
+      20000);
+  payee_.stop(10000);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // last hub status messages
+  hub_.stop(10000);
+
+  // Reconciliation.
+  std::string err;
+  device::AgentState payee;
+  if (!device::state_load(work_ + "/payee", payee, err)) {
+    std::printf("[demo] payee state: %s\n", err.c_str());
+    return 1;
+  }
+  std::printf("\n%-10s %10s %22s %8s %6s %6s %6s %9s\n", "device", "Wh", "wei paid", "txCount", "hub", "device",
+              "payee", "conserved");
+  U256 total_paid = U256::zero(), total_received = U256::zero();
+  for (const auto& t : payee.threads) (void)u256_add(total_received, t.latest.state.balanceWeiReceiver, total_received);
+  std::vector<SignedChannelState> finals;
+  std::vector<Address> users;
+  for (auto& d : devs_) {
+    device::AgentState s;
+    if (!device::state_load(d->dir, s, err)) {
+      std::printf("%-10s state: %s\n", d->name.c_str(), err.c_str());
+      ++failures;
+      continue;
+    }
+    // device: metered = paid, wei = units * price, double-signed, nothing pending
+    U256 expect{};
+    (void)u256_mul(U256::from_u64(kPriceWei), U256::from_u64(s.units_paid), expect);
+    bool dev_ok = s.meter.units() == s.units_paid && expect == s.wei_paid && !s.has_pending &&
+                  s.channel.hasSigHub && s.channel.hasSigUser;
+    // hub: its retained status for this channel names the same txCountGlobal and balances
+    bool hub_ok = false;
+    {
+      std::lock_guard<std::mutex> l(st_.mu);
+      auto it = st_.hub.find(d->addr);
+      if (it != st_.hub.end()) {
+        cJSON* h = cJSON_Parse(it->second.c_str());
+        uint64_t tx = json_u64(h, "txCountGlobal");
+        std::string bu = json_str(h, "balanceWeiUser"), bh = json_str(h, "balanceWeiHub");
+        hub_ok = tx == s.channel.state.txCountGlobal &&
+                 (bu.empty() || bu == json::amount_text(s.channel.state.balanceWeiUser)) &&
+                 (bh.empty() || bh == json::amount_text(s.channel.state.balanceWeiHub));
+        cJSON_Delete(h);
+      }
+    }
+    // payee: what it received from this device over all threads
+    U256 got = U256::zero();
+    for (const auto& t : payee.threads)
+      if (t.latest.state.sender == s.user) (void)u256_add(got, t.latest.state.balanceWeiReceiver, got);
+    bool payee_ok = got == s.wei_paid;
+    // conservation: the device's channel holds deposit = user + hub balances (threads closed)
+    U256 sum{}, dep{};
+    (void)u256_add(s.channel.state.balanceWeiUser, s.channel.state.balanceWeiHub, sum);
+    (void)u256_parse_decimal(kDepositWei, std::strlen(kDepositWei), dep);
+    bool conserved = s.channel.state.threadCount == 0 && sum == dep && s.channel.state.balanceWeiHub == s.wei_paid;
+    (void)u256_add(total_paid, s.wei_paid, total_paid);
+    std::printf("%-10s %10llu %22s %8llu %6s %6s %6s %9s\n", d->name.c_str(),
+                static_cast<unsigned long long>(s.meter.units()), json::amount_text(s.wei_paid).c_str(),
+                static_cast<unsigned long long>(s.channel.state.txCountGlobal), hub_ok ? "ok" : "DIFF",
+                dev_ok ? "ok" : "DIFF", payee_ok ? "ok" : "DIFF", conserved ? "ok" : "NO");
+    if (!(hub_ok && dev_ok && payee_ok && conserved)) ++failures;
+    finals.push_back(s.channel);
+    users.push_back(s.user);
+  }
+  bool totals = total_paid == total_received;
+  std::printf("%-10s %10s %22s   payee received %s wei: %s\n", "total", "", json::amount_text(total_paid).c_str(),
+              json::amount_text(total_received).c_str(), totals ? "totals conserved" : "TOTALS DIFFER");
+  if (!totals) ++failures;
+  if (payee.channel.hasSigHub) {
+    finals.push_back(payee.channel);
+    users.push_back(payee.user);
+  }
+
+  // Settlement on chain: the hub starts the exit with each latest double-signed state,
+  // the challenge period passes (dev chain time), the channel is emptied.
+  std::printf("\n[demo] settling %zu channels on chain...\n", finals.size());
+  chain::RpcClient rpc(chain_.url());
+  PrivateKey hk{};
+  (void)private_key_parse(hub_key_.c_str(), hub_key_.size(), hk);
+  chain::Wallet w(rpc, hk);
+  Address cm_addr{};
+  (void)address_parse(contract_.c_str(), contract_.size(), cm_addr);
+  if (!w.init()) return 1;
+  chain::ChannelManagerClient cm(w, cm_addr);
+  for (auto& f : finals) {
+    auto r = cm.start_exit_with_update(f);
+    if (!r) {
+      std::printf("[demo] startExitWithUpdate %s: %s\n", json::address_text(f.state.user).c_str(),
+                  r.error().to_string().c_str());
+      ++failures;
+    }
+  }
+  (void)rpc.increase_time(kChallenge + 1);
+  for (auto& u : users) {
+    auto r = cm.empty_channel(u);
+    if (!r) {
+      std::printf("[demo] emptyChannel %s: %s\n", json::address_text(u).c_str(), r.error().to_string().c_str());
+      ++failures;
+    }
+  }
+  std::printf("%-44s %26s %26s\n", "on chain", "account balance (wei)", "channel wei (hub/user)");
+  for (size_t i = 0; i < users.size(); ++i) {
+    auto b = rpc.balance(users[i]);
+    auto c = cm.channel(users[i]);
+    std::printf("%-44s %26s %12s/%s\n", json::address_text(users[i]).c_str(),
+                b ? json::amount_text(*b).c_str() : "?", c ? json::amount_text(c->weiHub).c_str() : "?",
+                c ? json::amount_text(c->weiUser).c_str() : "?");
+  }
+  auto reserve = cm.hub_reserve_wei();
+  std::printf("%-44s %26s\n", "hub reserve in ChannelManager", reserve ? json::amount_text(*reserve).c_str() : "?");
+  std::printf("\n[demo] payments/s: avg %.1f, peak %.1f over %d devices\n", avg_rate_, max_rate_, devices_);
+  return failures;
+}
+
+int Demo::run(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
+    if (a == "-h" || a == "--help") {
+      std::fputs(kHelp, stdout);
+      return 0;
+    }
+    const char* v = next();
+    if (!v) {
+      std::fprintf(stderr, "picopay demo: %s needs a value (see --help)\n", a.c_str());
+      return 2;
+    }
+    if (a == "--devices") devices_ = std::atoi(v);
+    else if (a == "--seconds") seconds_ = std::atoi(v);
+    else if (a == "--workdir") work_ = v;
+    else if (a == "--rate") rate_ = std::atoi(v);
+    else {
+      std::fprintf(stderr, "picopay demo: unknown option %s (see --help)\n", a.c_str());
+      return 2;
+    }
+  }
+  if (devices_ < 1 || devices_ > 50 || seconds_ < 1 || rate_ < 1 || rate_ > 200) {
+    std::fprintf(stderr, "picopay demo: --devices 1..50, --seconds >= 1, --rate 1..200\n");
+    return 2;
+  }
+  if (work_.empty()) {
+    char tmpl[] = "/tmp/picopay-demo-XXXXXX";
+    if (!mkdtemp(tmpl)) return 1;
+    work_ = tmpl;
+  }
+  struct sigaction sa {};
+  sa.sa_handler = on_sigint;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  std::printf("[demo] workdir %s: %d chargers, %d s of telemetry at %d Hz, %llu wei per Wh\n", work_.c_str(),
+              devices_, seconds_, rate_, static_cast<unsigned long long>(kPriceWei));
+  std::string err;
+  int rc = 0;
+  if (!setup(err)) {
+    std::fprintf(stderr, "[demo] FAILED: %s\n", g_interrupted ? "interrupted" : err.c_str());
+    rc = 1;
+  } else {
+    progress_loop();
+    if (g_interrupted) {
+      std::fprintf(stderr, "[demo] interrupted\n");
+      rc = 130;
+    } else {
+      int failures = finish();
+      rc = failures == 0 && !g_interrupted ? 0 : 1;
+      std::printf("[demo] %s\n", rc == 0 ? "RECONCILED: every ledger agrees" : "FAILED to reconcile");
+    }
+  }
+  stop_all();
+  std::printf("[demo] all processes stopped; logs and state in %s\n", work_.c_str());
+  return rc;
+}
+
+}  // namespace
+
+int picopay_demo_main(int argc, char** argv) {
+  Demo d;
+  return d.run(argc, argv);
+}
