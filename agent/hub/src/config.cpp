@@ -1,0 +1,203 @@
+#include "config.hpp"
+
+#include <cjson/cJSON.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+namespace picopay::hub {
+
+std::string help_text() {
+  return R"(picopay-hub: the picopay hub bridge (MQTT v5 <-> channel validation <-> SQLite <-> chain)
+
+Usage: picopay-hub [--config FILE] [options]
+
+Every option can also be set in the JSON config file (key in brackets); the command line wins.
+
+Broker:
+  --broker-host HOST        MQTT broker host [broker.host] (default 127.0.0.1)
+  --broker-port PORT        MQTT broker port [broker.port] (default 1883)
+  --broker-user USER        username [broker.username]
+  --broker-password PASS    password [broker.password] (or env PICOPAY_BROKER_PASSWORD)
+  --broker-ca FILE          TLS: CA certificate file; enables TLS [broker.tlsCaFile]
+  --client-id ID            MQTT client id [broker.clientId] (default picopay-hub-<hub address>)
+Hub identity:
+  --hub-address ADDR        expected hub address, checked against the key [hub.address]
+  --key FILE                sealed key file (passphrase: env PICOPAY_PASSPHRASE or the tty) [hub.keyFile]
+  --private-key HEX         raw private key 0x+64 hex (tests/demo only) [hub.privateKey]
+Chain:
+  --contract ADDR           ChannelManager address (required) [contract]
+  --rpc-url URL             Ethereum JSON-RPC URL [rpcUrl]; without it ConfirmPending, collateral
+                            deposits and the watchtower are refused/disabled (clearly logged)
+  --event-state FILE        watchtower event poller progress file [eventState] (default <db>.events.json)
+  --confirmations N         blocks before an event counts [confirmations] (default 0)
+  --watchtower-interval S   seconds between watchtower rounds [watchtowerIntervalSeconds] (default 5)
+Store and policy:
+  --db FILE                 SQLite ledger path [db] (default picopay-hub.db)
+  --batch-max N             max updates committed per SQLite transaction [batchMax] (default 256)
+  --collateral-wei WEI      wei deposited into a payee channel lacking collateral [collateral.depositWei]
+                            (default 0 = never deposit)
+  --dev-skip-chain-checks   TESTS/DEV ONLY: countersign ConfirmPending without checking the chain
+                            [devSkipChainChecks]
+  -v, --verbose             log every update [verbose]
+  -h, --help                this text
+
+Topics (docs/mqtt-protocol.md): subscribes picopay/v1/hub/<hub>/channel/+/+ ; replies on
+picopay/v1/user/<user>/reply ; proposes on picopay/v1/user/<user>/request ; retained status on
+picopay/v1/hub/<hub>/status/<user> and picopay/v1/hub/<hub>/status (Last Will "offline").
+Exit: 0 after SIGINT/SIGTERM, 2 on a configuration error, 3 on a fatal store error.
+)";
+}
+
+namespace {
+const cJSON* get(const cJSON* o, const char* path1, const char* path2 = nullptr) {
+  const cJSON* v = cJSON_GetObjectItemCaseSensitive(o, path1);
+  if (v && path2) v = cJSON_GetObjectItemCaseSensitive(v, path2);
+  return v;
+}
+void str(const cJSON* o, std::string& out, const char* a, const char* b = nullptr) {
+  const cJSON* v = get(o, a, b);
+  if (cJSON_IsString(v)) out = v->valuestring;
+  else if (cJSON_IsNumber(v)) out = std::to_string(static_cast<long long>(v->valuedouble));
+}
+void num(const cJSON* o, int& out, const char* a, const char* b = nullptr) {
+  const cJSON* v = get(o, a, b);
+  if (cJSON_IsNumber(v)) out = v->valueint;
+}
+void boolean(const cJSON* o, bool& out, const char* a) {
+  const cJSON* v = get(o, a);
+  if (cJSON_IsBool(v)) out = cJSON_IsTrue(v);
+}
+
+bool load_file(const std::string& path, Config& c, std::string& err) {
+  std::ifstream f(path);
+  if (!f) {
+    err = "cannot read config file " + path;
+    return false;
+  }
+  std::stringstream ss;
+  ss << f.rdbuf();
+  cJSON* j = cJSON_Parse(ss.str().c_str());
+  if (!j || !cJSON_IsObject(j)) {
+    cJSON_Delete(j);
+    err = "config file " + path + " is not a JSON object";
+    return false;
+  }
+  str(j, c.broker_host, "broker", "host");
+  num(j, c.broker_port, "broker", "port");
+  str(j, c.broker_user, "broker", "username");
+  str(j, c.broker_password, "broker", "password");
+  str(j, c.broker_ca, "broker", "tlsCaFile");
+  str(j, c.client_id, "broker", "clientId");
+  str(j, c.hub_address, "hub", "address");
+  str(j, c.private_key, "hub", "privateKey");
+  str(j, c.key_file, "hub", "keyFile");
+  str(j, c.contract, "contract");
+  str(j, c.rpc_url, "rpcUrl");
+  str(j, c.event_state, "eventState");
+  int conf = static_cast<int>(c.confirmations);
+  num(j, conf, "confirmations");
+  c.confirmations = static_cast<uint64_t>(conf < 0 ? 0 : conf);
+  num(j, c.watchtower_interval_s, "watchtowerIntervalSeconds");
+  str(j, c.db, "db");
+  num(j, c.batch_max, "batchMax");
+  str(j, c.collateral_wei, "collateral", "depositWei");
+  boolean(j, c.dev_skip_chain_checks, "devSkipChainChecks");
+  boolean(j, c.verbose, "verbose");
+  cJSON_Delete(j);
+  return true;
+}
+
+bool to_int(const std::string& s, int& out) {
+  char* end = nullptr;
+  long v = std::strtol(s.c_str(), &end, 10);
+  if (s.empty() || *end || v < 0 || v > 1000000000) return false;
+  out = static_cast<int>(v);
+  return true;
+}
+}  // namespace
+
+int parse_config(int argc, char** argv, Config& c, std::string& err) {
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "-h") || !std::strcmp(argv[i], "--help")) return 1;
+    if (!std::strcmp(argv[i], "--config")) {
+      if (i + 1 >= argc) {
+        err = "--config needs a file";
+        return 2;
+      }
+      if (!load_file(argv[i + 1], c, err)) return 2;
+    }
+  }
+  if (const char* p = std::getenv("PICOPAY_BROKER_PASSWORD")) {
+    if (c.broker_password.empty()) c.broker_password = p;
+  }
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto val = [&](std::string& out) -> bool {
+      if (i + 1 >= argc) {
+        err = a + " needs a value";
+        return false;
+      }
+      out = argv[++i];
+      return true;
+    };
+    auto ival = [&](int& out) -> bool {
+      std::string s;
+      if (!val(s)) return false;
+      if (!to_int(s, out)) {
+        err = a + ": not a non-negative integer: " + s;
+        return false;
+      }
+      return true;
+    };
+    bool ok = true;
+    std::string tmp;
+    if (a == "--config") ++i;
+    else if (a == "--broker-host") ok = val(c.broker_host);
+    else if (a == "--broker-port") ok = ival(c.broker_port);
+    else if (a == "--broker-user") ok = val(c.broker_user);
+    else if (a == "--broker-password") ok = val(c.broker_password);
+    else if (a == "--broker-ca") ok = val(c.broker_ca);
+    else if (a == "--client-id") ok = val(c.client_id);
+    else if (a == "--hub-address") ok = val(c.hub_address);
+    else if (a == "--key") ok = val(c.key_file);
+    else if (a == "--private-key") ok = val(c.private_key);
+    else if (a == "--contract") ok = val(c.contract);
+    else if (a == "--rpc-url") ok = val(c.rpc_url);
+    else if (a == "--event-state") ok = val(c.event_state);
+    else if (a == "--confirmations") {
+      int v = 0;
+      ok = ival(v);
+      c.confirmations = static_cast<uint64_t>(v);
+    } else if (a == "--watchtower-interval") ok = ival(c.watchtower_interval_s);
+    else if (a == "--db") ok = val(c.db);
+    else if (a == "--batch-max") ok = ival(c.batch_max);
+    else if (a == "--collateral-wei") ok = val(c.collateral_wei);
+    else if (a == "--dev-skip-chain-checks") c.dev_skip_chain_checks = true;
+    else if (a == "-v" || a == "--verbose") c.verbose = true;
+    else {
+      err = "unknown option " + a + " (see --help)";
+      return 2;
+    }
+    if (!ok) return 2;
+  }
+  if (c.contract.empty()) {
+    err = "--contract is required";
+    return 2;
+  }
+  if (c.private_key.empty() == c.key_file.empty()) {
+    err = "exactly one of --key FILE or --private-key HEX is required";
+    return 2;
+  }
+  if (c.batch_max < 1) c.batch_max = 1;
+  if (c.broker_port <= 0 || c.broker_port > 65535) {
+    err = "--broker-port out of range";
+    return 2;
+  }
+  if (c.event_state.empty()) c.event_state = c.db + ".events.json";
+  return 0;
+}
+
+}  // namespace picopay::hub

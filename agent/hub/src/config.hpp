@@ -1,0 +1,46 @@
+// picopay-hub configuration: a JSON file (--config) plus command-line overrides.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "picopay/types.hpp"
+#include "picopay/u256.hpp"
+
+namespace picopay::hub {
+
+struct Config {
+  // broker
+  std::string broker_host = "127.0.0.1";
+  int broker_port = 1883;
+  std::string broker_user;
+  std::string broker_password;
+  std::string broker_ca;   // TLS CA file; empty = plain TCP
+  std::string client_id;   // default picopay-hub-<hub address>
+  // hub identity
+  std::string hub_address;  // optional: checked against the key
+  std::string private_key;  // 0x + 64 hex (tests/demo)
+  std::string key_file;     // sealed key file; passphrase from PICOPAY_PASSPHRASE or the tty
+  // chain
+  std::string contract;     // ChannelManager address (required)
+  std::string rpc_url;      // optional; without it chain-dependent features are refused
+  std::string event_state;  // watchtower event poller progress file (default <db>.events.json)
+  uint64_t confirmations = 0;
+  // store
+  std::string db = "picopay-hub.db";
+  int batch_max = 256;      // updates per SQLite transaction at most
+  // collateral policy: wei the hub deposits into a payee channel that lacks collateral
+  std::string collateral_wei = "0";
+  // tests/dev only: accept ConfirmPending without checking the chain (no rpc needed)
+  bool dev_skip_chain_checks = false;
+  int watchtower_interval_s = 5;
+  bool verbose = false;
+};
+
+// Parses argv (and the --config file first if given; command-line values win).
+// Returns 0 to run, 1 after printing --help (exit 0), 2 on error (err set).
+int parse_config(int argc, char** argv, Config& cfg, std::string& err);
+// The --help text.
+std::string help_text();
+
+}  // namespace picopay::hub

@@ -1,0 +1,751 @@
+#include "hub.hpp"
+
+#include <cjson/cJSON.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+
+#include "picopay/agent/json_state.hpp"
+#include "picopay/chain/events.hpp"
+#include "picopay/chain/manager.hpp"
+#include "picopay/chain/rpc.hpp"
+#include "picopay/chain/tx.hpp"
+#include "picopay/chain/watchtower.hpp"
+#include "picopay/codec.hpp"
+#include "picopay/hex.hpp"
+
+namespace picopay::hub {
+
+namespace {
+constexpr size_t kThreadCap = 256;
+constexpr uint64_t kReorderWindow = 64;
+constexpr size_t kFutureMax = 64;
+
+uint64_t now_ms() {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+          .count());
+}
+
+void logf(const char* level, const std::string& msg) {
+  std::time_t t = std::time(nullptr);
+  char ts[32];
+  std::strftime(ts, sizeof ts, "%H:%M:%S", std::localtime(&t));
+  std::fprintf(stderr, "%s picopay-hub %s: %s\n", ts, level, msg.c_str());
+}
+
+Bytes reply_bytes(const mqtt::Reply& r) {
+  Bytes out;
+  if (mqtt::encode_reply(r, out) != Status::Ok) out.clear();
+  return out;
+}
+}  // namespace
+
+Hub::Hub(Config cfg, const PrivateKey& key) : cfg_(std::move(cfg)), key_(key) {}
+
+Hub::~Hub() {
+  stop();
+  secure_wipe(&key_, sizeof key_);
+}
+
+Bytes Hub::encode_state(const SignedChannelState& s) {
+  uint8_t buf[kMaxChannelStateWire];
+  size_t n = 0;
+  if (encode_channel_state(s, buf, sizeof buf, &n) != Status::Ok) return {};
+  return Bytes(buf, buf + n);
+}
+
+Bytes Hub::encode_threads(const Chan& ch) {
+  Bytes out;
+  for (size_t i = 0; i < ch.thread_count; ++i) {
+    SignedThreadState st{};
+    st.state = ch.threads[i];
+    st.hasSigA = false;
+    uint8_t buf[kMaxThreadStateWire];
+    size_t n = 0;
+    if (encode_thread_state(st, buf, sizeof buf, &n) != Status::Ok) continue;
+    out.push_back(static_cast<uint8_t>(n >> 8));
+    out.push_back(static_cast<uint8_t>(n & 0xff));
+    out.insert(out.end(), buf, buf + n);
+  }
+  return out;
+}
+
+bool Hub::start(std::string& err) {
+  if (signer_.init() != Status::Ok) {
+    err = "signer init failed";
+    return false;
+  }
+  if (signer_.address_of(key_, hub_) != Status::Ok) {
+    err = "bad hub private key";
+    return false;
+  }
+  if (!cfg_.hub_address.empty()) {
+    Address want{};
+    if (address_parse(cfg_.hub_address.c_str(), cfg_.hub_address.size(), want) != Status::Ok || want != hub_) {
+      err = "--hub-address " + cfg_.hub_address + " does not match the key's address " + json::address_text(hub_);
+      return false;
+    }
+  }
+  if (address_parse(cfg_.contract.c_str(), cfg_.contract.size(), contract_) != Status::Ok) {
+    err = "bad --contract address: " + cfg_.contract;
+    return false;
+  }
+  if (u256_parse_decimal(cfg_.collateral_wei.c_str(), cfg_.collateral_wei.size(), collateral_) != Status::Ok) {
+    err = "bad --collateral-wei: " + cfg_.collateral_wei;
+    return false;
+  }
+  if (!store_.open(cfg_.db, err)) return false;
+
+  if (!cfg_.rpc_url.empty()) {
+    rpc_ = std::make_unique<chain::RpcClient>(cfg_.rpc_url);
+    wallet_ = std::make_unique<chain::Wallet>(*rpc_, key_);
+    auto st = wallet_->init();
+    if (!st.ok()) {
+      err = "chain: " + st.error().to_string();
+      return false;
+    }
+    cm_ = std::make_unique<chain::ChannelManagerClient>(*wallet_, contract_);
+    poller_ = std::make_unique<chain::EventPoller>(*rpc_, contract_, cfg_.confirmations, cfg_.event_state);
+    auto ls = poller_->load();
+    if (!ls.ok()) logf("warn", "watchtower: event state: " + ls.error().to_string());
+    tower_ = std::make_unique<chain::Watchtower>(*cm_, *poller_);
+    std::vector<std::pair<std::string, Bytes>> rows;
+    if (store_.list_channels(rows, err)) {
+      for (auto& r : rows) {
+        Address u{};
+        if (address_parse(r.first.c_str(), r.first.size(), u) == Status::Ok) {
+          Chan* c = channel(u);
+          if (c) watch(*c);
+        }
+      }
+    }
+    logf("info", "chain: " + cfg_.rpc_url + ", watchtower on");
+  } else {
+    logf("info", "no --rpc-url: ConfirmPending verification, collateral deposits and the watchtower are off" +
+                     std::string(cfg_.dev_skip_chain_checks ? " (DEV: ConfirmPending accepted unchecked)" : ""));
+  }
+
+  mqtt::Options o;
+  o.host = cfg_.broker_host;
+  o.port = cfg_.broker_port;
+  o.username = cfg_.broker_user;
+  o.password = cfg_.broker_password;
+  o.tls_ca_file = cfg_.broker_ca;
+  o.client_id = cfg_.client_id.empty() ? "picopay-hub-" + mqtt::topic_address(hub_) : cfg_.client_id;
+  o.will_topic = mqtt::topic_hub_online(hub_);
+  o.will_payload = "{\"state\":\"offline\"}";
+  o.will_retain = true;
+  mqtt_ = std::make_unique<mqtt::Client>(o);
+  mqtt_->on_message([this](const mqtt::Message& m) { on_message(m); });
+  mqtt_->on_connect([this](bool) {
+    std::string online = "{\"state\":\"online\",\"hub\":\"" + json::address_text(hub_) + "\",\"contract\":\"" +
+                         json::address_text(contract_) + "\"}";
+    mqtt_->publish(mqtt::topic_hub_online(hub_), online, 1, true);
+    logf("info", "connected to broker " + cfg_.broker_host + ":" + std::to_string(cfg_.broker_port));
+  });
+  mqtt_->on_disconnect([](const std::string& why) { logf("warn", "broker: " + why); });
+  mqtt_->subscribe(mqtt::topic_hub_filter(hub_), 1);
+  worker_ = std::thread([this] { worker(); });
+  if (!mqtt_->start(err)) return false;
+  logf("info", "hub " + json::address_text(hub_) + " contract " + json::address_text(contract_) + " db " + cfg_.db);
+  return true;
+}
+
+void Hub::stop() {
+  if (stopped_.exchange(true)) return;
+  if (mqtt_) {
+    std::string offline = "{\"state\":\"offline\"}";
+    if (mqtt_->connected()) mqtt_->publish(mqtt::topic_hub_online(hub_), offline, 1, true);
+  }
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_.store(true);
+  }
+  cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
+  if (mqtt_) mqtt_->stop();
+}
+
+void Hub::wait_until_stopped(const std::atomic<bool>& quit) {
+  while (!quit.load() && !fatal_.load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+}
+
+void Hub::on_message(const mqtt::Message& m) {
+  // MQTT thread: only enqueue.
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    queue_.push_back(m);
+  }
+  cv_.notify_one();
+}
+
+void Hub::worker() {
+  while (true) {
+    std::vector<mqtt::Message> batch;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait_for(lk, std::chrono::milliseconds(500), [this] { return stop_.load() || !queue_.empty(); });
+      if (stop_.load() && queue_.empty()) break;
+      while (!queue_.empty() && batch.size() < static_cast<size_t>(cfg_.batch_max)) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    if (!batch.empty() && !process_batch(batch)) return;
+    if (stop_.load()) {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (queue_.empty()) break;
+    }
+    chain_jobs();
+  }
+}
+
+void Hub::fail(const std::string& what) {
+  logf("FATAL", what + " — stopping without releasing any signature of this batch");
+  fatal_.store(true);
+}
+
+bool Hub::process_batch(std::vector<mqtt::Message>& batch) {
+  std::vector<Out> outs;
+  batch_done_.clear();
+  tx_failed_ = false;
+  std::string err;
+  if (!store_.begin(err)) {
+    fail(err);
+    return false;
+  }
+  std::vector<Chan*> touched;
+  for (auto& m : batch) {
+    Address hub{}, user{};
+    std::string leaf;
+    if (!mqtt::parse_channel_topic(m.topic, hub, user, leaf) || hub != hub_) continue;
+    Chan* ch = channel(user);
+    if (!ch) {
+      tx_failed_ = true;
+      break;
+    }
+    if (leaf == "update") handle_update(*ch, m.payload, outs);
+    else if (leaf == "reply") handle_reply(*ch, m.payload, outs);
+    else if (leaf == "sync") handle_sync(*ch, outs);
+    if (tx_failed_) break;
+    if (ch->dirty) touched.push_back(ch);
+  }
+  if (tx_failed_) {
+    store_.rollback();
+    fail("store: " + txerr_);
+    return false;
+  }
+  if (!store_.commit(err)) {
+    store_.rollback();
+    fail(err);
+    return false;
+  }
+  // Committed: now the signatures may leave.
+  for (auto& o : outs) {
+    mqtt::PublishProps p;
+    p.response_topic = o.response_topic;
+    if (o.has_corr) p.correlation = mqtt::correlation_encode(o.corr);
+    std::string perr;
+    if (!mqtt_->publish(o.topic, o.payload.data(), o.payload.size(), 1, o.retain, &p, &perr))
+      logf("warn", perr);
+  }
+  for (Chan* c : touched) {
+    if (!c->dirty) continue;
+    c->dirty = false;
+    publish_status(*c);
+    if (tower_) watch(*c);
+  }
+  return true;
+}
+
+Hub::Chan* Hub::channel(const Address& user) {
+  std::string k = mqtt::topic_address(user);
+  auto it = chans_.find(k);
+  if (it != chans_.end()) return it->second.get();
+  auto c = std::make_unique<Chan>();
+  c->user = user;
+  c->key = k;
+  c->threads.resize(kThreadCap);
+  c->scratch.resize(kThreadCap + 2);
+  Bytes state, threads;
+  bool found = false;
+  std::string err;
+  if (!store_.load_channel(k, state, threads, found, err)) {
+    txerr_ = err;
+    return nullptr;
+  }
+  if (found) {
+    if (decode_channel_state(state.data(), state.size(), c->latest) != Status::Ok) {
+      txerr_ = "corrupt stored state for " + k;
+      return nullptr;
+    }
+    size_t p = 0;
+    while (p + 2 <= threads.size() && c->thread_count < kThreadCap) {
+      size_t n = (static_cast<size_t>(threads[p]) << 8) | threads[p + 1];
+      p += 2;
+      SignedThreadState st{};
+      if (p + n > threads.size() || decode_thread_state(threads.data() + p, n, st) != Status::Ok) {
+        txerr_ = "corrupt stored threads for " + k;
+        return nullptr;
+      }
+      c->threads[c->thread_count++] = st.state;
+      p += n;
+    }
+  } else {
+    c->latest = SignedChannelState{};
+    c->latest.state = channel_state_zero();
+    c->latest.state.contractAddress = contract_;
+    c->latest.state.user = user;
+    c->latest.state.recipient = user;
+  }
+  uint64_t ptx = 0;
+  Bytes preq, pstate;
+  if (!store_.load_proposal(k, ptx, preq, pstate, found, err)) {
+    txerr_ = err;
+    return nullptr;
+  }
+  if (found) {
+    c->has_proposal = true;
+    c->proposal.tx = ptx;
+    c->proposal.request = preq;
+    if (decode_channel_update(preq.data(), preq.size(), c->proposal.update) != Status::Ok ||
+        decode_channel_state(pstate.data(), pstate.size(), c->proposal.state) != Status::Ok) {
+      txerr_ = "corrupt stored proposal for " + k;
+      return nullptr;
+    }
+  }
+  Chan* raw = c.get();
+  chans_[k] = std::move(c);
+  return raw;
+}
+
+void Hub::nack(Chan& ch, uint64_t tx, Status s, std::vector<Out>& outs) {
+  mqtt::Reply r;
+  r.kind = mqtt::ReplyKind::Nack;
+  r.txCountGlobal = tx <= kMaxCounter ? tx : 0;
+  r.status = s == Status::Ok ? Status::BadArgs : s;
+  r.state = ch.latest;
+  Out o;
+  o.topic = mqtt::topic_reply(ch.user);
+  o.payload = reply_bytes(r);
+  o.corr = r.txCountGlobal;
+  o.has_corr = true;
+  if (cfg_.verbose)
+    logf("info", ch.key + ": Nack tx " + std::to_string(tx) + " " + status_name(r.status));
+  if (!o.payload.empty()) outs.push_back(std::move(o));
+}
+
+void Hub::handle_sync(Chan& ch, std::vector<Out>& outs) {
+  mqtt::Reply r;
+  r.kind = mqtt::ReplyKind::Sync;
+  r.txCountGlobal = ch.latest.state.txCountGlobal;
+  r.state = ch.latest;
+  Out o;
+  o.topic = mqtt::topic_reply(ch.user);
+  o.payload = reply_bytes(r);
+  o.corr = r.txCountGlobal;
+  o.has_corr = true;
+  outs.push_back(std::move(o));
+  if (ch.has_proposal) {
+    Out p;
+    p.topic = mqtt::topic_request(ch.user);
+    p.payload = ch.proposal.request;
+    p.response_topic = mqtt::topic_hub_reply(hub_, ch.user);
+    p.corr = ch.proposal.tx;
+    p.has_corr = true;
+    outs.push_back(std::move(p));
+  }
+}
+
+void Hub::handle_update(Chan& ch, const Bytes& payload, std::vector<Out>& outs) {
+  ChannelUpdate u{};
+  Status s = decode_channel_update(payload.data(), payload.size(), u);
+  if (s != Status::Ok) {
+    nack(ch, 0, s, outs);
+    return;
+  }
+  const uint64_t latest = ch.latest.state.txCountGlobal;
+  if (u.txCountGlobal <= latest) {
+    // Duplicate or replay: the same bytes get the stored answer again; anything else is
+    // a conflict and is refused with our latest state.
+    auto key = std::make_pair(ch.key, u.txCountGlobal);
+    auto it = batch_done_.find(key);
+    Bytes req, rep;
+    bool found = false;
+    if (it != batch_done_.end()) {
+      req = it->second.first;
+      rep = it->second.second;
+      found = true;
+    } else {
+      std::string err;
+      if (!store_.find_update(ch.key, u.txCountGlobal, req, rep, found, err)) {
+        txerr_ = err;
+        tx_failed_ = true;
+        return;
+      }
+    }
+    if (found && req == payload) {
+      Out o;
+      o.topic = mqtt::topic_reply(ch.user);
+      o.payload = rep;
+      o.corr = u.txCountGlobal;
+      o.has_corr = true;
+      outs.push_back(std::move(o));
+    } else {
+      nack(ch, u.txCountGlobal, Status::BadTxCount, outs);
+    }
+    return;
+  }
+  if (ch.has_proposal) {
+    // Our own proposal holds txCountGlobal latest+1: the user must answer it first.
+    nack(ch, u.txCountGlobal, Status::BadTxCount, outs);
+    handle_sync(ch, outs);
+    return;
+  }
+  if (u.txCountGlobal > latest + 1) {
+    // Early (reordered) delivery: keep it unsigned in memory until the gap fills.
+    if (u.txCountGlobal - latest <= kReorderWindow) {
+      size_t total = 0;
+      for (auto& f : ch.future) total += f.second.size();
+      if (total < kFutureMax) {
+        auto& v = ch.future[u.txCountGlobal];
+        bool dup = false;
+        for (auto& b : v) dup = dup || b == payload;
+        if (!dup) v.push_back(payload);
+        return;
+      }
+    }
+    nack(ch, u.txCountGlobal, Status::BadTxCount, outs);
+    return;
+  }
+  apply_update(ch, u, payload, outs);
+  if (tx_failed_) return;
+  // Drain the reorder buffer.
+  while (!ch.future.empty() && !ch.has_proposal) {
+    auto it = ch.future.begin();
+    const uint64_t next = ch.latest.state.txCountGlobal + 1;
+    if (it->first < next) {
+      for (auto& b : it->second) {
+        ChannelUpdate old{};
+        if (decode_channel_update(b.data(), b.size(), old) == Status::Ok)
+          nack(ch, old.txCountGlobal, Status::BadTxCount, outs);
+      }
+      ch.future.erase(it);
+      continue;
+    }
+    if (it->first != next) break;
+    auto cands = std::move(it->second);
+    ch.future.erase(it);
+    bool applied = false;
+    for (auto& b : cands) {
+      ChannelUpdate fu{};
+      if (decode_channel_update(b.data(), b.size(), fu) != Status::Ok) continue;
+      if (!applied) {
+        applied = apply_update(ch, fu, b, outs);
+        if (tx_failed_) return;
+      } else {
+        nack(ch, fu.txCountGlobal, Status::BadTxCount, outs);
+      }
+    }
+  }
+}
+
+Status Hub::check_confirm(const Chan& ch, const ChannelState& next) {
+  if (!cm_) return cfg_.dev_skip_chain_checks ? Status::Ok : Status::Unauthorized;
+  auto oc = cm_->channel(ch.user);
+  if (!oc.ok()) {
+    logf("warn", ch.key + ": ConfirmPending: cannot read the chain: " + oc.error().to_string());
+    return Status::IoError;
+  }
+  if (oc->txCountChain < next.txCountChain) return Status::PendingOperation;
+  return Status::Ok;
+}
+
+bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, std::vector<Out>& outs) {
+  ChannelContext ctx{hub_};
+  ThreadSet ts = ch.set();
+  ChannelState next{};
+  Hash32 h{};
+  Status s = channel_accept(ctx, signer_, Party::Hub, ch.latest.state, ts, u, next, h);
+  if (s == Status::Ok && u.reason == UpdateReason::ConfirmPending) {
+    s = check_confirm(ch, next);
+    if (s == Status::Unauthorized)
+      logf("warn", ch.key + ": ConfirmPending refused: no --rpc-url to check the chain");
+  }
+  if (s == Status::Ok && u.reason == UpdateReason::OpenThread) {
+    // Payer channel (user = sender): the hub must be able to lock the same amount in the
+    // receiver's channel.
+    const ThreadState& t = u.thread.thread.state;
+    if (t.sender == ch.user) {
+      Chan* payee = channel(t.receiver);
+      if (!payee) {
+        tx_failed_ = true;
+        return false;
+      }
+      if (payee->latest.state.balanceWeiHub < t.balanceWeiSender ||
+          payee->latest.state.balanceTokenHub < t.balanceTokenSender || payee == &ch) {
+        s = Status::Underflow;
+        if (payee != &ch) request_collateral(*payee, t.balanceWeiSender, outs);
+      }
+    } else {
+      s = Status::Unauthorized;  // a user opens threads only as their sender
+    }
+  }
+  if (s != Status::Ok) {
+    nack(ch, u.txCountGlobal, s, outs);
+    return false;
+  }
+  SignedChannelState signed_state{};
+  signed_state.state = next;
+  signed_state.hasSigUser = true;
+  signed_state.sigUser = u.sig;
+  signed_state.hasSigHub = true;
+  if (signer_.sign_eth(key_, h, signed_state.sigHub) != Status::Ok) {
+    nack(ch, u.txCountGlobal, Status::CryptoUnavailable, outs);
+    return false;
+  }
+  Status ts_s = thread_set_apply(ts, u);
+  if (ts_s != Status::Ok) {
+    nack(ch, u.txCountGlobal, ts_s, outs);
+    return false;
+  }
+  const ChannelState prev = ch.latest.state;
+  ch.thread_count = ts.count;
+  ch.latest = signed_state;
+  mqtt::Reply r;
+  r.kind = mqtt::ReplyKind::Ack;
+  r.txCountGlobal = u.txCountGlobal;
+  r.sig = signed_state.sigHub;
+  Bytes rep = reply_bytes(r);
+  std::string err;
+  if (!store_.insert_update(ch.key, u.txCountGlobal, payload, rep, encode_state(signed_state), err)) {
+    txerr_ = err;
+    tx_failed_ = true;
+    return false;
+  }
+  persist_channel(ch);
+  if (tx_failed_) return false;
+  batch_done_[std::make_pair(ch.key, u.txCountGlobal)] = std::make_pair(payload, rep);
+  Out o;
+  o.topic = mqtt::topic_reply(ch.user);
+  o.payload = rep;
+  o.corr = u.txCountGlobal;
+  o.has_corr = true;
+  outs.push_back(std::move(o));
+  if (cfg_.verbose)
+    logf("info", ch.key + ": " + update_reason_name(u.reason) + " tx " + std::to_string(u.txCountGlobal) + " signed");
+  after_accept(ch, u, prev, outs);
+  return true;
+}
+
+void Hub::persist_channel(Chan& ch) {
+  std::string err;
+  if (!store_.save_channel(ch.key, ch.latest.state.txCountGlobal, encode_state(ch.latest), encode_threads(ch), err)) {
+    txerr_ = err;
+    tx_failed_ = true;
+  }
+  ch.dirty = true;
+}
+
+void Hub::after_accept(Chan& ch, const ChannelUpdate& u, const ChannelState&, std::vector<Out>& outs) {
+  if (u.reason == UpdateReason::OpenThread && u.thread.thread.state.sender == ch.user) {
+    // Payer opened a thread: open it in the payee's channel (hub collateral locked).
+    Chan* payee = channel(u.thread.thread.state.receiver);
+    if (!payee) {
+      tx_failed_ = true;
+      return;
+    }
+    ChannelUpdate p = channel_update_make(UpdateReason::OpenThread);
+    p.thread = u.thread;
+    propose(*payee, p, outs);
+  } else if (u.reason == UpdateReason::CloseThread && u.thread.thread.state.receiver == ch.user) {
+    // Payee closed a thread: close it in the payer's channel with the same final state.
+    Chan* payer = channel(u.thread.thread.state.sender);
+    if (!payer) {
+      tx_failed_ = true;
+      return;
+    }
+    ChannelUpdate p = channel_update_make(UpdateReason::CloseThread);
+    p.thread = u.thread;
+    propose(*payer, p, outs);
+  }
+}
+
+void Hub::request_collateral(Chan& payee, const U256& needed, std::vector<Out>& outs) {
+  if (!cm_) {
+    logf("warn", payee.key + ": lacks hub collateral and there is no --rpc-url to deposit");
+    return;
+  }
+  if (payee.has_proposal || channel_has_pending(payee.latest.state)) return;
+  U256 amount = collateral_ > needed ? collateral_ : needed;
+  if (amount == U256::zero()) return;
+  ChannelUpdate p = channel_update_make(UpdateReason::ProposePendingDeposit);
+  p.deposit.depositWeiHub = amount;
+  p.deposit.timeout = static_cast<uint64_t>(std::time(nullptr)) + 3600;
+  propose(payee, p, outs);
+}
+
+void Hub::propose(Chan& ch, const ChannelUpdate& u0, std::vector<Out>& outs) {
+  if (ch.has_proposal) {
+    ch.queued.push_back(u0);
+    return;
+  }
+  ChannelUpdate u = u0;
+  ChannelContext ctx{hub_};
+  ThreadSet ts = ch.set();
+  ChannelState next{};
+  Status s = channel_propose(ctx, signer_, key_, Party::Hub, ch.latest.state, ts, u, next);
+  if (s != Status::Ok) {
+    logf("warn", ch.key + ": cannot propose " + update_reason_name(u.reason) + ": " + status_name(s));
+    return;
+  }
+  uint8_t buf[kMaxChannelUpdateWire];
+  size_t n = 0;
+  if (encode_channel_update(u, buf, sizeof buf, &n) != Status::Ok) return;
+  ch.has_proposal = true;
+  ch.proposal.tx = u.txCountGlobal;
+  ch.proposal.update = u;
+  ch.proposal.request.assign(buf, buf + n);
+  ch.proposal.state = SignedChannelState{};
+  ch.proposal.state.state = next;
+  ch.proposal.state.hasSigHub = true;
+  ch.proposal.state.sigHub = u.sig;
+  std::string err;
+  // Persisted (in this batch's transaction) before the request leaves after COMMIT.
+  if (!store_.save_proposal(ch.key, u.txCountGlobal, ch.proposal.request, encode_state(ch.proposal.state), err)) {
+    txerr_ = err;
+    tx_failed_ = true;
+    return;
+  }
+  ch.dirty = true;
+  Out o;
+  o.topic = mqtt::topic_request(ch.user);
+  o.payload = ch.proposal.request;
+  o.response_topic = mqtt::topic_hub_reply(hub_, ch.user);
+  o.corr = u.txCountGlobal;
+  o.has_corr = true;
+  outs.push_back(std::move(o));
+  if (cfg_.verbose) logf("info", ch.key + ": proposed " + update_reason_name(u.reason) + " tx " + std::to_string(u.txCountGlobal));
+}
+
+void Hub::handle_reply(Chan& ch, const Bytes& payload, std::vector<Out>& outs) {
+  mqtt::Reply r;
+  if (mqtt::decode_reply(payload.data(), payload.size(), r) != Status::Ok) return;
+  if (!ch.has_proposal || r.txCountGlobal != ch.proposal.tx) return;  // stale or forged
+  if (r.kind == mqtt::ReplyKind::Nack) {
+    logf("warn", ch.key + ": user refused our " + update_reason_name(ch.proposal.update.reason) + " tx " +
+                     std::to_string(r.txCountGlobal) + ": " + status_name(r.status));
+    return;
+  }
+  if (r.kind != mqtt::ReplyKind::Ack) return;
+  const Hash32 h = channel_hash(ch.proposal.state.state);
+  if (signer_.verify_eth(h, r.sig, ch.user) != Status::Ok) return;  // forged countersignature
+  ThreadSet ts = ch.set();
+  if (thread_set_apply(ts, ch.proposal.update) != Status::Ok) {
+    logf("warn", ch.key + ": thread set refused our own proposal");
+    return;
+  }
+  ch.thread_count = ts.count;
+  SignedChannelState st = ch.proposal.state;
+  st.hasSigUser = true;
+  st.sigUser = r.sig;
+  ch.latest = st;
+  ch.has_proposal = false;
+  std::string err;
+  if (!store_.insert_update(ch.key, st.state.txCountGlobal, ch.proposal.request, payload, encode_state(st), err) ||
+      !store_.delete_proposal(ch.key, err)) {
+    txerr_ = err;
+    tx_failed_ = true;
+    return;
+  }
+  persist_channel(ch);
+  if (cfg_.verbose) logf("info", ch.key + ": our " + update_reason_name(ch.proposal.update.reason) + " countersigned");
+  if (ch.proposal.update.reason == UpdateReason::ProposePendingDeposit) deposit_jobs_.push_back({ch.user, st});
+  if (!ch.queued.empty()) {
+    ChannelUpdate q = ch.queued.front();
+    ch.queued.pop_front();
+    propose(ch, q, outs);
+  }
+}
+
+void Hub::publish_status(Chan& ch) {
+  const ChannelState& s = ch.latest.state;
+  cJSON* j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "user", json::address_text(ch.user).c_str());
+  cJSON_AddNumberToObject(j, "txCountGlobal", static_cast<double>(s.txCountGlobal));
+  cJSON_AddNumberToObject(j, "txCountChain", static_cast<double>(s.txCountChain));
+  cJSON_AddStringToObject(j, "balanceWeiHub", json::amount_text(s.balanceWeiHub).c_str());
+  cJSON_AddStringToObject(j, "balanceWeiUser", json::amount_text(s.balanceWeiUser).c_str());
+  cJSON_AddStringToObject(j, "balanceTokenHub", json::amount_text(s.balanceTokenHub).c_str());
+  cJSON_AddStringToObject(j, "balanceTokenUser", json::amount_text(s.balanceTokenUser).c_str());
+  cJSON_AddNumberToObject(j, "threadCount", static_cast<double>(s.threadCount));
+  cJSON_AddBoolToObject(j, "pendingProposal", ch.has_proposal);
+  char* txt = cJSON_PrintUnformatted(j);
+  if (txt) {
+    mqtt_->publish(mqtt::topic_hub_status(hub_, ch.user), std::string(txt), 1, true);
+    cJSON_free(txt);
+  }
+  cJSON_Delete(j);
+}
+
+void Hub::watch(Chan& ch) {
+  if (!tower_) return;
+  chain::WatchedChannel w;
+  w.user = ch.user;
+  if (ch.latest.hasSigHub && ch.latest.hasSigUser && ch.latest.state.timeout == 0) w.latest = ch.latest;
+  tower_->watch(w);
+}
+
+void Hub::chain_jobs() {
+  if (!cm_) return;
+  // Collateral deposits the payee countersigned: execute them on chain, then confirm.
+  auto jobs = std::move(deposit_jobs_);
+  deposit_jobs_.clear();
+  for (auto& j : jobs) {
+    auto rc = cm_->hub_authorized_update(j.state.state, j.state.sigUser);
+    if (!rc.ok()) {
+      logf("warn", "hubAuthorizedUpdate for " + json::address_text(j.user) + ": " + rc.error().to_string());
+      continue;
+    }
+    std::vector<Out> outs;
+    std::string err;
+    tx_failed_ = false;
+    if (!store_.begin(err)) {
+      fail(err);
+      return;
+    }
+    Chan* ch = channel(j.user);
+    if (ch) {
+      ChannelUpdate c = channel_update_make(UpdateReason::ConfirmPending);
+      std::memcpy(c.chainTx.transactionHash.bytes, rc->transactionHash.bytes, 32);
+      propose(*ch, c, outs);
+    }
+    if (tx_failed_ || !store_.commit(err)) {
+      store_.rollback();
+      fail(err.empty() ? txerr_ : err);
+      return;
+    }
+    for (auto& o : outs) {
+      mqtt::PublishProps p;
+      p.response_topic = o.response_topic;
+      if (o.has_corr) p.correlation = mqtt::correlation_encode(o.corr);
+      mqtt_->publish(o.topic, o.payload.data(), o.payload.size(), 1, false, &p);
+    }
+  }
+  if (tower_ && now_ms() - last_tower_ms_ >= static_cast<uint64_t>(cfg_.watchtower_interval_s) * 1000) {
+    last_tower_ms_ = now_ms();
+    auto acts = tower_->tick();
+    if (!acts.ok()) {
+      logf("warn", "watchtower: " + acts.error().to_string());
+    } else {
+      for (auto& a : *acts)
+        logf(a.ok ? "info" : "warn", "watchtower: " + a.what + " " + json::address_text(a.user) +
+                                         (a.ok ? " ok" : " failed: " + a.error));
+    }
+  }
+}
+
+}  // namespace picopay::hub

@@ -1,0 +1,133 @@
+// picopay-hub engine: MQTT callbacks enqueue; one worker thread validates (core
+// channel_accept), signs, commits batches to SQLite, and only then publishes replies.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "config.hpp"
+#include "picopay/channel.hpp"
+#include "picopay/mqtt/client.hpp"
+#include "picopay/mqtt/protocol.hpp"
+#include "picopay/signer.hpp"
+#include "store.hpp"
+
+namespace picopay::chain {
+class RpcClient;
+class Wallet;
+class ChannelManagerClient;
+class EventPoller;
+class Watchtower;
+}  // namespace picopay::chain
+
+namespace picopay::hub {
+
+class Hub {
+ public:
+  Hub(Config cfg, const PrivateKey& key);
+  ~Hub();
+  // Opens the store, the chain (if configured), connects MQTT, starts the worker.
+  bool start(std::string& err);
+  // Stops the worker after its current batch and disconnects. `fatal` is set if the
+  // worker stopped on a store error.
+  void stop();
+  bool fatal() const { return fatal_.load(); }
+  void wait_until_stopped(const std::atomic<bool>& quit);
+
+ private:
+  struct Proposal {
+    uint64_t tx = 0;
+    ChannelUpdate update{};
+    Bytes request;
+    SignedChannelState state{};
+  };
+  struct Chan {
+    Address user{};
+    std::string key;  // lowercase 0x user
+    SignedChannelState latest{};
+    std::vector<ThreadState> threads;  // capacity kThreadCap
+    size_t thread_count = 0;
+    std::vector<Hash32> scratch;
+    std::map<uint64_t, std::vector<Bytes>> future;  // reorder buffer (unsigned, in memory)
+    bool has_proposal = false;
+    Proposal proposal;
+    std::deque<ChannelUpdate> queued;  // hub proposals waiting for the outstanding one
+    bool dirty = false;
+    ThreadSet set() {
+      return ThreadSet{threads.data(), thread_count, threads.size(), scratch.data()};
+    }
+  };
+  struct Out {
+    std::string topic;
+    Bytes payload;
+    bool retain = false;
+    std::string response_topic;
+    uint64_t corr = 0;
+    bool has_corr = false;
+  };
+
+  void on_message(const mqtt::Message& m);
+  void worker();
+  bool process_batch(std::vector<mqtt::Message>& batch);
+  Chan* channel(const Address& user);
+  void handle_update(Chan& ch, const Bytes& payload, std::vector<Out>& outs);
+  bool apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, std::vector<Out>& outs);
+  void handle_reply(Chan& ch, const Bytes& payload, std::vector<Out>& outs);
+  void handle_sync(Chan& ch, std::vector<Out>& outs);
+  void propose(Chan& ch, const ChannelUpdate& u, std::vector<Out>& outs);
+  void nack(Chan& ch, uint64_t tx, Status s, std::vector<Out>& outs);
+  void after_accept(Chan& ch, const ChannelUpdate& u, const ChannelState& prev, std::vector<Out>& outs);
+  Status check_confirm(const Chan& ch, const ChannelState& next);
+  void request_collateral(Chan& payee, const U256& needed, std::vector<Out>& outs);
+  void persist_channel(Chan& ch);
+  void publish_status(Chan& ch);
+  void chain_jobs();
+  void watch(Chan& ch);
+  void fail(const std::string& what);
+  Bytes encode_state(const SignedChannelState& s);
+  Bytes encode_threads(const Chan& ch);
+
+  Config cfg_;
+  PrivateKey key_{};
+  Address hub_{};
+  Address contract_{};
+  U256 collateral_ = U256::zero();
+  Signer signer_;
+  Store store_;
+  std::unique_ptr<mqtt::Client> mqtt_;
+  std::map<std::string, std::unique_ptr<Chan>> chans_;
+  // per batch: replies released in this batch by (user, tx) for duplicates
+  std::map<std::pair<std::string, uint64_t>, std::pair<Bytes, Bytes>> batch_done_;
+  std::string txerr_;
+  bool tx_failed_ = false;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<mqtt::Message> queue_;
+  std::thread worker_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> fatal_{false};
+  std::atomic<bool> stopped_{false};
+
+  // chain (optional)
+  std::unique_ptr<chain::RpcClient> rpc_;
+  std::unique_ptr<chain::Wallet> wallet_;
+  std::unique_ptr<chain::ChannelManagerClient> cm_;
+  std::unique_ptr<chain::EventPoller> poller_;
+  std::unique_ptr<chain::Watchtower> tower_;
+  struct DepositJob {
+    Address user;
+    SignedChannelState state;
+  };
+  std::vector<DepositJob> deposit_jobs_;
+  uint64_t last_tower_ms_ = 0;
+};
+
+}  // namespace picopay::hub

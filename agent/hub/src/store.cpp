@@ -1,0 +1,203 @@
+#include "store.hpp"
+
+namespace picopay::hub {
+
+namespace {
+std::string errmsg(sqlite3* db, const char* what) { return std::string("sqlite: ") + what + ": " + sqlite3_errmsg(db); }
+void bind_blob(sqlite3_stmt* s, int i, const Bytes& b) {
+  sqlite3_bind_blob(s, i, b.empty() ? "" : static_cast<const void*>(b.data()), static_cast<int>(b.size()),
+                    SQLITE_TRANSIENT);
+}
+Bytes col_blob(sqlite3_stmt* s, int i) {
+  const auto* p = static_cast<const uint8_t*>(sqlite3_column_blob(s, i));
+  int n = sqlite3_column_bytes(s, i);
+  return p && n > 0 ? Bytes(p, p + n) : Bytes();
+}
+}  // namespace
+
+Store::~Store() {
+  for (auto* s : stmts_) sqlite3_finalize(s);
+  if (db_) sqlite3_close(db_);
+}
+
+bool Store::exec(const char* sql, std::string& err) {
+  char* msg = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &msg) != SQLITE_OK) {
+    err = std::string("sqlite: ") + (msg ? msg : "error") + " in: " + sql;
+    sqlite3_free(msg);
+    return false;
+  }
+  return true;
+}
+
+sqlite3_stmt* Store::prep(const char* sql, std::string& err) {
+  sqlite3_stmt* s = nullptr;
+  if (sqlite3_prepare_v2(db_, sql, -1, &s, nullptr) != SQLITE_OK) {
+    err = errmsg(db_, "prepare");
+    return nullptr;
+  }
+  stmts_.push_back(s);
+  return s;
+}
+
+bool Store::open(const std::string& path, std::string& err) {
+  if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                      nullptr) != SQLITE_OK) {
+    err = "sqlite: cannot open " + path + ": " + (db_ ? sqlite3_errmsg(db_) : "out of memory");
+    return false;
+  }
+  sqlite3_busy_timeout(db_, 5000);
+  if (!exec("PRAGMA journal_mode=WAL", err) || !exec("PRAGMA synchronous=FULL", err)) return false;
+  if (!exec("CREATE TABLE IF NOT EXISTS channels(user TEXT PRIMARY KEY, tx INTEGER NOT NULL, state BLOB NOT NULL,"
+            " threads BLOB NOT NULL)",
+            err) ||
+      !exec("CREATE TABLE IF NOT EXISTS updates(user TEXT NOT NULL, tx INTEGER NOT NULL, request BLOB NOT NULL,"
+            " reply BLOB NOT NULL, state BLOB NOT NULL, PRIMARY KEY(user, tx))",
+            err) ||
+      !exec("CREATE TABLE IF NOT EXISTS proposals(user TEXT PRIMARY KEY, tx INTEGER NOT NULL, request BLOB NOT NULL,"
+            " state BLOB NOT NULL)",
+            err))
+    return false;
+  load_ch_ = prep("SELECT state, threads FROM channels WHERE user=?", err);
+  save_ch_ = prep("INSERT OR REPLACE INTO channels(user, tx, state, threads) VALUES(?,?,?,?)", err);
+  find_up_ = prep("SELECT request, reply FROM updates WHERE user=? AND tx=?", err);
+  ins_up_ = prep("INSERT INTO updates(user, tx, request, reply, state) VALUES(?,?,?,?,?)", err);
+  load_pr_ = prep("SELECT tx, request, state FROM proposals WHERE user=?", err);
+  save_pr_ = prep("INSERT OR REPLACE INTO proposals(user, tx, request, state) VALUES(?,?,?,?)", err);
+  del_pr_ = prep("DELETE FROM proposals WHERE user=?", err);
+  return load_ch_ && save_ch_ && find_up_ && ins_up_ && load_pr_ && save_pr_ && del_pr_;
+}
+
+bool Store::begin(std::string& err) { return exec("BEGIN IMMEDIATE", err); }
+bool Store::commit(std::string& err) { return exec("COMMIT", err); }
+void Store::rollback() {
+  std::string e;
+  exec("ROLLBACK", e);
+}
+
+bool Store::load_channel(const std::string& user, Bytes& state, Bytes& threads, bool& found, std::string& err) {
+  sqlite3_reset(load_ch_);
+  sqlite3_bind_text(load_ch_, 1, user.c_str(), -1, SQLITE_TRANSIENT);
+  int rc = sqlite3_step(load_ch_);
+  found = rc == SQLITE_ROW;
+  if (found) {
+    state = col_blob(load_ch_, 0);
+    threads = col_blob(load_ch_, 1);
+  } else if (rc != SQLITE_DONE) {
+    err = errmsg(db_, "load channel");
+    return false;
+  }
+  sqlite3_reset(load_ch_);
+  return true;
+}
+
+bool Store::save_channel(const std::string& user, uint64_t tx, const Bytes& state, const Bytes& threads,
+                         std::string& err) {
+  sqlite3_reset(save_ch_);
+  sqlite3_bind_text(save_ch_, 1, user.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int64(save_ch_, 2, static_cast<sqlite3_int64>(tx));
+  bind_blob(save_ch_, 3, state);
+  bind_blob(save_ch_, 4, threads);
+  int rc = sqlite3_step(save_ch_);
+  sqlite3_reset(save_ch_);
+  if (rc != SQLITE_DONE) {
+    err = errmsg(db_, "save channel");
+    return false;
+  }
+  return true;
+}
+
+bool Store::find_update(const std::string& user, uint64_t tx, Bytes& request, Bytes& reply, bool& found,
+                        std::string& err) {
+  sqlite3_reset(find_up_);
+  sqlite3_bind_text(find_up_, 1, user.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int64(find_up_, 2, static_cast<sqlite3_int64>(tx));
+  int rc = sqlite3_step(find_up_);
+  found = rc == SQLITE_ROW;
+  if (found) {
+    request = col_blob(find_up_, 0);
+    reply = col_blob(find_up_, 1);
+  } else if (rc != SQLITE_DONE) {
+    err = errmsg(db_, "find update");
+    return false;
+  }
+  sqlite3_reset(find_up_);
+  return true;
+}
+
+bool Store::insert_update(const std::string& user, uint64_t tx, const Bytes& request, const Bytes& reply,
+                          const Bytes& state, std::string& err) {
+  sqlite3_reset(ins_up_);
+  sqlite3_bind_text(ins_up_, 1, user.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int64(ins_up_, 2, static_cast<sqlite3_int64>(tx));
+  bind_blob(ins_up_, 3, request);
+  bind_blob(ins_up_, 4, reply);
+  bind_blob(ins_up_, 5, state);
+  int rc = sqlite3_step(ins_up_);
+  sqlite3_reset(ins_up_);
+  if (rc != SQLITE_DONE) {
+    err = errmsg(db_, "insert update");
+    return false;
+  }
+  return true;
+}
+
+bool Store::load_proposal(const std::string& user, uint64_t& tx, Bytes& request, Bytes& state, bool& found,
+                          std::string& err) {
+  sqlite3_reset(load_pr_);
+  sqlite3_bind_text(load_pr_, 1, user.c_str(), -1, SQLITE_TRANSIENT);
+  int rc = sqlite3_step(load_pr_);
+  found = rc == SQLITE_ROW;
+  if (found) {
+    tx = static_cast<uint64_t>(sqlite3_column_int64(load_pr_, 0));
+    request = col_blob(load_pr_, 1);
+    state = col_blob(load_pr_, 2);
+  } else if (rc != SQLITE_DONE) {
+    err = errmsg(db_, "load proposal");
+    return false;
+  }
+  sqlite3_reset(load_pr_);
+  return true;
+}
+
+bool Store::save_proposal(const std::string& user, uint64_t tx, const Bytes& request, const Bytes& state,
+                          std::string& err) {
+  sqlite3_reset(save_pr_);
+  sqlite3_bind_text(save_pr_, 1, user.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int64(save_pr_, 2, static_cast<sqlite3_int64>(tx));
+  bind_blob(save_pr_, 3, request);
+  bind_blob(save_pr_, 4, state);
+  int rc = sqlite3_step(save_pr_);
+  sqlite3_reset(save_pr_);
+  if (rc != SQLITE_DONE) {
+    err = errmsg(db_, "save proposal");
+    return false;
+  }
+  return true;
+}
+
+bool Store::delete_proposal(const std::string& user, std::string& err) {
+  sqlite3_reset(del_pr_);
+  sqlite3_bind_text(del_pr_, 1, user.c_str(), -1, SQLITE_TRANSIENT);
+  int rc = sqlite3_step(del_pr_);
+  sqlite3_reset(del_pr_);
+  if (rc != SQLITE_DONE) {
+    err = errmsg(db_, "delete proposal");
+    return false;
+  }
+  return true;
+}
+
+bool Store::list_channels(std::vector<std::pair<std::string, Bytes>>& out, std::string& err) {
+  sqlite3_stmt* s = nullptr;
+  if (sqlite3_prepare_v2(db_, "SELECT user, state FROM channels", -1, &s, nullptr) != SQLITE_OK) {
+    err = errmsg(db_, "list channels");
+    return false;
+  }
+  while (sqlite3_step(s) == SQLITE_ROW)
+    out.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(s, 0)), col_blob(s, 1));
+  sqlite3_finalize(s);
+  return true;
+}
+
+}  // namespace picopay::hub

@@ -1,0 +1,56 @@
+// picopay-hub: the SQLite ledger (WAL, synchronous=FULL). One writer: the hub's worker.
+//
+// Tables:
+//   channels(user PK, tx, state, threads)  latest double-signed state (wire kind 0x01),
+//                                          open threads (u16 length-prefixed thread wires)
+//   updates(user, tx, request, reply, state, PK(user, tx))  every countersigned update:
+//                                          the request bytes, the reply bytes that were
+//                                          released, the resulting double-signed state
+//   proposals(user PK, tx, request, state) the hub's outstanding proposal per channel
+#pragma once
+
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace picopay::hub {
+
+using Bytes = std::vector<uint8_t>;
+
+class Store {
+ public:
+  Store() = default;
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  bool open(const std::string& path, std::string& err);
+  bool begin(std::string& err);
+  bool commit(std::string& err);
+  void rollback();
+
+  // found=false if the channel has no row.
+  bool load_channel(const std::string& user, Bytes& state, Bytes& threads, bool& found, std::string& err);
+  bool save_channel(const std::string& user, uint64_t tx, const Bytes& state, const Bytes& threads, std::string& err);
+  bool find_update(const std::string& user, uint64_t tx, Bytes& request, Bytes& reply, bool& found, std::string& err);
+  bool insert_update(const std::string& user, uint64_t tx, const Bytes& request, const Bytes& reply,
+                     const Bytes& state, std::string& err);
+  bool load_proposal(const std::string& user, uint64_t& tx, Bytes& request, Bytes& state, bool& found,
+                     std::string& err);
+  bool save_proposal(const std::string& user, uint64_t tx, const Bytes& request, const Bytes& state, std::string& err);
+  bool delete_proposal(const std::string& user, std::string& err);
+  // All channel rows (user, state), for the watchtower at startup.
+  bool list_channels(std::vector<std::pair<std::string, Bytes>>& out, std::string& err);
+
+ private:
+  bool exec(const char* sql, std::string& err);
+  sqlite3_stmt* prep(const char* sql, std::string& err);
+  sqlite3* db_ = nullptr;
+  std::vector<sqlite3_stmt*> stmts_;
+  sqlite3_stmt *load_ch_ = nullptr, *save_ch_ = nullptr, *find_up_ = nullptr, *ins_up_ = nullptr;
+  sqlite3_stmt *load_pr_ = nullptr, *save_pr_ = nullptr, *del_pr_ = nullptr;
+};
+
+}  // namespace picopay::hub
