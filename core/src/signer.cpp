@@ -75,14 +75,10 @@ Status Signer::sign_eth(const PrivateKey& key, const Hash32& hash, Signature& ou
 
 Status Signer::recover_digest(const Hash32& digest, const Signature& sig, Address& out) const noexcept {
   if (ctx_ == nullptr) return Status::CryptoUnavailable;
-  int recid;
-  if (sig.v == 27 || sig.v == 28) {
-    recid = sig.v - 27;
-  } else if (sig.v == 0 || sig.v == 1) {
-    recid = sig.v;
-  } else {
-    return Status::BadRecoveryId;
-  }
+  // signature_parse normalises 0/1 to 27/28; in the struct only 27/28 are valid, so
+  // one signature has one in-memory form.
+  if (sig.v != 27 && sig.v != 28) return Status::BadRecoveryId;
+  const int recid = sig.v - 27;
   if (!signature_s_is_low(sig.s)) return Status::HighS;
   uint8_t compact[64];
   std::memcpy(compact, sig.r, 32);

@@ -713,12 +713,12 @@ TEST_F(ChannelTest, ThreadStateNotSignedBySender) {
 // channel.hpp, channel_check_proposer: "in the payee's channel only the hub opens a
 // thread; otherwise either side" -- so the hub may propose OpenThread in the payer's
 // channel (it holds the payer's sigA).
-TEST_F(ChannelTest, HubMayProposeOpenThreadInPayerChannelAsDocumented) {
+TEST_F(ChannelTest, OnlyThePayerOpensAThreadInThePayerChannel) {
   SignedThreadState t = make_thread(user_, userKey_, payee_, 1, 100, 0);
   ChannelUpdate o = channel_update_make(UpdateReason::OpenThread);
   o.thread.thread = t;
   EXPECT_EQ(channel_check_proposer(prev_, Party::User, o), Status::Ok);
-  EXPECT_EQ(channel_check_proposer(prev_, Party::Hub, o), Status::Ok);
+  EXPECT_EQ(channel_check_proposer(prev_, Party::Hub, o), Status::Unauthorized);
 }
 
 TEST_F(ChannelTest, ThreadInitialTxCountMustBeZero) {

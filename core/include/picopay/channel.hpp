@@ -158,8 +158,10 @@ struct ChannelContext {
                                         const ChannelUpdate& u, ChannelState& next) noexcept;
 
 // Whether `proposer` may propose `u` at all: the payer proposes a Payment (a user never
-// proposes a payment to itself, the hub never proposes one to itself); in the payee's
-// channel only the hub opens a thread; otherwise either side. Errors: Unauthorized.
+// proposes a payment to itself, the hub never proposes one to itself); a thread is opened
+// by its sender in the payer's channel and by the hub in the payee's channel (Connext v1:
+// the hub only mirrors a thread the payer opened); otherwise either side.
+// Errors: Unauthorized.
 [[nodiscard]] Status channel_check_proposer(const ChannelState& prev, Party proposer, const ChannelUpdate& u) noexcept;
 
 // Checks the totals between two consecutive states: committed wei and token

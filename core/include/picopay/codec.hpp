@@ -34,7 +34,10 @@ constexpr size_t kMaxChannelStateWire = 2 + 1 + 60 + 12 * 33 + 4 * 8 + 32 + 2 * 
 constexpr size_t kMaxThreadStateWire = 2 + 1 + 60 + 8 + 4 * 33 + 8 + 65;             // 276
 constexpr size_t kMaxChannelUpdateWire = 2 + 1 + 8 + 20 + 4 * 33 + 8 + 8 + kMaxThreadStateWire + 65;
 constexpr size_t kMaxThreadUpdateWire = 2 + 20 + 8 + 8 + 2 * 33 + 65;
-constexpr size_t kMaxWireMessage = kMaxChannelUpdateWire;
+constexpr size_t kMaxOf(size_t a, size_t b) noexcept { return a > b ? a : b; }
+// Room for any one message of any kind.
+constexpr size_t kMaxWireMessage =
+    kMaxOf(kMaxOf(kMaxChannelStateWire, kMaxThreadStateWire), kMaxOf(kMaxChannelUpdateWire, kMaxThreadUpdateWire));
 
 // Reads the kind of a message (checks version and kind byte only).
 // Errors: Truncated, BadVersion, BadKind.
