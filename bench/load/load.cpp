@@ -1,0 +1,1014 @@
+// picopay_bench_load: end-to-end load through a real mosquitto and picopay-hub with
+// durable SQLite (WAL, synchronous=FULL), all on 127.0.0.1 (issue 6; docs/benchmarks.md).
+//
+// For each device count N: N simulated devices, multiplexed over min(N, --max-conns)
+// MQTT v5 connections, each pay the hub in a closed loop (one update in flight per
+// device, the next one leaves when the Ack arrives), following docs/mqtt-protocol.md:
+// ChannelUpdate (wire 0x03) on picopay/v1/hub/{hub}/channel/{user}/update with the v5
+// Response Topic and Correlation Data, Ack (Reply 0x10) on picopay/v1/user/{user}/reply.
+// Reports countersigned payments/s, p50/p99/max latency (publish -> Ack received), and
+// the CPU (utime+stime from /proc/<pid>/stat) and peak RSS (VmHWM from
+// /proc/<pid>/status, reset per run through /proc/<pid>/clear_refs) of the hub and of
+// the broker.
+//
+// Channels are opened the way a device opens one when the hub runs without a chain
+// (picopay-hub --dev-skip-chain-checks): Sync (the hub's genesis state), then the user
+// proposes ProposePendingDeposit and ConfirmPending; the hub countersigns both.
+//
+// Device crypto is done outside the measured window: before each run every device
+// signs the chain of payment updates it will send (channel_next_state +
+// channel_check_transition + Signer::sign_eth, exactly what channel_propose signs),
+// and after the run the hub's countersignatures are checked (all of them with --quick,
+// every 8th and the last per device otherwise). On a real deployment devices run on
+// their own CPUs; here they would otherwise compete with the hub for the same 2 cores.
+// --inline-crypto signs and checks inside the window instead.
+//
+// Thread payments: S senders stream ThreadUpdates (wire 0x04) to one payee on
+// picopay/v1/thread/{payee}/update; the payee (in this process) checks each with
+// thread_accept. The threads are set up directly (both ends hold the same initial
+// thread state); opening them through the hub is not part of this measurement. Each
+// sender keeps --thread-window updates in flight.
+//
+// Output: --json FILE (see docs/benchmarks.md); a short summary on stderr.
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdarg>
+#include <ctime>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "picopay/channel.hpp"
+#include "picopay/codec.hpp"
+#include "picopay/hex.hpp"
+#include "picopay/mqtt/client.hpp"
+#include "picopay/mqtt/protocol.hpp"
+#include "picopay/signer.hpp"
+#include "picopay/state.hpp"
+#include "support/process.hpp"
+
+using namespace picopay;
+using Clock = std::chrono::steady_clock;
+using Bytes = std::vector<uint8_t>;
+
+namespace {
+
+double secs_since(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+void logf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+void logf(const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  std::fprintf(stderr, "[bench/load] ");
+  std::vfprintf(stderr, fmt, ap);
+  std::fprintf(stderr, "\n");
+  va_end(ap);
+}
+
+std::string jstr(const std::string& s) {
+  std::string o = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      o += '\\';
+      o += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char b[8];
+      std::snprintf(b, sizeof b, "\\u%04x", c);
+      o += b;
+    } else {
+      o += c;
+    }
+  }
+  return o + "\"";
+}
+std::string jnum(double v) {
+  if (!std::isfinite(v)) return "null";
+  char b[64];
+  std::snprintf(b, sizeof b, "%.6g", v);
+  return b;
+}
+
+// ------------------------------------------------------------------ /proc
+
+struct ProcSample {
+  double cpu_s = 0;  // utime + stime
+  long hwm_kb = -1;
+};
+ProcSample proc_sample(pid_t pid) {
+  ProcSample s;
+  std::ifstream st("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (std::getline(st, line)) {
+    const size_t rp = line.rfind(')');
+    if (rp != std::string::npos) {
+      std::istringstream is(line.substr(rp + 2));
+      std::string f;
+      // fields after "comm": state(3) ... utime(14) stime(15)
+      std::vector<std::string> v;
+      while (is >> f) v.push_back(f);
+      if (v.size() > 13) {
+        const double tck = static_cast<double>(sysconf(_SC_CLK_TCK));
+        s.cpu_s = (std::stod(v[11]) + std::stod(v[12])) / tck;
+      }
+    }
+  }
+  std::ifstream ss("/proc/" + std::to_string(pid) + "/status");
+  while (std::getline(ss, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) s.hwm_kb = std::atol(line.c_str() + 6);
+  }
+  return s;
+}
+// Resets the peak RSS (VmHWM) to the current RSS (Linux: "5" > clear_refs).
+void reset_hwm(pid_t pid) {
+  std::ofstream f("/proc/" + std::to_string(pid) + "/clear_refs");
+  f << "5";
+}
+
+// ------------------------------------------------------------------ options
+
+struct Opts {
+  std::string bin_dir;
+  std::string mosquitto = "mosquitto";
+  std::vector<int> devices{1, 10, 100, 1000};
+  double duration = 10;
+  std::string json;
+  std::string work_dir;
+  bool quick = false;
+  int max_conns = 100;
+  bool inline_crypto = false;
+  int thread_senders = 10;
+  int thread_window = 16;
+  int batch_max = 256;
+};
+
+void usage() {
+  std::fprintf(stderr,
+               "usage: picopay_bench_load --bin-dir DIR [--devices 1,10,100,1000] [--duration S] --json FILE\n"
+               "       [--work-dir DIR] [--quick] [--max-conns 100] [--inline-crypto] [--mosquitto PATH]\n"
+               "       [--thread-senders 10] [--thread-window 16] [--batch-max 256]\n");
+}
+
+// ------------------------------------------------------------------ fixed identities
+
+PrivateKey key_for(uint32_t tag, uint32_t i) {
+  PrivateKey k;
+  std::memset(k.bytes, 0, sizeof k.bytes);
+  k.bytes[0] = 0x10;
+  k.bytes[27] = static_cast<uint8_t>(tag);
+  for (int b = 0; b < 4; ++b) k.bytes[28 + b] = static_cast<uint8_t>(i >> (24 - 8 * b));
+  k.bytes[31] |= 1;  // never zero
+  return k;
+}
+const PrivateKey kHubKey = [] {
+  PrivateKey k;
+  std::memset(k.bytes, 0x33, 32);
+  return k;
+}();
+const char* kContract = "0x7d73424a8256c0b2ba245e5d5a3de8820e45f390";
+
+// ------------------------------------------------------------------ devices
+
+struct Pre {
+  ChannelState state;
+  Hash32 hash;
+  Bytes wire;
+};
+
+struct Mailbox {  // setup phase: replies handed to the waiting thread
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<mqtt::Reply> items;
+};
+
+struct Device {
+  uint32_t idx = 0;
+  PrivateKey key{};
+  Address addr{};
+  std::string update_topic, reply_topic;
+  int conn = 0;
+  SignedChannelState latest{};  // user's view: latest double-signed state
+  // run phase (touched by the connection's network thread while running)
+  std::vector<Pre> pre;
+  size_t sent = 0;    // index of the update in flight (pre[sent]) / next to send
+  size_t acked = 0;   // number of Acks received
+  uint64_t inflight_tx = 0;
+  Clock::time_point sent_at{};
+  std::vector<Signature> acks;  // acks[k] countersigns pre[k]
+  std::vector<float> lat_ms;    // latencies inside the window
+  uint64_t in_window = 0;
+  bool failed = false;
+  std::atomic<bool> idle{true};
+  std::string error;
+  Mailbox box;
+};
+
+struct Shared {
+  Opts opt;
+  Address hub{}, contract{};
+  ChannelContext ctx{};
+  std::vector<std::unique_ptr<mqtt::Client>> conns;
+  std::vector<std::unique_ptr<Device>> devs;
+  std::unordered_map<std::string, Device*> by_reply;
+  std::atomic<int> phase{0};  // 0 setup, 1 run
+  std::atomic<bool> stop_sending{false};
+  Clock::time_point win_start{}, win_end{};
+  std::atomic<uint64_t> nacks{0}, bad_replies{0}, exhausted{0};
+  std::mutex err_mu;
+  std::vector<std::string> errors;
+  Signer signer;  // thread-safe for const use (libsecp256k1 contexts are read-only after init)
+  void note_error(const std::string& e) {
+    std::lock_guard<std::mutex> lk(err_mu);
+    if (errors.size() < 10) errors.push_back(e);
+  }
+};
+
+mqtt::PublishProps props_for(const Device& d, uint64_t tx) {
+  mqtt::PublishProps p;
+  p.response_topic = d.reply_topic;
+  p.correlation = mqtt::correlation_encode(tx);
+  return p;
+}
+
+// Sends pre[d.sent] (called on the network thread of d's connection or by main).
+void send_next(Shared& S, Device& d) {
+  if (S.stop_sending.load() || d.failed) {
+    d.idle = true;
+    return;
+  }
+  if (S.opt.inline_crypto && d.sent == d.pre.size()) {
+    // sign the next one now (inside the window)
+    const ChannelState& prev = d.pre.empty() ? d.latest.state : d.pre.back().state;
+    ChannelUpdate u = channel_update_make(UpdateReason::Payment);
+    u.payment.recipient = Party::Hub;
+    u.payment.amountWei = U256::from_u64(1000);
+    Hash32 scratch[2];
+    ThreadSet none{nullptr, 0, 0, scratch};
+    Pre p;
+    if (channel_propose(S.ctx, S.signer, d.key, Party::User, prev, none, u, p.state) != Status::Ok) {
+      d.failed = true;
+      d.idle = true;
+      return;
+    }
+    p.hash = channel_hash(p.state);
+    p.wire.resize(kMaxWireMessage);
+    size_t n = 0;
+    if (encode_channel_update(u, p.wire.data(), p.wire.size(), &n) != Status::Ok) std::abort();
+    p.wire.resize(n);
+    d.pre.push_back(std::move(p));
+  }
+  if (d.sent >= d.pre.size()) {
+    S.exhausted++;
+    d.idle = true;
+    return;
+  }
+  Pre& p = d.pre[d.sent];
+  d.inflight_tx = p.state.txCountGlobal;
+  d.idle = false;
+  d.sent_at = Clock::now();
+  const mqtt::PublishProps props = props_for(d, d.inflight_tx);
+  std::string err;
+  if (!S.conns[d.conn]->publish(d.update_topic, p.wire.data(), p.wire.size(), 1, false, &props, &err)) {
+    d.failed = true;
+    d.idle = true;
+    d.error = "publish: " + err;
+  }
+}
+
+void on_reply(Shared& S, Device& d, const mqtt::Message& m) {
+  mqtt::Reply r;
+  const Status st = mqtt::decode_reply(m.payload.data(), m.payload.size(), r);
+  if (st != Status::Ok) {
+    S.bad_replies++;
+    return;
+  }
+  if (S.phase.load() == 0) {
+    std::lock_guard<std::mutex> lk(d.box.mu);
+    d.box.items.push_back(r);
+    d.box.cv.notify_all();
+    return;
+  }
+  if (r.kind == mqtt::ReplyKind::Nack) {
+    S.nacks++;
+    d.failed = true;
+    d.idle = true;
+    S.note_error(std::string("Nack ") + status_name(r.status) + " for tx " + std::to_string(r.txCountGlobal));
+    return;
+  }
+  if (r.kind != mqtt::ReplyKind::Ack || d.idle || r.txCountGlobal != d.inflight_tx) {
+    S.bad_replies++;  // duplicate or stale
+    return;
+  }
+  const auto now = Clock::now();
+  if (S.opt.inline_crypto) {
+    if (S.signer.verify_eth(d.pre[d.sent].hash, r.sig, S.hub) != Status::Ok) {
+      d.failed = true;
+      d.idle = true;
+      S.note_error("bad countersignature");
+      return;
+    }
+  }
+  d.acks.push_back(r.sig);
+  ++d.acked;
+  ++d.sent;
+  if (d.sent_at >= S.win_start && now <= S.win_end) {
+    d.lat_ms.push_back(static_cast<float>(std::chrono::duration<double, std::milli>(now - d.sent_at).count()));
+    ++d.in_window;
+  }
+  send_next(S, d);
+}
+
+// Setup request: publish `wire` and wait for the reply to tx.
+bool request(Shared& S, Device& d, const Bytes& wire, uint64_t tx, mqtt::Reply& out, std::string& err) {
+  const mqtt::PublishProps props = props_for(d, tx);
+  {
+    std::lock_guard<std::mutex> lk(d.box.mu);
+    d.box.items.clear();
+  }
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    if (!S.conns[d.conn]->publish(d.update_topic, wire.data(), wire.size(), 1, false, &props, &err)) return false;
+    std::unique_lock<std::mutex> lk(d.box.mu);
+    const auto deadline = Clock::now() + std::chrono::seconds(10);
+    while (Clock::now() < deadline) {
+      for (auto& r : d.box.items) {
+        if (r.txCountGlobal == tx || r.kind == mqtt::ReplyKind::Nack) {
+          out = r;
+          return true;
+        }
+      }
+      d.box.cv.wait_until(lk, deadline);
+    }
+  }
+  err = "no reply from the hub within 30 s";
+  return false;
+}
+
+bool sync_state(Shared& S, Device& d, SignedChannelState& out, std::string& err) {
+  {
+    std::lock_guard<std::mutex> lk(d.box.mu);
+    d.box.items.clear();
+  }
+  const std::string topic = mqtt::topic_sync(S.hub, d.addr);
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    if (!S.conns[d.conn]->publish(topic, nullptr, 0, 1, false, nullptr, &err)) return false;
+    std::unique_lock<std::mutex> lk(d.box.mu);
+    const auto deadline = Clock::now() + std::chrono::seconds(10);
+    while (Clock::now() < deadline) {
+      for (auto& r : d.box.items) {
+        if (r.kind == mqtt::ReplyKind::Sync) {
+          out = r.state;
+          return true;
+        }
+      }
+      d.box.cv.wait_until(lk, deadline);
+    }
+  }
+  err = "no Sync reply from the hub within 30 s";
+  return false;
+}
+
+// Proposes `u` from d.latest; on Ack stores the double-signed state.
+bool propose_setup(Shared& S, Device& d, ChannelUpdate u, std::string& err) {
+  Hash32 scratch[2];
+  ThreadSet none{nullptr, 0, 0, scratch};
+  ChannelState next;
+  Status st = channel_propose(S.ctx, S.signer, d.key, Party::User, d.latest.state, none, u, next);
+  if (st != Status::Ok) {
+    err = std::string("channel_propose: ") + status_name(st);
+    return false;
+  }
+  Bytes wire(kMaxWireMessage);
+  size_t n = 0;
+  if (encode_channel_update(u, wire.data(), wire.size(), &n) != Status::Ok) std::abort();
+  wire.resize(n);
+  mqtt::Reply r;
+  if (!request(S, d, wire, u.txCountGlobal, r, err)) return false;
+  if (r.kind != mqtt::ReplyKind::Ack) {
+    err = std::string("hub refused ") + update_reason_name(u.reason) + ": " + status_name(r.status);
+    return false;
+  }
+  st = S.signer.verify_eth(channel_hash(next), r.sig, S.hub);
+  if (st != Status::Ok) {
+    err = std::string("countersignature: ") + status_name(st);
+    return false;
+  }
+  d.latest.state = next;
+  d.latest.sigUser = u.sig;
+  d.latest.sigHub = r.sig;
+  d.latest.hasSigUser = d.latest.hasSigHub = true;
+  return true;
+}
+
+// Opens and funds the channel of d at the hub (no chain: --dev-skip-chain-checks).
+bool open_channel(Shared& S, Device& d, std::string& err) {
+  SignedChannelState g;
+  if (!sync_state(S, d, g, err)) return false;
+  d.latest = g;
+  if (g.state.txCountGlobal == 0 || g.state.balanceWeiUser.is_zero()) {
+    if (g.state.user != d.addr || g.state.contractAddress != S.contract) {
+      // a genesis the hub reports with zero parties: fill in ours
+      d.latest.state = channel_state_zero();
+      d.latest.state.contractAddress = S.contract;
+      d.latest.state.user = d.addr;
+      d.latest.state.recipient = d.addr;
+    }
+    ChannelUpdate dep = channel_update_make(UpdateReason::ProposePendingDeposit);
+    dep.deposit.depositWeiUser = U256::from_u64(1000000000000000000ULL);  // 1 ETH
+    dep.deposit.timeout = static_cast<uint64_t>(std::time(nullptr)) + 3600;
+    if (!propose_setup(S, d, dep, err)) return false;
+    ChannelUpdate conf = channel_update_make(UpdateReason::ConfirmPending);
+    std::memset(conf.chainTx.transactionHash.bytes, 0xd0, 32);
+    conf.chainTx.transactionHash.bytes[31] = static_cast<uint8_t>(d.idx);
+    if (!propose_setup(S, d, conf, err)) return false;
+  }
+  return true;
+}
+
+// Pre-signs `count` payments from d.latest (outside the window).
+void presign(Shared& S, Device& d, size_t count) {
+  d.pre.clear();
+  d.pre.reserve(count);
+  Hash32 scratch[2];
+  ThreadSet none{nullptr, 0, 0, scratch};
+  ChannelState prev = d.latest.state;
+  for (size_t k = 0; k < count; ++k) {
+    ChannelUpdate u = channel_update_make(UpdateReason::Payment);
+    u.payment.recipient = Party::Hub;
+    u.payment.amountWei = U256::from_u64(1000);
+    u.txCountGlobal = prev.txCountGlobal + 1;
+    Pre p;
+    if (channel_next_state(S.ctx, prev, none, u, p.state) != Status::Ok ||
+        channel_check_transition(prev, p.state, u) != Status::Ok)
+      std::abort();
+    p.hash = channel_hash(p.state);
+    if (S.signer.sign_eth(d.key, p.hash, u.sig) != Status::Ok) std::abort();
+    p.wire.resize(kMaxWireMessage);
+    size_t n = 0;
+    if (encode_channel_update(u, p.wire.data(), p.wire.size(), &n) != Status::Ok) std::abort();
+    p.wire.resize(n);
+    prev = p.state;
+    d.pre.push_back(std::move(p));
+  }
+}
+
+template <typename F>
+void parallel_for(size_t n, unsigned threads, F f) {
+  std::atomic<size_t> next{0};
+  std::vector<std::thread> ts;
+  for (unsigned t = 0; t < threads; ++t)
+    ts.emplace_back([&] {
+      for (size_t i; (i = next.fetch_add(1)) < n;) f(i);
+    });
+  for (auto& t : ts) t.join();
+}
+
+double percentile(std::vector<float>& v, double p) {
+  if (v.empty()) return NAN;
+  const size_t k = std::min(v.size() - 1, static_cast<size_t>(std::ceil(p * static_cast<double>(v.size()))) - (p > 0 ? 1 : 0));
+  std::nth_element(v.begin(), v.begin() + static_cast<long>(k), v.end());
+  return v[k];
+}
+
+struct ProcPair {
+  pid_t hub = -1, broker = -1;
+};
+
+std::string proc_json(pid_t pid, const ProcSample& a, const ProcSample& b, double secs) {
+  if (pid < 0) return "null";
+  return "{\"pid\":" + std::to_string(pid) + ",\"cpu_s\":" + jnum(b.cpu_s - a.cpu_s) +
+         ",\"cpu_pct\":" + jnum(100.0 * (b.cpu_s - a.cpu_s) / secs) + ",\"peak_rss_kb\":" + std::to_string(b.hwm_kb) + "}";
+}
+
+double self_cpu_s() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+// One closed-loop run with devs[0..n).
+std::string run_channels(Shared& S, ProcPair pp, size_t n, double& rate_out) {
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  const double warm = S.opt.quick ? 0.2 : 1.0;
+  const double dur = S.opt.duration;
+  // Budget of pre-signed updates: generous for the rate we can expect at this N.
+  const double est = std::min(40000.0, rate_out > 0 ? rate_out * 3 : 4000.0);
+  const size_t per_dev = static_cast<size_t>(std::ceil(est * (dur + warm + 1) / static_cast<double>(n))) + 4;
+  const auto t_pre = Clock::now();
+  if (!S.opt.inline_crypto) {
+    parallel_for(n, cores, [&](size_t i) { presign(S, *S.devs[i], per_dev); });
+  } else {
+    for (size_t i = 0; i < n; ++i) S.devs[i]->pre.clear();
+  }
+  logf("N=%zu: %zu pre-signed updates per device in %.1f s", n, S.opt.inline_crypto ? 0 : per_dev,
+       secs_since(t_pre, Clock::now()));
+  for (size_t i = 0; i < n; ++i) {
+    Device& d = *S.devs[i];
+    d.sent = d.acked = 0;
+    d.acks.clear();
+    d.acks.reserve(d.pre.size());
+    d.lat_ms.clear();
+    d.in_window = 0;
+    d.failed = false;
+    d.idle = true;
+  }
+  S.nacks = 0;
+  S.bad_replies = 0;
+  S.exhausted = 0;
+  S.stop_sending = false;
+  if (pp.hub > 0) reset_hwm(pp.hub);
+  if (pp.broker > 0) reset_hwm(pp.broker);
+  const auto t0 = Clock::now();
+  S.win_start = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(warm));
+  S.win_end = S.win_start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(dur));
+  S.phase = 1;
+  for (size_t i = 0; i < n; ++i) {
+    Device& d = *S.devs[i];
+    std::lock_guard<std::mutex> lk(d.box.mu);  // never contended here; orders the start
+    send_next(S, d);
+  }
+  std::this_thread::sleep_until(S.win_start);
+  const ProcSample h0 = pp.hub > 0 ? proc_sample(pp.hub) : ProcSample{};
+  const ProcSample b0 = pp.broker > 0 ? proc_sample(pp.broker) : ProcSample{};
+  const double self0 = self_cpu_s();
+  std::this_thread::sleep_until(S.win_end);
+  const ProcSample h1 = pp.hub > 0 ? proc_sample(pp.hub) : ProcSample{};
+  const ProcSample b1 = pp.broker > 0 ? proc_sample(pp.broker) : ProcSample{};
+  const double self1 = self_cpu_s();
+  S.stop_sending = true;
+  // Drain: wait for the updates in flight (bounded).
+  const auto drain_end = Clock::now() + std::chrono::seconds(10);
+  for (;;) {
+    bool busy = false;
+    for (size_t i = 0; i < n; ++i)
+      if (!S.devs[i]->idle) busy = true;
+    if (!busy || Clock::now() > drain_end) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  S.phase = 0;
+  // Countersignature checks, and the devices' latest double-signed states.
+  std::atomic<uint64_t> verified{0}, badsig{0}, stuck{0};
+  parallel_for(n, cores, [&](size_t i) {
+    Device& d = *S.devs[i];
+    if (!d.idle) stuck++;
+    const size_t k = d.acks.size();
+    for (size_t j = 0; j < k; ++j) {
+      const bool check = S.opt.quick || S.opt.inline_crypto || j % 8 == 0 || j + 1 == k;
+      if (!check) continue;
+      if (S.signer.verify_eth(d.pre[j].hash, d.acks[j], S.hub) != Status::Ok) {
+        badsig++;
+      } else {
+        verified++;
+      }
+    }
+    if (k > 0) {
+      d.latest.state = d.pre[k - 1].state;
+      d.latest.sigHub = d.acks[k - 1];
+    }
+  });
+  std::vector<float> lat;
+  uint64_t count = 0, failed = 0;
+  for (size_t i = 0; i < n; ++i) {
+    Device& d = *S.devs[i];
+    lat.insert(lat.end(), d.lat_ms.begin(), d.lat_ms.end());
+    count += d.in_window;
+    if (d.failed) failed++;
+  }
+  const double rate = static_cast<double>(count) / dur;
+  rate_out = rate;
+  const double p50 = percentile(lat, 0.50), p99 = percentile(lat, 0.99);
+  const double mx = lat.empty() ? NAN : *std::max_element(lat.begin(), lat.end());
+  const uint64_t errors = S.nacks.load() + badsig.load() + failed;
+  logf("N=%zu: %.0f payments/s, p50 %.2f ms, p99 %.2f ms, max %.2f ms, hub cpu %.0f%%, broker cpu %.0f%%, errors %llu",
+       n, rate, p50, p99, mx, 100 * (h1.cpu_s - h0.cpu_s) / dur, 100 * (b1.cpu_s - b0.cpu_s) / dur,
+       static_cast<unsigned long long>(errors));
+  std::string j = "{\"devices\":" + std::to_string(n) + ",\"connections\":" +
+                  std::to_string(std::min<size_t>(n, S.conns.size())) + ",\"duration_s\":" + jnum(dur) +
+                  ",\"payments\":" + std::to_string(count) + ",\"payments_per_s\":" + jnum(rate) +
+                  ",\"p50_ms\":" + jnum(p50) + ",\"p99_ms\":" + jnum(p99) + ",\"max_ms\":" + jnum(mx) +
+                  ",\"errors\":" + std::to_string(errors) + ",\"nacks\":" + std::to_string(S.nacks.load()) +
+                  ",\"bad_countersignatures\":" + std::to_string(badsig.load()) +
+                  ",\"countersignatures_verified\":" + std::to_string(verified.load()) +
+                  ",\"stray_replies\":" + std::to_string(S.bad_replies.load()) +
+                  ",\"devices_out_of_presigned\":" + std::to_string(S.exhausted.load()) +
+                  ",\"devices_stuck\":" + std::to_string(stuck.load()) +
+                  ",\"hub\":" + proc_json(pp.hub, h0, h1, dur) + ",\"broker\":" + proc_json(pp.broker, b0, b1, dur) +
+                  ",\"load_tool_cpu_pct\":" + jnum(100 * (self1 - self0) / dur) + "}";
+  return j;
+}
+
+// ------------------------------------------------------------------ thread payments
+
+struct Sender {
+  PrivateKey key{};
+  Address addr{};
+  ThreadState initial{};
+  std::vector<Bytes> wires;  // wires[k]: txCount k+1
+  std::vector<Clock::time_point> sent_at;
+  size_t next = 0;
+  std::atomic<size_t> done{0};
+  int conn = 0;
+  ThreadState payee_view{};  // the payee's latest state of this thread
+};
+
+std::string run_threads(Shared& S, int port, pid_t broker) {
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  const int ns = std::max(1, S.opt.thread_senders);
+  const double warm = S.opt.quick ? 0.2 : 1.0;
+  const double dur = S.opt.duration;
+  const size_t per = static_cast<size_t>(std::ceil(25000.0 * (dur + warm + 1) / ns)) + S.opt.thread_window;
+  PrivateKey payee_key = key_for(2, 0);
+  Address payee;
+  if (S.signer.address_of(payee_key, payee) != Status::Ok) std::abort();
+  std::vector<std::unique_ptr<Sender>> snd;
+  for (int i = 0; i < ns; ++i) {
+    auto s = std::make_unique<Sender>();
+    s->key = key_for(3, static_cast<uint32_t>(i));
+    if (S.signer.address_of(s->key, s->addr) != Status::Ok) std::abort();
+    s->initial = thread_state_zero();
+    s->initial.contractAddress = S.contract;
+    s->initial.sender = s->addr;
+    s->initial.receiver = payee;
+    s->initial.threadId = 1;
+    s->initial.balanceWeiSender = U256::from_u64(1000000000000000000ULL);
+    s->payee_view = s->initial;
+    s->conn = i;
+    snd.push_back(std::move(s));
+  }
+  const auto t_pre = Clock::now();
+  parallel_for(snd.size(), cores, [&](size_t i) {
+    Sender& s = *snd[i];
+    ThreadState prev = s.initial;
+    s.wires.reserve(per);
+    for (size_t k = 0; k < per; ++k) {
+      ThreadUpdate u{};
+      u.sender = s.addr;
+      u.threadId = prev.threadId;
+      u.txCount = prev.txCount + 1;
+      u.amountWei = U256::from_u64(1000);
+      u.amountToken = U256::zero();
+      ThreadState next;
+      if (thread_next_state(prev, u, next) != Status::Ok) std::abort();
+      if (S.signer.sign_eth(s.key, thread_hash(next), u.sig) != Status::Ok) std::abort();
+      Bytes w(kMaxThreadUpdateWire);
+      size_t n = 0;
+      if (encode_thread_update(u, w.data(), w.size(), &n) != Status::Ok) std::abort();
+      w.resize(n);
+      s.wires.push_back(std::move(w));
+      prev = next;
+    }
+    s.sent_at.assign(per, Clock::time_point{});
+  });
+  logf("threads: %d senders, %zu pre-signed thread updates each in %.1f s", ns, per, secs_since(t_pre, Clock::now()));
+
+  const std::string topic = mqtt::topic_thread_update(payee);
+  std::vector<std::unique_ptr<mqtt::Client>> conns;
+  std::atomic<bool> stop{false};
+  std::mutex mu;  // guards sender send state (publish from payee thread + main)
+  std::vector<float> lat;
+  std::atomic<uint64_t> in_window{0}, rejected{0}, total{0}, duplicates{0};
+  Clock::time_point win_start{}, win_end{};
+  auto send = [&](Sender& s) {  // caller holds mu
+    if (stop.load() || s.next >= s.wires.size()) return;
+    const size_t k = s.next++;
+    s.sent_at[k] = Clock::now();
+    conns[static_cast<size_t>(s.conn)]->publish(topic, s.wires[k].data(), s.wires[k].size(), 1, false);
+  };
+  // payee
+  mqtt::Options po;
+  po.host = "127.0.0.1";
+  po.port = port;
+  po.client_id = "picopay-bench-payee";
+  po.clean_start = true;
+  po.session_expiry_s = 60;
+  po.max_inflight = 1000;
+  auto payee_conn = std::make_unique<mqtt::Client>(po);
+  Signer& signer = S.signer;
+  payee_conn->on_message([&](const mqtt::Message& m) {
+    ThreadUpdate u;
+    if (decode_thread_update(m.payload.data(), m.payload.size(), u) != Status::Ok) {
+      rejected++;
+      return;
+    }
+    Sender* s = nullptr;
+    for (auto& x : snd)
+      if (x->addr == u.sender) s = x.get();
+    if (s == nullptr) {
+      rejected++;
+      return;
+    }
+    ThreadState next;
+    const Status st = thread_accept(signer, s->payee_view, u, next);
+    if (st == Status::BadTxCount && u.txCount <= s->payee_view.txCount) {
+      duplicates++;  // a replay of an update already taken (MQTT may duplicate)
+      return;
+    }
+    if (st != Status::Ok) {
+      if (rejected++ < 3)
+        S.note_error(std::string("payee refused thread update tx ") + std::to_string(u.txCount) + " (at " +
+                     std::to_string(s->payee_view.txCount) + "): " + status_name(st));
+      return;
+    }
+    s->payee_view = next;
+    const auto now = Clock::now();
+    total++;
+    std::lock_guard<std::mutex> lk(mu);
+    const size_t k = static_cast<size_t>(u.txCount - 1);
+    if (s->sent_at[k] >= win_start && now <= win_end) {
+      lat.push_back(static_cast<float>(std::chrono::duration<double, std::milli>(now - s->sent_at[k]).count()));
+      in_window++;
+    }
+    s->done++;
+    send(*s);
+  });
+  payee_conn->subscribe(topic, 1);
+  std::string err;
+  if (!payee_conn->start(err) || !payee_conn->wait_connected(10000)) return "{\"error\":" + jstr("payee: " + err) + "}";
+  for (int i = 0; i < ns; ++i) {
+    mqtt::Options o = po;
+    o.client_id = "picopay-bench-sender-" + std::to_string(i);
+    conns.push_back(std::make_unique<mqtt::Client>(o));
+    if (!conns.back()->start(err) || !conns.back()->wait_connected(10000))
+      return "{\"error\":" + jstr("sender: " + err) + "}";
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // SUBSCRIBE settles
+  if (broker > 0) reset_hwm(broker);
+  const auto t0 = Clock::now();
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    win_start = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(warm));
+    win_end = win_start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(dur));
+    for (auto& s : snd)
+      for (int w = 0; w < S.opt.thread_window; ++w) send(*s);
+  }
+  std::this_thread::sleep_until(win_start);
+  const ProcSample b0 = broker > 0 ? proc_sample(broker) : ProcSample{};
+  const double self0 = self_cpu_s();
+  std::this_thread::sleep_until(win_end);
+  const ProcSample b1 = broker > 0 ? proc_sample(broker) : ProcSample{};
+  const double self1 = self_cpu_s();
+  stop = true;
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  for (auto& c : conns) c->stop();
+  payee_conn->stop();
+  std::lock_guard<std::mutex> lk(mu);
+  const double rate = static_cast<double>(in_window.load()) / dur;
+  const double p50 = percentile(lat, 0.5), p99 = percentile(lat, 0.99);
+  const double mx = lat.empty() ? NAN : *std::max_element(lat.begin(), lat.end());
+  logf("threads: %.0f payments/s, p50 %.2f ms, p99 %.2f ms, rejected %llu", rate, p50, p99,
+       static_cast<unsigned long long>(rejected.load()));
+  {
+    std::lock_guard<std::mutex> elk(S.err_mu);
+    for (auto& e : S.errors) logf("  %s", e.c_str());
+  }
+  return "{\"senders\":" + std::to_string(ns) + ",\"window\":" + std::to_string(S.opt.thread_window) +
+         ",\"duration_s\":" + jnum(dur) + ",\"payments\":" + std::to_string(in_window.load()) +
+         ",\"payments_per_s\":" + jnum(rate) + ",\"p50_ms\":" + jnum(p50) + ",\"p99_ms\":" + jnum(p99) +
+         ",\"max_ms\":" + jnum(mx) + ",\"rejected\":" + std::to_string(rejected.load()) +
+         ",\"duplicates\":" + std::to_string(duplicates.load()) +
+         ",\"broker\":" + proc_json(broker, b0, b1, dur) +
+         ",\"payee_and_senders_cpu_pct\":" + jnum(100 * (self1 - self0) / dur) + "}";
+}
+
+// ------------------------------------------------------------------ main
+
+bool write_text(const std::string& path, const std::string& text) {
+  std::ofstream f(path);
+  f << text;
+  return static_cast<bool>(f);
+}
+
+std::string find_exe(const std::string& name) {
+  if (name.find('/') != std::string::npos) return access(name.c_str(), X_OK) == 0 ? name : "";
+  const char* path = std::getenv("PATH");
+  std::string p = path ? path : "";
+  p += ":/usr/sbin:/sbin";
+  std::istringstream is(p);
+  std::string dir;
+  while (std::getline(is, dir, ':')) {
+    const std::string f = dir + "/" + name;
+    if (!dir.empty() && access(f.c_str(), X_OK) == 0) return f;
+  }
+  return "";
+}
+
+int main_impl(int argc, char** argv) {
+  Opts o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto val = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        usage();
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--bin-dir") o.bin_dir = val();
+    else if (a == "--devices") {
+      o.devices.clear();
+      std::istringstream is(val());
+      std::string x;
+      while (std::getline(is, x, ','))
+        if (!x.empty()) o.devices.push_back(std::atoi(x.c_str()));
+    } else if (a == "--duration") o.duration = std::atof(val().c_str());
+    else if (a == "--json") o.json = val();
+    else if (a == "--work-dir") o.work_dir = val();
+    else if (a == "--quick") o.quick = true;
+    else if (a == "--max-conns") o.max_conns = std::atoi(val().c_str());
+    else if (a == "--inline-crypto") o.inline_crypto = true;
+    else if (a == "--mosquitto") o.mosquitto = val();
+    else if (a == "--thread-senders") o.thread_senders = std::atoi(val().c_str());
+    else if (a == "--thread-window") o.thread_window = std::atoi(val().c_str());
+    else if (a == "--batch-max") o.batch_max = std::atoi(val().c_str());
+    else {
+      usage();
+      return 2;
+    }
+  }
+  if (o.devices.empty() || o.duration <= 0) {
+    usage();
+    return 2;
+  }
+  if (o.bin_dir.empty()) {
+    // default: the directory of this executable
+    char buf[4096];
+    const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+    if (n > 0) {
+      buf[n] = 0;
+      o.bin_dir = std::string(buf);
+      o.bin_dir = o.bin_dir.substr(0, o.bin_dir.rfind('/'));
+    }
+  }
+  if (o.work_dir.empty()) o.work_dir = testsupport::make_temp_dir("picopay-bench-load");
+  testsupport::remove_tree(o.work_dir);
+  testsupport::run_command({"mkdir", "-p", o.work_dir});
+
+  Shared S;
+  S.opt = o;
+  const uint8_t seed[32] = {7};
+  if (S.signer.init(seed) != Status::Ok) return 1;
+  if (S.signer.address_of(kHubKey, S.hub) != Status::Ok) return 1;
+  if (address_parse(kContract, std::strlen(kContract), S.contract) != Status::Ok) return 1;
+  S.ctx.hub = S.hub;
+
+  std::string method =
+      std::string("closed loop, one update in flight per device; devices multiplexed over min(N, ") +
+      std::to_string(o.max_conns) + ") MQTT v5 connections (QoS 1); " +
+      (o.inline_crypto ? "device signing and countersignature checks inside the window"
+                       : "device updates pre-signed before the window, hub countersignatures checked after it") +
+      "; latency = publish to Ack received; hub: picopay-hub --dev-skip-chain-checks, SQLite WAL synchronous=FULL, "
+      "batch-max " + std::to_string(o.batch_max) + "; channels opened by ProposePendingDeposit + ConfirmPending";
+  std::string report_head = "{\"tool\":\"picopay_bench_load\",\"method\":" + jstr(method) + ",\"cores\":" +
+                            std::to_string(std::thread::hardware_concurrency()) + ",\"quick\":" +
+                            (o.quick ? "true" : "false");
+  auto finish = [&](bool available, const std::string& reason, const std::string& runs, const std::string& thread) {
+    std::string j = report_head + ",\"available\":" + (available ? "true" : "false") +
+                    ",\"reason\":" + (reason.empty() ? "null" : jstr(reason)) + ",\"runs\":[" + runs +
+                    "],\"thread\":" + (thread.empty() ? "null" : thread) + "}\n";
+    if (!o.json.empty() && !write_text(o.json, j)) {
+      logf("cannot write %s", o.json.c_str());
+      return 1;
+    }
+    if (o.json.empty()) std::fputs(j.c_str(), stdout);
+    return 0;
+  };
+
+  // ---- broker
+  const std::string mosq = find_exe(o.mosquitto);
+  if (mosq.empty()) return finish(false, "mosquitto not found (Debian package mosquitto)", "", "");
+  const int port = testsupport::free_port();
+  std::string conf;
+  conf += "listener " + std::to_string(port) + " 127.0.0.1\n";
+  conf += "allow_anonymous true\npersistence false\n";
+  conf += "max_queued_messages 100000\nmax_inflight_messages 0\nset_tcp_nodelay true\n";
+  conf += "log_dest file " + o.work_dir + "/mosquitto.log\nlog_type error\nlog_type warning\n";
+  write_text(o.work_dir + "/mosquitto.conf", conf);
+  testsupport::Process broker;
+  if (!broker.start({mosq, "-c", o.work_dir + "/mosquitto.conf"}, o.work_dir + "/mosquitto.out") ||
+      !testsupport::wait_port_open(port, 10000))
+    return finish(false, "mosquitto did not start (see " + o.work_dir + "/mosquitto.log)", "", "");
+  logf("mosquitto pid %d on 127.0.0.1:%d", broker.pid(), port);
+
+  // ---- hub
+  std::string hub_reason;
+  testsupport::Process hub;
+  const std::string hub_exe = o.bin_dir + "/picopay-hub";
+  if (access(hub_exe.c_str(), X_OK) != 0) {
+    hub_reason = "picopay-hub is not built (" + hub_exe + " missing)";
+  } else {
+    char keyhex[67];
+    hex_encode(kHubKey.bytes, 32, keyhex, true);
+    const std::vector<std::string> argv_hub = {hub_exe,
+                                               "--broker-host", "127.0.0.1",
+                                               "--broker-port", std::to_string(port),
+                                               "--private-key", keyhex,
+                                               "--contract", kContract,
+                                               "--db", o.work_dir + "/hub.db",
+                                               "--batch-max", std::to_string(o.batch_max),
+                                               "--dev-skip-chain-checks"};
+    if (!hub.start(argv_hub, o.work_dir + "/hub.log")) hub_reason = "picopay-hub did not start";
+  }
+
+  std::string runs;
+  if (hub_reason.empty()) {
+    // connections for the largest N
+    const int maxn = *std::max_element(o.devices.begin(), o.devices.end());
+    const int nconn = std::max(1, std::min(maxn, o.max_conns));
+    for (int c = 0; c < nconn; ++c) {
+      mqtt::Options mo;
+      mo.host = "127.0.0.1";
+      mo.port = port;
+      mo.client_id = "picopay-bench-dev-" + std::to_string(c);
+      mo.clean_start = true;
+      mo.session_expiry_s = 60;
+      mo.max_inflight = 1000;
+      S.conns.push_back(std::make_unique<mqtt::Client>(mo));
+    }
+    for (int i = 0; i < maxn; ++i) {
+      auto d = std::make_unique<Device>();
+      d->idx = static_cast<uint32_t>(i);
+      d->key = key_for(1, static_cast<uint32_t>(i));
+      if (S.signer.address_of(d->key, d->addr) != Status::Ok) std::abort();
+      d->update_topic = mqtt::topic_update(S.hub, d->addr);
+      d->reply_topic = mqtt::topic_reply(d->addr);
+      d->conn = i % nconn;
+      S.by_reply[d->reply_topic] = d.get();
+      S.conns[static_cast<size_t>(d->conn)]->subscribe(d->reply_topic, 1);
+      S.devs.push_back(std::move(d));
+    }
+    for (auto& c : S.conns) {
+      c->on_message([&S](const mqtt::Message& m) {
+        auto it = S.by_reply.find(m.topic);
+        if (it != S.by_reply.end()) on_reply(S, *it->second, m);
+      });
+    }
+    std::string err;
+    for (auto& c : S.conns)
+      if (!c->start(err)) hub_reason = "MQTT client: " + err;
+    for (auto& c : S.conns)
+      if (hub_reason.empty() && !c->wait_connected(15000)) hub_reason = "MQTT client did not connect: " + c->last_error();
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // SUBSCRIBEs settle
+    if (hub_reason.empty() && !hub.running()) hub_reason = "picopay-hub exited: " + testsupport::read_file(o.work_dir + "/hub.log");
+    // open and fund every channel (in parallel)
+    if (hub_reason.empty()) {
+      const auto t = Clock::now();
+      std::atomic<int> bad{0};
+      std::mutex emu;
+      std::string first;
+      parallel_for(S.devs.size(), 32, [&](size_t i) {
+        std::string e;
+        if (!open_channel(S, *S.devs[i], e)) {
+          bad++;
+          std::lock_guard<std::mutex> lk(emu);
+          if (first.empty()) first = e;
+        }
+      });
+      if (bad > 0)
+        hub_reason = "opening channels at the hub failed for " + std::to_string(bad.load()) + " devices: " + first;
+      else
+        logf("%zu channels opened and funded in %.1f s", S.devs.size(), secs_since(t, Clock::now()));
+    }
+    if (hub_reason.empty()) {
+      double rate = 0;
+      std::vector<int> ns = o.devices;
+      std::sort(ns.begin(), ns.end());
+      for (int n : ns) {
+        if (!hub.running()) {
+          hub_reason = "picopay-hub exited during the runs";
+          break;
+        }
+        const std::string r = run_channels(S, ProcPair{hub.pid(), broker.pid()}, static_cast<size_t>(n), rate);
+        runs += (runs.empty() ? "" : ",") + r;
+      }
+    }
+    for (auto& c : S.conns) c->stop();
+  }
+  if (!hub_reason.empty()) logf("end to end through the hub unavailable: %s", hub_reason.c_str());
+  if (hub.pid() > 0) hub.terminate(5000);
+
+  const std::string th = run_threads(S, port, broker.pid());
+  broker.terminate(5000);
+  return finish(hub_reason.empty(), hub_reason, runs, th);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  signal(SIGPIPE, SIG_IGN);
+  return main_impl(argc, argv);
+}
