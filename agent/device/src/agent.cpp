@@ -119,6 +119,7 @@ class Agent {
   bool chain_failed_ = false;
   std::vector<ThreadUpdate> buffered_;  // payee: updates that arrived before their thread
   uint64_t payments_ = 0;
+  int refusals_ = 0;
 };
 
 void Agent::logf(port::LogLevel lv, const char* fmt, ...) {
@@ -243,6 +244,7 @@ void Agent::complete_pending(const Signature& sigHub) {
     if (i >= 0) st_.threads[static_cast<size_t>(i)].open = false;
   }
   if (u.reason == UpdateReason::Payment) ++payments_;
+  refusals_ = 0;
   st_.units_paid = st_.pending_units;
   st_.wei_paid = st_.pending_wei;
   st_.has_pending = false;
@@ -315,11 +317,16 @@ void Agent::on_reply(const std::vector<uint8_t>& p) {
   } else {
     logf(port::LogLevel::Error, "hub refused update %llu (%s): %s", static_cast<unsigned long long>(r.txCountGlobal),
          update_reason_name(st_.pending.reason), status_name(r.status));
-    synced_ = false;  // resync decides (a refusal of a state we signed is final)
     if (r.state.state.txCountGlobal >= st_.pending.txCountGlobal) {
+      synced_ = false;
       resolve_sync(r.state);
+    } else if (++refusals_ > 60) {
+      fatal("the hub keeps refusing our signed update; not signing another state with that txCount");
     } else {
-      fatal("the hub refused our signed update; not signing another state with that txCount");
+      // We signed it, so we never sign another state with this txCount (DESIGN.md §4.1):
+      // the same bytes are offered again after a pause (e.g. the payee's collateral is
+      // still on its way).
+      last_send_ms_ = now_ms() + 1000;
     }
   }
 }
@@ -569,7 +576,7 @@ bool Agent::pay_units(uint64_t units) {
 void Agent::step() {
   if (!synced_ || done_) return;
   if (st_.has_pending) {
-    if (now_ms() - last_send_ms_ > 2000) send_pending();  // same bytes; the hub dedups
+    if (now_ms() > last_send_ms_ + 2000) send_pending();  // same bytes; the hub dedups
     return;
   }
   const ChannelState& c = st_.channel.state;
@@ -626,7 +633,7 @@ void Agent::step() {
     for (auto& rec : st_.threads) {
       if (rec.sender && rec.open && rec.closing) {
         // Re-send the close request now and then until the hub's CloseThread arrives.
-        if (now_ms() - last_send_ms_ > 2000) {
+        if (now_ms() > last_send_ms_ + 2000) {
           uint8_t buf[kMaxThreadStateWire];
           size_t n = 0;
           if (encode_thread_state(rec.latest, buf, sizeof buf, &n) == Status::Ok)
