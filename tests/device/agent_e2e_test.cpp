@@ -1,0 +1,259 @@
+// picopay-agent against real parts: a mosquitto broker (password per client, ACL) on
+// 127.0.0.1, the dev chain with a fresh ChannelManager, the real picopay-hub and real
+// picopay-agent processes. No timing assertions: every wait is a bounded poll.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include <cjson/cJSON.h>
+
+#include "picopay/agent/json_state.hpp"
+#include "picopay/chain/manager.hpp"
+#include "picopay/demo/support.hpp"
+#include "picopay/device/state.hpp"
+#include "picopay/mqtt/client.hpp"
+#include "picopay/mqtt/protocol.hpp"
+
+using namespace picopay;
+using namespace picopay::demo;
+
+namespace {
+
+const char* kDeposit = "1000000000000000000";
+const uint64_t kPrice = 1000;
+
+bool poll_until(const std::function<bool()>& f, int timeout_ms) {
+  for (int w = 0; w <= timeout_ms; w += 100) {
+    if (f()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+void write_all(int fd, const std::string& s) {
+  size_t off = 0;
+  while (off < s.size()) {
+    ssize_t n = ::write(fd, s.data() + off, s.size() - off);
+    if (n <= 0) return;
+    off += static_cast<size_t>(n);
+  }
+}
+
+class AgentE2E : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    char tmpl[] = "/tmp/picopay-agent-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    work_ = tmpl;
+    hub_key_ = random_key_hex();
+    hub_addr_ = key_address(hub_key_);
+    for (int i = 0; i < kKeys; ++i) keys_.push_back(random_key_hex());
+    std::vector<std::string> all = keys_;
+    all.push_back(hub_key_);
+    std::string err;
+    chain_ = new DevChain;
+    ASSERT_TRUE(chain_->start(work_, all, err)) << err;
+    chain::RpcClient rpc(chain_->url());
+    PrivateKey hk{};
+    ASSERT_EQ(private_key_parse(hub_key_.c_str(), hub_key_.size(), hk), Status::Ok);
+    chain::Wallet w(rpc, hk);
+    ASSERT_TRUE(w.init());
+    auto art = chain::load_artifact(chain::default_artifact_dir() + "/ChannelManager.json");
+    ASSERT_TRUE(art.ok());
+    auto addr = chain::deploy_channel_manager(w, *art, w.address(), 60, Address{});
+    ASSERT_TRUE(addr.ok());
+    contract_ = mqtt::topic_address(*addr);
+    std::vector<BrokerUser> users = {{"hub", "hubpw"}, {"test", "testpw"}};
+    for (auto& k : keys_) users.push_back({key_address(k), "pw-" + key_address(k).substr(2, 8)});
+    std::string acl = "user hub\ntopic readwrite picopay/v1/#\n\nuser test\ntopic read picopay/v1/#\n\n";
+    acl += "pattern write picopay/v1/hub/+/channel/%u/update\npattern write picopay/v1/hub/+/channel/%u/reply\n";
+    acl += "pattern write picopay/v1/hub/+/channel/%u/sync\npattern read picopay/v1/user/%u/reply\n";
+    acl += "pattern read picopay/v1/user/%u/request\npattern readwrite picopay/v1/user/%u/status\n";
+    acl += "pattern write picopay/v1/thread/+/update\npattern read picopay/v1/thread/%u/update\n";
+    broker_ = new MosquittoBroker;
+    ASSERT_TRUE(broker_->start(work_ + "/broker", users, acl, err)) << err;
+    hub_ = new Child;
+    start_hub();
+    mqtt::Options o;
+    o.port = broker_->port();
+    o.client_id = "picopay-test-observer";
+    o.username = "test";
+    o.password = "testpw";
+    o.clean_start = true;
+    obs_ = new mqtt::Client(o);
+    obs_->on_message([](const mqtt::Message& m) {
+      std::lock_guard<std::mutex> l(mu_);
+      if (m.topic.find("/status/0x") != std::string::npos)
+        (*hub_status_)[m.topic.substr(m.topic.size() - 42)] = std::string(m.payload.begin(), m.payload.end());
+    });
+    obs_->subscribe("picopay/v1/hub/+/status/+");
+    ASSERT_TRUE(obs_->start(err)) << err;
+    ASSERT_TRUE(obs_->wait_connected(10000));
+  }
+
+  static void start_hub() {
+    ASSERT_TRUE(hub_->start({bin_dir() + "/picopay-hub", "--broker-port", std::to_string(broker_->port()),
+                             "--broker-user", "hub", "--broker-password", "hubpw", "--private-key", hub_key_,
+                             "--contract", contract_, "--rpc-url", chain_->url(), "--db", work_ + "/hub.db"},
+                            work_ + "/hub.log"));
+  }
+
+  static void TearDownTestSuite() {
+    if (obs_) obs_->stop();
+    delete obs_;
+    delete hub_;
+    delete broker_;
+    delete chain_;
+  }
+
+  std::vector<std::string> agent_argv(int idx, const std::string& dir) {
+    std::string addr = key_address(keys_[static_cast<size_t>(idx)]);
+    return {bin_dir() + "/picopay-agent", "--name", "dev" + std::to_string(idx), "--state-dir", dir, "--broker",
+            "127.0.0.1:" + std::to_string(broker_->port()), "--password", "pw-" + addr.substr(2, 8), "--hub",
+            hub_addr_, "--contract", contract_, "--key", keys_[static_cast<size_t>(idx)], "--rpc", chain_->url(),
+            "--meter", "stdin", "--price-wei", std::to_string(kPrice), "--deposit-wei", kDeposit};
+  }
+
+  static bool load(const std::string& dir, device::AgentState& s) {
+    std::string err;
+    return device::state_load(dir, s, err);
+  }
+
+  // The hub's ledger (its retained status) agrees with the device's double-signed state.
+  static bool hub_agrees(const device::AgentState& s) {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = hub_status_->find(mqtt::topic_address(s.user));
+    if (it == hub_status_->end()) return false;
+    cJSON* h = cJSON_Parse(it->second.c_str());
+    bool ok = h && static_cast<uint64_t>(cJSON_GetObjectItem(h, "txCountGlobal")->valuedouble) ==
+                       s.channel.state.txCountGlobal &&
+              json::amount_text(s.channel.state.balanceWeiHub) ==
+                  cJSON_GetObjectItem(h, "balanceWeiHub")->valuestring &&
+              json::amount_text(s.channel.state.balanceWeiUser) ==
+                  cJSON_GetObjectItem(h, "balanceWeiUser")->valuestring;
+    cJSON_Delete(h);
+    return ok;
+  }
+
+  static void expect_settled(const device::AgentState& s, uint64_t wh) {
+    EXPECT_EQ(s.meter.units(), wh);
+    EXPECT_EQ(s.units_paid, wh);
+    EXPECT_FALSE(s.has_pending);
+    EXPECT_TRUE(s.channel.hasSigUser && s.channel.hasSigHub);
+    EXPECT_EQ(s.wei_paid, U256::from_u64(wh * kPrice));
+    EXPECT_EQ(s.channel.state.balanceWeiHub, U256::from_u64(wh * kPrice));
+    U256 sum{}, dep{};
+    ASSERT_EQ(u256_add(s.channel.state.balanceWeiHub, s.channel.state.balanceWeiUser, sum), Status::Ok);
+    ASSERT_EQ(u256_parse_decimal(kDeposit, std::strlen(kDeposit), dep), Status::Ok);
+    EXPECT_EQ(sum, dep);  // conserved
+    // Signatures check: the state the device holds is evidence for both parties.
+    Signer sg;
+    ASSERT_EQ(sg.init(), Status::Ok);
+    Hash32 h = channel_hash(s.channel.state);
+    EXPECT_EQ(sg.verify_eth(h, s.channel.sigUser, s.user), Status::Ok);
+    EXPECT_EQ(sg.verify_eth(h, s.channel.sigHub, s.hub), Status::Ok);
+  }
+
+  static constexpr int kKeys = 8;
+  static inline std::string work_, hub_key_, hub_addr_, contract_;
+  static inline std::vector<std::string> keys_;
+  static inline DevChain* chain_ = nullptr;
+  static inline MosquittoBroker* broker_ = nullptr;
+  static inline Child* hub_ = nullptr;
+  static inline mqtt::Client* obs_ = nullptr;
+  static inline std::mutex mu_;
+  static inline std::map<std::string, std::string>* hub_status_ = new std::map<std::string, std::string>;
+};
+
+TEST_F(AgentE2E, ManyDevicesPayAtOnce) {
+  constexpr int kDevices = 4;
+  constexpr int kReadings = 60;
+  std::vector<std::unique_ptr<Child>> agents;
+  std::vector<std::string> dirs;
+  for (int i = 0; i < kDevices; ++i) {
+    dirs.push_back(work_ + "/many" + std::to_string(i));
+    agents.push_back(std::make_unique<Child>());
+    ASSERT_TRUE(agents.back()->start(agent_argv(i, dirs.back()), dirs.back() + ".log", true));
+  }
+  // Cumulative readings (Wh) fed to all devices at once, then end of input.
+  for (int k = 0; k <= kReadings; ++k)
+    for (auto& a : agents) write_all(a->stdin_fd(), "wh " + std::to_string(500 + k * 3) + ".25\n");
+  for (auto& a : agents) a->close_stdin();
+  for (int i = 0; i < kDevices; ++i) EXPECT_EQ(agents[static_cast<size_t>(i)]->wait(120000), 0) << dirs[i];
+  for (int i = 0; i < kDevices; ++i) {
+    device::AgentState s;
+    ASSERT_TRUE(load(dirs[static_cast<size_t>(i)], s));
+    expect_settled(s, kReadings * 3);
+    EXPECT_TRUE(poll_until([&] { return hub_agrees(s); }, 10000)) << "hub ledger differs for " << dirs[i];
+  }
+}
+
+TEST_F(AgentE2E, KillNineMidStreamThenResume) {
+  const std::string dir = work_ + "/crash";
+  auto a = std::make_unique<Child>();
+  ASSERT_TRUE(a->start(agent_argv(4, dir), dir + ".log", true));
+  uint64_t wh = 0;
+  write_all(a->stdin_fd(), "wh 0\n");
+  // Stream readings until a few payments are double-signed, then kill -9.
+  ASSERT_TRUE(poll_until(
+      [&] {
+        wh += 2;
+        write_all(a->stdin_fd(), "wh " + std::to_string(wh) + "\n");
+        device::AgentState s;
+        return load(dir, s) && s.channel.state.txCountGlobal >= 6;
+      },
+      60000));
+  a->kill9();
+  device::AgentState before;
+  ASSERT_TRUE(load(dir, before));
+  // Restart on the same state dir: it resyncs with the hub, resolves any pending update
+  // with the same bytes, and goes on from the persisted meter reading.
+  auto b = std::make_unique<Child>();
+  ASSERT_TRUE(b->start(agent_argv(4, dir), dir + ".2.log", true));
+  for (int k = 1; k <= 20; ++k) write_all(b->stdin_fd(), "wh " + std::to_string(wh + k) + "\n");
+  wh += 20;
+  b->close_stdin();
+  ASSERT_EQ(b->wait(120000), 0);
+  device::AgentState s;
+  ASSERT_TRUE(load(dir, s));
+  EXPECT_GE(s.channel.state.txCountGlobal, before.channel.state.txCountGlobal);
+  expect_settled(s, s.meter.units());
+  // Everything metered after the first reading was paid, nothing twice: the hub's
+  // balance is exactly units * price, and the hub holds the very same state.
+  EXPECT_EQ(s.meter.units(), wh);
+  EXPECT_TRUE(poll_until([&] { return hub_agrees(s); }, 10000));
+}
+
+TEST_F(AgentE2E, BrokerRestartMidStream) {
+  const std::string dir = work_ + "/brokerrestart";
+  auto a = std::make_unique<Child>();
+  ASSERT_TRUE(a->start(agent_argv(5, dir), dir + ".log", true));
+  for (int k = 0; k <= 10; ++k) write_all(a->stdin_fd(), "wh " + std::to_string(k * 5) + "\n");
+  ASSERT_TRUE(poll_until(
+      [&] {
+        device::AgentState s;
+        return load(dir, s) && s.channel.state.txCountGlobal >= 4;
+      },
+      60000));
+  broker_->kill9();
+  std::string err;
+  ASSERT_TRUE(broker_->restart(err)) << err;
+  for (int k = 11; k <= 30; ++k) write_all(a->stdin_fd(), "wh " + std::to_string(k * 5) + "\n");
+  a->close_stdin();
+  ASSERT_EQ(a->wait(120000), 0);
+  device::AgentState s;
+  ASSERT_TRUE(load(dir, s));
+  expect_settled(s, 150);
+  EXPECT_TRUE(poll_until([&] { return hub_agrees(s); }, 20000));
+}
+
+}  // namespace
