@@ -57,6 +57,7 @@ bool Broker::write_config(std::string& err) {
   struct passwd* pw = getpwuid(getuid());
   if (pw && pw->pw_name) c += std::string("user ") + pw->pw_name + "\n";
   c += "per_listener_settings false\n";
+  c += "set_tcp_nodelay true\n";
   c += "persistence true\n";
   c += "persistence_location " + dir_ + "/\n";
   c += "autosave_interval 1\n";
