@@ -194,7 +194,7 @@ bool parse_meter_line(const std::string& raw, MeterReading& out, std::string& er
     out.kind = MeterReading::Kind::Cumulative;
     out.mwh = v;
   } else if (w[0] == "units") {
-    if (!parse_scaled_decimal(w[1], 0, v)) {
+    if (w[1].find('.') != std::string::npos || !parse_scaled_decimal(w[1], 0, v)) {
       err = "line: bad unit count '" + w[1] + "' (a non-negative integer)";
       return false;
     }
