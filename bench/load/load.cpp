@@ -172,7 +172,7 @@ PrivateKey key_for(uint32_t tag, uint32_t i) {
   k.bytes[0] = 0x10;
   k.bytes[27] = static_cast<uint8_t>(tag);
   for (int b = 0; b < 4; ++b) k.bytes[28 + b] = static_cast<uint8_t>(i >> (24 - 8 * b));
-  k.bytes[31] |= 1;  // never zero
+  // bytes[0] = 0x10 keeps it non-zero and below the group order
   return k;
 }
 const PrivateKey kHubKey = [] {
@@ -378,7 +378,8 @@ bool sync_state(Shared& S, Device& d, SignedChannelState& out, std::string& err)
       d.box.cv.wait_until(lk, deadline);
     }
   }
-  err = "no Sync reply from the hub within 30 s";
+  err = "no Sync reply from the hub within 30 s (device " + std::to_string(d.idx) + ", stray replies " +
+        std::to_string(S.bad_replies.load()) + ")";
   return false;
 }
 
@@ -958,8 +959,36 @@ int main_impl(int argc, char** argv) {
       });
     }
     std::string err;
+    {
+      // Wait for the hub's retained {"state":"online"} (it subscribes before announcing).
+      mqtt::Options wo;
+      wo.host = "127.0.0.1";
+      wo.port = port;
+      wo.client_id = "picopay-bench-watch";
+      wo.clean_start = true;
+      wo.session_expiry_s = 10;
+      mqtt::Client watch(wo);
+      std::mutex wmu;
+      std::condition_variable wcv;
+      bool online = false;
+      watch.on_message([&](const mqtt::Message& m) {
+        const std::string t(m.payload.begin(), m.payload.end());
+        if (t.find("\"online\"") != std::string::npos) {
+          std::lock_guard<std::mutex> lk(wmu);
+          online = true;
+          wcv.notify_all();
+        }
+      });
+      watch.subscribe(mqtt::topic_hub_online(S.hub), 1);
+      if (!watch.start(err)) hub_reason = "MQTT client: " + err;
+      std::unique_lock<std::mutex> lk(wmu);
+      if (!wcv.wait_for(lk, std::chrono::seconds(20), [&] { return online; }) && hub_reason.empty())
+        hub_reason = "picopay-hub did not come online within 20 s: " + testsupport::read_file(o.work_dir + "/hub.log");
+      lk.unlock();
+      watch.stop();
+    }
     for (auto& c : S.conns)
-      if (!c->start(err)) hub_reason = "MQTT client: " + err;
+      if (hub_reason.empty() && !c->start(err)) hub_reason = "MQTT client: " + err;
     for (auto& c : S.conns)
       if (hub_reason.empty() && !c->wait_connected(15000)) hub_reason = "MQTT client did not connect: " + c->last_error();
     std::this_thread::sleep_for(std::chrono::milliseconds(500));  // SUBSCRIBEs settle
@@ -970,7 +999,10 @@ int main_impl(int argc, char** argv) {
       std::atomic<int> bad{0};
       std::mutex emu;
       std::string first;
-      parallel_for(S.devs.size(), 32, [&](size_t i) {
+      const unsigned setup_threads = std::getenv("PICOPAY_BENCH_SETUP_THREADS")
+                                         ? static_cast<unsigned>(std::atoi(std::getenv("PICOPAY_BENCH_SETUP_THREADS")))
+                                         : 32;
+      parallel_for(S.devs.size(), setup_threads, [&](size_t i) {
         std::string e;
         if (!open_channel(S, *S.devs[i], e)) {
           bad++;
