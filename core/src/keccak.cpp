@@ -11,41 +11,50 @@ constexpr uint64_t kRoundConstants[24] = {
     0x8000000000008002ULL, 0x8000000000000080ULL, 0x000000000000800aULL, 0x800000008000000aULL,
     0x8000000080008081ULL, 0x8000000000008080ULL, 0x0000000080000001ULL, 0x8000000080008008ULL,
 };
-// Rotation offsets and lane order of the combined rho + pi step, walking the pi cycle
-// from lane 1.
-constexpr unsigned kRho[24] = {1, 3, 6, 10, 15, 21, 28, 36, 45, 55, 2, 14,
-                               27, 41, 56, 8, 25, 43, 62, 18, 39, 61, 20, 44};
-constexpr unsigned kPi[24] = {10, 7, 11, 17, 18, 3, 5, 16, 8, 21, 24, 4,
-                              15, 23, 19, 13, 12, 2, 20, 14, 22, 9, 6, 1};
+// rho rotation of lane (x, y), indexed x + 5y.
+constexpr unsigned kRho[25] = {0,  1,  62, 28, 27, 36, 44, 6,  55, 20, 3,  10, 43,
+                               25, 39, 41, 45, 15, 21, 8,  18, 2,  61, 56, 14};
+// pi: lane (x, y) moves to (y, 2x + 3y mod 5); indexed x + 5y, value is the new index.
+constexpr uint8_t kPi[25] = {0, 10, 20, 5, 15, 16, 1, 11, 21, 6, 7, 17, 2, 12, 22, 23, 8, 18, 3, 13, 14, 24, 9, 19, 4};
+// x of lane i (i % 5) and (k % 5) for k < 10, as tables so that even a loop at -Os does
+// no division.
+constexpr uint8_t kX[25] = {0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1, 2, 3, 4};
+constexpr uint8_t kMod5[10] = {0, 1, 2, 3, 4, 0, 1, 2, 3, 4};
 
-inline uint64_t rotl(uint64_t x, unsigned n) noexcept { return (x << n) | (x >> (64 - n)); }
+// Rotation that is also defined for n = 0.
+inline uint64_t rotl(uint64_t x, unsigned n) noexcept { return (x << n) | (x >> ((64 - n) & 63)); }
 }  // namespace
 
-void keccak_f1600(uint64_t s[25]) noexcept {
+// The loops have constant trip counts and constant-index tables: at -O2 the compiler
+// unrolls them into straight-line lane arithmetic (fast on hosts); with -Os (firmware)
+// they stay loops (small flash).
+#if defined(__OPTIMIZE_SIZE__)
+#define PICOPAY_UNROLL(n)
+#else
+#define PICOPAY_STR(x) #x
+#define PICOPAY_UNROLL(n) _Pragma(PICOPAY_STR(GCC unroll n))
+#endif
+
+void keccak_f1600(uint64_t a[25]) noexcept {
+  uint64_t b[25];
   for (int round = 0; round < 24; ++round) {
     // theta
-    uint64_t c[5];
-    for (int x = 0; x < 5; ++x) c[x] = s[x] ^ s[x + 5] ^ s[x + 10] ^ s[x + 15] ^ s[x + 20];
-    for (int x = 0; x < 5; ++x) {
-      const uint64_t d = c[(x + 4) % 5] ^ rotl(c[(x + 1) % 5], 1);
-      for (int y = 0; y < 25; y += 5) s[y + x] ^= d;
-    }
-    // rho and pi
-    uint64_t cur = s[1];
-    for (int i = 0; i < 24; ++i) {
-      const unsigned j = kPi[i];
-      const uint64_t tmp = s[j];
-      s[j] = rotl(cur, kRho[i]);
-      cur = tmp;
-    }
+    uint64_t c[5], d[5];
+    PICOPAY_UNROLL(5)
+    for (unsigned x = 0; x < 5; ++x) c[x] = a[x] ^ a[x + 5] ^ a[x + 10] ^ a[x + 15] ^ a[x + 20];
+    PICOPAY_UNROLL(5)
+    for (unsigned x = 0; x < 5; ++x) d[x] = c[kMod5[x + 4]] ^ rotl(c[kMod5[x + 1]], 1);
+    // theta applied, then rho and pi in one pass
+    PICOPAY_UNROLL(25)
+    for (unsigned i = 0; i < 25; ++i) b[kPi[i]] = rotl(a[i] ^ d[kX[i]], kRho[i]);
     // chi
-    for (int y = 0; y < 25; y += 5) {
-      uint64_t row[5];
-      for (int x = 0; x < 5; ++x) row[x] = s[y + x];
-      for (int x = 0; x < 5; ++x) s[y + x] = row[x] ^ ((~row[(x + 1) % 5]) & row[(x + 2) % 5]);
+    PICOPAY_UNROLL(25)
+    for (unsigned i = 0; i < 25; ++i) {
+      const unsigned x = kX[i], row = i - x;
+      a[i] = b[i] ^ (~b[row + kMod5[x + 1]] & b[row + kMod5[x + 2]]);
     }
     // iota
-    s[0] ^= kRoundConstants[round];
+    a[0] ^= kRoundConstants[round];
   }
 }
 

@@ -174,7 +174,9 @@ struct ChannelContext {
                                               const ChannelUpdate& u) noexcept;
 
 // Proposer side: fills u.txCountGlobal, builds `next`, checks the policy and the
-// transition, signs `next` with `key` into u.sig. The caller must persist `next` with
+// transition, signs `next` with `key` into u.sig. Precondition: `key` is the private key
+// of `self`'s address (programs derive the address from the key once at start-up; a
+// wrong key yields a signature the counterparty refuses as WrongSigner). The caller must persist `next` with
 // its own signature BEFORE the request leaves (DESIGN.md §4.1).
 // Errors: those of channel_next_state, channel_check_proposer, channel_check_transition;
 //   BadPrivateKey, CryptoUnavailable.
@@ -228,6 +230,7 @@ struct ThreadUpdate {
 
 // Sender side: builds the next state for a payment of (amountWei, amountToken) with
 // txCount prev.txCount + 1 and signs it into u.sig. Persist `next` before sending.
+// Precondition: `key` is prev.sender's private key.
 // Errors: as thread_next_state; BadPrivateKey, CryptoUnavailable.
 [[nodiscard]] Status thread_propose(const Signer& signer, const PrivateKey& key, const ThreadState& prev,
                                     const U256& amountWei, const U256& amountToken, ThreadUpdate& u,
