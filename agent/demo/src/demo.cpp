@@ -3,10 +3,12 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -18,6 +20,7 @@
 
 #include "picopay/agent/json_state.hpp"
 #include "picopay/chain/manager.hpp"
+#include "picopay/codec.hpp"
 #include "picopay/demo.hpp"
 #include "picopay/demo/support.hpp"
 #include "picopay/device/state.hpp"
@@ -40,11 +43,18 @@ const char* kHelp =
     "state, each device's state dir and the payee's receipts, settles every channel on chain\n"
     "and prints the on-chain balances. Exit status 0 only if everything reconciles.\n"
     "\n"
+    "Latency (p50/p99/max, ms): the demo publishes each charger's telemetry and observes the\n"
+    "payment topics on the same broker, so one clock measures, per reading, the time from its\n"
+    "publish to the first payment (thread update or channel Payment) from that charger seen on\n"
+    "the broker. Payments per second follow --rate: each reading is at least 1 Wh, so a\n"
+    "charger pays about once per telemetry message.\n"
+    "\n"
     "  --devices N   metered devices (default 3)\n"
     "  --seconds S   seconds of telemetry (default 10)\n"
     "  --workdir DIR state dirs (DIR/devices/<name>/), configs and logs (default: a new\n"
     "                /tmp/picopay-demo-XXXXXX, kept)\n"
-    "  --rate HZ     telemetry messages per second per device (default 20)\n"
+    "  --rate HZ     telemetry messages per second per device, 1..200 (default 20); sets the\n"
+    "                payment rate (about one payment per message)\n"
     "  -h, --help    this help\n";
 
 std::atomic<bool> g_interrupted{false};
@@ -84,6 +94,154 @@ struct Statuses {
   std::map<std::string, std::string> hub;   // addr -> hub channel status JSON
 };
 
+// Latency histogram in microseconds, bounded (fixed buckets): exact below 128 us, then 64
+// sub-buckets per power of two (under 1.6 % relative error). The maximum is exact.
+class LatHist {
+ public:
+  void add(uint64_t us) {
+    if (us > kMaxUs) us = kMaxUs;
+    ++b_[index(us)];
+    ++n_;
+    if (us > max_) max_ = us;
+  }
+  uint64_t count() const { return n_; }
+  double max_ms() const { return static_cast<double>(max_) / 1000.0; }
+  // The q-quantile (0 < q <= 1) in ms: the midpoint of the bucket holding it.
+  double quantile_ms(double q) const {
+    if (n_ == 0) return 0;
+    uint64_t rank = static_cast<uint64_t>(std::ceil(q * static_cast<double>(n_)));
+    if (rank < 1) rank = 1;
+    uint64_t seen = 0;
+    for (size_t i = 0; i < kBuckets; ++i) {
+      seen += b_[i];
+      if (seen >= rank) {
+        double lo = 0, hi = 0;
+        bounds(i, lo, hi);
+        double mid = (lo + hi) / 2.0;
+        return (mid > static_cast<double>(max_) ? static_cast<double>(max_) : mid) / 1000.0;
+      }
+    }
+    return max_ms();
+  }
+  void clear() { *this = LatHist(); }
+
+ private:
+  static constexpr uint64_t kMaxUs = (1ULL << 36) - 1;  // ~19 h
+  static constexpr size_t kBuckets = 128 + 30 * 64;
+  static size_t index(uint64_t v) {
+    if (v < 128) return static_cast<size_t>(v);
+    int e = 63 - __builtin_clzll(v) - 6;  // v >> e in [64, 128)
+    return 128 + static_cast<size_t>(e - 1) * 64 + static_cast<size_t>((v >> e) - 64);
+  }
+  static void bounds(size_t i, double& lo, double& hi) {
+    if (i < 128) {
+      lo = static_cast<double>(i);
+      hi = lo + 1;
+      return;
+    }
+    int e = static_cast<int>((i - 128) / 64) + 1;
+    uint64_t m = (i - 128) % 64 + 64;
+    lo = static_cast<double>(m << e);
+    hi = static_cast<double>((m + 1) << e);
+  }
+  uint32_t b_[kBuckets] = {};
+  uint64_t n_ = 0, max_ = 0;
+};
+
+// End-to-end latency, one process, one clock (steady_clock): for each telemetry message
+// the demo publishes for a device, the time until the first payment message from that
+// device is seen on the broker (thread update, or a Payment channel update to the hub).
+// Every telemetry message still waiting when a payment arrives is matched to that
+// arrival (a device that batches readings shows the older readings' full wait).
+class LatencyProbe {
+ public:
+  using Clock = std::chrono::steady_clock;
+  void add_device(const std::string& addr) {
+    idx_[addr] = devs_.size();
+    devs_.emplace_back();
+  }
+  // The index of a device address (lowercase 0x-hex), or -1.
+  long device(const std::string& addr) const {
+    auto it = idx_.find(addr);
+    return it == idx_.end() ? -1 : static_cast<long>(it->second);
+  }
+  // A reading published at `t`. A device's first reading only sets its meter baseline
+  // (the agent pays for consumption after it), so it is not timed.
+  void telemetry(size_t dev, Clock::time_point t) {
+    std::lock_guard<std::mutex> l(mu_);
+    auto& d = devs_[dev];
+    if (!d.baseline) {
+      d.baseline = true;
+      return;
+    }
+    if (d.pending.size() >= kMaxPending) {
+      d.pending.pop_front();
+      ++dropped_;
+    }
+    d.pending.push_back(t);
+  }
+  // A payment seen at `t`; `key` orders a device's payments (stream id, counter) so a
+  // duplicate or stale delivery (QoS 1 redelivery) does not count as a new payment.
+  void payment(size_t dev, uint64_t stream, uint64_t counter, Clock::time_point t) {
+    std::lock_guard<std::mutex> l(mu_);
+    auto& d = devs_[dev];
+    if (d.seen && d.stream == stream && counter <= d.counter) return;
+    d.seen = true;
+    d.stream = stream;
+    d.counter = counter;
+    while (!d.pending.empty() && d.pending.front() <= t) {
+      auto us = std::chrono::duration_cast<std::chrono::microseconds>(t - d.pending.front()).count();
+      uint64_t v = us > 0 ? static_cast<uint64_t>(us) : 0;
+      total_.add(v);
+      window_.add(v);
+      d.pending.pop_front();
+    }
+  }
+  struct Summary {
+    uint64_t n = 0;
+    double p50 = 0, p99 = 0, max = 0;
+  };
+  Summary total() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return summarize(total_);
+  }
+  // Since the previous call.
+  Summary take_window() {
+    std::lock_guard<std::mutex> l(mu_);
+    Summary s = summarize(window_);
+    window_.clear();
+    return s;
+  }
+  // Telemetry messages never followed by a payment, and those dropped from a full queue.
+  uint64_t unmatched() const {
+    std::lock_guard<std::mutex> l(mu_);
+    uint64_t n = dropped_;
+    for (const auto& d : devs_) n += d.pending.size();
+    return n;
+  }
+
+ private:
+  static constexpr size_t kMaxPending = 4096;  // per device
+  static Summary summarize(const LatHist& h) {
+    Summary s;
+    s.n = h.count();
+    s.p50 = h.quantile_ms(0.50);
+    s.p99 = h.quantile_ms(0.99);
+    s.max = h.max_ms();
+    return s;
+  }
+  struct DevLat {
+    std::deque<Clock::time_point> pending;
+    bool baseline = false, seen = false;
+    uint64_t stream = 0, counter = 0;
+  };
+  mutable std::mutex mu_;
+  std::map<std::string, size_t> idx_;  // filled before the MQTT client starts, then read-only
+  std::vector<DevLat> devs_;
+  LatHist total_, window_;
+  uint64_t dropped_ = 0;
+};
+
 class Demo {
  public:
   int run(int argc, char** argv);
@@ -105,6 +263,7 @@ class Demo {
   Child hub_, payee_;
   std::unique_ptr<mqtt::Client> mq_;
   Statuses st_;
+  LatencyProbe lat_;
   double max_rate_ = 0, avg_rate_ = 0;
 };
 
@@ -212,8 +371,38 @@ bool Demo::setup(std::string& err) {
   o.username = "demo";
   o.password = pw["demo"];
   o.clean_start = true;
+  for (auto& d : devs_) {
+    std::string a = d->addr;
+    for (auto& c : a) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    lat_.add_device(a);
+  }
   mq_ = std::make_unique<mqtt::Client>(o);
   mq_->on_message([this](const mqtt::Message& m) {
+    const auto arrived = LatencyProbe::Clock::now();
+    // Payments on the wire (observer only): attribute to a device, stamp the arrival.
+    const std::string pre_thread = "picopay/v1/thread/";
+    if (m.topic.rfind(pre_thread, 0) == 0) {
+      WireKind k{};
+      ThreadUpdate u{};
+      if (wire_peek_kind(m.payload.data(), m.payload.size(), k) != Status::Ok || k != WireKind::ThreadUpdate ||
+          decode_thread_update(m.payload.data(), m.payload.size(), u) != Status::Ok)
+        return;  // a close request (ThreadState) or garbage
+      long dev = lat_.device(mqtt::topic_address(u.sender));
+      if (dev >= 0) lat_.payment(static_cast<size_t>(dev), u.threadId, u.txCount, arrived);
+      return;
+    }
+    Address hub{}, user{};
+    std::string leaf;
+    if (mqtt::parse_channel_topic(m.topic, hub, user, leaf)) {
+      if (leaf != "update") return;
+      ChannelUpdate u{};
+      if (decode_channel_update(m.payload.data(), m.payload.size(), u) != Status::Ok ||
+          u.reason != UpdateReason::Payment)
+        return;
+      long dev = lat_.device(mqtt::topic_address(user));
+      if (dev >= 0) lat_.payment(static_cast<size_t>(dev), 0, u.txCountGlobal, arrived);
+      return;
+    }
     std::string p(m.payload.begin(), m.payload.end());
     std::lock_guard<std::mutex> l(st_.mu);
     const std::string pre_user = "picopay/v1/user/";
@@ -224,6 +413,8 @@ bool Demo::setup(std::string& err) {
   });
   mq_->subscribe("picopay/v1/user/+/status");
   mq_->subscribe("picopay/v1/hub/+/status/+");
+  mq_->subscribe("picopay/v1/thread/+/update");         // payments to the payee
+  mq_->subscribe("picopay/v1/hub/+/channel/+/update");  // payments to the hub, if any
   if (!mq_->start(err) || !mq_->wait_connected(10000)) {
     err = "demo MQTT client: " + (err.empty() ? mq_->last_error() : err);
     return false;
@@ -295,7 +486,8 @@ void Demo::progress_loop() {
     auto now = std::chrono::steady_clock::now();
     double el = std::chrono::duration<double>(now - t0).count();
     if (el >= seconds_) break;
-    for (auto& d : devs_) {
+    for (size_t i = 0; i < devs_.size(); ++i) {
+      Dev* d = devs_[i].get();
       // Ramp like a real session: full power, tapering a little with time.
       double p = d->power_w * (0.97 + 0.03 * std::sin(el + d->total_kwh));
       d->total_kwh += p * sim_seconds_per_tick / 3600.0 / 1000.0;
@@ -306,7 +498,9 @@ void Demo::progress_loop() {
                     "\"Factor\":0.99,\"Voltage\":230,\"Current\":%.3f}}",
                     now_iso().c_str(), d->total_kwh, std::fmod(d->total_kwh, 40.0), p, p / 0.99, p * 0.14,
                     p / 230.0 / 3.0);
-      mq_->publish("tele/" + d->name + "/SENSOR", std::string(msg), 1, false);
+      std::string topic = "tele/" + d->name + "/SENSOR", payload(msg);
+      lat_.telemetry(i, LatencyProbe::Clock::now());  // the reading's publish time
+      mq_->publish(topic, payload, 1, false);
     }
     if (std::chrono::duration<double>(now - last_print).count() >= 1.0) {
       uint64_t payments = 0, wh = 0, paid_units = 0;
@@ -331,8 +525,12 @@ void Demo::progress_loop() {
         if (r > max_rate_) max_rate_ = r;
       }
       ++prints;
-      std::printf("[demo] t=%4.1fs  payments/s=%7.1f  metered=%8llu Wh  paid=%8llu Wh  payee received=%s wei\n", el, r,
-                  static_cast<unsigned long long>(wh), static_cast<unsigned long long>(paid_units), received.c_str());
+      LatencyProbe::Summary ls = lat_.take_window();
+      std::printf(
+          "[demo] t=%4.1fs  payments/s=%7.1f  latency p50/p99/max=%6.1f/%6.1f/%6.1f ms  metered=%8llu Wh  paid=%8llu "
+          "Wh  payee received=%s wei\n",
+          el, r, ls.p50, ls.p99, ls.max, static_cast<unsigned long long>(wh),
+          static_cast<unsigned long long>(paid_units), received.c_str());
       std::fflush(stdout);
       last_payments = payments;
       last_print = now;
@@ -494,6 +692,11 @@ int Demo::finish() {
   auto reserve = cm.hub_reserve_wei();
   std::printf("%-44s %26s\n", "hub reserve in ChannelManager", reserve ? json::amount_text(*reserve).c_str() : "?");
   std::printf("\n[demo] payments/s: avg %.1f, peak %.1f over %d devices\n", avg_rate_, max_rate_, devices_);
+  LatencyProbe::Summary ls = lat_.total();
+  std::printf("[demo] latency (meter reading published -> first payment from that device on the broker): p50 %.1f ms, "
+              "p99 %.1f ms, max %.1f ms over %llu readings (%llu readings never followed by a payment)\n",
+              ls.p50, ls.p99, ls.max, static_cast<unsigned long long>(ls.n),
+              static_cast<unsigned long long>(lat_.unmatched()));
   return failures;
 }
 
