@@ -387,7 +387,7 @@ Status check_update(const ChannelContext& ctx, const Signer& signer, Party propo
 
 Status channel_propose(const ChannelContext& ctx, const Signer& signer, const PrivateKey& key, Party self,
                        const ChannelState& prev, const ThreadSet& threads, ChannelUpdate& u,
-                       ChannelState& next) noexcept {
+                       ChannelState& next, Hash32* next_hash) noexcept {
   // `key` is `self`'s (a precondition: deriving the address here would cost an EC
   // multiplication, ~20 us, on every payment); a wrong key yields a signature the
   // counterparty refuses as WrongSigner.
@@ -395,8 +395,10 @@ Status channel_propose(const ChannelContext& ctx, const Signer& signer, const Pr
   u.txCountGlobal = prev.txCountGlobal + 1;
   ChannelState n;
   PP_TRY(check_update(ctx, signer, self, prev, threads, u, n));
-  PP_TRY(signer.sign_eth(key, channel_hash(n), u.sig));
+  const Hash32 h = channel_hash(n);
+  PP_TRY(signer.sign_eth(key, h, u.sig));
   next = n;
+  if (next_hash != nullptr) *next_hash = h;
   return Status::Ok;
 }
 

@@ -1,5 +1,7 @@
 #include "picopay/keccak.hpp"
 
+#include <cstring>
+
 namespace picopay {
 
 namespace {
@@ -63,13 +65,42 @@ void Keccak256::reset() noexcept {
   pos_ = 0;
 }
 
+namespace {
+// A little-endian 64-bit load (lanes are little-endian in Keccak).
+inline uint64_t load_le64(const uint8_t* p) noexcept {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+#else
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+#endif
+}
+}  // namespace
+
 void Keccak256::update(const uint8_t* data, size_t len) noexcept {
-  for (size_t i = 0; i < len; ++i) {
-    state_[pos_ / 8] ^= static_cast<uint64_t>(data[i]) << (8 * (pos_ % 8));
+  size_t i = 0;
+  // Bytes up to a lane boundary, then whole lanes, then the tail.
+  while (i < len && pos_ % 8 != 0) {
+    state_[pos_ / 8] ^= static_cast<uint64_t>(data[i++]) << (8 * (pos_ % 8));
     if (++pos_ == kRate) {
       keccak_f1600(state_);
       pos_ = 0;
     }
+  }
+  for (; len - i >= 8; i += 8) {
+    state_[pos_ / 8] ^= load_le64(data + i);
+    pos_ += 8;
+    if (pos_ == kRate) {
+      keccak_f1600(state_);
+      pos_ = 0;
+    }
+  }
+  for (; i < len; ++i) {
+    state_[pos_ / 8] ^= static_cast<uint64_t>(data[i]) << (8 * (pos_ % 8));
+    ++pos_;  // cannot reach kRate: fewer than 8 bytes remain and pos_ % 8 == 0 before them
   }
 }
 

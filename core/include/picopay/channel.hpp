@@ -180,9 +180,11 @@ struct ChannelContext {
 // its own signature BEFORE the request leaves (DESIGN.md §4.1).
 // Errors: those of channel_next_state, channel_check_proposer, channel_check_transition;
 //   BadPrivateKey, CryptoUnavailable.
+// `next_hash` (optional) receives channel_hash(next), the hash the counterparty
+// countersigns, so the caller need not hash the state again to check that signature.
 [[nodiscard]] Status channel_propose(const ChannelContext& ctx, const Signer& signer, const PrivateKey& key,
                                      Party self, const ChannelState& prev, const ThreadSet& threads, ChannelUpdate& u,
-                                     ChannelState& next) noexcept;
+                                     ChannelState& next, Hash32* next_hash = nullptr) noexcept;
 
 // Receiver side: rebuilds `next` from `prev` and `u`, checks policy and transition,
 // checks u.sig is the counterparty's (hub: prev.user; user: ctx.hub), and for
