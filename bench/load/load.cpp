@@ -11,6 +11,20 @@
 // /proc/<pid>/status, reset per run through /proc/<pid>/clear_refs) of the hub and of
 // the broker.
 //
+// Fixed-rate (open-loop) runs, --rate R or --rate-devices N --rate-load F: every device
+// pays R times a second (Poisson arrivals, or --arrivals even: evenly spaced with a
+// random phase), whether or not its previous payment has been acknowledged. A device
+// keeps one update in flight, like picopay-agent; payments that fall due meanwhile wait
+// in the device and leave as soon as the Ack arrives. Latency is measured from the
+// payment's SCHEDULED time to its Ack, so time spent queued in the device (or in a
+// late load generator) counts: coordinated omission is not hidden. Reports offered
+// (scheduled in the window) and achieved (Acks in the window) payments/s, p50/p99/max
+// from the scheduled time, p50/p99 from the actual publish (hub + broker service time),
+// the generator's own lag, and payments never answered (counted as errors; their
+// latency enters the distribution as the time waited until the drain gave up).
+// --rate-devices N --rate-load F runs the closed-loop sweep first, then one fixed-rate
+// run at N devices with R = F x (best closed-loop payments/s) / N.
+//
 // Channels are opened the way a device opens one when the hub runs without a chain
 // (picopay-hub --dev-skip-chain-checks): Sync (the hub's genesis state), then the user
 // proposes ProposePendingDeposit and ConfirmPending; the hub countersigns both.
@@ -48,6 +62,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <queue>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -155,13 +171,21 @@ struct Opts {
   int thread_senders = 10;
   int thread_window = 16;
   int batch_max = 256;
+  double rate = 0;        // > 0: every --devices run is fixed-rate at this many payments/s per device
+  int rate_devices = 0;   // > 0: after the closed-loop sweep, one fixed-rate run at this N
+  double rate_load = 0.5; // ... offering this fraction of the best closed-loop payments/s
+  bool even = false;      // arrivals evenly spaced (random phase) instead of Poisson
 };
 
 void usage() {
   std::fprintf(stderr,
                "usage: picopay_bench_load --bin-dir DIR [--devices 1,10,100,1000] [--duration S] --json FILE\n"
                "       [--work-dir DIR] [--quick] [--max-conns 100] [--inline-crypto] [--mosquitto PATH]\n"
-               "       [--thread-senders 10] [--thread-window 16] [--batch-max 256]\n");
+               "       [--thread-senders 10] [--thread-window 16] [--batch-max 256]\n"
+               "       [--rate R | --rate-devices N [--rate-load 0.5]] [--arrivals poisson|even]\n"
+               "  --rate R          fixed-rate (open-loop) runs: R payments/s per device for every --devices N\n"
+               "  --rate-devices N  after the closed-loop sweep, one fixed-rate run at N devices offering\n"
+               "                    --rate-load x the best closed-loop payments/s\n");
 }
 
 // ------------------------------------------------------------------ fixed identities
@@ -216,6 +240,13 @@ struct Device {
   std::atomic<bool> idle{true};
   std::string error;
   Mailbox box;
+  // fixed-rate runs (guarded by mu: the scheduler thread and the network thread)
+  std::mutex mu;
+  std::vector<Clock::time_point> sched;  // sched[k]: when payment k (pre[k]) falls due
+  size_t due = 0;                        // payments due so far (sched[0..due))
+  bool inflight = false;
+  uint64_t sched_in_window = 0, acked_in_window = 0;
+  std::vector<float> lat_send_ms;        // Ack - actual publish, for payments scheduled in the window
 };
 
 struct Shared {
@@ -226,6 +257,7 @@ struct Shared {
   std::vector<std::unique_ptr<Device>> devs;
   std::unordered_map<std::string, Device*> by_reply;
   std::atomic<int> phase{0};  // 0 setup, 1 run
+  bool open_loop = false;     // the current run is fixed-rate
   std::atomic<bool> stop_sending{false};
   Clock::time_point win_start{}, win_end{};
   std::atomic<uint64_t> nacks{0}, bad_replies{0}, exhausted{0};
@@ -290,6 +322,73 @@ void send_next(Shared& S, Device& d) {
   }
 }
 
+float ms_between(Clock::time_point a, Clock::time_point b) {
+  return static_cast<float>(std::chrono::duration<double, std::milli>(b - a).count());
+}
+
+// Fixed-rate runs. Caller holds d.mu. Puts pre[d.sent] in flight if it is due, nothing is
+// in flight and the device has not failed; returns whether the caller must publish it
+// (after releasing d.mu: publish_open).
+bool take_next_open(Shared& S, Device& d, Clock::time_point now) {
+  if (d.inflight || d.failed || d.sent >= d.due || S.stop_sending.load()) return false;
+  d.inflight = true;
+  d.idle = false;
+  d.inflight_tx = d.pre[d.sent].state.txCountGlobal;
+  d.sent_at = now;
+  return true;
+}
+
+void publish_open(Shared& S, Device& d, size_t k) {
+  const Pre& p = d.pre[k];  // pre is not resized during a fixed-rate run
+  const mqtt::PublishProps props = props_for(d, p.state.txCountGlobal);
+  std::string err;
+  if (!S.conns[d.conn]->publish(d.update_topic, p.wire.data(), p.wire.size(), 1, false, &props, &err)) {
+    std::lock_guard<std::mutex> lk(d.mu);
+    d.failed = true;
+    d.inflight = false;
+    d.idle = true;
+    d.error = "publish: " + err;
+  }
+}
+
+void on_reply_open(Shared& S, Device& d, const mqtt::Reply& r) {
+  const auto now = Clock::now();
+  bool send = false;
+  size_t k = 0;
+  {
+    std::lock_guard<std::mutex> lk(d.mu);
+    if (r.kind == mqtt::ReplyKind::Nack) {
+      S.nacks++;
+      d.failed = true;
+      d.inflight = false;
+      d.idle = true;
+      S.note_error(std::string("Nack ") + status_name(r.status) + " for tx " + std::to_string(r.txCountGlobal));
+      return;
+    }
+    if (r.kind != mqtt::ReplyKind::Ack || !d.inflight || r.txCountGlobal != d.inflight_tx) {
+      S.bad_replies++;  // duplicate or stale
+      return;
+    }
+    const size_t j = d.sent;
+    d.acks.push_back(r.sig);
+    ++d.acked;
+    ++d.sent;
+    d.inflight = false;
+    if (d.sched[j] >= S.win_start && d.sched[j] < S.win_end) {
+      d.lat_ms.push_back(ms_between(d.sched[j], now));
+      d.lat_send_ms.push_back(ms_between(d.sent_at, now));
+    }
+    if (now >= S.win_start && now <= S.win_end) ++d.in_window;
+    if (take_next_open(S, d, now)) {
+      send = true;
+      k = d.sent;
+    } else if (d.sent >= d.sched.size()) {
+      d.idle = true;
+    }
+  }
+  if (send) publish_open(S, d, k);
+}
+
 void on_reply(Shared& S, Device& d, const mqtt::Message& m) {
   mqtt::Reply r;
   const Status st = mqtt::decode_reply(m.payload.data(), m.payload.size(), r);
@@ -301,6 +400,10 @@ void on_reply(Shared& S, Device& d, const mqtt::Message& m) {
     std::lock_guard<std::mutex> lk(d.box.mu);
     d.box.items.push_back(r);
     d.box.cv.notify_all();
+    return;
+  }
+  if (S.open_loop) {
+    on_reply_open(S, d, r);
     return;
   }
   if (r.kind == mqtt::ReplyKind::Nack) {
@@ -502,46 +605,120 @@ double self_cpu_s() {
          static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
-// One closed-loop run with devs[0..n).
-std::string run_channels(Shared& S, ProcPair pp, size_t n, double& rate_out) {
+// One run with devs[0..n): closed loop (rate 0) or fixed-rate (rate payments/s per device).
+// rate_out: in, the previous run's payments/s (sizes the closed-loop budget); out, this run's.
+std::string run_channels(Shared& S, ProcPair pp, size_t n, double& rate_out, double rate = 0) {
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   const double warm = S.opt.quick ? 0.2 : 1.0;
   const double dur = S.opt.duration;
-  // Budget of pre-signed updates: generous for the rate we can expect at this N.
-  const double est = std::min(40000.0, rate_out > 0 ? rate_out * 3 : 4000.0);
-  const size_t per_dev = static_cast<size_t>(std::ceil(est * (dur + warm + 1) / static_cast<double>(n))) + 4;
+  const bool open = rate > 0;
+  const bool inline_crypto = S.opt.inline_crypto && !open;  // fixed-rate runs always pre-sign
+  size_t per_dev;
+  if (open) {
+    // Poisson: mean + 6 standard deviations, plus slack (running out is reported)
+    const double mean = rate * (warm + dur);
+    per_dev = static_cast<size_t>(std::ceil(mean + 6 * std::sqrt(mean))) + 8;
+  } else {
+    // Budget of pre-signed updates: generous for the rate we can expect at this N.
+    const double est = std::min(40000.0, rate_out > 0 ? rate_out * 3 : 4000.0);
+    per_dev = static_cast<size_t>(std::ceil(est * (dur + warm + 1) / static_cast<double>(n))) + 4;
+  }
   const auto t_pre = Clock::now();
-  if (!S.opt.inline_crypto) {
+  if (!inline_crypto) {
     parallel_for(n, cores, [&](size_t i) { presign(S, *S.devs[i], per_dev); });
   } else {
     for (size_t i = 0; i < n; ++i) S.devs[i]->pre.clear();
   }
-  logf("N=%zu: %zu pre-signed updates per device in %.1f s", n, S.opt.inline_crypto ? 0 : per_dev,
-       secs_since(t_pre, Clock::now()));
+  logf("N=%zu%s: %zu pre-signed updates per device in %.1f s", n, open ? " (fixed rate)" : "",
+       inline_crypto ? 0 : per_dev, secs_since(t_pre, Clock::now()));
   for (size_t i = 0; i < n; ++i) {
     Device& d = *S.devs[i];
     d.sent = d.acked = 0;
     d.acks.clear();
     d.acks.reserve(d.pre.size());
     d.lat_ms.clear();
+    d.lat_send_ms.clear();
     d.in_window = 0;
     d.failed = false;
     d.idle = true;
+    d.sched.clear();
+    d.due = 0;
+    d.inflight = false;
+    d.sched_in_window = 0;
   }
   S.nacks = 0;
   S.bad_replies = 0;
   S.exhausted = 0;
   S.stop_sending = false;
+  S.open_loop = open;
   if (pp.hub > 0) reset_hwm(pp.hub);
   if (pp.broker > 0) reset_hwm(pp.broker);
-  const auto t0 = Clock::now();
+  // fixed rate: the schedule starts a little after t0 so that it is all computed first
+  const auto t0 = Clock::now() + std::chrono::milliseconds(open ? 100 : 0);
   S.win_start = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(warm));
   S.win_end = S.win_start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(dur));
-  S.phase = 1;
-  for (size_t i = 0; i < n; ++i) {
-    Device& d = *S.devs[i];
-    std::lock_guard<std::mutex> lk(d.box.mu);  // never contended here; orders the start
-    send_next(S, d);
+  uint64_t scheduled = 0;
+  std::vector<float> lag_ms;  // fixed rate: publish time - scheduled time, when the device was idle
+  std::thread scheduler;
+  if (open) {
+    for (size_t i = 0; i < n; ++i) {
+      Device& d = *S.devs[i];
+      std::mt19937_64 rng(0x9e3779b97f4a7c15ULL * (i + 1) + n);
+      std::exponential_distribution<double> gap(rate);
+      std::uniform_real_distribution<double> phase(0.0, 1.0 / rate);
+      double t = S.opt.even ? phase(rng) : gap(rng);
+      const double end = warm + dur;
+      while (t < end) {
+        if (d.sched.size() == d.pre.size()) {
+          S.exhausted++;
+          break;
+        }
+        const auto at = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(t));
+        d.sched.push_back(at);
+        if (at >= S.win_start) d.sched_in_window++;
+        t += S.opt.even ? 1.0 / rate : gap(rng);
+      }
+      scheduled += d.sched_in_window;
+      d.idle = d.sched.empty();
+    }
+    S.phase = 1;
+    scheduler = std::thread([&S, n, &lag_ms] {
+      using E = std::pair<Clock::time_point, size_t>;
+      std::priority_queue<E, std::vector<E>, std::greater<E>> q;
+      std::vector<size_t> next(n, 0);
+      for (size_t i = 0; i < n; ++i)
+        if (!S.devs[i]->sched.empty()) q.push({S.devs[i]->sched[0], i});
+      while (!q.empty() && !S.stop_sending.load()) {
+        const E e = q.top();
+        const auto now = Clock::now();
+        if (e.first > now) {
+          std::this_thread::sleep_until(e.first);
+          continue;
+        }
+        q.pop();
+        Device& d = *S.devs[e.second];
+        bool send = false;
+        size_t k = 0;
+        {
+          std::lock_guard<std::mutex> lk(d.mu);
+          d.due = ++next[e.second];
+          if (take_next_open(S, d, now)) {
+            send = true;
+            k = d.sent;
+            if (e.first >= S.win_start && e.first < S.win_end) lag_ms.push_back(ms_between(e.first, now));
+          }
+        }
+        if (send) publish_open(S, d, k);
+        if (next[e.second] < d.sched.size()) q.push({d.sched[next[e.second]], e.second});
+      }
+    });
+  } else {
+    S.phase = 1;
+    for (size_t i = 0; i < n; ++i) {
+      Device& d = *S.devs[i];
+      std::lock_guard<std::mutex> lk(d.box.mu);  // never contended here; orders the start
+      send_next(S, d);
+    }
   }
   std::this_thread::sleep_until(S.win_start);
   const ProcSample h0 = pp.hub > 0 ? proc_sample(pp.hub) : ProcSample{};
@@ -551,7 +728,9 @@ std::string run_channels(Shared& S, ProcPair pp, size_t n, double& rate_out) {
   const ProcSample h1 = pp.hub > 0 ? proc_sample(pp.hub) : ProcSample{};
   const ProcSample b1 = pp.broker > 0 ? proc_sample(pp.broker) : ProcSample{};
   const double self1 = self_cpu_s();
-  S.stop_sending = true;
+  // Closed loop: stop sending now. Fixed rate: nothing is scheduled after the window,
+  // but what is due still leaves and its latency counts.
+  if (!open) S.stop_sending = true;
   // Drain: wait for the updates in flight (bounded).
   const auto drain_end = Clock::now() + std::chrono::seconds(10);
   for (;;) {
@@ -561,15 +740,28 @@ std::string run_channels(Shared& S, ProcPair pp, size_t n, double& rate_out) {
     if (!busy || Clock::now() > drain_end) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  const auto gave_up = Clock::now();
+  S.stop_sending = true;
+  if (scheduler.joinable()) scheduler.join();
   S.phase = 0;
   // Countersignature checks, and the devices' latest double-signed states.
-  std::atomic<uint64_t> verified{0}, badsig{0}, stuck{0};
+  std::atomic<uint64_t> verified{0}, badsig{0}, stuck{0}, unanswered{0};
   parallel_for(n, cores, [&](size_t i) {
     Device& d = *S.devs[i];
+    std::lock_guard<std::mutex> lk(d.mu);
     if (!d.idle) stuck++;
+    if (open) {
+      // payments scheduled in the window and never acknowledged: errors, and their
+      // latency is at least the time they waited until the drain gave up
+      for (size_t j = d.sent; j < d.sched.size(); ++j)
+        if (d.sched[j] >= S.win_start && d.sched[j] < S.win_end) {
+          unanswered++;
+          d.lat_ms.push_back(ms_between(d.sched[j], gave_up));
+        }
+    }
     const size_t k = d.acks.size();
     for (size_t j = 0; j < k; ++j) {
-      const bool check = S.opt.quick || S.opt.inline_crypto || j % 8 == 0 || j + 1 == k;
+      const bool check = S.opt.quick || inline_crypto || j % 8 == 0 || j + 1 == k;
       if (!check) continue;
       if (S.signer.verify_eth(d.pre[j].hash, d.acks[j], S.hub) != Status::Ok) {
         badsig++;
@@ -582,34 +774,56 @@ std::string run_channels(Shared& S, ProcPair pp, size_t n, double& rate_out) {
       d.latest.sigHub = d.acks[k - 1];
     }
   });
-  std::vector<float> lat;
+  S.open_loop = false;
+  std::vector<float> lat, lat_send;
   uint64_t count = 0, failed = 0;
   for (size_t i = 0; i < n; ++i) {
     Device& d = *S.devs[i];
     lat.insert(lat.end(), d.lat_ms.begin(), d.lat_ms.end());
+    lat_send.insert(lat_send.end(), d.lat_send_ms.begin(), d.lat_send_ms.end());
     count += d.in_window;
     if (d.failed) failed++;
   }
-  const double rate = static_cast<double>(count) / dur;
-  rate_out = rate;
+  const double achieved = static_cast<double>(count) / dur;
+  rate_out = achieved;
   const double p50 = percentile(lat, 0.50), p99 = percentile(lat, 0.99);
   const double mx = lat.empty() ? NAN : *std::max_element(lat.begin(), lat.end());
-  const uint64_t errors = S.nacks.load() + badsig.load() + failed;
-  logf("N=%zu: %.0f payments/s, p50 %.2f ms, p99 %.2f ms, max %.2f ms, hub cpu %.0f%%, broker cpu %.0f%%, errors %llu",
-       n, rate, p50, p99, mx, 100 * (h1.cpu_s - h0.cpu_s) / dur, 100 * (b1.cpu_s - b0.cpu_s) / dur,
-       static_cast<unsigned long long>(errors));
-  std::string j = "{\"devices\":" + std::to_string(n) + ",\"connections\":" +
-                  std::to_string(std::min<size_t>(n, S.conns.size())) + ",\"duration_s\":" + jnum(dur) +
-                  ",\"payments\":" + std::to_string(count) + ",\"payments_per_s\":" + jnum(rate) +
-                  ",\"p50_ms\":" + jnum(p50) + ",\"p99_ms\":" + jnum(p99) + ",\"max_ms\":" + jnum(mx) +
-                  ",\"errors\":" + std::to_string(errors) + ",\"nacks\":" + std::to_string(S.nacks.load()) +
-                  ",\"bad_countersignatures\":" + std::to_string(badsig.load()) +
-                  ",\"countersignatures_verified\":" + std::to_string(verified.load()) +
-                  ",\"stray_replies\":" + std::to_string(S.bad_replies.load()) +
-                  ",\"devices_out_of_presigned\":" + std::to_string(S.exhausted.load()) +
-                  ",\"devices_stuck\":" + std::to_string(stuck.load()) +
-                  ",\"hub\":" + proc_json(pp.hub, h0, h1, dur) + ",\"broker\":" + proc_json(pp.broker, b0, b1, dur) +
-                  ",\"load_tool_cpu_pct\":" + jnum(100 * (self1 - self0) / dur) + "}";
+  const uint64_t errors = S.nacks.load() + badsig.load() + failed + unanswered.load();
+  std::string j = "{\"devices\":" + std::to_string(n) + ",\"mode\":" + (open ? "\"fixed_rate\"" : "\"closed_loop\"") +
+                  ",\"connections\":" + std::to_string(std::min<size_t>(n, S.conns.size())) +
+                  ",\"duration_s\":" + jnum(dur) + ",\"payments\":" + std::to_string(count) +
+                  ",\"payments_per_s\":" + jnum(achieved) + ",\"p50_ms\":" + jnum(p50) + ",\"p99_ms\":" + jnum(p99) +
+                  ",\"max_ms\":" + jnum(mx);
+  if (open) {
+    const double offered = static_cast<double>(scheduled) / dur;
+    const double s50 = percentile(lat_send, 0.50), s99 = percentile(lat_send, 0.99);
+    const double g99 = percentile(lag_ms, 0.99);
+    const double gmx = lag_ms.empty() ? NAN : *std::max_element(lag_ms.begin(), lag_ms.end());
+    logf("N=%zu fixed rate %.3g/s each (%s): offered %.0f/s, achieved %.0f/s, p50 %.2f ms, p99 %.2f ms, max %.2f ms "
+         "(from the scheduled time; from publish: p50 %.2f, p99 %.2f), generator lag p99 %.2f ms, hub cpu %.0f%%, "
+         "broker cpu %.0f%%, unanswered %llu, errors %llu",
+         n, rate, S.opt.even ? "even" : "Poisson", offered, achieved, p50, p99, mx, s50, s99, g99,
+         100 * (h1.cpu_s - h0.cpu_s) / dur, 100 * (b1.cpu_s - b0.cpu_s) / dur,
+         static_cast<unsigned long long>(unanswered.load()), static_cast<unsigned long long>(errors));
+    j += ",\"rate_per_device\":" + jnum(rate) + ",\"arrivals\":" + (S.opt.even ? "\"even\"" : "\"poisson\"") +
+         ",\"scheduled\":" + std::to_string(scheduled) + ",\"offered_per_s\":" + jnum(offered) +
+         ",\"achieved_per_s\":" + jnum(achieved) + ",\"latency_from\":\"scheduled time\"" +
+         ",\"p50_from_publish_ms\":" + jnum(s50) + ",\"p99_from_publish_ms\":" + jnum(s99) +
+         ",\"generator_lag_p99_ms\":" + jnum(g99) + ",\"generator_lag_max_ms\":" + jnum(gmx) +
+         ",\"unanswered\":" + std::to_string(unanswered.load());
+  } else {
+    logf("N=%zu: %.0f payments/s, p50 %.2f ms, p99 %.2f ms, max %.2f ms, hub cpu %.0f%%, broker cpu %.0f%%, errors %llu",
+         n, achieved, p50, p99, mx, 100 * (h1.cpu_s - h0.cpu_s) / dur, 100 * (b1.cpu_s - b0.cpu_s) / dur,
+         static_cast<unsigned long long>(errors));
+  }
+  j += ",\"errors\":" + std::to_string(errors) + ",\"nacks\":" + std::to_string(S.nacks.load()) +
+       ",\"bad_countersignatures\":" + std::to_string(badsig.load()) +
+       ",\"countersignatures_verified\":" + std::to_string(verified.load()) +
+       ",\"stray_replies\":" + std::to_string(S.bad_replies.load()) +
+       ",\"devices_out_of_presigned\":" + std::to_string(S.exhausted.load()) +
+       ",\"devices_stuck\":" + std::to_string(stuck.load()) +
+       ",\"hub\":" + proc_json(pp.hub, h0, h1, dur) + ",\"broker\":" + proc_json(pp.broker, b0, b1, dur) +
+       ",\"load_tool_cpu_pct\":" + jnum(100 * (self1 - self0) / dur) + "}";
   return j;
 }
 
@@ -836,12 +1050,24 @@ int main_impl(int argc, char** argv) {
     else if (a == "--thread-senders") o.thread_senders = std::atoi(val().c_str());
     else if (a == "--thread-window") o.thread_window = std::atoi(val().c_str());
     else if (a == "--batch-max") o.batch_max = std::atoi(val().c_str());
+    else if (a == "--rate") o.rate = std::atof(val().c_str());
+    else if (a == "--rate-devices") o.rate_devices = std::atoi(val().c_str());
+    else if (a == "--rate-load") o.rate_load = std::atof(val().c_str());
+    else if (a == "--arrivals") {
+      const std::string v = val();
+      if (v != "poisson" && v != "even") {
+        usage();
+        return 2;
+      }
+      o.even = v == "even";
+    }
     else {
       usage();
       return 2;
     }
   }
-  if (o.devices.empty() || o.duration <= 0) {
+  if (o.devices.empty() || o.duration <= 0 || o.rate < 0 || o.rate_devices < 0 || o.rate_load <= 0 ||
+      (o.rate > 0 && o.rate_devices > 0)) {
     usage();
     return 2;
   }
@@ -868,19 +1094,28 @@ int main_impl(int argc, char** argv) {
   S.ctx.hub = S.hub;
 
   std::string method =
-      std::string("closed loop, one update in flight per device; devices multiplexed over min(N, ") +
+      std::string(o.rate > 0 ? "fixed rate (open loop) at --rate per device" : "closed loop") +
+      ", one update in flight per device" +
+      (o.rate > 0 || o.rate_devices > 0
+           ? std::string(" (fixed rate: ") + (o.even ? "evenly spaced arrivals with a random phase" : "Poisson arrivals") +
+                 ", due payments queue in the device, latency from the scheduled time to the Ack)"
+           : std::string()) +
+      "; devices multiplexed over min(N, " +
       std::to_string(o.max_conns) + ") MQTT v5 connections (QoS 1); " +
       (o.inline_crypto ? "device signing and countersignature checks inside the window"
                        : "device updates pre-signed before the window, hub countersignatures checked after it") +
-      "; latency = publish to Ack received; hub: picopay-hub --dev-skip-chain-checks, SQLite WAL synchronous=FULL, "
+      (o.rate > 0 ? "" : "; closed-loop latency = publish to Ack received") + "; hub: picopay-hub --dev-skip-chain-checks, SQLite WAL synchronous=FULL, "
       "batch-max " + std::to_string(o.batch_max) + "; channels opened by ProposePendingDeposit + ConfirmPending";
   std::string report_head = "{\"tool\":\"picopay_bench_load\",\"method\":" + jstr(method) + ",\"cores\":" +
                             std::to_string(std::thread::hardware_concurrency()) + ",\"quick\":" +
                             (o.quick ? "true" : "false");
+  std::string fixed_runs, fixed_choice;
   auto finish = [&](bool available, const std::string& reason, const std::string& runs, const std::string& thread) {
     std::string j = report_head + ",\"available\":" + (available ? "true" : "false") +
                     ",\"reason\":" + (reason.empty() ? "null" : jstr(reason)) + ",\"runs\":[" + runs +
-                    "],\"thread\":" + (thread.empty() ? "null" : thread) + "}\n";
+                    "],\"fixed_rate_runs\":[" + fixed_runs + "],\"fixed_rate_choice\":" +
+                    (fixed_choice.empty() ? "null" : fixed_choice) + ",\"thread\":" +
+                    (thread.empty() ? "null" : thread) + "}\n";
     if (!o.json.empty() && !write_text(o.json, j)) {
       logf("cannot write %s", o.json.c_str());
       return 1;
@@ -928,7 +1163,7 @@ int main_impl(int argc, char** argv) {
   std::string runs;
   if (hub_reason.empty()) {
     // connections for the largest N
-    const int maxn = *std::max_element(o.devices.begin(), o.devices.end());
+    const int maxn = std::max(*std::max_element(o.devices.begin(), o.devices.end()), o.rate_devices);
     const int nconn = std::max(1, std::min(maxn, o.max_conns));
     for (int c = 0; c < nconn; ++c) {
       mqtt::Options mo;
@@ -1016,7 +1251,7 @@ int main_impl(int argc, char** argv) {
         logf("%zu channels opened and funded in %.1f s", S.devs.size(), secs_since(t, Clock::now()));
     }
     if (hub_reason.empty()) {
-      double rate = 0;
+      double rate = 0, best = 0;
       std::vector<int> ns = o.devices;
       std::sort(ns.begin(), ns.end());
       for (int n : ns) {
@@ -1024,8 +1259,30 @@ int main_impl(int argc, char** argv) {
           hub_reason = "picopay-hub exited during the runs";
           break;
         }
-        const std::string r = run_channels(S, ProcPair{hub.pid(), broker.pid()}, static_cast<size_t>(n), rate);
-        runs += (runs.empty() ? "" : ",") + r;
+        const std::string r =
+            run_channels(S, ProcPair{hub.pid(), broker.pid()}, static_cast<size_t>(n), rate, o.rate);
+        std::string& into = o.rate > 0 ? fixed_runs : runs;
+        into += (into.empty() ? "" : ",") + r;
+        best = std::max(best, rate);
+      }
+      if (hub_reason.empty() && o.rate_devices > 0) {
+        if (best <= 0) {
+          logf("no closed-loop throughput measured: no fixed-rate run");
+        } else if (!hub.running()) {
+          hub_reason = "picopay-hub exited during the runs";
+        } else {
+          // per-device rate offering rate_load x the best closed-loop throughput, to 2 significant digits
+          const double raw = o.rate_load * best / o.rate_devices;
+          const double mag = std::pow(10.0, std::floor(std::log10(raw)) - 1);
+          const double r = std::round(raw / mag) * mag;
+          logf("fixed-rate run: %d devices x %.3g payments/s each = %.0f/s offered (%.2f x best closed-loop %.0f/s)",
+               o.rate_devices, r, r * o.rate_devices, o.rate_load, best);
+          fixed_choice = "{\"devices\":" + std::to_string(o.rate_devices) + ",\"rate_per_device\":" + jnum(r) +
+                         ",\"offered_per_s\":" + jnum(r * o.rate_devices) + ",\"load_fraction\":" + jnum(o.rate_load) +
+                         ",\"closed_loop_capacity_per_s\":" + jnum(best) + "}";
+          double dummy = best;
+          fixed_runs = run_channels(S, ProcPair{hub.pid(), broker.pid()}, static_cast<size_t>(o.rate_devices), dummy, r);
+        }
       }
     }
     for (auto& c : S.conns) c->stop();
