@@ -426,3 +426,83 @@ TEST_F(HubTest, TlsBrokerConnection) {
   ASSERT_EQ(d.pay(1), Status::Ok);
   expect_ledger_agrees(d);
 }
+
+namespace {
+SignedThreadState signed_thread(const Address& contract, const SimDevice& payer, const Address& payee, uint64_t id,
+                                uint64_t sender_wei, uint64_t receiver_wei, uint64_t tx) {
+  SignedThreadState t{};
+  t.state = thread_state_zero();
+  t.state.contractAddress = contract;
+  t.state.sender = payer.address();
+  t.state.receiver = payee;
+  t.state.threadId = id;
+  t.state.balanceWeiSender = U256::from_u64(sender_wei);
+  t.state.balanceWeiReceiver = U256::from_u64(receiver_wei);
+  t.state.txCount = tx;
+  Signer s;
+  EXPECT_EQ(s.init(), Status::Ok);
+  EXPECT_EQ(s.sign_eth(payer.key(), thread_hash(t.state), t.sigA), Status::Ok);
+  t.hasSigA = true;
+  return t;
+}
+}  // namespace
+
+// docs/mqtt-protocol.md: the payee closes a thread (it holds the latest thread state). A
+// payer that closes in its own channel with an older state (here the initial one: a full
+// refund) would leave the hub paying the payee more than it collects from the payer.
+TEST_F(HubTest, OnlyThePayeeClosesAThreadAndTheHubsBooksBalance) {
+  start_broker();
+  start_hub();
+  SimDevice& a = device(1);  // payer
+  SimDevice& b = device(2);  // payee
+  ASSERT_EQ(b.fund(1000), Status::Ok);
+  ASSERT_EQ(b.pay(500), Status::Ok);  // hub collateral in the payee's channel
+  ASSERT_EQ(a.fund(1000), Status::Ok);
+
+  const SignedThreadState t0 = signed_thread(contract_, a, b.address(), 1, 100, 0, 0);
+  ChannelUpdate open = channel_update_make(UpdateReason::OpenThread);
+  open.thread.thread = t0;
+  ASSERT_EQ(a.propose(open), Status::Ok);
+  ASSERT_EQ(a.threads().size(), 1u);
+
+  ChannelUpdate close0 = channel_update_make(UpdateReason::CloseThread);
+  close0.thread.thread = t0;
+  // 1. The hub's OpenThread in the payee's channel is outstanding: the payer may not close.
+  EXPECT_EQ(a.propose(close0), Status::Unauthorized);
+  // 2. The payee countersigns the OpenThread: still not the payer's to close.
+  UpdateReason why{};
+  ASSERT_EQ(b.answer_request(30000, &why), Status::Ok);
+  EXPECT_EQ(why, UpdateReason::OpenThread);
+  EXPECT_EQ(a.propose(close0), Status::Unauthorized);
+  const SignedChannelState a_before = a.latest();
+  ASSERT_TRUE(a.publish_raw(mqtt::topic_sync(hub_addr_, a.address()), {}, 0));
+  mqtt::Reply r;
+  ASSERT_TRUE(a.wait_reply(a_before.state.txCountGlobal, r, 20000));
+  EXPECT_EQ(wire(r.state), wire(a_before)) << "a refused close changed the payer's channel";
+
+  // 3. The payer pays 40 in the thread (off-chain, payer -> payee); the payee closes with it.
+  const SignedThreadState t1 = signed_thread(contract_, a, b.address(), 1, 60, 40, 1);
+  ChannelUpdate close1 = channel_update_make(UpdateReason::CloseThread);
+  close1.thread.thread = t1;
+  ASSERT_EQ(b.propose(close1), Status::Ok);
+  ASSERT_EQ(a.answer_request(30000, &why), Status::Ok);  // the hub closes it in the payer's channel
+  EXPECT_EQ(why, UpdateReason::CloseThread);
+  EXPECT_TRUE(a.threads().empty());
+  EXPECT_TRUE(b.threads().empty());
+
+  const ChannelState& ca = a.latest().state;
+  const ChannelState& cb = b.latest().state;
+  EXPECT_EQ(ca.balanceWeiUser, U256::from_u64(960));
+  EXPECT_EQ(ca.balanceWeiHub, U256::from_u64(40));
+  EXPECT_EQ(cb.balanceWeiUser, U256::from_u64(540));
+  EXPECT_EQ(cb.balanceWeiHub, U256::from_u64(460));
+  U256 hub_total{};
+  ASSERT_EQ(u256_add(ca.balanceWeiHub, cb.balanceWeiHub, hub_total), Status::Ok);
+  EXPECT_EQ(hub_total, U256::from_u64(500)) << "the hub's books across the two channels";
+  ASSERT_TRUE(a.publish_raw(mqtt::topic_sync(hub_addr_, a.address()), {}, 0));
+  ASSERT_TRUE(a.wait_reply(ca.txCountGlobal, r, 20000));
+  ASSERT_TRUE(b.publish_raw(mqtt::topic_sync(hub_addr_, b.address()), {}, 0));
+  ASSERT_TRUE(b.wait_reply(cb.txCountGlobal, r, 20000));
+  expect_ledger_agrees(a);
+  expect_ledger_agrees(b);
+}

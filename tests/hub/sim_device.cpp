@@ -45,6 +45,7 @@ bool SimDevice::start(const mqtt::Options& base, const std::string& password, st
   client_ = std::make_unique<mqtt::Client>(o);
   client_->on_message([this](const mqtt::Message& m) { on_message(m); });
   client_->subscribe(mqtt::topic_reply(addr_), 1);
+  client_->subscribe(mqtt::topic_request(addr_), 1);
   if (!client_->start(err)) return false;
   if (!client_->wait_connected(15000)) {
     err = "device did not connect: " + client_->last_error();
@@ -54,6 +55,12 @@ bool SimDevice::start(const mqtt::Options& base, const std::string& password, st
 }
 
 void SimDevice::on_message(const mqtt::Message& m) {
+  if (m.topic == mqtt::topic_request(addr_)) {
+    std::lock_guard<std::mutex> lk(mu_);
+    requests_.push_back(m.payload);
+    cv_.notify_all();
+    return;
+  }
   mqtt::Reply r;
   if (mqtt::decode_reply(m.payload.data(), m.payload.size(), r) != Status::Ok) return;
   std::lock_guard<std::mutex> lk(mu_);
@@ -86,9 +93,11 @@ bool SimDevice::publish_raw(const std::string& topic, const std::vector<uint8_t>
 
 std::vector<uint8_t> SimDevice::build(ChannelUpdate& u, ChannelState& next, const SignedChannelState* from) {
   const SignedChannelState& base = from ? *from : latest_;
-  ThreadState items[1];
-  Hash32 scratch[3];
-  ThreadSet ts{items, 0, 1, scratch};
+  std::vector<ThreadState> items = threads_;
+  const size_t n_open = items.size();
+  items.resize(n_open + 1);
+  std::vector<Hash32> scratch(items.size() + 2);
+  ThreadSet ts{items.data(), n_open, items.size(), scratch.data()};
   ChannelContext ctx{hub_};
   if (channel_propose(ctx, signer_, key_, Party::User, base.state, ts, u, next) != Status::Ok) return {};
   uint8_t buf[kMaxChannelUpdateWire];
@@ -122,7 +131,70 @@ Status SimDevice::propose(ChannelUpdate u, int timeout_ms, int retry_ms, uint64_
   latest_.sigUser = u.sig;
   latest_.hasSigHub = true;
   latest_.sigHub = r.sig;
+  apply_threads(u);
   return Status::Ok;
+}
+
+void SimDevice::apply_threads(const ChannelUpdate& u) {
+  std::vector<ThreadState> items = threads_;
+  const size_t n_open = items.size();
+  items.resize(n_open + 1);
+  std::vector<Hash32> scratch(items.size() + 2);
+  ThreadSet ts{items.data(), n_open, items.size(), scratch.data()};
+  if (thread_set_apply(ts, u) != Status::Ok) return;
+  items.resize(ts.count);
+  threads_ = items;
+}
+
+Status SimDevice::answer_request(int timeout_ms, UpdateReason* reason_out) {
+  std::vector<uint8_t> req;
+  {
+    std::unique_lock<std::mutex> lk(mu_);
+    if (!cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), [&] { return !requests_.empty(); }))
+      return Status::IoError;
+    req = requests_.front();
+    requests_.erase(requests_.begin());
+  }
+  ChannelUpdate u{};
+  Status s = decode_channel_update(req.data(), req.size(), u);
+  if (s != Status::Ok) return s;
+  if (reason_out) *reason_out = u.reason;
+  std::vector<ThreadState> items = threads_;
+  const size_t n_open = items.size();
+  items.resize(n_open + 1);
+  std::vector<Hash32> scratch(items.size() + 2);
+  ThreadSet ts{items.data(), n_open, items.size(), scratch.data()};
+  ChannelContext ctx{hub_};
+  ChannelState next{};
+  Hash32 h{};
+  s = channel_accept(ctx, signer_, Party::User, latest_.state, ts, u, next, h);
+  mqtt::Reply r;
+  r.txCountGlobal = u.txCountGlobal;
+  if (s == Status::Ok) {
+    Signature mine{};
+    s = signer_.sign_eth(key_, h, mine);
+    if (s == Status::Ok) {
+      latest_.state = next;
+      latest_.hasSigHub = true;
+      latest_.sigHub = u.sig;
+      latest_.hasSigUser = true;
+      latest_.sigUser = mine;
+      apply_threads(u);
+      r.kind = mqtt::ReplyKind::Ack;
+      r.sig = mine;
+    }
+  }
+  if (s != Status::Ok) {
+    r.kind = mqtt::ReplyKind::Nack;
+    r.status = s;
+    r.state = latest_;
+  }
+  std::vector<uint8_t> out;
+  if (mqtt::encode_reply(r, out) != Status::Ok) return Status::BadArgs;
+  mqtt::PublishProps p;
+  p.correlation = mqtt::correlation_encode(r.txCountGlobal);
+  client_->publish(mqtt::topic_hub_reply(hub_, addr_), out.data(), out.size(), 1, false, &p);
+  return s;
 }
 
 Status SimDevice::fund(uint64_t wei) {

@@ -45,10 +45,19 @@ class SimDevice {
   // Builds and signs (without sending) the next update; returns its wire bytes.
   std::vector<uint8_t> build(ChannelUpdate& u, ChannelState& next, const SignedChannelState* from = nullptr);
   void set_latest(const SignedChannelState& s) { latest_ = s; }
+  // The channel's open threads (initial states) used by build()/propose()/answer_request().
+  void set_threads(const std::vector<ThreadState>& t) { threads_ = t; }
+  const std::vector<ThreadState>& threads() const { return threads_; }
+  // Waits for the hub's next proposal on the request topic, checks it with channel_accept
+  // against latest(), countersigns and Acks it (the state becomes latest). Returns the
+  // channel_accept status (Nacking on error), or IoError on timeout. `reason_out`: the
+  // proposal's reason.
+  Status answer_request(int timeout_ms, UpdateReason* reason_out = nullptr);
   size_t replies_seen();
 
  private:
   void on_message(const mqtt::Message& m);
+  void apply_threads(const ChannelUpdate& u);
   uint32_t index_;
   Address hub_{}, contract_{}, addr_{};
   PrivateKey key_{};
@@ -58,6 +67,8 @@ class SimDevice {
   std::mutex mu_;
   std::condition_variable cv_;
   std::multimap<uint64_t, mqtt::Reply> replies_;
+  std::vector<std::vector<uint8_t>> requests_;
+  std::vector<ThreadState> threads_;
   size_t seen_ = 0;
 };
 

@@ -494,6 +494,27 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
       s = Status::Unauthorized;  // a user opens threads only as their sender
     }
   }
+  if (s == Status::Ok && u.reason == UpdateReason::CloseThread) {
+    // The payee closes (docs/mqtt-protocol.md): it holds the latest thread state, the hub
+    // does not, so a payer could close with an older state than the payee's and leave the
+    // hub paying the payee more than it collects. A payer may close a thread only while
+    // the payee's channel has never had it (the hub's OpenThread there never happened).
+    const ThreadState& t = u.thread.thread.state;
+    Chan* other = channel(t.sender == ch.user ? t.receiver : t.sender);
+    if (!other) {
+      tx_failed_ = true;
+      return false;
+    }
+    if (other == &ch) {
+      s = Status::Unauthorized;
+    } else if (t.sender == ch.user) {
+      if (thread_known(*other, t)) s = Status::Unauthorized;
+    } else {
+      // Payee channel: the payer's channel must still hold the thread, or the hub would
+      // pay the payee without being able to collect from the payer.
+      if (thread_set_find(other->set(), t.sender, t.receiver, t.threadId) < 0) s = Status::ThreadNotFound;
+    }
+  }
   if (s != Status::Ok) {
     nack(ch, u.txCountGlobal, s, outs);
     return false;
@@ -539,6 +560,19 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
     logf("info", ch.key + ": " + update_reason_name(u.reason) + " tx " + std::to_string(u.txCountGlobal) + " signed");
   after_accept(ch, u, prev, outs);
   return true;
+}
+
+bool Hub::thread_known(Chan& ch, const ThreadState& t) {
+  auto same = [&](const ChannelUpdate& p) {
+    const ThreadState& q = p.thread.thread.state;
+    return p.reason == UpdateReason::OpenThread && q.sender == t.sender && q.receiver == t.receiver &&
+           q.threadId == t.threadId;
+  };
+  if (thread_set_find(ch.set(), t.sender, t.receiver, t.threadId) >= 0) return true;
+  if (ch.has_proposal && same(ch.proposal.update)) return true;
+  for (const auto& q : ch.queued)
+    if (same(q)) return true;
+  return false;
 }
 
 void Hub::persist_channel(Chan& ch) {

@@ -87,6 +87,8 @@ class Hub {
   Status check_confirm(const Chan& ch, const ChannelState& next);
   void request_collateral(Chan& payee, const U256& needed, std::vector<Out>& outs);
   void persist_channel(Chan& ch);
+  // Whether `ch` has thread t open, or an OpenThread for it outstanding or queued.
+  bool thread_known(Chan& ch, const ThreadState& t);
   void publish_status(Chan& ch);
   void chain_jobs();
   void watch(Chan& ch);
