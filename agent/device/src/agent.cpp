@@ -374,6 +374,20 @@ void Agent::on_request(const std::vector<uint8_t>& p) {
     nack(Status::Unauthorized);
     return;
   }
+  if (u.reason == UpdateReason::CloseThread && t.receiver == st_.user) {
+    // A thread we receive on: the close must pay us at least what we hold (the latest
+    // thread state, persisted); an older state signed by the payer would take back
+    // payments we already received (docs/mqtt-protocol.md: the payee closes).
+    long i = st_.find_thread(t.sender, t.receiver, t.threadId);
+    const bool ok = i >= 0 && (t == st_.threads[static_cast<size_t>(i)].latest.state ||
+                               thread_check_transition(st_.threads[static_cast<size_t>(i)].latest.state, t) ==
+                                   Status::Ok);
+    if (!ok) {
+      logf(port::LogLevel::Warn, "hub CloseThread with a thread state older than ours refused");
+      nack(Status::Unauthorized);
+      return;
+    }
+  }
   Signature mine{};
   if (signer_.sign_eth(key_, h, mine) != Status::Ok) {
     fatal("signing failed");

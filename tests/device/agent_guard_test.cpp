@@ -1,0 +1,264 @@
+// picopay-agent (payee role) against a scripted hub: a real mosquitto on 127.0.0.1, the
+// real picopay-agent binary and its state dir, and a test "hub" built from the core and
+// picopay_mqtt that proposes updates the way a misbehaving hub could. No timing
+// assertions: every wait is a bounded poll.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+#include "picopay/codec.hpp"
+#include "picopay/device/state.hpp"
+#include "picopay/mqtt/client.hpp"
+#include "picopay/mqtt/protocol.hpp"
+#include "support/broker.hpp"
+#include "support/process.hpp"
+
+using namespace picopay;
+using namespace picopay::testsupport;
+
+namespace {
+
+PrivateKey key_of(uint8_t fill) {
+  PrivateKey k{};
+  std::memset(k.bytes, fill, 32);
+  return k;
+}
+
+std::string hex_key(const PrivateKey& k) {
+  static const char* h = "0123456789abcdef";
+  std::string s = "0x";
+  for (uint8_t b : k.bytes) {
+    s.push_back(h[b >> 4]);
+    s.push_back(h[b & 15]);
+  }
+  return s;
+}
+
+bool poll_until(const std::function<bool()>& f, int timeout_ms) {
+  for (int w = 0; w <= timeout_ms; w += 50) {
+    if (f()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+const char* kContract = "0x7d73424a8256c0b2ba245e5d5a3de8820e45f390";
+
+class PayeeGuard : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(signer_.init(), Status::Ok);
+    hub_key_ = key_of(0x31);
+    payee_key_ = key_of(0x32);
+    payer_key_ = key_of(0x33);
+    ASSERT_EQ(signer_.address_of(hub_key_, hub_), Status::Ok);
+    ASSERT_EQ(signer_.address_of(payee_key_, payee_), Status::Ok);
+    ASSERT_EQ(signer_.address_of(payer_key_, payer_), Status::Ok);
+    ASSERT_EQ(address_parse(kContract, std::strlen(kContract), contract_), Status::Ok);
+    dir_ = make_temp_dir("picopay-payee-guard");
+    BrokerOptions o;
+    o.dir = dir_ + "/broker";
+    broker_ = std::make_unique<Broker>(o);
+    std::string err;
+    ASSERT_TRUE(broker_->start(err)) << err;
+    mqtt::Options mo;
+    mo.port = broker_->port();
+    mo.client_id = "picopay-hub-test";
+    hub_client_ = std::make_unique<mqtt::Client>(mo);
+    hub_client_->on_message([this](const mqtt::Message& m) {
+      std::lock_guard<std::mutex> l(mu_);
+      msgs_.push_back(m);
+      cv_.notify_all();
+    });
+    hub_client_->subscribe(mqtt::topic_hub_filter(hub_), 1);
+    ASSERT_TRUE(hub_client_->start(err)) << err;
+    ASSERT_TRUE(hub_client_->wait_connected(15000));
+    latest_.state = channel_state_zero();
+    latest_.state.contractAddress = contract_;
+    latest_.state.user = payee_;
+    latest_.state.recipient = payee_;
+  }
+  void TearDown() override {
+    agent_.kill9();
+    if (hub_client_) hub_client_->stop();
+    broker_.reset();
+    if (!HasFailure()) remove_tree(dir_);
+    else std::fprintf(stderr, "kept %s\n", dir_.c_str());
+  }
+
+  void start_agent() {
+    ASSERT_TRUE(agent_.start({PICOPAY_AGENT_BIN, "--name", "payee", "--state-dir", dir_ + "/payee", "--broker",
+                              "127.0.0.1:" + std::to_string(broker_->port()), "--hub", json_addr(hub_),
+                              "--contract", kContract, "--key", hex_key(payee_key_), "--role", "payee"},
+                             dir_ + "/payee.log"));
+  }
+  static std::string json_addr(const Address& a) { return mqtt::topic_address(a); }
+
+  // Next message from the agent on a hub topic whose leaf is `leaf`.
+  bool next(const std::string& leaf, mqtt::Message& out, int timeout_ms = 20000) {
+    std::unique_lock<std::mutex> l(mu_);
+    return cv_.wait_for(l, std::chrono::milliseconds(timeout_ms), [&] {
+      for (auto it = msgs_.begin(); it != msgs_.end(); ++it) {
+        Address h{}, u{};
+        std::string lf;
+        if (mqtt::parse_channel_topic(it->topic, h, u, lf) && lf == leaf) {
+          out = *it;
+          msgs_.erase(it);
+          return true;
+        }
+      }
+      return false;
+    });
+  }
+
+  void send_sync() {
+    mqtt::Reply r;
+    r.kind = mqtt::ReplyKind::Sync;
+    r.txCountGlobal = latest_.state.txCountGlobal;
+    r.state = latest_;
+    std::vector<uint8_t> out;
+    ASSERT_EQ(mqtt::encode_reply(r, out), Status::Ok);
+    mqtt::PublishProps p;
+    p.correlation = mqtt::correlation_encode(r.txCountGlobal);
+    ASSERT_TRUE(hub_client_->publish(mqtt::topic_reply(payee_), out.data(), out.size(), 1, false, &p));
+  }
+
+  // Proposes u as the hub (with the open `threads_`), returns the agent's reply.
+  mqtt::Reply propose(ChannelUpdate u) {
+    std::vector<ThreadState> items = threads_;
+    const size_t n_open = items.size();
+    items.resize(n_open + 1);
+    std::vector<Hash32> scratch(items.size() + 2);
+    ThreadSet ts{items.data(), n_open, items.size(), scratch.data()};
+    ChannelContext ctx{hub_};
+    ChannelState nx{};
+    mqtt::Reply r;
+    EXPECT_EQ(channel_propose(ctx, signer_, hub_key_, Party::Hub, latest_.state, ts, u, nx), Status::Ok);
+    uint8_t buf[kMaxChannelUpdateWire];
+    size_t n = 0;
+    EXPECT_EQ(encode_channel_update(u, buf, sizeof buf, &n), Status::Ok);
+    mqtt::PublishProps p;
+    p.response_topic = mqtt::topic_hub_reply(hub_, payee_);
+    p.correlation = mqtt::correlation_encode(u.txCountGlobal);
+    EXPECT_TRUE(hub_client_->publish(mqtt::topic_request(payee_), buf, n, 1, false, &p));
+    mqtt::Message m;
+    EXPECT_TRUE(next("reply", m));
+    EXPECT_EQ(mqtt::decode_reply(m.payload.data(), m.payload.size(), r), Status::Ok);
+    if (r.kind == mqtt::ReplyKind::Ack && signer_.verify_eth(channel_hash(nx), r.sig, payee_) == Status::Ok) {
+      latest_.state = nx;
+      latest_.hasSigHub = latest_.hasSigUser = true;
+      latest_.sigHub = u.sig;
+      latest_.sigUser = r.sig;
+      if (thread_set_apply(ts, u) == Status::Ok) {
+        items.resize(ts.count);
+        threads_ = items;
+      }
+    }
+    return r;
+  }
+
+  SignedThreadState thread(uint64_t sender_wei, uint64_t receiver_wei, uint64_t tx) {
+    SignedThreadState t{};
+    t.state = thread_state_zero();
+    t.state.contractAddress = contract_;
+    t.state.sender = payer_;
+    t.state.receiver = payee_;
+    t.state.threadId = 1;
+    t.state.balanceWeiSender = U256::from_u64(sender_wei);
+    t.state.balanceWeiReceiver = U256::from_u64(receiver_wei);
+    t.state.txCount = tx;
+    EXPECT_EQ(signer_.sign_eth(payer_key_, thread_hash(t.state), t.sigA), Status::Ok);
+    t.hasSigA = true;
+    return t;
+  }
+
+  device::AgentState load() {
+    device::AgentState s;
+    std::string err;
+    (void)device::state_load(dir_ + "/payee", s, err);
+    return s;
+  }
+
+  Signer signer_;
+  PrivateKey hub_key_{}, payee_key_{}, payer_key_{};
+  Address hub_{}, payee_{}, payer_{}, contract_{};
+  std::string dir_;
+  std::unique_ptr<Broker> broker_;
+  std::unique_ptr<mqtt::Client> hub_client_;
+  Process agent_;
+  SignedChannelState latest_{};
+  std::vector<ThreadState> threads_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<mqtt::Message> msgs_;
+};
+
+}  // namespace
+
+// A hub that closes a payee's thread with an older payer-signed state (here the initial
+// one) would take back the payments the payee already received: the payee refuses it,
+// stores nothing, and still accepts a close with its latest state.
+TEST_F(PayeeGuard, PayeeRefusesAHubCloseWithAnOlderThreadState) {
+  start_agent();
+  mqtt::Message m;
+  ASSERT_TRUE(next("sync", m));
+  send_sync();
+
+  // Hub collateral in the payee's channel, then the thread the payer opened.
+  ChannelUpdate dep = channel_update_make(UpdateReason::ProposePendingDeposit);
+  dep.deposit.depositWeiHub = U256::from_u64(1000);
+  dep.deposit.timeout = 4000000000ull;
+  mqtt::Reply r = propose(dep);
+  ASSERT_EQ(r.kind, mqtt::ReplyKind::Ack) << status_name(r.status);
+  r = propose(channel_update_make(UpdateReason::ConfirmPending));
+  ASSERT_EQ(r.kind, mqtt::ReplyKind::Ack) << status_name(r.status);
+  ChannelUpdate open = channel_update_make(UpdateReason::OpenThread);
+  open.thread.thread = thread(100, 0, 0);
+  r = propose(open);
+  ASSERT_EQ(r.kind, mqtt::ReplyKind::Ack) << status_name(r.status);
+
+  // The payer pays 40 in the thread, straight to the payee.
+  ThreadUpdate tu{};
+  ThreadState t1{};
+  ASSERT_EQ(thread_propose(signer_, payer_key_, open.thread.thread.state, U256::from_u64(40), U256::zero(), tu, t1),
+            Status::Ok);
+  uint8_t buf[kMaxThreadUpdateWire];
+  size_t n = 0;
+  ASSERT_EQ(encode_thread_update(tu, buf, sizeof buf, &n), Status::Ok);
+  ASSERT_TRUE(hub_client_->publish(mqtt::topic_thread_update(payee_), buf, n, 1, false));
+  ASSERT_TRUE(poll_until(
+      [&] {
+        auto s = load();
+        return s.threads.size() == 1 && s.threads[0].latest.state.txCount == 1;
+      },
+      20000));
+  const std::string before = device::state_to_json(load());
+
+  // The hub proposes CloseThread with the initial state (payee receives 0): refused.
+  ChannelUpdate stale = channel_update_make(UpdateReason::CloseThread);
+  stale.thread.thread = open.thread.thread;
+  const SignedChannelState hub_before = latest_;
+  r = propose(stale);
+  EXPECT_EQ(r.kind, mqtt::ReplyKind::Nack);
+  EXPECT_EQ(r.status, Status::Unauthorized);
+  EXPECT_EQ(device::state_to_json(load()), before) << "a refused close changed the payee's state";
+  latest_ = hub_before;
+
+  // With the payee's latest thread state the close is countersigned.
+  ChannelUpdate good = channel_update_make(UpdateReason::CloseThread);
+  good.thread.thread.state = t1;
+  good.thread.thread.sigA = tu.sig;
+  good.thread.thread.hasSigA = true;
+  r = propose(good);
+  ASSERT_EQ(r.kind, mqtt::ReplyKind::Ack) << status_name(r.status);
+  auto s = load();
+  EXPECT_EQ(s.channel.state.balanceWeiUser, U256::from_u64(40));
+  EXPECT_EQ(s.channel.state.balanceWeiHub, U256::from_u64(960));
+  EXPECT_EQ(s.channel.state.threadCount, 0u);
+}
