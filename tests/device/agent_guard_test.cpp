@@ -262,3 +262,49 @@ TEST_F(PayeeGuard, PayeeRefusesAHubCloseWithAnOlderThreadState) {
   EXPECT_EQ(s.channel.state.balanceWeiHub, U256::from_u64(960));
   EXPECT_EQ(s.channel.state.threadCount, 0u);
 }
+
+// A close request (ThreadState, wire kind 0x02, on the payee's thread topic) that is not
+// signed by the payer, or carries a state other than the payee's latest, changes nothing.
+TEST_F(PayeeGuard, ForgedOrStaleCloseRequestChangesNothing) {
+  start_agent();
+  mqtt::Message m;
+  ASSERT_TRUE(next("sync", m));
+  send_sync();
+  ChannelUpdate dep = channel_update_make(UpdateReason::ProposePendingDeposit);
+  dep.deposit.depositWeiHub = U256::from_u64(1000);
+  dep.deposit.timeout = 4000000000ull;
+  ASSERT_EQ(propose(dep).kind, mqtt::ReplyKind::Ack);
+  ASSERT_EQ(propose(channel_update_make(UpdateReason::ConfirmPending)).kind, mqtt::ReplyKind::Ack);
+  ChannelUpdate open = channel_update_make(UpdateReason::OpenThread);
+  open.thread.thread = thread(100, 0, 0);
+  ASSERT_EQ(propose(open).kind, mqtt::ReplyKind::Ack);
+  auto pay = [&](const ThreadState& prev, uint64_t wei, ThreadState& nx) {
+    ThreadUpdate tu{};
+    ASSERT_EQ(thread_propose(signer_, payer_key_, prev, U256::from_u64(wei), U256::zero(), tu, nx), Status::Ok);
+    uint8_t buf[kMaxThreadUpdateWire];
+    size_t n = 0;
+    ASSERT_EQ(encode_thread_update(tu, buf, sizeof buf, &n), Status::Ok);
+    ASSERT_TRUE(hub_client_->publish(mqtt::topic_thread_update(payee_), buf, n, 1, false));
+  };
+  auto send_close = [&](const SignedThreadState& st) {
+    uint8_t buf[kMaxThreadStateWire];
+    size_t n = 0;
+    ASSERT_EQ(encode_thread_state(st, buf, sizeof buf, &n), Status::Ok);
+    ASSERT_TRUE(hub_client_->publish(mqtt::topic_thread_update(payee_), buf, n, 1, false));
+  };
+  ThreadState t1{}, t2{};
+  pay(open.thread.thread.state, 40, t1);
+  ASSERT_TRUE(poll_until([&] { auto s = load(); return s.threads.size() == 1 && s.threads[0].latest.state.txCount == 1; }, 20000));
+  // Forged: the payee's latest state signed by someone else. Stale: the initial state.
+  SignedThreadState forged{};
+  forged.state = t1;
+  ASSERT_EQ(signer_.sign_eth(hub_key_, thread_hash(t1), forged.sigA), Status::Ok);
+  forged.hasSigA = true;
+  send_close(forged);
+  send_close(open.thread.thread);
+  pay(t1, 10, t2);  // processed after the two requests above (one topic, in order)
+  ASSERT_TRUE(poll_until([&] { auto s = load(); return s.threads.size() == 1 && s.threads[0].latest.state.txCount == 2; }, 20000));
+  auto s = load();
+  EXPECT_FALSE(s.threads[0].closing) << "a forged or stale close request was acted on";
+  EXPECT_TRUE(s.threads[0].open);
+}

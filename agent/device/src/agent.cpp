@@ -495,14 +495,22 @@ void Agent::on_thread_close(const std::vector<uint8_t>& p) {
   if (idx < 0) return;
   ThreadRecord& rec = st_.threads[static_cast<size_t>(idx)];
   if (!rec.open || rec.sender) return;
+  // Only a request signed by the payer over our latest (or a valid newer) state of this
+  // thread counts: a forged or stale one changes nothing stored (DESIGN.md §4.5).
+  if (signer_.verify_eth(thread_hash(ts.state), ts.sigA, ts.state.sender) != Status::Ok) return;
+  bool changed = false;
   if (ts.state.txCount > rec.latest.state.txCount) {
-    if (thread_check_transition(rec.latest.state, ts.state) == Status::Ok &&
-        signer_.verify_eth(thread_hash(ts.state), ts.sigA, ts.state.sender) == Status::Ok) {
-      rec.latest = ts;
-    }
+    if (thread_check_transition(rec.latest.state, ts.state) != Status::Ok) return;
+    rec.latest = ts;
+    changed = true;
+  } else if (!(ts.state == rec.latest.state)) {
+    return;
   }
-  rec.closing = true;
-  save();
+  if (!rec.closing) {
+    rec.closing = true;
+    changed = true;
+  }
+  if (changed) save();
 }
 
 long Agent::sender_thread() const {
