@@ -506,3 +506,57 @@ TEST_F(HubTest, OnlyThePayeeClosesAThreadAndTheHubsBooksBalance) {
   expect_ledger_agrees(a);
   expect_ledger_agrees(b);
 }
+
+// A payee's CloseThread commits in the payee's channel while the hub's CloseThread for an
+// earlier thread is still outstanding in the payer's channel: the matching CloseThread is
+// queued. kill -9 of the hub right then must not lose it (the hub has paid the payee and
+// must collect from the payer): the queue is stored with the update that made it.
+TEST_F(HubTest, Kill9KeepsQueuedProposalsAndTheBooksBalance) {
+  start_broker();
+  start_hub();
+  SimDevice& a = device(1);  // payer
+  SimDevice& b = device(2);  // payee
+  ASSERT_EQ(b.fund(1000), Status::Ok);
+  ASSERT_EQ(b.pay(500), Status::Ok);  // hub collateral 500 in the payee's channel
+  ASSERT_EQ(a.fund(1000), Status::Ok);
+  UpdateReason why{};
+  for (uint64_t id = 1; id <= 2; ++id) {
+    ChannelUpdate open = channel_update_make(UpdateReason::OpenThread);
+    open.thread.thread = signed_thread(contract_, a, b.address(), id, 100, 0, 0);
+    ASSERT_EQ(a.propose(open), Status::Ok);
+    ASSERT_EQ(b.answer_request(30000, &why), Status::Ok);
+    ASSERT_EQ(why, UpdateReason::OpenThread);
+  }
+  // The payee closes thread 1 (30 paid) and thread 2 (70 paid); the payer does not answer
+  // yet, so the hub's second CloseThread in the payer's channel waits in the queue.
+  ChannelUpdate c1 = channel_update_make(UpdateReason::CloseThread);
+  c1.thread.thread = signed_thread(contract_, a, b.address(), 1, 70, 30, 1);
+  ASSERT_EQ(b.propose(c1), Status::Ok);
+  ChannelUpdate c2 = channel_update_make(UpdateReason::CloseThread);
+  c2.thread.thread = signed_thread(contract_, a, b.address(), 2, 30, 70, 3);
+  ASSERT_EQ(b.propose(c2), Status::Ok);  // the Ack is released only after the COMMIT
+  hub_.kill9();
+  start_hub();
+  // The payer answers both hub proposals (the first is re-sent at start).
+  ASSERT_EQ(a.answer_request(30000, &why), Status::Ok);
+  EXPECT_EQ(why, UpdateReason::CloseThread);
+  ASSERT_EQ(a.answer_request(30000, &why), Status::Ok) << "the queued CloseThread was lost";
+  EXPECT_EQ(why, UpdateReason::CloseThread);
+  EXPECT_TRUE(a.threads().empty());
+  EXPECT_TRUE(b.threads().empty());
+  const ChannelState& ca = a.latest().state;
+  const ChannelState& cb = b.latest().state;
+  EXPECT_EQ(ca.balanceWeiUser, U256::from_u64(900));
+  EXPECT_EQ(ca.balanceWeiHub, U256::from_u64(100));
+  EXPECT_EQ(cb.balanceWeiUser, U256::from_u64(600));
+  EXPECT_EQ(cb.balanceWeiHub, U256::from_u64(400));
+  U256 hub_total{};
+  ASSERT_EQ(u256_add(ca.balanceWeiHub, cb.balanceWeiHub, hub_total), Status::Ok);
+  EXPECT_EQ(hub_total, U256::from_u64(500)) << "the hub's books across the two channels";
+  mqtt::Reply r;
+  ASSERT_TRUE(a.publish_raw(mqtt::topic_sync(hub_addr_, a.address()), {}, 0));
+  ASSERT_TRUE(a.wait_reply(ca.txCountGlobal, r, 20000));
+  EXPECT_EQ(wire(r.state), wire(a.latest()));
+  expect_ledger_agrees(a);
+  expect_ledger_agrees(b);
+}

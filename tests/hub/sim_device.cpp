@@ -148,16 +148,22 @@ void SimDevice::apply_threads(const ChannelUpdate& u) {
 
 Status SimDevice::answer_request(int timeout_ms, UpdateReason* reason_out) {
   std::vector<uint8_t> req;
-  {
-    std::unique_lock<std::mutex> lk(mu_);
-    if (!cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), [&] { return !requests_.empty(); }))
-      return Status::IoError;
-    req = requests_.front();
-    requests_.erase(requests_.begin());
-  }
   ChannelUpdate u{};
-  Status s = decode_channel_update(req.data(), req.size(), u);
-  if (s != Status::Ok) return s;
+  Status s = Status::Ok;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      if (!cv_.wait_until(lk, deadline, [&] { return !requests_.empty(); })) return Status::IoError;
+      req = requests_.front();
+      requests_.erase(requests_.begin());
+    }
+    s = decode_channel_update(req.data(), req.size(), u);
+    if (s != Status::Ok) return s;
+    // A re-sent proposal we already answered (the hub re-sends after a restart or a
+    // refusal): skip it, wait for the next one.
+    if (u.txCountGlobal > latest_.state.txCountGlobal) break;
+  }
   if (reason_out) *reason_out = u.reason;
   std::vector<ThreadState> items = threads_;
   const size_t n_open = items.size();

@@ -50,7 +50,8 @@ class SimDevice {
   const std::vector<ThreadState>& threads() const { return threads_; }
   // Waits for the hub's next proposal on the request topic, checks it with channel_accept
   // against latest(), countersigns and Acks it (the state becomes latest). Returns the
-  // channel_accept status (Nacking on error), or IoError on timeout. `reason_out`: the
+  // channel_accept status (Nacking on error), or IoError on timeout. Requests at or below
+  // latest()'s txCountGlobal (re-sent ones already answered) are skipped. `reason_out`: the
   // proposal's reason.
   Status answer_request(int timeout_ms, UpdateReason* reason_out = nullptr);
   size_t replies_seen();

@@ -98,6 +98,7 @@ bool Hub::start(std::string& err) {
     return false;
   }
   if (!store_.open(cfg_.db, err)) return false;
+  if (!store_.list_proposal_users(recover_users_, err)) return false;
 
   if (!cfg_.rpc_url.empty()) {
     rpc_ = std::make_unique<chain::RpcClient>(cfg_.rpc_url);
@@ -183,6 +184,8 @@ void Hub::on_message(const mqtt::Message& m) {
 }
 
 void Hub::worker() {
+  recover();
+  if (fatal_.load()) return;
   while (true) {
     std::vector<mqtt::Message> batch;
     {
@@ -316,6 +319,19 @@ Hub::Chan* Hub::channel(const Address& user) {
       txerr_ = "corrupt stored proposal for " + k;
       return nullptr;
     }
+  }
+  std::vector<Bytes> q;
+  if (!store_.load_queue(k, q, err)) {
+    txerr_ = err;
+    return nullptr;
+  }
+  for (auto& b : q) {
+    ChannelUpdate qu{};
+    if (decode_channel_update(b.data(), b.size(), qu) != Status::Ok) {
+      txerr_ = "corrupt stored queued proposal for " + k;
+      return nullptr;
+    }
+    c->queued.push_back(qu);
   }
   Chan* raw = c.get();
   chans_[k] = std::move(c);
@@ -625,6 +641,7 @@ void Hub::request_collateral(Chan& payee, const U256& needed, std::vector<Out>& 
 void Hub::propose(Chan& ch, const ChannelUpdate& u0, std::vector<Out>& outs) {
   if (ch.has_proposal) {
     ch.queued.push_back(u0);
+    persist_queue(ch);  // same transaction as the update that made it necessary
     return;
   }
   ChannelUpdate u = u0;
@@ -655,13 +672,7 @@ void Hub::propose(Chan& ch, const ChannelUpdate& u0, std::vector<Out>& outs) {
     return;
   }
   ch.dirty = true;
-  Out o;
-  o.topic = mqtt::topic_request(ch.user);
-  o.payload = ch.proposal.request;
-  o.response_topic = mqtt::topic_hub_reply(hub_, ch.user);
-  o.corr = u.txCountGlobal;
-  o.has_corr = true;
-  outs.push_back(std::move(o));
+  outs.push_back(request_out(ch));
   if (cfg_.verbose) logf("info", ch.key + ": proposed " + update_reason_name(u.reason) + " tx " + std::to_string(u.txCountGlobal));
 }
 
@@ -698,11 +709,102 @@ void Hub::handle_reply(Chan& ch, const Bytes& payload, std::vector<Out>& outs) {
   persist_channel(ch);
   if (cfg_.verbose) logf("info", ch.key + ": our " + update_reason_name(ch.proposal.update.reason) + " countersigned");
   if (ch.proposal.update.reason == UpdateReason::ProposePendingDeposit) deposit_jobs_.push_back({ch.user, st});
-  if (!ch.queued.empty()) {
-    ChannelUpdate q = ch.queued.front();
-    ch.queued.pop_front();
-    propose(ch, q, outs);
+  pump(ch, outs);
+}
+
+void Hub::pump(Chan& ch, std::vector<Out>& outs) {
+  if (ch.has_proposal || ch.queued.empty()) return;
+  ChannelUpdate q = ch.queued.front();
+  ch.queued.pop_front();
+  persist_queue(ch);
+  if (tx_failed_) return;
+  propose(ch, q, outs);
+}
+
+void Hub::persist_queue(Chan& ch) {
+  std::vector<Bytes> items;
+  for (ChannelUpdate q : ch.queued) {
+    // Unsigned (propose() signs it when its turn comes): a placeholder signature, no
+    // meaning, so the wire codec takes it.
+    q.sig = Signature{};
+    q.sig.v = 27;
+    q.txCountGlobal = 0;
+    uint8_t buf[kMaxChannelUpdateWire];
+    size_t n = 0;
+    if (encode_channel_update(q, buf, sizeof buf, &n) != Status::Ok) {
+      txerr_ = ch.key + ": cannot encode a queued proposal";
+      tx_failed_ = true;
+      return;
+    }
+    items.emplace_back(buf, buf + n);
   }
+  std::string err;
+  if (!store_.save_queue(ch.key, items, err)) {
+    txerr_ = err;
+    tx_failed_ = true;
+  }
+  ch.dirty = true;
+}
+
+Hub::Out Hub::request_out(const Chan& ch) const {
+  Out o;
+  o.topic = mqtt::topic_request(ch.user);
+  o.payload = ch.proposal.request;
+  o.response_topic = mqtt::topic_hub_reply(hub_, ch.user);
+  o.corr = ch.proposal.tx;
+  o.has_corr = true;
+  return o;
+}
+
+void Hub::publish_outs(std::vector<Out>& outs) {
+  for (auto& o : outs) {
+    mqtt::PublishProps p;
+    p.response_topic = o.response_topic;
+    if (o.has_corr) p.correlation = mqtt::correlation_encode(o.corr);
+    std::string perr;
+    if (!mqtt_->publish(o.topic, o.payload.data(), o.payload.size(), 1, o.retain, &p, &perr)) logf("warn", perr);
+  }
+}
+
+void Hub::recover() {
+  // Outstanding and queued proposals survive a crash (stored with the update that made
+  // them): re-send the outstanding ones, propose the head of a queue left without one.
+  if (recover_users_.empty()) return;
+  if (!mqtt_->wait_connected(15000)) logf("warn", "recovering hub proposals before the broker connection is up");
+  std::vector<Out> outs;
+  std::string err;
+  tx_failed_ = false;
+  if (!store_.begin(err)) {
+    fail(err);
+    return;
+  }
+  size_t resent = 0, resumed = 0;
+  for (const auto& k : recover_users_) {
+    Address u{};
+    if (address_parse(k.c_str(), k.size(), u) != Status::Ok) continue;
+    Chan* ch = channel(u);
+    if (!ch) {
+      tx_failed_ = true;
+      break;
+    }
+    if (ch->has_proposal) {
+      outs.push_back(request_out(*ch));
+      ++resent;
+    } else if (!ch->queued.empty()) {
+      pump(*ch, outs);
+      ++resumed;
+    }
+    if (tx_failed_) break;
+  }
+  recover_users_.clear();
+  if (tx_failed_ || !store_.commit(err)) {
+    store_.rollback();
+    fail("store: " + (err.empty() ? txerr_ : err));
+    return;
+  }
+  logf("info", "recovered hub proposals: " + std::to_string(resent) + " re-sent, " + std::to_string(resumed) +
+                   " queues resumed");
+  publish_outs(outs);
 }
 
 void Hub::publish_status(Chan& ch) {

@@ -58,7 +58,7 @@ class Hub {
     std::map<uint64_t, std::vector<Bytes>> future;  // reorder buffer (unsigned, in memory)
     bool has_proposal = false;
     Proposal proposal;
-    std::deque<ChannelUpdate> queued;  // hub proposals waiting for the outstanding one
+    std::deque<ChannelUpdate> queued;  // hub proposals waiting for the outstanding one (persisted)
     bool dirty = false;
     ThreadSet set() {
       return ThreadSet{threads.data(), thread_count, threads.size(), scratch.data()};
@@ -87,6 +87,14 @@ class Hub {
   Status check_confirm(const Chan& ch, const ChannelState& next);
   void request_collateral(Chan& payee, const U256& needed, std::vector<Out>& outs);
   void persist_channel(Chan& ch);
+  // Rewrites the channel's queued proposals in the current transaction.
+  void persist_queue(Chan& ch);
+  // Proposes the next queued update if nothing is outstanding.
+  void pump(Chan& ch, std::vector<Out>& outs);
+  Out request_out(const Chan& ch) const;
+  // At start: re-sends stored outstanding proposals, resumes stored queues.
+  void recover();
+  void publish_outs(std::vector<Out>& outs);
   // Whether `ch` has thread t open, or an OpenThread for it outstanding or queued.
   bool thread_known(Chan& ch, const ThreadState& t);
   void publish_status(Chan& ch);
@@ -129,6 +137,7 @@ class Hub {
     SignedChannelState state;
   };
   std::vector<DepositJob> deposit_jobs_;
+  std::vector<std::string> recover_users_;
   uint64_t last_tower_ms_ = 0;
 };
 

@@ -56,6 +56,9 @@ bool Store::open(const std::string& path, std::string& err) {
             err) ||
       !exec("CREATE TABLE IF NOT EXISTS proposals(user TEXT PRIMARY KEY, tx INTEGER NOT NULL, request BLOB NOT NULL,"
             " state BLOB NOT NULL)",
+            err) ||
+      !exec("CREATE TABLE IF NOT EXISTS queued(user TEXT NOT NULL, seq INTEGER NOT NULL, request BLOB NOT NULL,"
+            " PRIMARY KEY(user, seq))",
             err))
     return false;
   load_ch_ = prep("SELECT state, threads FROM channels WHERE user=?", err);
@@ -65,7 +68,11 @@ bool Store::open(const std::string& path, std::string& err) {
   load_pr_ = prep("SELECT tx, request, state FROM proposals WHERE user=?", err);
   save_pr_ = prep("INSERT OR REPLACE INTO proposals(user, tx, request, state) VALUES(?,?,?,?)", err);
   del_pr_ = prep("DELETE FROM proposals WHERE user=?", err);
-  return load_ch_ && save_ch_ && find_up_ && ins_up_ && load_pr_ && save_pr_ && del_pr_;
+  del_q_ = prep("DELETE FROM queued WHERE user=?", err);
+  ins_q_ = prep("INSERT INTO queued(user, seq, request) VALUES(?,?,?)", err);
+  load_q_ = prep("SELECT request FROM queued WHERE user=? ORDER BY seq", err);
+  return load_ch_ && save_ch_ && find_up_ && ins_up_ && load_pr_ && save_pr_ && del_pr_ && del_q_ && ins_q_ &&
+         load_q_;
 }
 
 bool Store::begin(std::string& err) { return exec("BEGIN IMMEDIATE", err); }
@@ -183,6 +190,60 @@ bool Store::delete_proposal(const std::string& user, std::string& err) {
   sqlite3_reset(del_pr_);
   if (rc != SQLITE_DONE) {
     err = errmsg(db_, "delete proposal");
+    return false;
+  }
+  return true;
+}
+
+bool Store::save_queue(const std::string& user, const std::vector<Bytes>& items, std::string& err) {
+  sqlite3_reset(del_q_);
+  sqlite3_bind_text(del_q_, 1, user.c_str(), -1, SQLITE_TRANSIENT);
+  int rc = sqlite3_step(del_q_);
+  sqlite3_reset(del_q_);
+  if (rc != SQLITE_DONE) {
+    err = errmsg(db_, "delete queue");
+    return false;
+  }
+  for (size_t i = 0; i < items.size(); ++i) {
+    sqlite3_reset(ins_q_);
+    sqlite3_bind_text(ins_q_, 1, user.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(ins_q_, 2, static_cast<sqlite3_int64>(i));
+    bind_blob(ins_q_, 3, items[i]);
+    rc = sqlite3_step(ins_q_);
+    sqlite3_reset(ins_q_);
+    if (rc != SQLITE_DONE) {
+      err = errmsg(db_, "insert queue");
+      return false;
+    }
+  }
+  return true;
+}
+
+bool Store::load_queue(const std::string& user, std::vector<Bytes>& items, std::string& err) {
+  sqlite3_reset(load_q_);
+  sqlite3_bind_text(load_q_, 1, user.c_str(), -1, SQLITE_TRANSIENT);
+  int rc;
+  while ((rc = sqlite3_step(load_q_)) == SQLITE_ROW) items.push_back(col_blob(load_q_, 0));
+  sqlite3_reset(load_q_);
+  if (rc != SQLITE_DONE) {
+    err = errmsg(db_, "load queue");
+    return false;
+  }
+  return true;
+}
+
+bool Store::list_proposal_users(std::vector<std::string>& out, std::string& err) {
+  sqlite3_stmt* s = nullptr;
+  if (sqlite3_prepare_v2(db_, "SELECT user FROM proposals UNION SELECT user FROM queued", -1, &s, nullptr) !=
+      SQLITE_OK) {
+    err = errmsg(db_, "list proposals");
+    return false;
+  }
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) out.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(s, 0)));
+  sqlite3_finalize(s);
+  if (rc != SQLITE_DONE) {
+    err = errmsg(db_, "list proposals");
     return false;
   }
   return true;

@@ -7,6 +7,10 @@
 //                                          the request bytes, the reply bytes that were
 //                                          released, the resulting double-signed state
 //   proposals(user PK, tx, request, state) the hub's outstanding proposal per channel
+//   queued(user, seq, request, PK(user, seq)) hub proposals waiting behind the outstanding
+//                                          one (unsigned ChannelUpdate wires, in order);
+//                                          rewritten in the same transaction as the update
+//                                          that changes the queue
 #pragma once
 
 #include <sqlite3.h>
@@ -41,6 +45,11 @@ class Store {
                      std::string& err);
   bool save_proposal(const std::string& user, uint64_t tx, const Bytes& request, const Bytes& state, std::string& err);
   bool delete_proposal(const std::string& user, std::string& err);
+  // Replaces the channel's queued proposals (unsigned update wires, in order).
+  bool save_queue(const std::string& user, const std::vector<Bytes>& items, std::string& err);
+  bool load_queue(const std::string& user, std::vector<Bytes>& items, std::string& err);
+  // Users with an outstanding or queued hub proposal (to re-send / resume at start).
+  bool list_proposal_users(std::vector<std::string>& out, std::string& err);
   // All channel rows (user, state), for the watchtower at startup.
   bool list_channels(std::vector<std::pair<std::string, Bytes>>& out, std::string& err);
 
@@ -51,6 +60,7 @@ class Store {
   std::vector<sqlite3_stmt*> stmts_;
   sqlite3_stmt *load_ch_ = nullptr, *save_ch_ = nullptr, *find_up_ = nullptr, *ins_up_ = nullptr;
   sqlite3_stmt *load_pr_ = nullptr, *save_pr_ = nullptr, *del_pr_ = nullptr;
+  sqlite3_stmt *del_q_ = nullptr, *ins_q_ = nullptr, *load_q_ = nullptr;
 };
 
 }  // namespace picopay::hub
