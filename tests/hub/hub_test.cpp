@@ -560,3 +560,34 @@ TEST_F(HubTest, Kill9KeepsQueuedProposalsAndTheBooksBalance) {
   expect_ledger_agrees(a);
   expect_ledger_agrees(b);
 }
+
+// Without a chain connection the hub cannot deposit collateral: an OpenThread the payee's
+// channel cannot mirror (counting the OpenThreads already outstanding or queued there) is
+// refused before the hub countersigns it, so the payer's funds are never locked for a
+// thread that is never mirrored.
+TEST_F(HubTest, OpenThreadBeyondCollateralIncludingQueuedMirrorsIsRefusedUpFront) {
+  start_broker();
+  start_hub();
+  SimDevice& a = device(1);  // payer
+  SimDevice& b = device(2);  // payee
+  ASSERT_EQ(b.fund(1000), Status::Ok);
+  ASSERT_EQ(b.pay(500), Status::Ok);  // hub collateral 500
+  ASSERT_EQ(a.fund(1000), Status::Ok);
+  ChannelUpdate o1 = channel_update_make(UpdateReason::OpenThread);
+  o1.thread.thread = signed_thread(contract_, a, b.address(), 1, 300, 0, 0);
+  ASSERT_EQ(a.propose(o1), Status::Ok);  // its mirror is outstanding in b's channel
+  ChannelUpdate o2 = channel_update_make(UpdateReason::OpenThread);
+  o2.thread.thread = signed_thread(contract_, a, b.address(), 2, 300, 0, 0);
+  EXPECT_EQ(a.propose(o2), Status::Underflow) << "300 + 300 of mirrors against 500 of collateral";
+  UpdateReason why{};
+  ASSERT_EQ(b.answer_request(30000, &why), Status::Ok);
+  EXPECT_EQ(why, UpdateReason::OpenThread);
+  EXPECT_EQ(a.threads().size(), 1u);
+  EXPECT_EQ(b.threads().size(), 1u);
+  EXPECT_EQ(b.latest().state.balanceWeiHub, U256::from_u64(200));
+  mqtt::Reply r;  // the hub answers a sync after it has committed b's countersignature
+  ASSERT_TRUE(b.publish_raw(mqtt::topic_sync(hub_addr_, b.address()), {}, 0));
+  ASSERT_TRUE(b.wait_reply(b.latest().state.txCountGlobal, r, 20000));
+  expect_ledger_agrees(a);
+  expect_ledger_agrees(b);
+}

@@ -501,10 +501,27 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
         tx_failed_ = true;
         return false;
       }
-      if (payee->latest.state.balanceWeiHub < t.balanceWeiSender ||
-          payee->latest.state.balanceTokenHub < t.balanceTokenSender || payee == &ch) {
+      if (payee == &ch) {
         s = Status::Underflow;
-        if (payee != &ch) request_collateral(*payee, t.balanceWeiSender, outs);
+      } else {
+        // The hub mirrors the thread in the payee's channel after the OpenThreads already
+        // outstanding or queued there. Wei it lacks is deposited first (chain connection)
+        // and the mirror waits in the stored queue; without a chain, or for tokens (the
+        // hub deposits no tokens), the payer's OpenThread is refused before the hub
+        // countersigns it, so the payer's funds are never locked for a thread that cannot
+        // be mirrored.
+        U256 tok = U256::zero(), wei = mirrored_wei(*payee, &tok), need_wei{}, need_tok{};
+        if (u256_add(wei, t.balanceWeiSender, need_wei) != Status::Ok ||
+            u256_add(tok, t.balanceTokenSender, need_tok) != Status::Ok) {
+          s = Status::Overflow;
+        } else if (need_tok > payee->latest.state.balanceTokenHub ||
+                   (need_wei > payee->latest.state.balanceWeiHub && !cm_)) {
+          s = Status::Underflow;
+          logf("warn", ch.key + ": OpenThread refused: payee " + payee->key + " lacks hub collateral (" +
+                           json::amount_text(need_wei) + " wei needed, " +
+                           json::amount_text(payee->latest.state.balanceWeiHub) + " held" +
+                           (cm_ ? ", tokens are not deposited by the hub)" : ", no --rpc-url to deposit)"));
+        }
       }
     } else {
       s = Status::Unauthorized;  // a user opens threads only as their sender
@@ -624,38 +641,59 @@ void Hub::after_accept(Chan& ch, const ChannelUpdate& u, const ChannelState&, st
   }
 }
 
-void Hub::request_collateral(Chan& payee, const U256& needed, std::vector<Out>& outs) {
-  if (!cm_) {
-    logf("warn", payee.key + ": lacks hub collateral and there is no --rpc-url to deposit");
-    return;
-  }
-  if (payee.has_proposal || channel_has_pending(payee.latest.state)) return;
-  U256 amount = collateral_ > needed ? collateral_ : needed;
-  if (amount == U256::zero()) return;
+U256 Hub::mirrored_wei(const Chan& ch, U256* tokens) const {
+  U256 wei = U256::zero(), tok = U256::zero();
+  auto add = [&](const ChannelUpdate& q) {
+    if (q.reason != UpdateReason::OpenThread) return;
+    U256 a{};
+    if (u256_add(wei, q.thread.thread.state.balanceWeiSender, a) == Status::Ok) wei = a;
+    if (u256_add(tok, q.thread.thread.state.balanceTokenSender, a) == Status::Ok) tok = a;
+  };
+  if (ch.has_proposal) add(ch.proposal.update);
+  for (const auto& q : ch.queued) add(q);
+  if (tokens) *tokens = tok;
+  return wei;
+}
+
+void Hub::ensure_collateral(Chan& payee, std::vector<Out>& outs) {
+  if (!cm_) return;
+  const U256 need = mirrored_wei(payee);
+  U256 have = payee.latest.state.balanceWeiHub, t{};
+  bool in_flight = !payee.latest.state.pendingDepositWeiHub.is_zero();
+  if (in_flight && u256_add(have, payee.latest.state.pendingDepositWeiHub, t) == Status::Ok) have = t;
+  auto count = [&](const ChannelUpdate& q) {
+    if (q.reason != UpdateReason::ProposePendingDeposit) return;
+    in_flight = true;
+    if (u256_add(have, q.deposit.depositWeiHub, t) == Status::Ok) have = t;
+  };
+  if (payee.has_proposal) count(payee.proposal.update);
+  for (const auto& q : payee.queued) count(q);
+  if (need <= have || in_flight) return;  // enough, or the next round starts when this deposit lands
+  U256 shortfall{};
+  if (u256_sub(need, have, shortfall) != Status::Ok) return;
+  U256 amount = collateral_.is_zero() ? shortfall : collateral_;
+  for (int i = 0; i < 4096 && amount < shortfall; ++i)
+    if (u256_add(amount, collateral_, t) == Status::Ok) amount = t;
+  if (amount < shortfall) amount = shortfall;
+  logf("info", payee.key + ": depositing " + json::amount_text(amount) + " wei hub collateral for " +
+                   json::amount_text(need) + " wei of threads to mirror (" + json::amount_text(have) + " held)");
   ChannelUpdate p = channel_update_make(UpdateReason::ProposePendingDeposit);
   p.deposit.depositWeiHub = amount;
   p.deposit.timeout = static_cast<uint64_t>(std::time(nullptr)) + 3600;
-  propose(payee, p, outs);
+  propose(payee, p, outs, true);
 }
 
-void Hub::propose(Chan& ch, const ChannelUpdate& u0, std::vector<Out>& outs) {
-  if (ch.has_proposal) {
-    ch.queued.push_back(u0);
-    persist_queue(ch);  // same transaction as the update that made it necessary
-    return;
-  }
+Status Hub::try_propose(Chan& ch, const ChannelUpdate& u0, std::vector<Out>& outs) {
   ChannelUpdate u = u0;
   ChannelContext ctx{hub_};
   ThreadSet ts = ch.set();
   ChannelState next{};
   Status s = channel_propose(ctx, signer_, key_, Party::Hub, ch.latest.state, ts, u, next);
-  if (s != Status::Ok) {
-    logf("warn", ch.key + ": cannot propose " + update_reason_name(u.reason) + ": " + status_name(s));
-    return;
-  }
+  if (s != Status::Ok) return s;
   uint8_t buf[kMaxChannelUpdateWire];
   size_t n = 0;
-  if (encode_channel_update(u, buf, sizeof buf, &n) != Status::Ok) return;
+  s = encode_channel_update(u, buf, sizeof buf, &n);
+  if (s != Status::Ok) return s;
   ch.has_proposal = true;
   ch.proposal.tx = u.txCountGlobal;
   ch.proposal.update = u;
@@ -669,11 +707,38 @@ void Hub::propose(Chan& ch, const ChannelUpdate& u0, std::vector<Out>& outs) {
   if (!store_.save_proposal(ch.key, u.txCountGlobal, ch.proposal.request, encode_state(ch.proposal.state), err)) {
     txerr_ = err;
     tx_failed_ = true;
-    return;
+    return Status::IoError;
   }
   ch.dirty = true;
   outs.push_back(request_out(ch));
   if (cfg_.verbose) logf("info", ch.key + ": proposed " + update_reason_name(u.reason) + " tx " + std::to_string(u.txCountGlobal));
+  return Status::Ok;
+}
+
+// Whether a queued update that cannot be proposed now may succeed later (it waits).
+static bool waits(const ChannelUpdate& u, Status s) {
+  return (u.reason == UpdateReason::OpenThread && s == Status::Underflow) ||
+         (u.reason == UpdateReason::ProposePendingDeposit && s == Status::PendingOperation);
+}
+
+void Hub::propose(Chan& ch, const ChannelUpdate& u0, std::vector<Out>& outs, bool front) {
+  if (ch.has_proposal) {
+    if (front) ch.queued.push_front(u0);
+    else ch.queued.push_back(u0);
+    persist_queue(ch);  // same transaction as the update that made it necessary
+    return;
+  }
+  Status s = try_propose(ch, u0, outs);
+  if (s == Status::Ok || tx_failed_) return;
+  if (waits(u0, s)) {
+    // An accepted thread is never dropped: it waits (stored) for the collateral.
+    if (front) ch.queued.push_front(u0);
+    else ch.queued.push_back(u0);
+    persist_queue(ch);
+    if (u0.reason == UpdateReason::OpenThread) ensure_collateral(ch, outs);
+    return;
+  }
+  logf("warn", ch.key + ": cannot propose " + update_reason_name(u0.reason) + ": " + status_name(s));
 }
 
 void Hub::handle_reply(Chan& ch, const Bytes& payload, std::vector<Out>& outs) {
@@ -714,11 +779,30 @@ void Hub::handle_reply(Chan& ch, const Bytes& payload, std::vector<Out>& outs) {
 
 void Hub::pump(Chan& ch, std::vector<Out>& outs) {
   if (ch.has_proposal || ch.queued.empty()) return;
-  ChannelUpdate q = ch.queued.front();
-  ch.queued.pop_front();
-  persist_queue(ch);
-  if (tx_failed_) return;
-  propose(ch, q, outs);
+  // The first queued update that applies now goes out; an OpenThread waiting for
+  // collateral (or a deposit waiting for a pending operation) stays queued.
+  bool waiting_thread = false;
+  for (size_t i = 0; i < ch.queued.size();) {
+    const ChannelUpdate q = ch.queued[i];
+    Status s = try_propose(ch, q, outs);
+    if (tx_failed_) return;
+    if (s == Status::Ok) {
+      ch.queued.erase(ch.queued.begin() + static_cast<long>(i));
+      persist_queue(ch);
+      return;
+    }
+    if (waits(q, s)) {
+      waiting_thread = waiting_thread || q.reason == UpdateReason::OpenThread;
+      ++i;
+      continue;
+    }
+    logf("ERROR", ch.key + ": queued " + update_reason_name(q.reason) + " can never apply (" + status_name(s) +
+                      "): dropped");
+    ch.queued.erase(ch.queued.begin() + static_cast<long>(i));
+    persist_queue(ch);
+    if (tx_failed_) return;
+  }
+  if (waiting_thread) ensure_collateral(ch, outs);
 }
 
 void Hub::persist_queue(Chan& ch) {
@@ -857,7 +941,7 @@ void Hub::chain_jobs() {
     if (ch) {
       ChannelUpdate c = channel_update_make(UpdateReason::ConfirmPending);
       std::memcpy(c.chainTx.transactionHash.bytes, rc->transactionHash.bytes, 32);
-      propose(*ch, c, outs);
+      propose(*ch, c, outs, true);  // ahead of the OpenThreads that wait for it
     }
     if (tx_failed_ || !store_.commit(err)) {
       store_.rollback();

@@ -81,11 +81,19 @@ class Hub {
   bool apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, std::vector<Out>& outs);
   void handle_reply(Chan& ch, const Bytes& payload, std::vector<Out>& outs);
   void handle_sync(Chan& ch, std::vector<Out>& outs);
-  void propose(Chan& ch, const ChannelUpdate& u, std::vector<Out>& outs);
+  void propose(Chan& ch, const ChannelUpdate& u, std::vector<Out>& outs, bool front = false);
   void nack(Chan& ch, uint64_t tx, Status s, std::vector<Out>& outs);
   void after_accept(Chan& ch, const ChannelUpdate& u, const ChannelState& prev, std::vector<Out>& outs);
   Status check_confirm(const Chan& ch, const ChannelState& next);
-  void request_collateral(Chan& payee, const U256& needed, std::vector<Out>& outs);
+  // Payee channel: if the OpenThreads outstanding and queued need more hub wei than the
+  // channel holds plus deposits on their way, proposes a deposit of the shortfall (rounded
+  // up to a multiple of the configured collateral) ahead of them.
+  void ensure_collateral(Chan& payee, std::vector<Out>& outs);
+  // Hub wei the OpenThreads outstanding and queued in `ch` will lock.
+  U256 mirrored_wei(const Chan& ch, U256* tokens = nullptr) const;
+  // Signs and stores u as the outstanding proposal (nothing outstanding). Returns the
+  // channel_propose status (Ok: request added to outs).
+  Status try_propose(Chan& ch, const ChannelUpdate& u, std::vector<Out>& outs);
   void persist_channel(Chan& ch);
   // Rewrites the channel's queued proposals in the current transaction.
   void persist_queue(Chan& ch);
