@@ -37,6 +37,8 @@ Chain:
 Store and policy:
   --db FILE                 SQLite ledger path [db] (default picopay-hub.db)
   --batch-max N             max updates committed per SQLite transaction [batchMax] (default 256)
+  --verify-threads N        extra threads validating and countersigning the payments of a
+                            batch, one channel per job [verifyThreads] (default: CPUs - 1)
   --collateral-wei WEI      wei deposited into a payee channel lacking collateral [collateral.depositWei]
                             (default 0 = never deposit)
   --dev-skip-chain-checks   TESTS/DEV ONLY: countersign ConfirmPending without checking the chain
@@ -103,6 +105,7 @@ bool load_file(const std::string& path, Config& c, std::string& err) {
   num(j, c.watchtower_interval_s, "watchtowerIntervalSeconds");
   str(j, c.db, "db");
   num(j, c.batch_max, "batchMax");
+  num(j, c.verify_threads, "verifyThreads");
   str(j, c.collateral_wei, "collateral", "depositWei");
   boolean(j, c.dev_skip_chain_checks, "devSkipChainChecks");
   boolean(j, c.verbose, "verbose");
@@ -174,6 +177,7 @@ int parse_config(int argc, char** argv, Config& c, std::string& err) {
     } else if (a == "--watchtower-interval") ok = ival(c.watchtower_interval_s);
     else if (a == "--db") ok = val(c.db);
     else if (a == "--batch-max") ok = ival(c.batch_max);
+    else if (a == "--verify-threads") ok = ival(c.verify_threads);
     else if (a == "--collateral-wei") ok = val(c.collateral_wei);
     else if (a == "--dev-skip-chain-checks") c.dev_skip_chain_checks = true;
     else if (a == "-v" || a == "--verbose") c.verbose = true;

@@ -29,6 +29,9 @@ struct Config {
   // store
   std::string db = "picopay-hub.db";
   int batch_max = 256;      // updates per SQLite transaction at most
+  // threads that pre-validate and countersign payments besides the worker
+  // (-1: one less than the CPU count)
+  int verify_threads = -1;
   // collateral policy: wei the hub deposits into a payee channel that lacks collateral
   std::string collateral_wei = "0";
   // tests/dev only: accept ConfirmPending without checking the chain (no rpc needed)

@@ -97,6 +97,11 @@ bool Hub::start(std::string& err) {
     err = "bad --collateral-wei: " + cfg_.collateral_wei;
     return false;
   }
+  {
+    unsigned n = cfg_.verify_threads >= 0 ? static_cast<unsigned>(cfg_.verify_threads)
+                                          : (std::thread::hardware_concurrency() > 1 ? std::thread::hardware_concurrency() - 1 : 0);
+    pool_ = std::make_unique<ParallelAcceptor>(n, key_, hub_);
+  }
   if (!store_.open(cfg_.db, err)) return false;
   if (!store_.list_proposal_users(recover_users_, err)) return false;
 
@@ -220,6 +225,7 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch) {
     fail(err);
     return false;
   }
+  precompute(batch);
   std::vector<Chan*> touched;
   for (auto& m : batch) {
     Address hub{}, user{};
@@ -261,7 +267,68 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch) {
     publish_status(*c);
     if (tower_) watch(*c);
   }
+  spec_.clear();
+  spec_runs_.clear();
   return true;
+}
+
+void Hub::precompute(const std::vector<mqtt::Message>& batch) {
+  spec_.clear();
+  spec_runs_.clear();
+  if (!pool_) return;
+  // One run per channel: the Payment updates that extend its current state one by one,
+  // in arrival order (anything else is left to the serial pass).
+  std::map<Chan*, size_t> run_of;
+  std::vector<std::pair<Chan*, std::vector<Bytes>>> payloads;
+  size_t total = 0;
+  for (const auto& m : batch) {
+    Address hub{}, user{};
+    std::string leaf;
+    if (!mqtt::parse_channel_topic(m.topic, hub, user, leaf) || hub != hub_ || leaf != "update") continue;
+    ChannelUpdate u{};
+    if (decode_channel_update(m.payload.data(), m.payload.size(), u) != Status::Ok ||
+        u.reason != UpdateReason::Payment)
+      continue;
+    Chan* ch = channel(user);
+    if (ch == nullptr || ch->has_proposal) continue;
+    auto it = run_of.find(ch);
+    if (it == run_of.end()) {
+      it = run_of.emplace(ch, spec_runs_.size()).first;
+      ChannelRun r;
+      r.start = ch->latest.state;
+      spec_runs_.push_back(std::move(r));
+      payloads.emplace_back(ch, std::vector<Bytes>{});
+    }
+    ChannelRun& r = spec_runs_[it->second];
+    const uint64_t expect = r.start.txCountGlobal + r.jobs.size() + 1;
+    if (u.txCountGlobal != expect) continue;
+    PaymentJob j;
+    j.update = u;
+    r.jobs.push_back(j);
+    payloads[it->second].second.push_back(m.payload);
+    ++total;
+  }
+  if (total < 2) {  // nothing to gain: the serial pass does it
+    spec_runs_.clear();
+    return;
+  }
+  pool_->run(spec_runs_);
+  for (size_t i = 0; i < spec_runs_.size(); ++i) {
+    const ChannelRun& r = spec_runs_[i];
+    for (size_t k = 0; k < r.jobs.size(); ++k) {
+      if (r.jobs[k].status != Status::Ok) break;
+      spec_[{payloads[i].first, r.jobs[k].update.txCountGlobal}] = {&r.jobs[k], payloads[i].second[k]};
+    }
+  }
+}
+
+const PaymentJob* Hub::precomputed(const Chan& ch, const ChannelUpdate& u, const Bytes& payload) const {
+  if (u.reason != UpdateReason::Payment) return nullptr;
+  auto it = spec_.find({&ch, u.txCountGlobal});
+  if (it == spec_.end() || it->second.second != payload) return nullptr;
+  const PaymentJob* j = it->second.first;
+  // Only a result computed from exactly the state the channel has now.
+  return j->prev == ch.latest.state ? j : nullptr;
 }
 
 Hub::Chan* Hub::channel(const Address& user) {
@@ -485,7 +552,12 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
   ThreadSet ts = ch.set();
   ChannelState next{};
   Hash32 h{};
-  Status s = channel_accept(ctx, signer_, Party::Hub, ch.latest.state, ts, u, next, h);
+  const PaymentJob* pre = precomputed(ch, u, payload);
+  Status s = pre != nullptr ? Status::Ok : channel_accept(ctx, signer_, Party::Hub, ch.latest.state, ts, u, next, h);
+  if (pre != nullptr) {
+    next = pre->next;
+    h = pre->hash;
+  }
   if (s == Status::Ok && u.reason == UpdateReason::ConfirmPending) {
     s = check_confirm(ch, next);
     if (s == Status::Unauthorized)
@@ -557,7 +629,9 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
   signed_state.hasSigUser = true;
   signed_state.sigUser = u.sig;
   signed_state.hasSigHub = true;
-  if (signer_.sign_eth(key_, h, signed_state.sigHub) != Status::Ok) {
+  if (pre != nullptr) {
+    signed_state.sigHub = pre->sigHub;
+  } else if (signer_.sign_eth(key_, h, signed_state.sigHub) != Status::Ok) {
     nack(ch, u.txCountGlobal, Status::CryptoUnavailable, outs);
     return false;
   }

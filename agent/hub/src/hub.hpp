@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "config.hpp"
+#include "parallel.hpp"
 #include "picopay/channel.hpp"
 #include "picopay/mqtt/client.hpp"
 #include "picopay/mqtt/protocol.hpp"
@@ -109,6 +110,12 @@ class Hub {
   void chain_jobs();
   void watch(Chan& ch);
   void fail(const std::string& what);
+  // Before the serial pass: pre-validate and countersign each channel's run of
+  // consecutive Payment updates in the batch on the pool (ParallelAcceptor).
+  void precompute(const std::vector<mqtt::Message>& batch);
+  // The precomputed result for this update if it was computed from the channel's current
+  // state, else null.
+  const PaymentJob* precomputed(const Chan& ch, const ChannelUpdate& u, const Bytes& payload) const;
   Bytes encode_state(const SignedChannelState& s);
   Bytes encode_threads(const Chan& ch);
 
@@ -118,6 +125,10 @@ class Hub {
   Address contract_{};
   U256 collateral_ = U256::zero();
   Signer signer_;
+  std::unique_ptr<ParallelAcceptor> pool_;
+  // per batch: the pool's runs and, by (channel, txCountGlobal), the job and its payload
+  std::vector<ChannelRun> spec_runs_;
+  std::map<std::pair<const Chan*, uint64_t>, std::pair<const PaymentJob*, Bytes>> spec_;
   Store store_;
   std::unique_ptr<mqtt::Client> mqtt_;
   std::map<std::string, std::unique_ptr<Chan>> chans_;
