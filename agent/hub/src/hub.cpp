@@ -208,6 +208,22 @@ void Hub::worker() {
       if (queue_.empty()) break;
     }
     chain_jobs();
+    flush_status(false);
+  }
+  flush_status(true);
+}
+
+void Hub::flush_status(bool all) {
+  const auto now = std::chrono::steady_clock::now();
+  for (auto it = status_dirty_.begin(); it != status_dirty_.end();) {
+    Chan* c = *it;
+    if (all || now - c->status_at >= kStatusInterval) {
+      publish_status(*c);
+      c->status_at = now;
+      it = status_dirty_.erase(it);
+    } else {
+      ++it;
+    }
   }
 }
 
@@ -264,9 +280,10 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch) {
   for (Chan* c : touched) {
     if (!c->dirty) continue;
     c->dirty = false;
-    publish_status(*c);
+    status_dirty_.insert(c);
     if (tower_) watch(*c);
   }
+  flush_status(false);
   spec_.clear();
   spec_runs_.clear();
   return true;

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <set>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -61,6 +63,7 @@ class Hub {
     Proposal proposal;
     std::deque<ChannelUpdate> queued;  // hub proposals waiting for the outstanding one (persisted)
     bool dirty = false;
+    std::chrono::steady_clock::time_point status_at{};  // last retained status publish
     ThreadSet set() {
       return ThreadSet{threads.data(), thread_count, threads.size(), scratch.data()};
     }
@@ -107,6 +110,12 @@ class Hub {
   // Whether `ch` has thread t open, or an OpenThread for it outstanding or queued.
   bool thread_known(Chan& ch, const ThreadState& t);
   void publish_status(Chan& ch);
+  // Publishes the retained status of channels changed since their last publish, at most
+  // once per kStatusInterval per channel (all of them if `all`): a status message per
+  // payment would double the broker's traffic for a summary nobody needs that often.
+  void flush_status(bool all);
+  static constexpr std::chrono::milliseconds kStatusInterval{1000};
+  std::set<Chan*> status_dirty_;
   void chain_jobs();
   void watch(Chan& ch);
   void fail(const std::string& what);
