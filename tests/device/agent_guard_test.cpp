@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -92,11 +93,28 @@ class PayeeGuard : public ::testing::Test {
     else std::fprintf(stderr, "kept %s\n", dir_.c_str());
   }
 
-  void start_agent() {
-    ASSERT_TRUE(agent_.start({PICOPAY_AGENT_BIN, "--name", "payee", "--state-dir", dir_ + "/payee", "--broker",
-                              "127.0.0.1:" + std::to_string(broker_->port()), "--hub", json_addr(hub_),
-                              "--contract", kContract, "--key", hex_key(payee_key_), "--role", "payee"},
-                             dir_ + "/payee.log"));
+  // The agent under test (key payee_key_, address payee_) in `role`, with `extra` options.
+  void start_agent(const std::string& role = "payee", const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> argv = {PICOPAY_AGENT_BIN, "--name", "payee", "--state-dir", dir_ + "/payee",
+                                     "--broker", "127.0.0.1:" + std::to_string(broker_->port()), "--hub",
+                                     json_addr(hub_), "--contract", kContract, "--key", hex_key(payee_key_),
+                                     "--role", role};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    ASSERT_TRUE(agent_.start(argv, dir_ + "/payee.log"));
+  }
+  // `picopay-agent status` of the agent's state dir.
+  std::string status() {
+    const std::string out = dir_ + "/status.out";
+    std::remove(out.c_str());
+    EXPECT_EQ(run_command({PICOPAY_AGENT_BIN, "status", "--state-dir", dir_ + "/payee"}, out), 0);
+    return read_file(out);
+  }
+  // How often `needle` occurs in the agent's log.
+  size_t log_count(const std::string& needle) {
+    const std::string log = read_file(dir_ + "/payee.log");
+    size_t n = 0;
+    for (size_t at = log.find(needle); at != std::string::npos; at = log.find(needle, at + 1)) ++n;
+    return n;
   }
   static std::string json_addr(const Address& a) { return mqtt::topic_address(a); }
 
@@ -117,11 +135,13 @@ class PayeeGuard : public ::testing::Test {
     });
   }
 
-  void send_sync() {
+  void send_sync() { send_sync_state(latest_); }
+  // A Sync reply carrying `st` (any state: the broker may forge or replay one).
+  void send_sync_state(const SignedChannelState& st) {
     mqtt::Reply r;
     r.kind = mqtt::ReplyKind::Sync;
-    r.txCountGlobal = latest_.state.txCountGlobal;
-    r.state = latest_;
+    r.txCountGlobal = st.state.txCountGlobal;
+    r.state = st;
     std::vector<uint8_t> out;
     ASSERT_EQ(mqtt::encode_reply(r, out), Status::Ok);
     mqtt::PublishProps p;
@@ -161,6 +181,84 @@ class PayeeGuard : public ::testing::Test {
       }
     }
     return r;
+  }
+
+  // `st` signed by `user_key` (sigUser) and `hub_key` (sigHub).
+  SignedChannelState signed_state(const ChannelState& st, const PrivateKey& user_key, const PrivateKey& hub_key) {
+    SignedChannelState out{};
+    out.state = st;
+    const Hash32 h = channel_hash(st);
+    EXPECT_EQ(signer_.sign_eth(user_key, h, out.sigUser), Status::Ok);
+    EXPECT_EQ(signer_.sign_eth(hub_key, h, out.sigHub), Status::Ok);
+    out.hasSigUser = out.hasSigHub = true;
+    return out;
+  }
+
+  // Takes the agent's next proposed update (waits for it), checks it as the hub would
+  // and answers it: Ack (countersigned; `latest_` advances) or, if `ack` is false,
+  // nothing. Returns the update.
+  ChannelUpdate take_update(bool ack = true) {
+    mqtt::Message m;
+    ChannelUpdate u{};
+    EXPECT_TRUE(next("update", m));
+    EXPECT_EQ(decode_channel_update(m.payload.data(), m.payload.size(), u), Status::Ok);
+    if (!ack) return u;
+    std::vector<ThreadState> items = threads_;
+    items.resize(items.size() + 1);
+    std::vector<Hash32> scratch(items.size() + 2);
+    ThreadSet ts{items.data(), threads_.size(), items.size(), scratch.data()};
+    ChannelContext ctx{hub_};
+    ChannelState nx{};
+    Hash32 h{};
+    EXPECT_EQ(channel_accept(ctx, signer_, Party::Hub, latest_.state, ts, u, nx, h), Status::Ok);
+    mqtt::Reply r;
+    r.kind = mqtt::ReplyKind::Ack;
+    r.txCountGlobal = u.txCountGlobal;
+    EXPECT_EQ(signer_.sign_eth(hub_key_, h, r.sig), Status::Ok);
+    send_reply(r);
+    latest_.state = nx;
+    latest_.sigUser = u.sig;
+    latest_.sigHub = r.sig;
+    latest_.hasSigUser = latest_.hasSigHub = true;
+    return u;
+  }
+  void send_reply(const mqtt::Reply& r) {
+    std::vector<uint8_t> out;
+    ASSERT_EQ(mqtt::encode_reply(r, out), Status::Ok);
+    mqtt::PublishProps p;
+    p.correlation = mqtt::correlation_encode(r.txCountGlobal);
+    ASSERT_TRUE(hub_client_->publish(mqtt::topic_reply(payee_), out.data(), out.size(), 1, false, &p));
+  }
+  // A Tasmota SENSOR reading (cumulative kWh) on the agent's meter topic.
+  void meter_kwh(const char* total) {
+    const std::string j = std::string("{\"ENERGY\":{\"Total\":") + total + "}}";
+    ASSERT_TRUE(hub_client_->publish(kMeterTopic, j, 1, false));
+  }
+  static constexpr const char* kMeterTopic = "tele/guard/SENSOR";
+
+  // A payer agent (price 1 wei/Wh, Tasmota meter, no chain) that the scripted hub funds:
+  // the hub deposits 1000 wei of collateral, confirms it and pays it to the user
+  // (txCountGlobal 3). Returns the double-signed state 1 (for replays).
+  SignedChannelState start_funded_payer() {
+    start_agent("payer", {"--meter", std::string("tasmota:") + kMeterTopic, "--price-wei", "1"});
+    mqtt::Message m;
+    EXPECT_TRUE(next("sync", m));
+    send_sync();
+    ChannelUpdate dep = channel_update_make(UpdateReason::ProposePendingDeposit);
+    dep.deposit.depositWeiHub = U256::from_u64(1000);
+    dep.deposit.timeout = 4000000000ull;
+    mqtt::Reply r = propose(dep);
+    EXPECT_EQ(r.kind, mqtt::ReplyKind::Ack) << status_name(r.status);
+    const SignedChannelState one = latest_;
+    r = propose(channel_update_make(UpdateReason::ConfirmPending));
+    EXPECT_EQ(r.kind, mqtt::ReplyKind::Ack) << status_name(r.status);
+    ChannelUpdate pay = channel_update_make(UpdateReason::Payment);
+    pay.payment.recipient = Party::User;
+    pay.payment.amountWei = U256::from_u64(1000);
+    r = propose(pay);
+    EXPECT_EQ(r.kind, mqtt::ReplyKind::Ack) << status_name(r.status);
+    EXPECT_TRUE(poll_until([&] { return load().channel.state.txCountGlobal == 3; }, 20000));
+    return one;
   }
 
   SignedThreadState thread(uint64_t sender_wei, uint64_t receiver_wei, uint64_t tx) {
@@ -307,4 +405,66 @@ TEST_F(PayeeGuard, ForgedOrStaleCloseRequestChangesNothing) {
   auto s = load();
   EXPECT_FALSE(s.threads[0].closing) << "a forged or stale close request was acted on";
   EXPECT_TRUE(s.threads[0].open);
+}
+
+// A Sync reply is untrusted (the broker may forge or replay it, DESIGN.md §4.3): an older
+// double-signed state (a replay), a state with a forged hub signature, a state of another
+// channel (another user, another contract), a state with our txCountGlobal but other
+// contents, and a double-signed newer state the agent never proposed are each ignored
+// with one log line. The agent keeps running, its stored state is unchanged, and after
+// the hub's real Sync it pays.
+TEST_F(PayeeGuard, ForgedReplayedOrForeignSyncChangesNothingAndTheAgentStillPays) {
+  const SignedChannelState one = start_funded_payer();
+  ASSERT_FALSE(HasFailure());
+  // Restart: the agent asks for a Sync again.
+  agent_.kill9();
+  start_agent("payer", {"--meter", std::string("tasmota:") + kMeterTopic, "--price-wei", "1"});
+  mqtt::Message m;
+  ASSERT_TRUE(next("sync", m));
+  const std::string before = status();
+  ASSERT_EQ(load().channel.state.txCountGlobal, 3u) << before;
+
+  // State 4 as if the user had paid the hub 10.
+  ChannelState paid = latest_.state;
+  paid.txCountGlobal = 4;
+  paid.balanceWeiUser = U256::from_u64(990);
+  paid.balanceWeiHub = U256::from_u64(10);
+  std::vector<SignedChannelState> bad;
+  bad.push_back(one);                                          // older, genuine: a replay
+  bad.push_back(signed_state(paid, payee_key_, payer_key_));   // sigHub forged
+  SignedChannelState unsigned_paid{};
+  unsigned_paid.state = paid;
+  bad.push_back(unsigned_paid);                                // not signed
+  ChannelState other_user = paid;
+  other_user.user = other_user.recipient = payer_;
+  bad.push_back(signed_state(other_user, payer_key_, hub_key_));  // another user's channel
+  ChannelState other_contract = paid;
+  other_contract.contractAddress = hub_;
+  bad.push_back(signed_state(other_contract, payee_key_, hub_key_));  // another contract
+  ChannelState same_tx = latest_.state;
+  same_tx.balanceWeiUser = U256::from_u64(1);
+  same_tx.balanceWeiHub = U256::from_u64(999);
+  bad.push_back(signed_state(same_tx, payee_key_, hub_key_));  // our txCount, other contents
+  bad.push_back(signed_state(paid, payee_key_, hub_key_));     // newer, never proposed by us
+  const size_t ignored0 = log_count("sync ignored") + log_count("sync NOT adopted");
+  for (const auto& b : bad) send_sync_state(b);
+  ASSERT_TRUE(poll_until(
+      [&] { return !agent_.running() || log_count("sync ignored") + log_count("sync NOT adopted") >= ignored0 + bad.size(); },
+      20000))
+      << read_file(dir_ + "/payee.log");
+  ASSERT_TRUE(agent_.running()) << "a forged or replayed Sync stopped the agent:\n" << read_file(dir_ + "/payee.log");
+  EXPECT_EQ(log_count("sync ignored") + log_count("sync NOT adopted"), ignored0 + bad.size());
+  EXPECT_EQ(status(), before) << "a forged or replayed Sync changed the stored state";
+
+  // The hub's real Sync; then 5 Wh metered: the agent pays 5 wei.
+  send_sync();
+  meter_kwh("1.000");
+  meter_kwh("1.005");
+  ChannelUpdate u = take_update();
+  EXPECT_EQ(u.reason, UpdateReason::Payment);
+  EXPECT_EQ(u.txCountGlobal, 4u);
+  EXPECT_EQ(u.payment.amountWei, U256::from_u64(5));
+  ASSERT_TRUE(poll_until([&] { return load().channel.state.txCountGlobal == 4; }, 20000));
+  EXPECT_EQ(load().channel.state.balanceWeiUser, U256::from_u64(995));
+  EXPECT_TRUE(agent_.running());
 }

@@ -86,6 +86,15 @@ class Agent {
   void on_thread_update(const std::vector<uint8_t>& p);
   void on_thread_close(const std::vector<uint8_t>& p);
   void on_meter(const MeterReading& r);
+  // What a channel state the hub sent (in a Sync or a Nack) is to us. It is untrusted
+  // until checked: the broker may forge or replay it (DESIGN.md §4.3).
+  enum class HubState {
+    Ours,     // equal to our stored state
+    Pending,  // the result of our pending proposal, countersigned by the hub
+    Unknown,  // newer, double-signed by us and the hub, but not a state we hold or proposed
+    Ignored,  // another channel, older, not double-signed, or forged (logged)
+  };
+  HubState check_hub_state(const SignedChannelState& hub, const char* what);
   void resolve_sync(const SignedChannelState& hub);
   void complete_pending(const Signature& sigHub);
   bool propose(ChannelUpdate u, uint64_t units_after, const U256& wei_after);
@@ -251,49 +260,78 @@ void Agent::complete_pending(const Signature& sigHub) {
   save();
 }
 
-void Agent::resolve_sync(const SignedChannelState& hub) {
+// Each outcome but Ours and Pending logs one line and changes nothing stored.
+Agent::HubState Agent::check_hub_state(const SignedChannelState& hub, const char* what) {
   const ChannelState& mine = st_.channel.state;
-  const uint64_t ours = mine.txCountGlobal;
-  const uint64_t theirs = hub.state.txCountGlobal;
-  if (theirs == ours) {
-    synced_ = true;
-    if (st_.has_pending && st_.pending.txCountGlobal == ours + 1) send_pending();  // same bytes again
-    else if (st_.has_pending) st_.has_pending = false;
-    return;
-  }
-  if (theirs == ours + 1 && st_.has_pending && st_.pending.txCountGlobal == theirs && hub.hasSigHub &&
-      hub.hasSigUser && hub.sigUser == st_.pending.sig) {
-    synced_ = true;
-    complete_pending(hub.sigHub);  // the hub had it: adopt (verifies the state and sigHub)
-    logf(port::LogLevel::Info, "resync: the hub had our update %llu", static_cast<unsigned long long>(theirs));
-    return;
-  }
-  if (theirs > ours && hub.hasSigHub && hub.hasSigUser) {
-    // A state we signed but did not keep should be impossible (we persist first); accept
-    // it only if both signatures check.
-    Hash32 h = channel_hash(hub.state);
-    if (signer_.verify_eth(h, hub.sigUser, st_.user) == Status::Ok &&
-        signer_.verify_eth(h, hub.sigHub, st_.hub) == Status::Ok && hub.state.contractAddress == st_.contract &&
-        hub.state.user == st_.user && hub.state.threadCount == 0) {
-      logf(port::LogLevel::Warn, "resync: adopting the hub's state %llu (ours %llu)",
-           static_cast<unsigned long long>(theirs), static_cast<unsigned long long>(ours));
-      st_.channel = hub;
-      st_.has_pending = false;
-      synced_ = true;
-      save();
-      return;
-    }
-    fatal("resync: the hub's state is newer and not verifiable against ours");
-    return;
+  const ChannelState& s = hub.state;
+  const auto ours = static_cast<unsigned long long>(mine.txCountGlobal);
+  const auto theirs = static_cast<unsigned long long>(s.txCountGlobal);
+  if (!(s.contractAddress == st_.contract) || !(s.user == st_.user)) {
+    logf(port::LogLevel::Warn, "%s ignored: state %llu of another channel (contract %s, user %s)", what, theirs,
+         json::address_text(s.contractAddress).c_str(), json::address_text(s.user).c_str());
+    return HubState::Ignored;
   }
   if (theirs < ours) {
-    // The hub lost state: our double-signed state is the evidence; keep it and go on.
-    logf(port::LogLevel::Error, "resync: the hub is behind (%llu < %llu)", static_cast<unsigned long long>(theirs),
-         static_cast<unsigned long long>(ours));
-    fatal("hub is behind our double-signed state");
-    return;
+    logf(port::LogLevel::Warn,
+         "%s ignored: state %llu is older than ours %llu (a replay, or the hub lost state: our double-signed state "
+         "is the evidence)",
+         what, theirs, ours);
+    return HubState::Ignored;
   }
-  fatal("resync: unexpected hub state");
+  if (theirs == ours) {
+    if (s == mine) return HubState::Ours;
+    logf(port::LogLevel::Warn, "%s ignored: state %llu differs from ours with the same txCountGlobal", what, theirs);
+    return HubState::Ignored;
+  }
+  if (!hub.hasSigUser || !hub.hasSigHub) {
+    logf(port::LogLevel::Warn, "%s ignored: state %llu (ours %llu) is not double-signed", what, theirs, ours);
+    return HubState::Ignored;
+  }
+  const Hash32 h = channel_hash(s);
+  Status su = signer_.verify_eth(h, hub.sigUser, st_.user);
+  Status sh = signer_.verify_eth(h, hub.sigHub, st_.hub);
+  if (su != Status::Ok || sh != Status::Ok) {
+    logf(port::LogLevel::Warn, "%s ignored: state %llu (ours %llu) has a bad %s signature: %s", what, theirs, ours,
+         su != Status::Ok ? "user" : "hub", status_message(su != Status::Ok ? su : sh));
+    return HubState::Ignored;
+  }
+  if (st_.has_pending && st_.pending.txCountGlobal == s.txCountGlobal && theirs == ours + 1) {
+    ThreadSetBuf ts(st_);
+    ChannelState next{};
+    if (channel_next_state(ctx_, mine, ts.set, st_.pending, next) == Status::Ok && next == s)
+      return HubState::Pending;
+  }
+  // Our key signed it, yet this state dir holds neither it nor its proposal: persisting
+  // before signing (DESIGN.md §4.1) makes that impossible unless the state dir was
+  // restored from a backup or the key is used elsewhere. Adopting it would leave the
+  // meter and thread records out of step with the channel (paying twice), so a person
+  // has to look.
+  logf(port::LogLevel::Error,
+       "%s NOT adopted: state %llu is double-signed by us and the hub but is neither our state (%llu) nor our "
+       "pending proposal; our key signed a state this state dir does not hold (restored from a backup? the key "
+       "used elsewhere?). Not signing any channel update until this is resolved",
+       what, theirs, ours);
+  return HubState::Unknown;
+}
+
+void Agent::resolve_sync(const SignedChannelState& hub) {
+  const uint64_t ours = st_.channel.state.txCountGlobal;
+  switch (check_hub_state(hub, "sync")) {
+    case HubState::Ours:
+      synced_ = true;
+      if (st_.has_pending && st_.pending.txCountGlobal == ours + 1) send_pending();  // same bytes again
+      else if (st_.has_pending) st_.has_pending = false;
+      return;
+    case HubState::Pending:
+      synced_ = true;
+      complete_pending(hub.sigHub);  // the hub had it: adopt (verifies the state and sigHub again)
+      logf(port::LogLevel::Info, "resync: the hub had our update %llu",
+           static_cast<unsigned long long>(hub.state.txCountGlobal));
+      return;
+    case HubState::Unknown:
+    case HubState::Ignored:
+      return;  // stays unsynced: signs nothing, asks again
+  }
 }
 
 void Agent::on_reply(const std::vector<uint8_t>& p) {
@@ -304,11 +342,7 @@ void Agent::on_reply(const std::vector<uint8_t>& p) {
     return;
   }
   if (r.kind == mqtt::ReplyKind::Sync) {
-    if (r.state.state.contractAddress != st_.contract && r.state.state.txCountGlobal != 0) {
-      logf(port::LogLevel::Warn, "sync for another contract ignored");
-      return;
-    }
-    if (!synced_) resolve_sync(r.state);
+    if (!synced_) resolve_sync(r.state);  // synced: a duplicate or a replay, nothing to learn
     return;
   }
   if (!synced_ || !st_.has_pending || r.txCountGlobal != st_.pending.txCountGlobal) return;  // stale/duplicate
