@@ -468,3 +468,63 @@ TEST_F(PayeeGuard, ForgedReplayedOrForeignSyncChangesNothingAndTheAgentStillPays
   EXPECT_EQ(load().channel.state.balanceWeiUser, U256::from_u64(995));
   EXPECT_TRUE(agent_.running());
 }
+
+// Every Nack carries the hub's latest state; it is untrusted like a Sync. Forged or
+// replayed Nacks of the agent's pending payment (an older genuine state, another
+// channel, our txCountGlobal with other contents, a newer state with a forged hub
+// signature) are each ignored with one log line: they are not counted as the hub's
+// refusals (61 of those stop the agent), change nothing stored, and the pending payment
+// completes once the hub acknowledges it.
+TEST_F(PayeeGuard, ForgedOrReplayedNacksChangeNothingAndTheAgentStillPays) {
+  const SignedChannelState one = start_funded_payer();
+  ASSERT_FALSE(HasFailure());
+  meter_kwh("1.000");
+  meter_kwh("1.005");
+  ChannelUpdate u = take_update(false);  // pending, not answered yet
+  ASSERT_EQ(u.reason, UpdateReason::Payment);
+  ASSERT_EQ(u.txCountGlobal, 4u);
+  ASSERT_TRUE(poll_until([&] { return load().has_pending; }, 20000));
+  const std::string before = status();
+
+  ChannelState other_user = latest_.state;
+  other_user.txCountGlobal = 2;
+  other_user.user = other_user.recipient = payer_;
+  ChannelState same_tx = latest_.state;
+  same_tx.balanceWeiUser = U256::from_u64(1);
+  same_tx.balanceWeiHub = U256::from_u64(999);
+  ChannelState paid = latest_.state;  // state 4 as if the user had paid 10
+  paid.txCountGlobal = 4;
+  paid.balanceWeiUser = U256::from_u64(990);
+  paid.balanceWeiHub = U256::from_u64(10);
+  const std::vector<SignedChannelState> states = {one, signed_state(other_user, payer_key_, hub_key_),
+                                                  signed_state(same_tx, payee_key_, hub_key_)};
+  const size_t ignored0 = log_count("nack ignored");
+  size_t sent = 0;
+  auto nack = [&](const SignedChannelState& st) {
+    mqtt::Reply r;
+    r.kind = mqtt::ReplyKind::Nack;
+    r.txCountGlobal = u.txCountGlobal;
+    r.status = Status::PendingOperation;
+    r.state = st;
+    send_reply(r);
+    ++sent;
+  };
+  for (int round = 0; round < 21; ++round)  // 63 > the 60 refusals the agent tolerates
+    for (const auto& st : states) nack(st);
+  nack(signed_state(paid, payee_key_, payer_key_));  // newer, forged hub signature
+  ASSERT_TRUE(poll_until([&] { return !agent_.running() || log_count("nack ignored") >= ignored0 + sent; }, 20000))
+      << read_file(dir_ + "/payee.log");
+  ASSERT_TRUE(agent_.running()) << "forged or replayed Nacks stopped the agent:\n" << read_file(dir_ + "/payee.log");
+  EXPECT_EQ(log_count("nack ignored"), ignored0 + sent);
+  EXPECT_EQ(log_count("hub refused update"), 0u);
+  EXPECT_EQ(status(), before) << "a forged or replayed Nack changed the stored state";
+
+  // The hub acknowledges the pending payment (the agent re-sends the same bytes).
+  ChannelUpdate again = take_update();
+  EXPECT_EQ(again.txCountGlobal, 4u);
+  EXPECT_EQ(again.sig, u.sig);
+  ASSERT_TRUE(poll_until([&] { return load().channel.state.txCountGlobal == 4; }, 20000));
+  EXPECT_EQ(load().channel.state.balanceWeiUser, U256::from_u64(995));
+  EXPECT_FALSE(load().has_pending);
+  EXPECT_TRUE(agent_.running());
+}

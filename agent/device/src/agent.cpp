@@ -349,12 +349,25 @@ void Agent::on_reply(const std::vector<uint8_t>& p) {
   if (r.kind == mqtt::ReplyKind::Ack) {
     complete_pending(r.sig);
   } else {
+    // A Nack carries the hub's latest state: it counts only once that state checks out
+    // (a forged or replayed Nack changes nothing and is not a refusal, DESIGN.md §4.3).
+    switch (check_hub_state(r.state, "nack")) {
+      case HubState::Ignored:
+        return;
+      case HubState::Unknown:
+        synced_ = false;  // signs nothing until resolved
+        return;
+      case HubState::Pending:
+        complete_pending(r.state.sigHub);  // the hub had our update after all
+        logf(port::LogLevel::Info, "nack: the hub had our update %llu",
+             static_cast<unsigned long long>(r.state.state.txCountGlobal));
+        return;
+      case HubState::Ours:
+        break;  // the hub, at our state, refuses our pending update
+    }
     logf(port::LogLevel::Error, "hub refused update %llu (%s): %s", static_cast<unsigned long long>(r.txCountGlobal),
          update_reason_name(st_.pending.reason), status_name(r.status));
-    if (r.state.state.txCountGlobal >= st_.pending.txCountGlobal) {
-      synced_ = false;
-      resolve_sync(r.state);
-    } else if (++refusals_ > 60) {
+    if (++refusals_ > 60) {
       fatal("the hub keeps refusing our signed update; not signing another state with that txCount");
     } else {
       // We signed it, so we never sign another state with this txCount (DESIGN.md §4.1):
