@@ -528,3 +528,37 @@ TEST_F(PayeeGuard, ForgedOrReplayedNacksChangeNothingAndTheAgentStillPays) {
   EXPECT_FALSE(load().has_pending);
   EXPECT_TRUE(agent_.running());
 }
+
+// The one newer state a Sync may bring: the agent's own pending proposal, countersigned
+// by the hub (the agent restarted before the Ack arrived). It is adopted as if acked.
+TEST_F(PayeeGuard, SyncWithOurCountersignedPendingProposalCompletesIt) {
+  start_funded_payer();
+  ASSERT_FALSE(HasFailure());
+  meter_kwh("1.000");
+  meter_kwh("1.005");
+  ChannelUpdate u = take_update(false);
+  ASSERT_EQ(u.txCountGlobal, 4u);
+  ASSERT_TRUE(poll_until([&] { return load().has_pending; }, 20000));
+  agent_.kill9();
+  ChannelState paid = latest_.state;
+  paid.txCountGlobal = 4;
+  paid.balanceWeiUser = U256::from_u64(995);
+  paid.balanceWeiHub = U256::from_u64(5);
+  SignedChannelState hub_has{};
+  hub_has.state = paid;
+  hub_has.sigUser = u.sig;
+  ASSERT_EQ(signer_.sign_eth(hub_key_, channel_hash(paid), hub_has.sigHub), Status::Ok);
+  hub_has.hasSigUser = hub_has.hasSigHub = true;
+  start_agent("payer", {"--meter", std::string("tasmota:") + kMeterTopic, "--price-wei", "1"});
+  mqtt::Message m;
+  ASSERT_TRUE(next("sync", m));
+  send_sync_state(hub_has);
+  ASSERT_TRUE(poll_until([&] { return load().channel.state.txCountGlobal == 4; }, 20000))
+      << read_file(dir_ + "/payee.log");
+  auto s = load();
+  EXPECT_FALSE(s.has_pending);
+  EXPECT_EQ(s.channel.state, paid);
+  EXPECT_EQ(s.channel.sigHub, hub_has.sigHub);
+  EXPECT_EQ(s.units_paid, 5u);
+  EXPECT_TRUE(agent_.running());
+}
