@@ -18,6 +18,17 @@ constexpr uint8_t kHalfOrder[32] = {0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x
                                     0xff, 0xff, 0xff, 0xff, 0xff, 0x5d, 0x57, 0x6e, 0x73, 0x57, 0xa4,
                                     0x50, 0x1d, 0xdf, 0xe9, 0x2f, 0x46, 0x68, 0x1b, 0x20, 0xa0};
 constexpr unsigned kFlags = SECP256K1_CONTEXT_SIGN | SECP256K1_CONTEXT_VERIFY;
+
+// The Ethereum address of a public key: the last 20 bytes of keccak256 of the 64-byte
+// uncompressed point (Yellow Paper, Appendix F).
+void pubkey_address(const secp256k1_context* ctx, const secp256k1_pubkey& pub, Address& out) noexcept {
+  uint8_t ser[65];
+  size_t len = sizeof ser;
+  secp256k1_ec_pubkey_serialize(ctx, ser, &len, &pub, SECP256K1_EC_UNCOMPRESSED);
+  uint8_t h[32];
+  keccak256(ser + 1, 64, h);
+  std::memcpy(out.bytes, h + 12, 20);
+}
 }  // namespace
 
 bool signature_s_is_low(const uint8_t s[32]) noexcept { return std::memcmp(s, kHalfOrder, 32) <= 0; }
@@ -45,12 +56,7 @@ Status Signer::address_of(const PrivateKey& key, Address& out) const noexcept {
   if (!secp256k1_ec_seckey_verify(ctx_, key.bytes)) return Status::BadPrivateKey;
   secp256k1_pubkey pub;
   if (!secp256k1_ec_pubkey_create(ctx_, &pub, key.bytes)) return Status::BadPrivateKey;
-  uint8_t ser[65];
-  size_t len = sizeof ser;
-  secp256k1_ec_pubkey_serialize(ctx_, ser, &len, &pub, SECP256K1_EC_UNCOMPRESSED);
-  uint8_t h[32];
-  keccak256(ser + 1, 64, h);
-  std::memcpy(out.bytes, h + 12, 20);
+  pubkey_address(ctx_, pub, out);
   return Status::Ok;
 }
 
@@ -88,12 +94,7 @@ Status Signer::recover_digest(const Hash32& digest, const Signature& sig, Addres
   // parse_compact accepts r or s = 0 only to fail later; recover rejects them.
   secp256k1_pubkey pub;
   if (!secp256k1_ecdsa_recover(ctx_, &pub, &rsig, digest.bytes)) return Status::BadSignature;
-  uint8_t ser[65];
-  size_t len = sizeof ser;
-  secp256k1_ec_pubkey_serialize(ctx_, ser, &len, &pub, SECP256K1_EC_UNCOMPRESSED);
-  uint8_t h[32];
-  keccak256(ser + 1, 64, h);
-  std::memcpy(out.bytes, h + 12, 20);
+  pubkey_address(ctx_, pub, out);
   return Status::Ok;
 }
 

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "picopay/keyfile.hpp"
+#include "picopay/port/posix.hpp"
 #include "sodium_once.hpp"
 
 namespace picopay {
@@ -39,48 +40,6 @@ uint64_t get_le(const uint8_t* p, size_t n) noexcept {
   uint64_t v = 0;
   for (size_t i = 0; i < n; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
   return v;
-}
-
-bool write_all(int fd, const uint8_t* buf, size_t len) noexcept {
-  while (len > 0) {
-    const ssize_t n = ::write(fd, buf, len);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    buf += n;
-    len -= static_cast<size_t>(n);
-  }
-  return true;
-}
-
-bool fsync_retry(int fd) noexcept {
-  int rc;
-  do {
-    rc = ::fsync(fd);
-  } while (rc != 0 && errno == EINTR);
-  return rc == 0;
-}
-
-// fsync of the directory holding `path` (so the new name is durable).
-bool fsync_parent(const char* path) noexcept {
-  char dir[PATH_MAX];
-  const size_t n = std::strlen(path);
-  if (n >= sizeof dir) return false;
-  std::memcpy(dir, path, n + 1);
-  char* slash = std::strrchr(dir, '/');
-  const char* d = ".";
-  if (slash == dir) {
-    d = "/";
-  } else if (slash != nullptr) {
-    *slash = '\0';
-    d = dir;
-  }
-  const int fd = ::open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return false;
-  const bool ok = fsync_retry(fd);
-  ::close(fd);
-  return ok;
 }
 
 // Publishes tmp as path unless path exists. True on success; errno set otherwise.
@@ -144,13 +103,13 @@ Status keyfile_write(const char* path, const PrivateKey& key, const char* passph
 
   const int fd = ::mkstemp(tmp);  // O_EXCL, mode 0600
   if (fd < 0) return Status::IoError;
-  bool ok = ::fchmod(fd, 0600) == 0 && write_all(fd, file, sizeof file) && fsync_retry(fd);
+  bool ok = ::fchmod(fd, 0600) == 0 && port::write_all(fd, file, sizeof file) && port::fsync_retry(fd);
   if (::close(fd) != 0) ok = false;
   if (!ok || !publish_noreplace(tmp, path)) {
     ::unlink(tmp);
     return Status::IoError;
   }
-  return fsync_parent(path) ? Status::Ok : Status::IoError;
+  return port::fsync_parent(path) ? Status::Ok : Status::IoError;
 }
 
 Status keyfile_read(const char* path, const char* passphrase, size_t len, PrivateKey& out) noexcept {

@@ -7,6 +7,7 @@
 #include <stdio.h>  // rename(2)
 #include <unistd.h>
 
+#include <climits>
 #include <cstring>
 
 #include "picopay/port/posix.hpp"
@@ -40,19 +41,6 @@ uint32_t get_le32(const uint8_t* p) noexcept {
          (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
 }
 
-// Writes all of buf[0..len), looping on EINTR and short writes.
-bool write_all(int fd, const uint8_t* buf, size_t len) noexcept {
-  while (len > 0) {
-    const ssize_t n = ::write(fd, buf, len);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    buf += n;
-    len -= static_cast<size_t>(n);
-  }
-  return true;
-}
 
 // Reads exactly len bytes; returns the count read (< len only at end of file), or -1.
 ssize_t read_full(int fd, uint8_t* buf, size_t len) noexcept {
@@ -76,17 +64,6 @@ int close_keep_errno(int fd) noexcept {
   return rc;
 }
 
-// fsync of a directory (after creating or renaming an entry in it).
-bool fsync_dir(const char* path) noexcept {
-  const int fd = ::open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return false;
-  int rc;
-  do {
-    rc = ::fsync(fd);
-  } while (rc != 0 && errno == EINTR);
-  ::close(fd);
-  return rc == 0;
-}
 
 bool copy_str(char* dst, size_t cap, const char* a, const char* b, const char* c) noexcept {
   const size_t la = std::strlen(a), lb = std::strlen(b), lc = std::strlen(c);
@@ -179,13 +156,7 @@ Status PosixStateStore::save(const uint8_t* data, size_t len) noexcept {
   if (fd < 0) return Status::IoError;
   bool ok = ::fchmod(fd, 0600) == 0 && write_all(fd, header, sizeof header) &&
             (len == 0 || write_all(fd, data, len)) && write_all(fd, trailer, sizeof trailer);
-  if (ok) {
-    int rc;
-    do {
-      rc = ::fsync(fd);
-    } while (rc != 0 && errno == EINTR);
-    ok = rc == 0;
-  }
+  ok = ok && fsync_retry(fd);
   if (close_keep_errno(fd) != 0) ok = false;
   if (!ok || ::rename(temp_, final_) != 0) {
     ::unlink(temp_);
@@ -258,6 +229,47 @@ Status PosixStateStore::load(uint8_t* out, size_t cap, size_t* len) noexcept {
   }
   ::close(fd);
   return result;
+}
+
+bool write_all(int fd, const uint8_t* buf, size_t len) noexcept {
+  while (len > 0) {
+    const ssize_t n = ::write(fd, buf, len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    buf += n;
+    len -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+bool fsync_retry(int fd) noexcept {
+  int rc;
+  do {
+    rc = ::fsync(fd);
+  } while (rc != 0 && errno == EINTR);
+  return rc == 0;
+}
+
+bool fsync_dir(const char* dir) noexcept {
+  const int fd = ::open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool ok = fsync_retry(fd);
+  ::close(fd);
+  return ok;
+}
+
+bool fsync_parent(const char* path) noexcept {
+  char dir[PATH_MAX];
+  const size_t n = std::strlen(path);
+  if (n >= sizeof dir) return false;
+  std::memcpy(dir, path, n + 1);
+  char* slash = std::strrchr(dir, '/');
+  if (slash == nullptr) return fsync_dir(".");
+  if (slash == dir) return fsync_dir("/");
+  *slash = '\0';
+  return fsync_dir(dir);
 }
 
 }  // namespace picopay::port

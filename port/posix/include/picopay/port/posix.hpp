@@ -165,4 +165,21 @@ class PosixLog final : public Log {
 // "DEBUG", "INFO", "WARN", "ERROR" ("?" for an out-of-range value).
 const char* log_level_name(LogLevel level) noexcept;
 
+// ---------------------------------------------------------------------------------------
+// Durable-write helpers shared by the state store and the key files.
+
+// Writes all of buf[0..len) to fd, looping on EINTR and short writes. False on any other
+// write(2) error (errno set).
+bool write_all(int fd, const uint8_t* buf, size_t len) noexcept;
+
+// fsync(2) of fd, retried on EINTR. False on error (errno set).
+bool fsync_retry(int fd) noexcept;
+
+// fsync of the directory `dir` (after creating or renaming an entry in it, so the new
+// name is durable). False if it cannot be opened or synced.
+bool fsync_dir(const char* dir) noexcept;
+
+// fsync of the directory that holds `path` ("." for a bare name). False on error.
+bool fsync_parent(const char* path) noexcept;
+
 }  // namespace picopay::port
