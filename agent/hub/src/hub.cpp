@@ -2,8 +2,11 @@
 
 #include <cjson/cJSON.h>
 
+#include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 
@@ -102,6 +105,7 @@ bool Hub::start(std::string& err) {
                                           : (std::thread::hardware_concurrency() > 1 ? std::thread::hardware_concurrency() - 1 : 0);
     pool_ = std::make_unique<ParallelAcceptor>(n, key_, hub_);
   }
+  if (const char* c = std::getenv("PICOPAY_HUB_CRASH_AT")) crash_at_ = c;
   if (!store_.open(cfg_.db, err)) return false;
   if (!store_.list_proposal_users(recover_users_, err)) return false;
 
@@ -128,8 +132,14 @@ bool Hub::start(std::string& err) {
         }
       }
     }
+    if (!load_deposit_jobs(err)) return false;
     logf("info", "chain: " + cfg_.rpc_url + ", watchtower on");
   } else {
+    std::vector<std::pair<std::string, Bytes>> deps;
+    if (!store_.list_deposits(deps, err)) return false;
+    if (!deps.empty())
+      logf("warn", std::to_string(deps.size()) +
+                       " countersigned collateral deposit(s) stored; without --rpc-url they wait (not sent)");
     logf("info", "no --rpc-url: ConfirmPending verification, collateral deposits and the watchtower are off" +
                      std::string(cfg_.dev_skip_chain_checks ? " (DEV: ConfirmPending accepted unchecked)" : ""));
   }
@@ -208,6 +218,7 @@ void Hub::worker() {
       if (queue_.empty()) break;
     }
     chain_jobs();
+    if (fatal_.load()) return;
     flush_status(false);
   }
   flush_status(true);
@@ -856,15 +867,26 @@ void Hub::handle_reply(Chan& ch, const Bytes& payload, std::vector<Out>& outs) {
   ch.latest = st;
   ch.has_proposal = false;
   std::string err;
-  if (!store_.insert_update(ch.key, st.state.txCountGlobal, ch.proposal.request, payload, encode_state(st), err) ||
-      !store_.delete_proposal(ch.key, err)) {
+  const bool deposit = ch.proposal.update.reason == UpdateReason::ProposePendingDeposit;
+  const Bytes st_wire = encode_state(st);
+  // A countersigned collateral deposit is a job for the chain: stored in the same
+  // transaction as the countersignature, so a crash before hubAuthorizedUpdate (or
+  // before the ConfirmPending) does not lose it (reloaded at start).
+  if (!store_.insert_update(ch.key, st.state.txCountGlobal, ch.proposal.request, payload, st_wire, err) ||
+      !store_.delete_proposal(ch.key, err) ||
+      (deposit && !store_.save_deposit(ch.key, st.state.txCountGlobal, st_wire, err))) {
     txerr_ = err;
     tx_failed_ = true;
     return;
   }
   persist_channel(ch);
   if (cfg_.verbose) logf("info", ch.key + ": our " + update_reason_name(ch.proposal.update.reason) + " countersigned");
-  if (ch.proposal.update.reason == UpdateReason::ProposePendingDeposit) deposit_jobs_.push_back({ch.user, st});
+  if (deposit) {
+    DepositJob j;
+    j.user = ch.user;
+    j.state = st;
+    deposit_jobs_.push_back(j);
+  }
   pump(ch, outs);
 }
 
@@ -1010,41 +1032,96 @@ void Hub::watch(Chan& ch) {
   tower_->watch(w);
 }
 
+bool Hub::load_deposit_jobs(std::string& err) {
+  std::vector<std::pair<std::string, Bytes>> rows;
+  if (!store_.list_deposits(rows, err)) return false;
+  for (auto& r : rows) {
+    DepositJob j;
+    if (address_parse(r.first.c_str(), r.first.size(), j.user) != Status::Ok ||
+        decode_channel_state(r.second.data(), r.second.size(), j.state) != Status::Ok) {
+      err = "corrupt stored deposit job for " + r.first;
+      return false;
+    }
+    deposit_jobs_.push_back(j);
+  }
+  if (!rows.empty())
+    logf("info", "recovered " + std::to_string(rows.size()) + " countersigned collateral deposit(s): checking the chain");
+  return true;
+}
+
+void Hub::crash_point(const char* name) const {
+  if (crash_at_.empty() || crash_at_ != name) return;
+  logf("warn", std::string("PICOPAY_HUB_CRASH_AT=") + name + ": SIGKILL");
+  std::raise(SIGKILL);
+}
+
+bool Hub::run_deposit_job(DepositJob& j) {
+  const std::string who = json::address_text(j.user);
+  const ChannelState& want = j.state.state;
+  auto retry = [&](const std::string& why) {
+    ++j.failures;
+    const uint64_t wait_ms = std::min<uint64_t>(60000, 1000ull << std::min(j.failures, 6u));
+    j.next_try_ms = now_ms() + wait_ms;
+    logf("warn", "collateral deposit for " + who + " (txCountChain " + std::to_string(want.txCountChain) +
+                     "): " + why + "; retry in " + std::to_string(wait_ms / 1000) + " s");
+    return false;
+  };
+  // Idempotent: the contract refuses a txCount it has already seen, and a deposit sent
+  // before a crash may have been mined, so look at the channel on chain first.
+  auto oc = cm_->channel(j.user);
+  if (!oc.ok()) return retry("cannot read the chain: " + oc.error().to_string());
+  Hash32 txh{};  // stays zero when the deposit was found already made (its hash is not kept)
+  if (oc->txCountChain >= want.txCountChain) {
+    logf("info", "collateral deposit for " + who + " is already on chain (txCountChain " +
+                     std::to_string(oc->txCountChain) + "): confirming");
+  } else {
+    auto rc = cm_->hub_authorized_update(want, j.state.sigUser);
+    if (!rc.ok()) return retry("hubAuthorizedUpdate: " + rc.error().to_string());
+    txh = rc->transactionHash;
+    logf("info", "collateral deposit for " + who + " on chain: " + json::hash_text(txh));
+    crash_point("deposit-sent");
+  }
+  std::vector<Out> outs;
+  std::string err;
+  tx_failed_ = false;
+  if (!store_.begin(err)) {
+    fail(err);
+    return false;
+  }
+  Chan* ch = channel(j.user);
+  if (ch) {
+    ChannelUpdate c = channel_update_make(UpdateReason::ConfirmPending);
+    std::memcpy(c.chainTx.transactionHash.bytes, txh.bytes, 32);
+    propose(*ch, c, outs, true);  // ahead of the OpenThreads that wait for it
+    if (!tx_failed_ && !store_.delete_deposit(ch->key, err)) {
+      txerr_ = err;
+      tx_failed_ = true;
+    }
+  } else {
+    tx_failed_ = true;
+  }
+  if (tx_failed_ || !store_.commit(err)) {
+    store_.rollback();
+    fail("store: " + (err.empty() ? txerr_ : err));
+    return false;
+  }
+  publish_outs(outs);
+  return true;
+}
+
 void Hub::chain_jobs() {
   if (!cm_) return;
   // Collateral deposits the payee countersigned: execute them on chain, then confirm.
+  if (!deposit_jobs_.empty()) crash_point("deposit-countersigned");
   auto jobs = std::move(deposit_jobs_);
   deposit_jobs_.clear();
+  const uint64_t now = now_ms();
   for (auto& j : jobs) {
-    auto rc = cm_->hub_authorized_update(j.state.state, j.state.sigUser);
-    if (!rc.ok()) {
-      logf("warn", "hubAuthorizedUpdate for " + json::address_text(j.user) + ": " + rc.error().to_string());
-      continue;
+    if (j.next_try_ms <= now) {
+      if (run_deposit_job(j)) continue;  // done: ConfirmPending proposed, row deleted
+      if (fatal_.load()) return;
     }
-    std::vector<Out> outs;
-    std::string err;
-    tx_failed_ = false;
-    if (!store_.begin(err)) {
-      fail(err);
-      return;
-    }
-    Chan* ch = channel(j.user);
-    if (ch) {
-      ChannelUpdate c = channel_update_make(UpdateReason::ConfirmPending);
-      std::memcpy(c.chainTx.transactionHash.bytes, rc->transactionHash.bytes, 32);
-      propose(*ch, c, outs, true);  // ahead of the OpenThreads that wait for it
-    }
-    if (tx_failed_ || !store_.commit(err)) {
-      store_.rollback();
-      fail(err.empty() ? txerr_ : err);
-      return;
-    }
-    for (auto& o : outs) {
-      mqtt::PublishProps p;
-      p.response_topic = o.response_topic;
-      if (o.has_corr) p.correlation = mqtt::correlation_encode(o.corr);
-      mqtt_->publish(o.topic, o.payload.data(), o.payload.size(), 1, false, &p);
-    }
+    deposit_jobs_.push_back(j);  // kept (stored) for a later retry
   }
   if (tower_ && now_ms() - last_tower_ms_ >= static_cast<uint64_t>(cfg_.watchtower_interval_s) * 1000) {
     last_tower_ms_ = now_ms();

@@ -160,11 +160,25 @@ class Hub {
   std::unique_ptr<chain::ChannelManagerClient> cm_;
   std::unique_ptr<chain::EventPoller> poller_;
   std::unique_ptr<chain::Watchtower> tower_;
+  // A collateral deposit the payee countersigned (stored in the deposits table with the
+  // countersignature): chain_jobs() checks the chain, calls hubAuthorizedUpdate if the
+  // deposit has not happened, then proposes ConfirmPending and deletes the stored job.
   struct DepositJob {
     Address user;
     SignedChannelState state;
+    uint64_t next_try_ms = 0;  // steady clock; retry after a chain error
+    unsigned failures = 0;
   };
   std::vector<DepositJob> deposit_jobs_;
+  // Loads the stored deposit jobs (start).
+  bool load_deposit_jobs(std::string& err);
+  // One job: true when it is finished (ConfirmPending proposed or queued, row deleted),
+  // false to keep it for a later retry.
+  bool run_deposit_job(DepositJob& j);
+  // Test-only fault injection (env PICOPAY_HUB_CRASH_AT): SIGKILLs this process at a
+  // named point, as a kill -9 arriving exactly there would.
+  void crash_point(const char* name) const;
+  std::string crash_at_;
   std::vector<std::string> recover_users_;
   uint64_t last_tower_ms_ = 0;
 };

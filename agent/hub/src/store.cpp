@@ -59,6 +59,8 @@ bool Store::open(const std::string& path, std::string& err) {
             err) ||
       !exec("CREATE TABLE IF NOT EXISTS queued(user TEXT NOT NULL, seq INTEGER NOT NULL, request BLOB NOT NULL,"
             " PRIMARY KEY(user, seq))",
+            err) ||
+      !exec("CREATE TABLE IF NOT EXISTS deposits(user TEXT PRIMARY KEY, tx INTEGER NOT NULL, state BLOB NOT NULL)",
             err))
     return false;
   load_ch_ = prep("SELECT state, threads FROM channels WHERE user=?", err);
@@ -71,8 +73,10 @@ bool Store::open(const std::string& path, std::string& err) {
   del_q_ = prep("DELETE FROM queued WHERE user=?", err);
   ins_q_ = prep("INSERT INTO queued(user, seq, request) VALUES(?,?,?)", err);
   load_q_ = prep("SELECT request FROM queued WHERE user=? ORDER BY seq", err);
+  save_dep_ = prep("INSERT OR REPLACE INTO deposits(user, tx, state) VALUES(?,?,?)", err);
+  del_dep_ = prep("DELETE FROM deposits WHERE user=?", err);
   return load_ch_ && save_ch_ && find_up_ && ins_up_ && load_pr_ && save_pr_ && del_pr_ && del_q_ && ins_q_ &&
-         load_q_;
+         load_q_ && save_dep_ && del_dep_;
 }
 
 bool Store::begin(std::string& err) { return exec("BEGIN IMMEDIATE", err); }
@@ -244,6 +248,49 @@ bool Store::list_proposal_users(std::vector<std::string>& out, std::string& err)
   sqlite3_finalize(s);
   if (rc != SQLITE_DONE) {
     err = errmsg(db_, "list proposals");
+    return false;
+  }
+  return true;
+}
+
+bool Store::save_deposit(const std::string& user, uint64_t tx, const Bytes& state, std::string& err) {
+  sqlite3_reset(save_dep_);
+  sqlite3_bind_text(save_dep_, 1, user.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int64(save_dep_, 2, static_cast<sqlite3_int64>(tx));
+  bind_blob(save_dep_, 3, state);
+  int rc = sqlite3_step(save_dep_);
+  sqlite3_reset(save_dep_);
+  if (rc != SQLITE_DONE) {
+    err = errmsg(db_, "save deposit");
+    return false;
+  }
+  return true;
+}
+
+bool Store::delete_deposit(const std::string& user, std::string& err) {
+  sqlite3_reset(del_dep_);
+  sqlite3_bind_text(del_dep_, 1, user.c_str(), -1, SQLITE_TRANSIENT);
+  int rc = sqlite3_step(del_dep_);
+  sqlite3_reset(del_dep_);
+  if (rc != SQLITE_DONE) {
+    err = errmsg(db_, "delete deposit");
+    return false;
+  }
+  return true;
+}
+
+bool Store::list_deposits(std::vector<std::pair<std::string, Bytes>>& out, std::string& err) {
+  sqlite3_stmt* s = nullptr;
+  if (sqlite3_prepare_v2(db_, "SELECT user, state FROM deposits ORDER BY tx", -1, &s, nullptr) != SQLITE_OK) {
+    err = errmsg(db_, "list deposits");
+    return false;
+  }
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+    out.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(s, 0)), col_blob(s, 1));
+  sqlite3_finalize(s);
+  if (rc != SQLITE_DONE) {
+    err = errmsg(db_, "list deposits");
     return false;
   }
   return true;

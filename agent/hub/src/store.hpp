@@ -11,6 +11,12 @@
 //                                          one (unsigned ChannelUpdate wires, in order);
 //                                          rewritten in the same transaction as the update
 //                                          that changes the queue
+//   deposits(user PK, tx, state)           collateral deposits the payee countersigned and
+//                                          the hub has not yet confirmed: the double-signed
+//                                          ProposePendingDeposit state (wire kind 0x01) for
+//                                          hubAuthorizedUpdate; stored with the payee's
+//                                          countersignature, deleted in the transaction
+//                                          that proposes (or queues) the ConfirmPending
 #pragma once
 
 #include <sqlite3.h>
@@ -50,6 +56,10 @@ class Store {
   bool load_queue(const std::string& user, std::vector<Bytes>& items, std::string& err);
   // Users with an outstanding or queued hub proposal (to re-send / resume at start).
   bool list_proposal_users(std::vector<std::string>& out, std::string& err);
+  // Collateral deposit jobs (see the deposits table). One per channel.
+  bool save_deposit(const std::string& user, uint64_t tx, const Bytes& state, std::string& err);
+  bool delete_deposit(const std::string& user, std::string& err);
+  bool list_deposits(std::vector<std::pair<std::string, Bytes>>& out, std::string& err);
   // All channel rows (user, state), for the watchtower at startup.
   bool list_channels(std::vector<std::pair<std::string, Bytes>>& out, std::string& err);
 
@@ -61,6 +71,7 @@ class Store {
   sqlite3_stmt *load_ch_ = nullptr, *save_ch_ = nullptr, *find_up_ = nullptr, *ins_up_ = nullptr;
   sqlite3_stmt *load_pr_ = nullptr, *save_pr_ = nullptr, *del_pr_ = nullptr;
   sqlite3_stmt *del_q_ = nullptr, *ins_q_ = nullptr, *load_q_ = nullptr;
+  sqlite3_stmt *save_dep_ = nullptr, *del_dep_ = nullptr;
 };
 
 }  // namespace picopay::hub
