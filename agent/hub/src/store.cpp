@@ -1,5 +1,7 @@
 #include "store.hpp"
 
+#include <chrono>
+
 namespace picopay::hub {
 
 namespace {
@@ -16,8 +18,35 @@ Bytes col_blob(sqlite3_stmt* s, int i) {
 }  // namespace
 
 Store::~Store() {
+  if (ckpt_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lk(ckpt_mu_);
+      ckpt_stop_ = true;
+    }
+    ckpt_cv_.notify_all();
+    ckpt_.join();
+  }
   for (auto* s : stmts_) sqlite3_finalize(s);
   if (db_) sqlite3_close(db_);
+}
+
+void Store::checkpointer(std::string path) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, nullptr) != SQLITE_OK) {
+    if (db) sqlite3_close(db);
+    return;
+  }
+  sqlite3_busy_timeout(db, 1000);
+  sqlite3_exec(db, "PRAGMA synchronous=FULL", nullptr, nullptr, nullptr);
+  std::unique_lock<std::mutex> lk(ckpt_mu_);
+  while (!ckpt_cv_.wait_for(lk, std::chrono::milliseconds(250), [this] { return ckpt_stop_; })) {
+    lk.unlock();
+    // PASSIVE: copies what it can without blocking the writer or readers.
+    sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+    lk.lock();
+  }
+  lk.unlock();
+  sqlite3_close(db);
 }
 
 bool Store::exec(const char* sql, std::string& err) {
@@ -47,7 +76,9 @@ bool Store::open(const std::string& path, std::string& err) {
     return false;
   }
   sqlite3_busy_timeout(db_, 5000);
-  if (!exec("PRAGMA journal_mode=WAL", err) || !exec("PRAGMA synchronous=FULL", err)) return false;
+  if (!exec("PRAGMA journal_mode=WAL", err) || !exec("PRAGMA synchronous=FULL", err) ||
+      !exec("PRAGMA wal_autocheckpoint=0", err))
+    return false;
   if (!exec("CREATE TABLE IF NOT EXISTS channels(user TEXT PRIMARY KEY, tx INTEGER NOT NULL, state BLOB NOT NULL,"
             " threads BLOB NOT NULL)",
             err) ||
@@ -75,8 +106,11 @@ bool Store::open(const std::string& path, std::string& err) {
   load_q_ = prep("SELECT request FROM queued WHERE user=? ORDER BY seq", err);
   save_dep_ = prep("INSERT OR REPLACE INTO deposits(user, tx, state) VALUES(?,?,?)", err);
   del_dep_ = prep("DELETE FROM deposits WHERE user=?", err);
-  return load_ch_ && save_ch_ && find_up_ && ins_up_ && load_pr_ && save_pr_ && del_pr_ && del_q_ && ins_q_ &&
-         load_q_ && save_dep_ && del_dep_;
+  if (!(load_ch_ && save_ch_ && find_up_ && ins_up_ && load_pr_ && save_pr_ && del_pr_ && del_q_ && ins_q_ &&
+        load_q_ && save_dep_ && del_dep_))
+    return false;
+  ckpt_ = std::thread([this, path] { checkpointer(path); });
+  return true;
 }
 
 bool Store::begin(std::string& err) { return exec("BEGIN IMMEDIATE", err); }
