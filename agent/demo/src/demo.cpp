@@ -33,7 +33,7 @@ using namespace picopay;
 using namespace picopay::demo;
 
 const char* kHelp =
-    "usage: picopay demo [--devices N] [--seconds S] [--workdir DIR] [--rate HZ] [--keep]\n"
+    "usage: picopay demo [--devices N] [--seconds S] [--workdir DIR] [--rate HZ]\n"
     "\n"
     "Runs the pay-per-use demo end to end on 127.0.0.1: a private mosquitto (a password per\n"
     "client and an ACL), the local dev chain with a freshly deployed ChannelManager,\n"
