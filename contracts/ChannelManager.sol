@@ -323,7 +323,10 @@ contract ChannelManager {
     }
 
     /// During the challenge period, anyone holding a newer double-signed state (the other
-    /// party or a watchtower) submits it; the channel is emptied by it at once.
+    /// party or a watchtower) submits it. The party that did not start the exit empties the
+    /// channel by it at once (v1); from anyone else (the initiator, a watchtower) the state
+    /// is only recorded and the period runs on, so the exit's initiator can never finalise
+    /// its own exit with an older state before the other side has answered.
     function emptyChannelWithChallenge(
         address[2] calldata user,
         uint256[2] calldata weiBalances,
@@ -343,7 +346,11 @@ contract ChannelManager {
         StateArgs memory s = StateArgs(user, weiBalances, tokenBalances, pendingWeiUpdates,
             pendingTokenUpdates, txCount, threadRoot, threadCount, timeout);
         _applyDisputeState(channel, s, sigHub, sigUser);
-        _empty(user[0], channel);
+        if (msg.sender != channel.exitInitiator && (msg.sender == hub || msg.sender == user[0])) {
+            _empty(user[0], channel);
+        } else {
+            _emitStartExit(user[0], channel);
+        }
     }
 
     /// After the challenge period anyone may empty; before it, the party that did not

@@ -387,7 +387,18 @@ TEST_F(ChainTest, StaleExitIsBeatenByWatchtower) {
   ASSERT_EQ(acts.size(), 1u);
   EXPECT_EQ(acts[0].what, "emptyChannelWithChallenge");
   EXPECT_TRUE(acts[0].ok) << acts[0].error;
-  gas_table()["emptyChannelWithChallenge"] = std::max(gas_table()["emptyChannelWithChallenge"], acts[0].gasUsed);
+  gas_table()["emptyChannelWithChallenge(record)"] =
+      std::max(gas_table()["emptyChannelWithChallenge(record)"], acts[0].gasUsed);
+  // the tower is not a party: its state is recorded and the challenge period runs on
+  OnchainChannel mid = MUST(usercm_->channel(user_->address()));
+  EXPECT_EQ(mid.status, ChannelStatus::ChannelDispute);
+  EXPECT_EQ(mid.txCountGlobal, 4u);
+  EXPECT_TRUE(MUST(tower.tick()).empty());
+  ASSERT_TRUE(rpc_->increase_time(kChallenge + 1).ok());
+  acts = MUST(tower.tick());
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].what, "emptyChannel");
+  EXPECT_TRUE(acts[0].ok) << acts[0].error;
   // the honest hub gets its full 300, the user exactly 700
   EXPECT_EQ(MUST(usercm_->hub_reserve_wei()), add(reserve0, u(300)));
   EXPECT_EQ(bal(user_->address()), sub(add(ub, u(700)), gas_cost(r)));
@@ -678,6 +689,42 @@ TEST_F(ChainTest, CliSubcommands) {
   EXPECT_EQ(cli({"channel", "--rpc", "http://127.0.0.1:1", "--contract", cm, "--user", hub}), 1);  // transport
   EXPECT_EQ(cli({"exit", "--rpc", url, "--private-key", kOtherKey, "--contract", cm, "--user",
                  address_hex(user_->address())}), 1);  // reverted: not user or hub
+}
+
+// ------------------------------------------------------------- security regressions
+
+// The exiting party (here through a third-party address it controls) answers its own
+// exit with an older double-signed state that is still newer than the chain's. That
+// state is recorded, but only the party that did not start the exit may empty at once:
+// the hub still gets the challenge period to show the latest state.
+TEST_F(ChainTest, InitiatorCanNotFinaliseItsExitWithAnOlderState) {
+  ChannelState c = deposit(*user_, *usercm_, 1000);
+  ChannelState s3 = c;  // user paid 100
+  s3.balanceWeiHub = u(100);
+  s3.balanceWeiUser = u(900);
+  s3.txCountGlobal = 3;
+  ChannelState s4 = c;  // user paid 600: the latest state
+  s4.balanceWeiHub = u(600);
+  s4.balanceWeiUser = u(400);
+  s4.txCountGlobal = 4;
+  U256 reserve0 = MUST(hubcm_->hub_reserve_wei());
+  U256 ub = bal(user_->address());
+  Receipt r1 = MUST(usercm_->start_exit(user_->address()));  // the on-chain state [1,1]
+  Receipt r2 = MUST(usercm_->empty_channel_with_challenge(both(s3)));  // the initiator itself
+  OnchainChannel oc = MUST(usercm_->channel(user_->address()));
+  ASSERT_EQ(oc.status, ChannelStatus::ChannelDispute) << "the initiator emptied its own exit at once";
+  EXPECT_EQ(oc.txCountGlobal, 3u);
+  // an accomplice's address can not finalise it either (it may only record newer states)
+  expect_revert(othercm_->empty_channel_with_challenge(both(s3)), "global txCount must be higher");
+  // the hub (the non-initiating party) answers with the latest state and empties at once
+  Receipt e = MUST(hubcm_->empty_channel_with_challenge(both(s4)));
+  record_gas("emptyChannelWithChallenge", e);
+  oc = MUST(usercm_->channel(user_->address()));
+  EXPECT_EQ(oc.status, ChannelStatus::Open);
+  EXPECT_EQ(oc.txCountGlobal, 4u);
+  EXPECT_EQ(MUST(hubcm_->hub_reserve_wei()), add(reserve0, u(600)));
+  EXPECT_EQ(bal(user_->address()), sub(add(ub, u(400)), add(gas_cost(r1), gas_cost(r2))));
+  EXPECT_TRUE(MUST(usercm_->total_channel_wei()).is_zero());
 }
 
 }  // namespace
