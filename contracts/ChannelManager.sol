@@ -427,7 +427,10 @@ contract ChannelManager {
     }
 
     /// Before the thread's timer ends, anyone holding a newer sender-signed thread state
-    /// (the receiver, the hub or a watchtower) replaces the disputed one.
+    /// (the receiver, the hub or a watchtower) replaces the disputed one. A state that
+    /// pays the receiver more wins even with a lower txCount: the sender signs alone, so
+    /// it could otherwise sign a state with a txCount above the receiver's latest (up to
+    /// 2^256-1) that pays nothing and lock the receiver's latest state out.
     function challengeThread(
         address sender,
         address receiver,
@@ -439,7 +442,9 @@ contract ChannelManager {
     ) public noReentrancy {
         Thread storage thread = threads[sender][receiver][threadId];
         require(block.timestamp < thread.threadClosingTime, "thread closing time must not have passed");
-        require(txCount > thread.txCount, "thread txCount must be higher than the current thread txCount");
+        require(txCount > thread.txCount || weiBalances[1] > thread.weiBalances[1] ||
+            tokenBalances[1] > thread.tokenBalances[1],
+            "thread txCount must be higher than the current thread txCount or the receiver paid more");
         require(weiBalances[0] + weiBalances[1] == thread.weiBalances[0] + thread.weiBalances[1],
             "updated wei balances must match sum of thread wei balances");
         require(tokenBalances[0] + tokenBalances[1] == thread.tokenBalances[0] + thread.tokenBalances[1],

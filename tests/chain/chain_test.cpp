@@ -727,4 +727,51 @@ TEST_F(ChainTest, InitiatorCanNotFinaliseItsExitWithAnOlderState) {
   EXPECT_TRUE(MUST(usercm_->total_channel_wei()).is_zero());
 }
 
+// The sender signs a thread state alone, so it can sign one with a txCount above the
+// receiver's latest that pays the receiver nothing and open the dispute with it. The
+// receiver's latest state (fewer txCount, more for the receiver) must still win.
+TEST_F(ChainTest, SenderCanNotEraseThreadPaymentsWithAHigherTxCount) {
+  ChannelState a = deposit(*user_, *usercm_, 1000);
+  ThreadState t0 = thread_state_zero();
+  t0.contractAddress = cm_addr_;
+  t0.sender = user_->address();
+  t0.receiver = user2_->address();
+  t0.threadId = 5;
+  t0.balanceWeiSender = u(300);
+  std::vector<Hash32> leaves = {thread_hash(t0)};
+  a.balanceWeiUser = u(700);
+  a.txCountGlobal = 3;
+  a.threadRoot = thread_tree_root(leaves);
+  a.threadCount = 1;
+  ThreadState t2 = t0;  // the receiver's latest: 200 paid
+  t2.balanceWeiSender = u(100);
+  t2.balanceWeiReceiver = u(200);
+  t2.txCount = 2;
+  ThreadState forged = t0;  // signed by the sender only, nothing paid, txCount at the top
+  forged.txCount = UINT64_MAX;
+  MUST(usercm_->start_exit_with_update(both(a)));
+  ASSERT_TRUE(rpc_->increase_time(kChallenge + 1).ok());
+  MUST(usercm_->empty_channel(user_->address()));
+  MUST(usercm_->start_exit_thread_with_update(user_->address(), tsign(*user_, t0),
+                                              MUST(thread_proof(leaves, thread_hash(t0))), tsign(*user_, forged)));
+  // the receiver answers with its latest state
+  auto ch = user2cm_->challenge_thread(tsign(*user_, t2));
+  ASSERT_TRUE(ch.ok()) << ch.error().to_string();
+  OnchainThread ot = MUST(usercm_->thread(t0.sender, t0.receiver, 5));
+  EXPECT_EQ(ot.weiReceiver, u(200));
+  EXPECT_EQ(ot.weiSender, u(100));
+  // the sender can not take it back with another high-txCount state
+  ThreadState back = t2;
+  back.balanceWeiSender = u(300);
+  back.balanceWeiReceiver = u(0);
+  back.txCount = 3;
+  expect_revert(usercm_->challenge_thread(tsign(*user_, back)), "never decrease");
+  ASSERT_TRUE(rpc_->increase_time(kChallenge + 1).ok());
+  U256 reserve0 = MUST(hubcm_->hub_reserve_wei());
+  U256 ab = bal(user_->address());
+  MUST(othercm_->empty_thread(user_->address(), tsign(*user_, t0), MUST(thread_proof(leaves, thread_hash(t0)))));
+  EXPECT_EQ(bal(user_->address()), add(ab, u(100)));
+  EXPECT_EQ(MUST(hubcm_->hub_reserve_wei()), add(reserve0, u(200)));
+}
+
 }  // namespace
