@@ -588,7 +588,10 @@ contract ChannelManager {
             require(pw[0] + pw[2] <= getHubReserveWei(), "insufficient reserve wei for deposits");
             require(pt[0] + pt[2] <= getHubReserveTokens(), "insufficient reserve tokens for deposits");
         } else {
-            require(pw[0] <= getHubReserveWei(), "insufficient reserve wei for deposits");
+            // msg.value (the user's deposit) is already in this contract's balance: it is
+            // not the hub's reserve (v1 counted it, so a hub deposit could be credited
+            // from the user's own wei and the contract owed more than it held).
+            require(pw[0] <= getHubReserveWei() - msg.value, "insufficient reserve wei for deposits");
             require(pt[0] <= getHubReserveTokens(), "insufficient reserve tokens for deposits");
         }
         require(channel.weiBalances[2] + pw[0] + pw[2] >= s.weiBalances[0] + s.weiBalances[1] + pw[1] + pw[3],

@@ -774,4 +774,27 @@ TEST_F(ChainTest, SenderCanNotEraseThreadPaymentsWithAHigherTxCount) {
   EXPECT_EQ(MUST(hubcm_->hub_reserve_wei()), add(reserve0, u(200)));
 }
 
+// In userAuthorizedUpdate the user's msg.value is already in the contract's balance
+// when the hub's deposit is checked against the reserve; it must not count as reserve.
+TEST_F(ChainTest, UserDepositIsNotHubReserve) {
+  ASSERT_TRUE(MUST(hubcm_->hub_reserve_wei()).is_zero());
+  ChannelState s = base(user_->address());
+  s.pendingDepositWeiHub = u(500);
+  s.pendingDepositWeiUser = u(500);
+  s.txCountGlobal = 1;
+  s.txCountChain = 1;
+  s.timeout = now() + 600;
+  expect_revert(usercm_->user_authorized_update(s, sign(*hub_, s)), "insufficient reserve wei");
+  if (HasFailure()) return;  // the reserve view would revert now (balance < totalChannelWei)
+  // the contract holds what it owes and the reserve stays readable
+  EXPECT_TRUE(MUST(hubcm_->hub_reserve_wei()).is_zero());
+  EXPECT_TRUE(MUST(hubcm_->total_channel_wei()).is_zero());
+  // with the hub's 500 in the reserve the same state goes through
+  MUST(hubcm_->fund_reserve(u(500)));
+  MUST(usercm_->user_authorized_update(s, sign(*hub_, s)));
+  EXPECT_TRUE(MUST(hubcm_->hub_reserve_wei()).is_zero());
+  EXPECT_EQ(MUST(hubcm_->total_channel_wei()), u(1000));
+  EXPECT_EQ(bal(cm_addr_), u(1000));
+}
+
 }  // namespace
