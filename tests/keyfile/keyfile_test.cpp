@@ -424,7 +424,13 @@ TEST_F(PassEnv, InterruptAtPromptRestoresEcho) {
     ::alarm(30);
     ::close(master);
     ::unsetenv("PICOPAY_PASSPHRASE");
+    // Whatever the test runner left us (SIGINT ignored in background jobs, or blocked),
+    // Ctrl-C must be deliverable with its default action.
     ::signal(SIGINT, SIG_DFL);
+    sigset_t unblock;
+    sigemptyset(&unblock);
+    sigaddset(&unblock, SIGINT);
+    ::sigprocmask(SIG_UNBLOCK, &unblock, nullptr);
     if (::setsid() < 0) ::_exit(10);
     const int s = ::open(slave.c_str(), O_RDWR);
     if (s < 0 || ::ioctl(s, TIOCSCTTY, 0) != 0) ::_exit(11);

@@ -1,6 +1,7 @@
 // passphrase_obtain: PICOPAY_PASSPHRASE, else /dev/tty with echo off (termios).
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdlib.h>
@@ -17,11 +18,14 @@ namespace picopay {
 namespace {
 
 // Signals that would otherwise end or stop the process with echo still off: while the
-// prompt is up they are caught (no SA_RESTART, so read() returns EINTR), the terminal
-// is restored, the old dispositions are put back and the signal is re-raised.
+// prompt is up they are caught, the terminal is restored, the old dispositions are put
+// back and the signal is re-raised. They stay blocked except inside ppoll(), which
+// unblocks them atomically while it waits, so a signal that arrives just before the wait
+// still interrupts it (a plain read() would block forever if the handler ran first).
 constexpr int kSignals[] = {SIGINT, SIGQUIT, SIGTERM, SIGHUP, SIGTSTP, SIGTTIN, SIGTTOU};
 constexpr size_t kNumSignals = sizeof kSignals / sizeof kSignals[0];
 volatile sig_atomic_t g_caught = 0;
+sigset_t g_wait_mask;  // the caller's mask: what ppoll() waits with
 
 extern "C" void on_signal(int sig) { g_caught = sig; }
 
@@ -46,6 +50,11 @@ Status read_line(int fd, const char* prompt, char* out, size_t cap, size_t* len)
   bool eol = false;
   while (!eol) {
     char c;
+    struct pollfd pfd {fd, POLLIN, 0};
+    if (::ppoll(&pfd, 1, nullptr, &g_wait_mask) < 0) {
+      if (errno == EINTR && g_caught == 0) continue;
+      return Status::IoError;  // poll error, or interrupted by one of kSignals
+    }
     const ssize_t r = ::read(fd, &c, 1);
     if (r < 0) {
       if (errno == EINTR && g_caught == 0) continue;
@@ -87,6 +96,13 @@ Status from_tty(char* out, size_t cap, size_t* len, bool confirm) noexcept {
   sigemptyset(&act.sa_mask);
   act.sa_flags = 0;  // no SA_RESTART: a signal interrupts read()
   struct sigaction old_act[kNumSignals];
+  // Block our signals; ppoll() waits with the caller's own mask (g_wait_mask), so they are
+  // deliverable exactly while it waits (unless the caller itself blocks them).
+  sigset_t block, caller_mask;
+  sigemptyset(&block);
+  for (size_t i = 0; i < kNumSignals; ++i) sigaddset(&block, kSignals[i]);
+  ::sigprocmask(SIG_BLOCK, &block, &caller_mask);
+  g_wait_mask = caller_mask;
   for (size_t i = 0; i < kNumSignals; ++i) {
     ::sigaction(kSignals[i], nullptr, &old_act[i]);
     if (old_act[i].sa_handler != SIG_IGN) ::sigaction(kSignals[i], &act, nullptr);  // keep ignored ones ignored
@@ -103,6 +119,9 @@ Status from_tty(char* out, size_t cap, size_t* len, bool confirm) noexcept {
   }
   ::close(fd);
   for (size_t i = 0; i < kNumSignals; ++i) ::sigaction(kSignals[i], &old_act[i], nullptr);
+  // The caller's mask again: a signal that came after the last wait is delivered now, with
+  // the caller's disposition, the terminal already restored.
+  ::sigprocmask(SIG_SETMASK, &caller_mask, nullptr);
   if (g_caught != 0) {
     s = Status::IoError;
     ::raise(g_caught);  // as the user asked; if it is ignored/handled we return IoError
