@@ -807,13 +807,21 @@ contract ChannelManager {
 
     function _sendToken(address to, uint256 amount) private {
         if (amount == 0) return;
-        require(address(approvedToken) != address(0), "no token configured");
-        require(approvedToken.transfer(to, amount), "token transfer failed");
+        _tokenCall(abi.encodeCall(IERC20Minimal.transfer, (to, amount)), "token transfer failed");
     }
 
     function _pullToken(address from, uint256 amount) private {
         if (amount == 0) return;
+        _tokenCall(abi.encodeCall(IERC20Minimal.transferFrom, (from, address(this), amount)),
+            "user token deposit failed");
+    }
+
+    // Tokens that return nothing (USDT) are accepted; one that returns false, reverts or
+    // has no code fails the call.
+    function _tokenCall(bytes memory data, string memory err) private {
         require(address(approvedToken) != address(0), "no token configured");
-        require(approvedToken.transferFrom(from, address(this), amount), "user token deposit failed");
+        require(address(approvedToken).code.length > 0, err);
+        (bool ok, bytes memory ret) = address(approvedToken).call(data);
+        require(ok && (ret.length == 0 || (ret.length >= 32 && abi.decode(ret, (bool)))), err);
     }
 }

@@ -13,8 +13,13 @@ const root = path.resolve(__dirname, '..');
 const sources = {
   'ChannelManager.sol': 'ChannelManager.sol',
   'test/TestToken.sol': 'test/TestToken.sol',
+  'test/NoReturnToken.sol': 'test/NoReturnToken.sol',
 };
-const wanted = { 'ChannelManager.sol': 'ChannelManager', 'test/TestToken.sol': 'TestToken' };
+const wanted = {
+  'ChannelManager.sol': 'ChannelManager',
+  'test/TestToken.sol': 'TestToken',
+  'test/NoReturnToken.sol': 'NoReturnToken',
+};
 
 const settings = {
   optimizer: { enabled: true, runs: 200 },

@@ -797,4 +797,36 @@ TEST_F(ChainTest, UserDepositIsNotHubReserve) {
   EXPECT_EQ(bal(cm_addr_), u(1000));
 }
 
+// Tokens such as USDT return nothing from transfer/transferFrom: deposits and payouts
+// must work with them (a bool-decoding call reverts on the empty return data, and a
+// hub deposit made from the reserve could then never be paid out).
+TEST_F(ChainTest, TokenWithoutReturnValueDepositsAndPaysOut) {
+  Artifact nr_art = MUST(load_artifact(std::string(PICOPAY_TEST_CONTRACTS_DIR) + "/NoReturnToken.json"));
+  Address nr = MUST(deploy_artifact(*hub_, nr_art, {}));
+  Address cm = MUST(deploy_channel_manager(*hub_, cm_art_, hub_->address(), kChallenge, nr));
+  ChannelManagerClient ucm(*user_, cm), hcm(*hub_, cm);
+  MUST(erc20_mint(*user_, nr, user_->address(), u(10000)));
+  MUST(erc20_approve(*user_, nr, cm, u(10000)));
+  ChannelState s = base(user_->address());
+  s.contractAddress = cm;
+  s.pendingDepositTokenUser = u(4000);
+  s.txCountGlobal = 1;
+  s.txCountChain = 1;
+  auto d = ucm.user_authorized_update(s, sign(*hub_, s));
+  ASSERT_TRUE(d.ok()) << d.error().to_string();
+  EXPECT_EQ(MUST(erc20_balance(*rpc_, nr, cm)), u(4000));
+  ChannelState c = base(user_->address());
+  c.contractAddress = cm;
+  c.balanceTokenUser = u(3000);
+  c.balanceTokenHub = u(1000);
+  c.txCountGlobal = 2;
+  c.txCountChain = 1;
+  MUST(hcm.start_exit_with_update(both(c)));
+  MUST(ucm.empty_channel(user_->address()));
+  EXPECT_EQ(MUST(erc20_balance(*rpc_, nr, user_->address())), u(9000));
+  EXPECT_EQ(MUST(hcm.hub_reserve_tokens()), u(1000));
+  MUST(hcm.hub_contract_withdraw(u(0), u(1000)));
+  EXPECT_EQ(MUST(erc20_balance(*rpc_, nr, hub_->address())), u(1000));
+}
+
 }  // namespace
