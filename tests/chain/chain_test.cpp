@@ -515,6 +515,65 @@ TEST_F(ChainTest, ThreadExitAndChallengePayBothSides) {
   EXPECT_EQ(MUST(usercm_->channel(user2_->address())).status, ChannelStatus::Open);
 }
 
+// The sender may sign a thread state with a txCount above the receiver's latest that pays
+// the receiver nothing; the contract takes a state that pays the receiver more, and the
+// receiver's watchtower must answer with it even though its txCount is lower.
+TEST_F(ChainTest, WatchtowerAnswersAHighTxCountThreadStateThatPaysTheReceiverLess) {
+  ChannelState a = deposit(*user_, *usercm_, 1000);
+  MUST(hubcm_->fund_reserve(u(500)));
+  ChannelState b = base(user2_->address());
+  b.pendingDepositWeiHub = u(500);
+  b.txCountGlobal = 1;
+  b.txCountChain = 1;
+  MUST(hubcm_->hub_authorized_update(b, sign(*user2_, b)));
+  ThreadState t0 = thread_state_zero();
+  t0.contractAddress = cm_addr_;
+  t0.sender = user_->address();
+  t0.receiver = user2_->address();
+  t0.threadId = 9;
+  t0.balanceWeiSender = u(300);
+  SignedThreadState init = tsign(*user_, t0);
+  std::vector<Hash32> leaves = {thread_hash(t0)};
+  a.balanceWeiUser = u(700);
+  a.txCountGlobal = 3;
+  a.threadRoot = thread_tree_root(leaves);
+  a.threadCount = 1;
+  b = base(user2_->address());
+  b.balanceWeiHub = u(200);
+  b.txCountGlobal = 3;
+  b.txCountChain = 1;
+  b.threadRoot = a.threadRoot;
+  b.threadCount = 1;
+  ThreadState t2 = t0;  // the receiver's latest: 200 paid
+  t2.balanceWeiSender = u(100);
+  t2.balanceWeiReceiver = u(200);
+  t2.txCount = 2;
+  ThreadState forged = t0;  // signed by the sender: nothing paid, txCount far above
+  forged.txCount = 1000000;
+
+  EventPoller poller(*rpc_, cm_addr_, 0, "", deploy_block_);
+  Watchtower tower(*towercm_, poller);
+  tower.watch(WatchedChannel{user2_->address(), both(b), {WatchedThread{init, leaves, tsign(*user_, t2)}}});
+
+  MUST(usercm_->start_exit_with_update(both(a)));
+  ASSERT_TRUE(rpc_->increase_time(kChallenge + 1).ok());
+  MUST(usercm_->empty_channel(user_->address()));
+  MUST(usercm_->start_exit_thread_with_update(user_->address(), init, MUST(thread_proof(leaves, thread_hash(t0))),
+                                              tsign(*user_, forged)));
+  OnchainThread ot = MUST(usercm_->thread(t0.sender, t0.receiver, 9));
+  ASSERT_EQ(ot.txCount, 1000000u);
+  ASSERT_TRUE(ot.weiReceiver.is_zero());
+  auto acts = MUST(tower.tick());
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].what, "challengeThread");
+  ASSERT_TRUE(acts[0].ok) << acts[0].error;
+  ot = MUST(usercm_->thread(t0.sender, t0.receiver, 9));
+  EXPECT_EQ(ot.weiReceiver, u(200));
+  EXPECT_EQ(ot.weiSender, u(100));
+  // nothing better to send now: the tower stays quiet
+  EXPECT_TRUE(MUST(tower.tick()).empty());
+}
+
 TEST_F(ChainTest, StartExitThreadWithUpdateAndNuke) {
   ChannelState a = deposit(*user_, *usercm_, 1000);
   ThreadState t0 = thread_state_zero();

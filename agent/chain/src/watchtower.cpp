@@ -79,10 +79,23 @@ Result<std::vector<WatchtowerAction>> Watchtower::tick() {
         if (t.sender != k.sender || t.receiver != k.receiver || t.threadId != k.id) continue;
         if (now.timestamp < ot.threadClosingTime) {
           settled_all = false;
-          if (wt.latest && wt.latest->state.txCount > ot.txCount) {
-            auto r = cm_.challenge_thread(*wt.latest);
-            done.push_back(act("challengeThread", wc.user, r));
-            if (r) ot.txCount = wt.latest->state.txCount;
+          // The contract takes a sender-signed state that is newer or pays the receiver
+          // more (a sender could sign a huge txCount that pays the receiver nothing), as
+          // long as the receiver's balances do not go down.
+          if (wt.latest) {
+            const ThreadState& l = wt.latest->state;
+            const bool better = l.txCount > ot.txCount || l.balanceWeiReceiver > ot.weiReceiver ||
+                                l.balanceTokenReceiver > ot.tokenReceiver;
+            const bool not_worse = l.balanceWeiReceiver >= ot.weiReceiver && l.balanceTokenReceiver >= ot.tokenReceiver;
+            if (better && not_worse) {
+              auto r = cm_.challenge_thread(*wt.latest);
+              done.push_back(act("challengeThread", wc.user, r));
+              if (r) {
+                ot.txCount = l.txCount;
+                ot.weiReceiver = l.balanceWeiReceiver;
+                ot.tokenReceiver = l.balanceTokenReceiver;
+              }
+            }
           }
           continue;
         }
