@@ -18,6 +18,10 @@
 //    go to the user or the hub's reserve); thread payouts give each channel's user its own
 //    share and the rest to the hub reserve; each thread has its own dispute timer;
 //    authorized updates and dispute states must leave the channel solvent.
+//  - pull-payment fallback: when ETH or tokens pushed to a user or a withdrawal recipient
+//    are refused (a contract without receive, a blacklisted address), the amount is
+//    credited to owedWei/owedTokens and the settlement goes on; the address takes it
+//    later with withdrawOwed/withdrawOwedTo. Owed amounts are not hub reserve.
 pragma solidity 0.8.28;
 
 /// The subset of ERC-20 the manager uses.
@@ -42,8 +46,20 @@ contract ChannelManager {
     uint256 public totalChannelWei;
     uint256 public totalChannelToken;
 
+    // Pull-payment fallback (not in v1): amounts a refused push left in the contract,
+    // per address, and their totals (owed by the contract, so never hub reserve).
+    mapping(address => uint256) public owedWei;
+    mapping(address => uint256) public owedTokens;
+    uint256 public totalOwedWei;
+    uint256 public totalOwedTokens;
+
     // ---- events: v1's, field for field ----
     event DidHubContractWithdraw(uint256 weiAmount, uint256 tokenAmount);
+
+    // Not in v1: a push to `owner` was refused and credited (amounts of this push only).
+    event DidCreditOwed(address indexed owner, uint256 weiAmount, uint256 tokenAmount);
+    // Not in v1: `owner` withdrew what it was owed to `to`.
+    event DidWithdrawOwed(address indexed owner, address to, uint256 weiAmount, uint256 tokenAmount);
 
     // The payload is the state that caused the update (pending fields not yet applied).
     event DidUpdateChannel(
@@ -201,12 +217,39 @@ contract ChannelManager {
     }
 
     function getHubReserveWei() public view returns (uint256) {
-        return address(this).balance - totalChannelWei;
+        return address(this).balance - totalChannelWei - totalOwedWei;
     }
 
     function getHubReserveTokens() public view returns (uint256) {
         if (address(approvedToken) == address(0)) return 0;
-        return approvedToken.balanceOf(address(this)) - totalChannelToken;
+        return approvedToken.balanceOf(address(this)) - totalChannelToken - totalOwedTokens;
+    }
+
+    // ------------------------------------------------------------ pull payments
+
+    /// Pay msg.sender everything it is owed (wei and tokens) after a refused push.
+    function withdrawOwed() public noReentrancy {
+        _withdrawOwed(msg.sender);
+    }
+
+    /// As withdrawOwed, paid to `to` (for an owner that can not receive, e.g. a token
+    /// blacklist). A refused transfer reverts and the credit stays.
+    function withdrawOwedTo(address to) public noReentrancy {
+        require(to != address(0), "to can not be zero");
+        _withdrawOwed(to);
+    }
+
+    function _withdrawOwed(address to) private {
+        uint256 weiAmount = owedWei[msg.sender];
+        uint256 tokenAmount = owedTokens[msg.sender];
+        require(weiAmount > 0 || tokenAmount > 0, "nothing owed");
+        owedWei[msg.sender] = 0;
+        owedTokens[msg.sender] = 0;
+        totalOwedWei -= weiAmount;
+        totalOwedTokens -= tokenAmount;
+        _sendWei(to, weiAmount);
+        _sendToken(to, tokenAmount);
+        emit DidWithdrawOwed(msg.sender, to, weiAmount, tokenAmount);
     }
 
     // ------------------------------------------------------------- authorized updates
@@ -234,8 +277,7 @@ contract ChannelManager {
         require(_recover(h, sigUser) == user, "user signature invalid");
 
         _updateChannelBalances(channel, s);
-        _sendWei(recipient, pendingWeiUpdates[3]);
-        _sendToken(recipient, pendingTokenUpdates[3]);
+        _payOrCredit(recipient, pendingWeiUpdates[3], pendingTokenUpdates[3]);
 
         channel.txCount = txCount;
         channel.threadRoot = threadRoot;
@@ -269,8 +311,7 @@ contract ChannelManager {
 
         _pullToken(msg.sender, pendingTokenUpdates[2]);
         _updateChannelBalances(channel, s);
-        _sendWei(recipient, pendingWeiUpdates[3]);
-        _sendToken(recipient, pendingTokenUpdates[3]);
+        _payOrCredit(recipient, pendingWeiUpdates[3], pendingTokenUpdates[3]);
 
         channel.txCount = txCount;
         channel.threadRoot = threadRoot;
@@ -502,8 +543,7 @@ contract ChannelManager {
             channel.status = ChannelStatus.Open;
         }
 
-        _sendWei(user, thread.weiBalances[side]);
-        _sendToken(user, thread.tokenBalances[side]);
+        _payOrCredit(user, thread.weiBalances[side], thread.tokenBalances[side]);
 
         emit DidEmptyThread(user, sender, receiver, threadId, msg.sender,
             [channel.weiBalances[0], channel.weiBalances[1]], [channel.tokenBalances[0], channel.tokenBalances[1]],
@@ -530,8 +570,7 @@ contract ChannelManager {
         channel.channelClosingTime = 0;
         channel.status = ChannelStatus.Open;
 
-        _sendWei(user, weiAmount);
-        _sendToken(user, tokenAmount);
+        _payOrCredit(user, weiAmount, tokenAmount);
 
         emit DidNukeThreads(user, msg.sender, weiAmount, tokenAmount,
             [channel.weiBalances[0], channel.weiBalances[1]], [channel.tokenBalances[0], channel.tokenBalances[1]],
@@ -682,8 +721,7 @@ contract ChannelManager {
         }
         channel.exitInitiator = address(0);
 
-        _sendWei(user, weiUser);
-        _sendToken(user, tokenUser);
+        _payOrCredit(user, weiUser, tokenUser);
 
         emit DidEmptyChannel(user, _senderIdx(user), [uint256(0), uint256(0)], [uint256(0), uint256(0)],
             channel.txCount, channel.threadRoot, channel.threadCount);
@@ -803,6 +841,43 @@ contract ChannelManager {
         if (amount == 0) return;
         (bool ok, ) = to.call{value: amount}("");
         require(ok, "wei transfer failed");
+    }
+
+    // Settlement payouts: push each amount; one that is refused is credited to `to`
+    // (withdrawOwed) so that no recipient can block a settlement. Callers have already
+    // taken the amounts out of the channel totals.
+    function _payOrCredit(address to, uint256 weiAmount, uint256 tokenAmount) private {
+        uint256 weiOwed = weiAmount;
+        uint256 tokenOwed = tokenAmount;
+        if (weiAmount > 0) {
+            bool ok;
+            // no return data is copied: a recipient can not make the copy cost gas
+            assembly ("memory-safe") {
+                ok := call(gas(), to, weiAmount, 0, 0, 0, 0)
+            }
+            if (ok) weiOwed = 0;
+        }
+        if (tokenAmount > 0 && _trySendToken(to, tokenAmount)) tokenOwed = 0;
+        if (weiOwed > 0 || tokenOwed > 0) {
+            owedWei[to] += weiOwed;
+            owedTokens[to] += tokenOwed;
+            totalOwedWei += weiOwed;
+            totalOwedTokens += tokenOwed;
+            emit DidCreditOwed(to, weiOwed, tokenOwed);
+        }
+    }
+
+    // As _sendToken, but reports failure instead of reverting (a return value other
+    // than none or true counts as failure).
+    function _trySendToken(address to, uint256 amount) private returns (bool) {
+        address token = address(approvedToken);
+        require(token != address(0), "no token configured");
+        if (token.code.length == 0) return false;
+        (bool ok, bytes memory ret) = token.call(abi.encodeCall(IERC20Minimal.transfer, (to, amount)));
+        if (!ok) return false;
+        if (ret.length == 0) return true;
+        if (ret.length < 32) return false;
+        return abi.decode(ret, (uint256)) == 1;
     }
 
     function _sendToken(address to, uint256 amount) private {

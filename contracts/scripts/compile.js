@@ -14,11 +14,13 @@ const sources = {
   'ChannelManager.sol': 'ChannelManager.sol',
   'test/TestToken.sol': 'test/TestToken.sol',
   'test/NoReturnToken.sol': 'test/NoReturnToken.sol',
+  'test/RefusingReceiver.sol': 'test/RefusingReceiver.sol',
 };
 const wanted = {
   'ChannelManager.sol': 'ChannelManager',
   'test/TestToken.sol': 'TestToken',
   'test/NoReturnToken.sol': 'NoReturnToken',
+  'test/RefusingReceiver.sol': 'RefusingReceiver',
 };
 
 const settings = {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // An ERC-20 whose transfer/transferFrom/approve return nothing (as USDT on mainnet), for
-// picopay's chain tests: anyone may mint.
+// picopay's chain tests: anyone may mint, and anyone may block a recipient (as USDT's
+// blacklist does: a transfer to it reverts).
 // Never deploy it anywhere but a local dev chain.
 pragma solidity 0.8.28;
 
@@ -11,6 +12,7 @@ contract NoReturnToken {
     uint256 public totalSupply;
     mapping(address => uint256) public balanceOf;
     mapping(address => mapping(address => uint256)) public allowance;
+    mapping(address => bool) public blocked;
 
     event Transfer(address indexed from, address indexed to, uint256 value);
     event Approval(address indexed owner, address indexed spender, uint256 value);
@@ -37,7 +39,12 @@ contract NoReturnToken {
         _move(from, to, value);
     }
 
+    function setBlocked(address who, bool b) external {
+        blocked[who] = b;
+    }
+
     function _move(address from, address to, uint256 value) private {
+        require(!blocked[to], "recipient blocked");
         require(balanceOf[from] >= value, "balance too small");
         balanceOf[from] -= value;
         balanceOf[to] += value;

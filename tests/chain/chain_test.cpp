@@ -2,9 +2,12 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <memory>
+#include <tuple>
+#include <vector>
 
 #include "devchain.hpp"
 #include "picopay/chain/cli.hpp"
@@ -889,3 +892,289 @@ TEST_F(ChainTest, TokenWithoutReturnValueDepositsAndPaysOut) {
 }
 
 }  // namespace
+
+// ------------------------------------------------- pull payments (refused pushes)
+
+namespace {
+
+// A user contract (contracts/test/RefusingReceiver.sol) that refuses ETH until told
+// otherwise; its owner (a wallet) makes it call the manager.
+struct Refuser {
+  Wallet& owner;
+  Address addr;
+  picopay::chain::Result<Receipt> exec(const Address& target, const U256& value, const Bytes& data) {
+    TxRequest t;
+    t.has_to = true;
+    t.to = addr;
+    t.value = value;
+    t.data = AbiEncoder().address(target).u256(value).bytes(data).finish(selector("exec(address,uint256,bytes)"));
+    return owner.send(t);
+  }
+  picopay::chain::Result<Receipt> set_accepting(bool a) {
+    TxRequest t;
+    t.has_to = true;
+    t.to = addr;
+    t.data = AbiEncoder().boolean(a).finish(selector("setAccepting(bool)"));
+    return owner.send(t);
+  }
+};
+
+U256 view_u256(RpcClient& rpc, const Address& cm, const Bytes& data) {
+  Bytes r = MUST(rpc.eth_call(cm, data));
+  return MUST(AbiDecoder(r).u256(0));
+}
+U256 owed_wei(RpcClient& rpc, const Address& cm, const Address& who) {
+  return view_u256(rpc, cm, AbiEncoder().address(who).finish(selector("owedWei(address)")));
+}
+U256 owed_tokens(RpcClient& rpc, const Address& cm, const Address& who) {
+  return view_u256(rpc, cm, AbiEncoder().address(who).finish(selector("owedTokens(address)")));
+}
+U256 total_owed_wei(RpcClient& rpc, const Address& cm) {
+  return view_u256(rpc, cm, AbiEncoder().finish(selector("totalOwedWei()")));
+}
+// The DidCreditOwed logs of a receipt: (owner, wei, tokens).
+std::vector<std::tuple<Address, U256, U256>> credit_events(const Receipt& r) {
+  static const Hash32 t = keccak_text("DidCreditOwed(address,uint256,uint256)");
+  std::vector<std::tuple<Address, U256, U256>> out;
+  for (const auto& l : r.logs) {
+    if (l.topics.size() != 2 || !(l.topics[0] == t)) continue;
+    Address a;
+    std::memcpy(a.bytes, l.topics[1].bytes + 12, 20);
+    AbiDecoder d(l.data);
+    out.emplace_back(a, MUST(d.u256(0)), MUST(d.u256(1)));
+  }
+  return out;
+}
+
+}  // namespace
+
+// A channel whose user is a contract that refuses ETH: emptying must not be blocked
+// (before the fix it reverted "wei transfer failed" forever, locking the hub's share).
+// The hub gets its share, the user's share is credited, the reserve excludes it, and
+// the contract later withdraws exactly its share.
+TEST_F(ChainTest, RefusedPayoutIsCreditedAndWithdrawnLater) {
+  Artifact rr_art = MUST(load_artifact(std::string(PICOPAY_TEST_CONTRACTS_DIR) + "/RefusingReceiver.json"));
+  Refuser rr{*user_, MUST(deploy_artifact(*user_, rr_art, {}))};
+  U256 hub0 = bal(hub_->address());
+  U256 owner0 = bal(user_->address());
+  U256 hub_gas = U256::zero(), owner_gas = U256::zero();
+  auto hub_paid = [&](const Receipt& r) { hub_gas = add(hub_gas, gas_cost(r)); };
+  auto owner_paid = [&](const Receipt& r) { owner_gas = add(owner_gas, gas_cost(r)); };
+
+  // hub reserve 500 becomes the hub's deposit; the contract deposits 1000 itself
+  hub_paid(MUST(hubcm_->fund_reserve(u(500))));
+  ChannelState s = base(rr.addr);
+  s.pendingDepositWeiHub = u(500);
+  s.pendingDepositWeiUser = u(1000);
+  s.txCountGlobal = 1;
+  s.txCountChain = 1;
+  s.timeout = now() + 600;
+  owner_paid(MUST(rr.exec(cm_addr_, u(1000), encode_user_authorized_update(s, sign(*hub_, s)))));
+  // the user pays the hub 300 (a hub-signed balance update the contract puts on chain)
+  ChannelState c = base(rr.addr);
+  c.balanceWeiHub = u(800);
+  c.balanceWeiUser = u(700);
+  c.txCountGlobal = 2;
+  c.txCountChain = 1;
+  owner_paid(MUST(rr.exec(cm_addr_, u(0), encode_user_authorized_update(c, sign(*hub_, c)))));
+  OnchainChannel oc = MUST(hubcm_->channel(rr.addr));
+  ASSERT_EQ(oc.weiHub, u(800));
+  ASSERT_EQ(oc.weiUser, u(700));
+  ASSERT_EQ(oc.weiTotal, u(1500));
+  U256 reserve0 = MUST(hubcm_->hub_reserve_wei());
+  EXPECT_TRUE(reserve0.is_zero());
+
+  // the hub exits and empties after the period: the push to the contract is refused
+  hub_paid(MUST(hubcm_->start_exit(rr.addr)));
+  ASSERT_TRUE(rpc_->increase_time(kChallenge + 1).ok());
+  Receipt e = MUST(hubcm_->empty_channel(rr.addr));
+  hub_paid(e);
+  record_gas("emptyChannel(credited)", e);
+  auto credits = credit_events(e);
+  ASSERT_EQ(credits.size(), 1u);
+  EXPECT_EQ(std::get<0>(credits[0]), rr.addr);
+  EXPECT_EQ(std::get<1>(credits[0]), u(700));
+  EXPECT_TRUE(std::get<2>(credits[0]).is_zero());
+  oc = MUST(hubcm_->channel(rr.addr));
+  EXPECT_EQ(oc.status, ChannelStatus::Open);
+  EXPECT_TRUE(oc.weiTotal.is_zero());
+  EXPECT_TRUE(MUST(hubcm_->total_channel_wei()).is_zero());
+  EXPECT_TRUE(bal(rr.addr).is_zero());
+  EXPECT_EQ(owed_wei(*rpc_, cm_addr_, rr.addr), u(700));
+  EXPECT_TRUE(owed_tokens(*rpc_, cm_addr_, rr.addr).is_zero());
+  EXPECT_EQ(total_owed_wei(*rpc_, cm_addr_), u(700));
+  // the hub's share is reserve, the credit is not
+  EXPECT_EQ(MUST(hubcm_->hub_reserve_wei()), add(reserve0, u(800)));
+  EXPECT_EQ(bal(cm_addr_), u(1500));
+  expect_revert(hubcm_->hub_contract_withdraw(u(801), u(0)), "not sufficient");
+  Receipt hw = MUST(hubcm_->hub_contract_withdraw(u(800), u(0)));
+  hub_paid(hw);
+  EXPECT_EQ(bal(cm_addr_), u(700));
+
+  // still refusing: withdrawOwed reverts and the credit stays
+  Bytes wo = AbiEncoder().finish(selector("withdrawOwed()"));
+  expect_revert(rr.exec(cm_addr_, u(0), wo), "wei transfer failed");
+  EXPECT_EQ(owed_wei(*rpc_, cm_addr_, rr.addr), u(700));
+  // nobody else can take it
+  expect_revert(usercm_->wallet().send([&] {
+    TxRequest t; t.has_to = true; t.to = cm_addr_; t.data = wo; return t; }()), "nothing owed");
+  // accepting now: exactly its share
+  owner_paid(MUST(rr.set_accepting(true)));
+  Receipt w = MUST(rr.exec(cm_addr_, u(0), wo));
+  owner_paid(w);
+  record_gas("withdrawOwed", w);
+  EXPECT_EQ(bal(rr.addr), u(700));
+  EXPECT_TRUE(owed_wei(*rpc_, cm_addr_, rr.addr).is_zero());
+  EXPECT_TRUE(total_owed_wei(*rpc_, cm_addr_).is_zero());
+  EXPECT_TRUE(bal(cm_addr_).is_zero());
+  EXPECT_TRUE(MUST(hubcm_->hub_reserve_wei()).is_zero());
+  expect_revert(rr.exec(cm_addr_, u(0), wo), "nothing owed");
+
+  // every wei: hub put in 500 and took out 800; the owner's contract put in 1000 and
+  // holds 700; each side also paid its gas
+  EXPECT_EQ(add(hub0, u(300)), add(bal(hub_->address()), hub_gas));
+  EXPECT_EQ(owner0, add(add(bal(user_->address()), owner_gas), u(1000)));
+}
+
+// A withdrawal recipient that refuses ETH can not block an authorized update: the
+// amount is credited to it and the reserve is unchanged.
+TEST_F(ChainTest, RefusingWithdrawalRecipientIsCredited) {
+  Artifact rr_art = MUST(load_artifact(std::string(PICOPAY_TEST_CONTRACTS_DIR) + "/RefusingReceiver.json"));
+  Refuser rr{*user_, MUST(deploy_artifact(*user_, rr_art, {}))};
+  ChannelState c = deposit(*user_, *usercm_, 1000);
+  MUST(hubcm_->fund_reserve(u(50)));
+  ChannelState w = c;
+  w.recipient = rr.addr;
+  w.balanceWeiUser = u(800);
+  w.pendingWithdrawalWeiUser = u(200);
+  w.txCountGlobal = 3;
+  w.txCountChain = 2;
+  Receipt r = MUST(hubcm_->hub_authorized_update(w, sign(*user_, w)));
+  record_gas("hubAuthorizedUpdate(credited)", r);
+  auto credits = credit_events(r);
+  ASSERT_EQ(credits.size(), 1u);
+  EXPECT_EQ(std::get<0>(credits[0]), rr.addr);
+  EXPECT_EQ(std::get<1>(credits[0]), u(200));
+  OnchainChannel oc = MUST(hubcm_->channel(user_->address()));
+  EXPECT_EQ(oc.weiUser, u(800));
+  EXPECT_EQ(oc.weiTotal, u(800));
+  EXPECT_EQ(owed_wei(*rpc_, cm_addr_, rr.addr), u(200));
+  EXPECT_EQ(MUST(hubcm_->hub_reserve_wei()), u(50));
+  EXPECT_EQ(bal(cm_addr_), u(1050));
+  // paid elsewhere on request
+  Bytes to = AbiEncoder().address(other_->address()).finish(selector("withdrawOwedTo(address)"));
+  U256 ob = bal(other_->address());
+  MUST(rr.exec(cm_addr_, u(0), to));
+  EXPECT_EQ(bal(other_->address()), add(ob, u(200)));
+  EXPECT_TRUE(bal(rr.addr).is_zero());
+  EXPECT_TRUE(owed_wei(*rpc_, cm_addr_, rr.addr).is_zero());
+  EXPECT_EQ(MUST(hubcm_->hub_reserve_wei()), u(50));
+  EXPECT_EQ(bal(cm_addr_), u(850));
+}
+
+// A user blocked by the token (a USDT-style blacklist) can not block its channel: its
+// tokens are credited, its wei still paid, the hub's tokens go to the reserve, and the
+// credit is later withdrawn to another address.
+TEST_F(ChainTest, BlockedTokenUserIsCreditedAndWithdrawsElsewhere) {
+  Artifact nr_art = MUST(load_artifact(std::string(PICOPAY_TEST_CONTRACTS_DIR) + "/NoReturnToken.json"));
+  Address nr = MUST(deploy_artifact(*hub_, nr_art, {}));
+  Address cm = MUST(deploy_channel_manager(*hub_, cm_art_, hub_->address(), kChallenge, nr));
+  ChannelManagerClient ucm(*user_, cm), hcm(*hub_, cm);
+  MUST(erc20_mint(*user_, nr, user_->address(), u(10000)));
+  MUST(erc20_approve(*user_, nr, cm, u(10000)));
+  ChannelState s = base(user_->address());
+  s.contractAddress = cm;
+  s.pendingDepositTokenUser = u(4000);
+  s.pendingDepositWeiUser = u(10);
+  s.txCountGlobal = 1;
+  s.txCountChain = 1;
+  MUST(ucm.user_authorized_update(s, sign(*hub_, s)));
+  ChannelState c = base(user_->address());
+  c.contractAddress = cm;
+  c.balanceTokenUser = u(3000);
+  c.balanceTokenHub = u(1000);
+  c.balanceWeiUser = u(10);
+  c.txCountGlobal = 2;
+  c.txCountChain = 1;
+  MUST(ucm.start_exit_with_update(both(c)));
+  TxRequest blk;
+  blk.has_to = true;
+  blk.to = nr;
+  blk.data = AbiEncoder().address(user_->address()).boolean(true).finish(selector("setBlocked(address,bool)"));
+  MUST(hub_->send(blk));
+  U256 ub = bal(user_->address());
+  Receipt e = MUST(hcm.empty_channel(user_->address()));  // non-initiator, at once
+  auto credits = credit_events(e);
+  ASSERT_EQ(credits.size(), 1u);
+  EXPECT_EQ(std::get<0>(credits[0]), user_->address());
+  EXPECT_TRUE(std::get<1>(credits[0]).is_zero());
+  EXPECT_EQ(std::get<2>(credits[0]), u(3000));
+  EXPECT_EQ(bal(user_->address()), add(ub, u(10)));  // the wei push still went through
+  EXPECT_EQ(MUST(erc20_balance(*rpc_, nr, user_->address())), u(6000));
+  EXPECT_EQ(owed_tokens(*rpc_, cm, user_->address()), u(3000));
+  EXPECT_EQ(MUST(hcm.hub_reserve_tokens()), u(1000));
+  EXPECT_EQ(MUST(erc20_balance(*rpc_, nr, cm)), u(4000));
+  expect_revert(hcm.hub_contract_withdraw(u(0), u(1001)), "not sufficient");
+  MUST(hcm.hub_contract_withdraw(u(0), u(1000)));
+  // to itself: the token refuses and the credit stays; to another address: paid
+  Bytes wo = AbiEncoder().finish(selector("withdrawOwed()"));
+  TxRequest t;
+  t.has_to = true;
+  t.to = cm;
+  t.data = wo;
+  expect_revert(user_->send(t), "token transfer failed");
+  EXPECT_EQ(owed_tokens(*rpc_, cm, user_->address()), u(3000));
+  t.data = AbiEncoder().address(user2_->address()).finish(selector("withdrawOwedTo(address)"));
+  Receipt w = MUST(user_->send(t));
+  record_gas("withdrawOwedTo(token)", w);
+  EXPECT_EQ(MUST(erc20_balance(*rpc_, nr, user2_->address())), u(3000));
+  EXPECT_TRUE(owed_tokens(*rpc_, cm, user_->address()).is_zero());
+  EXPECT_TRUE(MUST(erc20_balance(*rpc_, nr, cm)).is_zero());
+  EXPECT_TRUE(MUST(hcm.hub_reserve_tokens()).is_zero());
+}
+
+// nukeThreads to a user contract that refuses ETH: what is locked in threads is
+// credited, the channel reopens, the reserve is unchanged.
+TEST_F(ChainTest, NukeThreadsToRefusingUserIsCredited) {
+  Artifact rr_art = MUST(load_artifact(std::string(PICOPAY_TEST_CONTRACTS_DIR) + "/RefusingReceiver.json"));
+  Refuser rr{*user_, MUST(deploy_artifact(*user_, rr_art, {}))};
+  ChannelState s = base(rr.addr);
+  s.pendingDepositWeiUser = u(1000);
+  s.txCountGlobal = 1;
+  s.txCountChain = 1;
+  MUST(rr.exec(cm_addr_, u(1000), encode_user_authorized_update(s, sign(*hub_, s))));
+  // 200 of the user's wei locked in one thread (the root is not checked by a nuke)
+  ChannelState c = base(rr.addr);
+  c.balanceWeiHub = u(300);
+  c.balanceWeiUser = u(500);
+  c.threadCount = 1;
+  c.threadRoot = keccak_text("a thread");
+  c.txCountGlobal = 2;
+  c.txCountChain = 1;
+  MUST(rr.exec(cm_addr_, u(0), encode_user_authorized_update(c, sign(*hub_, c))));
+  MUST(hubcm_->start_exit(rr.addr));
+  ASSERT_TRUE(rpc_->increase_time(kChallenge + 1).ok());
+  Receipt e = MUST(othercm_->empty_channel(rr.addr));
+  ASSERT_EQ(credit_events(e).size(), 1u);
+  EXPECT_EQ(MUST(hubcm_->channel(rr.addr)).status, ChannelStatus::ThreadDispute);
+  EXPECT_EQ(owed_wei(*rpc_, cm_addr_, rr.addr), u(500));
+  EXPECT_EQ(MUST(hubcm_->hub_reserve_wei()), u(300));
+  ASSERT_TRUE(rpc_->increase_time(kChallenge * 11 + 1).ok());
+  Receipt n = MUST(othercm_->nuke_threads(rr.addr));
+  record_gas("nukeThreads(credited)", n);
+  auto credits = credit_events(n);
+  ASSERT_EQ(credits.size(), 1u);
+  EXPECT_EQ(std::get<1>(credits[0]), u(200));
+  OnchainChannel oc = MUST(hubcm_->channel(rr.addr));
+  EXPECT_EQ(oc.status, ChannelStatus::Open);
+  EXPECT_TRUE(oc.weiTotal.is_zero());
+  EXPECT_EQ(owed_wei(*rpc_, cm_addr_, rr.addr), u(700));
+  EXPECT_EQ(total_owed_wei(*rpc_, cm_addr_), u(700));
+  EXPECT_EQ(MUST(hubcm_->hub_reserve_wei()), u(300));
+  EXPECT_EQ(bal(cm_addr_), u(1000));
+  MUST(rr.set_accepting(true));
+  MUST(rr.exec(cm_addr_, u(0), AbiEncoder().finish(selector("withdrawOwed()"))));
+  EXPECT_EQ(bal(rr.addr), u(700));
+  EXPECT_EQ(bal(cm_addr_), u(300));
+  EXPECT_EQ(MUST(hubcm_->hub_reserve_wei()), u(300));
+}
