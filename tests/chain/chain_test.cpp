@@ -1,5 +1,11 @@
 // picopay chain tests on a real ganache dev chain (127.0.0.1), states signed by the core.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
 
 #include <cstdio>
 #include <cstring>
@@ -233,6 +239,77 @@ TEST(ChainUnits, TransportErrorIsTyped) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().kind, ErrorKind::Transport);
   EXPECT_NE(r.error().message.find("eth_blockNumber"), std::string::npos);
+}
+
+// A JSON-RPC server on 127.0.0.1 that leaves the first `silent` connections unanswered
+// (the request is read, no reply ever comes) and answers later ones with block 0x2a.
+class LossyRpcServer {
+ public:
+  explicit LossyRpcServer(int silent) : silent_(silent) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = 0;
+    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    EXPECT_EQ(::listen(fd_, 8), 0);
+    socklen_t len = sizeof a;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~LossyRpcServer() {
+    stop_ = true;
+    ::shutdown(fd_, SHUT_RDWR);
+    ::close(fd_);
+    thread_.join();
+    for (int c : held_) ::close(c);
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  int connections() const { return connections_.load(); }
+
+ private:
+  void serve() {
+    while (!stop_) {
+      const int c = ::accept(fd_, nullptr, nullptr);
+      if (c < 0) return;
+      const int n = ++connections_;
+      char buf[4096];
+      (void)::recv(c, buf, sizeof buf, 0);
+      if (n <= silent_) {
+        held_.push_back(c);  // never answered
+        continue;
+      }
+      const std::string body = "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":\"0x2a\"}";
+      const std::string resp = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+                               std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+      (void)::send(c, resp.data(), resp.size(), 0);
+      ::close(c);
+    }
+  }
+  int fd_ = -1, silent_ = 0, port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> connections_{0};
+  std::vector<int> held_;
+  std::thread thread_;
+};
+
+TEST(ChainUnits, AReadCallLostOnItsConnectionIsRetriedOnAFreshOne) {
+  LossyRpcServer server(1);
+  RpcClient rpc(server.url(), 15000);
+  auto r = rpc.block_number();
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_EQ(*r, 42u);
+  EXPECT_EQ(server.connections(), 2);
+}
+
+TEST(ChainUnits, ASentTransactionIsNeverRepeated) {
+  LossyRpcServer server(10);
+  RpcClient rpc(server.url(), 3000);
+  auto r = rpc.send_raw_transaction({0x01, 0x02});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().kind, ErrorKind::Transport);
+  EXPECT_EQ(server.connections(), 1);
 }
 
 // ------------------------------------------------------------- on the dev chain

@@ -3,6 +3,7 @@
 
 #include <curl/curl.h>
 
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 
@@ -152,19 +153,33 @@ Result<Json> RpcClient::call(const std::string& method, const std::string& param
   std::string body = "{\"jsonrpc\":\"2.0\",\"id\":" + std::to_string(id) + ",\"method\":\"" + method +
                      "\",\"params\":" + params_json + "}";
   std::string resp;
-  curl_easy_reset(c);
-  struct curl_slist* hdrs = curl_slist_append(nullptr, "Content-Type: application/json");
-  curl_easy_setopt(c, CURLOPT_URL, url_.c_str());
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-  curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.c_str());
-  curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms_);
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-  CURLcode rc = curl_easy_perform(c);
-  curl_slist_free_all(hdrs);
+  // A read-only call that gets no answer is tried again on a fresh connection, within the
+  // same overall timeout: a request lost on a reused keep-alive connection (seen with the
+  // ganache dev chain under load: one eth_estimateGas in a few hundred never answered)
+  // must not fail a deposit. Calls that change state are never repeated here.
+  const bool retryable = method != "eth_sendRawTransaction" && method != "eth_sendTransaction" &&
+                         method.rfind("evm_", 0) != 0 && method.rfind("miner_", 0) != 0;
+  const int attempts = retryable ? 3 : 1;
+  const long per_attempt_ms = retryable ? std::max(5000L, timeout_ms_ / attempts) : timeout_ms_;
+  CURLcode rc = CURLE_OK;
+  for (int attempt = 0; attempt < attempts; ++attempt) {
+    resp.clear();
+    curl_easy_reset(c);
+    struct curl_slist* hdrs = curl_slist_append(nullptr, "Content-Type: application/json");
+    curl_easy_setopt(c, CURLOPT_URL, url_.c_str());
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.c_str());
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, per_attempt_ms);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+    if (attempt > 0) curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, 1L);
+    rc = curl_easy_perform(c);
+    curl_slist_free_all(hdrs);
+    if (rc == CURLE_OK || rc == CURLE_COULDNT_CONNECT) break;  // answered, or nobody listening
+  }
   if (rc != CURLE_OK)
     return make_error(ErrorKind::Transport, method + " to " + url_ + ": " + curl_easy_strerror(rc), rc);
   long http = 0;
