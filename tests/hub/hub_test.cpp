@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "picopay/codec.hpp"
+#include "hub_ledger.hpp"
 #include "sim_device.hpp"
 #include "support/broker.hpp"
 
@@ -21,55 +22,6 @@ namespace {
 
 const char* kContract = "0x7d73424a8256c0b2ba245e5d5a3de8820e45f390";
 constexpr uint32_t kHubIndex = 0xABCDEF;
-
-std::string hex_key(const PrivateKey& k) {
-  static const char* h = "0123456789abcdef";
-  std::string s = "0x";
-  for (uint8_t b : k.bytes) {
-    s.push_back(h[b >> 4]);
-    s.push_back(h[b & 15]);
-  }
-  return s;
-}
-
-struct Ledger {
-  bool found = false;
-  std::vector<uint8_t> state;
-  long long updates = 0;
-};
-
-Ledger read_ledger(const std::string& db, const Address& user) {
-  Ledger l;
-  sqlite3* h = nullptr;
-  if (sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
-    sqlite3_close(h);
-    return l;
-  }
-  sqlite3_busy_timeout(h, 5000);
-  const std::string u = mqtt::topic_address(user);
-  sqlite3_stmt* s = nullptr;
-  sqlite3_prepare_v2(h, "SELECT state FROM channels WHERE user=?", -1, &s, nullptr);
-  sqlite3_bind_text(s, 1, u.c_str(), -1, SQLITE_TRANSIENT);
-  if (sqlite3_step(s) == SQLITE_ROW) {
-    l.found = true;
-    const auto* p = static_cast<const uint8_t*>(sqlite3_column_blob(s, 0));
-    l.state.assign(p, p + sqlite3_column_bytes(s, 0));
-  }
-  sqlite3_finalize(s);
-  sqlite3_prepare_v2(h, "SELECT count(*) FROM updates WHERE user=?", -1, &s, nullptr);
-  sqlite3_bind_text(s, 1, u.c_str(), -1, SQLITE_TRANSIENT);
-  if (sqlite3_step(s) == SQLITE_ROW) l.updates = sqlite3_column_int64(s, 0);
-  sqlite3_finalize(s);
-  sqlite3_close(h);
-  return l;
-}
-
-std::vector<uint8_t> wire(const SignedChannelState& s) {
-  uint8_t b[kMaxChannelStateWire];
-  size_t n = 0;
-  EXPECT_EQ(encode_channel_state(s, b, sizeof b, &n), Status::Ok);
-  return std::vector<uint8_t>(b, b + n);
-}
 
 class HubTest : public ::testing::Test {
  protected:

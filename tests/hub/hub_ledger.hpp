@@ -1,0 +1,81 @@
+// Test helpers shared by the hub suites: what picopay-hub's SQLite ledger holds for a
+// channel (read with a separate read-only connection), and small encoders.
+#pragma once
+
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "picopay/codec.hpp"
+#include "picopay/hex.hpp"
+#include "picopay/mqtt/protocol.hpp"
+
+namespace picopay::testsupport {
+
+// "0x" + 64 hex digits, as the hub's --private-key takes it.
+inline std::string hex_key(const PrivateKey& k) {
+  char s[2 + 64 + 1];
+  hex_encode(k.bytes, sizeof k.bytes, s, true);
+  return s;
+}
+
+// The full-state wire bytes of a state (how the hub stores it).
+inline std::vector<uint8_t> wire(const SignedChannelState& s) {
+  uint8_t b[kMaxChannelStateWire];
+  size_t n = 0;
+  EXPECT_EQ(encode_channel_state(s, b, sizeof b, &n), Status::Ok);
+  return std::vector<uint8_t>(b, b + n);
+}
+
+// What the hub's SQLite ledger holds for one channel.
+struct Ledger {
+  bool found = false;
+  std::vector<uint8_t> state;
+  long long updates = 0, proposals = 0, queued = 0, deposits = 0;
+  bool operator==(const Ledger& o) const {
+    return found == o.found && state == o.state && updates == o.updates && proposals == o.proposals &&
+           queued == o.queued && deposits == o.deposits;
+  }
+};
+
+inline long long count_rows(sqlite3* h, const char* table, const std::string& user) {
+  sqlite3_stmt* s = nullptr;
+  const std::string sql = std::string("SELECT count(*) FROM ") + table + " WHERE user=?";
+  if (sqlite3_prepare_v2(h, sql.c_str(), -1, &s, nullptr) != SQLITE_OK) return -1;
+  sqlite3_bind_text(s, 1, user.c_str(), -1, SQLITE_TRANSIENT);
+  long long n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
+  sqlite3_finalize(s);
+  return n;
+}
+
+inline Ledger read_ledger(const std::string& db, const Address& user) {
+  Ledger l;
+  sqlite3* h = nullptr;
+  if (sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+    sqlite3_close(h);
+    return l;
+  }
+  sqlite3_busy_timeout(h, 5000);
+  const std::string k = mqtt::topic_address(user);
+  sqlite3_stmt* s = nullptr;
+  sqlite3_prepare_v2(h, "SELECT state FROM channels WHERE user=?", -1, &s, nullptr);
+  sqlite3_bind_text(s, 1, k.c_str(), -1, SQLITE_TRANSIENT);
+  if (sqlite3_step(s) == SQLITE_ROW) {
+    l.found = true;
+    const auto* p = static_cast<const uint8_t*>(sqlite3_column_blob(s, 0));
+    l.state.assign(p, p + sqlite3_column_bytes(s, 0));
+  }
+  sqlite3_finalize(s);
+  l.updates = count_rows(h, "updates", k);
+  l.proposals = count_rows(h, "proposals", k);
+  l.queued = count_rows(h, "queued", k);
+  l.deposits = count_rows(h, "deposits", k);
+  sqlite3_close(h);
+  return l;
+}
+
+}  // namespace picopay::testsupport
