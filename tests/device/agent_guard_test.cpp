@@ -13,6 +13,7 @@
 #include <mutex>
 #include <thread>
 
+#include "picopay/hex.hpp"
 #include "picopay/codec.hpp"
 #include "picopay/device/state.hpp"
 #include "picopay/mqtt/client.hpp"
@@ -32,12 +33,8 @@ PrivateKey key_of(uint8_t fill) {
 }
 
 std::string hex_key(const PrivateKey& k) {
-  static const char* h = "0123456789abcdef";
-  std::string s = "0x";
-  for (uint8_t b : k.bytes) {
-    s.push_back(h[b >> 4]);
-    s.push_back(h[b & 15]);
-  }
+  char s[2 + 64 + 1];
+  hex_encode(k.bytes, sizeof k.bytes, s, true);
   return s;
 }
 

@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "picopay/mqtt/protocol.hpp"
+#include "picopay/hex.hpp"
 #include "picopay/signer.hpp"
 #include "picopay/types.hpp"
 
@@ -116,12 +117,9 @@ std::string random_key_hex() {
     Address a{};
     if (s.init() == Status::Ok && s.address_of(pk, a) == Status::Ok) break;
   }
-  static const char* d = "0123456789abcdef";
-  std::string out = "0x";
-  for (uint8_t b : k) {
-    out.push_back(d[b >> 4]);
-    out.push_back(d[b & 15]);
-  }
+  char out[2 + 64 + 1];
+  hex_encode(k, sizeof k, out, true);
+  secure_wipe(k, sizeof k);
   return out;
 }
 

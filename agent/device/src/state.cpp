@@ -6,6 +6,7 @@
 
 #include "picopay/agent/json_state.hpp"
 #include "picopay/codec.hpp"
+#include "picopay/hex.hpp"
 #include "picopay/port/posix.hpp"
 
 namespace picopay::device {
@@ -14,31 +15,16 @@ namespace {
 constexpr const char* kRecord = "agent.json";
 
 std::string to_hex(const uint8_t* p, size_t n) {
-  static const char* d = "0123456789abcdef";
-  std::string s;
-  s.reserve(n * 2);
-  for (size_t i = 0; i < n; ++i) {
-    s.push_back(d[p[i] >> 4]);
-    s.push_back(d[p[i] & 15]);
-  }
+  std::string s(2 * n + 1, '\0');
+  hex_encode(p, n, &s[0], false);
+  s.resize(2 * n);
   return s;
 }
 
 bool from_hex(const std::string& s, std::vector<uint8_t>& out) {
-  if (s.size() % 2) return false;
-  out.clear();
-  auto nib = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  for (size_t i = 0; i < s.size(); i += 2) {
-    int h = nib(s[i]), l = nib(s[i + 1]);
-    if (h < 0 || l < 0) return false;
-    out.push_back(static_cast<uint8_t>(h * 16 + l));
-  }
-  return true;
+  out.assign(s.size() / 2, 0);
+  size_t n = 0;
+  return hex_decode(s.data(), s.size(), out.data(), out.size(), &n) == Status::Ok;
 }
 
 void add_u64(cJSON* o, const char* k, uint64_t v) { cJSON_AddNumberToObject(o, k, static_cast<double>(v)); }

@@ -4,28 +4,19 @@
 #include <cstring>
 
 #include "picopay/codec.hpp"
+#include "picopay/hex.hpp"
 #include "picopay/signer.hpp"
 
 namespace picopay::mqtt {
 
 namespace {
-constexpr char kHex[] = "0123456789abcdef";
-
+// Topic addresses are lowercase 0x-hex only (one topic per channel).
 bool parse_lower_address(const std::string& s, Address& out) {
-  if (s.size() != 42 || s[0] != '0' || s[1] != 'x') return false;
-  for (size_t i = 0; i < 20; ++i) {
-    int v = 0;
-    for (int k = 0; k < 2; ++k) {
-      char c = s[2 + 2 * i + k];
-      int d;
-      if (c >= '0' && c <= '9') d = c - '0';
-      else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
-      else return false;
-      v = v * 16 + d;
-    }
-    out.bytes[i] = static_cast<uint8_t>(v);
+  if (s.size() != 42 || s[1] != 'x') return false;
+  for (size_t i = 2; i < s.size(); ++i) {
+    if (s[i] >= 'A' && s[i] <= 'F') return false;
   }
-  return true;
+  return hex_decode_0x(s.data(), s.size(), out.bytes, sizeof out.bytes) == Status::Ok;
 }
 
 void put_varint(std::vector<uint8_t>& out, uint64_t v) {
@@ -55,11 +46,8 @@ bool status_known(uint8_t s) { return s > 0 && s <= static_cast<uint8_t>(Status:
 }  // namespace
 
 std::string topic_address(const Address& a) {
-  std::string s = "0x";
-  for (uint8_t b : a.bytes) {
-    s.push_back(kHex[b >> 4]);
-    s.push_back(kHex[b & 15]);
-  }
+  char s[kAddressTextSize];
+  hex_encode(a.bytes, sizeof a.bytes, s, true);
   return s;
 }
 
