@@ -274,13 +274,18 @@ class TowerChainTest : public ::testing::Test {
     return out;
   }
 
-  // Waits (bounded) until the channel on chain satisfies `pred`.
+  // Waits (bounded) until the channel on chain satisfies `pred`; `oc` is what was read.
   template <typename P>
   bool wait_channel(const Address& user, P pred, chain::OnchainChannel& oc, int timeout_ms = 30000) {
     const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     while (std::chrono::steady_clock::now() < until) {
       oc = MUST(usercm_->channel(user));
-      if (pred(oc)) return true;
+      if (pred(oc)) {
+        // channel() reads balances and details with two calls: read again now that the
+        // block is in, so both halves come from the same state.
+        oc = MUST(usercm_->channel(user));
+        return pred(oc);
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     return false;

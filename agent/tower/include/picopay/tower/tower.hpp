@@ -67,6 +67,7 @@ class Tower {
   void on_message(const mqtt::Message& m);
   void worker();
   bool guard(const Address& user, uint64_t now, std::string& err);
+  chain::Result<chain::Receipt> answer(const SignedChannelState& s);
   void refused(const std::string& msg);
 
   Config cfg_;
