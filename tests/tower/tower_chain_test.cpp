@@ -65,7 +65,7 @@ std::vector<uint8_t> wire(const SignedChannelState& s) {
 class AckClient {
  public:
   bool start(int port, const std::string& user, const std::string& password, const std::string& ack_filter,
-             std::string& err) {
+             std::string& err, const std::string& ack_filter2 = "") {
     mqtt::Options o;
     o.port = port;
     o.client_id = "test-" + user;
@@ -79,6 +79,7 @@ class AckClient {
       cv_.notify_all();
     });
     if (!ack_filter.empty()) c_->subscribe(ack_filter, 1);
+    if (!ack_filter2.empty()) c_->subscribe(ack_filter2, 1);
     if (!c_->start(err)) return false;
     if (!c_->wait_connected(10000)) {
       err = "not connected: " + c_->last_error();
@@ -147,9 +148,13 @@ class TowerChainTest : public ::testing::Test {
     o.acl = picopay_acl("hub") +
             "\nuser tower\n"
             "topic read picopay/v1/tower/+/user/+/state\n"
+            "topic read picopay/v1/tower/+/user/+/thread\n"
             "topic write picopay/v1/tower/+/user/+/ack\n"
+            "topic write picopay/v1/tower/+/user/+/thread-ack\n"
             "\npattern write picopay/v1/tower/+/user/%u/state\n"
-            "pattern read picopay/v1/tower/+/user/%u/ack\n";
+            "pattern write picopay/v1/tower/+/user/%u/thread\n"
+            "pattern read picopay/v1/tower/+/user/%u/ack\n"
+            "pattern read picopay/v1/tower/+/user/%u/thread-ack\n";
     o.dir = dir_ + "/broker";
     broker_ = std::make_unique<Broker>(o);
     std::string err;
@@ -499,6 +504,134 @@ TEST_F(TowerChainTest, ExitWhileTheTowerIsDownIsAnsweredAfterItsRestart) {
                            oc))
       << read_file(dir_ + "/tower.log");
   EXPECT_EQ(MUST(rpc_->balance(user)), add(user0, u(500)));  // txCountGlobal 4: hub 500, user 500
+}
+
+// A pays the device B through a thread; B hands its channel state and the newest
+// sender-signed thread state (under its own signature) and sleeps. A exits and starts
+// the thread's dispute with the initial state (nothing for B); the tower answers with
+// challengeThread. Thread handovers not signed by B, or with a forged sender signature,
+// are refused.
+TEST_F(TowerChainTest, StaleThreadDisputeIsAnsweredWithTheReceiversLatestThreadState) {
+  start_tower();
+  const Address a_addr = user_->address(), b_addr = user2_->address();
+  // A deposits 1000; the hub puts 1000 of collateral into B's channel.
+  ChannelState s = base(a_addr);
+  s.pendingDepositWeiUser = u(1000);
+  s.txCountGlobal = 1;
+  s.txCountChain = 1;
+  s.timeout = now() + 600;
+  MUST(usercm_->user_authorized_update(s, sign(*hub_, s)));
+  ChannelState a = base(a_addr);
+  a.balanceWeiUser = u(1000);
+  a.txCountGlobal = 2;
+  a.txCountChain = 1;
+  ChannelState b = pay(*user2_, 0, 0)[0].state;  // [2,1], hub 1000
+
+  ThreadState t0 = thread_state_zero();
+  t0.contractAddress = cm_addr_;
+  t0.sender = a_addr;
+  t0.receiver = b_addr;
+  t0.threadId = 7;
+  t0.balanceWeiSender = u(300);
+  SignedThreadState init{t0, true, MUST(user_->sign_eth(thread_hash(t0)))};
+  const std::vector<Hash32> leaves = {thread_hash(t0)};
+  const Hash32 root = chain::thread_tree_root(leaves);
+  a.balanceWeiUser = u(700);  // the thread is open in both channels
+  a.txCountGlobal = 3;
+  a.threadRoot = root;
+  a.threadCount = 1;
+  b.balanceWeiHub = u(700);
+  b.txCountGlobal = 3;
+  b.threadRoot = root;
+  b.threadCount = 1;
+  ThreadState t2 = t0;  // A paid B 200 in two thread payments
+  t2.balanceWeiSender = u(100);
+  t2.balanceWeiReceiver = u(200);
+  t2.txCount = 2;
+  SignedThreadState latest{t2, true, MUST(user_->sign_eth(thread_hash(t2)))};
+
+  AckClient device;
+  std::string err;
+  ASSERT_TRUE(device.start(broker_->port(), mqtt::topic_address(b_addr), "user2-pass", ack_topic(b_addr), err,
+                           tower::topic_thread_ack(tower_->address(), b_addr)))
+      << err;
+  tower::ThreadHandover h{latest, MUST(user2_->sign_eth(tower::thread_handover_digest(cm_addr_, thread_hash(t2))))};
+  std::vector<uint8_t> hw;
+  ASSERT_EQ(tower::encode_thread_handover(h, hw), Status::Ok);
+  // Before the tower holds B's channel, a thread handover is refused.
+  device.publish(tower::topic_thread(tower_->address(), b_addr), hw);
+  tower::Ack ack;
+  ASSERT_TRUE(device.next(ack)) << read_file(dir_ + "/tower.log");
+  EXPECT_EQ(ack.result, tower::AckResult::Refused);
+  EXPECT_EQ(ack.reason, Status::ThreadNotFound);
+  const SignedChannelState bs = both(*user2_, b);
+  device.publish(state_topic(b_addr), wire(bs));
+  ASSERT_TRUE(device.next(ack));
+  expect_ack(ack, tower::AckResult::Stored, Status::Ok, b_addr, &bs);
+  device.publish(tower::topic_thread(tower_->address(), b_addr), hw);
+  ASSERT_TRUE(device.next(ack));
+  EXPECT_EQ(ack.result, tower::AckResult::Stored);
+  EXPECT_EQ(ack.txCountGlobal, 2u);
+  EXPECT_EQ(ack.stateHash, thread_hash(t2));
+  Signer signer;
+  ASSERT_EQ(signer.init(), Status::Ok);
+  EXPECT_EQ(signer.verify_eth(tower::thread_ack_digest(cm_addr_, b_addr, 7, 2, thread_hash(t2)), ack.sig,
+                              tower_->address()),
+            Status::Ok);
+
+  // Someone else (the hub's account) hands thread states for B: refused.
+  AckClient attacker;
+  ASSERT_TRUE(attacker.start(broker_->port(), "hub", "hub-pass", "", err)) << err;
+  ThreadState t9 = t0;  // a higher txCount that pays B nothing, signed by A
+  t9.txCount = 9;
+  SignedThreadState bad{t9, true, MUST(user_->sign_eth(thread_hash(t9)))};
+  tower::ThreadHandover f1{bad, MUST(other_->sign_eth(tower::thread_handover_digest(cm_addr_, thread_hash(t9))))};
+  std::vector<uint8_t> fw;
+  ASSERT_EQ(tower::encode_thread_handover(f1, fw), Status::Ok);
+  attacker.publish(tower::topic_thread(tower_->address(), b_addr), fw);
+  ASSERT_TRUE(device.next(ack));
+  EXPECT_EQ(ack.result, tower::AckResult::Refused);
+  EXPECT_EQ(ack.reason, Status::WrongSigner);
+  EXPECT_EQ(ack.txCountGlobal, 2u);  // still the held one
+  ThreadState t3 = t2;  // more for B, but A never signed it
+  t3.balanceWeiSender = u(0);
+  t3.balanceWeiReceiver = u(300);
+  t3.txCount = 3;
+  tower::ThreadHandover f2{SignedThreadState{t3, true, MUST(other_->sign_eth(thread_hash(t3)))},
+                           MUST(user2_->sign_eth(tower::thread_handover_digest(cm_addr_, thread_hash(t3))))};
+  fw.clear();
+  ASSERT_EQ(tower::encode_thread_handover(f2, fw), Status::Ok);
+  attacker.publish(tower::topic_thread(tower_->address(), b_addr), fw);
+  ASSERT_TRUE(device.next(ack));
+  EXPECT_EQ(ack.result, tower::AckResult::Refused);
+  EXPECT_EQ(ack.reason, Status::WrongSigner);
+  attacker.stop();
+  device.stop();
+
+  // A exits with the thread open; the hub (not the initiator) empties A's channel at
+  // once, which puts it in thread dispute; A starts the thread's dispute with the
+  // initial state: nothing for B.
+  MUST(usercm_->start_exit_with_update(both(*user_, a)));
+  MUST(hubcm_->empty_channel(a_addr));
+  ASSERT_EQ(MUST(usercm_->channel(a_addr)).status, chain::ChannelStatus::ThreadDispute);
+  MUST(usercm_->start_exit_thread(a_addr, init, MUST(chain::thread_proof(leaves, thread_hash(t0)))));
+  const auto t_exit = std::chrono::steady_clock::now();
+  chain::OnchainThread ot{};
+  const auto until = t_exit + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < until) {
+    ot = MUST(usercm_->thread(a_addr, b_addr, 7));
+    if (ot.txCount == 2) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(ot.txCount, 2u) << read_file(dir_ + "/tower.log");
+  ot = MUST(usercm_->thread(a_addr, b_addr, 7));
+  std::printf("tower answered the stale thread dispute %lld ms after startExitThread was mined\n",
+              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         std::chrono::steady_clock::now() - t_exit)
+                                         .count()));
+  EXPECT_EQ(ot.weiReceiver, u(200));
+  EXPECT_EQ(ot.weiSender, u(100));
+  EXPECT_GT(ot.threadClosingTime, now());
 }
 
 }  // namespace

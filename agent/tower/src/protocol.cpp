@@ -13,6 +13,10 @@ namespace picopay::tower {
 namespace {
 constexpr const char kAckDomain[] = "picopay-tower-ack-v1";  // 20 bytes
 static_assert(sizeof kAckDomain - 1 == 20, "ack domain is 20 bytes");
+constexpr const char kThreadDomain[] = "picopay-tower-thr-v1";
+static_assert(sizeof kThreadDomain - 1 == 20, "thread domain is 20 bytes");
+constexpr const char kThreadAckDomain[] = "picopay-tower-tha-v1";
+static_assert(sizeof kThreadAckDomain - 1 == 20, "thread ack domain is 20 bytes");
 
 bool parse_lower_address(const std::string& s, Address& out) {
   if (s.size() != 42 || s[0] != '0' || s[1] != 'x') return false;
@@ -31,15 +35,22 @@ bool status_known(uint8_t s) { return s <= static_cast<uint8_t>(Status::Corrupt)
 }  // namespace
 
 std::string topic_state(const Address& tower, const Address& user) { return tower_user(tower, user, "state"); }
+std::string topic_thread(const Address& tower, const Address& user) { return tower_user(tower, user, "thread"); }
+std::string topic_thread_ack(const Address& tower, const Address& user) {
+  return tower_user(tower, user, "thread-ack");
+}
+std::string topic_thread_filter(const Address& tower) {
+  return std::string(mqtt::kTopicPrefix) + "/tower/" + mqtt::topic_address(tower) + "/user/+/thread";
+}
 std::string topic_ack(const Address& tower, const Address& user) { return tower_user(tower, user, "ack"); }
 std::string topic_state_filter(const Address& tower) {
   return std::string(mqtt::kTopicPrefix) + "/tower/" + mqtt::topic_address(tower) + "/user/+/state";
 }
 
-bool parse_state_topic(const std::string& topic, Address& tower, Address& user) {
-  // picopay/v1/tower/<42>/user/<42>/state
+static bool parse_tower_topic(const std::string& topic, const std::string& leaf, Address& tower, Address& user) {
+  // picopay/v1/tower/<42>/user/<42>/<leaf>
   const std::string head = std::string(mqtt::kTopicPrefix) + "/tower/";
-  if (topic.size() != head.size() + 42 + 6 + 42 + 6) return false;
+  if (topic.size() != head.size() + 42 + 6 + 42 + 1 + leaf.size()) return false;
   if (topic.compare(0, head.size(), head) != 0) return false;
   size_t p = head.size();
   if (!parse_lower_address(topic.substr(p, 42), tower)) return false;
@@ -48,7 +59,85 @@ bool parse_state_topic(const std::string& topic, Address& tower, Address& user) 
   p += 6;
   if (!parse_lower_address(topic.substr(p, 42), user)) return false;
   p += 42;
-  return topic.compare(p, 6, "/state") == 0;
+  return topic.compare(p, std::string::npos, "/" + leaf) == 0;
+}
+bool parse_state_topic(const std::string& topic, Address& tower, Address& user) {
+  return parse_tower_topic(topic, "state", tower, user);
+}
+bool parse_thread_topic(const std::string& topic, Address& tower, Address& user) {
+  return parse_tower_topic(topic, "thread", tower, user);
+}
+
+Hash32 thread_handover_digest(const Address& contract, const Hash32& threadHash) noexcept {
+  uint8_t pre[20 + 20 + 32];
+  std::memcpy(pre, kThreadDomain, 20);
+  std::memcpy(pre + 20, contract.bytes, 20);
+  std::memcpy(pre + 40, threadHash.bytes, 32);
+  Hash32 out{};
+  keccak256(pre, sizeof pre, out.bytes);
+  return out;
+}
+
+Status encode_thread_handover(const ThreadHandover& h, std::vector<uint8_t>& out) {
+  uint8_t b[kMaxThreadStateWire + 65];
+  size_t n = 0;
+  Status s = encode_thread_state(h.thread, b, kMaxThreadStateWire, &n);
+  if (s != Status::Ok) return s;
+  if (h.sigReceiver.v != 27 && h.sigReceiver.v != 28) return Status::BadRecoveryId;
+  std::memcpy(b + n, h.sigReceiver.r, 32);
+  std::memcpy(b + n + 32, h.sigReceiver.s, 32);
+  b[n + 64] = h.sigReceiver.v;
+  out.insert(out.end(), b, b + n + 65);
+  return Status::Ok;
+}
+
+Status decode_thread_handover(const uint8_t* in, size_t len, ThreadHandover& out) {
+  if (len < 65) return Status::Truncated;
+  ThreadHandover h;
+  Status s = decode_thread_state(in, len - 65, h.thread);
+  if (s != Status::Ok) return s;
+  const uint8_t* sig = in + len - 65;
+  std::memcpy(h.sigReceiver.r, sig, 32);
+  std::memcpy(h.sigReceiver.s, sig + 32, 32);
+  h.sigReceiver.v = sig[64];
+  if (h.sigReceiver.v != 27 && h.sigReceiver.v != 28) return Status::BadRecoveryId;
+  if (!signature_s_is_low(h.sigReceiver.s)) return Status::HighS;
+  out = h;
+  return Status::Ok;
+}
+
+Status check_thread_handover(const ThreadHandover& h, const Address& contract, const Address& user,
+                             const Signer& signer) noexcept {
+  const ThreadState& t = h.thread.state;
+  if (t.contractAddress != contract) return Status::WrongContract;
+  if (t.receiver != user || t.sender == t.receiver) return Status::WrongParty;
+  if (!h.thread.hasSigA) return Status::BadArgs;
+  const Hash32 th = thread_hash(t);
+  Status s = signer.verify_eth(th, h.thread.sigA, t.sender);
+  if (s != Status::Ok) return s;
+  return signer.verify_eth(thread_handover_digest(contract, th), h.sigReceiver, user);
+}
+
+bool thread_state_better(const ThreadState& c, const ThreadState& cur) noexcept {
+  const bool better = c.txCount > cur.txCount || c.balanceWeiReceiver > cur.balanceWeiReceiver ||
+                      c.balanceTokenReceiver > cur.balanceTokenReceiver;
+  const bool not_worse = c.balanceWeiReceiver >= cur.balanceWeiReceiver &&
+                         c.balanceTokenReceiver >= cur.balanceTokenReceiver;
+  return better && not_worse;
+}
+
+Hash32 thread_ack_digest(const Address& contract, const Address& user, uint64_t threadId, uint64_t txCount,
+                         const Hash32& threadHash) noexcept {
+  uint8_t pre[20 + 20 + 20 + 32 + 32 + 32] = {};
+  std::memcpy(pre, kThreadAckDomain, 20);
+  std::memcpy(pre + 20, contract.bytes, 20);
+  std::memcpy(pre + 40, user.bytes, 20);
+  for (int i = 0; i < 8; ++i) pre[60 + 24 + i] = static_cast<uint8_t>(threadId >> (8 * (7 - i)));
+  for (int i = 0; i < 8; ++i) pre[92 + 24 + i] = static_cast<uint8_t>(txCount >> (8 * (7 - i)));
+  std::memcpy(pre + 124, threadHash.bytes, 32);
+  Hash32 out{};
+  keccak256(pre, sizeof pre, out.bytes);
+  return out;
 }
 
 Status check_handover(const SignedChannelState& s, const Address& contract, const Address& hub, const Address& user,

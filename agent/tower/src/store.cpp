@@ -9,6 +9,7 @@
 
 #include "picopay/codec.hpp"
 #include "picopay/mqtt/protocol.hpp"
+#include "picopay/tower/protocol.hpp"
 
 namespace picopay::tower {
 
@@ -76,6 +77,11 @@ std::unique_ptr<Store> Store::open(const std::string& path, const Address& contr
       !st->exec("CREATE TABLE IF NOT EXISTS channels(user BLOB PRIMARY KEY, tx_count_global INTEGER NOT NULL, "
                 "state BLOB NOT NULL, state_hash BLOB NOT NULL, check_chain INTEGER NOT NULL, "
                 "updated INTEGER NOT NULL) WITHOUT ROWID",
+                err) ||
+      !st->exec("CREATE TABLE IF NOT EXISTS threads(sender BLOB NOT NULL, receiver BLOB NOT NULL, "
+                "thread_id INTEGER NOT NULL, tx_count INTEGER NOT NULL, state BLOB NOT NULL, "
+                "state_hash BLOB NOT NULL, check_chain INTEGER NOT NULL, updated INTEGER NOT NULL, "
+                "PRIMARY KEY(sender, receiver, thread_id)) WITHOUT ROWID",
                 err)) {
     err = path + ": " + err;
     return nullptr;
@@ -247,7 +253,7 @@ bool Store::set_check(const Address& user, bool on, std::string& err) {
 
 bool Store::check_all(std::string& err) {
   std::lock_guard<std::mutex> lk(mu_);
-  return exec("UPDATE channels SET check_chain = 1", err);
+  return exec("UPDATE channels SET check_chain = 1", err) && exec("UPDATE threads SET check_chain = 1", err);
 }
 
 bool Store::to_check(std::vector<Address>& out, std::string& err) {
@@ -281,6 +287,157 @@ bool Store::count(size_t& n, std::string& err) {
     return false;
   }
   n = static_cast<size_t>(sqlite3_column_int64(cnt.get(), 0));
+  return true;
+}
+
+namespace {
+void bind_key(Stmt& st, const ThreadKey& k) {
+  st.blob(1, k.sender.bytes, 20);
+  st.blob(2, k.receiver.bytes, 20);
+  st.i64(3, static_cast<int64_t>(k.threadId));
+}
+ThreadKey key_of(const ThreadState& t) { return ThreadKey{t.sender, t.receiver, t.threadId}; }
+}  // namespace
+
+// Reads the thread row of `k` (caller holds mu_). found false if none.
+static bool read_thread(sqlite3* db, const ThreadKey& k, SignedThreadState& out, Held& held, std::string& err) {
+  held = Held{};
+  Stmt sel(db, "SELECT state, state_hash FROM threads WHERE sender = ?1 AND receiver = ?2 AND thread_id = ?3", err);
+  if (!sel) return false;
+  bind_key(sel, k);
+  int rc = sel.step();
+  if (rc == SQLITE_DONE) return true;
+  if (rc != SQLITE_ROW) {
+    err = errmsg(db, "select");
+    return false;
+  }
+  const auto* p = static_cast<const uint8_t*>(sqlite3_column_blob(sel.get(), 0));
+  Status s = decode_thread_state(p, static_cast<size_t>(sqlite3_column_bytes(sel.get(), 0)), out);
+  if (s != Status::Ok || out.state.sender != k.sender || out.state.receiver != k.receiver ||
+      out.state.threadId != k.threadId || !col_hash(sel.get(), 1, held.stateHash)) {
+    err = "store: a thread row of " + mqtt::topic_address(k.receiver) + " does not decode (" + status_name(s) + ")";
+    return false;
+  }
+  held.found = true;
+  held.txCountGlobal = out.state.txCount;
+  return true;
+}
+
+bool Store::put_thread(const SignedThreadState& t, size_t max_per_receiver, PutResult& result, Held& held,
+                       std::string& err) {
+  uint8_t wire[kMaxThreadStateWire];
+  size_t n = 0;
+  if (Status e = encode_thread_state(t, wire, sizeof wire, &n); e != Status::Ok) {
+    err = std::string("cannot encode the thread state: ") + status_message(e);
+    return false;
+  }
+  const Hash32 h = thread_hash(t.state);
+  const ThreadKey k = key_of(t.state);
+  std::lock_guard<std::mutex> lk(mu_);
+  if (!exec("BEGIN IMMEDIATE", err)) return false;
+  auto rollback = [&] {
+    std::string ignored;
+    exec("ROLLBACK", ignored);
+    return false;
+  };
+  SignedThreadState cur{};
+  Held ch;
+  if (!read_thread(db_, k, cur, ch, err)) return rollback();
+  if (ch.found && !thread_state_better(t.state, cur.state)) {
+    result = PutResult::Held;
+    held = ch;
+    rollback();
+    return true;
+  }
+  if (!ch.found) {
+    Stmt cnt(db_, "SELECT COUNT(*) FROM threads WHERE receiver = ?1", err);
+    if (!cnt) return rollback();
+    cnt.blob(1, k.receiver.bytes, 20);
+    if (cnt.step() != SQLITE_ROW) {
+      err = errmsg(db_, "count");
+      return rollback();
+    }
+    if (static_cast<size_t>(sqlite3_column_int64(cnt.get(), 0)) >= max_per_receiver) {
+      result = PutResult::Full;
+      held = ch;
+      rollback();
+      return true;
+    }
+  }
+  {
+    Stmt up(db_,
+            ch.found ? "UPDATE threads SET tx_count = ?4, state = ?5, state_hash = ?6, updated = ?7 "
+                       "WHERE sender = ?1 AND receiver = ?2 AND thread_id = ?3"
+                     : "INSERT INTO threads(sender, receiver, thread_id, tx_count, state, state_hash, check_chain, "
+                       "updated) VALUES(?1, ?2, ?3, ?4, ?5, ?6, 1, ?7)",
+            err);
+    if (!up) return rollback();
+    bind_key(up, k);
+    up.i64(4, static_cast<int64_t>(t.state.txCount));
+    up.blob(5, wire, n);
+    up.blob(6, h.bytes, 32);
+    up.i64(7, static_cast<int64_t>(std::time(nullptr)));
+    if (up.step() != SQLITE_DONE) {
+      err = errmsg(db_, "write");
+      return rollback();
+    }
+  }
+  if (!exec("COMMIT", err)) return rollback();
+  result = PutResult::Stored;
+  held.found = true;
+  held.txCountGlobal = t.state.txCount;
+  held.stateHash = h;
+  return true;
+}
+
+bool Store::thread_held(const ThreadKey& k, Held& out, std::string& err) {
+  std::lock_guard<std::mutex> lk(mu_);
+  SignedThreadState t{};
+  return read_thread(db_, k, t, out, err);
+}
+
+bool Store::latest_thread(const ThreadKey& k, SignedThreadState& out, bool& found, std::string& err) {
+  std::lock_guard<std::mutex> lk(mu_);
+  Held h;
+  if (!read_thread(db_, k, out, h, err)) return false;
+  found = h.found;
+  return true;
+}
+
+bool Store::set_thread_check(const ThreadKey& k, bool on, std::string& err) {
+  std::lock_guard<std::mutex> lk(mu_);
+  Stmt up(db_, "UPDATE threads SET check_chain = ?4 WHERE sender = ?1 AND receiver = ?2 AND thread_id = ?3", err);
+  if (!up) return false;
+  bind_key(up, k);
+  up.i64(4, on ? 1 : 0);
+  if (up.step() != SQLITE_DONE) {
+    err = errmsg(db_, "update");
+    return false;
+  }
+  return true;
+}
+
+bool Store::threads_to_check(std::vector<ThreadKey>& out, std::string& err) {
+  std::lock_guard<std::mutex> lk(mu_);
+  out.clear();
+  Stmt sel(db_, "SELECT sender, receiver, thread_id FROM threads WHERE check_chain != 0", err);
+  if (!sel) return false;
+  int rc;
+  while ((rc = sel.step()) == SQLITE_ROW) {
+    if (sqlite3_column_bytes(sel.get(), 0) != 20 || sqlite3_column_bytes(sel.get(), 1) != 20) {
+      err = "store: a thread row's address is not 20 bytes";
+      return false;
+    }
+    ThreadKey k;
+    std::memcpy(k.sender.bytes, sqlite3_column_blob(sel.get(), 0), 20);
+    std::memcpy(k.receiver.bytes, sqlite3_column_blob(sel.get(), 1), 20);
+    k.threadId = static_cast<uint64_t>(sqlite3_column_int64(sel.get(), 2));
+    out.push_back(k);
+  }
+  if (rc != SQLITE_DONE) {
+    err = errmsg(db_, "select");
+    return false;
+  }
   return true;
 }
 

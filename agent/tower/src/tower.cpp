@@ -131,6 +131,7 @@ bool Tower::start(std::string& err) {
   mqtt_->on_message([this](const mqtt::Message& m) { on_message(m); });
   mqtt_->on_disconnect([](const std::string& why) { log_line("warn", "broker: " + why); });
   mqtt_->subscribe(topic_state_filter(wallet_->address()), 1);
+  mqtt_->subscribe(topic_thread_filter(wallet_->address()), 1);
   if (!mqtt_->start(err)) {
     err = "broker: " + err;
     return false;
@@ -177,14 +178,17 @@ void Tower::refused(const std::string& msg) {
 
 void Tower::on_message(const mqtt::Message& m) {
   Address tower{}, user{};
-  if (!parse_state_topic(m.topic, tower, user) || tower != wallet_->address()) return;
+  bool thread = false;
+  if (parse_thread_topic(m.topic, tower, user)) thread = true;
+  else if (!parse_state_topic(m.topic, tower, user)) return;
+  if (tower != wallet_->address()) return;
   if (m.retain) return;  // a retained handover would be replayed at every reconnect
   std::lock_guard<std::mutex> lk(qmu_);
   if (queue_.size() >= kQueueMax) {
     ++dropped_;
     return;
   }
-  queue_.push_back(Incoming{user, m.payload, m.correlation});
+  queue_.push_back(Incoming{thread, user, m.payload, m.correlation});
   qcv_.notify_one();
 }
 
@@ -203,16 +207,111 @@ void Tower::worker() {
     }
     if (dropped) refused(std::to_string(dropped) + " handover(s) dropped: the queue was full");
     Ack ack;
-    if (!handle(in.user, in.payload.data(), in.payload.size(), ack)) return;  // fatal store error
+    const bool ok = in.thread ? handle_thread(in.user, in.payload.data(), in.payload.size(), ack)
+                              : handle(in.user, in.payload.data(), in.payload.size(), ack);
+    if (!ok) return;  // fatal store error
     std::vector<uint8_t> wire;
     if (encode_ack(ack, wire) != Status::Ok) continue;
     mqtt::PublishProps props;
     props.correlation = in.correlation;
     std::string perr;
-    if (!mqtt_->publish(topic_ack(wallet_->address(), in.user), wire.data(), wire.size(), 1, false,
+    const std::string topic =
+        in.thread ? topic_thread_ack(wallet_->address(), in.user) : topic_ack(wallet_->address(), in.user);
+    if (!mqtt_->publish(topic, wire.data(), wire.size(), 1, false,
                         in.correlation.empty() ? nullptr : &props, &perr))
       log_line("warn", "cannot publish the ack to " + addr(in.user) + ": " + perr);
   }
+}
+
+bool Tower::store_error(const std::string& err) {
+  log_line("error", "store: " + err);
+  fatal_.store(true);
+  return false;
+}
+
+bool Tower::handle_thread(const Address& user, const uint8_t* payload, size_t len, Ack& ack) {
+  ack = Ack{};
+  ThreadHandover h;
+  Status st = decode_thread_handover(payload, len, h);
+  if (st == Status::Ok) st = check_thread_handover(h, contract_, user, verifier_);
+  std::string err;
+  Held channel;
+  if (st == Status::Ok) {
+    if (!store_->held(user, channel, err)) return store_error(err);
+    if (!channel.found) st = Status::ThreadNotFound;  // hand the channel state first
+  }
+  const ThreadKey k{h.thread.state.sender, h.thread.state.receiver, h.thread.state.threadId};
+  Held held;
+  if (st != Status::Ok) {
+    refused("thread handover for " + addr(user) + " refused: " + status_name(st) + " (" + status_message(st) + ")");
+    ack.result = AckResult::Refused;
+    ack.reason = st;
+    if (h.thread.state.receiver == user && !store_->thread_held(k, held, err)) return store_error(err);
+  } else {
+    PutResult r;
+    if (!store_->put_thread(h.thread, kMaxThreadsPerUser, r, held, err)) return store_error(err);
+    if (r == PutResult::Full) {
+      ack.result = AckResult::Refused;
+      ack.reason = Status::TooManyThreads;
+      refused("thread handover for " + addr(user) + " refused: it has " + std::to_string(kMaxThreadsPerUser) +
+              " threads held");
+    } else {
+      ack.result = r == PutResult::Stored ? AckResult::Stored : AckResult::Held;
+      if (cfg_.verbose)
+        log_line("info", std::string(r == PutResult::Stored ? "holds" : "kept") + " thread " +
+                             std::to_string(k.threadId) + " " + addr(k.sender) + " -> " + addr(user) + " txCount " +
+                             std::to_string(held.txCountGlobal));
+    }
+  }
+  if (held.found) {
+    ack.txCountGlobal = held.txCountGlobal;
+    ack.stateHash = held.stateHash;
+  }
+  auto sig =
+      wallet_->sign_eth(thread_ack_digest(contract_, user, h.thread.state.threadId, ack.txCountGlobal, ack.stateHash));
+  if (!sig.ok()) {
+    log_line("error", "cannot sign the ack: " + sig.error().to_string());
+    return true;
+  }
+  ack.sig = *sig;
+  return true;
+}
+
+bool Tower::guard_thread(const ThreadKey& k, uint64_t now, std::string& err) {
+  auto ot = cm_->thread(k.sender, k.receiver, k.threadId);
+  if (!ot.ok()) {
+    err = "thread " + std::to_string(k.threadId) + " of " + addr(k.receiver) + ": " + ot.error().to_string();
+    return false;
+  }
+  std::string serr;
+  if (ot->threadClosingTime == 0 || now >= ot->threadClosingTime) {
+    // No dispute, or its challenge window is over.
+    if (!store_->set_thread_check(k, false, serr)) return store_error(serr);
+    return true;
+  }
+  SignedThreadState t{};
+  bool found = false;
+  if (!store_->latest_thread(k, t, found, serr)) return store_error(serr);
+  ThreadState onchain = t.state;
+  onchain.txCount = ot->txCount;
+  onchain.balanceWeiReceiver = ot->weiReceiver;
+  onchain.balanceTokenReceiver = ot->tokenReceiver;
+  if (!found || !thread_state_better(t.state, onchain)) {
+    if (!store_->set_thread_check(k, false, serr)) return store_error(serr);
+    return true;
+  }
+  auto r = cm_->challenge_thread(t);
+  if (!r.ok()) {
+    log_line("warn", "challengeThread " + std::to_string(k.threadId) + " " + addr(k.sender) + " -> " +
+                         addr(k.receiver) + " failed (retried): " + r.error().to_string());
+    return true;
+  }
+  log_line("info", "answered a stale thread dispute " + std::to_string(k.threadId) + " " + addr(k.sender) + " -> " +
+                       addr(k.receiver) + ": on chain txCount " + std::to_string(ot->txCount) + ", answered with " +
+                       std::to_string(t.state.txCount) + " (tx " + chain::hash_hex(r->transactionHash) + ", gas " +
+                       std::to_string(r->gasUsed) + ")");
+  if (!store_->set_thread_check(k, false, serr)) return store_error(serr);
+  return true;
 }
 
 bool Tower::handle(const Address& user, const uint8_t* payload, size_t len, Ack& ack) {
@@ -352,6 +451,11 @@ bool Tower::chain_round(std::string& err) {
       case chain::EventKind::DidEmptyChannel:
         if (store_ok && !store_->set_check(e.user, true, serr)) store_ok = false;
         break;
+      case chain::EventKind::DidStartExitThread:
+      case chain::EventKind::DidChallengeThread:
+        if (store_ok && !store_->set_thread_check(ThreadKey{e.sender, e.receiver, e.threadId}, true, serr))
+          store_ok = false;
+        break;
       default:
         break;
     }
@@ -366,12 +470,13 @@ bool Tower::chain_round(std::string& err) {
     return false;
   }
   std::vector<Address> users;
-  if (!store_->to_check(users, serr)) {
+  std::vector<ThreadKey> threads;
+  if (!store_->to_check(users, serr) || !store_->threads_to_check(threads, serr)) {
     fatal_.store(true);
     err = "store: " + serr;
     return false;
   }
-  if (users.empty()) return true;
+  if (users.empty() && threads.empty()) return true;
   auto latest = rpc_->block_by_number("latest");
   if (!latest.ok()) {
     err = "chain: " + latest.error().to_string();
@@ -379,6 +484,9 @@ bool Tower::chain_round(std::string& err) {
   }
   for (const Address& u : users) {
     if (!guard(u, latest->timestamp, err)) return false;
+  }
+  for (const ThreadKey& k : threads) {
+    if (!guard_thread(k, latest->timestamp, err)) return false;
   }
   return true;
 }

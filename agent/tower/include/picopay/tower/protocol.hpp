@@ -31,9 +31,17 @@ std::string topic_state(const Address& tower, const Address& user);
 std::string topic_ack(const Address& tower, const Address& user);
 // The tower's subscription:                  picopay/v1/tower/{tower}/user/+/state
 std::string topic_state_filter(const Address& tower);
+// device -> tower: ThreadHandover wire.    picopay/v1/tower/{tower}/user/{user}/thread
+std::string topic_thread(const Address& tower, const Address& user);
+// tower -> device: Ack wire (thread digest). picopay/v1/tower/{tower}/user/{user}/thread-ack
+std::string topic_thread_ack(const Address& tower, const Address& user);
+// The tower's subscription:                  picopay/v1/tower/{tower}/user/+/thread
+std::string topic_thread_filter(const Address& tower);
 // Parses picopay/v1/tower/{tower}/user/{user}/state (lowercase 0x addresses only).
 // Returns false for any other shape.
 bool parse_state_topic(const std::string& topic, Address& tower, Address& user);
+// Parses picopay/v1/tower/{tower}/user/{user}/thread likewise.
+bool parse_thread_topic(const std::string& topic, Address& tower, Address& user);
 
 // Checks a handed-over state for the channel of `user` on `contract` whose hub is `hub`.
 // Returns Ok if the tower may keep it. Errors: WrongContract (another contract),
@@ -43,6 +51,31 @@ bool parse_state_topic(const std::string& topic, Address& tower, Address& user);
 // HighS, BadRecoveryId. `signer` must be initialised.
 [[nodiscard]] Status check_handover(const SignedChannelState& s, const Address& contract, const Address& hub,
                                     const Address& user, const Signer& signer) noexcept;
+
+// A thread handover: the newest sender-signed thread state of a thread whose receiver
+// is the device, with the receiver's own signature, so that only the device can make the
+// tower keep (and later spend gas on) thread states for it. Wire:
+//   ThreadState wire (docs/wire-format.md, kind 0x02, with sigA) | receiver sig 65 (r||s||v)
+// The receiver signs (eth_sign) thread_handover_digest(contract, thread_hash(state)).
+struct ThreadHandover {
+  SignedThreadState thread{};
+  Signature sigReceiver{};
+};
+// keccak256("picopay-tower-thr-v1" (20 bytes) || contract (20) || threadHash (32)).
+Hash32 thread_handover_digest(const Address& contract, const Hash32& threadHash) noexcept;
+// Errors: the thread state codec's, BadRecoveryId (sigReceiver v not 27/28).
+[[nodiscard]] Status encode_thread_handover(const ThreadHandover& h, std::vector<uint8_t>& out);
+// Errors: Truncated (under 65 bytes), the thread state codec's, BadRecoveryId, HighS.
+[[nodiscard]] Status decode_thread_handover(const uint8_t* in, size_t len, ThreadHandover& out);
+// Checks a thread handover for receiver `user` on `contract`. Errors: WrongContract,
+// WrongParty (receiver is not `user`, or sender == receiver), BadArgs (no sigA), and the
+// signer's errors if sigA does not verify for the sender or sigReceiver for `user`.
+[[nodiscard]] Status check_thread_handover(const ThreadHandover& h, const Address& contract, const Address& user,
+                                           const Signer& signer) noexcept;
+// True if the contract's challengeThread would take `cand` over `cur` (the same thread):
+// a higher txCount or more for the receiver (wei or tokens), and neither receiver balance
+// lower. The tower keeps and answers with thread states by this rule.
+bool thread_state_better(const ThreadState& cand, const ThreadState& cur) noexcept;
 
 // What the tower did with a handover.
 enum class AckResult : uint8_t {
@@ -72,6 +105,12 @@ constexpr uint8_t kAckKind = 0x20;
 // fixed prefix keeps it apart from channel/thread state hashes and transactions.
 Hash32 ack_digest(const Address& contract, const Address& user, uint64_t txCountGlobal,
                   const Hash32& stateHash) noexcept;
+
+// The same for thread acks (on .../thread-ack): txCountGlobal carries the thread's
+// txCount, stateHash the thread_hash held; domain "picopay-tower-tha-v1" and the threadId
+// (32, big-endian) after the user, so a thread ack never reads as a channel ack.
+Hash32 thread_ack_digest(const Address& contract, const Address& user, uint64_t threadId, uint64_t txCount,
+                         const Hash32& threadHash) noexcept;
 
 // Errors: BadArgs (unknown result or reason), BadRecoveryId (sig v not 27/28).
 [[nodiscard]] Status encode_ack(const Ack& a, std::vector<uint8_t>& out);

@@ -5,7 +5,8 @@
 // never reused for another contract or hub); channels(user PRIMARY KEY, tx_count_global,
 // state = core wire SignedChannelState, state_hash = channel_hash, check_chain = the
 // channel must be looked at on chain (a new row, an exit event, a restart), updated =
-// unix seconds). WAL, synchronous=FULL: a state is durable before the tower acks it.
+// unix seconds); threads(sender, receiver, thread_id, tx_count, state = wire
+// SignedThreadState, state_hash, check_chain, updated). WAL, synchronous=FULL: a state is durable before the tower acks it.
 // Thread-safe (one mutex); every method reports failures as text in `err`.
 #pragma once
 
@@ -28,6 +29,12 @@ struct Held {
   bool found = false;
   uint64_t txCountGlobal = 0;
   Hash32 stateHash{};
+};
+
+// A thread, as the contract keys it.
+struct ThreadKey {
+  Address sender{}, receiver{};
+  uint64_t threadId = 0;
 };
 
 enum class PutResult {
@@ -59,12 +66,26 @@ class Store {
   bool latest(const Address& user, SignedChannelState& out, bool& found, std::string& err);
   // Marks (on) or clears the check_chain mark of `user`'s row; no row: nothing happens.
   bool set_check(const Address& user, bool on, std::string& err);
-  // Marks every row (at start-up: the chain may have moved while the tower was down).
+  // Marks every channel and thread row (at start-up: the chain may have moved while the
+  // tower was down).
   bool check_all(std::string& err);
   // Users whose row is marked check_chain.
   bool to_check(std::vector<Address>& out, std::string& err);
   // Number of channels held.
   bool count(size_t& n, std::string& err);
+
+  // Threads (table threads: one row per (sender, receiver, threadId), the best
+  // sender-signed state for the receiver by thread_state_better()).
+  // Keeps `t` (already checked by check_thread_handover) if thread_state_better(t, held)
+  // or nothing is held; a new row is marked check_chain and refused (Full) when its
+  // receiver has max_per_receiver rows already. `held` gets what is held afterwards
+  // (txCountGlobal = the thread's txCount, stateHash = thread_hash).
+  bool put_thread(const SignedThreadState& t, size_t max_per_receiver, PutResult& result, Held& held,
+                  std::string& err);
+  bool thread_held(const ThreadKey& k, Held& out, std::string& err);
+  bool latest_thread(const ThreadKey& k, SignedThreadState& out, bool& found, std::string& err);
+  bool set_thread_check(const ThreadKey& k, bool on, std::string& err);
+  bool threads_to_check(std::vector<ThreadKey>& out, std::string& err);
 
  private:
   Store() = default;

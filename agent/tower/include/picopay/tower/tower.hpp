@@ -31,6 +31,9 @@ namespace picopay::tower {
 // One log format for the tower: "HH:MM:SS picopay-tower <level>: <message>" on stderr.
 void log_line(const char* level, const std::string& msg);
 
+// Thread states held per receiver at most.
+constexpr size_t kMaxThreadsPerUser = 64;
+
 class Tower {
  public:
   // `key` (the gas account) is copied into the wallet and wiped there on destruction.
@@ -54,12 +57,16 @@ class Tower {
   // Checks and keeps one handover for `user` (what the worker does for each message);
   // returns the signed Ack. On a store error sets fatal() and returns false.
   bool handle(const Address& user, const uint8_t* payload, size_t len, Ack& ack);
+  // The same for a thread handover (.../thread): kept only while the tower holds a
+  // channel state for `user` (the receiver), at most kMaxThreadsPerUser per receiver.
+  bool handle_thread(const Address& user, const uint8_t* payload, size_t len, Ack& ack);
   // One chain round (what run() does every interval). False with `err` on an RPC or
   // store error (the round is retried; channels stay marked).
   bool chain_round(std::string& err);
 
  private:
   struct Incoming {
+    bool thread = false;
     Address user;
     std::vector<uint8_t> payload;
     std::vector<uint8_t> correlation;
@@ -68,6 +75,8 @@ class Tower {
   void worker();
   bool guard(const Address& user, uint64_t now, std::string& err);
   chain::Result<chain::Receipt> answer(const SignedChannelState& s);
+  bool guard_thread(const ThreadKey& k, uint64_t now, std::string& err);
+  bool store_error(const std::string& err);
   void refused(const std::string& msg);
 
   Config cfg_;
