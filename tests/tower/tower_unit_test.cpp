@@ -211,6 +211,100 @@ TEST_F(TowerUnit, StoreKeepsOnlyNewerStatesOneRowPerChannel) {
   EXPECT_NE(err.find("made for contract"), std::string::npos) << err;
 }
 
+TEST_F(TowerUnit, ThreadHandoverNeedsTheSendersAndTheReceiversSignatures) {
+  // user_ is the receiver (the device), other_ the sender.
+  ThreadState t = thread_state_zero();
+  t.contractAddress = contract_;
+  t.sender = other_;
+  t.receiver = user_;
+  t.threadId = 9007199254740771ull;  // above 2^52: kept exactly
+  t.balanceWeiSender = U256::from_u64(100);
+  t.balanceWeiReceiver = U256::from_u64(200);
+  t.txCount = 2;
+  auto handover = [&](const ThreadState& st, const PrivateKey& sender, const PrivateKey& receiver) {
+    ThreadHandover h;
+    h.thread.state = st;
+    h.thread.hasSigA = true;
+    EXPECT_EQ(signer_.sign_eth(sender, thread_hash(st), h.thread.sigA), Status::Ok);
+    EXPECT_EQ(signer_.sign_eth(receiver, thread_handover_digest(contract_, thread_hash(st)), h.sigReceiver), Status::Ok);
+    return h;
+  };
+  ThreadHandover h = handover(t, other_key_, user_key_);
+  std::vector<uint8_t> w;
+  ASSERT_EQ(encode_thread_handover(h, w), Status::Ok);
+  ThreadHandover d;
+  ASSERT_EQ(decode_thread_handover(w.data(), w.size(), d), Status::Ok);
+  EXPECT_EQ(d.thread.state, t);
+  EXPECT_EQ(d.sigReceiver, h.sigReceiver);
+  EXPECT_EQ(check_thread_handover(d, contract_, user_, signer_), Status::Ok);
+  EXPECT_EQ(decode_thread_handover(w.data(), 64, d), Status::Truncated);
+  std::vector<uint8_t> cut(w.begin() + 1, w.end());
+  EXPECT_NE(decode_thread_handover(cut.data(), cut.size(), d), Status::Ok);
+  EXPECT_EQ(check_thread_handover(h, contract_, other_, signer_), Status::WrongParty);
+  EXPECT_EQ(check_thread_handover(handover(t, hub_key_, user_key_), contract_, user_, signer_), Status::WrongSigner);
+  EXPECT_EQ(check_thread_handover(handover(t, other_key_, hub_key_), contract_, user_, signer_), Status::WrongSigner);
+  Address c2 = contract_;
+  c2.bytes[0] ^= 1;
+  EXPECT_EQ(check_thread_handover(h, c2, user_, signer_), Status::WrongContract);
+  ThreadHandover nosig = h;
+  nosig.thread.hasSigA = false;
+  EXPECT_EQ(check_thread_handover(nosig, contract_, user_, signer_), Status::BadArgs);
+
+  // The contract's rule: more for the receiver or a higher txCount, never less for it.
+  ThreadState more = t, higher = t, worse = t;
+  more.balanceWeiReceiver = U256::from_u64(250);
+  higher.txCount = 3;
+  worse.txCount = 100;
+  worse.balanceWeiReceiver = U256::from_u64(0);
+  EXPECT_TRUE(thread_state_better(more, t));
+  EXPECT_TRUE(thread_state_better(higher, t));
+  EXPECT_FALSE(thread_state_better(worse, t));
+  EXPECT_FALSE(thread_state_better(t, t));
+  ThreadState more_lower_tx = more;
+  more_lower_tx.txCount = 1;
+  EXPECT_TRUE(thread_state_better(more_lower_tx, t));
+
+  // The store keeps the best one, per thread, at most N per receiver.
+  std::string err;
+  auto st = Store::open(dir_ + "/th.db", contract_, hub_, err);
+  ASSERT_TRUE(st) << err;
+  PutResult r;
+  Held held;
+  ASSERT_TRUE(st->put_thread(h.thread, 2, r, held, err)) << err;
+  EXPECT_EQ(r, PutResult::Stored);
+  ASSERT_TRUE(st->put_thread(handover(worse, other_key_, user_key_).thread, 2, r, held, err)) << err;
+  EXPECT_EQ(r, PutResult::Held);  // a huge txCount that pays the receiver nothing does not win
+  EXPECT_EQ(held.txCountGlobal, 2u);
+  EXPECT_EQ(held.stateHash, thread_hash(t));
+  ASSERT_TRUE(st->put_thread(handover(more_lower_tx, other_key_, user_key_).thread, 2, r, held, err)) << err;
+  EXPECT_EQ(r, PutResult::Stored);
+  SignedThreadState got{};
+  bool found = false;
+  const ThreadKey k{other_, user_, t.threadId};
+  ASSERT_TRUE(st->latest_thread(k, got, found, err)) << err;
+  ASSERT_TRUE(found);
+  EXPECT_EQ(got.state, more_lower_tx);
+  std::vector<ThreadKey> marked;
+  ASSERT_TRUE(st->threads_to_check(marked, err));
+  ASSERT_EQ(marked.size(), 1u);
+  EXPECT_EQ(marked[0].threadId, t.threadId);
+  ASSERT_TRUE(st->set_thread_check(k, false, err));
+  ASSERT_TRUE(st->threads_to_check(marked, err));
+  EXPECT_TRUE(marked.empty());
+  ThreadState t2 = t;
+  t2.threadId = 2;
+  ASSERT_TRUE(st->put_thread(handover(t2, other_key_, user_key_).thread, 2, r, held, err));
+  EXPECT_EQ(r, PutResult::Stored);
+  ThreadState t3 = t;
+  t3.threadId = 3;
+  ASSERT_TRUE(st->put_thread(handover(t3, other_key_, user_key_).thread, 2, r, held, err));
+  EXPECT_EQ(r, PutResult::Full);
+  // thread acks are not channel acks
+  EXPECT_NE(thread_ack_digest(contract_, user_, 0, 2, thread_hash(t)), ack_digest(contract_, user_, 2, thread_hash(t)));
+  EXPECT_NE(thread_ack_digest(contract_, user_, 1, 2, thread_hash(t)),
+            thread_ack_digest(contract_, user_, 2, 2, thread_hash(t)));
+}
+
 TEST_F(TowerUnit, ConfigRefusesSecretsOnTheCommandLine) {
   auto parse = [](std::vector<std::string> args, Config& c, std::string& err) {
     std::vector<char*> av;
