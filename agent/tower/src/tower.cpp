@@ -223,6 +223,14 @@ void Tower::worker() {
   }
 }
 
+void Tower::warn_once(const std::string& key, const std::string& msg, const char* level) {
+  auto it = last_warning_.find(key);
+  if (it != last_warning_.end() && it->second == msg) return;
+  if (last_warning_.size() > 4096) last_warning_.clear();
+  last_warning_[key] = msg;
+  log_line(level, msg);
+}
+
 bool Tower::store_error(const std::string& err) {
   log_line("error", "store: " + err);
   fatal_.store(true);
@@ -302,8 +310,9 @@ bool Tower::guard_thread(const ThreadKey& k, uint64_t now, std::string& err) {
   }
   auto r = cm_->challenge_thread(t);
   if (!r.ok()) {
-    log_line("warn", "challengeThread " + std::to_string(k.threadId) + " " + addr(k.sender) + " -> " +
-                         addr(k.receiver) + " failed (retried): " + r.error().to_string());
+    warn_once("thread " + std::to_string(k.threadId) + addr(k.sender) + addr(k.receiver),
+              "challengeThread " + std::to_string(k.threadId) + " " + addr(k.sender) + " -> " + addr(k.receiver) +
+                  " failed (retried every round): " + r.error().to_string());
     return true;
   }
   log_line("info", "answered a stale thread dispute " + std::to_string(k.threadId) + " " + addr(k.sender) + " -> " +
@@ -415,7 +424,8 @@ bool Tower::guard(const Address& user, uint64_t now, std::string& err) {
     const uint64_t t0 = now_ms();
     auto r = answer(s);
     if (!r.ok()) {
-      log_line("warn", "emptyChannelWithChallenge " + addr(user) + " failed (retried): " + r.error().to_string());
+      warn_once(addr(user), "emptyChannelWithChallenge " + addr(user) +
+                                " failed (retried every round): " + r.error().to_string());
       return true;
     }
     log_line("info", "answered a stale exit of " + addr(user) + ": on chain txCountGlobal " +
@@ -428,12 +438,14 @@ bool Tower::guard(const Address& user, uint64_t now, std::string& err) {
     return true;
   }
   if (newer)
-    log_line("error", "the exit of " + addr(user) + " was not answered in time: on chain txCountGlobal " +
-                          std::to_string(oc->txCountGlobal) + ", held " + std::to_string(s.state.txCountGlobal));
+    warn_once(addr(user) + "late", "the exit of " + addr(user) + " was not answered in time: on chain txCountGlobal " +
+                                       std::to_string(oc->txCountGlobal) + ", held " +
+                                       std::to_string(s.state.txCountGlobal),
+              "error");
   if (now > oc->channelClosingTime) {
     auto r = cm_->empty_channel(user);
     if (!r.ok()) {
-      log_line("warn", "emptyChannel " + addr(user) + " failed (retried): " + r.error().to_string());
+      warn_once(addr(user), "emptyChannel " + addr(user) + " failed (retried every round): " + r.error().to_string());
       return true;
     }
     log_line("info", "emptied " + addr(user) + " at txCountGlobal " + std::to_string(oc->txCountGlobal) + " (tx " +

@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -77,6 +78,10 @@ class Tower {
   chain::Result<chain::Receipt> answer(const SignedChannelState& s);
   bool guard_thread(const ThreadKey& k, uint64_t now, std::string& err);
   bool store_error(const std::string& err);
+  // Chain thread: logs `msg` unless it is the last message logged under `key` (a
+  // failure retried every round is logged once until it changes).
+  void warn_once(const std::string& key, const std::string& msg, const char* level = "warn");
+  std::map<std::string, std::string> last_warning_;
   void refused(const std::string& msg);
 
   Config cfg_;
