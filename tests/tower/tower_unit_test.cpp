@@ -340,6 +340,18 @@ TEST_F(TowerUnit, ConfigRefusesSecretsOnTheCommandLine) {
   Config c4;
   EXPECT_EQ(parse({"--config", f}, c4, err), 2);
   EXPECT_NE(err.find("raw private key"), std::string::npos) << err;
+  ASSERT_TRUE(testsupport::write_file(f, R"({"contract":"0x01","rpcUrl":"http://x","intervalMs":-1})"));
+  Config c5;
+  EXPECT_EQ(parse({"--config", f}, c5, err), 2);
+  EXPECT_NE(err.find("intervalMs"), std::string::npos) << err;
+  // the shipped example parses, and the command line wins over it
+  Config ex;
+  ASSERT_EQ(parse({"--config", PICOPAY_TOWER_EXAMPLE, "--interval-ms", "250"}, ex, err), 0) << err;
+  EXPECT_EQ(ex.broker_port, 8883);
+  EXPECT_EQ(ex.key_file, "/var/lib/picopay/tower.key");
+  EXPECT_EQ(ex.interval_ms, 250);
+  EXPECT_EQ(ex.max_channels, 100000);
+  EXPECT_EQ(ex.event_state, "/var/lib/picopay/tower.db.events.json");
 }
 
 }  // namespace
