@@ -255,8 +255,8 @@ class TowerChainTest : public ::testing::Test {
     EXPECT_EQ(a.stateHash, held ? channel_hash(held->state) : Hash32{});
     Signer s;
     ASSERT_EQ(s.init(), Status::Ok);
-    EXPECT_EQ(s.verify_eth(tower::ack_digest(cm_addr_, user, a.txCountGlobal, a.stateHash), a.sig, tower_->address()),
-              Status::Ok);
+    EXPECT_EQ(tower::verify_ack(a, cm_addr_, tower_->address(), user, s), Status::Ok);
+    EXPECT_EQ(tower::verify_ack(a, cm_addr_, hub_->address(), user, s), Status::WrongSigner);
   }
 
   // The row the tower's SQLite file holds for `user` (empty if none).
@@ -555,7 +555,10 @@ TEST_F(TowerChainTest, StaleThreadDisputeIsAnsweredWithTheReceiversLatestThreadS
   ASSERT_TRUE(device.start(broker_->port(), mqtt::topic_address(b_addr), "user2-pass", ack_topic(b_addr), err,
                            tower::topic_thread_ack(tower_->address(), b_addr)))
       << err;
-  tower::ThreadHandover h{latest, MUST(user2_->sign_eth(tower::thread_handover_digest(cm_addr_, thread_hash(t2))))};
+  Signer signer;
+  ASSERT_EQ(signer.init(), Status::Ok);
+  tower::ThreadHandover h;
+  ASSERT_EQ(tower::make_thread_handover(latest, MUST(chain::read_private_key_text(kUser2Key)), signer, h), Status::Ok);
   std::vector<uint8_t> hw;
   ASSERT_EQ(tower::encode_thread_handover(h, hw), Status::Ok);
   // Before the tower holds B's channel, a thread handover is refused.
@@ -573,11 +576,8 @@ TEST_F(TowerChainTest, StaleThreadDisputeIsAnsweredWithTheReceiversLatestThreadS
   EXPECT_EQ(ack.result, tower::AckResult::Stored);
   EXPECT_EQ(ack.txCountGlobal, 2u);
   EXPECT_EQ(ack.stateHash, thread_hash(t2));
-  Signer signer;
-  ASSERT_EQ(signer.init(), Status::Ok);
-  EXPECT_EQ(signer.verify_eth(tower::thread_ack_digest(cm_addr_, b_addr, 7, 2, thread_hash(t2)), ack.sig,
-                              tower_->address()),
-            Status::Ok);
+  EXPECT_EQ(tower::verify_thread_ack(ack, cm_addr_, tower_->address(), b_addr, 7, signer), Status::Ok);
+  EXPECT_EQ(tower::verify_thread_ack(ack, cm_addr_, tower_->address(), b_addr, 8, signer), Status::WrongSigner);
 
   // Someone else (the hub's account) hands thread states for B: refused.
   AckClient attacker;

@@ -177,6 +177,28 @@ Hash32 ack_digest(const Address& contract, const Address& user, uint64_t txCount
   return out;
 }
 
+Status verify_ack(const Ack& a, const Address& contract, const Address& tower, const Address& user,
+                  const Signer& signer) noexcept {
+  return signer.verify_eth(ack_digest(contract, user, a.txCountGlobal, a.stateHash), a.sig, tower);
+}
+
+Status verify_thread_ack(const Ack& a, const Address& contract, const Address& tower, const Address& user,
+                         uint64_t threadId, const Signer& signer) noexcept {
+  return signer.verify_eth(thread_ack_digest(contract, user, threadId, a.txCountGlobal, a.stateHash), a.sig, tower);
+}
+
+Status make_thread_handover(const SignedThreadState& t, const PrivateKey& receiver_key, const Signer& signer,
+                            ThreadHandover& out) noexcept {
+  if (!t.hasSigA) return Status::BadArgs;
+  ThreadHandover h;
+  h.thread = t;
+  Status s = signer.sign_eth(receiver_key, thread_handover_digest(t.state.contractAddress, thread_hash(t.state)),
+                             h.sigReceiver);
+  if (s != Status::Ok) return s;
+  out = h;
+  return Status::Ok;
+}
+
 Status encode_ack(const Ack& a, std::vector<uint8_t>& out) {
   const auto res = static_cast<uint8_t>(a.result);
   if (res > static_cast<uint8_t>(AckResult::Refused)) return Status::BadArgs;

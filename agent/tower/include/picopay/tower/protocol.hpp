@@ -112,6 +112,20 @@ Hash32 ack_digest(const Address& contract, const Address& user, uint64_t txCount
 Hash32 thread_ack_digest(const Address& contract, const Address& user, uint64_t threadId, uint64_t txCount,
                          const Hash32& threadHash) noexcept;
 
+// ---- device side ----
+// Checks that `a` (from .../ack) is signed by `tower` for `user`'s channel on `contract`:
+// Ok, or the signer's error (WrongSigner: not the tower, or about another channel or
+// state). The device then compares a.txCountGlobal / a.stateHash with what it handed.
+[[nodiscard]] Status verify_ack(const Ack& a, const Address& contract, const Address& tower, const Address& user,
+                                const Signer& signer) noexcept;
+// The same for a thread ack (.../thread-ack) about thread `threadId` of receiver `user`.
+[[nodiscard]] Status verify_thread_ack(const Ack& a, const Address& contract, const Address& tower,
+                                       const Address& user, uint64_t threadId, const Signer& signer) noexcept;
+// Builds the handover of a sender-signed thread state by its receiver (receiver_key).
+// Errors: BadArgs (no sigA), the signer's (BadPrivateKey).
+[[nodiscard]] Status make_thread_handover(const SignedThreadState& t, const PrivateKey& receiver_key,
+                                          const Signer& signer, ThreadHandover& out) noexcept;
+
 // Errors: BadArgs (unknown result or reason), BadRecoveryId (sig v not 27/28).
 [[nodiscard]] Status encode_ack(const Ack& a, std::vector<uint8_t>& out);
 // Errors: Truncated, TrailingBytes, BadVersion, BadKind, BadArgs (unknown result or
