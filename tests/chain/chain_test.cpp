@@ -1229,7 +1229,7 @@ TEST_F(ChainTest, NukeThreadsToRefusingUserIsCredited) {
   c.threadCount = 1;
   c.threadRoot = keccak_text("a thread");
   c.txCountGlobal = 2;
-  c.txCountChain = 1;
+  c.txCountChain = 2;  // every authorized update moves txCountChain forward
   MUST(rr.exec(cm_addr_, u(0), encode_user_authorized_update(c, sign(*hub_, c))));
   MUST(hubcm_->start_exit(rr.addr));
   ASSERT_TRUE(rpc_->increase_time(kChallenge + 1).ok());
@@ -1488,4 +1488,248 @@ TEST_F(ChainTest, ChallengePeriodIsBounded) {
   Address hi = MUST(deploy_channel_manager(*hub_, cm_art_, hub_->address(), 365ull * 86400, token_));
   EXPECT_EQ(MUST(ChannelManagerClient(*hub_, lo).challenge_period()), 60u);
   EXPECT_EQ(MUST(ChannelManagerClient(*hub_, hi).challenge_period()), 365ull * 86400);
+}
+
+// ---------------------------------------------------------------- CLI and adapter checks
+
+namespace {
+
+// Runs the CLI with stderr captured; returns the exit code.
+int cli_err(std::vector<std::string> args, std::string& err) {
+  std::fflush(stderr);
+  char path[] = "/tmp/picopay-chain-stderr-XXXXXX";
+  const int fd = ::mkstemp(path);
+  EXPECT_GE(fd, 0);
+  const int saved = ::dup(2);
+  ::dup2(fd, 2);
+  const int rc = cli(std::move(args));
+  std::fflush(stderr);
+  ::dup2(saved, 2);
+  ::close(saved);
+  ::close(fd);
+  err = MUST(read_text_file(path));
+  std::remove(path);
+  return rc;
+}
+
+std::string write_temp(const std::string& name, const std::string& text) {
+  std::string path = std::string("/tmp/picopay-chain-") + std::to_string(::getpid()) + "-" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+}  // namespace
+
+// `thread-exit` / `empty-thread --leaves` with thread-state objects: a threadId above 2^52
+// must reach the contract exactly (cJSON's printing turned 9007199254740771 into ...770).
+TEST_F(ChainTest, CliThreadExitKeepsThreadIdsAbove2To52Exact) {
+  const uint64_t kBigId = 9007199254740771ull;
+  ChannelState a = deposit(*user_, *usercm_, 1000);
+  ThreadState t0 = thread_state_zero();
+  t0.contractAddress = cm_addr_;
+  t0.sender = user_->address();
+  t0.receiver = user2_->address();
+  t0.threadId = kBigId;
+  t0.balanceWeiSender = u(300);
+  ThreadState t1 = t0;  // a second thread in the root
+  t1.threadId = 7;
+  t1.balanceWeiSender = u(100);
+  SignedThreadState s0 = tsign(*user_, t0), s1 = tsign(*user_, t1);
+  std::vector<Hash32> leaves = {thread_hash(t0), thread_hash(t1)};
+  a.balanceWeiUser = u(600);
+  a.txCountGlobal = 3;
+  a.threadRoot = thread_tree_root(leaves);
+  a.threadCount = 2;
+  MUST(usercm_->start_exit_with_update(both(a)));
+  MUST(hubcm_->empty_channel(user_->address()));
+  ASSERT_EQ(MUST(usercm_->channel(user_->address())).status, ChannelStatus::ThreadDispute);
+
+  std::string init = write_temp("init.json", thread_state_to_json(s0));
+  ASSERT_NE(thread_state_to_json(s0).find("9007199254740771"), std::string::npos);
+  std::string objs = write_temp("leaves.json", "[" + thread_state_to_json(s0) + ",\n " + thread_state_to_json(s1) + "]");
+  std::string url = chain_->url(), cm = address_hex(cm_addr_), A = address_hex(user_->address());
+  std::string err;
+  EXPECT_EQ(cli_err({"thread-exit", "--rpc", url, "--private-key", kUserKey, "--contract", cm, "--user", A,
+                     "--initial", init, "--leaves", objs}, err), 0) << err;
+  OnchainThread ot = MUST(usercm_->thread(t0.sender, t0.receiver, kBigId));
+  EXPECT_NE(ot.threadClosingTime, 0u);
+  EXPECT_EQ(ot.weiSender, u(300));
+  EXPECT_EQ(MUST(usercm_->thread(t0.sender, t0.receiver, kBigId - 1)).threadClosingTime, 0u);
+  // a leaf object that is not a thread state is refused with its index
+  std::string bad = write_temp("bad.json", "[" + thread_state_to_json(s1) + ", {\"threadId\": 1}]");
+  EXPECT_EQ(cli_err({"empty-thread", "--rpc", url, "--private-key", kUserKey, "--contract", cm, "--user", A,
+                     "--initial", init, "--leaves", bad}, err), 1);
+  EXPECT_NE(err.find("leaf 1"), std::string::npos) << err;
+  ASSERT_TRUE(rpc_->increase_time(kChallenge + 1).ok());
+  U256 ab = bal(user_->address());
+  EXPECT_EQ(cli_err({"empty-thread", "--rpc", url, "--private-key", kHubKey, "--contract", cm, "--user", A,
+                     "--initial", init, "--leaves", objs}, err), 0) << err;
+  EXPECT_EQ(bal(user_->address()), add(ab, u(300)));  // the hub paid the gas
+  for (auto* p : {&init, &objs, &bad}) std::remove(p->c_str());
+}
+
+// DidCreditOwed / DidWithdrawOwed are decoded; `withdraw-owed` takes a credit (here a
+// token push refused by a blocking token) to another address.
+TEST_F(ChainTest, OwedEventsAreDecodedAndCliWithdrawsOwed) {
+  Artifact nr_art = MUST(load_artifact(std::string(PICOPAY_TEST_CONTRACTS_DIR) + "/NoReturnToken.json"));
+  Address nr = MUST(deploy_artifact(*hub_, nr_art, {}));
+  Receipt dr;
+  Address cm = MUST(deploy_channel_manager(*hub_, cm_art_, hub_->address(), kChallenge, nr, &dr));
+  ChannelManagerClient ucm(*user_, cm), hcm(*hub_, cm);
+  MUST(erc20_mint(*user_, nr, user_->address(), u(5000)));
+  MUST(erc20_approve(*user_, nr, cm, u(5000)));
+  ChannelState s = base(user_->address());
+  s.contractAddress = cm;
+  s.pendingDepositTokenUser = u(2000);
+  s.txCountGlobal = 1;
+  s.txCountChain = 1;
+  MUST(ucm.user_authorized_update(s, sign(*hub_, s)));
+  MUST(ucm.start_exit(user_->address()));
+  TxRequest blk;
+  blk.has_to = true;
+  blk.to = nr;
+  blk.data = AbiEncoder().address(user_->address()).boolean(true).finish(selector("setBlocked(address,bool)"));
+  MUST(hub_->send(blk));
+  MUST(hcm.empty_channel(user_->address()));
+  EXPECT_EQ(MUST(ucm.owed_tokens(user_->address())), u(2000));
+  EXPECT_EQ(MUST(ucm.total_owed_tokens()), u(2000));
+  EXPECT_TRUE(MUST(ucm.owed_wei(user_->address())).is_zero());
+
+  std::string url = chain_->url(), cmh = address_hex(cm), err;
+  // to itself the token still refuses: a clear error, the credit stays
+  EXPECT_EQ(cli_err({"withdraw-owed", "--rpc", url, "--private-key", kUserKey, "--contract", cmh}, err), 1);
+  EXPECT_NE(err.find("token transfer failed"), std::string::npos) << err;
+  EXPECT_EQ(MUST(ucm.owed_tokens(user_->address())), u(2000));
+  // nobody else is owed anything
+  EXPECT_EQ(cli_err({"withdraw-owed", "--rpc", url, "--private-key", kOtherKey, "--contract", cmh}, err), 1);
+  EXPECT_NE(err.find("nothing owed"), std::string::npos) << err;
+  EXPECT_EQ(cli_err({"withdraw-owed", "--rpc", url, "--private-key", kUserKey, "--contract", cmh, "--to",
+                     address_hex(user2_->address())}, err), 0) << err;
+  EXPECT_EQ(MUST(erc20_balance(*rpc_, nr, user2_->address())), u(2000));
+  EXPECT_TRUE(MUST(ucm.owed_tokens(user_->address())).is_zero());
+  EXPECT_TRUE(MUST(ucm.total_owed_tokens()).is_zero());
+
+  std::vector<ChannelEvent> got;
+  EventPoller poller(*rpc_, cm, 0, "", dr.blockNumber);
+  MUST(poller.poll([&](const ChannelEvent& e) { got.push_back(e); }));
+  std::vector<EventKind> kinds;
+  for (auto& e : got) kinds.push_back(e.kind);
+  auto find = [&](EventKind k) -> const ChannelEvent* {
+    for (auto& e : got)
+      if (e.kind == k) return &e;
+    return nullptr;
+  };
+  const ChannelEvent* co = find(EventKind::DidCreditOwed);
+  const ChannelEvent* wo = find(EventKind::DidWithdrawOwed);
+  ASSERT_NE(co, nullptr);
+  ASSERT_NE(wo, nullptr);
+  EXPECT_STREQ(event_kind_name(co->kind), "DidCreditOwed");
+  EXPECT_EQ(co->owner, user_->address());
+  EXPECT_TRUE(co->weiAmount.is_zero());
+  EXPECT_EQ(co->tokenAmount, u(2000));
+  EXPECT_EQ(wo->owner, user_->address());
+  EXPECT_EQ(wo->to, user2_->address());
+  EXPECT_TRUE(wo->weiAmount.is_zero());
+  EXPECT_EQ(wo->tokenAmount, u(2000));
+  for (auto& e : got) EXPECT_NE(e.kind, EventKind::Unknown) << "undecoded event in tx " << hash_hex(e.log.transactionHash);
+}
+
+// Issue: a deposit to an address that is not a ChannelManager succeeded and the wei was
+// lost. The CLI (and a client told the hub) checks code and hub() first.
+TEST_F(ChainTest, CliRefusesAnAddressThatIsNotTheHubsChannelManager) {
+  std::string url = chain_->url(), err;
+  auto deposit_state = [&](const Address& contract) {
+    ChannelState s = base(user_->address());
+    s.contractAddress = contract;
+    s.pendingDepositWeiUser = u(1000);
+    s.txCountGlobal = 1;
+    s.txCountChain = 1;
+    SignedChannelState x{};
+    x.state = s;
+    x.hasSigHub = true;
+    x.sigHub = sign(*hub_, s);
+    return write_temp("deposit.json", channel_state_to_json(x));
+  };
+  const Address eoa = other_->address();
+  Address foreign = MUST(deploy_channel_manager(*hub_, cm_art_, user2_->address(), kChallenge, token_));
+  U256 ub = bal(user_->address()), hb = bal(hub_->address()), ob = bal(eoa);
+  U256 cb = bal(foreign), tb = bal(token_);
+
+  std::string f1 = deposit_state(eoa);
+  EXPECT_EQ(cli_err({"deposit", "--rpc", url, "--private-key", kUserKey, "--contract", address_hex(eoa), "--state", f1},
+                    err), 1);
+  EXPECT_NE(err.find("no contract code at " + address_hex(eoa)), std::string::npos) << err;
+  std::string f2 = deposit_state(token_);  // a contract, but no hub()
+  EXPECT_EQ(cli_err({"deposit", "--rpc", url, "--private-key", kUserKey, "--contract", address_hex(token_), "--state",
+                     f2}, err), 1);
+  EXPECT_NE(err.find("is not a ChannelManager"), std::string::npos) << err;
+  std::string f3 = deposit_state(foreign);  // signed by our hub, the contract is user2's
+  EXPECT_EQ(cli_err({"deposit", "--rpc", url, "--private-key", kUserKey, "--contract", address_hex(foreign), "--state",
+                     f3}, err), 1);
+  EXPECT_NE(err.find("is the ChannelManager of hub " + address_hex(user2_->address()) + ", not of " +
+                     address_hex(hub_->address())), std::string::npos) << err;
+  // the hub funding a reserve: its own address is the expected hub
+  EXPECT_EQ(cli_err({"deposit", "--rpc", url, "--private-key", kHubKey, "--contract", address_hex(foreign), "--reserve",
+                     "500"}, err), 1);
+  EXPECT_NE(err.find("is the ChannelManager of hub"), std::string::npos) << err;
+  EXPECT_EQ(cli_err({"deposit", "--rpc", url, "--private-key", kHubKey, "--contract", address_hex(eoa), "--reserve",
+                     "500"}, err), 1);
+  EXPECT_NE(err.find("no contract code"), std::string::npos) << err;
+  // an explicit --hub for a command without a state
+  EXPECT_EQ(cli_err({"exit", "--rpc", url, "--private-key", kUserKey, "--contract", address_hex(cm_addr_), "--hub",
+                     address_hex(user2_->address()), "--user", address_hex(user_->address())}, err), 1);
+  EXPECT_NE(err.find("is the ChannelManager of hub " + address_hex(hub_->address())), std::string::npos) << err;
+  // not a wei moved, not even gas: nothing was sent
+  EXPECT_EQ(bal(user_->address()), ub);
+  EXPECT_EQ(bal(hub_->address()), hb);
+  EXPECT_EQ(bal(eoa), ob);
+  EXPECT_EQ(bal(foreign), cb);
+  EXPECT_EQ(bal(token_), tb);
+
+  // the right contract works through the same command
+  std::string f4 = deposit_state(cm_addr_);
+  EXPECT_EQ(cli_err({"deposit", "--rpc", url, "--private-key", kUserKey, "--contract", address_hex(cm_addr_),
+                     "--state", f4}, err), 0) << err;
+  EXPECT_EQ(MUST(usercm_->channel(user_->address())).weiUser, u(1000));
+
+  // the client checks before each transaction once told the hub
+  ChannelManagerClient wrong(*hub_, foreign);
+  wrong.require_hub(hub_->address());
+  auto r = wrong.fund_reserve(u(5));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().kind, ErrorKind::BadInput);
+  ChannelManagerClient none(*hub_, eoa);
+  none.require_channel_manager();
+  ASSERT_FALSE(none.fund_reserve(u(5)).ok());
+  EXPECT_EQ(bal(eoa), ob);
+  EXPECT_TRUE(check_channel_manager(*rpc_, cm_addr_, &hub_->address()).ok());
+  for (auto* p : {&f1, &f2, &f3, &f4}) std::remove(p->c_str());
+}
+
+TEST(ChainUnits, NonceErrorsAreRecognised) {
+  EXPECT_TRUE(is_nonce_error("eth_sendRawTransaction: nonce too low"));
+  EXPECT_TRUE(is_nonce_error("eth_sendRawTransaction: Nonce too high"));
+  EXPECT_TRUE(is_nonce_error("the tx doesn't have the correct nonce. account has nonce of: 5 tx has nonce of: 4"));
+  EXPECT_TRUE(is_nonce_error("replacement transaction underpriced"));
+  EXPECT_FALSE(is_nonce_error("insufficient funds for gas * price + value"));
+  EXPECT_FALSE(is_nonce_error("execution reverted: only hub"));
+}
+
+// Two wallets on one key (a restarted process, a second tool): the one whose locally
+// counted nonce is taken re-reads it at once and its transaction still goes out, once.
+TEST_F(ChainTest, ANonceErrorReReadsTheNonceAndSendsOnce) {
+  auto w1 = wallet(kOtherKey);
+  auto w2 = wallet(kOtherKey);
+  TxRequest t;
+  t.has_to = true;
+  t.to = user2_->address();
+  t.value = u(1);
+  U256 b0 = bal(user2_->address());
+  uint64_t n0 = MUST(rpc_->transaction_count(other_->address(), "latest"));
+  MUST(w1->send(t));
+  MUST(w2->send(t));  // takes the nonce w1 counts as its next
+  Receipt r = MUST(w1->send(t));
+  EXPECT_TRUE(r.status);
+  EXPECT_EQ(bal(user2_->address()), add(b0, u(3)));
+  EXPECT_EQ(MUST(rpc_->transaction_count(other_->address(), "latest")), n0 + 3);
 }
