@@ -1425,6 +1425,7 @@ TEST_F(NukeTest, NukeThreadsCanNotPreemptARunningThreadDispute) {
   agas = add(agas, gas_cost(r));
   ASSERT_TRUE(rpc_->increase_time(kChallenge + 1).ok());
   r = MUST(usercm_->empty_channel(A));
+  record_gas("emptyChannel(into thread dispute)", r);
   agas = add(agas, gas_cost(r));
   ASSERT_EQ(MUST(usercm_->channel(A)).status, ChannelStatus::ThreadDispute);
   uint64_t closing = MUST(usercm_->channel(A)).channelClosingTime;
