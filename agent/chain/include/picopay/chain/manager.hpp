@@ -184,7 +184,7 @@ Hash32 thread_tree_root(const std::vector<Hash32>& leaves);
 // Folds a proof as the contract does (for checks): sorted-pair hashing from the leaf.
 bool proof_is_contained(const Hash32& leaf, const Bytes& proof, const Hash32& root);
 
-// ---- Connext JSON (DESIGN.md §3 field names) ----
+// ---- Connext JSON (field names of docs/wire-format.md; codec: agent/common json_state.hpp) ----
 // Parses a ChannelState JSON object (sigUser/sigHub optional). Errors: BadJson/BadInput.
 Result<SignedChannelState> channel_state_from_json(const std::string& text);
 std::string channel_state_to_json(const SignedChannelState& s);
