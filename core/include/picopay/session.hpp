@@ -117,8 +117,8 @@ SessionConfig session_config_default() noexcept;
 
 // The persistent record's upper bound for `capacity` threads (bytes).
 constexpr size_t session_record_max(size_t capacity) noexcept {
-  return 8 + 60 + 2 + kMaxChannelStateWire + 2 + kMaxChannelUpdateWire + 8 + 2 + kMaxHubRequestWire + 8 + 8 +
-         3 * 8 + 4 * 33 + 2 * 33 + 20 + 3 * 33 + 2 + capacity * (1 + 2 * (2 + kMaxThreadStateWire));
+  return 4 + 1 + 60 + 1 + (2 + kMaxChannelStateWire) + (2 + kMaxChannelUpdateWire) + 8 + (2 + kMaxHubRequestWire) +
+         8 + 8 + (1 + 20 + 64) + (1 + 64) + (2 + 96) + 2 + capacity * (1 + 2 * (2 + kMaxThreadStateWire));
 }
 
 class Session {
@@ -262,6 +262,7 @@ class Session {
   bool hasHubRequest_;          // a verified hub request not yet proposed or refused
   HubRequest hubRequest_;
   uint64_t lastRequestId_;      // highest request id proposed or refused
+  bool lastRequestProposed_;    // lastRequestId_ was proposed (not refused): never again
   UserRequests requests_;
   uint64_t nextThreadId_;
 
