@@ -774,3 +774,25 @@ TEST_F(MaliciousHub, SyncWithOurCountersignedPendingProposalCompletesIt) {
   EXPECT_EQ(s.units_paid, 5u);
   EXPECT_TRUE(agent_.running());
 }
+
+// Role both: the hub's collateral may arrive before the device's own deposit (the channel
+// then already has txCountChain > 0). The device still makes its own first deposit.
+TEST_F(MaliciousHub, RoleBothDepositsWhenTheHubsCollateralCameFirst) {
+  start_payee_with_collateral(1000);
+  ASSERT_FALSE(HasFailure());
+  agent_.kill9();
+  ASSERT_GT(load().channel.state.txCountChain, 0u);
+  start_agent("both", payer_opts());
+  mqtt::Message m;
+  ASSERT_TRUE(next("sync", m));
+  send_sync();
+  ChannelUpdate dep = take_update();
+  ASSERT_EQ(dep.reason, UpdateReason::ProposePendingDeposit) << log();
+  EXPECT_EQ(dep.deposit.depositWeiUser, U256::from_u64(1000));
+  EXPECT_TRUE(dep.deposit.depositWeiHub.is_zero());
+  ChannelUpdate conf = take_update();
+  EXPECT_EQ(conf.reason, UpdateReason::ConfirmPending);
+  ASSERT_TRUE(poll_until([&] { return load().channel.state.balanceWeiUser == U256::from_u64(1000); }, 30000)) << log();
+  EXPECT_EQ(load().channel.state.balanceWeiHub, U256::from_u64(1000));
+  expect_still_pays("1.000", "1.005");
+}
