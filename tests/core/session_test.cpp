@@ -1075,8 +1075,10 @@ TEST(SessionRace, HubRequestsVersusPaymentsThousandRuns) {
 
 TEST(SessionSize, RamReported) {
   // docs/device-session.md quotes these numbers.
-  std::printf("sizeof(Session) = %zu bytes, sizeof(SessionThread) = %zu, sizeof(Effects) = %zu, record max (8 threads) = %zu\n",
-              sizeof(Session), sizeof(SessionThread), sizeof(Effects), session_record_max(8));
+  std::printf("sizeof(Session) = %zu bytes; per thread slot: SessionThread %zu + ThreadState %zu + Hash32 %zu; "
+              "Effects %zu; record max (8 threads) %zu\n",
+              sizeof(Session), sizeof(SessionThread), sizeof(ThreadState), sizeof(Hash32), sizeof(Effects),
+              session_record_max(8));
   EXPECT_LT(sizeof(Session), 4096u);
 }
 
