@@ -543,7 +543,7 @@ void Agent::step() {
     carry(st, fx, "tick");
   }
   feed_chain();
-  if (!s_.synced() || s_.has_pending() || s_.has_hub_request()) return;
+  if (!s_.synced() || s_.has_pending()) return;  // a hub request kept for chain facts does not block paying
   const ChannelState& c = s_.channel().state;
   if (!cfg_.payer) return;
   const uint64_t now = unix_now();
