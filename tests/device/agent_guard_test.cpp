@@ -797,3 +797,20 @@ TEST_F(MaliciousHub, RoleBothDepositsWhenTheHubsCollateralCameFirst) {
   EXPECT_EQ(load().channel.state.balanceWeiHub, U256::from_u64(1000));
   expect_still_pays("1.000", "1.005");
 }
+
+// A contract address that holds no ChannelManager of our hub (a typo, a plain account,
+// another hub's manager) is refused at start with one clear line: a deposit there would
+// be lost.
+TEST_F(MaliciousHub, AgentRefusesAContractThatIsNotOurHubsChannelManager) {
+  const std::string out = dir_ + "/not-a-manager.out";
+  const int rc = run_command({PICOPAY_AGENT_BIN, "--state-dir", dir_ + "/agent2", "--broker",
+                              "127.0.0.1:" + std::to_string(broker_->port()), "--hub", mqtt::topic_address(hub_.addr),
+                              "--contract", mqtt::topic_address(payer_.addr), "--key", me_.hex, "--rpc", chain_->url(),
+                              "--deposit-wei", "1000"},
+                             out);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(read_file(out).find("no contract code at"), std::string::npos) << read_file(out);
+  auto on = cm_->channel(me_.addr);
+  ASSERT_TRUE(on.ok());
+  EXPECT_TRUE(on->weiTotal.is_zero());
+}

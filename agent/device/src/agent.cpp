@@ -766,7 +766,14 @@ int Agent::run() {
       std::fprintf(stderr, "picopay-agent: cannot reach the Ethereum node at %s\n", cfg_.rpc_url.c_str());
       return 1;
     }
+    // The contract must be a ChannelManager of our hub, or a deposit would be lost.
+    auto chk = chain::check_channel_manager(*rpc_, st_.contract, &st_.hub);
+    if (!chk) {
+      std::fprintf(stderr, "picopay-agent: %s\n", chk.error().to_string().c_str());
+      return 1;
+    }
     cm_ = std::make_unique<chain::ChannelManagerClient>(*wallet_, st_.contract);
+    cm_->require_hub(st_.hub);  // and again before each transaction
   }
   SessionConfig sc = session_config_default();
   sc.contract = st_.contract;
