@@ -452,6 +452,80 @@ TEST_F(BrokerHardening, FloodOfASleepingPayeeStaysBoundedAndPaymentsComplete) {
   EXPECT_LE(in.count_topic(topic), 1000u);
 }
 
+// Why the hub must announce a large Receive Maximum: with the shipped per-client queue
+// (1000 messages), a burst of 3000 messages to a client that is busy (its network thread
+// blocked) reaches it whole only if the broker may keep them all in flight; with
+// libmosquitto's default of 20 the broker drops what exceeds 20 + 1000.
+TEST_F(BrokerHardening, ReceiveMaximumDecidesWhatABurstLeavesOfABusyClient) {
+  start_broker();
+  constexpr int kBurst = 3000;
+  const std::string d1 = addr_of(1);
+  const std::string topic = "picopay/v1/user/" + d1 + "/status";  // device 1 writes, the hub reads
+  // How many messages the busy client got before the "after" marker.
+  auto burst_received = [&](int receive_maximum) -> int {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool release = false, after = false;
+    int got = 0;
+    mqtt::Options o = login("hub", "hub-pass", "hub");
+    o.receive_maximum = receive_maximum;
+    o.clean_start = true;
+    mqtt::Client busy(o);
+    busy.on_message([&](const mqtt::Message& m) {
+      std::unique_lock<std::mutex> lk(mu);
+      cv.wait(lk, [&] { return release; });  // blocks the network thread: no PUBACK leaves
+      if (std::string(m.payload.begin(), m.payload.end()) == "after") after = true;
+      else if (!after) ++got;
+      cv.notify_all();
+    });
+    busy.subscribe(topic, 1);
+    std::string err;
+    EXPECT_TRUE(busy.start(err)) << err;
+    EXPECT_TRUE(busy.wait_connected(15000));
+    Inbox mine;
+    mqtt::Client dev(login(d1, "pw-1", "dev"));
+    dev.on_message([&](const mqtt::Message& m) { mine.push(m); });
+    dev.subscribe(topic, 1);
+    EXPECT_TRUE(dev.start(err)) << err;
+    EXPECT_TRUE(dev.wait_connected(15000));
+    auto last_is = [&](const std::string& text) {
+      std::lock_guard<std::mutex> lk(mine.mu);
+      return !mine.msgs.empty() &&
+             std::string(mine.msgs.back().payload.begin(), mine.msgs.back().payload.end()) == text;
+    };
+    // Once the device sees its own "hello", both subscriptions are in place.
+    EXPECT_TRUE(dev.publish(topic, std::string("hello"), 1, false));
+    EXPECT_TRUE(poll_until([&] { return last_is("hello"); }, 15000));
+    for (int k = 0; k < kBurst; ++k) EXPECT_TRUE(dev.publish(topic, std::string("{}"), 1, false));
+    EXPECT_TRUE(dev.publish(topic, std::string("end"), 1, false));
+    // The broker handles one client's publishes in order: when "end" comes back to the
+    // device, every burst message has been put in flight, queued or dropped for the hub.
+    EXPECT_TRUE(poll_until([&] { return last_is("end"); }, 60000));
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      release = true;
+    }
+    cv.notify_all();
+    // "after" may itself find the queue full while it drains: send it until one arrives.
+    bool seen = false;
+    for (int k = 0; k < 300 && !seen; ++k) {
+      EXPECT_TRUE(dev.publish(topic, std::string("after"), 1, false));
+      std::unique_lock<std::mutex> lk(mu);
+      seen = cv.wait_for(lk, std::chrono::milliseconds(200), [&] { return after; });
+    }
+    EXPECT_TRUE(seen);
+    dev.stop();
+    busy.stop();
+    return got;
+  };
+  const int small = burst_received(20);
+  const int large = burst_received(65535);
+  std::printf("[measure] of %d + 2 messages a busy client got %d with Receive Maximum 20, %d with 65535\n", kBurst,
+              small, large);
+  EXPECT_LE(small, 20 + 1000 + 2);
+  EXPECT_EQ(large, kBurst + 2);  // "hello", the burst, "end"
+}
+
 // ------------------------------------------------------------------ secrets
 
 namespace {
