@@ -630,9 +630,9 @@ TEST_F(BrokerHardening, AgentRefusesAConfigWithAKeyOrPasswordReadableByOthers) {
 
 // `picopay demo` starts the broker, the hub, the payee and a charger with no key or
 // password on any command line (/proc/<pid>/cmdline is world-readable), and writes
-// every file holding one with mode 0600.
+// every file holding one with mode 0600; its progress survives a charger dying.
 #ifdef PICOPAY_CLI_BIN
-TEST_F(BrokerHardening, DemoPutsNoSecretOnAnyCommandLine) {
+TEST_F(BrokerHardening, DemoPutsNoSecretOnAnyCommandLineAndSurvivesAChargerDying) {
   const std::string work = dir_ + "/demo";
   Process demo;
   ASSERT_TRUE(demo.start({PICOPAY_CLI_BIN, "demo", "--devices", "1", "--seconds", "30", "--workdir", work},
@@ -687,8 +687,30 @@ TEST_F(BrokerHardening, DemoPutsNoSecretOnAnyCommandLine) {
   ours(procs);
   for (auto& p : procs)
     for (auto& s : secrets) EXPECT_EQ(p.second.find(s), std::string::npos) << "pid " << p.first << " argv has a secret";
+
+  // The charger dies (its Last Will: {"state":"offline"}, no counters): the progress
+  // lines go on with a sane payments/s (it used to print 18359958898073098240).
+  auto progress_lines = [&] { return count_of(read_file(dir_ + "/demo.log"), "payments/s="); };
+  ASSERT_TRUE(poll_until([&] { return progress_lines() >= 2; }, 60000)) << read_file(dir_ + "/demo.log");
+  pid_t charger = -1;
+  for (auto& p : procs)
+    if (p.second.find("picopay-agent") != std::string::npos && p.second.find("charger1.json") != std::string::npos)
+      charger = p.first;
+  ASSERT_GT(charger, 0);
+  ASSERT_EQ(kill(charger, SIGKILL), 0);
+  const size_t before = progress_lines();
+  EXPECT_TRUE(poll_until([&] { return progress_lines() >= before + 3; }, 60000)) << read_file(dir_ + "/demo.log");
   kill(demo.pid(), SIGINT);
   demo.wait(60000);
+  const std::string out = read_file(dir_ + "/demo.log");
+  size_t lines = 0;
+  for (size_t at = out.find("payments/s="); at != std::string::npos; at = out.find("payments/s=", at + 1)) {
+    const double rate = std::strtod(out.c_str() + at + std::strlen("payments/s="), nullptr);
+    EXPECT_GE(rate, 0.0);
+    EXPECT_LT(rate, 100000.0) << out.substr(at, 40);
+    ++lines;
+  }
+  EXPECT_GE(lines, before + 3);
 }
 #endif
 
