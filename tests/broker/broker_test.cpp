@@ -17,7 +17,7 @@
 #include <set>
 #include <thread>
 
-#include "picopay/hex.hpp"
+#include "hub_ledger.hpp"  // hex_key
 #include "picopay/mqtt/client.hpp"
 #include "picopay/mqtt/protocol.hpp"
 #include "sim_device.hpp"
@@ -30,12 +30,6 @@ namespace {
 
 const char* kContract = "0x7d73424a8256c0b2ba245e5d5a3de8820e45f390";
 constexpr uint32_t kHubIndex = 0xB20CE5;
-
-std::string hex_key(const PrivateKey& k) {
-  char s[2 + 64 + 1];
-  hex_encode(k.bytes, sizeof k.bytes, s, true);
-  return s;
-}
 
 std::string addr_of(uint32_t index) {
   Signer s;
