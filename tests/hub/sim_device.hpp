@@ -55,6 +55,8 @@ class SimDevice {
   // proposal's reason.
   Status answer_request(int timeout_ms, UpdateReason* reason_out = nullptr);
   size_t replies_seen();
+  // Successful CONNACKs of the device's MQTT client (1 while it was never knocked off).
+  uint64_t connect_count() const { return client_ ? client_->connect_count() : 0; }
 
  private:
   void on_message(const mqtt::Message& m);

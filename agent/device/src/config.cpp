@@ -4,6 +4,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "picopay/agent/secret_file.hpp"
 #include "picopay/device/agent.hpp"
 
 namespace picopay::device {
@@ -54,6 +55,7 @@ bool config_load_file(const std::string& path, Config& cfg, std::string& err) {
     if (const cJSON* p = cJSON_GetObjectItemCaseSensitive(b, "port"); cJSON_IsNumber(p)) cfg.port = p->valueint;
     str(b, "username", cfg.username);
     str(b, "password", cfg.password);
+    str(b, "passwordFile", cfg.password_file);
     str(b, "tlsCa", cfg.tls_ca);
   }
   if (str(o, "hub", s)) {
@@ -91,7 +93,16 @@ bool config_load_file(const std::string& path, Config& cfg, std::string& err) {
     cfg.exit_on_eof = cJSON_IsTrue(n);
   if (const cJSON* n = cJSON_GetObjectItemCaseSensitive(o, "statusIntervalMs"); cJSON_IsNumber(n))
     cfg.status_interval_ms = n->valueint;
+  const cJSON* b = cJSON_GetObjectItemCaseSensitive(o, "broker");
+  const bool holds_secret = cJSON_IsString(cJSON_GetObjectItemCaseSensitive(o, "privateKey")) ||
+                            (cJSON_IsObject(b) && cJSON_IsString(cJSON_GetObjectItemCaseSensitive(b, "password")));
   cJSON_Delete(o);
+  std::string perr;
+  if (ok && holds_secret &&
+      !agent::secret_file_private(path, "config " + path + " holds a private key or password", perr)) {
+    err = perr;
+    ok = false;
+  }
   return ok;
 }
 

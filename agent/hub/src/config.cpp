@@ -1,7 +1,10 @@
 #include "config.hpp"
 
+#include "picopay/agent/secret_file.hpp"
+
 #include <cjson/cJSON.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -20,13 +23,18 @@ Broker:
   --broker-host HOST        MQTT broker host [broker.host] (default 127.0.0.1)
   --broker-port PORT        MQTT broker port [broker.port] (default 1883)
   --broker-user USER        username [broker.username]
-  --broker-password PASS    password [broker.password] (or env PICOPAY_BROKER_PASSWORD)
+  --broker-password-file F  read the password from F's first line; F must be mode 0600
+                            [broker.passwordFile]
+  --broker-password PASS    password [broker.password] (or env PICOPAY_BROKER_PASSWORD);
+                            on the command line every local user sees it: prefer the file
   --broker-ca FILE          TLS: CA certificate file; enables TLS [broker.tlsCaFile]
-  --client-id ID            MQTT client id [broker.clientId] (default picopay-hub-<hub address>)
+  --client-id ID            MQTT client id [broker.clientId] (default picopay-hub-<hub address>;
+                            the shipped broker config replaces every client id by the username)
 Hub identity:
   --hub-address ADDR        expected hub address, checked against the key [hub.address]
   --key FILE                sealed key file (passphrase: env PICOPAY_PASSPHRASE or the tty) [hub.keyFile]
-  --private-key HEX         raw private key 0x+64 hex (tests/demo only) [hub.privateKey]
+  --private-key HEX         raw private key 0x+64 hex (tests only: visible to every local user)
+                            [hub.privateKey: then the config file must be mode 0600]
 Chain:
   --contract ADDR           ChannelManager address (required) [contract]
   --rpc-url URL             Ethereum JSON-RPC URL [rpcUrl]; without it ConfirmPending, collateral
@@ -49,6 +57,7 @@ Store and policy:
 Topics (docs/mqtt-protocol.md): subscribes picopay/v1/hub/<hub>/channel/+/+ ; replies on
 picopay/v1/user/<user>/reply ; proposes on picopay/v1/user/<user>/request ; retained status on
 picopay/v1/hub/<hub>/status/<user> and picopay/v1/hub/<hub>/status (Last Will "offline").
+A config file holding hub.privateKey or broker.password must be mode 0600 (refused otherwise).
 Exit: 0 after SIGINT/SIGTERM, 2 on a configuration error, 3 on a fatal store error.
 )";
 }
@@ -91,6 +100,7 @@ bool load_file(const std::string& path, Config& c, std::string& err) {
   num(j, c.broker_port, "broker", "port");
   str(j, c.broker_user, "broker", "username");
   str(j, c.broker_password, "broker", "password");
+  str(j, c.broker_password_file, "broker", "passwordFile");
   str(j, c.broker_ca, "broker", "tlsCaFile");
   str(j, c.client_id, "broker", "clientId");
   str(j, c.hub_address, "hub", "address");
@@ -109,7 +119,10 @@ bool load_file(const std::string& path, Config& c, std::string& err) {
   str(j, c.collateral_wei, "collateral", "depositWei");
   boolean(j, c.dev_skip_chain_checks, "devSkipChainChecks");
   boolean(j, c.verbose, "verbose");
+  const bool holds_secret = cJSON_IsString(get(j, "hub", "privateKey")) || cJSON_IsString(get(j, "broker", "password"));
   cJSON_Delete(j);
+  if (holds_secret && !agent::secret_file_private(path, "config " + path + " holds a private key or password", err))
+    return false;
   return true;
 }
 
@@ -161,12 +174,20 @@ int parse_config(int argc, char** argv, Config& c, std::string& err) {
     else if (a == "--broker-host") ok = val(c.broker_host);
     else if (a == "--broker-port") ok = ival(c.broker_port);
     else if (a == "--broker-user") ok = val(c.broker_user);
-    else if (a == "--broker-password") ok = val(c.broker_password);
+    else if (a == "--broker-password") {
+      ok = val(c.broker_password);
+      std::fprintf(stderr, "picopay-hub: warning: --broker-password is visible to every local user (ps); "
+                           "use --broker-password-file (mode 0600) or PICOPAY_BROKER_PASSWORD\n");
+    } else if (a == "--broker-password-file") ok = val(c.broker_password_file);
     else if (a == "--broker-ca") ok = val(c.broker_ca);
     else if (a == "--client-id") ok = val(c.client_id);
     else if (a == "--hub-address") ok = val(c.hub_address);
     else if (a == "--key") ok = val(c.key_file);
-    else if (a == "--private-key") ok = val(c.private_key);
+    else if (a == "--private-key") {
+      ok = val(c.private_key);
+      std::fprintf(stderr, "picopay-hub: warning: --private-key is visible to every local user (ps); "
+                           "use --key FILE or hub.privateKey in a mode 0600 config file\n");
+    }
     else if (a == "--contract") ok = val(c.contract);
     else if (a == "--rpc-url") ok = val(c.rpc_url);
     else if (a == "--event-state") ok = val(c.event_state);
@@ -187,6 +208,8 @@ int parse_config(int argc, char** argv, Config& c, std::string& err) {
     }
     if (!ok) return 2;
   }
+  if (!c.broker_password_file.empty() && !agent::secret_file_read(c.broker_password_file, c.broker_password, err))
+    return 2;
   if (c.contract.empty()) {
     err = "--contract is required";
     return 2;

@@ -15,6 +15,7 @@ struct Config {
   int broker_port = 1883;
   std::string broker_user;
   std::string broker_password;
+  std::string broker_password_file;  // first line = the password; must be mode 0600
   std::string broker_ca;   // TLS CA file; empty = plain TCP
   std::string client_id;   // default picopay-hub-<hub address>
   // hub identity

@@ -67,6 +67,26 @@ bool parse_channel_topic(const std::string& topic, Address& hub, Address& user, 
   return !leaf.empty() && leaf.find('/') == std::string::npos;
 }
 
+bool topic_never_retained(const std::string& t) {
+  std::vector<std::string> lv;
+  size_t start = 0;
+  for (;;) {
+    size_t slash = t.find('/', start);
+    lv.push_back(t.substr(start, slash == std::string::npos ? std::string::npos : slash - start));
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  // picopay / v1 / hub / {hub} / channel / {user} / {leaf}
+  // picopay / v1 / user / {user} / {leaf}      picopay / v1 / thread / {receiver} / update
+  if (lv.size() < 5 || lv[0] != "picopay" || lv[1] != "v1") return false;
+  if (lv[2] == "hub")
+    return lv.size() == 7 && lv[4] == "channel" &&
+           (lv[6] == "update" || lv[6] == "reply" || lv[6] == "sync" || lv[6] == "+");
+  if (lv[2] == "user") return lv.size() == 5 && (lv[4] == "reply" || lv[4] == "request");
+  if (lv[2] == "thread") return lv.size() == 5 && lv[4] == "update";
+  return false;
+}
+
 std::vector<uint8_t> correlation_encode(uint64_t tx) {
   std::vector<uint8_t> out(8);
   for (int i = 7; i >= 0; --i) {

@@ -48,6 +48,14 @@ std::string topic_hub_filter(const Address& hub);
 // Addresses must be lowercase hex. Returns false for any other shape.
 bool parse_channel_topic(const std::string& topic, Address& hub, Address& user, std::string& leaf);
 
+// True for the topics that carry requests, updates and replies (never retained, see
+// docs/mqtt-protocol.md "Retained messages"): picopay/v1/hub/{hub}/channel/{user}/{leaf}
+// with leaf update, reply, sync or '+'; picopay/v1/user/{user}/reply and .../request;
+// picopay/v1/thread/{receiver}/update. Works on topics and on subscription filters
+// ('+' levels allowed where an address or a channel leaf stands); false for the status
+// topics (retained on purpose) and for anything outside picopay/v1.
+bool topic_never_retained(const std::string& topic_or_filter);
+
 // Correlation Data: the update's txCountGlobal as 8 bytes big-endian.
 std::vector<uint8_t> correlation_encode(uint64_t txCountGlobal);
 // False unless exactly 8 bytes.
