@@ -79,8 +79,14 @@ bool config_load_file(const std::string& path, Config& cfg, std::string& err) {
     str(m, "topic", cfg.meter_topic);
   }
   if (str(o, "pricePerUnitWei", s) && !parse_amount_text(s, cfg.price_wei)) fail("pricePerUnitWei: decimal wei");
-  if (const cJSON* n = cJSON_GetObjectItemCaseSensitive(o, "minUnitsPerPayment"); cJSON_IsNumber(n) && n->valuedouble >= 1)
-    cfg.min_units = static_cast<uint64_t>(n->valuedouble);
+  if (const cJSON* n = cJSON_GetObjectItemCaseSensitive(o, "minUnitsPerPayment")) {
+    // A whole number of units, 1 .. 2^53 (checked before the cast: 1e300 does not fit).
+    if (!cJSON_IsNumber(n) || !(n->valuedouble >= 1 && n->valuedouble <= 9007199254740992.0) ||
+        static_cast<double>(static_cast<uint64_t>(n->valuedouble)) != n->valuedouble)
+      fail("minUnitsPerPayment: a whole number of units, 1 or more");
+    else
+      cfg.min_units = static_cast<uint64_t>(n->valuedouble);
+  }
   if (str(o, "depositWei", s) && !parse_amount_text(s, cfg.deposit_wei)) fail("depositWei: decimal wei");
   if (str(o, "payTo", s)) {
     if (!parse_address_text(s, cfg.pay_to)) fail("payTo is not an address");
