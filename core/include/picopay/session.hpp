@@ -192,7 +192,10 @@ class Session {
   // channels are dropped without an answer; OutOfSync: ignored until synced (the hub
   // re-sends); Duplicate: an id already handled (re-sends the pending proposal if it is
   // that request's); a refused request is answered with a RequestNack (its status is the
-  // return value); Busy: queued behind the proposal in flight; Ok: proposed.
+  // return value); Busy: queued behind the proposal in flight; Ok: proposed. An
+  // Invalidation of the half-signed state txCountGlobal + 1 (channel_is_skip) is the
+  // hub refusing our pending proposal for good: it replaces that proposal at once (a
+  // skip of anything but our pending proposal: NotRequested).
   Status on_hub_request(const uint8_t* in, size_t len, uint64_t now, Effects& fx) noexcept;
   // A message on the user's thread topic: a ThreadUpdate (payee: a payment) or a
   // ThreadState (payee: the payer asks to close; the session proposes CloseThread with
@@ -234,6 +237,7 @@ class Session {
   Status complete_pending(const Signature& sigHub, bool verified, Effects& fx) noexcept;
   Status next_work(uint64_t now, Effects& fx) noexcept;
   Status evaluate_request(uint64_t now, Effects& fx) noexcept;
+  Status abandon_pending(const HubRequest& q, uint64_t now, Effects& fx) noexcept;
   Status ready_to_propose(bool raisesClaim) noexcept;
   Status send_pending(uint64_t now, Effects& fx) noexcept;
   Status send_sync(uint64_t now, Effects& fx) noexcept;
