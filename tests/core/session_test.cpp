@@ -995,6 +995,102 @@ TEST(SessionEvilHub, LazyCountersigGenuineAckPassesLater) {
   ASSERT_EQ(x.p->s->request_withdrawal(x.p->addr, u(10), U256::zero(), x.n.now + 3600, x.n.now, fx), Status::Ok);
 }
 
+TEST(SessionSkip, RefusedProposalInvalidatedOnTheHubsRequestOnly) {
+  Pair x;
+  fund_payer(x.n, *x.p, 1000);
+  const SignedChannelState before = x.p->s->channel();
+  Effects fx;
+  // A proposal the hub refuses for good (here: it simply never answers it).
+  ASSERT_EQ(x.p->s->propose_payment(u(3), U256::zero(), x.n.now, fx), Status::Ok);
+  x.n.effects(*x.p, fx);
+  const uint64_t halfSigned = x.p->s->pending().txCountGlobal;
+  x.n.inflight.clear();  // the hub refuses it (as if): it asks for the skip
+  // A skip of anything but our pending proposal is refused.
+  std::vector<Msg> out;
+  ChannelUpdate wrong = channel_update_make(UpdateReason::Invalidation);
+  wrong.invalidation.previousValidTxCount = before.state.txCountGlobal - 1;
+  wrong.invalidation.lastInvalidTxCount = before.state.txCountGlobal;
+  x.n.hub.enqueue(x.p->addr, wrong, out);
+  ASSERT_EQ(out.size(), 1u);
+  Effects f1;
+  EXPECT_EQ(x.p->s->on_hub_request(out[0].bytes.data(), out[0].bytes.size(), x.n.now, f1), Status::Busy);
+  EXPECT_EQ(x.p->s->pending().txCountGlobal, halfSigned);  // untouched
+  x.n.hub.chan(x.p->addr).queue.clear();
+  out.clear();
+  x.n.hub.request_skip(x.p->addr, out);
+  ASSERT_EQ(out.size(), 1u);
+  Effects f2;
+  ASSERT_EQ(x.p->s->on_hub_request(out[0].bytes.data(), out[0].bytes.size(), x.n.now, f2), Status::Ok);
+  ASSERT_TRUE(x.p->s->has_pending());
+  EXPECT_EQ(x.p->s->pending().reason, UpdateReason::Invalidation);
+  EXPECT_EQ(x.p->s->pending().txCountGlobal, halfSigned + 1);
+  EXPECT_TRUE(f2.persist);
+  x.n.effects(*x.p, f2);
+  x.n.deliver_all_fifo();
+  EXPECT_FALSE(x.p->s->has_pending());
+  EXPECT_EQ(x.p->s->channel().state.txCountGlobal, halfSigned + 1);
+  EXPECT_EQ(x.p->s->channel().state.balanceWeiUser, before.state.balanceWeiUser);  // the payment never happened
+  x.n.expect_ledgers_equal();
+  EXPECT_EQ(x.n.signedTwice, 0);
+  // The channel goes on.
+  ASSERT_EQ(x.p->s->propose_payment(u(3), U256::zero(), x.n.now, fx), Status::Ok);
+  x.n.effects(*x.p, fx);
+  x.n.deliver_all_fifo();
+  EXPECT_EQ(x.p->s->channel().state.txCountGlobal, halfSigned + 2);
+  x.n.expect_ledgers_equal();
+}
+
+TEST(SessionRequests, HandledRequestIsNeverProposedTwice) {
+  Pair x;
+  std::vector<Msg> out;
+  x.n.hub.request_collateral(x.r->addr, 100, x.n.now, out);
+  ASSERT_EQ(out.size(), 1u);
+  const Msg req = out[0];
+  for (auto& m : out) x.n.inflight.push_back(m);
+  ASSERT_TRUE(x.n.quiesce());
+  const uint64_t tx = x.r->s->channel().state.txCountGlobal;
+  // The same request again (a replay, or the hub re-sending late): nothing proposed.
+  Effects fx;
+  EXPECT_EQ(x.r->s->on_hub_request(req.bytes.data(), req.bytes.size(), x.n.now, fx), Status::Duplicate);
+  EXPECT_FALSE(x.r->s->has_pending());
+  EXPECT_EQ(fx.count, 0u);
+  EXPECT_EQ(x.r->s->channel().state.txCountGlobal, tx);
+}
+
+TEST(SessionThreads, PayeeCountsPaymentsAndIgnoresReplays) {
+  Pair x;
+  fund_payer(x.n, *x.p, 1000);
+  std::vector<Msg> out;
+  x.n.hub.request_collateral(x.r->addr, 100, x.n.now, out);
+  for (auto& m : out) x.n.inflight.push_back(m);
+  ASSERT_TRUE(x.n.quiesce());
+  Effects fx;
+  uint64_t id = 0;
+  ASSERT_EQ(x.p->s->propose_thread_open(x.r->addr, u(30), U256::zero(), x.n.now, fx, &id), Status::Ok);
+  x.n.effects(*x.p, fx);
+  ASSERT_TRUE(x.n.quiesce());
+  ASSERT_EQ(x.p->s->thread_pay(x.r->addr, id, u(4), U256::zero(), fx), Status::Ok);
+  ASSERT_EQ(fx.count, 1u);
+  EXPECT_TRUE(fx.persist);
+  const Bytes pay(fx.out[0].bytes, fx.out[0].bytes + fx.out[0].len);
+  Effects r1, r2;
+  ASSERT_EQ(x.r->s->on_thread_message(pay.data(), pay.size(), x.n.now, r1), Status::Ok);
+  EXPECT_EQ(r1.event, SessionEvent::ThreadPaymentReceived);
+  EXPECT_EQ(r1.amountWei, u(4));
+  EXPECT_TRUE(r1.persist);
+  EXPECT_EQ(x.r->s->on_thread_message(pay.data(), pay.size(), x.n.now, r2), Status::Duplicate);
+  EXPECT_EQ(r2.event, SessionEvent::None);
+  // A payment on the payer's own thread by someone else's key is refused.
+  ThreadUpdate forged;
+  ASSERT_EQ(decode_thread_update(pay.data(), pay.size(), forged), Status::Ok);
+  forged.txCount += 1;
+  ASSERT_EQ(signer().sign_eth(key_fill(0x44), Hash32{}, forged.sig), Status::Ok);
+  Bytes fb(kMaxThreadUpdateWire);
+  size_t n = 0;
+  ASSERT_EQ(encode_thread_update(forged, fb.data(), fb.size(), &n), Status::Ok);
+  EXPECT_EQ(x.r->s->on_thread_message(fb.data(), n, x.n.now, r2), Status::WrongSigner);
+}
+
 // ================================================================== persistence
 
 TEST(SessionRecord, CorruptRecordsRefusedSessionUnchanged) {
