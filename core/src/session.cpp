@@ -518,6 +518,10 @@ Status Session::complete_pending(const Signature& sigHub, bool verified, Effects
   fx.event = SessionEvent::UpdateCompleted;
   fx.reason = u.reason;
   fx.txCountGlobal = next.txCountGlobal;
+  if (u.reason == UpdateReason::Payment) {
+    fx.amountWei = u.payment.amountWei;
+    fx.amountToken = u.payment.amountToken;
+  }
   return Status::Ok;
 }
 

@@ -574,7 +574,23 @@ TEST(Session, SyncsThenPaysAndStoresDoubleSignedState) {
   EXPECT_EQ(x.p->s->propose_payment(u(1), U256::zero(), x.n.now, fx2), Status::Busy);
   EXPECT_EQ(fx2.count, 0u);
   x.n.effects(*x.p, fx);
-  x.n.deliver_all_fifo();
+  ASSERT_EQ(x.n.inflight.size(), 1u);
+  x.n.deliver(x.n.inflight[0]);  // the hub countersigns
+  x.n.inflight.erase(x.n.inflight.begin());
+  ASSERT_EQ(x.n.inflight.size(), 1u);  // its Ack
+  const Msg ackMsg = x.n.inflight[0];
+  x.n.inflight.clear();
+  Effects done;
+  ASSERT_EQ(x.p->s->on_reply(ackMsg.bytes.data(), ackMsg.bytes.size(), x.n.now, done), Status::Ok);
+  EXPECT_EQ(done.event, SessionEvent::UpdateCompleted);
+  EXPECT_EQ(done.reason, UpdateReason::Payment);
+  EXPECT_EQ(done.amountWei, u(7));
+  EXPECT_TRUE(done.persist);
+  x.n.effects(*x.p, done);
+  // The same Ack again (a duplicate delivery) changes nothing.
+  Effects again;
+  EXPECT_EQ(x.p->s->on_reply(ackMsg.bytes.data(), ackMsg.bytes.size(), x.n.now, again), Status::Duplicate);
+  EXPECT_FALSE(again.persist);
   EXPECT_FALSE(x.p->s->has_pending());
   EXPECT_EQ(x.p->s->channel().state.balanceWeiUser, u(993));
   x.n.expect_ledgers_equal();

@@ -18,7 +18,8 @@
 //
 // Every entry point returns a Status (why something was refused or ignored; Ok when
 // handled) and fills an Effects: if `persist` is set, the caller serialises the session
-// (serialise()) and stores the record durably BEFORE it sends any of `out`.
+// (serialise()) and stores the record durably BEFORE it sends any of `out` (a program
+// stores its own bookkeeping, e.g. metered units paid, in the same atomic write).
 #pragma once
 
 #include <cstddef>
@@ -60,7 +61,7 @@ struct OutMessage {
 // What happened, for the caller's bookkeeping (meters, logs, status JSON).
 enum class SessionEvent : uint8_t {
   None = 0,
-  UpdateCompleted = 1,        // our proposal is double-signed: `reason`, `txCountGlobal`
+  UpdateCompleted = 1,        // our proposal is double-signed: `reason`, `txCountGlobal` (Payment: the amounts)
   ThreadPaymentReceived = 2,  // payee: a thread payment was accepted: `amountWei`, `amountToken`
   Synced = 3,                 // the hub's latest state is ours: the session signs again
 };
