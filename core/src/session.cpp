@@ -544,8 +544,8 @@ Status Session::next_work(uint64_t now, Effects& fx) noexcept {
 }
 
 Status Session::evaluate_request(uint64_t now, Effects& fx) noexcept {
-  const HubRequest q = hubRequest_;
-  ChannelUpdate u = q.update;
+  const uint64_t requestId = hubRequest_.requestId;
+  ChannelUpdate u = hubRequest_.update;
   Status st = verify_evidence();
   if (st != Status::Ok) return st;
   const ThreadState* latest = nullptr;
@@ -580,15 +580,15 @@ Status Session::evaluate_request(uint64_t now, Effects& fx) noexcept {
     }
   }
   if (st == Status::Ok) {
-    st = propose(u, now, fx, true, q.requestId);
+    st = propose(u, now, fx, true, requestId);
     if (st != Status::Ok && slot >= 0) storage_.threads[slot].used = false;
   }
   hasHubRequest_ = false;
   if (st != Status::Ok) {
-    lastRequestId_ = q.requestId;
+    lastRequestId_ = requestId;
     lastRequestProposed_ = false;
     fx.persist = true;
-    (void)send_request_nack(q.requestId, st, fx);
+    (void)send_request_nack(requestId, st, fx);
   }
   return ret(st);
 }
