@@ -151,9 +151,10 @@ class Session {
   // requests, every cfg.resendSeconds. `now`: Unix seconds.
   Status tick(uint64_t now, Effects& fx) noexcept;
 
-  // Pays the hub (a Payment, recipient hub). Errors: Busy (a proposal in flight or a hub
-  // request queued), OutOfSync, Halted, BadArgs (zero amounts), Underflow (balance),
-  // PendingOperation (the channel has pending ops), and channel_propose's errors.
+  // Pays the hub (a Payment, recipient hub). Errors: Busy (a proposal in flight),
+  // OutOfSync, Halted, BadArgs (zero amounts), Underflow (balance), PendingOperation (the
+  // channel has pending ops), and channel_propose's errors. Nothing is persisted or sent
+  // on error.
   Status propose_payment(const U256& wei, const U256& token, uint64_t now, Effects& fx) noexcept;
 
   // Payer: opens a thread to `receiver` locking (wei, token) of the user's balance.
@@ -170,8 +171,10 @@ class Session {
   Status thread_close_request(const Address& receiver, uint64_t threadId, uint64_t now, Effects& fx) noexcept;
 
   // Records a request of the user and proposes it (ProposePendingWithdrawal /
-  // ProposePendingDeposit / Exchange with seller user). `timeout`: Unix seconds.
-  // Errors: as propose_payment, TimeoutOutOfBounds.
+  // ProposePendingDeposit / Exchange with seller user). `timeout`: Unix seconds, in
+  // (now, now + limits.maxTimeoutSeconds] (unchecked if now is 0). Errors: as
+  // propose_payment, TimeoutOutOfBounds, RateOutOfBounds (exchange rate outside
+  // [minRate, maxRate]), and the signature errors of verify_evidence (Halted after).
   Status request_withdrawal(const Address& recipient, const U256& wei, const U256& token, uint64_t timeout,
                             uint64_t now, Effects& fx) noexcept;
   Status request_deposit(const U256& wei, const U256& token, uint64_t timeout, uint64_t now, Effects& fx) noexcept;
@@ -203,7 +206,9 @@ class Session {
   // the latest state it holds). Errors: decode errors, ThreadNotFound, Duplicate, the
   // thread rules and signature errors.
   Status on_thread_message(const uint8_t* in, size_t len, uint64_t now, Effects& fx) noexcept;
-  // Chain facts the caller read; re-evaluates a hub request waiting for them.
+  // Chain facts the caller read (all at one block); re-evaluates a hub request waiting
+  // for them, then proposes it (Ok) or keeps it (NeedsChain / NotOnChain with
+  // Effects::needsChain) or refuses it with a RequestNack (its status is returned).
   Status on_chain_fact(const ChainFacts& facts, uint64_t now, Effects& fx) noexcept;
 
   // Verifies the hub's countersignature on the latest state if it was stored unchecked
