@@ -746,6 +746,38 @@ TEST(SessionEvilHub, ExchangeNotRequestedOrAtABadRate) {
   x.expect_refused(*x.p, x.request(*x.p, e, ++x.id), Status::NotRequested);
 }
 
+TEST(SessionEvilHub, ExchangeOutsideTheUsersToleranceOrAmount) {
+  Evil x;
+  // The user sells 10 wei at 95..105 tokens per wei: a rate outside its own tolerance is
+  // never proposed; once the request is closed (the hub refused it and asked for the
+  // skip), an exchange the hub asks for is refused.
+  std::vector<Msg> out;
+  x.n.hub.request_collateral(x.p->addr, 100, x.n.now, out);  // hub tokens to buy with
+  for (auto& m : out) x.n.inflight.push_back(m);
+  ASSERT_TRUE(x.n.quiesce());
+  Effects fx;
+  EXPECT_EQ(x.p->s->request_exchange(true, u(10), u(110), u(95), u(105), x.n.now, fx), Status::RateOutOfBounds);
+  EXPECT_EQ(fx.count, 0u);
+  ASSERT_EQ(x.p->s->request_exchange(true, u(10), u(100), u(95), u(105), x.n.now, fx), Status::Ok);
+  x.n.effects(*x.p, fx);
+  x.n.inflight.clear();  // the hub drops it (it will ask for a skip)
+  ASSERT_TRUE(x.p->s->requests().exchange.active);
+  out.clear();
+  x.n.hub.request_skip(x.p->addr, out);
+  Effects f2;
+  ASSERT_EQ(x.p->s->on_hub_request(out[0].bytes.data(), out[0].bytes.size(), x.n.now, f2), Status::Ok);
+  x.n.effects(*x.p, f2);
+  x.n.deliver_all_fifo();
+  EXPECT_FALSE(x.p->s->requests().exchange.active);  // closed with the abandoned proposal
+  EXPECT_FALSE(x.p->s->has_pending());
+  // No open request: an exchange the hub asks for is refused.
+  ChannelUpdate e = channel_update_make(UpdateReason::Exchange);
+  e.exchange.seller = Party::User;
+  e.exchange.weiToSell = u(10);
+  e.exchange.exchangeRate = u(100);
+  x.expect_refused(*x.p, x.request(*x.p, e, ++x.id), Status::NotRequested);
+}
+
 TEST(SessionEvilHub, DepositOfUserFundsNotRequested) {
   Evil x;
   ChannelUpdate d = channel_update_make(UpdateReason::ProposePendingDeposit);
