@@ -1088,6 +1088,15 @@ TEST(SessionSkip, RefusedProposalInvalidatedOnTheHubsRequestOnly) {
   x.n.expect_ledgers_equal();
 }
 
+TEST(SessionSkip, SkipWithoutOurPendingProposalRefused) {
+  Evil x;
+  ASSERT_FALSE(x.p->s->has_pending());
+  ChannelUpdate skip = channel_update_make(UpdateReason::Invalidation);
+  skip.invalidation.previousValidTxCount = x.p->s->channel().state.txCountGlobal;
+  skip.invalidation.lastInvalidTxCount = x.p->s->channel().state.txCountGlobal + 1;
+  x.expect_refused(*x.p, x.request(*x.p, skip, ++x.id), Status::NotRequested);
+}
+
 TEST(SessionRequests, HandledRequestIsNeverProposedTwice) {
   Pair x;
   std::vector<Msg> out;
