@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "picopay/agent/install.hpp"
 #include "picopay/agent/json_state.hpp"
 #include "picopay/codec.hpp"
 #include "picopay/hex.hpp"
@@ -69,8 +70,9 @@ const char* const kUsage =
     "  demo [--devices N] [--seconds S] [--workdir DIR]   run the pay-per-use demo end to end\n"
 #endif
     "\n"
-    "The passphrase of a key file comes from PICOPAY_PASSPHRASE or a prompt on the terminal.\n"
-    "Run 'picopay COMMAND --help' for one command.\n";
+    "The passphrase of a key file comes from PICOPAY_PASSPHRASE, the file named by\n"
+    "PICOPAY_PASSPHRASE_FILE, or a prompt on the terminal.\n"
+    "Run 'picopay COMMAND --help' for one command; 'picopay --version' prints the version.\n";
 
 struct Help {
   const char* command;
@@ -382,6 +384,7 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   const std::string cmd = argv[1];
+  if (cmd == "--version") return picopay::agent::print_version();
   if (cmd == "--help" || cmd == "-h" || cmd == "help") {
     std::fputs(kUsage, stdout);
     return 0;

@@ -19,29 +19,15 @@
 #include <sstream>
 #include <thread>
 
+#include "picopay/agent/install.hpp"
 #include "picopay/mqtt/protocol.hpp"
 #include "picopay/hex.hpp"
 #include "picopay/signer.hpp"
 #include "picopay/types.hpp"
 
-#ifndef PICOPAY_DEVCHAIN_JS
-#define PICOPAY_DEVCHAIN_JS "contracts/scripts/devchain.js"
-#endif
-#ifndef PICOPAY_NODE_EXE
-#define PICOPAY_NODE_EXE "node"
-#endif
-
 namespace picopay::demo {
 
-std::string self_dir() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return ".";
-  buf[n] = 0;
-  std::string p(buf);
-  size_t s = p.rfind('/');
-  return s == std::string::npos ? "." : p.substr(0, s);
-}
+std::string self_dir() { return agent::exe_dir(); }
 
 std::string bin_dir() {
   if (const char* e = std::getenv("PICOPAY_BIN_DIR")) return e;
@@ -280,9 +266,23 @@ bool MosquittoBroker::restart(std::string& err) {
 }
 
 bool DevChain::start(const std::string& dir, const std::vector<std::string>& keys, std::string& err) {
-  std::string js = PICOPAY_DEVCHAIN_JS;
-  if (const char* e = std::getenv("PICOPAY_DEVCHAIN_JS")) js = e;
-  std::vector<std::string> argv = {PICOPAY_NODE_EXE, js, "--port", "0", "--watch-stdin"};
+  // $PICOPAY_DEVCHAIN_JS (run with $PICOPAY_NODE, else node from PATH), else the
+  // launcher <data dir>/devchain/devchain.sh (see picopay/agent/install.hpp).
+  std::vector<std::string> argv;
+  std::string js;
+  if (const char* e = std::getenv("PICOPAY_DEVCHAIN_JS"); e && *e) {
+    js = e;
+    const char* node = std::getenv("PICOPAY_NODE");
+    argv = {node && *node ? node : "node", js};
+  } else {
+    js = agent::data_dir() + "/devchain/devchain.sh";
+    if (access(js.c_str(), X_OK) != 0) {
+      err = "no dev chain launcher at " + js + " (install picopay's devchain files, or set PICOPAY_DATA_DIR)";
+      return false;
+    }
+    argv = {js};
+  }
+  for (const char* a : {"--port", "0", "--watch-stdin"}) argv.push_back(a);
   for (const auto& k : keys) {
     argv.push_back("--account");
     argv.push_back(k + ",1000000000000000000000");

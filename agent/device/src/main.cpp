@@ -3,6 +3,7 @@
 #include <cstring>
 #include <string>
 
+#include "picopay/agent/install.hpp"
 #include "picopay/device/agent.hpp"
 #include "picopay/device/state.hpp"
 
@@ -45,6 +46,7 @@ const char* kHelp =
     "  --status-interval-ms N  retained status JSON at most this often (default 500)\n"
     "  -v, --verbose           debug logs\n"
     "  -h, --help              this help\n"
+    "  --version               print the version and exit\n"
     "\n"
     "stdin meter line protocol: 'wh <cumulative Wh>', 'kwh <cumulative kWh>', 'units <n>', 'quit';\n"
     "'#' comments. At end of input the agent pays what is due, closes its thread and exits.\n"
@@ -61,6 +63,7 @@ int usage_error(const std::string& m) {
 namespace picopay::device {
 
 int agent_main(int argc, char** argv) {
+  if (agent::version_requested(argc, argv)) return agent::print_version();
   int i = 1;
   std::string cmd = "run";
   if (argc > 1 && argv[1][0] != '-') {

@@ -25,7 +25,8 @@ Broker:
   --client-id ID            MQTT client id [broker.clientId] (default picopay-hub-<hub address>)
 Hub identity:
   --hub-address ADDR        expected hub address, checked against the key [hub.address]
-  --key FILE                sealed key file (passphrase: env PICOPAY_PASSPHRASE or the tty) [hub.keyFile]
+  --key FILE                sealed key file [hub.keyFile] (passphrase: env PICOPAY_PASSPHRASE,
+                            the file named by PICOPAY_PASSPHRASE_FILE, or the tty)
   --private-key HEX         raw private key 0x+64 hex (tests/demo only) [hub.privateKey]
 Chain:
   --contract ADDR           ChannelManager address (required) [contract]
@@ -45,10 +46,13 @@ Store and policy:
                             [devSkipChainChecks]
   -v, --verbose             log every update [verbose]
   -h, --help                this text
+  --version                 print the version and exit
 
 Topics (docs/mqtt-protocol.md): subscribes picopay/v1/hub/<hub>/channel/+/+ ; replies on
 picopay/v1/user/<user>/reply ; proposes on picopay/v1/user/<user>/request ; retained status on
 picopay/v1/hub/<hub>/status/<user> and picopay/v1/hub/<hub>/status (Last Will "offline").
+Signals: SIGINT/SIGTERM stop the hub cleanly; SIGHUP is ignored with a log line (no reload:
+restart to apply a new config). Under systemd (Type=notify) READY=1 is sent once serving.
 Exit: 0 after SIGINT/SIGTERM, 2 on a configuration error, 3 on a fatal store error.
 )";
 }
