@@ -48,7 +48,7 @@ dpkg-deb -c "$dev" | grep -q ' ./usr/lib/cmake/picopay/picopayConfig.cmake$' || 
 dpkg-deb -c "$chain" | grep -q ' ./usr/share/picopay/devchain/devchain.sh$' || fail "picopay-devchain lacks devchain.sh"
 depends=$(dpkg-deb -f "$deb" Depends)
 echo "Depends: $depends"
-for lib in libc6 libsecp256k1 libsodium libmosquitto libcjson libsqlite3 libcurl; do
+for lib in libc6 libsecp256k1 libsodium libmosquitto libcjson libsqlite3 libcurl libsystemd; do
   grep -q "$lib" <<<"$depends" || fail "Depends lacks $lib (dpkg-shlibdeps)"
 done
 dpkg-deb -e "$deb" "$work/control"
