@@ -44,8 +44,12 @@ for f in ./usr/bin/picopay ./usr/bin/picopay-agent ./usr/bin/picopay-hub \
          ./etc/picopay/hub.json ./etc/picopay/agent-example.json ./usr/share/doc/picopay/install.md; do
   grep -q " $f\$" "$work/deb.list" || fail "picopay.deb lacks $f"
 done
-dpkg-deb -c "$dev" | grep -q ' ./usr/lib/cmake/picopay/picopayConfig.cmake$' || fail "picopay-dev lacks the CMake package"
-dpkg-deb -c "$chain" | grep -q ' ./usr/share/picopay/devchain/devchain.sh$' || fail "picopay-devchain lacks devchain.sh"
+dpkg-deb -c "$dev" >"$work/dev.list"
+grep -q ' ./usr/lib/cmake/picopay/picopayConfig.cmake$' "$work/dev.list" || fail "picopay-dev lacks the CMake package"
+dpkg-deb -c "$chain" >"$work/chain.list"
+grep -q ' ./usr/share/picopay/devchain/devchain.sh$' "$work/chain.list" || fail "picopay-devchain lacks devchain.sh"
+grep -q ' ./usr/share/picopay/devchain/node_modules/ganache/package.json$' "$work/chain.list" \
+  || fail "picopay-devchain lacks ganache"
 depends=$(dpkg-deb -f "$deb" Depends)
 echo "Depends: $depends"
 for lib in libc6 libsecp256k1 libsodium libmosquitto libcjson libsqlite3 libcurl libsystemd; do
@@ -87,14 +91,14 @@ done
 
 echo "== systemd-analyze verify"
 if command -v systemd-analyze >/dev/null; then
-  # --root: the units' ExecStart programs are looked up in the install root.
-  for u in picopay-hub.service picopay-agent@.service; do
-    target=$u; [ "$u" = picopay-agent@.service ] && target=picopay-agent@charger1.service
-    mkdir -p "$work/verify"; cp "$root/usr/lib/systemd/system/$u" "$work/verify/$u"
-    if ! SYSTEMD_LOG_LEVEL=notice systemd-analyze verify --man=no --root="$root" \
-         "$root/usr/lib/systemd/system/$u" >"$work/verify.out" 2>&1; then
+  # --root: units and their ExecStart programs are looked up in the install root; a
+  # private root gets the host's own units too (targets the default dependencies need).
+  if [ "$root" != / ]; then cp -an /usr/lib/systemd/system/. "$root/usr/lib/systemd/system/"; fi
+  for u in picopay-hub.service picopay-agent@charger1.service; do
+    if ! SYSTEMD_LOG_LEVEL=notice systemd-analyze verify --man=no --root="$root" "$u" >"$work/verify.out" 2>&1; then
       cat "$work/verify.out" >&2; fail "systemd-analyze verify $u"
     fi
+    # Unknown keys and bad values are only warnings: none is accepted.
     if [ -s "$work/verify.out" ]; then cat "$work/verify.out" >&2; fail "systemd-analyze verify $u: warnings"; fi
     echo "verified: $u"
   done
@@ -125,7 +129,8 @@ cat >"$etc/hub.json" <<JSON
 }
 JSON
 umask 022
-check="mosquitto_sub -h 127.0.0.1 -p $port -t 'picopay/v1/hub/+/status' -C 1 -W 30 -v | tee /dev/stderr | grep -qi '\"state\":\"online\".*$hub_addr'"
+# Run once READY=1 arrived: the hub's retained status (topic and payload name the hub).
+check="out=\$(mosquitto_sub -h 127.0.0.1 -p $port -t 'picopay/v1/hub/+/status' -C 1 -W 30 -v) && echo \"retained status: \$out\" && grep -qi '^picopay/v1/hub/$hub_addr/status {\"state\":\"online\",\"hub\":\"$hub_addr\"' <<<\"\$out\""
 if [ "$root" = / ] && [ "$(ps -p 1 -o comm=)" = systemd ]; then
   echo "systemd is PID 1: systemctl start picopay-hub"
   systemctl daemon-reload
