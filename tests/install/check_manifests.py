@@ -113,11 +113,13 @@ if mod is not None:
         else:
             err("zephyr/module.yml: no build.cmake")
         if "kconfig" in b:
-            exists(b["kconfig"], "zephyr/module.yml build.kconfig")
-            kc = open(os.path.join(root, b["kconfig"])).read()
-            if not re.search(r"^config PICOPAY$", kc, re.M):
+            kpath = os.path.join(root, b["kconfig"])
+            if not os.path.isfile(kpath):
+                err("zephyr/module.yml build.kconfig: %s does not exist" % b["kconfig"])
+            elif not re.search(r"^config PICOPAY$", open(kpath).read(), re.M):
                 err("zephyr Kconfig: no 'config PICOPAY'")
-        zc = open(os.path.join(root, mod["build"].get("cmake", "zephyr"), "CMakeLists.txt")).read()
+        zpath = os.path.join(root, b.get("cmake", "zephyr"), "CMakeLists.txt")
+        zc = open(zpath).read() if os.path.isfile(zpath) else ""
         if "CONFIG_PICOPAY" not in zc or "zephyr_library" not in zc:
             err("zephyr/CMakeLists.txt: no zephyr_library under CONFIG_PICOPAY")
 

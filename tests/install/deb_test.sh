@@ -131,7 +131,7 @@ JSON
 umask 022
 # Run once READY=1 arrived: the hub's retained status (topic and payload name the hub).
 check="out=\$(mosquitto_sub -h 127.0.0.1 -p $port -t 'picopay/v1/hub/+/status' -C 1 -W 30 -v) && echo \"retained status: \$out\" && grep -qi '^picopay/v1/hub/$hub_addr/status {\"state\":\"online\",\"hub\":\"$hub_addr\"' <<<\"\$out\""
-if [ "$root" = / ] && [ "$(ps -p 1 -o comm=)" = systemd ]; then
+if [ "$root" = / ] && [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; then
   echo "systemd is PID 1: systemctl start picopay-hub"
   systemctl daemon-reload
   systemctl start picopay-hub || { journalctl -u picopay-hub --no-pager | tail -30; fail "systemctl start"; }
@@ -139,7 +139,7 @@ if [ "$root" = / ] && [ "$(ps -p 1 -o comm=)" = systemd ]; then
   systemctl kill -s HUP picopay-hub; systemctl is-active picopay-hub || fail "SIGHUP stopped the hub"
   systemctl stop picopay-hub
 else
-  echo "systemd is not PID 1 (PID 1: $(ps -p 1 -o comm=)): ExecStart run by hand with the unit's environment"
+  echo "systemd is not PID 1 (PID 1: $(cat /proc/1/comm 2>/dev/null)): ExecStart run by hand with the unit's environment"
   python3 "$src/tests/install/run_unit.py" "$root/usr/lib/systemd/system/picopay-hub.service" \
     --root "$root" --state "$work/state" --creds "$work/creds" --log "$work/hub.log" \
     --then-sighup --check bash -c "$check" || fail "picopay-hub.service by hand"
