@@ -13,7 +13,9 @@
 #     Environment=, LoadCredential= (key file, config and passphrase as credentials,
 #     PICOPAY_PASSPHRASE_FILE) and NOTIFY_SOCKET, against a private mosquitto on
 #     127.0.0.1: READY=1 arrives, the hub's retained status says online, SIGHUP is
-#     refused and logged, SIGTERM sends STOPPING=1 and exits 0.
+#     refused and logged, SIGTERM sends STOPPING=1 and exits 0;
+#   - picopay-agent@charger1.service the same way (a payee agent): online on the broker
+#     under its name, exit 0 on SIGTERM, its state in the unit's StateDirectory.
 # usage: deb_test.sh BUILD_DIR SOURCE_DIR VERSION
 set -euo pipefail
 build=$(cd "$1" && pwd); src=$(cd "$2" && pwd); version=$3
@@ -144,5 +146,36 @@ else
     --root "$root" --state "$work/state" --creds "$work/creds" --log "$work/hub.log" \
     --then-sighup --check bash -c "$check" || fail "picopay-hub.service by hand"
   [ -f "$work/state/picopay-hub/hub.db" ] || fail "the ledger is not in the unit's StateDirectory"
+fi
+
+echo "== picopay-agent@charger1.service started"
+# A payee agent (no meter, no deposit) for the instance charger1: its config, key and
+# passphrase where the unit's LoadCredential= expects them; it must come up on the broker.
+umask 077
+printf '%s\n' "$pass" >"$etc/agent-charger1.passphrase"
+PICOPAY_PASSPHRASE=$pass "$root/usr/bin/picopay" keygen --out "$etc/agent-charger1.key" >"$work/keygen2.out" \
+  || fail "picopay keygen (agent)"
+agent_addr=$(grep -o '0x[0-9a-fA-F]\{40\}' "$work/keygen2.out" | head -1)
+cat >"$etc/agent-charger1.json" <<JSON
+{
+  "broker": {"host": "127.0.0.1", "port": $port, "password": "unused"},
+  "hub": "$hub_addr",
+  "contract": "0x7d73424a8256c0b2ba245e5d5a3de8820e45f390",
+  "role": "payee",
+  "meter": {"source": "none"}
+}
+JSON
+umask 022
+check="out=\$(mosquitto_sub -h 127.0.0.1 -p $port -t 'picopay/v1/user/+/status' -C 1 -W 30 -v) && echo \"retained status: \$out\" && grep -qi '^picopay/v1/user/$agent_addr/status {\"state\":\"online\",\"name\":\"charger1\"' <<<\"\$out\""
+if [ "$root" = / ] && [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; then
+  systemctl start picopay-agent@charger1 || { journalctl -u picopay-agent@charger1 --no-pager | tail -30; fail "systemctl start agent"; }
+  bash -c "$check" || fail "agent not online"
+  systemctl stop picopay-agent@charger1
+else
+  python3 "$src/tests/install/run_unit.py" "$root/usr/lib/systemd/system/picopay-agent@.service" \
+    --instance charger1 --root "$root" --state "$work/state" --creds "$work/creds-agent" --log "$work/agent.log" \
+    --check bash -c "$check" || fail "picopay-agent@charger1.service by hand"
+  [ -d "$work/state/picopay-agent/charger1" ] || fail "the agent state is not in the unit's StateDirectory"
+  [ -n "$(ls -A "$work/state/picopay-agent/charger1")" ] || fail "the agent wrote no state"
 fi
 echo "PASS"

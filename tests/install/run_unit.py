@@ -11,8 +11,8 @@ What systemd would do, done here (and only this):
   - the specifiers %d (credentials dir), %S (state root), %i (instance), %% are expanded
     in ExecStart; its program is looked up under --root;
   - StateDirectory= is created under --state;
-  - NOTIFY_SOCKET is a datagram socket bound here: for Type=notify the script waits for
-    READY=1 (failing if the process exits first or --notify-timeout passes).
+  - NOTIFY_SOCKET (Type=notify only) is a datagram socket bound here: the script waits
+    for READY=1 (failing if the process exits first or --notify-timeout passes).
 Then: optionally SIGHUP (the process must log the refusal and stay up), then SIGTERM;
 for Type=notify STOPPING=1 must arrive and the exit status must be 0.
 Prints each step; exits non-zero on the first failure.
@@ -113,13 +113,15 @@ def main():
     prog = os.path.join(a.root, argv[0].lstrip("/"))
     argv[0] = prog
 
+    # systemd passes NOTIFY_SOCKET to Type=notify services (or with NotifyAccess=) only.
     sock_path = os.path.join(a.state, "notify.sock")
     if os.path.exists(sock_path):
         os.unlink(sock_path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(sock_path)
     sock.settimeout(0.5)
-    env["NOTIFY_SOCKET"] = sock_path
+    if unit_type == "notify" or "NotifyAccess" in keys:
+        env["NOTIFY_SOCKET"] = sock_path
 
     print("Type=%s" % unit_type)
     print("ExecStart (by hand): %s" % " ".join(shlex.quote(x) for x in argv))
