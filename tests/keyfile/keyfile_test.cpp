@@ -302,6 +302,9 @@ TEST_F(PassEnv, PassphraseFileOpensKeyfile) {
   write_mode(cred, std::string(kPass), 0400);
   ASSERT_EQ(picopay::passphrase_obtain(buf, sizeof buf, &len, false), Status::Ok);
   EXPECT_EQ(std::string(buf, len), std::string(kPass, kPassLen));
+  write_mode(cred, "ends in cr\r", 0400);  // a lone "\r" is part of the passphrase
+  ASSERT_EQ(picopay::passphrase_obtain(buf, sizeof buf, &len, false), Status::Ok);
+  EXPECT_EQ(std::string(buf, len), "ends in cr\r");
   write_mode(cred, "two\n\n", 0400);
   ASSERT_EQ(picopay::passphrase_obtain(buf, sizeof buf, &len, false), Status::Ok);
   EXPECT_EQ(std::string(buf, len), "two\n");

@@ -187,8 +187,10 @@ Status from_file(const char* path, char* out, size_t cap, size_t* needed) {
     *needed = static_cast<size_t>(st.st_size) + 1;
     return Status::BufferTooSmall;
   }
-  if (n > 0 && out[n - 1] == '\n') --n;
-  if (n > 0 && out[n - 1] == '\r') --n;
+  if (n > 0 && out[n - 1] == '\n') {  // one trailing "\n" or "\r\n"
+    --n;
+    if (n > 0 && out[n - 1] == '\r') --n;
+  }
   if (n + 1 > cap) {
     *needed = n + 1;
     return Status::BufferTooSmall;
