@@ -21,8 +21,13 @@ set -euo pipefail
 build=$(cd "$1" && pwd); src=$(cd "$2" && pwd); version=$3
 work=$(mktemp -d "${TMPDIR:-/tmp}/picopay-deb-XXXXXX")
 broker_pid=
+system_install=0
 cleanup() {
   if [ -n "$broker_pid" ]; then kill "$broker_pid" 2>/dev/null || true; wait "$broker_pid" 2>/dev/null || true; fi
+  if [ "$system_install" = 1 ]; then  # leave the system as it was
+    rm -f /etc/picopay/hub.key /etc/picopay/hub.passphrase /etc/picopay/agent-charger1.*
+    dpkg --purge picopay-devchain picopay-dev picopay >/dev/null 2>&1 || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -65,6 +70,7 @@ done
 echo "== dpkg -i"
 if [ "${PICOPAY_DEB_TEST_SYSTEM:-0}" = 1 ] && [ "$(id -u)" = 0 ]; then
   root=/
+  system_install=1
   dpkg -i "$deb" "$dev" "$chain" || fail "dpkg -i (system)"
   dpkg_q=(dpkg-query)
   echo "installed into the real system"
