@@ -108,7 +108,8 @@ const Help kHelp[] = {
      "usage: picopay keygen --out FILE [--import-hex 0x<64 hex>]\n"
      "Writes a new (or the imported) private key to FILE (mode 0600), sealed with a key derived\n"
      "from the passphrase by Argon2id (libsodium crypto_pwhash) and crypto_secretbox. The\n"
-     "passphrase comes from PICOPAY_PASSPHRASE or a prompt. Prints the key's address.\n"},
+     "passphrase comes from PICOPAY_PASSPHRASE, the file named by PICOPAY_PASSPHRASE_FILE or\n"
+     "a prompt. Prints the key's address.\n"},
 };
 
 bool wants_help(int argc, char** argv) {
@@ -199,7 +200,7 @@ PrivateKey load_key(const Args& a) {
     char pass[1024];
     size_t len = 0;
     if (passphrase_obtain(pass, sizeof pass, &len, false) != Status::Ok)
-      die(kExitFail, "no passphrase: set PICOPAY_PASSPHRASE or run on a terminal");
+      die(kExitFail, "no passphrase: set PICOPAY_PASSPHRASE or PICOPAY_PASSPHRASE_FILE, or run on a terminal");
     const Status st = keyfile_read(file->c_str(), pass, len, key);
     secure_wipe(pass, sizeof pass);
     if (st == Status::IoError) die(kExitFail, "cannot read key file " + *file);
@@ -357,7 +358,7 @@ int cmd_keygen(int argc, char** argv) {
   size_t len = 0;
   if (passphrase_obtain(pass, sizeof pass, &len, true) != Status::Ok) {
     secure_wipe(&key, sizeof key);
-    die(kExitFail, "no passphrase: set PICOPAY_PASSPHRASE or run on a terminal");
+    die(kExitFail, "no passphrase: set PICOPAY_PASSPHRASE or PICOPAY_PASSPHRASE_FILE, or run on a terminal");
   }
   const Status st = keyfile_write(out->c_str(), key, pass, len);
   secure_wipe(pass, sizeof pass);
