@@ -45,7 +45,7 @@ for f in "$deb" "$dev" "$chain"; do [ -f "$f" ] || { ls -l "$work/pkg" >&2; fail
 
 echo "== package contents"
 dpkg-deb -c "$deb" >"$work/deb.list"
-for f in ./usr/bin/picopay ./usr/bin/picopay-agent ./usr/bin/picopay-hub \
+for f in ./usr/bin/picopay ./usr/bin/picopay-agent ./usr/bin/picopay-hub ./usr/bin/picopay-tower \
          ./usr/share/picopay/contracts/ChannelManager.json \
          ./usr/lib/systemd/system/picopay-hub.service ./usr/lib/systemd/system/picopay-agent@.service \
          ./etc/picopay/hub.json ./etc/picopay/agent-example.json ./usr/share/doc/picopay/install.md; do
@@ -91,7 +91,7 @@ for p in picopay picopay-dev picopay-devchain; do
 done
 
 echo "== the installed programs"
-for p in picopay picopay-agent picopay-hub; do
+for p in picopay picopay-agent picopay-hub picopay-tower; do
   out=$(cd "$work" && "$root/usr/bin/$p" --version)
   echo "$root/usr/bin/$p --version: $out"
   [[ "$out" =~ ^picopay\ ${version//./\\.}\ \(git\ ([0-9a-f]{7,40}|unknown)\)$ ]] || fail "$p --version: '$out'"

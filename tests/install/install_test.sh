@@ -20,7 +20,7 @@ prefix=$work/prefix
 
 echo "== cmake --install --prefix $prefix"
 cmake --install "$build" --prefix "$prefix" >"$work/install.log" 2>&1 || { cat "$work/install.log"; fail "cmake --install"; }
-for f in bin/picopay bin/picopay-agent bin/picopay-hub \
+for f in bin/picopay bin/picopay-agent bin/picopay-hub bin/picopay-tower \
          share/picopay/contracts/ChannelManager.json \
          share/picopay/devchain/devchain.sh share/picopay/devchain/scripts/devchain.js \
          share/picopay/devchain/node_modules/ganache/package.json \
@@ -41,7 +41,7 @@ grep -q "LoadCredential=hub.json:$prefix/etc/picopay/hub.json" "$prefix/lib/syst
   || fail "picopay-hub.service does not load $prefix/etc/picopay/hub.json"
 
 echo "== no build-tree path in the programs"
-for p in picopay picopay-agent picopay-hub; do
+for p in picopay picopay-agent picopay-hub picopay-tower; do
   objcopy -O binary --only-section=.rodata "$prefix/bin/$p" "$work/rodata"
   if grep -aq -e "$build" -e "$src" "$work/rodata"; then
     grep -ao -e "$build[^[:cntrl:]]*" -e "$src[^[:cntrl:]]*" "$work/rodata" | head -3 >&2
@@ -50,7 +50,7 @@ for p in picopay picopay-agent picopay-hub; do
 done
 
 echo "== --version"
-for p in picopay picopay-agent picopay-hub; do
+for p in picopay picopay-agent picopay-hub picopay-tower; do
   out=$(cd "$work" && env -i PATH=/usr/bin:/bin "$prefix/bin/$p" --version)
   echo "$p: $out"
   [[ "$out" =~ ^picopay\ ${version//./\\.}\ \(git\ ([0-9a-f]{7,40}|unknown)\)$ ]] || fail "$p --version: '$out'"
