@@ -4,16 +4,21 @@
 #     CMake package, pkg-config files) is there;
 #   - no build-tree or source-tree path is compiled into the programs (.rodata);
 #   - `--version` of every program prints "picopay <project VERSION> (git <hash>)";
-#   - the installed `picopay demo` runs end to end (installed dev-chain launcher,
-#     ChannelManager.json, picopay-hub, picopay-agent; no PICOPAY_* variable set) and
-#     reconciles; PICOPAY_DATA_DIR overrides the lookup (a wrong one fails loudly);
+#   - the installed dev-chain launcher starts a chain on 127.0.0.1 and the installed
+#     `picopay deploy` finds the installed ChannelManager.json by itself (no PICOPAY_*
+#     variable set); PICOPAY_DATA_DIR overrides the lookup of deploy and of the demo's
+#     dev-chain launcher (a wrong one fails loudly, naming the path);
 #   - tests/install/consumer configures, builds and runs against the prefix with
 #     find_package(picopay), and a program builds and runs with `pkg-config picopay`.
 # usage: install_test.sh BUILD_DIR SOURCE_DIR VERSION
 set -euo pipefail
 build=$(cd "$1" && pwd); src=$(cd "$2" && pwd); version=$3
 work=$(mktemp -d "${TMPDIR:-/tmp}/picopay-install-XXXXXX")
-cleanup() { rm -rf "$work"; }
+chain_pid=
+cleanup() {
+  if [ -n "$chain_pid" ]; then kill "$chain_pid" 2>/dev/null || true; wait "$chain_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
 trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 prefix=$work/prefix
@@ -56,23 +61,36 @@ for p in picopay picopay-agent picopay-hub picopay-tower; do
   [[ "$out" =~ ^picopay\ ${version//./\\.}\ \(git\ ([0-9a-f]{7,40}|unknown)\)$ ]] || fail "$p --version: '$out'"
 done
 
-echo "== picopay demo from the prefix: the installed dev chain, artifact, hub and agents"
-# The demo starts the installed devchain.sh, deploys the installed ChannelManager.json and
-# runs the installed picopay-hub and picopay-agent: found from its own executable only.
-if ! (cd "$work" && env -u PICOPAY_DATA_DIR -u PICOPAY_CONTRACTS_DIR -u PICOPAY_BIN_DIR \
-        -u PICOPAY_DEVCHAIN_JS "$prefix/bin/picopay" demo --devices 1 --seconds 1 \
-        --workdir "$work/demo" >"$work/demo.out" 2>&1); then
-  cat "$work/demo.out" >&2; fail "picopay demo from the installed prefix"
+echo "== the installed dev chain and the installed artifact"
+mkfifo "$work/chain.in"
+(cd "$work" && exec env -u PICOPAY_DATA_DIR -u PICOPAY_CONTRACTS_DIR \
+   "$prefix/share/picopay/devchain/devchain.sh" --port 0 --watch-stdin <"$work/chain.in" >"$work/chain.out" 2>"$work/chain.err") &
+chain_pid=$!
+exec 9>"$work/chain.in"   # the chain exits when this closes (when the test ends)
+for _ in $(seq 1 300); do [ -s "$work/chain.out" ] && break; kill -0 "$chain_pid" 2>/dev/null || break; sleep 0.2; done
+[ -s "$work/chain.out" ] || { cat "$work/chain.err" >&2; fail "the installed devchain.sh did not start"; }
+read -r url key addr < <(python3 -c 'import json,sys; d=json.loads(open(sys.argv[1]).readline()); a=d["accounts"][0]; print(d["url"], a["privateKey"], a["address"])' "$work/chain.out")
+case $url in http://127.0.0.1:*) ;; *) fail "dev chain not on 127.0.0.1: $url";; esac
+out=$(cd "$work" && env -u PICOPAY_DATA_DIR -u PICOPAY_CONTRACTS_DIR \
+      "$prefix/bin/picopay" deploy --rpc "$url" --private-key "$key" --hub "$addr" --challenge-period 60) \
+  || fail "installed picopay deploy (default artifact) failed"
+echo "$out"
+grep -q '^contract 0x[0-9a-f]\{40\}' <<<"$out" || fail "no contract address in: $out"
+# The override: a data dir without the artifact is used, and fails loudly.
+if err=$(cd "$work" && PICOPAY_DATA_DIR=$work/empty "$prefix/bin/picopay" deploy --rpc "$url" \
+         --private-key "$key" --hub "$addr" --challenge-period 60 2>&1); then
+  fail "deploy succeeded with PICOPAY_DATA_DIR pointing nowhere"
 fi
-grep -q 'RECONCILED' "$work/demo.out" || { cat "$work/demo.out" >&2; fail "the demo did not reconcile"; }
-tail -3 "$work/demo.out"
-# The override: a data dir without the dev chain is used, and fails loudly.
+grep -q "$work/empty/contracts/ChannelManager.json" <<<"$err" || fail "the error does not name the looked-up path: $err"
+exec 9>&-
+
+# The demo looks up the same data dir for its dev-chain launcher: a wrong one fails loudly.
 if err=$(cd "$work" && PICOPAY_DATA_DIR=$work/empty "$prefix/bin/picopay" demo --devices 1 --seconds 1 \
-         --workdir "$work/demo2" 2>&1); then
+         --workdir "$work/demo" 2>&1); then
   fail "the demo succeeded with PICOPAY_DATA_DIR pointing nowhere"
 fi
 grep -q "no dev chain launcher at $work/empty/devchain/devchain.sh" <<<"$err" \
-  || fail "the error does not name the looked-up launcher: $err"
+  || fail "the demo's error does not name the looked-up launcher: $err"
 
 echo "== find_package(picopay): tests/install/consumer"
 cmake -S "$src/tests/install/consumer" -B "$work/consumer" -DCMAKE_PREFIX_PATH="$prefix" \
