@@ -32,7 +32,8 @@ Broker:
                             the shipped broker config replaces every client id by the username)
 Hub identity:
   --hub-address ADDR        expected hub address, checked against the key [hub.address]
-  --key FILE                sealed key file (passphrase: env PICOPAY_PASSPHRASE or the tty) [hub.keyFile]
+  --key FILE                sealed key file [hub.keyFile] (passphrase: env PICOPAY_PASSPHRASE,
+                            the file named by PICOPAY_PASSPHRASE_FILE, or the tty)
   --private-key HEX         raw private key 0x+64 hex (tests only: visible to every local user)
                             [hub.privateKey: then the config file must be mode 0600]
 Chain:
@@ -53,11 +54,14 @@ Store and policy:
                             [devSkipChainChecks]
   -v, --verbose             log every update [verbose]
   -h, --help                this text
+  --version                 print the version and exit
 
 Topics (docs/mqtt-protocol.md): subscribes picopay/v1/hub/<hub>/channel/+/+ ; replies on
 picopay/v1/user/<user>/reply ; proposes on picopay/v1/user/<user>/request ; retained status on
 picopay/v1/hub/<hub>/status/<user> and picopay/v1/hub/<hub>/status (Last Will "offline").
 A config file holding hub.privateKey or broker.password must be mode 0600 (refused otherwise).
+Signals: SIGINT/SIGTERM stop the hub cleanly; SIGHUP is ignored with a log line (no reload:
+restart to apply a new config). Under systemd (Type=notify) READY=1 is sent once serving.
 Exit: 0 after SIGINT/SIGTERM, 2 on a configuration error, 3 on a fatal store error.
 )";
 }
