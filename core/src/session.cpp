@@ -317,6 +317,7 @@ Status Session::restore(const uint8_t* data, size_t len) noexcept {
     const size_t threads = r.u16();
     if (r.ok() && threads > storage_.capacity) return Status::TooManyThreads;
     if (commit) std::memset(storage_.threads, 0, sizeof(SessionThread) * storage_.capacity);
+    size_t open = 0;  // pass 0: the open threads' initial states, for the pending check
     for (size_t i = 0; i < threads && r.ok(); ++i) {
       const uint8_t tf = r.byte();
       if (r.ok() && (tf & ~(kThreadSender | kThreadOpen | kThreadClosing))) return Status::Corrupt;
@@ -331,10 +332,19 @@ Status Session::restore(const uint8_t* data, size_t len) noexcept {
       m = r.message(n);
       if (r.ok()) PP_TRY(decode_thread_state(m, n, t.latest));
       if (commit) storage_.threads[i] = t;
+      else if (t.open) storage_.setItems[open++] = t.initial.state;
     }
     if (!r.ok()) return r.err;
     if (r.pos != r.len) return Status::TrailingBytes;
-    if (!commit) continue;
+    if (!commit) {
+      if (flags & kFlagPending) {
+        // The pending proposal must still apply to the stored state (it was built on it).
+        ChannelState next;
+        const ThreadSet ts{storage_.setItems, open, storage_.capacity, storage_.setScratch};
+        if (channel_next_state(ctx_, channel.state, ts, pending, next) != Status::Ok) return Status::Corrupt;
+      }
+      continue;
+    }
     channel_ = channel;
     hasPending_ = (flags & kFlagPending) != 0;
     pending_ = pending;
@@ -349,14 +359,6 @@ Status Session::restore(const uint8_t* data, size_t len) noexcept {
     requests_ = rq;
     synced_ = false;
     halted_ = false;
-    if (hasPending_) {
-      // The pending proposal must still apply to the stored state (it was built on it).
-      ChannelState next;
-      if (channel_next_state(ctx_, channel_.state, thread_set(), pending_, next) != Status::Ok) {
-        halted_ = true;
-        return Status::Corrupt;
-      }
-    }
   }
   return Status::Ok;
 }
@@ -521,9 +523,10 @@ Status Session::complete_pending(const Signature& sigHub, bool verified, Effects
 
 Status Session::next_work(uint64_t now, Effects& fx) noexcept {
   if (hasPending_ || !synced_ || halted_) return Status::Ok;
+  Status requestStatus = Status::Ok;
   if (hasHubRequest_) {
-    const Status st = evaluate_request(now, fx);
-    if (st == Status::Ok || hasPending_) return st;
+    requestStatus = evaluate_request(now, fx);
+    if (requestStatus == Status::Ok || hasPending_) return requestStatus;
   }
   // Payee: close the threads the payer asked to close, with the latest state held.
   for (size_t i = 0; i < storage_.capacity && !hasPending_; ++i) {
@@ -533,7 +536,7 @@ Status Session::next_work(uint64_t now, Effects& fx) noexcept {
     u.thread.thread = t.latest;
     return ret(propose(u, now, fx, false, 0));
   }
-  return Status::Ok;
+  return requestStatus;
 }
 
 Status Session::evaluate_request(uint64_t now, Effects& fx) noexcept {
@@ -550,8 +553,10 @@ Status Session::evaluate_request(uint64_t now, Effects& fx) noexcept {
   UserPolicyInput in{cfg_.user, &requests_, cfg_.hasChainAccess, chain_, now, cfg_.acceptIncomingThreads, latest,
                      cfg_.limits};
   st = policy_user_accepts_request(in, channel_.state, u);
-  if (st == Status::NeedsChain && cfg_.hasChainAccess) {
-    fx.needsChain = true;  // kept: re-evaluated by on_chain_fact
+  if ((st == Status::NeedsChain || st == Status::NotOnChain) && cfg_.hasChainAccess) {
+    // Facts only move forward (a deposit may be mined, a timeout may pass): kept and
+    // re-evaluated by on_chain_fact; nothing is signed meanwhile.
+    fx.needsChain = true;
     return ret(st);
   }
   long slot = -1;
@@ -663,8 +668,8 @@ Status Session::tick(uint64_t now, Effects& fx) noexcept {
   if (hasPending_) {
     if (now >= lastSend_ + cfg_.resendSeconds) return send_pending(now, fx);
   } else {
-    PP_TRY(next_work(now, fx));
-    if (fx.count > 0) return Status::Ok;
+    const Status w = next_work(now, fx);  // a kept request may still wait for chain facts
+    if (fx.count > 0) return w;
   }
   if (now >= lastClose_ + cfg_.resendSeconds) {
     bool sent = false;
