@@ -82,7 +82,14 @@ const cJSON* get(const cJSON* o, const char* path1, const char* path2 = nullptr)
 void str(const cJSON* o, std::string& out, const char* a, const char* b = nullptr) {
   const cJSON* v = get(o, a, b);
   if (cJSON_IsString(v)) out = v->valuestring;
-  else if (cJSON_IsNumber(v)) out = std::to_string(static_cast<long long>(v->valuedouble));
+  else if (cJSON_IsNumber(v)) {
+    // A whole number up to 2^53 is taken as its decimal text; anything else (1e400, a
+    // fraction, an amount a double cannot hold exactly) becomes text that every later
+    // check of the field refuses, instead of an undefined float-to-integer cast.
+    const double d = v->valuedouble;
+    const bool exact = d >= 0 && d <= 9007199254740992.0 && static_cast<double>(static_cast<uint64_t>(d)) == d;
+    out = exact ? std::to_string(static_cast<uint64_t>(d)) : std::string("(not a whole number below 2^53)");
+  }
 }
 void num(const cJSON* o, int& out, const char* a, const char* b = nullptr) {
   const cJSON* v = get(o, a, b);
