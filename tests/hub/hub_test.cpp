@@ -59,7 +59,7 @@ class HubTest : public ::testing::Test {
 
   // dev_skip: --dev-skip-chain-checks (ConfirmPending countersigned unchecked: the devices
   // fund their channels without a chain).
-  void start_hub(bool dev_skip = true) {
+  void start_hub(bool dev_skip = true, const std::vector<std::string>& extra = {}) {
     std::vector<std::string> argv = {PICOPAY_HUB_BIN,
                                      "--broker-host", "127.0.0.1",
                                      "--broker-port", std::to_string(tls_ ? broker_->tls_port() : broker_->port()),
@@ -71,6 +71,7 @@ class HubTest : public ::testing::Test {
                                      "--exchange-rate", "1000",
                                      "--verbose"};
     if (dev_skip) argv.push_back("--dev-skip-chain-checks");
+    argv.insert(argv.end(), extra.begin(), extra.end());
     if (tls_) {
       argv.push_back("--broker-ca");
       argv.push_back(broker_->ca_file());
@@ -975,4 +976,29 @@ TEST_F(HubTest, ARefusedProposalIsInvalidatedOnRequestAndTheChannelGoesOn) {
   EXPECT_EQ(l.requests, 0);
   EXPECT_EQ(d.double_signed(), 0u);
   EXPECT_FALSE(d.halted());
+}
+
+// The hub's rate is older than 24 h: it countersigns no Exchange at any rate (StaleRate),
+// not even at its own; payments go on.
+TEST_F(HubTest, AStaleExchangeRateCountersignsNoExchange) {
+  start_broker();
+  start_hub(true, {"--exchange-rate-time", std::to_string(static_cast<uint64_t>(std::time(nullptr)) - 90000)});
+  SimDevice& d = device(1);
+  ASSERT_EQ(d.deposit(1000, 1000000), Status::Ok);
+  Hash32 h{};
+  std::memset(h.bytes, 0xcc, 32);
+  ASSERT_EQ(d.confirm_pending(h), Status::Ok);
+  ASSERT_EQ(d.pay(500), Status::Ok);
+  const Ledger l0 = read_ledger(db(), d.address());
+  ChannelUpdate e = channel_update_make(UpdateReason::Exchange);
+  e.exchange.seller = Party::User;
+  e.exchange.tokensToSell = u(100000);
+  e.exchange.exchangeRate = u(1000);
+  ChannelState n{};
+  EXPECT_EQ(send_raw(d, hub_addr_, d.build(e, n), d.latest().state.txCountGlobal + 1), Status::StaleRate);
+  EXPECT_TRUE(same_channel(read_ledger(db(), d.address()), l0));
+  for (int i = 0; i < 400 && read_ledger(db(), d.address()).requests != 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_EQ(d.pay(1), Status::Ok);
+  expect_ledger_agrees(d);
 }
