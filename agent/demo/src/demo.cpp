@@ -184,6 +184,7 @@ std::string demo_svg(const std::vector<Sample>& ss, const std::string& subtitle)
     const char* colour;
     const char* label;
     double Sample::*field;
+    const char* dash;  // stroke-dasharray, "" for a solid line
   };
   auto panel = [&](double top, double h, double vmax, double step, const char* title,
                    const std::vector<Line>& lines) {
@@ -206,7 +207,8 @@ std::string demo_svg(const std::vector<Sample>& ss, const std::string& subtitle)
         std::snprintf(p, sizeof p, "%.1f,%.1f ", X(x.t), Y(x.*ln.field));
         pts += p;
       }
-      o += "<polyline points=\"" + pts + "\" fill=\"none\" stroke=\"" + ln.colour + "\" stroke-width=\"2\"/>\n";
+      o += "<polyline points=\"" + pts + "\" fill=\"none\" stroke=\"" + ln.colour + "\" stroke-width=\"2\"" +
+           (*ln.dash ? std::string(" stroke-dasharray=\"") + ln.dash + "\"" : std::string()) + "/>\n";
       for (const auto& x : ss)
         add("<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>", X(x.t), Y(x.*ln.field), ln.colour);
     }
@@ -223,17 +225,18 @@ std::string demo_svg(const std::vector<Sample>& ss, const std::string& subtitle)
         top + 10, lw + 50, 8.0 + 18.0 * static_cast<double>(lines.size()));
     double y = top + 24;
     for (const auto& ln : lines) {
-      add("<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" stroke-width=\"2\"/>", L + 18, y,
-          L + 44, y, ln.colour);
+      add("<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" stroke-width=\"2\" "
+          "stroke-dasharray=\"%s\"/>",
+          L + 18, y, L + 44, y, ln.colour, *ln.dash ? ln.dash : "none");
       add("<circle cx=\"%.0f\" cy=\"%.0f\" r=\"3\" fill=\"%s\"/>", L + 31, y, ln.colour);
       add("<text x=\"%.0f\" y=\"%.0f\">%s</text>", L + 52, y + 4, ln.label);
       y += 18;
     }
   };
   panel(T1, H1, rmax, rstep, "payments per second (all chargers)",
-        {{"#1f5fbf", "countersigned payments/s", &Sample::rate}});
+        {{"#1f5fbf", "countersigned payments/s", &Sample::rate, ""}});
   panel(T2, H2, lmax, lstep, "latency, ms (meter reading published -> payment on the broker)",
-        {{"#8e44ad", "max", &Sample::max}, {"#c0392b", "p99", &Sample::p99}, {"#e67e22", "p50", &Sample::p50}});
+        {{"#8e44ad", "max", &Sample::max, "6,4"}, {"#c0392b", "p99", &Sample::p99, ""}, {"#e67e22", "p50", &Sample::p50, ""}});
   o += "</svg>\n";
   return o;
 }
