@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <chrono>
@@ -35,7 +36,8 @@ using namespace picopay;
 using namespace picopay::demo;
 
 const char* kHelp =
-    "usage: picopay demo [--devices N] [--seconds S] [--workdir DIR] [--rate HZ]\n"
+    "usage: picopay demo [--devices N] [--seconds S] [--workdir DIR] [--rate HZ] [--summary FILE]\n"
+    "                    [--plot FILE] [--wei]\n"
     "\n"
     "Runs the pay-per-use demo end to end on 127.0.0.1: a private mosquitto (a password per\n"
     "client, client ids bound to usernames, the shipped ACL and limits of packaging/mosquitto/;\n"
@@ -58,7 +60,18 @@ const char* kHelp =
     "                /tmp/picopay-demo-XXXXXX, kept)\n"
     "  --rate HZ     telemetry messages per second per device, 1..200 (default 20); sets the\n"
     "                payment rate (about one payment per message)\n"
-    "  -h, --help    this help\n";
+    "  --summary FILE  the run's summary as JSON (default DIR/summary.json): devices, Wh,\n"
+    "                paid and received (exact wei as decimal strings, and ETH), payments/s\n"
+    "                avg/peak, latency p50/p99/max (ms), reconciled (true/false), on-chain\n"
+    "                balances, gas of the demo's own transactions (deploy, reserve,\n"
+    "                settlement), the per-second series; written also when the run fails\n"
+    "  --plot FILE   an SVG plot of the run (default DIR/demo.svg): payments/s over time\n"
+    "                and latency p50/p99/max over time, one sample per second\n"
+    "  --wei         print amounts in exact wei instead of ETH (the summary has both)\n"
+    "  -h, --help    this help\n"
+    "\n"
+    "Amounts print in ETH (1 ETH = 10^18 wei, every significant digit kept: exact), parties by\n"
+    "name: charger1..N, payee, hub, hub reserve (the hub's wei held by the ChannelManager).\n";
 
 std::atomic<bool> g_interrupted{false};
 void on_sigint(int) { g_interrupted = true; }
@@ -100,6 +113,132 @@ uint64_t json_u64(const cJSON* o, const char* k) {
 std::string json_str(const cJSON* o, const char* k) {
   const cJSON* n = cJSON_GetObjectItemCaseSensitive(o, k);
   return cJSON_IsString(n) ? n->valuestring : "";
+}
+
+// Wei as ETH, exact: "0.0002859 ETH" (all 18 decimals, trailing zeros dropped).
+std::string eth_text(const U256& wei) {
+  std::string d = json::amount_text(wei);
+  if (d.size() < 19) d = std::string(19 - d.size(), '0') + d;
+  std::string ip = d.substr(0, d.size() - 18), fp = d.substr(d.size() - 18);
+  while (!fp.empty() && fp.back() == '0') fp.pop_back();
+  return ip + (fp.empty() ? "" : "." + fp) + " ETH";
+}
+
+// A decimal wei string (agent status); 0 if absent or malformed.
+U256 wei_of(const std::string& dec) {
+  U256 v = U256::zero();
+  if (dec.empty() || u256_parse_decimal(dec.c_str(), dec.size(), v) != Status::Ok) return U256::zero();
+  return v;
+}
+
+// Round axis ticks 0..top with a step of 1, 2 or 5 x 10^k (about 5 intervals).
+double nice_top(double vmax, double& step) {
+  if (!(vmax > 0)) vmax = 1;
+  double raw = vmax / 5, mag = std::pow(10.0, std::floor(std::log10(raw)));
+  step = 10 * mag;
+  for (double m : {1.0, 2.0, 5.0})
+    if (m * mag >= raw) {
+      step = m * mag;
+      break;
+    }
+  return std::ceil(vmax / step - 1e-9) * step;
+}
+
+// One per-second sample of the run (for the summary's series and the plot).
+struct Sample {
+  double t = 0, rate = 0, p50 = 0, p99 = 0, max = 0;
+  uint64_t n = 0;  // readings timed in this second
+};
+
+// The plot of a run: payments/s over time (top), latency over time (bottom). Plain SVG 1.1
+// without rotated text, so ImageMagick's renderer and browsers draw the same thing.
+std::string demo_svg(const std::vector<Sample>& ss, const std::string& subtitle) {
+  const double W = 760, H = 600, L = 70, R = 25, T1 = 70, H1 = 200, T2 = T1 + H1 + 70, H2 = 200, pw = W - L - R;
+  double tmax = 1, rmax = 0, lmax = 0;
+  for (const auto& x : ss) {
+    tmax = std::max(tmax, x.t);
+    rmax = std::max(rmax, x.rate);
+    lmax = std::max(lmax, x.max);
+  }
+  double tstep = 1, rstep = 1, lstep = 1;
+  tmax = nice_top(tmax, tstep);
+  rmax = nice_top(rmax * 1.5, rstep);  // headroom for the legend
+  lmax = nice_top(lmax * 1.5, lstep);
+  std::string o;
+  char b[512];
+  auto add = [&](const char* fmt, auto... a) {
+    std::snprintf(b, sizeof b, fmt, a...);
+    o += b;
+    o += '\n';
+  };
+  add("<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f "
+      "%.0f\" font-family=\"DejaVu Sans, Arial, Helvetica, sans-serif\" font-size=\"12\">",
+      W, H, W, H);
+  add("<rect x=\"0\" y=\"0\" width=\"%.0f\" height=\"%.0f\" fill=\"white\"/>", W, H);
+  add("<text x=\"%.0f\" y=\"24\" text-anchor=\"middle\" font-size=\"16\" font-weight=\"bold\">picopay demo: "
+      "payments per second and latency</text>",
+      W / 2);
+  add("<text x=\"%.0f\" y=\"42\" text-anchor=\"middle\" fill=\"#555555\">%s</text>", W / 2, subtitle.c_str());
+  auto X = [&](double t) { return L + t / tmax * pw; };
+  struct Line {
+    const char* colour;
+    const char* label;
+    double Sample::*field;
+    const char* dash;  // stroke-dasharray, "" for a solid line
+  };
+  auto panel = [&](double top, double h, double vmax, double step, const char* title,
+                   const std::vector<Line>& lines) {
+    auto Y = [&](double v) { return top + h - v / vmax * h; };
+    for (double v = 0; v <= vmax + step / 2; v += step) {
+      add("<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#e6e6e6\"/>", L, Y(v), L + pw, Y(v));
+      add("<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%g</text>", L - 8, Y(v) + 4, v);
+    }
+    for (double t = 0; t <= tmax + tstep / 2; t += tstep) {
+      add("<line x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" stroke=\"#e6e6e6\"/>", X(t), top, X(t), top + h);
+      add("<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%g</text>", X(t), top + h + 18, t);
+    }
+    add("<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">seconds of telemetry</text>", L + pw / 2, top + h + 36);
+    add("<text x=\"%.0f\" y=\"%.0f\" font-weight=\"bold\">%s</text>", L + 6, top - 8, title);
+    for (const auto& ln : lines) {
+      if (ss.empty()) break;
+      std::string pts;
+      for (const auto& x : ss) {
+        char p[48];
+        std::snprintf(p, sizeof p, "%.1f,%.1f ", X(x.t), Y(x.*ln.field));
+        pts += p;
+      }
+      o += "<polyline points=\"" + pts + "\" fill=\"none\" stroke=\"" + ln.colour + "\" stroke-width=\"2\"" +
+           (*ln.dash ? std::string(" stroke-dasharray=\"") + ln.dash + "\"" : std::string()) + "/>\n";
+      for (const auto& x : ss)
+        add("<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>", X(x.t), Y(x.*ln.field), ln.colour);
+    }
+    if (ss.empty())
+      add("<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\" fill=\"#555555\">no samples (the run ended before "
+          "its first full second)</text>",
+          L + pw / 2, top + h / 2);
+    add("<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" stroke=\"#333333\"/>", L, top,
+        pw, h);
+    // legend, inside the panel (top left)
+    double lw = 0;
+    for (const auto& ln : lines) lw = std::max(lw, 7.0 * static_cast<double>(std::strlen(ln.label)));
+    add("<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"white\" stroke=\"#999999\"/>", L + 10,
+        top + 10, lw + 50, 8.0 + 18.0 * static_cast<double>(lines.size()));
+    double y = top + 24;
+    for (const auto& ln : lines) {
+      add("<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" stroke-width=\"2\" "
+          "stroke-dasharray=\"%s\"/>",
+          L + 18, y, L + 44, y, ln.colour, *ln.dash ? ln.dash : "none");
+      add("<circle cx=\"%.0f\" cy=\"%.0f\" r=\"3\" fill=\"%s\"/>", L + 31, y, ln.colour);
+      add("<text x=\"%.0f\" y=\"%.0f\">%s</text>", L + 52, y + 4, ln.label);
+      y += 18;
+    }
+  };
+  panel(T1, H1, rmax, rstep, "payments per second (all chargers)",
+        {{"#1f5fbf", "countersigned payments/s", &Sample::rate, ""}});
+  panel(T2, H2, lmax, lstep, "latency, ms (meter reading published -> payment on the broker)",
+        {{"#8e44ad", "max", &Sample::max, "6,4"}, {"#c0392b", "p99", &Sample::p99, ""}, {"#e67e22", "p50", &Sample::p50, ""}});
+  o += "</svg>\n";
+  return o;
 }
 
 struct Statuses {
@@ -267,6 +406,13 @@ class Demo {
   int finish();
   void stop_all();
   cJSON* user_status(const std::string& addr);
+  // An amount for people: ETH (exact), or exact wei with --wei.
+  std::string amount(const U256& wei) const { return wei_ ? json::amount_text(wei) + " wei" : eth_text(wei); }
+  // The name of a party's address: charger1..N, payee, hub; else the EIP-55 address.
+  std::string name_of(const Address& a) const;
+  void add_gas(const char* what, uint64_t gas);
+  // Writes --summary and --plot; returns false (and says why) if a file cannot be written.
+  bool write_outputs(bool reconciled, const std::string& error);
 
   int devices_ = 3, seconds_ = 10, rate_ = 20;
   std::string work_;
@@ -279,7 +425,103 @@ class Demo {
   Statuses st_;
   LatencyProbe lat_;
   double max_rate_ = 0, avg_rate_ = 0;
+  bool wei_ = false;
+  std::string summary_path_, plot_path_;
+  std::vector<Sample> series_;
+  cJSON* devices_json_ = nullptr;  // filled by finish()
+  cJSON* chain_json_ = nullptr;
+  cJSON* gas_json_ = nullptr;
+  uint64_t gas_total_ = 0;
+  U256 total_paid_ = U256::zero(), total_received_ = U256::zero();
+  uint64_t total_wh_ = 0;
+
+ public:
+  ~Demo() {
+    cJSON_Delete(devices_json_);
+    cJSON_Delete(chain_json_);
+    cJSON_Delete(gas_json_);
+  }
 };
+
+std::string Demo::name_of(const Address& a) const {
+  std::string t = mqtt::topic_address(a);
+  if (t == hub_addr_) return "hub";
+  if (t == payee_addr_) return "payee";
+  for (const auto& d : devs_)
+    if (t == d->addr) return d->name;
+  return json::address_text(a);
+}
+
+void Demo::add_gas(const char* what, uint64_t gas) {
+  if (!gas_json_) gas_json_ = cJSON_CreateObject();
+  cJSON* n = cJSON_GetObjectItemCaseSensitive(gas_json_, what);
+  if (n)
+    cJSON_SetNumberValue(n, n->valuedouble + static_cast<double>(gas));
+  else
+    cJSON_AddNumberToObject(gas_json_, what, static_cast<double>(gas));
+  gas_total_ += gas;
+}
+
+bool Demo::write_outputs(bool reconciled, const std::string& error) {
+  cJSON* j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "workdir", work_.c_str());
+  cJSON_AddBoolToObject(j, "reconciled", reconciled);
+  if (!error.empty()) cJSON_AddStringToObject(j, "error", error.c_str());
+  cJSON_AddNumberToObject(j, "devices", devices_);
+  cJSON_AddNumberToObject(j, "seconds", seconds_);
+  cJSON_AddNumberToObject(j, "rateHz", rate_);
+  cJSON_AddStringToObject(j, "pricePerWhWei", std::to_string(kPriceWei).c_str());
+  cJSON_AddStringToObject(j, "contract", contract_.c_str());
+  cJSON_AddNumberToObject(j, "wh", static_cast<double>(total_wh_));
+  cJSON_AddStringToObject(j, "paidWei", json::amount_text(total_paid_).c_str());
+  cJSON_AddStringToObject(j, "paidEth", eth_text(total_paid_).c_str());
+  cJSON_AddStringToObject(j, "receivedWei", json::amount_text(total_received_).c_str());
+  cJSON_AddStringToObject(j, "receivedEth", eth_text(total_received_).c_str());
+  cJSON* ps = cJSON_AddObjectToObject(j, "paymentsPerSecond");
+  cJSON_AddNumberToObject(ps, "avg", avg_rate_);
+  cJSON_AddNumberToObject(ps, "peak", max_rate_);
+  LatencyProbe::Summary ls = lat_.total();
+  cJSON* lj = cJSON_AddObjectToObject(j, "latencyMs");
+  cJSON_AddNumberToObject(lj, "p50", ls.p50);
+  cJSON_AddNumberToObject(lj, "p99", ls.p99);
+  cJSON_AddNumberToObject(lj, "max", ls.max);
+  cJSON_AddNumberToObject(lj, "readings", static_cast<double>(ls.n));
+  cJSON_AddNumberToObject(lj, "unmatched", static_cast<double>(lat_.unmatched()));
+  cJSON_AddStringToObject(lj, "method", "meter reading published -> first payment from that device on the broker");
+  cJSON_AddItemToObject(j, "perDevice", devices_json_ ? cJSON_Duplicate(devices_json_, 1) : cJSON_CreateArray());
+  cJSON_AddItemToObject(j, "onChain", chain_json_ ? cJSON_Duplicate(chain_json_, 1) : cJSON_CreateObject());
+  cJSON* g = gas_json_ ? cJSON_Duplicate(gas_json_, 1) : cJSON_CreateObject();
+  cJSON_AddNumberToObject(g, "total", static_cast<double>(gas_total_));
+  cJSON_AddStringToObject(g, "scope", "gas used by the demo's own transactions (the chargers' deposits are not counted)");
+  cJSON_AddItemToObject(j, "gas", g);
+  cJSON* ser = cJSON_AddArrayToObject(j, "series");
+  for (const auto& x : series_) {
+    cJSON* o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "t", x.t);
+    cJSON_AddNumberToObject(o, "paymentsPerSecond", x.rate);
+    cJSON_AddNumberToObject(o, "p50Ms", x.p50);
+    cJSON_AddNumberToObject(o, "p99Ms", x.p99);
+    cJSON_AddNumberToObject(o, "maxMs", x.max);
+    cJSON_AddNumberToObject(o, "readings", static_cast<double>(x.n));
+    cJSON_AddItemToArray(ser, o);
+  }
+  cJSON_AddStringToObject(j, "plot", plot_path_.c_str());
+  char* text = cJSON_Print(j);
+  cJSON_Delete(j);
+  bool ok = text && write_text(summary_path_, std::string(text) + "\n");
+  cJSON_free(text);
+  if (!ok) std::fprintf(stderr, "[demo] cannot write the summary %s\n", summary_path_.c_str());
+  char sub[256];
+  std::snprintf(sub, sizeof sub, "%d chargers, %d Hz telemetry each; avg %.1f, peak %.1f payments/s; p50 %.1f, p99 "
+                "%.1f, max %.1f ms",
+                devices_, rate_, avg_rate_, max_rate_, ls.p50, ls.p99, ls.max);
+  if (!write_text(plot_path_, demo_svg(series_, sub))) {
+    std::fprintf(stderr, "[demo] cannot write the plot %s\n", plot_path_.c_str());
+    ok = false;
+  }
+  if (ok) std::printf("[demo] summary %s, plot %s\n", summary_path_.c_str(), plot_path_.c_str());
+  return ok;
+}
 
 bool Demo::wait_for(const std::function<bool()>& pred, int timeout_ms) {
   for (int w = 0; w <= timeout_ms && !g_interrupted; w += 100) {
@@ -338,12 +580,14 @@ bool Demo::setup(std::string& err) {
       err = "contract artifact: " + art.error().to_string();
       return false;
     }
-    auto addr = chain::deploy_channel_manager(w, *art, w.address(), kChallenge, Address{});
+    chain::Receipt deploy_receipt;
+    auto addr = chain::deploy_channel_manager(w, *art, w.address(), kChallenge, Address{}, &deploy_receipt);
     if (!addr) {
       err = "deploy: " + addr.error().to_string();
       return false;
     }
     contract_ = mqtt::topic_address(*addr);
+    add_gas("deploy", deploy_receipt.gasUsed);
     chain::ChannelManagerClient cm(w, *addr);
     U256 reserve{};
     (void)u256_parse_decimal("100000000000000000000", 21, reserve);
@@ -352,6 +596,7 @@ bool Demo::setup(std::string& err) {
       err = "fund reserve: " + f.error().to_string();
       return false;
     }
+    add_gas("fundReserve", f->gasUsed);
   }
   std::printf("[demo] dev chain %s, ChannelManager %s (challenge period %llus)\n", chain_.url().c_str(),
               contract_.c_str(), static_cast<unsigned long long>(kChallenge));
@@ -525,7 +770,7 @@ void Demo::progress_loop() {
     }
     if (std::chrono::duration<double>(now - last_print).count() >= 1.0) {
       uint64_t payments = 0, wh = 0, paid_units = 0;
-      std::string received = "0";
+      U256 received = U256::zero();
       for (auto& d : devs_) {
         cJSON* s = user_status(d->addr);
         uint64_t v = 0;
@@ -542,22 +787,25 @@ void Demo::progress_loop() {
         paid_units += d->units_paid;
       }
       if (cJSON* s = user_status(payee_addr_)) {
-        received = json_str(s, "receivedWei");
+        received = wei_of(json_str(s, "receivedWei"));
         cJSON_Delete(s);
       }
       double dt = std::chrono::duration<double>(now - last_print).count();
       double r = static_cast<double>(payments - last_payments) / dt;  // payments never decreases
-      if (prints > 0) {
+      LatencyProbe::Summary ls = lat_.take_window();
+      if (prints > 0) {  // the first second includes the payments made while starting
         rate_sum += r;
         if (r > max_rate_) max_rate_ = r;
+        series_.push_back({el, r, ls.p50, ls.p99, ls.max, ls.n});
       }
       ++prints;
-      LatencyProbe::Summary ls = lat_.take_window();
+      U256 paid_wei{};
+      (void)u256_mul(U256::from_u64(kPriceWei), U256::from_u64(paid_units), paid_wei);
       std::printf(
-          "[demo] t=%4.1fs  payments/s=%7.1f  latency p50/p99/max=%6.1f/%6.1f/%6.1f ms  metered=%8llu Wh  paid=%8llu "
-          "Wh  payee received=%s wei\n",
+          "[demo] t=%4.1fs  payments/s=%7.1f  latency p50/p99/max=%6.1f/%6.1f/%6.1f ms  metered %llu Wh, paid %llu Wh "
+          "= %s  payee received %s\n",
           el, r, ls.p50, ls.p99, ls.max, static_cast<unsigned long long>(wh),
-          static_cast<unsigned long long>(paid_units), received.c_str());
+          static_cast<unsigned long long>(paid_units), amount(paid_wei).c_str(), amount(received).c_str());
       std::fflush(stdout);
       last_payments = payments;
       last_print = now;
@@ -620,8 +868,10 @@ int Demo::finish() {
     std::printf("[demo] payee state: %s\n", err.c_str());
     return 1;
   }
-  std::printf("\n%-10s %10s %22s %8s %6s %6s %6s %9s\n", "device", "Wh", "wei paid", "txCount", "hub", "device",
-              "payee", "conserved");
+  std::printf("\n%-10s %10s %24s %8s %6s %6s %6s %9s\n", "device", "Wh", wei_ ? "paid (wei)" : "paid", "txCount",
+              "hub", "device", "payee", "conserved");
+  cJSON_Delete(devices_json_);
+  devices_json_ = cJSON_CreateArray();
   U256 total_paid = U256::zero(), total_received = U256::zero();
   for (const auto& t : payee.threads) (void)u256_add(total_received, t.latest.state.balanceWeiReceiver, total_received);
   std::vector<SignedChannelState> finals;
@@ -664,8 +914,24 @@ int Demo::finish() {
     (void)u256_parse_decimal(kDepositWei, std::strlen(kDepositWei), dep);
     bool conserved = s.channel.state.threadCount == 0 && sum == dep && s.channel.state.balanceWeiHub == s.wei_paid;
     (void)u256_add(total_paid, s.wei_paid, total_paid);
-    std::printf("%-10s %10llu %22s %8llu %6s %6s %6s %9s\n", d->name.c_str(),
-                static_cast<unsigned long long>(s.meter.units()), json::amount_text(s.wei_paid).c_str(),
+    total_wh_ += s.meter.units();
+    {
+      cJSON* o = cJSON_CreateObject();
+      cJSON_AddStringToObject(o, "name", d->name.c_str());
+      cJSON_AddStringToObject(o, "address", json::address_text(s.user).c_str());
+      cJSON_AddNumberToObject(o, "wh", static_cast<double>(s.meter.units()));
+      cJSON_AddStringToObject(o, "paidWei", json::amount_text(s.wei_paid).c_str());
+      cJSON_AddStringToObject(o, "paidEth", eth_text(s.wei_paid).c_str());
+      cJSON_AddStringToObject(o, "receivedByPayeeWei", json::amount_text(got).c_str());
+      cJSON_AddNumberToObject(o, "txCountGlobal", static_cast<double>(s.channel.state.txCountGlobal));
+      cJSON_AddBoolToObject(o, "hubAgrees", hub_ok);
+      cJSON_AddBoolToObject(o, "deviceConsistent", dev_ok);
+      cJSON_AddBoolToObject(o, "payeeAgrees", payee_ok);
+      cJSON_AddBoolToObject(o, "conserved", conserved);
+      cJSON_AddItemToArray(devices_json_, o);
+    }
+    std::printf("%-10s %10llu %24s %8llu %6s %6s %6s %9s\n", d->name.c_str(),
+                static_cast<unsigned long long>(s.meter.units()), amount(s.wei_paid).c_str(),
                 static_cast<unsigned long long>(s.channel.state.txCountGlobal), hub_ok ? "ok" : "DIFF",
                 dev_ok ? "ok" : "DIFF", payee_ok ? "ok" : "DIFF", conserved ? "ok" : "NO");
     if (!(hub_ok && dev_ok && payee_ok && conserved)) ++failures;
@@ -673,8 +939,11 @@ int Demo::finish() {
     users.push_back(s.user);
   }
   bool totals = total_paid == total_received;
-  std::printf("%-10s %10s %22s   payee received %s wei: %s\n", "total", "", json::amount_text(total_paid).c_str(),
-              json::amount_text(total_received).c_str(), totals ? "totals conserved" : "TOTALS DIFFER");
+  total_paid_ = total_paid;
+  total_received_ = total_received;
+  std::printf("%-10s %10llu %24s   payee received %s: %s\n", "total", static_cast<unsigned long long>(total_wh_),
+              amount(total_paid).c_str(), amount(total_received).c_str(),
+              totals ? "totals conserved" : "TOTALS DIFFER");
   if (!totals) ++failures;
   if (payee.channel.hasSigHub) {
     finals.push_back(payee.channel);
@@ -694,6 +963,7 @@ int Demo::finish() {
   chain::ChannelManagerClient cm(w, cm_addr);
   for (auto& f : finals) {
     auto r = cm.start_exit_with_update(f);
+    if (r) add_gas("startExitWithUpdate", r->gasUsed);
     if (!r) {
       std::printf("[demo] startExitWithUpdate %s: %s\n", json::address_text(f.state.user).c_str(),
                   r.error().to_string().c_str());
@@ -703,21 +973,56 @@ int Demo::finish() {
   (void)rpc.increase_time(kChallenge + 1);
   for (auto& u : users) {
     auto r = cm.empty_channel(u);
+    if (r) add_gas("emptyChannel", r->gasUsed);
     if (!r) {
       std::printf("[demo] emptyChannel %s: %s\n", json::address_text(u).c_str(), r.error().to_string().c_str());
       ++failures;
     }
   }
-  std::printf("%-44s %26s %26s\n", "on chain", "account balance (wei)", "channel wei (hub/user)");
-  for (size_t i = 0; i < users.size(); ++i) {
-    auto b = rpc.balance(users[i]);
-    auto c = cm.channel(users[i]);
-    std::printf("%-44s %26s %12s/%s\n", json::address_text(users[i]).c_str(),
-                b ? json::amount_text(*b).c_str() : "?", c ? json::amount_text(c->weiHub).c_str() : "?",
-                c ? json::amount_text(c->weiUser).c_str() : "?");
+  // Every party the demo funded (1000 ETH each at start): the chargers spent their
+  // payments, deposits' and gas; the payee gained what it received.
+  cJSON_Delete(chain_json_);
+  chain_json_ = cJSON_CreateObject();
+  cJSON* accounts = cJSON_AddArrayToObject(chain_json_, "accounts");
+  std::printf("\n%-11s %-42s %28s %30s\n", "on chain", "address", wei_ ? "account balance (wei)" : "account balance",
+              "left in the channel (hub/user)");
+  std::vector<Address> shown = users;
+  Address hub_a{};
+  if (address_parse(hub_addr_.c_str(), hub_addr_.size(), hub_a) == Status::Ok) shown.push_back(hub_a);
+  for (size_t i = 0; i < shown.size(); ++i) {
+    const bool is_user = i < users.size();
+    auto b = rpc.balance(shown[i]);
+    cJSON* o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", name_of(shown[i]).c_str());
+    cJSON_AddStringToObject(o, "address", json::address_text(shown[i]).c_str());
+    if (b) {
+      cJSON_AddStringToObject(o, "balanceWei", json::amount_text(*b).c_str());
+      cJSON_AddStringToObject(o, "balanceEth", eth_text(*b).c_str());
+    }
+    std::string chan = "-";
+    if (is_user) {
+      auto c = cm.channel(shown[i]);
+      if (c) {
+        cJSON_AddStringToObject(o, "channelWeiHub", json::amount_text(c->weiHub).c_str());
+        cJSON_AddStringToObject(o, "channelWeiUser", json::amount_text(c->weiUser).c_str());
+        chan = amount(c->weiHub) + " / " + amount(c->weiUser);
+      } else {
+        chan = "?";
+      }
+    }
+    cJSON_AddItemToArray(accounts, o);
+    std::printf("%-11s %-42s %28s %30s\n", name_of(shown[i]).c_str(), json::address_text(shown[i]).c_str(),
+                b ? amount(*b).c_str() : "?", chan.c_str());
   }
   auto reserve = cm.hub_reserve_wei();
-  std::printf("%-44s %26s\n", "hub reserve in ChannelManager", reserve ? json::amount_text(*reserve).c_str() : "?");
+  if (reserve) {
+    cJSON_AddStringToObject(chain_json_, "hubReserveWei", json::amount_text(*reserve).c_str());
+    cJSON_AddStringToObject(chain_json_, "hubReserveEth", eth_text(*reserve).c_str());
+  }
+  std::printf("%-11s %-42s %28s   (the hub's wei held by the ChannelManager)\n", "hub reserve", contract_.c_str(),
+              reserve ? amount(*reserve).c_str() : "?");
+  std::printf("[demo] gas used by the demo's own transactions (deploy, reserve, settlement): %llu\n",
+              static_cast<unsigned long long>(gas_total_));
   std::printf("\n[demo] payments/s: avg %.1f, peak %.1f over %d devices\n", avg_rate_, max_rate_, devices_);
   LatencyProbe::Summary ls = lat_.total();
   std::printf("[demo] latency (meter reading published -> first payment from that device on the broker): p50 %.1f ms, "
@@ -735,6 +1040,10 @@ int Demo::run(int argc, char** argv) {
       std::fputs(kHelp, stdout);
       return 0;
     }
+    if (a == "--wei") {
+      wei_ = true;
+      continue;
+    }
     const char* v = next();
     if (!v) {
       std::fprintf(stderr, "picopay demo: %s needs a value (see --help)\n", a.c_str());
@@ -744,6 +1053,8 @@ int Demo::run(int argc, char** argv) {
     else if (a == "--seconds") seconds_ = std::atoi(v);
     else if (a == "--workdir") work_ = v;
     else if (a == "--rate") rate_ = std::atoi(v);
+    else if (a == "--summary") summary_path_ = v;
+    else if (a == "--plot") plot_path_ = v;
     else {
       std::fprintf(stderr, "picopay demo: unknown option %s (see --help)\n", a.c_str());
       return 2;
@@ -758,29 +1069,39 @@ int Demo::run(int argc, char** argv) {
     if (!mkdtemp(tmpl)) return 1;
     work_ = tmpl;
   }
+  if (summary_path_.empty()) summary_path_ = work_ + "/summary.json";
+  if (plot_path_.empty()) plot_path_ = work_ + "/demo.svg";
   struct sigaction sa {};
   sa.sa_handler = on_sigint;
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
   signal(SIGPIPE, SIG_IGN);
-  std::printf("[demo] workdir %s: %d chargers, %d s of telemetry at %d Hz, %llu wei per Wh\n", work_.c_str(),
-              devices_, seconds_, rate_, static_cast<unsigned long long>(kPriceWei));
+  std::printf("[demo] workdir %s: %d chargers, %d s of telemetry at %d Hz, %s per Wh\n", work_.c_str(), devices_,
+              seconds_, rate_, amount(U256::from_u64(kPriceWei)).c_str());
   std::string err;
   int rc = 0;
+  if (!make_dirs(work_)) {
+    std::fprintf(stderr, "[demo] cannot create the workdir %s\n", work_.c_str());
+    return 1;
+  }
   if (!setup(err)) {
-    std::fprintf(stderr, "[demo] FAILED: %s\n", g_interrupted ? "interrupted" : err.c_str());
+    if (g_interrupted) err = "interrupted";
+    std::fprintf(stderr, "[demo] FAILED: %s\n", err.c_str());
     rc = 1;
   } else {
     progress_loop();
     if (g_interrupted) {
       std::fprintf(stderr, "[demo] interrupted\n");
+      err = "interrupted";
       rc = 130;
     } else {
       int failures = finish();
       rc = failures == 0 && !g_interrupted ? 0 : 1;
+      if (rc != 0) err = "did not reconcile (see the table above)";
       std::printf("[demo] %s\n", rc == 0 ? "RECONCILED: every ledger agrees" : "FAILED to reconcile");
     }
   }
+  if (!write_outputs(rc == 0, err) && rc == 0) rc = 1;
   stop_all();
   std::printf("[demo] all processes stopped; logs and state in %s\n", work_.c_str());
   return rc;
