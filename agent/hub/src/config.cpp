@@ -43,6 +43,8 @@ Store and policy:
                             (default 0 = never deposit)
   --dev-skip-chain-checks   TESTS/DEV ONLY: countersign ConfirmPending without checking the chain
                             [devSkipChainChecks]
+  --metrics-listen HOST:PORT  serve Prometheus /metrics and the live /dashboard page there
+                            [metricsListen] (default off; no auth: use 127.0.0.1; docs/operations.md)
   -v, --verbose             log every update [verbose]
   -h, --help                this text
 
@@ -109,6 +111,7 @@ bool load_file(const std::string& path, Config& c, std::string& err) {
   str(j, c.collateral_wei, "collateral", "depositWei");
   boolean(j, c.dev_skip_chain_checks, "devSkipChainChecks");
   boolean(j, c.verbose, "verbose");
+  str(j, c.metrics_listen, "metricsListen");
   cJSON_Delete(j);
   return true;
 }
@@ -180,6 +183,7 @@ int parse_config(int argc, char** argv, Config& c, std::string& err) {
     else if (a == "--verify-threads") ok = ival(c.verify_threads);
     else if (a == "--collateral-wei") ok = val(c.collateral_wei);
     else if (a == "--dev-skip-chain-checks") c.dev_skip_chain_checks = true;
+    else if (a == "--metrics-listen") ok = val(c.metrics_listen);
     else if (a == "-v" || a == "--verbose") c.verbose = true;
     else {
       err = "unknown option " + a + " (see --help)";
