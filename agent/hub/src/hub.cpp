@@ -1147,7 +1147,7 @@ void Hub::chain_jobs() {
                                          (a.ok ? " ok" : " failed: " + a.error));
       }
     }
-    if (metrics_) metrics_->chain_round(*rpc_, hub_, poller_->last_block(), acts.ok());
+    if (metrics_) metrics_->chain_round(*rpc_, *cm_, hub_, poller_->last_block(), acts.ok());
   }
 }
 

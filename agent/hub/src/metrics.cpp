@@ -18,6 +18,7 @@
 #include <map>
 #include <mutex>
 
+#include "picopay/chain/manager.hpp"
 #include "picopay/chain/rpc.hpp"
 #include "picopay/codec.hpp"
 
@@ -137,6 +138,7 @@ struct Metrics::Impl {
                                     .Register(*reg);
   // chain (registered at the first chain round: absent without --rpc-url)
   Family<Gauge>* reserve = nullptr;
+  Family<Gauge>* account = nullptr;
   Family<Gauge>* head = nullptr;
   Family<Gauge>* tower_block = nullptr;
   Family<Gauge>* tower_lag = nullptr;
@@ -202,8 +204,13 @@ struct Metrics::Impl {
     if (reserve) return;
     reserve = &prometheus::BuildGauge()
                    .Name("picopay_hub_reserve_wei")
-                   .Help("The hub account's on-chain balance (eth_getBalance, wei as float): what it can still "
-                         "deposit as collateral and spend on gas")
+                   .Help("The hub's reserve in the ChannelManager (hubReserveWei, wei as float): what it can "
+                         "still deposit into channels as collateral")
+                   .Register(*reg);
+    account = &prometheus::BuildGauge()
+                   .Name("picopay_hub_account_balance_wei")
+                   .Help("The hub account's own balance (eth_getBalance, wei as float): pays the gas of "
+                         "collateral deposits and watchtower transactions")
                    .Register(*reg);
     head = &prometheus::BuildGauge().Name("picopay_hub_chain_head_block").Help("Latest block number seen (eth_blockNumber)").Register(*reg);
     tower_block = &prometheus::BuildGauge()
@@ -369,7 +376,8 @@ void Metrics::channel_state(const std::string& user, const ChannelState& s) {
 
 void Metrics::deposit_backlog(size_t jobs) { impl_->deposits->Set(static_cast<double>(jobs)); }
 
-void Metrics::chain_round(chain::RpcClient& rpc, const Address& hub, uint64_t tower_block, bool tower_ok) {
+void Metrics::chain_round(chain::RpcClient& rpc, chain::ChannelManagerClient& cm, const Address& hub,
+                          uint64_t tower_block, bool tower_ok) {
   impl_->ensure_chain();
   auto& errors = impl_->rpc_errors->Add({});
   if (tower_ok) {
@@ -385,8 +393,11 @@ void Metrics::chain_round(chain::RpcClient& rpc, const Address& hub, uint64_t to
   } else {
     errors.Increment();
   }
+  auto reserve = cm.hub_reserve_wei();
+  if (reserve.ok()) impl_->reserve->Add({}).Set(wei_to_double(*reserve));
+  else errors.Increment();
   auto bal = rpc.balance(hub);
-  if (bal.ok()) impl_->reserve->Add({}).Set(wei_to_double(*bal));
+  if (bal.ok()) impl_->account->Add({}).Set(wei_to_double(*bal));
   else errors.Increment();
 }
 

@@ -29,6 +29,7 @@
 
 namespace picopay::chain {
 class RpcClient;
+class ChannelManagerClient;
 }
 
 namespace picopay::hub {
@@ -69,11 +70,12 @@ class Metrics {
   void channel_state(const std::string& user, const ChannelState& s);
   // Countersigned collateral deposits waiting for the chain.
   void deposit_backlog(size_t jobs);
-  // After a watchtower round: reads the head block and the hub's balance through `rpc`
-  // (two JSON-RPC calls; failures leave the gauges as they were and count an rpc error).
-  // `tower_block`: the last block the tower's event poller has processed; `tower_ok`:
-  // whether the round succeeded.
-  void chain_round(chain::RpcClient& rpc, const Address& hub, uint64_t tower_block, bool tower_ok);
+  // After a watchtower round: reads the head block, the hub's reserve in the ChannelManager
+  // (hubReserveWei) and the hub account's balance (three JSON-RPC calls; a failure leaves
+  // its gauge as it was and counts an rpc error). `tower_block`: the last block the tower's
+  // event poller has processed; `tower_ok`: whether the round succeeded.
+  void chain_round(chain::RpcClient& rpc, chain::ChannelManagerClient& cm, const Address& hub, uint64_t tower_block,
+                   bool tower_ok);
   // One watchtower action (what: "emptyChannelWithChallenge", "challengeThread", ...).
   void watchtower_action(const std::string& what, bool ok);
 
