@@ -342,8 +342,17 @@ TEST_F(MetricsTest, RealPrometheusScrapesTheHub) {
   const int pport = free_port();
   const std::string pdir = dir_ + "/prometheus";
   ASSERT_EQ(run_command({"mkdir", "-p", pdir + "/data"}), 0);
+  // The alert rules docs/operations.md suggests, loaded as written: they must parse and
+  // evaluate against the hub's real series.
+  const std::string doc = read_file(PICOPAY_OPERATIONS_MD);
+  const size_t r0 = doc.find("```yaml\ngroups:");
+  ASSERT_NE(r0, std::string::npos) << "docs/operations.md lost its alert rules";
+  const size_t r1 = doc.find("```", r0 + 8);
+  ASSERT_NE(r1, std::string::npos);
+  ASSERT_TRUE(write_file(pdir + "/rules.yml", doc.substr(r0 + 8, r1 - r0 - 8)));
   ASSERT_TRUE(write_file(pdir + "/prometheus.yml",
                          "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+                         "rule_files: ['" + pdir + "/rules.yml']\n"
                          "scrape_configs:\n  - job_name: picopay-hub\n    scrape_interval: 1s\n"
                          "    static_configs:\n      - targets: ['127.0.0.1:" + std::to_string(mport_) + "']\n"));
   Process prom;
@@ -390,6 +399,30 @@ TEST_F(MetricsTest, RealPrometheusScrapesTheHub) {
   // The histogram is usable as documented (docs/operations.md): a finite p95 in seconds.
   EXPECT_TRUE(query("histogram_quantile(0.95, sum by (le) (picopay_hub_batch_seconds_bucket))", p95));
   EXPECT_TRUE(p95 > 0 && p95 < 60) << p95;
+  // Every suggested rule loaded and evaluated without error.
+  size_t rules = 0, healthy = 0;
+  for (int i = 0; i < 100; ++i) {
+    std::string body;
+    rules = healthy = 0;
+    if (http_get(pport, "/api/v1/rules", body) == 200) {
+      cJSON* j = cJSON_Parse(body.c_str());
+      const cJSON* groups = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "data"), "groups");
+      const cJSON* g = nullptr;
+      cJSON_ArrayForEach(g, groups) {
+        const cJSON* r = nullptr;
+        cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(g, "rules")) {
+          ++rules;
+          const cJSON* h = cJSON_GetObjectItemCaseSensitive(r, "health");
+          if (cJSON_IsString(h) && std::strcmp(h->valuestring, "ok") == 0) ++healthy;
+        }
+      }
+      cJSON_Delete(j);
+    }
+    if (rules > 0 && healthy == rules) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_GE(rules, 5u) << read_file(pdir + "/prometheus.log");
+  EXPECT_EQ(healthy, rules) << read_file(pdir + "/prometheus.log");
   EXPECT_TRUE(prom.running()) << read_file(pdir + "/prometheus.log");
   prom.terminate();
 }
