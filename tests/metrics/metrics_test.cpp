@@ -259,7 +259,7 @@ TEST_F(MetricsTest, ListenAddressIsCheckedAndABusyPortIsAClearError) {
   std::string out = dir_ + "/help.txt";
   ASSERT_EQ(run_command({PICOPAY_HUB_BIN, "--help"}, out), 0);
   EXPECT_NE(read_file(out).find("--metrics-listen HOST:PORT"), std::string::npos);
-  for (const char* bad : {"9464", "127.0.0.1:", ":9464", "127.0.0.1:70000", "127.0.0.1:94a4", "a b:1"}) {
+  for (const char* bad : {"9464", "127.0.0.1:", ":9464", "127.0.0.1:70000", "127.0.0.1:94a4", "a b:1", "[::1]:9464"}) {
     const std::string log = dir_ + "/bad.txt";
     EXPECT_EQ(run_command(hub_argv({"--metrics-listen", bad}), log), 2) << bad;
     EXPECT_NE(read_file(log).find("--metrics-listen"), std::string::npos) << read_file(log);
@@ -319,6 +319,7 @@ TEST_F(MetricsTest, MetricsCountPaymentsRefusalsBatchesAndCollateral) {
   EXPECT_EQ(series_value(m, "picopay_hub_channels_known"), 2);
   EXPECT_EQ(series_value(m, "picopay_hub_threads_open"), 0);
   EXPECT_EQ(series_value(m, "picopay_hub_deposit_jobs"), 0);
+  EXPECT_EQ(series_value(m, "picopay_hub_queue_messages"), 0) << "idle: nothing waits";
   EXPECT_EQ(series_value(m, "picopay_hub_mqtt_connected"), 1);
 
   // The broker goes away: the gauge says so.

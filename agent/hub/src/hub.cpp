@@ -215,6 +215,7 @@ void Hub::worker() {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
+      if (metrics_) metrics_->queue_depth(queue_.size());
     }
     if (!batch.empty() && !process_batch(batch)) return;
     if (stop_.load()) {

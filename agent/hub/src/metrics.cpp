@@ -54,7 +54,8 @@ const char* reason_label(UpdateReason r) {
   return n ? n : "unknown";
 }
 
-// "HOST:PORT" with a non-empty HOST (IPv4, name, or [IPv6]) and PORT 0..65535.
+// "HOST:PORT": HOST an IPv4 address or a host name (the civetweb prometheus-cpp runs has
+// no IPv6 listener in Debian's build), PORT 0..65535.
 bool valid_listen(const std::string& s) {
   const size_t c = s.rfind(':');
   if (c == std::string::npos || c == 0 || c + 1 >= s.size() || s.size() - c - 1 > 5) return false;
@@ -63,7 +64,7 @@ bool valid_listen(const std::string& s) {
   if (std::stoul(s.substr(c + 1)) > 65535) return false;
   for (size_t i = 0; i < c; ++i) {
     const char ch = s[i];
-    if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '-' || ch == ':' || ch == '[' || ch == ']'))
+    if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '-'))
       return false;
   }
   return true;
@@ -124,6 +125,11 @@ struct Metrics::Impl {
                                        .Help("Countersigned collateral deposits waiting for the chain "
                                              "(hubAuthorizedUpdate, then ConfirmPending)")
                                        .Register(*reg);
+  Family<Gauge>& gauges_queue = prometheus::BuildGauge()
+                                    .Name("picopay_hub_queue_messages")
+                                    .Help("MQTT messages received and still waiting for the worker after it "
+                                          "took its last batch (grows when the hub cannot keep up)")
+                                    .Register(*reg);
   Family<Gauge>& gauges_mqtt = prometheus::BuildGauge()
                                    .Name("picopay_hub_mqtt_connected")
                                    .Help("1 while the hub is connected to the MQTT broker")
@@ -157,6 +163,7 @@ struct Metrics::Impl {
   Gauge* collateral = nullptr;
   Gauge* deposits = nullptr;
   Gauge* mqtt = nullptr;
+  Gauge* queue = nullptr;
 
   std::mutex mu;  // guards the per-channel sums and the probe
   std::map<std::string, std::pair<U256, uint64_t>> chans;  // user -> (balanceWeiHub, threadCount)
@@ -176,6 +183,7 @@ struct Metrics::Impl {
     collateral = &gauges_collateral.Add({});
     deposits = &gauges_deposits.Add({});
     mqtt = &gauges_mqtt.Add({});
+    queue = &gauges_queue.Add({});
     gauges_build.Add({{"version", PICOPAY_HUB_VERSION}}).Set(1);
     gauges_start.Add({}).Set(unix_now());
   }
@@ -297,7 +305,7 @@ Metrics::~Metrics() {
 
 std::unique_ptr<Metrics> Metrics::start(const std::string& listen, Store& store, std::string& err) {
   if (!valid_listen(listen)) {
-    err = "--metrics-listen: expected HOST:PORT (e.g. 127.0.0.1:9464), got '" + listen + "'";
+    err = "--metrics-listen: expected IPv4-HOST:PORT (e.g. 127.0.0.1:9464), got '" + listen + "'";
     return nullptr;
   }
   std::unique_ptr<Metrics> m(new Metrics());
@@ -365,6 +373,8 @@ void Metrics::batch_done(size_t messages, double seconds, size_t channels_cached
   impl_->batch_n->Observe(static_cast<double>(messages));
   impl_->channels_cached->Set(static_cast<double>(channels_cached));
 }
+
+void Metrics::queue_depth(size_t messages) { impl_->queue->Set(static_cast<double>(messages)); }
 
 void Metrics::replies_published(size_t n) { impl_->published_c->Increment(static_cast<double>(n)); }
 

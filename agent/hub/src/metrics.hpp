@@ -36,7 +36,8 @@ namespace picopay::hub {
 
 class Metrics {
  public:
-  // Starts the listener on `listen` ("HOST:PORT"; PORT 0 = any free port, see port()) and
+  // Starts the listener on `listen` ("HOST:PORT", HOST an IPv4 address or name; PORT 0 = any
+  // free port, see port()) and
   // seeds the channel gauges from the store's channel rows (so collateral and channel
   // counts are right before the first update). Null and `err` set when `listen` is
   // malformed, the address cannot be bound, another Metrics is live in this process (the
@@ -63,6 +64,8 @@ class Metrics {
   // One batch committed: its message count, seconds from dequeue to the replies handed to
   // MQTT, and the channels now cached in memory.
   void batch_done(size_t messages, double seconds, size_t channels_cached);
+  // MQTT messages still queued for the worker after it took a batch.
+  void queue_depth(size_t messages);
   // Messages handed to the MQTT client after a commit (replies, proposals).
   void replies_published(size_t n);
   // The latest double-signed state of channel `user` (lowercase 0x): updates the
