@@ -72,6 +72,17 @@ Status root_of(const ThreadSet& threads, const ThreadState* add, long skip, Hash
   return thread_root_in_place(threads.scratch, n, threads.capacity + 2, root);
 }
 
+}  // namespace
+
+bool channel_blocks_updates(const ChannelState& s) noexcept { return channel_has_pending(s) || s.timeout != 0; }
+
+bool channel_is_skip(const ChannelState& prev, const ChannelUpdate& u) noexcept {
+  return u.reason == UpdateReason::Invalidation && prev.txCountGlobal < kMaxCounter &&
+         u.invalidation.lastInvalidTxCount == prev.txCountGlobal + 1;
+}
+
+namespace {
+
 bool payer_channel(const ChannelState& prev, const ThreadState& t) noexcept { return prev.user == t.sender; }
 
 Status check_thread_belongs(const ChannelState& prev, const ThreadState& t) noexcept {
@@ -203,9 +214,28 @@ Status channel_next_state(const ChannelContext& ctx, const ChannelState& prev, c
                           const ChannelUpdate& u, ChannelState& next_out) noexcept {
   (void)ctx;
   PP_TRY(channel_check_bounds(prev));
+  if (channel_is_skip(prev, u)) {
+    // Invalidation of a half-signed state: prev.txCountGlobal + 1 was proposed and never
+    // countersigned; the state after it repeats prev's contents at prev + 2, so the
+    // half-signed one can never become the latest. Only on a state without pending ops
+    // (a pending op never lives in two states).
+    if (prev.txCountGlobal + 2 > kMaxCounter || u.txCountGlobal != prev.txCountGlobal + 2) return Status::BadTxCount;
+    if (u.invalidation.previousValidTxCount != prev.txCountGlobal) return Status::BadArgs;
+    if (channel_blocks_updates(prev)) return Status::PendingOperation;
+    next_out = prev;
+    next_out.txCountGlobal = u.txCountGlobal;
+    return Status::Ok;
+  }
   if (prev.txCountGlobal >= kMaxCounter || u.txCountGlobal != prev.txCountGlobal + 1) return Status::BadTxCount;
   ChannelState next = prev;
   next.txCountGlobal = u.txCountGlobal;
+  // Connext's rule: on a state with pending operations only ConfirmPending or
+  // Invalidation may follow, so a pending withdrawal or deposit is never carried into a
+  // second state (the contract could execute both).
+  // EmptyChannel records what the chain already did (it supersedes any pending op).
+  if (channel_blocks_updates(prev) && u.reason != UpdateReason::ConfirmPending &&
+      u.reason != UpdateReason::Invalidation && u.reason != UpdateReason::EmptyChannel)
+    return Status::PendingOperation;
   switch (u.reason) {
     case UpdateReason::Payment: {
       const PaymentArgs& a = u.payment;
@@ -216,17 +246,14 @@ Status channel_next_state(const ChannelContext& ctx, const ChannelState& prev, c
                   a.amountWei));
       PP_TRY(move(to_hub ? next.balanceTokenUser : next.balanceTokenHub,
                   to_hub ? next.balanceTokenHub : next.balanceTokenUser, a.amountToken));
-      if (!channel_has_pending(prev)) next.timeout = 0;
       break;
     }
     case UpdateReason::Exchange:
       if (u.exchange.seller != Party::Hub && u.exchange.seller != Party::User) return Status::BadArgs;
       PP_TRY(next_exchange(u.exchange, next));
-      if (!channel_has_pending(prev)) next.timeout = 0;
       break;
     case UpdateReason::ProposePendingDeposit: {
       const DepositArgs& a = u.deposit;
-      if (channel_has_pending(prev)) return Status::PendingOperation;
       if (a.depositWeiHub.is_zero() && a.depositWeiUser.is_zero() && a.depositTokenHub.is_zero() &&
           a.depositTokenUser.is_zero())
         return Status::BadArgs;
@@ -242,7 +269,6 @@ Status channel_next_state(const ChannelContext& ctx, const ChannelState& prev, c
     }
     case UpdateReason::ProposePendingWithdrawal: {
       const WithdrawalArgs& a = u.withdrawal;
-      if (channel_has_pending(prev)) return Status::PendingOperation;
       if (a.withdrawalWeiHub.is_zero() && a.withdrawalWeiUser.is_zero() && a.withdrawalTokenHub.is_zero() &&
           a.withdrawalTokenUser.is_zero())
         return Status::BadArgs;
@@ -314,9 +340,11 @@ Status channel_check_proposer(const ChannelState& prev, Party proposer, const Ch
     case UpdateReason::Payment:
       return u.payment.recipient == proposer ? Status::Unauthorized : Status::Ok;
     case UpdateReason::OpenThread: {
+      // Payer channel: only the payer locks its own funds. Payee channel (the hub's
+      // collateral is locked): the user proposes the mirror on the hub's request
+      // (docs/mqtt-protocol.md); a hub proposal stays possible for the pure functions.
       const ThreadState& t = u.thread.thread.state;
       if (prev.user == t.sender && proposer != Party::User) return Status::Unauthorized;
-      if (prev.user == t.receiver && proposer != Party::Hub) return Status::Unauthorized;
       return Status::Ok;
     }
     default:
@@ -328,7 +356,7 @@ Status channel_check_transition(const ChannelState& prev, const ChannelState& ne
                                 const ChannelUpdate& u) noexcept {
   if (next.contractAddress != prev.contractAddress) return Status::WrongContract;
   if (next.user != prev.user) return Status::WrongParty;
-  if (next.txCountGlobal != prev.txCountGlobal + 1) return Status::BadTxCount;
+  if (next.txCountGlobal != prev.txCountGlobal + (channel_is_skip(prev, u) ? 2 : 1)) return Status::BadTxCount;
   if (next.txCountChain < prev.txCountChain) return Status::TxCountChainDecreased;
   PP_TRY(channel_check_bounds(next));
   U256 pw, pt, nw, nt;
@@ -392,7 +420,7 @@ Status channel_propose(const ChannelContext& ctx, const Signer& signer, const Pr
   // multiplication, ~20 us, on every payment); a wrong key yields a signature the
   // counterparty refuses as WrongSigner.
   if (prev.txCountGlobal >= kMaxCounter) return Status::BadTxCount;
-  u.txCountGlobal = prev.txCountGlobal + 1;
+  u.txCountGlobal = prev.txCountGlobal + (channel_is_skip(prev, u) ? 2 : 1);
   ChannelState n;
   PP_TRY(check_update(ctx, signer, self, prev, threads, u, n));
   const Hash32 h = channel_hash(n);

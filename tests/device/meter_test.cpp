@@ -96,6 +96,8 @@ TEST(State, JsonRoundTrip) {
   s.hub.bytes[19] = 2;
   s.contract.bytes[19] = 3;
   s.channel = genesis_channel(s.contract, s.user);
+  s.session = {0x50, 0x50, 0x53, 0x01};
+  s.deposited = true;
   s.meter.has_last = true;
   s.meter.last_mwh = 77;
   s.units_paid = 5;
@@ -123,6 +125,34 @@ TEST(State, JsonRoundTrip) {
   EXPECT_TRUE(back.has_pending);
   EXPECT_EQ(back.pending.txCountGlobal, 1u);
   EXPECT_EQ(back.threads.size(), 1u);
+  EXPECT_EQ(back.session, s.session);
+  EXPECT_TRUE(back.deposited);
+  EXPECT_EQ(back.pending_units, 6u);
+  // A record of the agent before the single-proposer session is refused, not misread.
+  std::string v1 = text;
+  v1.replace(v1.find("\"version\":2"), 11, "\"version\":1");
+  EXPECT_FALSE(state_from_json(v1, back, err));
+  EXPECT_NE(err.find("older picopay-agent"), std::string::npos) << err;
   EXPECT_FALSE(state_from_json("{}", back, err));
   EXPECT_FALSE(state_from_json("nope", back, err));
+}
+
+// Readings that would wrap the account (huge values with resets between them, which
+// anyone who can publish on the meter topic can send) are ignored: the consumed total
+// never goes backwards and the device keeps paying.
+TEST(MeterAccount, HugeReadingsNeverWrapTheAccount) {
+  MeterAccount a;
+  a.apply({MeterReading::Kind::Cumulative, 1000, 0});
+  a.apply({MeterReading::Kind::Cumulative, 3000, 0});
+  ASSERT_EQ(a.units(), 2u);
+  uint64_t before = a.units();
+  for (int i = 0; i < 3; ++i) {
+    a.apply({MeterReading::Kind::Cumulative, 9223372036854775000ull, 0});
+    a.apply({MeterReading::Kind::Cumulative, 0, 0});  // a reset
+    EXPECT_GE(a.units(), before);
+    before = a.units();
+  }
+  EXPECT_FALSE(a.apply({MeterReading::Kind::Increment, 0, ~0ull}));
+  EXPECT_GE(a.units(), before);
+  EXPECT_TRUE(a.apply({MeterReading::Kind::Cumulative, 5000, 0}));  // sane readings still count
 }

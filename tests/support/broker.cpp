@@ -1,26 +1,18 @@
 #include "support/broker.hpp"
 
+#include "picopay/broker_files.hpp"
+
 #include <pwd.h>
 #include <unistd.h>
 
 namespace picopay::testsupport {
 
 std::string picopay_acl(const std::string& hub_user) {
-  std::string a;
-  a += "# picopay broker ACL (docs/mqtt-protocol.md). %u = the client's username.\n";
-  a += "user " + hub_user + "\n";
-  a += "topic readwrite picopay/v1/#\n\n";
-  a += "# every device: username = its lowercase 0x address\n";
-  a += "pattern write picopay/v1/hub/+/channel/%u/update\n";
-  a += "pattern write picopay/v1/hub/+/channel/%u/reply\n";
-  a += "pattern write picopay/v1/hub/+/channel/%u/sync\n";
-  a += "pattern read picopay/v1/user/%u/reply\n";
-  a += "pattern read picopay/v1/user/%u/request\n";
-  a += "pattern readwrite picopay/v1/user/%u/status\n";
-  a += "pattern read picopay/v1/hub/+/status/%u\n";
-  a += "pattern read picopay/v1/hub/+/status\n";
-  a += "pattern write picopay/v1/thread/+/update\n";
-  a += "pattern read picopay/v1/thread/%u/update\n";
+  // The shipped ACL (packaging/mosquitto/picopay.acl) with its hub username replaced.
+  std::string a = broker_files::kAcl;
+  const std::string line = "\nuser hub\n";
+  size_t at = a.find(line);
+  if (at != std::string::npos) a.replace(at, line.size(), "\nuser " + hub_user + "\n");
   return a;
 }
 
@@ -57,15 +49,14 @@ bool Broker::write_config(std::string& err) {
   struct passwd* pw = getpwuid(getuid());
   if (pw && pw->pw_name) c += std::string("user ") + pw->pw_name + "\n";
   c += "per_listener_settings false\n";
-  c += "set_tcp_nodelay true\n";
+  // The shipped limits (packaging/mosquitto/conf.d/picopay-limits.conf), then the
+  // test's own overrides (a later line wins).
+  c += broker_files::kLimitsConf;
+  c += "\n" + opts_.extra_conf + "\n";
   c += "persistence true\n";
   c += "persistence_location " + dir_ + "/\n";
-  c += "autosave_interval 1\n";
   c += "log_dest file " + dir_ + "/mosquitto.log\n";
   c += "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n";
-  c += "max_queued_messages 100000\n";
-  c += "max_inflight_messages 200\n";
-  c += "persistent_client_expiration 1d\n";
   if (opts_.users.empty()) {
     c += "allow_anonymous true\n";
   } else {
@@ -90,9 +81,13 @@ bool Broker::write_config(std::string& err) {
     }
     c += "acl_file " + dir_ + "/acl\n";
   }
-  c += "listener " + std::to_string(port_) + " 127.0.0.1\n";
+  // Client ids bound to usernames (a listener option: after each listener line), as
+  // shipped; only with authentication (a client without a username is refused).
+  const std::string bind_ids =
+      opts_.users.empty() || !opts_.client_id_is_username ? "" : "use_username_as_clientid true\n";
+  c += "listener " + std::to_string(port_) + " 127.0.0.1\n" + bind_ids;
   if (opts_.tls) {
-    c += "listener " + std::to_string(tls_port_) + " 127.0.0.1\n";
+    c += "listener " + std::to_string(tls_port_) + " 127.0.0.1\n" + bind_ids;
     c += "cafile " + dir_ + "/ca.crt\n";
     c += "certfile " + dir_ + "/server.crt\n";
     c += "keyfile " + dir_ + "/server.key\n";

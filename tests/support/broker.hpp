@@ -1,4 +1,5 @@
-// A real mosquitto broker for tests: free 127.0.0.1 port, generated config, password
+// A real mosquitto broker for tests: the shipped limits and ACL (packaging/mosquitto/),
+// client ids bound to usernames when there are users, free 127.0.0.1 port, password
 // file (mosquitto_passwd), ACL file, optional TLS listener with certificates generated
 // by openssl, persistence in its own directory; waits until it accepts connections;
 // killed (SIGKILL) in the destructor. kill9()/restart() for crash tests (same ports,
@@ -22,13 +23,19 @@ struct BrokerOptions {
   std::string acl;                // ACL file text ("" = no ACL file; see picopay_acl())
   bool tls = false;               // also open a TLS listener (tls_port(), ca_file())
   std::string dir;                // working dir ("" = a fresh temp dir, removed at the end)
+  // mosquitto.conf lines written after the shipped limits (a later line wins), e.g.
+  // "max_queued_messages 100000\nautosave_interval 1" to reproduce an older setup.
+  std::string extra_conf;
+  // use_username_as_clientid on every listener (as shipped) when there are users; false
+  // only to show what an unhardened broker allows.
+  bool client_id_is_username = true;
   bool keep_dir = false;          // keep the temp dir (debugging)
 };
 
-// The ACL of docs/mqtt-protocol.md ("Broker security"): a device whose username is its
+// The shipped ACL (packaging/mosquitto/picopay.acl, docs/mqtt-protocol.md "Broker
+// security") with `hub_user` as the hub's username: a device whose username is its
 // lowercase 0x address may publish only under its own channel topics, its status and
-// thread updates to others; the hub user (`hub_user`) may use everything under
-// picopay/v1/.
+// thread updates to others; the hub may use everything under picopay/v1/.
 std::string picopay_acl(const std::string& hub_user);
 
 class Broker {
@@ -50,6 +57,8 @@ class Broker {
   std::string dir() const { return dir_; }
   std::string log_file() const { return dir_ + "/mosquitto.log"; }
   bool running() { return proc_.running(); }
+  pid_t pid() const { return proc_.pid(); }
+  std::string persistence_file() const { return dir_ + "/mosquitto.db"; }
 
  private:
   bool write_config(std::string& err);

@@ -19,6 +19,8 @@
 #include <cjson/cJSON.h>
 
 #include "picopay/agent/json_state.hpp"
+#include "picopay/agent/secret_file.hpp"
+#include "picopay/broker_files.hpp"
 #include "picopay/chain/manager.hpp"
 #include "picopay/codec.hpp"
 #include "picopay/demo.hpp"
@@ -36,7 +38,8 @@ const char* kHelp =
     "usage: picopay demo [--devices N] [--seconds S] [--workdir DIR] [--rate HZ]\n"
     "\n"
     "Runs the pay-per-use demo end to end on 127.0.0.1: a private mosquitto (a password per\n"
-    "client and an ACL), the local dev chain with a freshly deployed ChannelManager,\n"
+    "client, client ids bound to usernames, the shipped ACL and limits of packaging/mosquitto/;\n"
+    "keys and passwords only in mode 0600 config files), the local dev chain with a freshly deployed ChannelManager,\n"
     "picopay-hub, one payee picopay-agent (the charging operator) and N EV chargers\n"
     "(picopay-agent, Tasmota meter) that deposit on chain, open a thread to the payee and pay\n"
     "per Wh of simulated Tasmota telemetry. Shows live progress, then reconciles the hub's\n"
@@ -70,6 +73,10 @@ struct Dev {
   double power_w = 7400;  // charging power
   double total_kwh = 0;   // the Tasmota counter
   Child proc;
+  // Progress from the agent's retained status. Its "payments" counter is per process
+  // (0 again after a restart) and its Last Will {"state":"offline"} has no counters, so
+  // the demo keeps the last value seen and a running total that never goes down.
+  uint64_t payments_seen = 0, payments_total = 0, wh = 0, units_paid = 0;
 };
 
 std::string now_iso() {
@@ -77,6 +84,13 @@ std::string now_iso() {
   char b[32];
   strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%S", gmtime(&t));
   return b;
+}
+
+bool json_has_u64(const cJSON* o, const char* k, uint64_t& v) {
+  const cJSON* n = cJSON_GetObjectItemCaseSensitive(o, k);
+  if (!cJSON_IsNumber(n) || n->valuedouble < 0) return false;
+  v = static_cast<uint64_t>(n->valuedouble);
+  return true;
 }
 
 uint64_t json_u64(const cJSON* o, const char* k) {
@@ -346,19 +360,11 @@ bool Demo::setup(std::string& err) {
                                    {payee_addr_, random_key_hex().substr(2, 24)},
                                    {"demo", random_key_hex().substr(2, 24)}};
   for (auto& d : devs_) users.push_back({d->addr, random_key_hex().substr(2, 24)});
-  std::string acl = "user hub\ntopic readwrite picopay/v1/#\n\n";
-  acl += "user demo\ntopic write tele/#\ntopic read picopay/v1/#\n\n";
-  for (auto& d : devs_) acl += "user " + d->addr + "\ntopic read tele/" + d->name + "/SENSOR\n\n";
-  acl += "pattern write picopay/v1/hub/+/channel/%u/update\n";
-  acl += "pattern write picopay/v1/hub/+/channel/%u/reply\n";
-  acl += "pattern write picopay/v1/hub/+/channel/%u/sync\n";
-  acl += "pattern read picopay/v1/user/%u/reply\n";
-  acl += "pattern read picopay/v1/user/%u/request\n";
-  acl += "pattern readwrite picopay/v1/user/%u/status\n";
-  acl += "pattern read picopay/v1/hub/+/status/%u\n";
-  acl += "pattern read picopay/v1/hub/+/status\n";
-  acl += "pattern write picopay/v1/thread/+/update\n";
-  acl += "pattern read picopay/v1/thread/%u/update\n";
+  // The shipped ACL (packaging/mosquitto/picopay.acl; hub username "hub"), plus the
+  // demo's observer (reads payments, writes telemetry) and each charger's meter topic.
+  std::string acl = broker_files::kAcl;
+  acl += "\nuser demo\ntopic write tele/#\ntopic read picopay/v1/#\n";
+  for (auto& d : devs_) acl += "\nuser " + d->addr + "\ntopic read tele/" + d->name + "/SENSOR\n";
   if (!broker_.start(work_ + "/broker", users, acl, err)) return false;
   std::map<std::string, std::string> pw;
   for (auto& u : users) pw[u.name] = u.password;
@@ -420,21 +426,36 @@ bool Demo::setup(std::string& err) {
     return false;
   }
   // 4. The hub.
+  // Secrets (keys, broker passwords) go in 0600 config files, never on a command line
+  // (every local user can read /proc/<pid>/cmdline).
   const std::string bin_hub = bin + "/picopay-hub";
-  if (!hub_.start({bin_hub, "--broker-host", "127.0.0.1", "--broker-port", port, "--broker-user", "hub",
-                   "--broker-password", pw["hub"], "--private-key", hub_key_, "--contract", contract_, "--rpc-url",
-                   chain_.url(), "--db", work_ + "/hub.db", "--collateral-wei", kCollateralWei},
-                  work_ + "/hub.log")) {
+  const std::string hub_cfg = work_ + "/hub.json";
+  if (!agent::secret_file_write(hub_cfg,
+                                "{\n  \"broker\": {\"host\": \"127.0.0.1\", \"port\": " + port +
+                                    ", \"username\": \"hub\", \"password\": \"" + pw["hub"] +
+                                    "\"},\n  \"hub\": {\"privateKey\": \"" + hub_key_ + "\"},\n  \"contract\": \"" +
+                                    contract_ + "\",\n  \"rpcUrl\": \"" + chain_.url() + "\",\n  \"db\": \"" + work_ +
+                                    "/hub.db\",\n  \"collateral\": {\"depositWei\": \"" + kCollateralWei + "\"}\n}\n",
+                                err))
+    return false;
+  if (!hub_.start({bin_hub, "--config", hub_cfg}, work_ + "/hub.log")) {
     err = "cannot start picopay-hub";
     return false;
   }
   std::printf("[demo] picopay-hub %s\n", hub_addr_.c_str());
   // 5. The payee and the devices.
   const std::string agent = bin + "/picopay-agent";
-  if (!payee_.start({agent, "--name", "payee", "--state-dir", work_ + "/payee", "--broker", "127.0.0.1:" + port,
-                     "--password", pw[payee_addr_], "--hub", hub_addr_, "--contract", contract_, "--key", payee_key_,
-                     "--rpc", chain_.url(), "--role", "payee", "--status-interval-ms", "250"},
-                    work_ + "/payee.log")) {
+  const std::string payee_cfg = work_ + "/payee.json";
+  if (!agent::secret_file_write(payee_cfg,
+                                "{\n  \"name\": \"payee\",\n  \"stateDir\": \"" + work_ +
+                                    "/payee\",\n  \"broker\": {\"host\": \"127.0.0.1\", \"port\": " + port +
+                                    ", \"password\": \"" + pw[payee_addr_] + "\"},\n  \"hub\": \"" + hub_addr_ +
+                                    "\",\n  \"contract\": \"" + contract_ + "\",\n  \"privateKey\": \"" + payee_key_ +
+                                    "\",\n  \"rpc\": \"" + chain_.url() +
+                                    "\",\n  \"role\": \"payee\",\n  \"statusIntervalMs\": 250\n}\n",
+                                err))
+    return false;
+  if (!payee_.start({agent, "--config", payee_cfg}, work_ + "/payee.log")) {
     err = "cannot start the payee agent";
     return false;
   }
@@ -447,7 +468,7 @@ bool Demo::setup(std::string& err) {
                       d->name + "/SENSOR\"},\n  \"pricePerUnitWei\": \"" + std::to_string(kPriceWei) +
                       "\",\n  \"depositWei\": \"" + kDepositWei + "\",\n  \"payTo\": \"" + payee_addr_ +
                       "\",\n  \"statusIntervalMs\": 250\n}\n";
-    write_text(work_ + "/" + d->name + ".json", cfg);
+    if (!agent::secret_file_write(work_ + "/" + d->name + ".json", cfg, err)) return false;
     if (!d->proc.start({agent, "--config", work_ + "/" + d->name + ".json"}, work_ + "/" + d->name + ".log")) {
       err = "cannot start " + d->name;
       return false;
@@ -507,19 +528,25 @@ void Demo::progress_loop() {
       std::string received = "0";
       for (auto& d : devs_) {
         cJSON* s = user_status(d->addr);
-        if (s) {
-          payments += json_u64(s, "payments");
-          wh += json_u64(s, "meteredWh");
-          paid_units += json_u64(s, "unitsPaid");
+        uint64_t v = 0;
+        if (s && json_has_u64(s, "payments", v)) {
+          // A smaller value: the agent restarted and counts from 0 again.
+          d->payments_total += v >= d->payments_seen ? v - d->payments_seen : v;
+          d->payments_seen = v;
         }
+        if (s && json_has_u64(s, "meteredWh", v)) d->wh = v;
+        if (s && json_has_u64(s, "unitsPaid", v)) d->units_paid = v;
         cJSON_Delete(s);
+        payments += d->payments_total;
+        wh += d->wh;
+        paid_units += d->units_paid;
       }
       if (cJSON* s = user_status(payee_addr_)) {
         received = json_str(s, "receivedWei");
         cJSON_Delete(s);
       }
       double dt = std::chrono::duration<double>(now - last_print).count();
-      double r = static_cast<double>(payments - last_payments) / dt;
+      double r = static_cast<double>(payments - last_payments) / dt;  // payments never decreases
       if (prints > 0) {
         rate_sum += r;
         if (r > max_rate_) max_rate_ = r;

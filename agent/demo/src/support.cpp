@@ -19,29 +19,18 @@
 #include <sstream>
 #include <thread>
 
+#include "picopay/agent/secret_file.hpp"
+#include "picopay/broker_files.hpp"
+#include "picopay/chain/rpc.hpp"
+#include "picopay/agent/install.hpp"
 #include "picopay/mqtt/protocol.hpp"
 #include "picopay/hex.hpp"
 #include "picopay/signer.hpp"
 #include "picopay/types.hpp"
 
-#ifndef PICOPAY_DEVCHAIN_JS
-#define PICOPAY_DEVCHAIN_JS "contracts/scripts/devchain.js"
-#endif
-#ifndef PICOPAY_NODE_EXE
-#define PICOPAY_NODE_EXE "node"
-#endif
-
 namespace picopay::demo {
 
-std::string self_dir() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return ".";
-  buf[n] = 0;
-  std::string p(buf);
-  size_t s = p.rfind('/');
-  return s == std::string::npos ? "." : p.substr(0, s);
-}
+std::string self_dir() { return agent::exe_dir(); }
 
 std::string bin_dir() {
   if (const char* e = std::getenv("PICOPAY_BIN_DIR")) return e;
@@ -230,8 +219,8 @@ bool MosquittoBroker::start(const std::string& dir, const std::vector<BrokerUser
   port_ = port > 0 ? port : free_port();
   std::string pw;
   for (const auto& u : users) pw += u.name + ":" + u.password + "\n";
-  write_text(dir + "/passwd", pw);
-  chmod((dir + "/passwd").c_str(), 0600);
+  // Plain text passwords until mosquitto_passwd hashes them: 0600 from the first byte.
+  if (!agent::secret_file_write(dir + "/passwd", pw, err)) return false;
   {
     Child c;
     if (!c.start({"mosquitto_passwd", "-U", dir + "/passwd"}, dir + "/passwd.log") || c.wait(30000) != 0) {
@@ -242,20 +231,19 @@ bool MosquittoBroker::start(const std::string& dir, const std::vector<BrokerUser
   write_text(dir + "/acl", acl);
   chmod((dir + "/acl").c_str(), 0600);
   std::string conf;
-  conf += "listener " + std::to_string(port_) + " 127.0.0.1\n";
-  conf += "allow_anonymous false\n";
-  // docs/mqtt-protocol.md: without it Nagle + delayed ACKs add ~40 ms to every hop.
-  conf += "set_tcp_nodelay true\n";
   if (geteuid() == 0) conf += "user root\n";  // else mosquitto drops to user mosquitto
+  // The shipped limits (packaging/mosquitto/conf.d/picopay-limits.conf).
+  conf += broker_files::kLimitsConf;
+  conf += "\nallow_anonymous false\n";
   conf += "password_file " + dir + "/passwd\n";
   conf += "acl_file " + dir + "/acl\n";
   conf += "persistence true\n";
   conf += "persistence_location " + dir + "/\n";
-  conf += "autosave_interval 1\n";
-  conf += "max_queued_messages 100000\n";
-  conf += "max_inflight_messages 100\n";
   conf += "log_dest file " + dir + "/mosquitto.log\n";
   conf += "log_type error\nlog_type warning\nlog_type notice\n";
+  conf += "listener " + std::to_string(port_) + " 127.0.0.1\n";
+  // Client ids bound to usernames: nobody takes another's session (a listener option).
+  conf += "use_username_as_clientid true\n";
   write_text(dir + "/mosquitto.conf", conf);
   return restart(err);
 }
@@ -280,13 +268,25 @@ bool MosquittoBroker::restart(std::string& err) {
 }
 
 bool DevChain::start(const std::string& dir, const std::vector<std::string>& keys, std::string& err) {
-  std::string js = PICOPAY_DEVCHAIN_JS;
-  if (const char* e = std::getenv("PICOPAY_DEVCHAIN_JS")) js = e;
-  std::vector<std::string> argv = {PICOPAY_NODE_EXE, js, "--port", "0", "--watch-stdin"};
-  for (const auto& k : keys) {
-    argv.push_back("--account");
-    argv.push_back(k + ",1000000000000000000000");
+  // $PICOPAY_DEVCHAIN_JS (run with $PICOPAY_NODE, else node from PATH), else the
+  // launcher <data dir>/devchain/devchain.sh (see picopay/agent/install.hpp).
+  std::vector<std::string> argv;
+  std::string js;
+  if (const char* e = std::getenv("PICOPAY_DEVCHAIN_JS"); e && *e) {
+    js = e;
+    const char* node = std::getenv("PICOPAY_NODE");
+    argv = {node && *node ? node : "node", js};
+  } else {
+    js = agent::data_dir() + "/devchain/devchain.sh";
+    if (access(js.c_str(), X_OK) != 0) {
+      err = "no dev chain launcher at " + js + " (install picopay's devchain files, or set PICOPAY_DATA_DIR)";
+      return false;
+    }
+    argv = {js};
   }
+  for (const char* a : {"--port", "0", "--watch-stdin"}) argv.push_back(a);
+  // No --account KEY: a key on a command line is readable by every local user
+  // (/proc/<pid>/cmdline). The parties are funded over RPC below instead.
   if (!proc_.start(argv, dir + "/devchain.log", true, true)) {
     err = "cannot start the dev chain (" + js + ")";
     return false;
@@ -313,6 +313,19 @@ bool DevChain::start(const std::string& dir, const std::vector<std::string>& key
   }
   u += 7;
   url_ = line.substr(u, line.find('"', u) - u);
+  chain::RpcClient rpc(url_);
+  for (const auto& k : keys) {
+    const std::string a = key_address(k);
+    if (a.empty()) {
+      err = "dev chain: bad account key";
+      return false;
+    }
+    auto r = rpc.call("evm_setAccountBalance", "[\"" + a + "\",\"0x3635c9adc5dea00000\"]");  // 1000 ETH
+    if (!r) {
+      err = "dev chain: funding " + a + ": " + r.error().to_string();
+      return false;
+    }
+  }
   return true;
 }
 

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "picopay/agent/secret_file.hpp"
 #include "picopay/device/agent.hpp"
 
 namespace picopay::device {
@@ -54,6 +55,7 @@ bool config_load_file(const std::string& path, Config& cfg, std::string& err) {
     if (const cJSON* p = cJSON_GetObjectItemCaseSensitive(b, "port"); cJSON_IsNumber(p)) cfg.port = p->valueint;
     str(b, "username", cfg.username);
     str(b, "password", cfg.password);
+    str(b, "passwordFile", cfg.password_file);
     str(b, "tlsCa", cfg.tls_ca);
   }
   if (str(o, "hub", s)) {
@@ -77,8 +79,14 @@ bool config_load_file(const std::string& path, Config& cfg, std::string& err) {
     str(m, "topic", cfg.meter_topic);
   }
   if (str(o, "pricePerUnitWei", s) && !parse_amount_text(s, cfg.price_wei)) fail("pricePerUnitWei: decimal wei");
-  if (const cJSON* n = cJSON_GetObjectItemCaseSensitive(o, "minUnitsPerPayment"); cJSON_IsNumber(n) && n->valuedouble >= 1)
-    cfg.min_units = static_cast<uint64_t>(n->valuedouble);
+  if (const cJSON* n = cJSON_GetObjectItemCaseSensitive(o, "minUnitsPerPayment")) {
+    // A whole number of units, 1 .. 2^53 (checked before the cast: 1e300 does not fit).
+    if (!cJSON_IsNumber(n) || !(n->valuedouble >= 1 && n->valuedouble <= 9007199254740992.0) ||
+        static_cast<double>(static_cast<uint64_t>(n->valuedouble)) != n->valuedouble)
+      fail("minUnitsPerPayment: a whole number of units, 1 or more");
+    else
+      cfg.min_units = static_cast<uint64_t>(n->valuedouble);
+  }
   if (str(o, "depositWei", s) && !parse_amount_text(s, cfg.deposit_wei)) fail("depositWei: decimal wei");
   if (str(o, "payTo", s)) {
     if (!parse_address_text(s, cfg.pay_to)) fail("payTo is not an address");
@@ -91,7 +99,16 @@ bool config_load_file(const std::string& path, Config& cfg, std::string& err) {
     cfg.exit_on_eof = cJSON_IsTrue(n);
   if (const cJSON* n = cJSON_GetObjectItemCaseSensitive(o, "statusIntervalMs"); cJSON_IsNumber(n))
     cfg.status_interval_ms = n->valueint;
+  const cJSON* b = cJSON_GetObjectItemCaseSensitive(o, "broker");
+  const bool holds_secret = cJSON_IsString(cJSON_GetObjectItemCaseSensitive(o, "privateKey")) ||
+                            (cJSON_IsObject(b) && cJSON_IsString(cJSON_GetObjectItemCaseSensitive(b, "password")));
   cJSON_Delete(o);
+  std::string perr;
+  if (ok && holds_secret &&
+      !agent::secret_file_private(path, "config " + path + " holds a private key or password", perr)) {
+    err = perr;
+    ok = false;
+  }
   return ok;
 }
 

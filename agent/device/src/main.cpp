@@ -1,8 +1,11 @@
 // picopay-agent: see `picopay-agent --help`.
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
+#include "picopay/agent/secret_file.hpp"
+#include "picopay/agent/install.hpp"
 #include "picopay/device/agent.hpp"
 #include "picopay/device/state.hpp"
 
@@ -26,12 +29,16 @@ const char* kHelp =
     "  --state-dir DIR         state directory (created; required)\n"
     "  --broker HOST:PORT      MQTT broker (default 127.0.0.1:1883)\n"
     "  --username U            broker username (default: the lowercase address)\n"
-    "  --password P            broker password (or env PICOPAY_MQTT_PASSWORD)\n"
+    "  --password-file FILE    broker password: FILE's first line; FILE must be mode 0600\n"
+    "  --password P            broker password (or env PICOPAY_MQTT_PASSWORD; on the command\n"
+    "                          line every local user sees it: prefer --password-file)\n"
     "  --tls-ca FILE           connect with TLS, verify the broker against this CA\n"
     "  --hub ADDR              the hub's address\n"
     "  --contract ADDR         the ChannelManager address\n"
-    "  --key 0xHEX             private key (tests/dev; prefer --key-file)\n"
-    "  --key-file FILE         sealed key file (passphrase: PICOPAY_PASSPHRASE or the tty)\n"
+    "  --key 0xHEX             private key (tests only: visible to every local user; use\n"
+    "                          --key-file, or privateKey in a mode 0600 config file)\n"
+    "  --key-file FILE         sealed key file (passphrase: PICOPAY_PASSPHRASE, the file named\n"
+    "                          by PICOPAY_PASSPHRASE_FILE, or the tty)\n"
     "  --rpc URL               Ethereum JSON-RPC (needed for the deposit)\n"
     "  --role payer|payee|both role (default payer)\n"
     "  --meter SRC[:TOPIC]     none | stdin | tasmota:tele/<t>/SENSOR | shelly:<prefix>/status/switch:0\n"
@@ -45,10 +52,12 @@ const char* kHelp =
     "  --status-interval-ms N  retained status JSON at most this often (default 500)\n"
     "  -v, --verbose           debug logs\n"
     "  -h, --help              this help\n"
+    "  --version               print the version and exit\n"
     "\n"
     "stdin meter line protocol: 'wh <cumulative Wh>', 'kwh <cumulative kWh>', 'units <n>', 'quit';\n"
     "'#' comments. At end of input the agent pays what is due, closes its thread and exits.\n"
     "SIGINT/SIGTERM: pay what is due, close threads, exit (state is kept for a restart).\n"
+    "A config file holding privateKey or broker.password must be mode 0600 (refused otherwise).\n"
     "Exit status: 0 ok, 1 runtime error, 2 usage error.\n";
 
 int usage_error(const std::string& m) {
@@ -61,6 +70,7 @@ int usage_error(const std::string& m) {
 namespace picopay::device {
 
 int agent_main(int argc, char** argv) {
+  if (agent::version_requested(argc, argv)) return agent::print_version();
   int i = 1;
   std::string cmd = "run";
   if (argc > 1 && argv[1][0] != '-') {
@@ -107,6 +117,10 @@ int agent_main(int argc, char** argv) {
       cfg.username = v;
     } else if (a == "--password") {
       cfg.password = v;
+      std::fprintf(stderr, "picopay-agent: warning: --password is visible to every local user (ps); "
+                           "use --password-file (mode 0600) or PICOPAY_MQTT_PASSWORD\n");
+    } else if (a == "--password-file") {
+      cfg.password_file = v;
     } else if (a == "--tls-ca") {
       cfg.tls_ca = v;
     } else if (a == "--hub") {
@@ -117,6 +131,8 @@ int agent_main(int argc, char** argv) {
       cfg.has_contract = true;
     } else if (a == "--key") {
       cfg.key_hex = v;
+      std::fprintf(stderr, "picopay-agent: warning: --key is visible to every local user (ps); "
+                           "use --key-file or privateKey in a mode 0600 config file\n");
     } else if (a == "--key-file") {
       cfg.key_file = v;
     } else if (a == "--rpc") {
@@ -161,8 +177,14 @@ int agent_main(int argc, char** argv) {
     return 0;
   }
   if (cmd != "run") return usage_error("unknown command " + cmd);
-  if (cfg.password.empty())
+  if (!cfg.password_file.empty()) {
+    if (!agent::secret_file_read(cfg.password_file, cfg.password, err)) {
+      std::fprintf(stderr, "picopay-agent: %s\n", err.c_str());
+      return 2;
+    }
+  } else if (cfg.password.empty()) {
     if (const char* p = std::getenv("PICOPAY_MQTT_PASSWORD")) cfg.password = p;
+  }
   return agent_run(cfg);
 }
 

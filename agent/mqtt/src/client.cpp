@@ -1,6 +1,8 @@
 // picopay_mqtt: the libmosquitto v5 client (see client.hpp).
 #include "picopay/mqtt/client.hpp"
 
+#include "picopay/mqtt/protocol.hpp"
+
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 
@@ -12,6 +14,11 @@ namespace picopay::mqtt {
 
 namespace {
 std::once_flag g_lib_once;
+
+// MQTT v5 subscription options: no retained messages for request/update/reply topics.
+int sub_options(const std::string& filter) {
+  return topic_never_retained(filter) ? MQTT_SUB_OPT_SEND_RETAIN_NEVER : 0;
+}
 
 std::string mosq_error(int rc) {
   if (rc == MOSQ_ERR_ERRNO) return std::string("system error: ") + mosquitto_strerror(rc);
@@ -39,7 +46,8 @@ struct ClientCallbacks {
     }
     // Renew subscriptions on every connect: needed when the broker has no session for
     // us, harmless otherwise (the same filter and options replace the old ones).
-    for (auto& s : subs) mosquitto_subscribe_v5(m, nullptr, s.first.c_str(), s.second, 0, nullptr);
+    for (auto& s : subs)
+      mosquitto_subscribe_v5(m, nullptr, s.first.c_str(), s.second, sub_options(s.first), nullptr);
     c->connects_.fetch_add(1);
     c->connected_.store(true);
     c->cv_.notify_all();
@@ -61,6 +69,10 @@ struct ClientCallbacks {
     if (!c->on_message_) return;
     Message m;
     m.topic = msg->topic ? msg->topic : "";
+    if (msg->retain && topic_never_retained(m.topic)) {
+      c->dropped_retained_.fetch_add(1);
+      return;  // a stored copy replayed by the broker, never a live request or reply
+    }
     if (msg->payloadlen > 0) {
       const auto* p = static_cast<const uint8_t*>(msg->payload);
       m.payload.assign(p, p + msg->payloadlen);
@@ -99,7 +111,8 @@ void Client::subscribe(const std::string& filter, int qos) {
     std::lock_guard<std::mutex> lk(mu_);
     subs_.emplace_back(filter, qos);
   }
-  if (mosq_ && connected_.load()) mosquitto_subscribe_v5(mosq_, nullptr, filter.c_str(), qos, 0, nullptr);
+  if (mosq_ && connected_.load())
+    mosquitto_subscribe_v5(mosq_, nullptr, filter.c_str(), qos, sub_options(filter), nullptr);
 }
 
 std::string Client::last_error() const {
@@ -117,6 +130,10 @@ bool Client::start(std::string& err) {
     err = "mqtt: keepalive must be >= 5 s";
     return false;
   }
+  if (opts_.receive_maximum < 1 || opts_.receive_maximum > 65535) {
+    err = "mqtt: receive_maximum must be 1..65535";
+    return false;
+  }
   std::call_once(g_lib_once, [] { mosquitto_lib_init(); });
   mosq_ = mosquitto_new(opts_.client_id.c_str(), opts_.clean_start, this);
   if (!mosq_) {
@@ -131,6 +148,7 @@ bool Client::start(std::string& err) {
   mosquitto_disconnect_v5_callback_set(mosq_, &ClientCallbacks::on_disconnect);
   mosquitto_message_v5_callback_set(mosq_, &ClientCallbacks::on_message);
   if (opts_.max_inflight > 0) mosquitto_int_option(mosq_, MOSQ_OPT_SEND_MAXIMUM, opts_.max_inflight);
+  mosquitto_int_option(mosq_, MOSQ_OPT_RECEIVE_MAXIMUM, opts_.receive_maximum);
   int rc;
   if (!opts_.username.empty()) {
     rc = mosquitto_username_pw_set(mosq_, opts_.username.c_str(),

@@ -76,7 +76,8 @@ class MosquittoBroker {
 
 class DevChain {
  public:
-  // accounts: private keys funded with 1000 ETH each.
+  // accounts: private keys funded with 1000 ETH each (evm_setAccountBalance over RPC: no
+  // key ever appears on the dev chain's command line).
   bool start(const std::string& dir, const std::vector<std::string>& keys, std::string& err);
   void stop() { proc_.stop(5000); }
   const std::string& url() const { return url_; }

@@ -17,6 +17,7 @@ struct Config {
   std::string host = "127.0.0.1";
   int port = 1883;
   std::string username, password;         // username defaults to the lowercase address
+  std::string password_file;              // the password is its first line; mode 0600 required
   std::string tls_ca;                     // CA file: connect with TLS
   // channel
   Address hub{}, contract{};
@@ -41,7 +42,9 @@ struct Config {
   bool verbose = false;
 };
 
-// Parses `path` (JSON, cJSON) into `cfg` (fields present override defaults).
+// Parses `path` (JSON, cJSON) into `cfg` (fields present override defaults). A file
+// holding privateKey or broker.password must be mode 0600 or stricter: otherwise false
+// with err = one line naming the mode and the chmod that fixes it.
 bool config_load_file(const std::string& path, Config& cfg, std::string& err);
 
 // `picopay-agent run` (the default command). Returns the process exit code.

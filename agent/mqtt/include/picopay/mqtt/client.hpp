@@ -17,6 +17,12 @@
 //   While disconnected, QoS 1 publishes are queued by libmosquitto and sent after the
 //   reconnect (in memory only: a process restart loses them; picopay's protocol
 //   retransmits at the application level anyway).
+// - Retained messages never reach the handler on the topics that carry requests, updates
+//   and replies (mqtt::topic_never_retained: a retained copy there is a stale or forged
+//   message that the broker would replay on every subscribe): subscriptions to such
+//   filters ask the broker not to send retained messages (MQTT v5 Retain Handling 2), and
+//   an incoming message on such a topic that still has the retain flag set is dropped and
+//   counted (dropped_retained()). Status topics keep their retained messages.
 #pragma once
 
 #include <atomic>
@@ -49,7 +55,12 @@ struct Options {
   std::string will_topic;       // empty: no will
   std::string will_payload;
   bool will_retain = true;
-  int max_inflight = 100;       // outgoing QoS 1 messages in flight (receive maximum)
+  int max_inflight = 100;       // outgoing QoS 1 messages in flight (the broker's receive maximum caps it)
+  // Incoming QoS 1 messages the broker may have in flight to us (v5 Receive Maximum,
+  // 1..65535; libmosquitto's default 20). Messages beyond it wait in the broker's queue
+  // for this client, which the shipped broker config bounds (max_queued_messages 1000):
+  // a client that must absorb bursts from many publishers (the hub) sets 65535.
+  int receive_maximum = 20;
 };
 
 // An incoming PUBLISH.
@@ -87,7 +98,9 @@ class Client {
   void on_disconnect(DisconnectHandler h);
 
   // Adds a subscription (wildcards allowed), kept for the client's life and renewed
-  // after a reconnect without session. May be called before or after start().
+  // on every connect. May be called before or after start(). A filter for which
+  // mqtt::topic_never_retained() holds is subscribed with Retain Handling 2 (the broker
+  // sends no retained message for it, not even on a new subscription).
   void subscribe(const std::string& filter, int qos = 1);
 
   // Starts the network thread, which connects and keeps reconnecting until stop().
@@ -114,6 +127,8 @@ class Client {
   bool wait_connected(int timeout_ms);
   // Number of successful CONNACKs so far (reconnects included).
   uint64_t connect_count() const noexcept { return connects_.load(); }
+  // Messages dropped because they arrived retained on a never-retained topic.
+  uint64_t dropped_retained() const noexcept { return dropped_retained_.load(); }
   // The last connection error, for logs ("" if none).
   std::string last_error() const;
   const Options& options() const noexcept { return opts_; }
@@ -133,6 +148,7 @@ class Client {
   std::atomic<bool> socket_up_{false};
   std::atomic<bool> want_disconnect_{true};
   std::atomic<uint64_t> connects_{0};
+  std::atomic<uint64_t> dropped_retained_{0};
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::string last_error_;
