@@ -36,15 +36,6 @@ const char* kContract = "0x7d73424a8256c0b2ba245e5d5a3de8820e45f390";
 constexpr uint32_t kHubIndex = 0xABCDEF;
 constexpr uint64_t kPayWei = 7;
 
-// The reply type SimDevice::wait_reply fills (whichever Reply the device speaks).
-template <typename T>
-struct ReplyOf;
-template <typename C, typename R>
-struct ReplyOf<bool (C::*)(uint64_t, R&, int)> {
-  using type = R;
-};
-using DeviceReply = ReplyOf<decltype(&SimDevice::wait_reply)>::type;
-
 size_t on_body(char* p, size_t size, size_t n, void* out) {
   static_cast<std::string*>(out)->append(p, size * n);
   return size * n;
@@ -248,9 +239,9 @@ class MetricsTest : public ::testing::Test {
     std::memcpy(&wf[wf.size() - 33], bad.s, 32);
     wf.back() = bad.v;
     ASSERT_TRUE(a.publish_raw(mqtt::topic_update(hub_addr_, a.address()), wf, f.txCountGlobal));
-    DeviceReply r;
+    Reply r;
     ASSERT_TRUE(a.wait_reply(f.txCountGlobal, r, 20000));
-    ASSERT_EQ(r.kind, decltype(r.kind)::Nack);
+    ASSERT_EQ(r.kind, ReplyKind::Nack);
     ASSERT_EQ(r.status, Status::WrongSigner);
   }
 
