@@ -58,6 +58,8 @@ Store and policy:
   --exchange-rate-time T    Unix seconds the rate was set [exchange.rateTime] (default: start)
   --dev-skip-chain-checks   TESTS/DEV ONLY: countersign ConfirmPending without checking the chain
                             [devSkipChainChecks]
+  --metrics-listen HOST:PORT  serve Prometheus /metrics and the live /dashboard page there
+                            [metricsListen] (default off; no auth: use 127.0.0.1; docs/operations.md)
   -v, --verbose             log every update [verbose]
   -h, --help                this text
   --version                 print the version and exit
@@ -143,6 +145,7 @@ bool load_file(const std::string& path, Config& c, std::string& err) {
   }
   boolean(j, c.dev_skip_chain_checks, "devSkipChainChecks");
   boolean(j, c.verbose, "verbose");
+  str(j, c.metrics_listen, "metricsListen");
   const bool holds_secret = cJSON_IsString(get(j, "hub", "privateKey")) || cJSON_IsString(get(j, "broker", "password"));
   cJSON_Delete(j);
   if (holds_secret && !agent::secret_file_private(path, "config " + path + " holds a private key or password", err))
@@ -234,6 +237,7 @@ int parse_config(int argc, char** argv, Config& c, std::string& err) {
         ok = false;
       }
     } else if (a == "--dev-skip-chain-checks") c.dev_skip_chain_checks = true;
+    else if (a == "--metrics-listen") ok = val(c.metrics_listen);
     else if (a == "-v" || a == "--verbose") c.verbose = true;
     else {
       err = "unknown option " + a + " (see --help)";

@@ -43,6 +43,7 @@ struct Config {
   // tests/dev only: accept ConfirmPending without checking the chain (no rpc needed)
   bool dev_skip_chain_checks = false;
   int watchtower_interval_s = 5;
+  std::string metrics_listen;  // HOST:PORT of /metrics and /dashboard (docs/operations.md); empty = off
   bool verbose = false;
 };
 

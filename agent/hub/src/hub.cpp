@@ -18,6 +18,7 @@
 #include "picopay/chain/watchtower.hpp"
 #include "picopay/codec.hpp"
 #include "picopay/hex.hpp"
+#include "metrics.hpp"
 
 namespace picopay::hub {
 
@@ -154,6 +155,7 @@ bool Hub::start(std::string& err) {
   if (const char* c = std::getenv("PICOPAY_HUB_CRASH_AT")) crash_at_ = c;
   if (!store_.open(cfg_.db, err)) return false;
   if (!store_.list_request_users(recover_users_, err)) return false;
+  if (!cfg_.metrics_listen.empty() && !(metrics_ = Metrics::start(cfg_.metrics_listen, store_, err))) return false;
 
   if (!cfg_.rpc_url.empty()) {
     rpc_ = std::make_unique<chain::RpcClient>(cfg_.rpc_url);
@@ -204,6 +206,7 @@ bool Hub::start(std::string& err) {
   o.receive_maximum = 65535;  // absorb bursts from many devices: the shipped broker queues at most 1000 messages per client
   mqtt_ = std::make_unique<mqtt::Client>(o);
   mqtt_->on_message([this](const mqtt::Message& m) { on_message(m); });
+  if (metrics_) metrics_->set_mqtt_probe([this] { return mqtt_->connected(); });
   mqtt_->on_connect([this](bool) {
     std::string online = "{\"state\":\"online\",\"hub\":\"" + json::address_text(hub_) + "\",\"contract\":\"" +
                          json::address_text(contract_) + "\"}";
@@ -215,6 +218,7 @@ bool Hub::start(std::string& err) {
   worker_ = std::thread([this] { worker(); });
   if (!mqtt_->start(err)) return false;
   logf("info", "hub " + json::address_text(hub_) + " contract " + json::address_text(contract_) + " db " + cfg_.db);
+  if (metrics_) logf("info", "metrics on " + cfg_.metrics_listen + " (port " + std::to_string(metrics_->port()) + "): /metrics, /dashboard");
   return true;
 }
 
@@ -259,6 +263,7 @@ void Hub::worker() {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
+      if (metrics_) metrics_->queue_depth(queue_.size());
     }
     if (!batch.empty() && !process_batch(batch)) return;
     if (stop_.load()) {
@@ -293,6 +298,7 @@ void Hub::fail(const std::string& what) {
 }
 
 bool Hub::process_batch(std::vector<mqtt::Message>& batch) {
+  const auto metrics_t0 = std::chrono::steady_clock::now();
   std::vector<Out> outs;
   batch_done_.clear();
   tx_failed_ = false;
@@ -346,6 +352,8 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch) {
   flush_status(false);
   spec_.clear();
   spec_runs_.clear();
+  if (metrics_) metrics_->replies_published(outs.size());
+  if (metrics_) metrics_->batch_done(batch.size(), std::chrono::duration<double>(std::chrono::steady_clock::now() - metrics_t0).count(), chans_.size());
   return true;
 }
 
@@ -510,6 +518,7 @@ void Hub::nack(Chan& ch, uint64_t tx, Status s, std::vector<Out>& outs) {
   o.payload = reply_bytes(r);
   o.corr = r.txCountGlobal;
   o.has_corr = true;
+  if (metrics_) metrics_->nack_sent(r.status);
   if (cfg_.verbose)
     logf("info", ch.key + ": Nack tx " + std::to_string(tx) + " " + status_name(r.status));
   if (!o.payload.empty()) outs.push_back(std::move(o));
@@ -755,6 +764,7 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
     if (u.reason != UpdateReason::Payment || cfg_.verbose)
       logf("warn", ch.key + ": refused the user's " + std::string(update_reason_name(u.reason) ? update_reason_name(u.reason) : "?") +
                        " tx " + std::to_string(u.txCountGlobal) + ": " + status_name(s));
+    if (metrics_) metrics_->update_refused(u.reason, s);
     nack(ch, u.txCountGlobal, s, outs);
     if (want_skip) request_skip(ch, outs);
     return false;
@@ -801,6 +811,7 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
   o.corr = u.txCountGlobal;
   o.has_corr = true;
   outs.push_back(std::move(o));
+  if (metrics_) metrics_->update_countersigned(u.reason);
   if (cfg_.verbose)
     logf("info", ch.key + ": " + update_reason_name(u.reason) + " tx " + std::to_string(u.txCountGlobal) + " signed");
   // A request the user fulfilled is done (the outstanding one or one still queued).
@@ -1229,6 +1240,7 @@ void Hub::recover() {
 
 void Hub::publish_status(Chan& ch) {
   const ChannelState& s = ch.latest.state;
+  if (metrics_) metrics_->channel_state(ch.key, s);
   cJSON* j = cJSON_CreateObject();
   cJSON_AddStringToObject(j, "user", json::address_text(ch.user).c_str());
   cJSON_AddNumberToObject(j, "txCountGlobal", static_cast<double>(s.txCountGlobal));
@@ -1353,16 +1365,20 @@ void Hub::chain_jobs() {
     }
     deposit_jobs_.push_back(j);  // kept (stored) for a later retry
   }
+  if (metrics_) metrics_->deposit_backlog(deposit_jobs_.size());
   if (tower_ && now_ms() - last_tower_ms_ >= static_cast<uint64_t>(cfg_.watchtower_interval_s) * 1000) {
     last_tower_ms_ = now_ms();
     auto acts = tower_->tick();
     if (!acts.ok()) {
       logf("warn", "watchtower: " + acts.error().to_string());
     } else {
-      for (auto& a : *acts)
+      for (auto& a : *acts) {
+        if (metrics_) metrics_->watchtower_action(a.what, a.ok);
         logf(a.ok ? "info" : "warn", "watchtower: " + a.what + " " + json::address_text(a.user) +
                                          (a.ok ? " ok" : " failed: " + a.error));
+      }
     }
+    if (metrics_) metrics_->chain_round(*rpc_, *cm_, hub_, poller_->last_block(), acts.ok());
   }
 }
 

@@ -33,6 +33,8 @@ class Watchtower;
 
 namespace picopay::hub {
 
+class Metrics;
+
 class Hub {
  public:
   Hub(Config cfg, const PrivateKey& key);
@@ -218,6 +220,7 @@ class Hub {
   std::string crash_at_;
   std::vector<std::string> recover_users_;
   uint64_t last_tower_ms_ = 0;
+  std::unique_ptr<Metrics> metrics_;  // --metrics-listen (null: off); last, so it stops first
 };
 
 }  // namespace picopay::hub
