@@ -19,6 +19,7 @@
 #include <cstring>
 
 #include "board.hpp"
+#include "console.hpp"
 #include "picopay/channel.hpp"
 #include "picopay/codec.hpp"
 #include "picopay/hex.hpp"
@@ -39,29 +40,8 @@ constexpr int kPowerCutAt = 5;  // payment whose first save loses power
 
 int g_failed = 0;
 
-// ---- console helpers (no stdio: newlib's printf would bring a heap) ---------------
-
-void print_u64(uint64_t v) {
-  char buf[21];
-  char* p = buf + sizeof buf - 1;
-  *p = '\0';
-  do {
-    *--p = static_cast<char>('0' + v % 10);
-    v /= 10;
-  } while (v != 0);
-  fw::print(p);
-}
-
-void print_hex(const uint8_t* data, size_t len) {
-  char buf[2 * 48 + 1];
-  while (len > 0) {
-    const size_t n = len < 48 ? len : 48;
-    hex_encode(data, n, buf, false);
-    fw::print(buf);
-    data += n;
-    len -= n;
-  }
-}
+using fw::print_hex;
+using fw::print_u64;
 
 void check(const char* name, bool ok) {
   fw::print(ok ? "PASS " : "FAIL ");
@@ -81,13 +61,7 @@ void check_status(const char* name, Status got, Status want) {
   }
 }
 
-void metric(const char* name, uint64_t v) {
-  fw::print("METRIC ");
-  fw::print(name);
-  fw::print(" ");
-  print_u64(v);
-  fw::print("\n");
-}
+using fw::metric;
 
 bool hex_is(const uint8_t* bytes, size_t len, const char* hex) {
   uint8_t want[64];
