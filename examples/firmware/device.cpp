@@ -302,8 +302,10 @@ Status commit_pending(const Signature& hub_sig, bool verified) {
 
 // Adopts a state the hub sent (Nack / Sync) if it is at or after the state in flight and
 // carries both valid signatures (the device's own and the hub's).
+bool g_syncing = false;  // asked the hub for its latest state (the latest one failed its check)
+
 bool adopt(const SignedChannelState& s) {
-  const uint64_t want = g_has_pending ? g_pending.state.txCountGlobal : g_latest.state.txCountGlobal + 1;
+  const uint64_t want = g_has_pending ? g_pending.state.txCountGlobal : g_latest.state.txCountGlobal;
   if (s.state.txCountGlobal < want || !s.hasSigUser || !s.hasSigHub) return false;
   if (s.state.user != g_user || s.state.contractAddress != g_latest.state.contractAddress) return false;
   const Hash32 h = channel_hash(s.state);
@@ -320,7 +322,7 @@ bool adopt(const SignedChannelState& s) {
 enum class Outcome : uint8_t { Ignored, Settled, Refused };
 
 Outcome on_reply(const uint8_t* p, size_t len, Status& err) {
-  if (!g_has_pending || len < 3 || p[0] != kWireVersion) return Outcome::Ignored;
+  if ((!g_has_pending && !g_syncing) || len < 3 || p[0] != kWireVersion) return Outcome::Ignored;
   const uint8_t kind = p[1];
   uint64_t tx = 0;
   size_t pos = 2;
@@ -332,7 +334,7 @@ Outcome on_reply(const uint8_t* p, size_t len, Status& err) {
   }
   const uint64_t want = g_pending.state.txCountGlobal;
   if (kind == 0x10) {  // Ack
-    if (tx != want || len - pos != 65) return Outcome::Ignored;
+    if (!g_has_pending || tx != want || len - pos != 65) return Outcome::Ignored;
     Signature sig;
     std::memcpy(sig.r, p + pos, 32);
     std::memcpy(sig.s, p + pos + 32, 32);
@@ -366,7 +368,7 @@ Outcome on_reply(const uint8_t* p, size_t len, Status& err) {
     }
     // The hub refuses the update in flight and holds an older state: the device may not
     // sign another state with this txCountGlobal, so it stops (an operator must look).
-    if (kind == 0x11 && tx == want && s.state.txCountGlobal < want) {
+    if (g_has_pending && kind == 0x11 && tx == want && s.state.txCountGlobal < want) {
       fw::print("REFUSED ");
       fw::print(status_name(static_cast<Status>(status)));
       fw::print("\n");
@@ -399,6 +401,32 @@ void connect_broker() {
 
 bool topic_is(const bm::MqttMessage& m, const char* t) {
   return m.topic_len == std::strlen(t) && std::memcmp(m.topic, t, m.topic_len) == 0;
+}
+
+char g_topic_sync[128];
+
+// Publishes a sync request and waits (a few resend periods) for a Sync or Nack reply
+// whose state the device can adopt (adopt(): both signatures verified). True if adopted.
+bool sync_with_hub() {
+  g_syncing = true;
+  bool adopted = false;
+  for (int round = 0; round < 4 && !adopted; ++round) {
+    if (g_mqtt->publish(g_topic_sync, nullptr, 0, 1) != Status::Ok) connect_broker();
+    const uint32_t t0 = fw::serial().now_ms();
+    while (!adopted && fw::serial().now_ms() - t0 < g_resend_ms * 2) {
+      bm::MqttMessage m;
+      bool got = false;
+      if (g_mqtt->poll(m, &got) != Status::Ok) {
+        connect_broker();
+        break;
+      }
+      Status err = Status::Ok;
+      if (got && topic_is(m, g_topic_reply) && on_reply(m.payload, m.payload_len, err) == Outcome::Settled)
+        adopted = err == Status::Ok;
+    }
+  }
+  g_syncing = false;
+  return adopted;
 }
 
 int finish(int status) {
@@ -467,6 +495,10 @@ int device_run() noexcept {
     t += n;
   }
   *t = '\0';
+  // .../channel/<user>/update -> .../channel/<user>/sync
+  const size_t stem = static_cast<size_t>(t - g_topic_update) - std::strlen("/update");
+  std::memcpy(g_topic_sync, g_topic_update, stem);
+  std::memcpy(g_topic_sync + stem, "/sync", 6);
   t = g_topic_reply;
   for (const char* part : {"picopay/v1/user/", static_cast<const char*>(g_user_hex), "/reply"}) {
     const size_t n = std::strlen(part);
@@ -564,17 +596,28 @@ int device_run() noexcept {
     }
   }
 
-  // Done paying: verify the latest countersignature before relying on the state.
-  if (!g_latest_verified) {
-    if (g_signer.verify_eth(channel_hash(g_latest.state), g_latest.sigHub, g_ctx.hub) != Status::Ok) {
+  // Done paying: verify the latest countersignature before relying on the state. If it
+  // is wrong (a forged or corrupted Ack), ask the hub for its latest state (Sync) and
+  // adopt it only with both signatures valid; if none comes, the evidence stays the last
+  // verified state and the device stops with an error.
+  for (int attempt = 0; !g_latest_verified; ++attempt) {
+    if (g_signer.verify_eth(channel_hash(g_latest.state), g_latest.sigHub, g_ctx.hub) == Status::Ok) {
+      g_anchor = g_latest;
+      g_latest_verified = true;
+      if (save_record() != Status::Ok) return finish(kExitFlash);
+      break;
+    }
+    if (attempt == 0) {
+      fw::print("FORGED countersignature on txCountGlobal ");
+      fw::print_u64(g_latest.state.txCountGlobal);
+      fw::print(": syncing with the hub\n");
+    }
+    if (attempt >= 10 || !sync_with_hub()) {
       fw::print("FAIL the hub's countersignature on the latest state; the evidence stays at txCountGlobal ");
       fw::print_u64(g_anchor.state.txCountGlobal);
       fw::print("\n");
       return finish(kExitBadCountersig);
     }
-    g_anchor = g_latest;
-    g_latest_verified = true;
-    if (save_record() != Status::Ok) return finish(kExitFlash);
   }
   size_t n = 0;
   if (encode_channel_state(g_latest, g_io, sizeof g_io, &n) == Status::Ok) line("FINAL", g_latest.state.txCountGlobal, g_io, n);

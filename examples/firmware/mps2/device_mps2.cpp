@@ -115,7 +115,7 @@ class HostFileFlash final : public bm::Flash {
 
 UartLink g_uart;
 HostFileFlash g_flash;
-char g_cmdline[256];
+char g_cmdline[512];
 const char* g_config = "";
 
 }  // namespace

@@ -33,6 +33,7 @@ struct Out {
     u8(static_cast<uint8_t>(v));
   }
   void bytes(const void* d, size_t len) {
+    if (len == 0) return;
     if (len > cap - n) {
       ok = false;
       return;
