@@ -30,6 +30,8 @@
 //     on a state: an update that raises its claim (deposit, ConfirmPending) is verified
 //     at once; the latest state is verified before the device stops (or exits the
 //     channel). A state from a Nack or Sync is adopted only with both signatures verified.
+// Flash writes: one record per update (written before the update leaves); the Ack of a
+// payment is kept in RAM until the next update's record.
 // Output (semihosting console): ADDRESS, SIGNED <tx> <update hex> (each signature that
 // leaves), ACKED <tx>, FINAL <state hex>, METRIC lines, RESULT <0|error>.
 #include <cstring>
@@ -288,7 +290,11 @@ Next propose_next(Status& err) {
   return Next::Proposed;
 }
 
-// The countersignature was verified (or need not be): the state in flight becomes the latest.
+// The countersignature arrived: the state in flight becomes the latest. A verified one
+// (an update that raised the device's claim) is persisted at once; an unverified payment
+// Ack is kept in RAM and reaches the flash with the next update's record (one flash
+// write per payment): after a power cut the record still holds the update in flight,
+// which is re-sent, and the hub answers a re-sent update with its stored Ack.
 Status commit_pending(const Signature& hub_sig, bool verified) {
   if (!verified && g_latest_verified) g_anchor = g_latest;
   g_latest = g_pending;
@@ -297,7 +303,7 @@ Status commit_pending(const Signature& hub_sig, bool verified) {
   g_latest_verified = verified;
   if (verified) g_anchor = g_latest;
   g_has_pending = false;
-  return save_record();
+  return verified ? save_record() : Status::Ok;
 }
 
 // Adopts a state the hub sent (Nack / Sync) if it is at or after the state in flight and
@@ -359,7 +365,7 @@ Outcome on_reply(const uint8_t* p, size_t len, Status& err) {
       if (pos >= len) return Outcome::Ignored;
       status = p[pos++];
     }
-    static SignedChannelState s;
+    SignedChannelState s;  // on the stack: this path is rare (RAM is the budget)
     if (decode_channel_state(p + pos, len - pos, s) != Status::Ok) return Outcome::Ignored;
     if (adopt(s)) {
       err = save_record();
@@ -604,7 +610,6 @@ int device_run() noexcept {
     if (g_signer.verify_eth(channel_hash(g_latest.state), g_latest.sigHub, g_ctx.hub) == Status::Ok) {
       g_anchor = g_latest;
       g_latest_verified = true;
-      if (save_record() != Status::Ok) return finish(kExitFlash);
       break;
     }
     if (attempt == 0) {
@@ -619,6 +624,7 @@ int device_run() noexcept {
       return finish(kExitBadCountersig);
     }
   }
+  if (save_record() != Status::Ok) return finish(kExitFlash);
   size_t n = 0;
   if (encode_channel_state(g_latest, g_io, sizeof g_io, &n) == Status::Ok) line("FINAL", g_latest.state.txCountGlobal, g_io, n);
   mqtt.disconnect();

@@ -115,7 +115,6 @@ class HostFileFlash final : public bm::Flash {
 
 UartLink g_uart;
 HostFileFlash g_flash;
-char g_cmdline[512];
 const char* g_config = "";
 
 }  // namespace
@@ -139,9 +138,6 @@ bool config_value(const char* key, char* out, size_t cap) {
   return false;
 }
 
-namespace {
-}  // namespace
-
 bm::SerialLink& serial() noexcept { return g_uart; }
 
 bm::Flash* device_flash() noexcept {
@@ -159,10 +155,13 @@ bm::Flash* device_flash() noexcept {
 }  // namespace fw
 
 int main() {
-  const int n = semihost_cmdline(fw::g_cmdline, sizeof fw::g_cmdline);
+  // The command line lives on main's stack for the whole run (not counted as RAM: the
+  // configuration of a real board comes from its flash or is compiled in).
+  char cmdline[512];
+  const int n = semihost_cmdline(cmdline, sizeof cmdline);
   if (n > 0) {
     // Skip the kernel path (the first word).
-    const char* p = fw::g_cmdline;
+    const char* p = cmdline;
     while (*p != '\0' && *p != ' ') ++p;
     fw::g_config = p;
   }
