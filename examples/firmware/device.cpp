@@ -1,39 +1,38 @@
 // The paying device: a Cortex-M4 image that pays a real picopay-hub through a real MQTT
-// broker (docs/firmware.md "Paying from your firmware", docs/mqtt-protocol.md).
+// broker with the core's device session (picopay::Session, docs/device-session.md);
+// docs/firmware.md "Paying from your firmware".
 //
 // Start-up configuration (device_board.hpp config_value): hub=<0x address>
-// contract=<0x address> password=<broker password> deposit=<wei> amount=<wei per payment>
-// payments=<count> timeout=<unix seconds: the deposit's timeout> resend_ms=<ms>
-// provision=1 (only create the key, print the address, stop).
+// contract=<0x address> password=<broker password> now=<Unix seconds at boot>
+// deposit=<wei> amount=<wei per payment> payments=<count> timeout=<Unix seconds: the
+// deposit's timeout> chain_tx_count_chain=<n> (chain facts read by a gateway: the
+// channel's txCount[1] on chain; enables ConfirmPending) provision=1 (only create the key,
+// print the address, stop).
 //
-// What it does:
+// The image is the session's transport and port, nothing else:
 //  1. The key: loaded from the key sectors of the device's flash; on the first boot it is
 //     generated from the board's entropy and stored there. It never leaves the device;
 //     the device prints only its address (ADDRESS line).
-//  2. The channel record (flash sectors 2-3, FlashStateStore): the latest double-signed
-//     state, the update in flight (proposed and signed, not yet countersigned) and, while
-//     the latest countersignature is not verified yet, the last verified state.
-//  3. MQTT 3.1.1 over the UART (port/baremetal mqtt_client.hpp): username = the device's
-//     lowercase address, subscribes picopay/v1/user/<addr>/reply, publishes updates on
-//     picopay/v1/hub/<hub>/channel/<addr>/update (QoS 1).
-//  4. The channel: ProposePendingDeposit(deposit) and ConfirmPending open it (the hub
-//     must accept ConfirmPending without a chain: tests run it with
-//     --dev-skip-chain-checks), then `payments` Payments of `amount` wei to the hub.
-//     Every update is built and signed (channel_propose), persisted, then published; the
-//     same bytes are re-sent every resend_ms until the hub's Ack or Nack arrives. After a
-//     reboot the update in flight is re-sent from flash, never signed anew with other
-//     content: no txCountGlobal is ever signed twice.
-//  5. Which countersignatures are verified, and when (lazy verification): a Payment from
-//     the device only lowers the device's balance, so the hub's countersignature on it
-//     gives the device no claim it needs; the device stores it unverified and keeps the
-//     last verified state as its evidence. It verifies a countersignature before relying
-//     on a state: an update that raises its claim (deposit, ConfirmPending) is verified
-//     at once; the latest state is verified before the device stops (or exits the
-//     channel). A state from a Nack or Sync is adopted only with both signatures verified.
-// Flash writes: one record per update (written before the update leaves); the Ack of a
-// payment is kept in RAM until the next update's record.
+//  2. The session record (Session::serialise) lives in flash sectors 2-3
+//     (FlashStateStore: a power cut leaves the old or the new record). The session says
+//     when to persist (Effects::persist); the image stores the record before any of the
+//     session's messages leave. A record that changed with nothing to send (the Ack of a
+//     payment) is written with the next message's record: one flash write per payment.
+//  3. Routes -> topics (docs/mqtt-protocol.md) over MQTT 3.1.1 on the UART
+//     (port/baremetal mqtt_client.hpp): username = the device's lowercase address;
+//     subscribes picopay/v1/user/<addr>/reply; ToHubUpdate -> .../channel/<addr>/update,
+//     ToHubSync -> .../sync, ToHubReply -> .../reply. On every (re)connect
+//     Session::on_connect (a sync: the session signs nothing until the hub's state is
+//     known).
+//  4. What it pays: ProposePendingDeposit(deposit) (Session::request_deposit), then
+//     ConfirmPending once the chain facts show the deposit executed
+//     (Session::propose_confirm_pending; tests run the hub with --dev-skip-chain-checks and
+//     pass the facts in the configuration), then `payments` Payments of `amount` wei.
+//  5. Countersignatures: SessionConfig::verifyCountersigOnPayment = false (a Payment to
+//     the hub lowers only the device's balance; the session verifies lazily, before it
+//     relies on the state); Session::verify_evidence() before the device stops.
 // Output (semihosting console): ADDRESS, SIGNED <tx> <update hex> (each signature that
-// leaves), ACKED <tx>, FINAL <state hex>, METRIC lines, RESULT <0|error>.
+// leaves the device), ACKED <tx>, FINAL <state hex>, METRIC lines, RESULT <status>.
 #include <cstring>
 #include <initializer_list>
 
@@ -47,6 +46,7 @@
 #include "picopay/port/baremetal/flash_state_store.hpp"
 #include "picopay/port/baremetal/hooks.hpp"
 #include "picopay/port/baremetal/mqtt_client.hpp"
+#include "picopay/session.hpp"
 #include "picopay/signer.hpp"
 #include "picopay/state.hpp"
 
@@ -56,46 +56,56 @@ namespace bm = picopay::port::baremetal;
 namespace {
 
 // Exit statuses (besides 0) of the device image.
-enum Exit : int { kExitConfig = 2, kExitFlash = 3, kExitKey = 4, kExitRefused = 5, kExitBadCountersig = 6 };
+enum Exit : int { kExitConfig = 2, kExitFlash = 3, kExitKey = 4, kExitHalted = 5, kExitBadCountersig = 6 };
 
-constexpr uint8_t kRecordVersion = 1;
-constexpr uint8_t kFlagPending = 1, kFlagVerified = 2;
+constexpr size_t kThreads = 1;  // this device opens no threads; the session needs one slot
 
 // ---- state (static: counted as RAM by the size report) -------------------------------
 Signer g_signer;
 PrivateKey g_key;
-ChannelContext g_ctx;
 Address g_user;
 char g_user_hex[kAddressTextSize];
 
-SignedChannelState g_latest;   // latest double-signed state (hub signature maybe unverified)
-SignedChannelState g_anchor;   // latest state whose hub countersignature is verified
-SignedChannelState g_pending;  // proposed and signed by the device, not countersigned yet
-bool g_has_pending = false;
-bool g_latest_verified = false;
-ChannelUpdate g_update;  // scratch of propose / decode
-uint8_t g_pending_wire[kMaxChannelUpdateWire];
-size_t g_pending_len = 0;
-UpdateReason g_pending_reason = UpdateReason::Payment;
-ThreadState g_thread_items[1];
-Hash32 g_thread_scratch[3];
+Session g_session;
+SessionThread g_threads[kThreads];
+ThreadState g_set_items[kThreads];
+Hash32 g_set_scratch[kThreads + 2];
+// The session's Effects (1.5 KB, two messages) lives on device_run's stack: it is filled
+// and carried out at once.
+Effects* g_fx = nullptr;
 
-// One buffer for the flash record and the outgoing MQTT packet (never both at once).
-uint8_t g_io[1024];
-uint8_t g_rx[800];
+// The session record; also the MQTT client's transmit buffer (never both at once: the
+// record is stored before the message is built). session_record_max(1) (2,636 B) bounds
+// a record holding a hub request and a thread; this device subscribes to no request
+// topic and opens no thread, so its record is at most the channel state, the pending
+// update and the fixed fields (1,521 B with a largest-possible update). Were it ever
+// larger, serialise() reports BufferTooSmall and the device stops (exit 3), nothing
+// half-written.
+constexpr size_t kRecordCap = 1536;
+static_assert(kRecordCap >= session_record_max(kThreads) - (2 + kMaxHubRequestWire) -
+                                kThreads * (2 * (2 + kMaxThreadStateWire)),
+              "the record buffer holds every record without a hub request or a thread");
+static_assert(kRecordCap >= kSessionMaxMessage + 2 + 16 + 42 + 9 + 42 + 8 + 5,
+              "the MQTT transmit buffer holds the largest message and its topic");
+uint8_t g_io[kRecordCap];
+uint8_t g_rx[kMaxReplyWire + 96];
 
-char g_topic_update[128];
-char g_topic_reply[80];
+char g_hub_hex[kAddressTextSize];
+char g_topic_reply[80];  // picopay/v1/user/<user>/reply (subscribed, compared on every message)
+char g_password[64];
 
-uint64_t g_deposit = 0, g_amount = 0, g_payments = 0, g_timeout = 0;
-uint32_t g_resend_ms = 500;
+uint64_t g_deposit = 0, g_amount = 0, g_payments = 0, g_timeout = 0, g_boot_unix = 0;
+uint32_t g_boot_ms = 0;
+bool g_dirty = false;  // the session changed what its record holds since the last store
 
-uint64_t g_insn_pay_sum = 0, g_insn_pay_max = 0, g_insn_measured = 0, g_pay_count = 0;
-uint64_t g_insn_current = 0;  // instructions spent so far on the update in flight
-bool g_insn_whole = false;     // ... and it was proposed in this boot (measured whole)
-uint64_t g_resends = 0, g_reconnects = 0;
+uint64_t g_insn_pay_sum = 0, g_insn_pay_max = 0, g_insn_measured = 0;
+uint64_t g_insn_current = 0;  // instructions spent on the payment in flight
+bool g_insn_whole = false;    // ... proposed in this boot (measured whole)
+uint64_t g_reconnects = 0, g_sends = 0;
 
-ThreadSet threads() { return ThreadSet{g_thread_items, 0, 1, g_thread_scratch}; }
+bm::FlashStateStore* g_key_store = nullptr;
+bm::FlashStateStore* g_store = nullptr;
+bm::MqttClient* g_mqtt = nullptr;
 
 void line(const char* tag, uint64_t n, const uint8_t* data, size_t len) {
   fw::print(tag);
@@ -125,19 +135,28 @@ bool config_address(const char* key, Address& out) {
   return fw::config_value(key, v, sizeof v) && address_parse(v, std::strlen(v), out) == Status::Ok;
 }
 
+// Unix seconds: the time given at boot plus the board's clock since.
+uint64_t now_unix() { return g_boot_unix + (fw::serial().now_ms() - g_boot_ms) / 1000u; }
+
+void build_topic(char* out, std::initializer_list<const char*> parts) {
+  for (const char* part : parts) {
+    const size_t n = std::strlen(part);
+    std::memcpy(out, part, n);
+    out += n;
+  }
+  *out = '\0';
+}
+
 // ---- flash -----------------------------------------------------------------------------
 
-bm::FlashStateStore* g_key_store = nullptr;
-bm::FlashStateStore* g_store = nullptr;
-
-// Loads the key, or creates it on the first boot. Errors: IoError, Corrupt.
+// Loads the key, or creates it on the first boot. Errors: IoError, Corrupt, BadPrivateKey.
 Status load_or_create_key() {
   size_t n = 0;
   Status e = g_key_store->load(g_key.bytes, sizeof g_key.bytes, &n);
   if (e == Status::Ok && n == sizeof g_key.bytes) return g_signer.address_of(g_key, g_user);
   if (e != Status::NotFound) return e == Status::Ok ? Status::Corrupt : e;
-  // First boot: 32 bytes from the entropy source, hashed with a second draw; a key out of
-  // range (probability ~2^-128) is drawn again.
+  // First boot: 64 bytes from the entropy source, hashed; a key out of range
+  // (probability ~2^-128) is drawn again.
   bm::HookEntropy entropy(fw::entropy, nullptr);
   for (int attempt = 0; attempt < 4; ++attempt) {
     uint8_t seed[64];
@@ -150,244 +169,47 @@ Status load_or_create_key() {
   return Status::BadPrivateKey;
 }
 
-struct Writer {
-  uint8_t* p;
-  size_t cap;
+Status store_record() {
   size_t n = 0;
-  Status e = Status::Ok;
-  void u8(uint8_t v) {
-    if (n >= cap) e = Status::BufferTooSmall;
-    else p[n++] = v;
-  }
-  void blob(const uint8_t* d, size_t len) {
-    if (len + 2 > cap - n || len > 0xFFFF) {
-      e = Status::BufferTooSmall;
-      return;
-    }
-    p[n++] = static_cast<uint8_t>(len >> 8);
-    p[n++] = static_cast<uint8_t>(len);
-    std::memcpy(p + n, d, len);
-    n += len;
-  }
-  void state(const SignedChannelState& s) {
-    if (e != Status::Ok) return;
-    size_t len = 0;
-    if (n + 2 > cap) {
-      e = Status::BufferTooSmall;
-      return;
-    }
-    e = encode_channel_state(s, p + n + 2, cap - n - 2, &len);
-    if (e != Status::Ok) return;
-    p[n] = static_cast<uint8_t>(len >> 8);
-    p[n + 1] = static_cast<uint8_t>(len);
-    n += 2 + len;
-  }
-};
-
-// Record: version | flags | latest | [pending update] | [anchor if latest unverified].
-Status save_record() {
-  Writer w{g_io, sizeof g_io};
-  w.u8(kRecordVersion);
-  w.u8(static_cast<uint8_t>((g_has_pending ? kFlagPending : 0) | (g_latest_verified ? kFlagVerified : 0)));
-  w.state(g_latest);
-  if (g_has_pending) w.blob(g_pending_wire, g_pending_len);
-  if (!g_latest_verified) w.state(g_anchor);
-  if (w.e != Status::Ok) return w.e;
-  return g_store->save(g_io, w.n);
-}
-
-bool take(const uint8_t* rec, size_t len, size_t& pos, const uint8_t** d, size_t* n) {
-  if (len - pos < 2) return false;
-  *n = (static_cast<size_t>(rec[pos]) << 8) | rec[pos + 1];
-  pos += 2;
-  if (*n > len - pos) return false;
-  *d = rec + pos;
-  pos += *n;
-  return true;
-}
-
-// Errors: NotFound (blank flash), Corrupt (a record this firmware cannot read), the
-// store's errors, the decoders' errors.
-Status load_record() {
-  size_t len = 0;
-  Status e = g_store->load(g_io, sizeof g_io, &len);
-  if (e != Status::Ok) return e;
-  if (len < 2 || g_io[0] != kRecordVersion) return Status::Corrupt;
-  const uint8_t flags = g_io[1];
-  size_t pos = 2;
-  const uint8_t* d = nullptr;
-  size_t n = 0;
-  if (!take(g_io, len, pos, &d, &n)) return Status::Corrupt;
-  e = decode_channel_state(d, n, g_latest);
-  if (e != Status::Ok) return e;
-  g_has_pending = (flags & kFlagPending) != 0;
-  g_latest_verified = (flags & kFlagVerified) != 0;
-  if (g_has_pending) {
-    if (!take(g_io, len, pos, &d, &n) || n > sizeof g_pending_wire) return Status::Corrupt;
-    std::memcpy(g_pending_wire, d, n);
-    g_pending_len = n;
-  }
-  if (g_latest_verified) {
-    g_anchor = g_latest;
-  } else {
-    if (!take(g_io, len, pos, &d, &n)) return Status::Corrupt;
-    e = decode_channel_state(d, n, g_anchor);
-    if (e != Status::Ok) return e;
-  }
-  if (g_has_pending) {
-    // The state in flight, rebuilt from the latest state and the stored update (pure:
-    // nothing is signed again).
-    e = decode_channel_update(g_pending_wire, g_pending_len, g_update);
-    if (e != Status::Ok) return e;
-    g_pending = SignedChannelState{};
-    e = channel_next_state(g_ctx, g_latest.state, threads(), g_update, g_pending.state);
-    if (e != Status::Ok) return e;
-    g_pending.hasSigUser = true;
-    g_pending.sigUser = g_update.sig;
-    g_pending_reason = g_update.reason;
-  }
-  return pos == len ? Status::Ok : Status::Corrupt;
-}
-
-// ---- the channel -------------------------------------------------------------------------
-
-enum class Next : uint8_t { Proposed, Done, Error };
-
-// Builds, signs and persists the next update (before it leaves the device).
-Next propose_next(Status& err) {
-  const ChannelState& s = g_latest.state;
-  ChannelUpdate& u = g_update;
-  if (s.txCountGlobal == 0) {
-    u = channel_update_make(UpdateReason::ProposePendingDeposit);
-    u.deposit.depositWeiUser = U256::from_u64(g_deposit);
-    u.deposit.timeout = g_timeout;
-  } else if (!s.pendingDepositWeiUser.is_zero()) {
-    u = channel_update_make(UpdateReason::ConfirmPending);
-    // The hub reads the chain before it countersigns (tests: --dev-skip-chain-checks).
-    std::memset(u.chainTx.transactionHash.bytes, 0xcc, sizeof u.chainTx.transactionHash.bytes);
-  } else if (g_pay_count < g_payments) {
-    u = channel_update_make(UpdateReason::Payment);
-    u.payment.recipient = Party::Hub;
-    u.payment.amountWei = U256::from_u64(g_amount);
-  } else {
-    return Next::Done;
-  }
-  const uint64_t t0 = fw::instructions();
-  g_pending = SignedChannelState{};
-  err = channel_propose(g_ctx, g_signer, g_key, Party::User, s, threads(), u, g_pending.state);
-  if (err != Status::Ok) return Next::Error;
-  g_pending.hasSigUser = true;
-  g_pending.sigUser = u.sig;
-  g_pending_reason = u.reason;
-  err = encode_channel_update(u, g_pending_wire, sizeof g_pending_wire, &g_pending_len);
-  if (err != Status::Ok) return Next::Error;
-  g_has_pending = true;
-  err = save_record();  // persisted before the signature leaves (DESIGN.md §4.1)
-  if (err != Status::Ok) return Next::Error;
-  g_insn_current = fw::instructions() - t0;
-  g_insn_whole = true;
-  line("SIGNED", u.txCountGlobal, g_pending_wire, g_pending_len);
-  return Next::Proposed;
-}
-
-// The countersignature arrived: the state in flight becomes the latest. A verified one
-// (an update that raised the device's claim) is persisted at once; an unverified payment
-// Ack is kept in RAM and reaches the flash with the next update's record (one flash
-// write per payment): after a power cut the record still holds the update in flight,
-// which is re-sent, and the hub answers a re-sent update with its stored Ack.
-Status commit_pending(const Signature& hub_sig, bool verified) {
-  if (!verified && g_latest_verified) g_anchor = g_latest;
-  g_latest = g_pending;
-  g_latest.hasSigHub = true;
-  g_latest.sigHub = hub_sig;
-  g_latest_verified = verified;
-  if (verified) g_anchor = g_latest;
-  g_has_pending = false;
-  return verified ? save_record() : Status::Ok;
-}
-
-// Adopts a state the hub sent (Nack / Sync) if it is at or after the state in flight and
-// carries both valid signatures (the device's own and the hub's).
-bool g_syncing = false;  // asked the hub for its latest state (the latest one failed its check)
-
-bool adopt(const SignedChannelState& s) {
-  const uint64_t want = g_has_pending ? g_pending.state.txCountGlobal : g_latest.state.txCountGlobal;
-  if (s.state.txCountGlobal < want || !s.hasSigUser || !s.hasSigHub) return false;
-  if (s.state.user != g_user || s.state.contractAddress != g_latest.state.contractAddress) return false;
-  const Hash32 h = channel_hash(s.state);
-  if (g_signer.verify_eth(h, s.sigUser, g_user) != Status::Ok) return false;
-  if (g_signer.verify_eth(h, s.sigHub, g_ctx.hub) != Status::Ok) return false;
-  g_latest = s;
-  g_anchor = s;
-  g_latest_verified = true;
-  g_has_pending = false;
-  return true;
-}
-
-// Reply: 0x01 | kind | varint txCountGlobal | body (docs/mqtt-protocol.md).
-enum class Outcome : uint8_t { Ignored, Settled, Refused };
-
-Outcome on_reply(const uint8_t* p, size_t len, Status& err) {
-  if ((!g_has_pending && !g_syncing) || len < 3 || p[0] != kWireVersion) return Outcome::Ignored;
-  const uint8_t kind = p[1];
-  uint64_t tx = 0;
-  size_t pos = 2;
-  for (int i = 0;; ++i) {
-    if (i >= 9 || pos >= len) return Outcome::Ignored;
-    const uint8_t b = p[pos++];
-    tx |= static_cast<uint64_t>(b & 0x7F) << (7 * i);
-    if (!(b & 0x80)) break;
-  }
-  const uint64_t want = g_pending.state.txCountGlobal;
-  if (kind == 0x10) {  // Ack
-    if (!g_has_pending || tx != want || len - pos != 65) return Outcome::Ignored;
-    Signature sig;
-    std::memcpy(sig.r, p + pos, 32);
-    std::memcpy(sig.s, p + pos + 32, 32);
-    sig.v = p[pos + 64];
-    if ((sig.v != 27 && sig.v != 28) || !signature_s_is_low(sig.s)) return Outcome::Ignored;
-    const uint64_t t0 = fw::instructions();
-    // A Payment from the device lowers only its own balance: the countersignature is
-    // verified later, before the device relies on the state. Anything else now.
-    bool verified = false;
-    if (g_pending_reason != UpdateReason::Payment) {
-      if (g_signer.verify_eth(channel_hash(g_pending.state), sig, g_ctx.hub) != Status::Ok) return Outcome::Ignored;
-      verified = true;
-    }
-    err = commit_pending(sig, verified);
-    g_insn_current += fw::instructions() - t0;
-    line("ACKED", want, nullptr, 0);
-    return Outcome::Settled;
-  }
-  if (kind == 0x11 || kind == 0x12) {  // Nack (status byte first) or Sync
-    uint8_t status = 0;
-    if (kind == 0x11) {
-      if (pos >= len) return Outcome::Ignored;
-      status = p[pos++];
-    }
-    SignedChannelState s;  // on the stack: this path is rare (RAM is the budget)
-    if (decode_channel_state(p + pos, len - pos, s) != Status::Ok) return Outcome::Ignored;
-    if (adopt(s)) {
-      err = save_record();
-      line("ADOPTED", s.state.txCountGlobal, nullptr, 0);
-      return Outcome::Settled;
-    }
-    // The hub refuses the update in flight and holds an older state: the device may not
-    // sign another state with this txCountGlobal, so it stops (an operator must look).
-    if (g_has_pending && kind == 0x11 && tx == want && s.state.txCountGlobal < want) {
-      fw::print("REFUSED ");
-      fw::print(status_name(static_cast<Status>(status)));
-      fw::print("\n");
-      return Outcome::Refused;
-    }
-  }
-  return Outcome::Ignored;
+  Status e = g_session.serialise(g_io, sizeof g_io, &n);
+  if (e == Status::Ok) e = g_store->save(g_io, n);
+  if (e == Status::Ok) g_dirty = false;
+  return e;
 }
 
 // ---- the link ------------------------------------------------------------------------------
 
-bm::MqttClient* g_mqtt = nullptr;
-char g_password[64];
+bool topic_is(const bm::MqttMessage& m, const char* t) {
+  return m.topic_len == std::strlen(t) && std::memcmp(m.topic, t, m.topic_len) == 0;
+}
+
+// Carries out the session's effects: the record first (if anything will leave), then the
+// messages. Returns false if the record could not be stored (nothing was sent).
+bool carry_out(const Effects& fx) {
+  if (fx.persist) g_dirty = true;
+  if (fx.count > 0 && g_dirty) {
+    const uint64_t t0 = fw::instructions();
+    if (store_record() != Status::Ok) return false;
+    g_insn_current += fw::instructions() - t0;
+  }
+  for (size_t i = 0; i < fx.count; ++i) {
+    const OutMessage& m = fx.out[i];
+    const char* leaf = m.route == Route::ToHubUpdate ? "/update"
+                       : m.route == Route::ToHubSync ? "/sync"
+                       : m.route == Route::ToHubReply ? "/reply"
+                                                      : nullptr;
+    if (leaf == nullptr) continue;  // thread routes: this device opens no threads
+    // Route -> topic (docs/mqtt-protocol.md): picopay/v1/hub/<hub>/channel/<user>/<leaf>.
+    char topic[16 + 42 + 9 + 42 + 8];
+    build_topic(topic, {"picopay/v1/hub/", g_hub_hex, "/channel/", g_user_hex, leaf});
+    if (m.route == Route::ToHubUpdate) line("SIGNED", m.correlation, m.bytes, m.len);
+    const uint64_t t0 = fw::instructions();
+    (void)g_mqtt->publish(topic, m.bytes, m.len, 1);  // a lost message is re-sent by tick()
+    g_insn_current += fw::instructions() - t0;
+    ++g_sends;
+  }
+  return true;
+}
 
 void connect_broker() {
   char client_id[8 + kAddressTextSize];
@@ -395,8 +217,11 @@ void connect_broker() {
   std::memcpy(client_id + 8, g_user_hex, kAddressTextSize);
   for (;;) {
     if (g_mqtt->connect(client_id, g_user_hex, g_password, 30, 2000) == Status::Ok &&
-        g_mqtt->subscribe(g_topic_reply, 2000) == Status::Ok)
+        g_mqtt->subscribe(g_topic_reply, 2000) == Status::Ok) {
+      (void)g_session.on_connect(now_unix(), *g_fx);
+      (void)carry_out(*g_fx);
       return;
+    }
     ++g_reconnects;
     // Wait a little (the link may be re-opening), draining what arrives.
     const uint32_t t0 = fw::serial().now_ms();
@@ -405,44 +230,17 @@ void connect_broker() {
   }
 }
 
-bool topic_is(const bm::MqttMessage& m, const char* t) {
-  return m.topic_len == std::strlen(t) && std::memcmp(m.topic, t, m.topic_len) == 0;
-}
-
-char g_topic_sync[128];
-
-// Publishes a sync request and waits (a few resend periods) for a Sync or Nack reply
-// whose state the device can adopt (adopt(): both signatures verified). True if adopted.
-bool sync_with_hub() {
-  g_syncing = true;
-  bool adopted = false;
-  for (int round = 0; round < 4 && !adopted; ++round) {
-    if (g_mqtt->publish(g_topic_sync, nullptr, 0, 1) != Status::Ok) connect_broker();
-    const uint32_t t0 = fw::serial().now_ms();
-    while (!adopted && fw::serial().now_ms() - t0 < g_resend_ms * 2) {
-      bm::MqttMessage m;
-      bool got = false;
-      if (g_mqtt->poll(m, &got) != Status::Ok) {
-        connect_broker();
-        break;
-      }
-      Status err = Status::Ok;
-      if (got && topic_is(m, g_topic_reply) && on_reply(m.payload, m.payload_len, err) == Outcome::Settled)
-        adopted = err == Status::Ok;
-    }
-  }
-  g_syncing = false;
-  return adopted;
-}
-
 int finish(int status) {
   if (g_insn_measured > 0) {
     fw::metric("instructions_per_payment", g_insn_pay_sum / g_insn_measured);
     fw::metric("instructions_per_payment_max", g_insn_pay_max);
   }
-  fw::metric("payments", g_pay_count);
-  fw::metric("resends", g_resends);
+  const uint64_t tx = g_session.channel().state.txCountGlobal;
+  fw::metric("payments", tx > 2 ? tx - 2 : 0);
+  fw::metric("messages_sent", g_sends);
   fw::metric("reconnects", g_reconnects);
+  fw::metric("sizeof_session", sizeof(Session));
+  fw::metric("stack_device", fw::stack_used());
   fw::print("RESULT ");
   fw::print_u64(static_cast<uint64_t>(status));
   fw::print("\n");
@@ -450,22 +248,68 @@ int finish(int status) {
   return status;
 }
 
+// What the device does next once the session is free (synced, nothing in flight):
+// open the channel, then pay. Returns false when there is nothing left to do.
+bool next_step(uint64_t payments_done) {
+  const ChannelState& s = g_session.channel().state;
+  const uint64_t now = now_unix();
+  const uint64_t t0 = fw::instructions();
+  Status e;
+  bool payment = false;
+  if (s.txCountGlobal == 0) {
+    e = g_session.request_deposit(U256::from_u64(g_deposit), U256::zero(), g_timeout, now, *g_fx);
+  } else if (!s.pendingDepositWeiUser.is_zero()) {
+    Hash32 tx_hash;
+    std::memset(tx_hash.bytes, 0xcc, sizeof tx_hash.bytes);  // the gateway's deposit transaction
+    e = g_session.propose_confirm_pending(tx_hash, now, *g_fx);
+  } else if (payments_done < g_payments) {
+    e = g_session.propose_payment(U256::from_u64(g_amount), U256::zero(), now, *g_fx);
+    payment = true;
+  } else {
+    return false;
+  }
+  if (e != Status::Ok) {
+    fw::print("propose: ");
+    fw::print(status_name(e));
+    fw::print("\n");
+    return true;  // e.g. NeedsChain: tick() and the hub's answers go on
+  }
+  g_insn_current = fw::instructions() - t0;
+  g_insn_whole = payment;
+  (void)carry_out(*g_fx);
+  return true;
+}
+
 }  // namespace
 
 int device_run() noexcept {
+  fw::stack_paint();
   fw::print("picopay device\n");
-  Address contract{};
-  if (!config_address("hub", g_ctx.hub) || !config_address("contract", contract) ||
-      !fw::config_value("password", g_password, sizeof g_password)) {
-    fw::print("config: hub=, contract= and password= are required\n");
-    if (!fw::config_value("provision", g_password, sizeof g_password)) return finish(kExitConfig);
+  SessionConfig cfg = session_config_default();
+  char flag[4];
+  const bool provision = fw::config_value("provision", flag, sizeof flag);
+  if (!provision && (!config_address("hub", cfg.hub) || !config_address("contract", cfg.contract) ||
+                     !fw::config_value("password", g_password, sizeof g_password) ||
+                     !config_u64("now", g_boot_unix))) {
+    fw::print("config: hub=, contract=, password= and now= are required\n");
+    return finish(kExitConfig);
   }
   (void)config_u64("deposit", g_deposit);
   (void)config_u64("amount", g_amount);
   (void)config_u64("payments", g_payments);
   (void)config_u64("timeout", g_timeout);
-  uint64_t resend = 0;
-  if (config_u64("resend_ms", resend) && resend > 0 && resend < 60000) g_resend_ms = static_cast<uint32_t>(resend);
+  ChainFacts facts{};
+  uint64_t tx_count_chain = 0;
+  if (config_u64("chain_tx_count_chain", tx_count_chain)) {
+    facts.known = true;
+    facts.txCountChain = tx_count_chain;
+    facts.status = ChainChannelStatus::Open;
+    facts.blockTime = g_boot_unix;
+    cfg.hasChainAccess = true;
+  }
+  cfg.verifyCountersigOnPayment = false;  // lazy: docs/device-session.md
+  cfg.resendSeconds = 1;
+  g_boot_ms = fw::serial().now_ms();
 
   uint8_t seed[32];
   bm::HookEntropy entropy(fw::entropy, nullptr);
@@ -487,146 +331,99 @@ int device_run() noexcept {
   fw::print("ADDRESS ");
   fw::print(g_user_hex);
   fw::print("\n");
-  char flag[4];
-  if (fw::config_value("provision", flag, sizeof flag)) return finish(0);
+  if (provision) return finish(0);
 
   // Topics (docs/mqtt-protocol.md).
-  char hub_hex[kAddressTextSize];
-  hex_encode(g_ctx.hub.bytes, sizeof g_ctx.hub.bytes, hub_hex, true);
-  char* t = g_topic_update;
-  for (const char* part : {"picopay/v1/hub/", static_cast<const char*>(hub_hex), "/channel/",
-                           static_cast<const char*>(g_user_hex), "/update"}) {
-    const size_t n = std::strlen(part);
-    std::memcpy(t, part, n);
-    t += n;
-  }
-  *t = '\0';
-  // .../channel/<user>/update -> .../channel/<user>/sync
-  const size_t stem = static_cast<size_t>(t - g_topic_update) - std::strlen("/update");
-  std::memcpy(g_topic_sync, g_topic_update, stem);
-  std::memcpy(g_topic_sync + stem, "/sync", 6);
-  t = g_topic_reply;
-  for (const char* part : {"picopay/v1/user/", static_cast<const char*>(g_user_hex), "/reply"}) {
-    const size_t n = std::strlen(part);
-    std::memcpy(t, part, n);
-    t += n;
-  }
-  *t = '\0';
+  hex_encode(cfg.hub.bytes, sizeof cfg.hub.bytes, g_hub_hex, true);
+  build_topic(g_topic_reply, {"picopay/v1/user/", g_user_hex, "/reply"});
 
-  // The channel record, or the genesis state of a new channel.
-  Status e = load_record();
-  if (e == Status::NotFound) {
-    g_latest = SignedChannelState{};
-    g_latest.state = channel_state_zero();
-    g_latest.state.contractAddress = contract;
-    g_latest.state.user = g_user;
-    g_latest.state.recipient = g_user;
-    g_anchor = g_latest;
-    g_latest_verified = true;
-    g_has_pending = false;
-  } else if (e != Status::Ok) {
-    fw::print("flash: channel record unreadable: ");
+  // The session, from its record (or a new channel).
+  cfg.user = g_user;
+  Effects fx;
+  g_fx = &fx;
+  const SessionStorage storage{g_threads, kThreads, g_set_items, g_set_scratch};
+  Status e = g_session.init(cfg, g_signer, g_key, storage);
+  if (e != Status::Ok) return finish(kExitConfig);
+  size_t n = 0;
+  e = store.load(g_io, sizeof g_io, &n);
+  if (e == Status::Ok) e = g_session.restore(g_io, n);
+  if (e != Status::Ok && e != Status::NotFound) {
+    fw::print("flash: session record unreadable: ");
     fw::print(status_name(e));
     fw::print("\n");
     return finish(kExitFlash);
   }
-  // Payments done so far: the txCountGlobal after the two opening updates.
-  g_pay_count = g_latest.state.txCountGlobal > 2 ? g_latest.state.txCountGlobal - 2 : 0;
-  line("RESUME", g_latest.state.txCountGlobal, nullptr, 0);
+  line("RESUME", g_session.channel().state.txCountGlobal, nullptr, 0);
+  if (facts.known) (void)g_session.on_chain_fact(facts, now_unix(), *g_fx);  // nothing to send yet
 
   static bm::MqttClient mqtt(fw::serial(), g_rx, sizeof g_rx, g_io, sizeof g_io);
   g_mqtt = &mqtt;
   connect_broker();
 
-  bool send = true;
-  uint32_t sent_at = 0;
+  uint32_t last_tick = fw::serial().now_ms();
   for (;;) {
-    if (!g_has_pending) {
-      Status err = Status::Ok;
-      const Next n = propose_next(err);
-      if (n == Next::Done) break;
-      if (n == Next::Error) {
-        fw::print("propose: ");
-        fw::print(status_name(err));
-        fw::print("\n");
-        return finish(kExitFlash);
-      }
-      send = true;
-    }
-    if (send) {
-      const uint64_t t0 = fw::instructions();
-      if (mqtt.publish(g_topic_update, g_pending_wire, g_pending_len, 1) != Status::Ok) {
-        connect_broker();
-        continue;
-      }
-      g_insn_current += fw::instructions() - t0;
-      sent_at = fw::serial().now_ms();
-      send = false;
+    if (g_session.halted()) break;
+    const uint64_t tx = g_session.channel().state.txCountGlobal;
+    if (g_session.synced() && !g_session.has_pending() && !g_session.has_hub_request()) {
+      if (!next_step(tx > 2 ? tx - 2 : 0)) break;
     }
     bm::MqttMessage m;
     bool got = false;
     if (mqtt.poll(m, &got) != Status::Ok) {
       ++g_reconnects;
       connect_broker();
-      send = true;
       continue;
     }
     if (got && topic_is(m, g_topic_reply)) {
-      const UpdateReason reason = g_pending_reason;
-      Status err = Status::Ok;
       const uint64_t t0 = fw::instructions();
-      const Outcome o = on_reply(m.payload, m.payload_len, err);
-      if (o == Outcome::Refused) return finish(kExitRefused);
-      if (o == Outcome::Settled) {
-        if (err != Status::Ok) return finish(kExitFlash);
-        g_insn_current += fw::instructions() - t0;
-        if (reason == UpdateReason::Payment && g_insn_whole) {
+      const Status r = g_session.on_reply(m.payload, m.payload_len, now_unix(), *g_fx);
+      const uint64_t spent = fw::instructions() - t0;
+      if (r == Status::Ok && g_fx->event == SessionEvent::UpdateCompleted) {
+        line("ACKED", g_fx->txCountGlobal, nullptr, 0);
+        if (g_fx->reason == UpdateReason::Payment && g_insn_whole) {
+          g_insn_current += spent;
+          if (!carry_out(*g_fx)) return finish(kExitFlash);
           ++g_insn_measured;
           g_insn_pay_sum += g_insn_current;
           if (g_insn_current > g_insn_pay_max) g_insn_pay_max = g_insn_current;
+          g_insn_whole = false;
+          continue;
         }
-        // Counted from the state the device now holds (a resumed or adopted payment too).
-        g_pay_count = g_latest.state.txCountGlobal > 2 ? g_latest.state.txCountGlobal - 2 : 0;
-        g_insn_current = 0;
         g_insn_whole = false;
       }
+      if (!carry_out(*g_fx)) return finish(kExitFlash);
       continue;
     }
-    if (fw::serial().now_ms() - sent_at >= g_resend_ms) {
-      ++g_resends;
-      send = true;
-      if (mqtt.idle_rx_ms() > 4 * g_resend_ms + 2000) {
+    const uint32_t now_ms = fw::serial().now_ms();
+    if (now_ms - last_tick >= 200) {
+      last_tick = now_ms;
+      (void)g_session.tick(now_unix(), *g_fx);
+      if (g_fx->count > 0) g_insn_whole = false;  // a re-send: not a clean measurement
+      if (!carry_out(*g_fx)) return finish(kExitFlash);
+      if (mqtt.idle_rx_ms() > 6000) {  // nothing from the broker (not even PINGRESP)
         ++g_reconnects;
         connect_broker();
       }
     }
   }
 
-  // Done paying: verify the latest countersignature before relying on the state. If it
-  // is wrong (a forged or corrupted Ack), ask the hub for its latest state (Sync) and
-  // adopt it only with both signatures valid; if none comes, the evidence stays the last
-  // verified state and the device stops with an error.
-  for (int attempt = 0; !g_latest_verified; ++attempt) {
-    if (g_signer.verify_eth(channel_hash(g_latest.state), g_latest.sigHub, g_ctx.hub) == Status::Ok) {
-      g_anchor = g_latest;
-      g_latest_verified = true;
-      break;
-    }
-    if (attempt == 0) {
-      fw::print("FORGED countersignature on txCountGlobal ");
-      fw::print_u64(g_latest.state.txCountGlobal);
-      fw::print(": syncing with the hub\n");
-    }
-    if (attempt >= 10 || !sync_with_hub()) {
-      fw::print("FAIL the hub's countersignature on the latest state; the evidence stays at txCountGlobal ");
-      fw::print_u64(g_anchor.state.txCountGlobal);
-      fw::print("\n");
-      return finish(kExitBadCountersig);
-    }
+  if (g_session.halted()) {
+    fw::print("FAIL the session halted: ");
+    fw::print(status_name(g_session.last_status()));
+    fw::print("\n");
+    (void)store_record();
+    return finish(kExitHalted);
   }
-  if (save_record() != Status::Ok) return finish(kExitFlash);
-  size_t n = 0;
-  if (encode_channel_state(g_latest, g_io, sizeof g_io, &n) == Status::Ok) line("FINAL", g_latest.state.txCountGlobal, g_io, n);
+  // Done paying: verify the latest countersignature before relying on the state.
+  if (g_session.verify_evidence() != Status::Ok) {
+    fw::print("FAIL the hub's countersignature on the latest state (txCountGlobal ");
+    fw::print_u64(g_session.channel().state.txCountGlobal);
+    fw::print(") is not the hub's: the session halted\n");
+    return finish(kExitBadCountersig);
+  }
+  if (store_record() != Status::Ok) return finish(kExitFlash);
+  if (encode_channel_state(g_session.channel(), g_io, sizeof g_io, &n) == Status::Ok)
+    line("FINAL", g_session.channel().state.txCountGlobal, g_io, n);
   mqtt.disconnect();
   return finish(0);
 }

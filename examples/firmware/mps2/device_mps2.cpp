@@ -110,7 +110,7 @@ class HostFileFlash final : public bm::Flash {
     return semihost_read(handle_, out, static_cast<unsigned>(len)) == 0 ? Status::Ok : Status::IoError;
   }
   int handle_ = -1;
-  uint8_t buf_[256];
+  uint8_t buf_[64];
 };
 
 UartLink g_uart;
