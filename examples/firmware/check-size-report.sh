@@ -4,8 +4,10 @@
 #     stack_sign <= 6 KiB, instructions_per_payment measured;
 #   the paying device image (size-report-device.json, written by its link) with its run
 #   against the real hub (device-pay.log, written by firmware_device_pay_test):
-#     flash_core <= 16 KiB, flash_total <= 64 KiB, ram_total <= 8 KiB (all of the image's
-#     data+bss: core, libsecp256k1, MQTT client, buffers, board),
+#     flash_total <= 64 KiB (core incl. the device session + libsecp256k1 + port incl. the
+#     MQTT client), ram_total <= 8 KiB (all of the image's data+bss: session, signer,
+#     MQTT buffers, record buffer, board); flash_core is reported, not budgeted (the core
+#     now holds the device session and the policy: docs/firmware.md),
 #     instructions_per_payment <= 1,000,000 (mean over the run's payments).
 #
 #   check-size-report.sh <size-report.json> [<size-report-device.json> <device-pay.log>]
@@ -25,7 +27,7 @@ budget "$json" stack_sign 6144
 v=$(get "$json" instructions_per_payment)
 if [ -n "$v" ] && [ "$v" -gt 0 ]; then echo "PASS check image instructions_per_payment = $v (simulated hub)"; else echo "FAIL instructions_per_payment not measured"; fail=1; fi
 if [ -n "$device_json" ]; then
-  budget "$device_json" flash_core 16384
+  echo "INFO $(basename "$device_json") flash_core = $(get "$device_json" flash_core)"
   budget "$device_json" flash_total 65536
   budget "$device_json" ram_total 8192
   v=$(awk '$1 == "METRIC" && $2 == "instructions_per_payment" {v = $3} END {print v}' "$device_log" 2>/dev/null || true)
