@@ -13,7 +13,9 @@
 //     the previous state and goes on. Then a thread with three thread payments.
 //     The printed lines (STATE/UPDATE/THREAD/TUPDATE, wire hex) are checked on the
 //     host by tests/firmware/firmware_check.cpp with the host build of the core.
-//  5. Measurements: painted stack of the signing path, retired instructions per payment.
+//  5. The device session (picopay::Session, the code the paying image device.cpp runs)
+//     opens a channel and pays a hub simulated in memory, with lazy verification.
+//  6. Measurements: painted stack of the signing path, retired instructions per payment.
 //
 // Output: one line per item; "RESULT <failed checks>" last. Returns the failure count.
 #include <cstring>
@@ -24,6 +26,7 @@
 #include "picopay/codec.hpp"
 #include "picopay/hex.hpp"
 #include "picopay/keccak.hpp"
+#include "picopay/session.hpp"
 #include "picopay/port/baremetal/flash_state_store.hpp"
 #include "picopay/port/baremetal/hooks.hpp"
 #include "picopay/port/baremetal/ram_flash.hpp"
@@ -437,6 +440,100 @@ void run_thread(const Address& user) {
   }
 }
 
+// ---- 5. the device session (the same code the paying device image runs) ---------------
+
+// The session (user 0x22..22) pays a hub simulated here (0x33..33): every message it
+// hands out is answered as picopay-hub would (Sync with the genesis state, then for each
+// update channel_accept + countersignature in an Ack). Lazy verification is on; the
+// evidence is verified at the end.
+void run_session(const Address& user) {
+  static Session session;
+  static SessionThread threads[1];
+  static ThreadState items[1];
+  static Hash32 scratch[3];
+  static Effects fx;
+  static SignedChannelState hub_latest;
+  static ChannelState hub_next;
+  SessionConfig cfg = session_config_default();
+  cfg.contract = kContract;
+  cfg.user = user;
+  cfg.hub = g_ctx.hub;
+  cfg.verifyCountersigOnPayment = false;
+  cfg.hasChainAccess = true;
+  const SessionStorage storage{threads, 1, items, scratch};
+  check_status("session: init", session.init(cfg, g_signer, g_user_key, storage), Status::Ok);
+  constexpr uint64_t kNow = 1800000000;
+  ChainFacts facts{};
+  facts.known = true;
+  facts.txCountChain = 1;
+  facts.blockTime = kNow;
+  (void)session.on_chain_fact(facts, kNow, fx);
+
+  hub_latest = SignedChannelState{};
+  hub_latest.state = channel_state_zero();
+  hub_latest.state.contractAddress = kContract;
+  hub_latest.state.user = user;
+  hub_latest.state.recipient = user;
+  check_status("session: on_connect", session.on_connect(kNow, fx), Status::Ok);
+  int completed = 0;
+  // Bounded: deposit, ConfirmPending, 3 payments, one message per step.
+  for (int step = 0; step < 12; ++step) {
+    Reply r{};
+    if (fx.count > 0 && fx.out[0].route == Route::ToHubSync) {
+      r.kind = ReplyKind::Sync;
+      r.txCountGlobal = hub_latest.state.txCountGlobal;
+      r.state = hub_latest;
+    } else if (fx.count > 0 && fx.out[0].route == Route::ToHubUpdate) {
+      check("session: persist before it sends", fx.persist);
+      Hash32 h;
+      ThreadSet ts{g_threads_items, 0, 1, g_threads_scratch};
+      if (decode_channel_update(fx.out[0].bytes, fx.out[0].len, g_update) != Status::Ok ||
+          channel_accept(g_ctx, g_signer, Party::Hub, hub_latest.state, ts, g_update, hub_next, h) != Status::Ok ||
+          g_signer.sign_eth(g_hub_key, h, r.sig) != Status::Ok) {
+        check("session: the simulated hub accepts the update", false);
+        return;
+      }
+      hub_latest.state = hub_next;
+      hub_latest.sigUser = g_update.sig;
+      hub_latest.sigHub = r.sig;
+      hub_latest.hasSigUser = hub_latest.hasSigHub = true;
+      r.kind = ReplyKind::Ack;
+      r.txCountGlobal = g_update.txCountGlobal;
+    } else {
+      // Nothing in flight: the device's next step.
+      const ChannelState& s = session.channel().state;
+      Status e;
+      if (s.txCountGlobal == 0) {
+        e = session.request_deposit(U256::from_u64(1000000), U256::zero(), kNow + 3600, kNow, fx);
+      } else if (!s.pendingDepositWeiUser.is_zero()) {
+        Hash32 txh;
+        std::memset(txh.bytes, 0xcc, sizeof txh.bytes);
+        e = session.propose_confirm_pending(txh, kNow, fx);
+      } else if (s.txCountGlobal < 5) {
+        e = session.propose_payment(U256::from_u64(1000), U256::zero(), kNow, fx);
+      } else {
+        break;
+      }
+      check_status("session: propose", e, Status::Ok);
+      if (e != Status::Ok) return;
+      continue;
+    }
+    size_t n = 0;
+    if (encode_reply(r, g_wire, sizeof g_wire, &n) != Status::Ok) {
+      check("session: encode the reply", false);
+      return;
+    }
+    const Status e = session.on_reply(g_wire, n, kNow, fx);
+    if (e != Status::Ok) check_status("session: on_reply", e, Status::Ok);
+    if (fx.event == SessionEvent::UpdateCompleted) ++completed;
+  }
+  check("session: deposit, ConfirmPending and 3 payments completed", completed == 5);
+  check_status("session: verify_evidence", session.verify_evidence(), Status::Ok);
+  check("session: device and hub hold the same state", session.channel().state == hub_latest.state &&
+                                                            session.channel().sigHub == hub_latest.sigHub);
+  check("session: the user paid 3000 wei", session.channel().state.balanceWeiUser == U256::from_u64(1000000 - 3000));
+}
+
 }  // namespace
 
 int firmware_run() noexcept {
@@ -480,6 +577,7 @@ int firmware_run() noexcept {
   run_codec(user);
   run_payments(user);
   run_thread(user);
+  run_session(user);
 
   if (fw::instructions_known()) {
     metric("instructions_per_payment", g_insn_payment_sum / kPayments);
