@@ -56,7 +56,14 @@ namespace bm = picopay::port::baremetal;
 namespace {
 
 // Exit statuses (besides 0) of the device image.
-enum Exit : int { kExitConfig = 2, kExitFlash = 3, kExitKey = 4, kExitHalted = 5, kExitBadCountersig = 6 };
+enum Exit : int {
+  kExitConfig = 2,
+  kExitFlash = 3,
+  kExitKey = 4,
+  kExitHalted = 5,
+  kExitBadCountersig = 6,
+  kExitRefused = 7,
+};
 
 constexpr size_t kThreads = 1;  // this device opens no threads; the session needs one slot
 
@@ -97,6 +104,7 @@ char g_password[64];
 uint64_t g_deposit = 0, g_amount = 0, g_payments = 0, g_timeout = 0, g_boot_unix = 0;
 uint32_t g_boot_ms = 0;
 bool g_dirty = false;  // the session changed what its record holds since the last store
+bool g_refused = false;  // the session refused the next step (next_step)
 
 uint64_t g_insn_pay_sum = 0, g_insn_pay_max = 0, g_insn_measured = 0;
 uint64_t g_insn_current = 0;  // instructions spent on the payment in flight
@@ -269,10 +277,13 @@ bool next_step(uint64_t payments_done) {
     return false;
   }
   if (e != Status::Ok) {
-    fw::print("propose: ");
+    // E.g. Underflow (the balance does not cover the payment), NeedsChain (no chain
+    // facts for ConfirmPending): the device cannot go on by itself.
+    fw::print("propose refused: ");
     fw::print(status_name(e));
     fw::print("\n");
-    return true;  // e.g. NeedsChain: tick() and the hub's answers go on
+    g_refused = true;
+    return false;
   }
   g_insn_current = fw::instructions() - t0;
   g_insn_whole = payment;
@@ -407,6 +418,10 @@ int device_run() noexcept {
     }
   }
 
+  if (g_refused) {
+    if (g_dirty) (void)store_record();
+    return finish(kExitRefused);
+  }
   if (g_session.halted()) {
     fw::print("FAIL the session halted: ");
     fw::print(status_name(g_session.last_status()));
