@@ -411,7 +411,9 @@ int device_run() noexcept {
       (void)g_session.tick(now_unix(), *g_fx);
       if (g_fx->count > 0) g_insn_whole = false;  // a re-send: not a clean measurement
       if (!carry_out(*g_fx)) return finish(kExitFlash);
-      if (mqtt.idle_rx_ms() > 6000) {  // nothing from the broker (not even PINGRESP)
+      // Nothing from the broker for 3 s while the session re-sends every second: the
+      // stream is dead or was re-opened under us (QEMU reconnects its socket): CONNECT again.
+      if (mqtt.idle_rx_ms() > 3000) {
         ++g_reconnects;
         connect_broker();
       }
