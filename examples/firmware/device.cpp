@@ -110,6 +110,8 @@ uint64_t g_insn_pay_sum = 0, g_insn_pay_max = 0, g_insn_measured = 0;
 uint64_t g_insn_current = 0;  // instructions spent on the payment in flight
 bool g_insn_whole = false;    // ... proposed in this boot (measured whole)
 uint64_t g_reconnects = 0, g_sends = 0;
+uint32_t g_pay_first_ms = 0, g_pay_last_ms = 0;  // first payment proposed, last one Acked (host clock)
+uint64_t g_pays_timed = 0;
 
 bm::FlashStateStore* g_key_store = nullptr;
 bm::FlashStateStore* g_store = nullptr;
@@ -246,6 +248,8 @@ int finish(int status) {
   const uint64_t tx = g_session.channel().state.txCountGlobal;
   fw::metric("payments", tx > 2 ? tx - 2 : 0);
   fw::metric("messages_sent", g_sends);
+  if (g_pays_timed > 0 && g_pay_last_ms > g_pay_first_ms)  // from the first payment to the last Ack
+    fw::metric("payments_per_second_x100", g_pays_timed * 100000u / (g_pay_last_ms - g_pay_first_ms));
   fw::metric("reconnects", g_reconnects);
   fw::metric("sizeof_session", sizeof(Session));
   fw::metric("stack_device", fw::stack_used());
@@ -287,6 +291,7 @@ bool next_step(uint64_t payments_done) {
   }
   g_insn_current = fw::instructions() - t0;
   g_insn_whole = payment;
+  if (payment && g_pays_timed == 0 && g_pay_first_ms == 0) g_pay_first_ms = fw::serial().now_ms();
   (void)carry_out(*g_fx);
   return true;
 }
@@ -391,6 +396,10 @@ int device_run() noexcept {
       const uint64_t spent = fw::instructions() - t0;
       if (r == Status::Ok && g_fx->event == SessionEvent::UpdateCompleted) {
         line("ACKED", g_fx->txCountGlobal, nullptr, 0);
+        if (g_fx->reason == UpdateReason::Payment && g_pay_first_ms != 0) {
+          ++g_pays_timed;
+          g_pay_last_ms = fw::serial().now_ms();
+        }
         if (g_fx->reason == UpdateReason::Payment && g_insn_whole) {
           g_insn_current += spent;
           if (!carry_out(*g_fx)) return finish(kExitFlash);

@@ -455,8 +455,9 @@ TEST_F(DevicePayTest, PaysTheHubAndReconciles) {
   ASSERT_EQ(run_device(broker_->port(), 40, 120000), 0) << logs_;
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("40 payments + opening in %.2f s (incl. QEMU start): %.1f payments/s; %s instructions per payment, "
-              "%s messages sent\n", s, 40 / s, metric(logs_, "instructions_per_payment").c_str(),
-              metric(logs_, "messages_sent").c_str());
+              "%s messages sent; %s payments/s x100 from the first payment to the last Ack\n",
+              s, 40 / s, metric(logs_, "instructions_per_payment").c_str(), metric(logs_, "messages_sent").c_str(),
+              metric(logs_, "payments_per_second_x100").c_str());
   expect_signed_once_and_in_ledger();
   expect_reconciled(40);
   // The run's measurements for the size budget (firmware_size_budget).
