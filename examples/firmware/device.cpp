@@ -104,7 +104,8 @@ char g_password[64];
 uint64_t g_deposit = 0, g_amount = 0, g_payments = 0, g_timeout = 0, g_boot_unix = 0;
 uint32_t g_boot_ms = 0;
 bool g_dirty = false;  // the session changed what its record holds since the last store
-bool g_refused = false;  // the session refused the next step (next_step)
+bool g_refused = false;       // the session refused the next step (next_step)
+bool g_flash_failed = false;  // storing the record failed (next_step)
 
 uint64_t g_insn_pay_sum = 0, g_insn_pay_max = 0, g_insn_measured = 0;
 uint64_t g_insn_current = 0;  // instructions spent on the payment in flight
@@ -292,7 +293,10 @@ bool next_step(uint64_t payments_done) {
   g_insn_current = fw::instructions() - t0;
   g_insn_whole = payment;
   if (payment && g_pays_timed == 0 && g_pay_first_ms == 0) g_pay_first_ms = fw::serial().now_ms();
-  (void)carry_out(*g_fx);
+  if (!carry_out(*g_fx)) {  // the record could not be stored: nothing left the device
+    g_flash_failed = true;
+    return false;
+  }
   return true;
 }
 
@@ -429,6 +433,7 @@ int device_run() noexcept {
     }
   }
 
+  if (g_flash_failed) return finish(kExitFlash);
   if (g_refused) {
     if (g_dirty) (void)store_record();
     return finish(kExitRefused);
