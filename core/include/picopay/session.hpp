@@ -18,7 +18,8 @@
 //
 // Every entry point returns a Status (why something was refused or ignored; Ok when
 // handled) and fills an Effects: if `persist` is set, the caller serialises the session
-// (serialise()) and stores the record durably BEFORE it sends any of `out`.
+// (serialise()) and stores the record durably BEFORE it sends any of `out` (a program
+// stores its own bookkeeping, e.g. metered units paid, in the same atomic write).
 #pragma once
 
 #include <cstddef>
@@ -60,7 +61,7 @@ struct OutMessage {
 // What happened, for the caller's bookkeeping (meters, logs, status JSON).
 enum class SessionEvent : uint8_t {
   None = 0,
-  UpdateCompleted = 1,        // our proposal is double-signed: `reason`, `txCountGlobal`
+  UpdateCompleted = 1,        // our proposal is double-signed: `reason`, `txCountGlobal` (Payment: the amounts)
   ThreadPaymentReceived = 2,  // payee: a thread payment was accepted: `amountWei`, `amountToken`
   Synced = 3,                 // the hub's latest state is ours: the session signs again
 };
@@ -192,7 +193,10 @@ class Session {
   // channels are dropped without an answer; OutOfSync: ignored until synced (the hub
   // re-sends); Duplicate: an id already handled (re-sends the pending proposal if it is
   // that request's); a refused request is answered with a RequestNack (its status is the
-  // return value); Busy: queued behind the proposal in flight; Ok: proposed.
+  // return value); Busy: queued behind the proposal in flight; Ok: proposed. An
+  // Invalidation of the half-signed state txCountGlobal + 1 (channel_is_skip) is the
+  // hub refusing our pending proposal for good: it replaces that proposal at once (a
+  // skip of anything but our pending proposal: NotRequested).
   Status on_hub_request(const uint8_t* in, size_t len, uint64_t now, Effects& fx) noexcept;
   // A message on the user's thread topic: a ThreadUpdate (payee: a payment) or a
   // ThreadState (payee: the payer asks to close; the session proposes CloseThread with
@@ -234,6 +238,7 @@ class Session {
   Status complete_pending(const Signature& sigHub, bool verified, Effects& fx) noexcept;
   Status next_work(uint64_t now, Effects& fx) noexcept;
   Status evaluate_request(uint64_t now, Effects& fx) noexcept;
+  Status abandon_pending(const HubRequest& q, uint64_t now, Effects& fx) noexcept;
   Status ready_to_propose(bool raisesClaim) noexcept;
   Status send_pending(uint64_t now, Effects& fx) noexcept;
   Status send_sync(uint64_t now, Effects& fx) noexcept;
