@@ -1,13 +1,13 @@
 // The picopay firmware application: proves on the target CPU that the core works.
 //
-//  1. Keccak-256 vectors (DESIGN.md §3) and streaming = one-shot.
+//  1. Keccak-256 vectors (docs/design.md §3) and streaming = one-shot.
 //  2. The Connext v1 reference channel state: hash, eth_sign signature, recovery,
 //     EIP-55 address, wrong-signer and high-S (EIP-2) rejection.
 //  3. Wire codec round trips of every message kind, and refusal of truncated input
 //     and trailing bytes.
 //  4. A scripted channel: the device (user, key 0x22..22) pays the hub (key 0x33..33)
 //     kPayments times. Each payment is proposed and signed, persisted to the flash
-//     store *before* it is sent (DESIGN.md §4.1), "sent" (printed), countersigned by a
+//     store *before* it is sent (docs/design.md §4.1), "sent" (printed), countersigned by a
 //     simulated hub, and the countersignature verified and persisted. At one payment
 //     the power is cut in the middle of the flash write; the rebooted device recovers
 //     the previous state and goes on. Then a thread with three thread payments.
@@ -291,7 +291,7 @@ Status pay(bm::FlashStateStore& store, int i, uint64_t amount, bool cut_power) {
   g_next.sigUser = g_update.sig;
   g_next.hasSigHub = false;
 
-  // Persist before the signature leaves the device (DESIGN.md §4.1).
+  // Persist before the signature leaves the device (docs/design.md §4.1).
   if (cut_power) g_flash->arm_power_cut(9, bm::RamFlash::CutMode::Torn, 77);
   e = persist(store, g_next);
   if (e != Status::Ok) return e;
