@@ -6,7 +6,7 @@
 #
 # Everything is compiled for size (-Os), with one section per function/object so the
 # linker drops what is unused (--gc-sections), and C++ without exceptions, RTTI or
-# thread-safe statics (DESIGN.md §2). The top-level project is told PICOPAY_HOST=OFF:
+# thread-safe statics (docs/design.md §2). The top-level project is told PICOPAY_HOST=OFF:
 # core + port only, no Linux programs or tests.
 set(CMAKE_SYSTEM_NAME Generic)
 set(CMAKE_SYSTEM_PROCESSOR cortex-m4)

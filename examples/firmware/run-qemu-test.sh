@@ -51,6 +51,8 @@ static="$bld/size-report.static.json"
   "instructions_per_payment_max": $(metric instructions_per_payment_max),
   "instructions_propose_sign": $(metric insn_propose_sign),
   "instructions_verify_countersig": $(metric insn_verify_countersig),
+  "instructions_channel_hash": $(metric insn_channel_hash),
+  "instructions_sign_eth": $(metric insn_sign_eth),
   "instructions_calibration_2000000": $(metric insn_calibration_2000000)
 }
 JSON

@@ -87,7 +87,7 @@ int main(int argc, char** argv) {
   if (signer.address_of(user_key, user) != Status::Ok || signer.address_of(hub_key, hub) != Status::Ok) return 2;
   ChannelContext ctx{hub};
 
-  // The reference vector (DESIGN.md §3).
+  // The reference vector (docs/design.md §3).
   check("REFSIG is the Connext v1 reference signature",
         refsig == "0x16f1c52cfdfcac6b24a7eb7cef66e98568dea5c7fc49afbbe25b786d1da1fd111d3f7c772a27df6a61fdb9010d9ace38a5b"
                   "beb0a83902a1ba0c6fc61b97648851c");

@@ -68,10 +68,14 @@ size_t stack_used() noexcept {
 }
 
 // QEMU's mps2 boards have no TRNG. A real board reads its TRNG here (e.g. STM32 RNG_DR);
-// this stand-in mixes the instruction counter so the blinding seed is not constant.
-// It is NOT a source of secrets: the firmware's keys are test keys.
+// this stand-in mixes the instruction counter and the host's clock (nanoseconds since
+// QEMU started: jitter) so seeds differ between runs and devices. It is NOT a source of
+// secrets fit for real money: keys made from it are test keys.
 int entropy(void*, uint8_t* out, size_t len) noexcept {
-  uint32_t x = 0x6A09E667u ^ static_cast<uint32_t>(instructions());
+  const uint64_t ns = semihost_elapsed_ns();
+  uint32_t x = 0x6A09E667u ^ static_cast<uint32_t>(instructions()) ^ static_cast<uint32_t>(ns) ^
+               static_cast<uint32_t>(ns >> 32) * 0x9E3779B9u;
+  if (x == 0) x = 1;
   for (size_t i = 0; i < len; ++i) {
     x ^= x << 13;
     x ^= x >> 17;
@@ -85,4 +89,3 @@ uint8_t* flash_memory() noexcept { return g_flash; }
 
 }  // namespace fw
 
-int main() { return firmware_run(); }

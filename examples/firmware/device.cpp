@@ -1,0 +1,460 @@
+// The paying device: a Cortex-M4 image that pays a real picopay-hub through a real MQTT
+// broker with the core's device session (picopay::Session, docs/device-session.md);
+// docs/firmware.md "Paying from your firmware".
+//
+// Start-up configuration (device_board.hpp config_value): hub=<0x address>
+// contract=<0x address> password=<broker password> now=<Unix seconds at boot>
+// deposit=<wei> amount=<wei per payment> payments=<count> timeout=<Unix seconds: the
+// deposit's timeout> chain_tx_count_chain=<n> (chain facts read by a gateway: the
+// channel's txCount[1] on chain; enables ConfirmPending) provision=1 (only create the key,
+// print the address, stop).
+//
+// The image is the session's transport and port, nothing else:
+//  1. The key: loaded from the key sectors of the device's flash; on the first boot it is
+//     generated from the board's entropy and stored there. It never leaves the device;
+//     the device prints only its address (ADDRESS line).
+//  2. The session record (Session::serialise) lives in flash sectors 2-3
+//     (FlashStateStore: a power cut leaves the old or the new record). The session says
+//     when to persist (Effects::persist); the image stores the record before any of the
+//     session's messages leave. A record that changed with nothing to send (the Ack of a
+//     payment) is written with the next message's record: one flash write per payment.
+//  3. Routes -> topics (docs/mqtt-protocol.md) over MQTT 3.1.1 on the UART
+//     (port/baremetal mqtt_client.hpp): username = the device's lowercase address;
+//     subscribes picopay/v1/user/<addr>/reply; ToHubUpdate -> .../channel/<addr>/update,
+//     ToHubSync -> .../sync, ToHubReply -> .../reply. On every (re)connect
+//     Session::on_connect (a sync: the session signs nothing until the hub's state is
+//     known).
+//  4. What it pays: ProposePendingDeposit(deposit) (Session::request_deposit), then
+//     ConfirmPending once the chain facts show the deposit executed
+//     (Session::propose_confirm_pending; tests run the hub with --dev-skip-chain-checks and
+//     pass the facts in the configuration), then `payments` Payments of `amount` wei.
+//  5. Countersignatures: SessionConfig::verifyCountersigOnPayment = false (a Payment to
+//     the hub lowers only the device's balance; the session verifies lazily, before it
+//     relies on the state); Session::verify_evidence() before the device stops.
+// Output (semihosting console): ADDRESS, SIGNED <tx> <update hex> (each signature that
+// leaves the device), ACKED <tx>, FINAL <state hex>, METRIC lines, RESULT <status>.
+#include <cstring>
+#include <initializer_list>
+
+#include "board.hpp"
+#include "console.hpp"
+#include "device_board.hpp"
+#include "picopay/channel.hpp"
+#include "picopay/codec.hpp"
+#include "picopay/hex.hpp"
+#include "picopay/keccak.hpp"
+#include "picopay/port/baremetal/flash_state_store.hpp"
+#include "picopay/port/baremetal/hooks.hpp"
+#include "picopay/port/baremetal/mqtt_client.hpp"
+#include "picopay/session.hpp"
+#include "picopay/signer.hpp"
+#include "picopay/state.hpp"
+
+using namespace picopay;
+namespace bm = picopay::port::baremetal;
+
+namespace {
+
+// Exit statuses (besides 0) of the device image.
+enum Exit : int {
+  kExitConfig = 2,
+  kExitFlash = 3,
+  kExitKey = 4,
+  kExitHalted = 5,
+  kExitBadCountersig = 6,
+  kExitRefused = 7,
+};
+
+constexpr size_t kThreads = 1;  // this device opens no threads; the session needs one slot
+
+// ---- state (static: counted as RAM by the size report) -------------------------------
+Signer g_signer;
+PrivateKey g_key;
+Address g_user;
+char g_user_hex[kAddressTextSize];
+
+Session g_session;
+SessionThread g_threads[kThreads];
+ThreadState g_set_items[kThreads];
+Hash32 g_set_scratch[kThreads + 2];
+// The session's Effects (1.5 KB, two messages) lives on device_run's stack: it is filled
+// and carried out at once.
+Effects* g_fx = nullptr;
+
+// The session record; also the MQTT client's transmit buffer (never both at once: the
+// record is stored before the message is built). session_record_max(1) (2,636 B) bounds
+// a record holding a hub request and a thread; this device subscribes to no request
+// topic and opens no thread, so its record is at most the channel state, the pending
+// update and the fixed fields (1,521 B with a largest-possible update). Were it ever
+// larger, serialise() reports BufferTooSmall and the device stops (exit 3), nothing
+// half-written.
+constexpr size_t kRecordCap = 1536;
+static_assert(kRecordCap >= session_record_max(kThreads) - (2 + kMaxHubRequestWire) -
+                                kThreads * (2 * (2 + kMaxThreadStateWire)),
+              "the record buffer holds every record without a hub request or a thread");
+static_assert(kRecordCap >= kSessionMaxMessage + 2 + 16 + 42 + 9 + 42 + 8 + 5,
+              "the MQTT transmit buffer holds the largest message and its topic");
+uint8_t g_io[kRecordCap];
+uint8_t g_rx[kMaxReplyWire + 96];
+
+char g_hub_hex[kAddressTextSize];
+char g_topic_reply[80];  // picopay/v1/user/<user>/reply (subscribed, compared on every message)
+char g_password[64];
+
+uint64_t g_deposit = 0, g_amount = 0, g_payments = 0, g_timeout = 0, g_boot_unix = 0;
+uint32_t g_boot_ms = 0;
+bool g_dirty = false;  // the session changed what its record holds since the last store
+bool g_refused = false;       // the session refused the next step (next_step)
+bool g_flash_failed = false;  // storing the record failed (next_step)
+
+uint64_t g_insn_pay_sum = 0, g_insn_pay_max = 0, g_insn_measured = 0;
+uint64_t g_insn_current = 0;  // instructions spent on the payment in flight
+bool g_insn_whole = false;    // ... proposed in this boot (measured whole)
+uint64_t g_reconnects = 0, g_sends = 0;
+uint32_t g_pay_first_ms = 0, g_pay_last_ms = 0;  // first payment proposed, last one Acked (host clock)
+uint64_t g_pays_timed = 0;
+
+bm::FlashStateStore* g_key_store = nullptr;
+bm::FlashStateStore* g_store = nullptr;
+bm::MqttClient* g_mqtt = nullptr;
+
+void line(const char* tag, uint64_t n, const uint8_t* data, size_t len) {
+  fw::print(tag);
+  fw::print(" ");
+  fw::print_u64(n);
+  if (data != nullptr) {
+    fw::print(" ");
+    fw::print_hex(data, len);
+  }
+  fw::print("\n");
+}
+
+bool config_u64(const char* key, uint64_t& out) {
+  char v[24];
+  if (!fw::config_value(key, v, sizeof v) || v[0] == '\0') return false;
+  uint64_t r = 0;
+  for (const char* p = v; *p != '\0'; ++p) {
+    if (*p < '0' || *p > '9' || r > (UINT64_MAX - 9) / 10) return false;
+    r = r * 10 + static_cast<uint64_t>(*p - '0');
+  }
+  out = r;
+  return true;
+}
+
+bool config_address(const char* key, Address& out) {
+  char v[kAddressTextSize + 1];
+  return fw::config_value(key, v, sizeof v) && address_parse(v, std::strlen(v), out) == Status::Ok;
+}
+
+// Unix seconds: the time given at boot plus the board's clock since.
+uint64_t now_unix() { return g_boot_unix + (fw::serial().now_ms() - g_boot_ms) / 1000u; }
+
+void build_topic(char* out, std::initializer_list<const char*> parts) {
+  for (const char* part : parts) {
+    const size_t n = std::strlen(part);
+    std::memcpy(out, part, n);
+    out += n;
+  }
+  *out = '\0';
+}
+
+// ---- flash -----------------------------------------------------------------------------
+
+// Loads the key, or creates it on the first boot. Errors: IoError, Corrupt, BadPrivateKey.
+Status load_or_create_key() {
+  size_t n = 0;
+  Status e = g_key_store->load(g_key.bytes, sizeof g_key.bytes, &n);
+  if (e == Status::Ok && n == sizeof g_key.bytes) return g_signer.address_of(g_key, g_user);
+  if (e != Status::NotFound) return e == Status::Ok ? Status::Corrupt : e;
+  // First boot: 64 bytes from the entropy source, hashed; a key out of range
+  // (probability ~2^-128) is drawn again.
+  bm::HookEntropy entropy(fw::entropy, nullptr);
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    uint8_t seed[64];
+    e = entropy.fill(seed, sizeof seed);
+    if (e != Status::Ok) return e;
+    keccak256(seed, sizeof seed, g_key.bytes);
+    secure_wipe(seed, sizeof seed);
+    if (g_signer.address_of(g_key, g_user) == Status::Ok) return g_key_store->save(g_key.bytes, sizeof g_key.bytes);
+  }
+  return Status::BadPrivateKey;
+}
+
+Status store_record() {
+  size_t n = 0;
+  Status e = g_session.serialise(g_io, sizeof g_io, &n);
+  if (e == Status::Ok) e = g_store->save(g_io, n);
+  if (e == Status::Ok) g_dirty = false;
+  return e;
+}
+
+// ---- the link ------------------------------------------------------------------------------
+
+bool topic_is(const bm::MqttMessage& m, const char* t) {
+  return m.topic_len == std::strlen(t) && std::memcmp(m.topic, t, m.topic_len) == 0;
+}
+
+// Carries out the session's effects: the record first (if anything will leave), then the
+// messages. Returns false if the record could not be stored (nothing was sent).
+bool carry_out(const Effects& fx) {
+  if (fx.persist) g_dirty = true;
+  if (fx.count > 0 && g_dirty) {
+    const uint64_t t0 = fw::instructions();
+    if (store_record() != Status::Ok) return false;
+    g_insn_current += fw::instructions() - t0;
+  }
+  for (size_t i = 0; i < fx.count; ++i) {
+    const OutMessage& m = fx.out[i];
+    const char* leaf = m.route == Route::ToHubUpdate ? "/update"
+                       : m.route == Route::ToHubSync ? "/sync"
+                       : m.route == Route::ToHubReply ? "/reply"
+                                                      : nullptr;
+    if (leaf == nullptr) continue;  // thread routes: this device opens no threads
+    // Route -> topic (docs/mqtt-protocol.md): picopay/v1/hub/<hub>/channel/<user>/<leaf>.
+    char topic[16 + 42 + 9 + 42 + 8];
+    build_topic(topic, {"picopay/v1/hub/", g_hub_hex, "/channel/", g_user_hex, leaf});
+    if (m.route == Route::ToHubUpdate) line("SIGNED", m.correlation, m.bytes, m.len);
+    const uint64_t t0 = fw::instructions();
+    (void)g_mqtt->publish(topic, m.bytes, m.len, 1);  // a lost message is re-sent by tick()
+    g_insn_current += fw::instructions() - t0;
+    ++g_sends;
+  }
+  return true;
+}
+
+void connect_broker() {
+  char client_id[8 + kAddressTextSize];
+  std::memcpy(client_id, "picopay-", 8);
+  std::memcpy(client_id + 8, g_user_hex, kAddressTextSize);
+  for (;;) {
+    if (g_mqtt->connect(client_id, g_user_hex, g_password, 30, 2000) == Status::Ok &&
+        g_mqtt->subscribe(g_topic_reply, 2000) == Status::Ok) {
+      (void)g_session.on_connect(now_unix(), *g_fx);
+      (void)carry_out(*g_fx);
+      return;
+    }
+    ++g_reconnects;
+    // Wait a little (the link may be re-opening), draining what arrives.
+    const uint32_t t0 = fw::serial().now_ms();
+    uint8_t b;
+    while (fw::serial().now_ms() - t0 < 300) (void)fw::serial().read(&b);
+  }
+}
+
+int finish(int status) {
+  if (g_insn_measured > 0) {
+    fw::metric("instructions_per_payment", g_insn_pay_sum / g_insn_measured);
+    fw::metric("instructions_per_payment_max", g_insn_pay_max);
+  }
+  const uint64_t tx = g_session.channel().state.txCountGlobal;
+  fw::metric("payments", tx > 2 ? tx - 2 : 0);
+  fw::metric("messages_sent", g_sends);
+  if (g_pays_timed > 0 && g_pay_last_ms > g_pay_first_ms)  // from the first payment to the last Ack
+    fw::metric("payments_per_second_x100", g_pays_timed * 100000u / (g_pay_last_ms - g_pay_first_ms));
+  fw::metric("reconnects", g_reconnects);
+  fw::metric("sizeof_session", sizeof(Session));
+  fw::metric("stack_device", fw::stack_used());
+  fw::print("RESULT ");
+  fw::print_u64(static_cast<uint64_t>(status));
+  fw::print("\n");
+  secure_wipe(g_key.bytes, sizeof g_key.bytes);
+  return status;
+}
+
+// What the device does next once the session is free (synced, nothing in flight):
+// open the channel, then pay. Returns false when there is nothing left to do.
+bool next_step(uint64_t payments_done) {
+  const ChannelState& s = g_session.channel().state;
+  const uint64_t now = now_unix();
+  const uint64_t t0 = fw::instructions();
+  Status e;
+  bool payment = false;
+  if (s.txCountGlobal == 0) {
+    e = g_session.request_deposit(U256::from_u64(g_deposit), U256::zero(), g_timeout, now, *g_fx);
+  } else if (!s.pendingDepositWeiUser.is_zero()) {
+    Hash32 tx_hash;
+    std::memset(tx_hash.bytes, 0xcc, sizeof tx_hash.bytes);  // the gateway's deposit transaction
+    e = g_session.propose_confirm_pending(tx_hash, now, *g_fx);
+  } else if (payments_done < g_payments) {
+    e = g_session.propose_payment(U256::from_u64(g_amount), U256::zero(), now, *g_fx);
+    payment = true;
+  } else {
+    return false;
+  }
+  if (e != Status::Ok) {
+    // E.g. Underflow (the balance does not cover the payment), NeedsChain (no chain
+    // facts for ConfirmPending): the device cannot go on by itself.
+    fw::print("propose refused: ");
+    fw::print(status_name(e));
+    fw::print("\n");
+    g_refused = true;
+    return false;
+  }
+  g_insn_current = fw::instructions() - t0;
+  g_insn_whole = payment;
+  if (payment && g_pays_timed == 0 && g_pay_first_ms == 0) g_pay_first_ms = fw::serial().now_ms();
+  if (!carry_out(*g_fx)) {  // the record could not be stored: nothing left the device
+    g_flash_failed = true;
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+int device_run() noexcept {
+  fw::stack_paint();
+  fw::print("picopay device\n");
+  SessionConfig cfg = session_config_default();
+  char flag[4];
+  const bool provision = fw::config_value("provision", flag, sizeof flag);
+  if (!provision && (!config_address("hub", cfg.hub) || !config_address("contract", cfg.contract) ||
+                     !fw::config_value("password", g_password, sizeof g_password) ||
+                     !config_u64("now", g_boot_unix))) {
+    fw::print("config: hub=, contract=, password= and now= are required\n");
+    return finish(kExitConfig);
+  }
+  (void)config_u64("deposit", g_deposit);
+  (void)config_u64("amount", g_amount);
+  (void)config_u64("payments", g_payments);
+  (void)config_u64("timeout", g_timeout);
+  ChainFacts facts{};
+  uint64_t tx_count_chain = 0;
+  if (config_u64("chain_tx_count_chain", tx_count_chain)) {
+    facts.known = true;
+    facts.txCountChain = tx_count_chain;
+    facts.status = ChainChannelStatus::Open;
+    facts.blockTime = g_boot_unix;
+    cfg.hasChainAccess = true;
+  }
+  cfg.verifyCountersigOnPayment = false;  // lazy: docs/device-session.md
+  cfg.resendSeconds = 1;
+  g_boot_ms = fw::serial().now_ms();
+
+  uint8_t seed[32];
+  bm::HookEntropy entropy(fw::entropy, nullptr);
+  if (entropy.fill(seed, sizeof seed) != Status::Ok || g_signer.init(seed) != Status::Ok) return finish(kExitKey);
+  secure_wipe(seed, sizeof seed);
+
+  bm::Flash* flash = fw::device_flash();
+  if (flash == nullptr) {
+    fw::print("flash: not usable (flash=<host file>)\n");
+    return finish(kExitFlash);
+  }
+  static bm::FlashStateStore key_store(*flash, 0);
+  static bm::FlashStateStore store(*flash, 2);
+  g_key_store = &key_store;
+  g_store = &store;
+  if (!key_store.valid() || !store.valid()) return finish(kExitFlash);
+  if (load_or_create_key() != Status::Ok) return finish(kExitKey);
+  hex_encode(g_user.bytes, sizeof g_user.bytes, g_user_hex, true);
+  fw::print("ADDRESS ");
+  fw::print(g_user_hex);
+  fw::print("\n");
+  if (provision) return finish(0);
+
+  // Topics (docs/mqtt-protocol.md).
+  hex_encode(cfg.hub.bytes, sizeof cfg.hub.bytes, g_hub_hex, true);
+  build_topic(g_topic_reply, {"picopay/v1/user/", g_user_hex, "/reply"});
+
+  // The session, from its record (or a new channel).
+  cfg.user = g_user;
+  Effects fx;
+  g_fx = &fx;
+  const SessionStorage storage{g_threads, kThreads, g_set_items, g_set_scratch};
+  Status e = g_session.init(cfg, g_signer, g_key, storage);
+  if (e != Status::Ok) return finish(kExitConfig);
+  size_t n = 0;
+  e = store.load(g_io, sizeof g_io, &n);
+  if (e == Status::Ok) e = g_session.restore(g_io, n);
+  if (e != Status::Ok && e != Status::NotFound) {
+    fw::print("flash: session record unreadable: ");
+    fw::print(status_name(e));
+    fw::print("\n");
+    return finish(kExitFlash);
+  }
+  line("RESUME", g_session.channel().state.txCountGlobal, nullptr, 0);
+  if (facts.known) (void)g_session.on_chain_fact(facts, now_unix(), *g_fx);  // nothing to send yet
+
+  static bm::MqttClient mqtt(fw::serial(), g_rx, sizeof g_rx, g_io, sizeof g_io);
+  g_mqtt = &mqtt;
+  connect_broker();
+
+  uint32_t last_tick = fw::serial().now_ms();
+  for (;;) {
+    if (g_session.halted()) break;
+    const uint64_t tx = g_session.channel().state.txCountGlobal;
+    if (g_session.synced() && !g_session.has_pending() && !g_session.has_hub_request()) {
+      if (!next_step(tx > 2 ? tx - 2 : 0)) break;
+    }
+    bm::MqttMessage m;
+    bool got = false;
+    if (mqtt.poll(m, &got) != Status::Ok) {
+      ++g_reconnects;
+      connect_broker();
+      continue;
+    }
+    if (got && topic_is(m, g_topic_reply)) {
+      const uint64_t t0 = fw::instructions();
+      const Status r = g_session.on_reply(m.payload, m.payload_len, now_unix(), *g_fx);
+      const uint64_t spent = fw::instructions() - t0;
+      if (r == Status::Ok && g_fx->event == SessionEvent::UpdateCompleted) {
+        line("ACKED", g_fx->txCountGlobal, nullptr, 0);
+        if (g_fx->reason == UpdateReason::Payment && g_pay_first_ms != 0) {
+          ++g_pays_timed;
+          g_pay_last_ms = fw::serial().now_ms();
+        }
+        if (g_fx->reason == UpdateReason::Payment && g_insn_whole) {
+          g_insn_current += spent;
+          if (!carry_out(*g_fx)) return finish(kExitFlash);
+          ++g_insn_measured;
+          g_insn_pay_sum += g_insn_current;
+          if (g_insn_current > g_insn_pay_max) g_insn_pay_max = g_insn_current;
+          g_insn_whole = false;
+          continue;
+        }
+        g_insn_whole = false;
+      }
+      if (!carry_out(*g_fx)) return finish(kExitFlash);
+      continue;
+    }
+    const uint32_t now_ms = fw::serial().now_ms();
+    if (now_ms - last_tick >= 200) {
+      last_tick = now_ms;
+      (void)g_session.tick(now_unix(), *g_fx);
+      if (g_fx->count > 0) g_insn_whole = false;  // a re-send: not a clean measurement
+      if (!carry_out(*g_fx)) return finish(kExitFlash);
+      // Nothing from the broker for 3 s while the session re-sends every second: the
+      // stream is dead or was re-opened under us (QEMU reconnects its socket): CONNECT again.
+      if (mqtt.idle_rx_ms() > 3000) {
+        ++g_reconnects;
+        connect_broker();
+      }
+    }
+  }
+
+  if (g_flash_failed) return finish(kExitFlash);
+  if (g_refused) {
+    if (g_dirty) (void)store_record();
+    return finish(kExitRefused);
+  }
+  if (g_session.halted()) {
+    fw::print("FAIL the session halted: ");
+    fw::print(status_name(g_session.last_status()));
+    fw::print("\n");
+    (void)store_record();
+    return finish(kExitHalted);
+  }
+  // Done paying: verify the latest countersignature before relying on the state.
+  if (g_session.verify_evidence() != Status::Ok) {
+    fw::print("FAIL the hub's countersignature on the latest state (txCountGlobal ");
+    fw::print_u64(g_session.channel().state.txCountGlobal);
+    fw::print(") is not the hub's: the session halted\n");
+    return finish(kExitBadCountersig);
+  }
+  if (store_record() != Status::Ok) return finish(kExitFlash);
+  if (encode_channel_state(g_session.channel(), g_io, sizeof g_io, &n) == Status::Ok)
+    line("FINAL", g_session.channel().state.txCountGlobal, g_io, n);
+  mqtt.disconnect();
+  return finish(0);
+}
