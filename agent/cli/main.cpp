@@ -49,7 +49,7 @@ struct Failure {
 const char* const kUsage =
     "usage: picopay COMMAND [options]\n"
     "\n"
-    "Keys and signatures (Connext v1 states as JSON on stdin, DESIGN.md §3):\n"
+    "Keys and signatures (Connext v1 states as JSON on stdin, docs/design.md §3):\n"
     "  address  (--private-key 0x<64 hex> | --key FILE)  print the EIP-55 address\n"
     "  hash     channel|thread                            print the state hash (no eth_sign prefix)\n"
     "  sign     channel|thread (--private-key K | --key FILE)\n"

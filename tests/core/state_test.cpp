@@ -1,4 +1,4 @@
-// Connext v1 states: the DESIGN.md §3 reference vector, exact preimage layouts, the
+// Connext v1 states: the docs/design.md §3 reference vector, exact preimage layouts, the
 // eth_sign hash, the thread Merkle root (against an independent reimplementation),
 // committed totals, pending flags and counter bounds.
 #include <gtest/gtest.h>

@@ -4,14 +4,14 @@
 // package-lock.json).
 //
 // The state-hash preimages are built here byte by byte from the layouts in
-// DESIGN.md §3 (ChannelManager._verifySig / _verifyThread, abi.encodePacked with
+// docs/design.md §3 (ChannelManager._verifySig / _verifyThread, abi.encodePacked with
 // array elements padded to 32 bytes and lone addresses not), so the check does not
 // share any packing code with picopay or with ethers' solidityPacked.
 //
 // Usage:
 //   node crosscheck.mjs --picopay <path to picopay CLI> [--seed <uint>] [--n <states per kind>]
 //                       [--jobs <concurrent CLI processes>] [--keccak-max <max bytes>]
-//   node crosscheck.mjs --self-test      (checks the JS model against DESIGN.md vectors only)
+//   node crosscheck.mjs --self-test      (checks the JS model against docs/design.md vectors only)
 //
 // Exits 0 when everything matched; on the first mismatch prints what was sent, what
 // was expected and what picopay printed (plus a diagnosis of known packing mistakes),
@@ -167,7 +167,7 @@ function randPrivateKey() {
 }
 
 // ---------------------------------------------------------------------------
-// The JS model: preimages (DESIGN.md §3), hashes, eth_sign signatures
+// The JS model: preimages (docs/design.md §3), hashes, eth_sign signatures
 
 const CHANNEL_AMOUNTS = [
   "balanceWeiHub", "balanceWeiUser", "balanceTokenHub", "balanceTokenUser",
@@ -451,7 +451,7 @@ function diagnoseSig(hash, pk) {
 }
 
 // ---------------------------------------------------------------------------
-// DESIGN.md §3 reference vectors
+// docs/design.md §3 reference vectors
 
 const REF_KEY = "0x" + "22".repeat(32);
 const REF_CHANNEL = {
@@ -474,7 +474,7 @@ const KECCAK_VECTORS = [
 ];
 const SHA3_256_EMPTY = "0xa7ffc6f8bf1ed76651c14756a061d662f580ff4de43b49fa82d80a4b80f8434a";
 
-// The JS model must reproduce DESIGN.md before it may judge picopay.
+// The JS model must reproduce docs/design.md before it may judge picopay.
 function selfTest() {
   const problems = [];
   const pre = channelPreimage(REF_CHANNEL);
@@ -490,7 +490,7 @@ function selfTest() {
   if (model.recover(REF_HASH, REF_SIG) !== REF_ADDR) problems.push("reference signature does not recover to the reference address");
   for (const [m, d] of KECCAK_VECTORS) if (model.keccak("0x" + m) !== d) problems.push(`keccak(${m}) != ${d}`);
   if (problems.length) {
-    process.stderr.write("crosscheck: the JS model disagrees with DESIGN.md (fix the model or the notes first):\n");
+    process.stderr.write("crosscheck: the JS model disagrees with docs/design.md (fix the model or the notes first):\n");
     for (const p of problems) process.stderr.write(`  - ${p}\n`);
     process.stdout.write("crosscheck: 0 passed, 1 failed\n");
     process.exit(1);
@@ -506,7 +506,7 @@ function stateChecks(kind, s, pk, json) {
   const addr = model.address(pk);
   const label = (what) => `${kind} #${s.__index} ${what}`;
   delete s.__index;
-  // DESIGN.md §3: recover accepts v in {0,1} as well as {27,28}; feed both forms.
+  // docs/design.md §3: recover accepts v in {0,1} as well as {27,28}; feed both forms.
   const recSig = randInt(4) === 0 ? sig.slice(0, 130) + (parseInt(sig.slice(130), 16) - 27).toString(16).padStart(2, "0") : sig;
   const tasks = [
     () => expectOutput(label("hash"), ["hash", kind], json, hash, { pattern: HASH_RE, diagnose: diagnoseHash(kind, s) }),
@@ -533,7 +533,7 @@ function keccakInput(bytes) {
 async function main() {
   selfTest();
   if (opts.selfTest) {
-    process.stdout.write(`crosscheck: ethers ${ethersVersion}; JS model reproduces DESIGN.md vectors\n`);
+    process.stdout.write(`crosscheck: ethers ${ethersVersion}; JS model reproduces docs/design.md vectors\n`);
     passed = 1;
     return;
   }
@@ -542,7 +542,7 @@ async function main() {
       `keccak lengths 0..${opts.keccakMax}, ethers ${ethersVersion}, picopay ${opts.picopay}\n`,
   );
 
-  // Phase 1: DESIGN.md reference vectors.
+  // Phase 1: docs/design.md reference vectors.
   const refTasks = [];
   for (const [m, d] of KECCAK_VECTORS) {
     for (const input of [m, "0x" + m, m + "\n"]) {
@@ -555,23 +555,23 @@ async function main() {
     }
   }
   refTasks.push(() =>
-    expectOutput("DESIGN.md reference channel hash", ["hash", "channel"], toJson(REF_CHANNEL, true), REF_HASH, {
+    expectOutput("docs/design.md reference channel hash", ["hash", "channel"], toJson(REF_CHANNEL, true), REF_HASH, {
       pattern: HASH_RE,
       diagnose: diagnoseHash("channel", REF_CHANNEL),
     }),
   );
   refTasks.push(() =>
-    expectOutput("DESIGN.md reference signature", ["sign", "channel", "--private-key", REF_KEY], toJson(REF_CHANNEL, false), REF_SIG, {
+    expectOutput("docs/design.md reference signature", ["sign", "channel", "--private-key", REF_KEY], toJson(REF_CHANNEL, false), REF_SIG, {
       pattern: SIG_RE,
       diagnose: diagnoseSig(REF_HASH, REF_KEY),
     }),
   );
-  refTasks.push(() => expectOutput("DESIGN.md reference address", ["address", "--private-key", REF_KEY], undefined, REF_ADDR, { pattern: ADDR_RE }));
-  refTasks.push(() => expectOutput("DESIGN.md reference recover", ["recover", "--hash", REF_HASH, "--sig", REF_SIG], undefined, REF_ADDR, { pattern: ADDR_RE }));
-  // DESIGN.md §3: accept v in {0,1} as well as {27,28} on input.
+  refTasks.push(() => expectOutput("docs/design.md reference address", ["address", "--private-key", REF_KEY], undefined, REF_ADDR, { pattern: ADDR_RE }));
+  refTasks.push(() => expectOutput("docs/design.md reference recover", ["recover", "--hash", REF_HASH, "--sig", REF_SIG], undefined, REF_ADDR, { pattern: ADDR_RE }));
+  // docs/design.md §3: accept v in {0,1} as well as {27,28} on input.
   const refSigV01 = REF_SIG.slice(0, 130) + (parseInt(REF_SIG.slice(130), 16) - 27).toString(16).padStart(2, "0");
   refTasks.push(() =>
-    expectOutput("recover accepts v in {0,1} (DESIGN.md §3)", ["recover", "--hash", REF_HASH, "--sig", refSigV01], undefined, REF_ADDR, {
+    expectOutput("recover accepts v in {0,1} (docs/design.md §3)", ["recover", "--hash", REF_HASH, "--sig", refSigV01], undefined, REF_ADDR, {
       pattern: ADDR_RE,
     }),
   );

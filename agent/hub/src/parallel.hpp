@@ -9,7 +9,7 @@
 // precomputed result only if it was computed from exactly the state the channel has at
 // that point; otherwise it validates as before. Nothing precomputed leaves the process
 // unless the serial pass commits it (the hub releases signatures only after COMMIT), so a
-// discarded speculative signature was never seen by anyone (DESIGN.md §4.1).
+// discarded speculative signature was never seen by anyone (docs/design.md §4.1).
 #pragma once
 
 #include <condition_variable>

@@ -4,7 +4,7 @@
 // proposer's signature), as the Connext client sends it: the receiver rebuilds the next
 // state from its own stored previous state and the args, so the args explain the change
 // exactly by construction, then checks the proposer's signature over the rebuilt state
-// (DESIGN.md §3, §4).
+// (docs/design.md §3, §4).
 //
 // Roles: the *proposer* calls channel_propose() (builds, signs), persists the result, and
 // sends the request; the *receiver* calls channel_accept() (rebuilds, validates, checks
@@ -140,7 +140,7 @@ struct ChannelContext {
 // Builds the state that `u` produces from `prev` and the open `threads` (their initial
 // states): next.txCountGlobal = prev.txCountGlobal + 1 = u.txCountGlobal (+ 2 for an
 // Invalidation of a half-signed state). Pure.
-// Rules (ChannelManager + Connext client semantics; DESIGN.md §4):
+// Rules (ChannelManager + Connext client semantics; docs/design.md §4):
 //   On a state with pending operations (channel_blocks_updates) only ConfirmPending and
 //   Invalidation may follow (PendingOperation otherwise): Connext's rule, so a pending
 //   withdrawal is never carried into a second state. EmptyChannel (what the chain
@@ -198,7 +198,7 @@ bool channel_blocks_updates(const ChannelState& s) noexcept;
 // transition, signs `next` with `key` into u.sig. Precondition: `key` is the private key
 // of `self`'s address (programs derive the address from the key once at start-up; a
 // wrong key yields a signature the counterparty refuses as WrongSigner). The caller must persist `next` with
-// its own signature BEFORE the request leaves (DESIGN.md §4.1).
+// its own signature BEFORE the request leaves (docs/design.md §4.1).
 // Errors: those of channel_next_state, channel_check_proposer, channel_check_transition;
 //   BadPrivateKey, CryptoUnavailable.
 // `next_hash` (optional) receives channel_hash(next), the hash the counterparty

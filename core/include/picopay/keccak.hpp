@@ -3,7 +3,7 @@
 //
 // Source: Keccak reference (keccak.team), Ethereum Yellow Paper "KEC". Rate 136 bytes,
 // capacity 512 bits, 24 rounds of Keccak-f[1600]. Vectors: "" -> c5d24601...,
-// "abc" -> 4e03657a... (DESIGN.md §3).
+// "abc" -> 4e03657a... (docs/design.md §3).
 #pragma once
 
 #include <cstddef>

@@ -1,6 +1,6 @@
 // picopay core: the one error enum every core and port function returns.
 //
-// Errors are values (DESIGN.md §2): no exceptions, no errno. Every function that can
+// Errors are values (docs/design.md §2): no exceptions, no errno. Every function that can
 // fail returns `Status` (or `Result<T>`), marked [[nodiscard]] so a caller cannot drop it.
 //
 // Every value has an explicit number: Status travels on the wire (the status byte of a
@@ -37,7 +37,7 @@ enum class Status : uint8_t {
   WrongSigner = 17,            // the signature is valid but recovers to another address
   CryptoUnavailable = 18,      // the signing context could not be created (buffer too small)
 
-  // --- Channel and thread rules (DESIGN.md §4, ChannelManager) ---
+  // --- Channel and thread rules (docs/design.md §4, ChannelManager) ---
   BadTxCount = 19,             // txCountGlobal is not previous + 1 (or a thread txCount not increasing)
   TxCountChainDecreased = 20,  // txCountChain went down
   NotConserved = 21,           // wei or token totals differ from what the contract would see

@@ -43,7 +43,7 @@ class Clock {
 class StateStore {
  public:
   // Replaces the stored record with `data[0..len)` and returns only once it is
-  // durable (fsync / flash write verified). Invariant 1 of DESIGN.md §4 relies on it:
+  // durable (fsync / flash write verified). Invariant 1 of docs/design.md §4 relies on it:
   // persist the state *before* its signature leaves the process.
   // Errors: OutOfBounds if len exceeds the store's capacity; IoError on a write or
   // sync failure (the previous record is then still the one `load` returns).

@@ -1,4 +1,4 @@
-// Connext v1 JSON for picopay states and updates (DESIGN.md §3), through cJSON.
+// Connext v1 JSON for picopay states and updates (docs/design.md §3), through cJSON.
 //
 // Field names are the Connext client's. Amounts are decimal strings (wei or token base
 // units, 0..2^256-1); counters are JSON numbers (0..2^53-1, integral); addresses are

@@ -2,7 +2,7 @@
 // parsing, the Correlation Data form and the Reply codec.
 //
 // Addresses in topics are lowercase 0x-hex (42 chars). Topic parsing proves nothing
-// about who sent a message (the broker is untrusted, DESIGN.md §4.3); it only tells a
+// about who sent a message (the broker is untrusted, docs/design.md §4.3); it only tells a
 // receiver which channel the sender claims, and every payload is checked on its own.
 #pragma once
 
