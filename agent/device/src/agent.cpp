@@ -306,7 +306,9 @@ void Agent::carry(Status st, const Effects& fx, const char* what) {
     if (++refusals_ > 60)
       fatal("the hub keeps refusing our signed update; not signing another state with that txCountGlobal");
   }
-  if (st != Status::Ok && st != Status::Duplicate && st != Status::Busy && st != Status::OutOfSync)
+  // Kept, not refused: a hub request waiting for chain facts that may still come.
+  const bool waiting = fx.needsChain && (st == Status::NeedsChain || st == Status::NotOnChain);
+  if (st != Status::Ok && st != Status::Duplicate && st != Status::Busy && st != Status::OutOfSync && !waiting)
     log_ignored(what, st);
   if (s_.halted() && !reported_halt_) {
     reported_halt_ = true;
