@@ -827,3 +827,108 @@ TEST_F(HubTest, HubRequestsRacedAgainstPaymentsNeverDeadlock) {
   EXPECT_EQ(ca.threadCount, 0u);
   EXPECT_EQ(cb.threadCount, 0u);
 }
+
+// A payee that takes no incoming threads refuses the hub's mirror request with a
+// RequestNack (Unauthorized). The hub counts it and asks again after a backoff, never
+// dropping the request on an unsigned RequestNack; a RequestNack for another request id
+// (forged or stale) is ignored; nothing is signed in the payee's channel.
+TEST_F(HubTest, RequestNackIsRetriedWithBackoffAndNeverSignsAnything) {
+  start_broker();
+  start_hub();
+  SimOptions no_threads;
+  no_threads.accept_threads = false;
+  SimDevice& a = device(1);              // payer
+  SimDevice& b = device(2, no_threads);  // payee refusing incoming threads
+  ASSERT_EQ(b.fund(1000), Status::Ok);
+  ASSERT_EQ(b.pay(500), Status::Ok);
+  ASSERT_EQ(a.fund(1000), Status::Ok);
+  const Ledger b0 = read_ledger(db(), b.address());
+  uint64_t id = 0;
+  ASSERT_EQ(a.open_thread(b.address(), 100, &id), Status::Ok);
+  ASSERT_TRUE(b.wait_until([](SimDevice& d) { return d.request_nacks_sent() >= 3; }, 30000))
+      << "the hub did not ask again after the RequestNack";
+  // A RequestNack for a request id the hub never sent: ignored.
+  Reply fake = reply_make(ReplyKind::RequestNack);
+  fake.txCountGlobal = 999;
+  fake.status = Status::Unauthorized;
+  fake.state = b.latest();
+  uint8_t buf[kMaxReplyWire];
+  size_t n = 0;
+  ASSERT_EQ(encode_reply(fake, buf, sizeof buf, &n), Status::Ok);
+  ASSERT_TRUE(b.publish_raw(mqtt::topic_hub_reply(hub_addr_, b.address()), std::vector<uint8_t>(buf, buf + n), 999));
+  Reply r = reply_make(ReplyKind::Ack);
+  ASSERT_TRUE(b.publish_raw(mqtt::topic_sync(hub_addr_, b.address()), {}, 0));
+  ASSERT_TRUE(b.wait_reply(b0.updates, r, 20000));
+  const Ledger b1 = read_ledger(db(), b.address());
+  EXPECT_EQ(b1.state, b0.state) << "the payee's channel changed";
+  EXPECT_EQ(b1.updates, b0.updates);
+  EXPECT_EQ(b1.requests, 1) << "the refused mirror request is kept";
+  EXPECT_TRUE(b.threads().empty());
+  EXPECT_EQ(a.threads().size(), 1u);
+  EXPECT_EQ(b.completed(UpdateReason::OpenThread), 0u);
+  EXPECT_NE(read_file(dir_ + "/hub.log").find("user refused request"), std::string::npos);
+  EXPECT_EQ(b.pay(1), Status::Ok) << "the payee's channel keeps working";
+}
+
+// Hub-signed proposals stored by an earlier version (table proposals) become requests at
+// start; until the channel passes that txCountGlobal the hub countersigns there only
+// exactly that update (its signature on that state is out), then the user's session
+// proposes it on the request.
+TEST_F(HubTest, LegacyHubProposalBecomesARequestAndGuardsItsTxCount) {
+  start_broker();
+  start_hub();
+  SimDevice& d = device(1);
+  ASSERT_EQ(d.fund(1000), Status::Ok);
+  ASSERT_TRUE(d.wait_idle());
+  hub_.kill9();
+  // The legacy row: a hub-signed ProposePendingDeposit (hub collateral) at tx 3.
+  const SignedChannelState s = d.latest();
+  ChannelUpdate p = channel_update_make(UpdateReason::ProposePendingDeposit);
+  p.deposit.depositWeiHub = u(777);
+  p.deposit.timeout = static_cast<uint64_t>(std::time(nullptr)) + 3600;
+  Signer signer;
+  ASSERT_EQ(signer.init(), Status::Ok);
+  ChannelContext ctx{hub_addr_};
+  const ThreadSet none{nullptr, 0, 0, nullptr};
+  ChannelState next{};
+  ASSERT_EQ(channel_propose(ctx, signer, test_key(kHubIndex), Party::Hub, s.state, none, p, next), Status::Ok);
+  uint8_t buf[kMaxChannelUpdateWire];
+  size_t n = 0;
+  ASSERT_EQ(encode_channel_update(p, buf, sizeof buf, &n), Status::Ok);
+  {
+    sqlite3* h = nullptr;
+    ASSERT_EQ(sqlite3_open(db().c_str(), &h), SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(h, "INSERT INTO proposals(user, tx, request, state) VALUES(?,?,?,?)", -1, &st, nullptr),
+              SQLITE_OK);
+    const std::string k = mqtt::topic_address(d.address());
+    sqlite3_bind_text(st, 1, k.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, static_cast<sqlite3_int64>(p.txCountGlobal));
+    sqlite3_bind_blob(st, 3, buf, static_cast<int>(n), SQLITE_TRANSIENT);
+    sqlite3_bind_blob(st, 4, buf, static_cast<int>(n), SQLITE_TRANSIENT);
+    ASSERT_EQ(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+  }
+  d.pause_requests(true);
+  start_hub();
+  ASSERT_TRUE(d.wait_until([](SimDevice& x) { return x.hub_requests_seen() >= 1; }, 30000));
+  // Another update at the legacy proposal's txCountGlobal: refused.
+  ChannelUpdate pay = channel_update_make(UpdateReason::Payment);
+  pay.payment.recipient = Party::Hub;
+  pay.payment.amountWei = u(1);
+  ChannelState pn{};
+  EXPECT_EQ(send_raw(d, hub_addr_, d.build(pay, pn), p.txCountGlobal), Status::NotRequested);
+  d.pause_requests(false);
+  ASSERT_TRUE(d.publish_raw(mqtt::topic_sync(hub_addr_, d.address()), {}, 0));  // the request again
+  ASSERT_TRUE(d.wait_until([](SimDevice& x) { return x.completed(UpdateReason::ProposePendingDeposit) == 2; }, 30000));
+  EXPECT_EQ(d.latest().state, next) << "the same state the earlier version's proposal signed";
+  expect_ledger_agrees(d);
+  const Ledger l = read_ledger(db(), d.address());
+  EXPECT_EQ(l.requests, 0);
+  EXPECT_EQ(l.deposits, 1) << "the countersigned collateral deposit waits for a chain";
+  sqlite3* h = nullptr;
+  ASSERT_EQ(sqlite3_open(db().c_str(), &h), SQLITE_OK);
+  EXPECT_EQ(count_rows(h, "proposals", mqtt::topic_address(d.address())), 0);
+  sqlite3_close(h);
+}

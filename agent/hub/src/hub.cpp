@@ -682,6 +682,7 @@ Status Hub::check_policy(Chan& ch, const ChannelUpdate& u) {
     // the stored requests; without a chain, or for tokens (the hub deposits no tokens),
     // the payer's OpenThread is refused before the hub countersigns it, so the payer's
     // funds are never locked for a thread that cannot be mirrored.
+    if (t.receiver == hub_ || t.receiver.is_zero()) return Status::WrongParty;  // nobody to mirror it to
     Chan* payee = channel(t.receiver);
     if (!payee) {
       tx_failed_ = true;
