@@ -188,7 +188,7 @@ static Result<Rlp> decode_at(const Bytes& d, size_t& pos, size_t end, int depth)
     } else if (!read_len(b - 0xb7u, len)) {
       return bad_rlp("bad long string length");
     }
-    if (pos + len > end) return bad_rlp("string runs past the end");
+    if (len > end - pos) return bad_rlp("string runs past the end");  // no wrap-around for huge lengths
     if (len == 1 && d[pos] < 0x80) return bad_rlp("non-canonical single byte");
     Rlp r = Rlp::bytes(Bytes(d.begin() + static_cast<long>(pos), d.begin() + static_cast<long>(pos + len)));
     pos += len;
@@ -200,7 +200,7 @@ static Result<Rlp> decode_at(const Bytes& d, size_t& pos, size_t end, int depth)
   } else if (!read_len(b - 0xf7u, len)) {
     return bad_rlp("bad long list length");
   }
-  if (pos + len > end) return bad_rlp("list runs past the end");
+  if (len > end - pos) return bad_rlp("list runs past the end");  // no wrap-around for huge lengths
   size_t lend = pos + len;
   Rlp r = Rlp::list_of({});
   while (pos < lend) {

@@ -195,7 +195,10 @@ Result<Json> RpcClient::call(const std::string& method, const std::string& param
     const cJSON* msg = cJSON_GetObjectItemCaseSensitive(err, "message");
     const cJSON* code = cJSON_GetObjectItemCaseSensitive(err, "code");
     std::string m = cJSON_IsString(msg) ? msg->valuestring : "(no message)";
-    long codev = cJSON_IsNumber(code) ? static_cast<long>(code->valuedouble) : 0;
+    // JSON-RPC error codes are small integers; anything else (1e300, a fraction) is kept as 0
+    // rather than cast (a float-to-integer cast out of range is undefined behaviour).
+    const double cd = cJSON_IsNumber(code) ? code->valuedouble : 0;
+    const long codev = cd >= -2147483648.0 && cd <= 2147483647.0 ? static_cast<long>(cd) : 0;
     bool revert = m.find("revert") != std::string::npos;
     return make_error(revert ? ErrorKind::Reverted : ErrorKind::Rpc, method + ": " + m, codev);
   }
