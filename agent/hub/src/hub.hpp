@@ -33,6 +33,8 @@ class Watchtower;
 
 namespace picopay::hub {
 
+class ChainFollow;
+
 class Hub {
  public:
   Hub(Config cfg, const PrivateKey& key);
@@ -142,6 +144,12 @@ class Hub {
   std::set<Chan*> status_dirty_;
   void chain_jobs();
   void watch(Chan& ch);
+  // Following the chain (chain_follow.hpp): one round of the follower, logs and status of
+  // the channels whose mark changed.
+  void follow_chain();
+  // ChannelInDispute if the chain shows `ch` in dispute, or emptied while the hub's
+  // latest state still holds funds (any reason but EmptyChannel); else Ok.
+  Status chain_refusal(const Chan& ch, const ChannelUpdate& u) const;
   void fail(const std::string& what);
   // Before the serial pass: pre-validate and countersign each channel's run of
   // consecutive Payment updates in the batch on the pool (ParallelAcceptor).
@@ -186,6 +194,7 @@ class Hub {
   std::unique_ptr<chain::ChannelManagerClient> cm_;
   std::unique_ptr<chain::EventPoller> poller_;
   std::unique_ptr<chain::Watchtower> tower_;
+  std::unique_ptr<ChainFollow> follow_;
   // A collateral deposit the payee countersigned (stored in the deposits table with the
   // countersignature): chain_jobs() checks the chain, calls hubAuthorizedUpdate if the
   // deposit has not happened, then requests ConfirmPending and deletes the stored job.

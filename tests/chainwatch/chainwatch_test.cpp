@@ -1,0 +1,290 @@
+// Following the chain (docs/chain.md, "Following the chain"): the real picopay-hub and
+// picopay-agent with an RPC URL, a real mosquitto (password per client, ACL) and the dev
+// chain with a fresh ChannelManager (challenge period 60 s, the contract's minimum). No
+// timing assertions: every wait is a bounded poll.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include <cjson/cJSON.h>
+
+#include "picopay/agent/json_state.hpp"
+#include "picopay/chain/manager.hpp"
+#include "picopay/demo/support.hpp"
+#include "picopay/device/state.hpp"
+#include "picopay/mqtt/client.hpp"
+#include "picopay/mqtt/protocol.hpp"
+#include "sim_device.hpp"
+
+using namespace picopay;
+using namespace picopay::demo;
+
+namespace {
+
+const char* kDeposit = "1000000000000000000";
+const uint64_t kPrice = 1000;
+constexpr uint32_t kDeviceIndex = 1401;
+
+bool poll_until(const std::function<bool()>& f, int timeout_ms) {
+  for (int w = 0; w <= timeout_ms; w += 100) {
+    if (f()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+void write_all(int fd, const std::string& s) {
+  size_t off = 0;
+  while (off < s.size()) {
+    ssize_t n = ::write(fd, s.data() + off, s.size() - off);
+    if (n <= 0) return;
+    off += static_cast<size_t>(n);
+  }
+}
+
+std::string key_hex(const PrivateKey& k) {
+  static const char* d = "0123456789abcdef";
+  std::string s = "0x";
+  for (uint8_t b : k.bytes) {
+    s += d[b >> 4];
+    s += d[b & 15];
+  }
+  return s;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string json_str(const std::string& text, const char* field) {
+  cJSON* j = cJSON_Parse(text.c_str());
+  std::string out;
+  const cJSON* f = j ? cJSON_GetObjectItem(j, field) : nullptr;
+  if (f && cJSON_IsString(f)) out = f->valuestring;
+  cJSON_Delete(j);
+  return out;
+}
+
+class ChainWatch : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    char tmpl[] = "/tmp/picopay-chainwatch-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    work_ = tmpl;
+    hub_key_ = random_key_hex();
+    hub_addr_ = key_address(hub_key_);
+    dev_key_ = key_hex(testsupport::test_key(kDeviceIndex));
+    dev_addr_ = key_address(dev_key_);
+    std::string err;
+    chain_ = new DevChain;
+    ASSERT_TRUE(chain_->start(work_, {hub_key_, dev_key_}, err)) << err;
+    rpc_ = new chain::RpcClient(chain_->url());
+    ASSERT_EQ(private_key_parse(hub_key_.c_str(), hub_key_.size(), hub_pk_), Status::Ok);
+    hub_wallet_ = new chain::Wallet(*rpc_, hub_pk_);
+    ASSERT_TRUE(hub_wallet_->init());
+    auto art = chain::load_artifact(chain::default_artifact_dir() + "/ChannelManager.json");
+    ASSERT_TRUE(art.ok());
+    auto addr = chain::deploy_channel_manager(*hub_wallet_, *art, hub_wallet_->address(), 60, Address{});
+    ASSERT_TRUE(addr.ok());
+    contract_addr_ = *addr;
+    contract_ = mqtt::topic_address(*addr);
+    hub_cm_ = new chain::ChannelManagerClient(*hub_wallet_, contract_addr_);
+    std::vector<BrokerUser> users = {{"hub", "hubpw"}, {"test", "testpw"}, {dev_addr_, "devpw"}};
+    std::string acl = "user hub\ntopic readwrite picopay/v1/#\n\nuser test\ntopic read picopay/v1/#\n\n";
+    acl += "pattern write picopay/v1/hub/+/channel/%u/update\npattern write picopay/v1/hub/+/channel/%u/reply\n";
+    acl += "pattern write picopay/v1/hub/+/channel/%u/sync\npattern read picopay/v1/user/%u/reply\n";
+    acl += "pattern read picopay/v1/user/%u/request\npattern readwrite picopay/v1/user/%u/status\n";
+    acl += "pattern write picopay/v1/thread/+/update\npattern read picopay/v1/thread/%u/update\n";
+    broker_ = new MosquittoBroker;
+    ASSERT_TRUE(broker_->start(work_ + "/broker", users, acl, err)) << err;
+    hub_ = new Child;
+    start_hub();
+    mqtt::Options o;
+    o.port = broker_->port();
+    o.client_id = "picopay-test-observer";
+    o.username = "test";
+    o.password = "testpw";
+    o.clean_start = true;
+    obs_ = new mqtt::Client(o);
+    obs_->on_message([](const mqtt::Message& m) {
+      std::lock_guard<std::mutex> l(mu_);
+      (*status_)[m.topic] = std::string(m.payload.begin(), m.payload.end());
+    });
+    obs_->subscribe("picopay/v1/hub/+/status/+");
+    obs_->subscribe("picopay/v1/user/+/status");
+    ASSERT_TRUE(obs_->start(err)) << err;
+    ASSERT_TRUE(obs_->wait_connected(10000));
+  }
+
+  // The hub in these tests is the attacker of the device's channel: its own watchtower
+  // (which would answer even its own stale exit) runs once at start, then every hour.
+  static void start_hub() {
+    ASSERT_TRUE(hub_->start({bin_dir() + "/picopay-hub", "--broker-port", std::to_string(broker_->port()),
+                             "--broker-user", "hub", "--broker-password", "hubpw", "--private-key", hub_key_,
+                             "--contract", contract_, "--rpc-url", chain_->url(), "--db", work_ + "/hub.db",
+                             "--watchtower-interval", "3600"},
+                            work_ + "/hub.log"));
+  }
+
+  static void TearDownTestSuite() {
+    if (obs_) obs_->stop();
+    delete obs_;
+    delete hub_;
+    delete broker_;
+    delete hub_cm_;
+    delete hub_wallet_;
+    delete rpc_;
+    delete chain_;
+  }
+
+  static std::string status_of(const std::string& topic) {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = status_->find(topic);
+    return it == status_->end() ? "" : it->second;
+  }
+
+  static inline std::string work_, hub_key_, hub_addr_, contract_, dev_key_, dev_addr_;
+  static inline PrivateKey hub_pk_{};
+  static inline Address contract_addr_{};
+  static inline DevChain* chain_ = nullptr;
+  static inline chain::RpcClient* rpc_ = nullptr;
+  static inline chain::Wallet* hub_wallet_ = nullptr;
+  static inline chain::ChannelManagerClient* hub_cm_ = nullptr;
+  static inline MosquittoBroker* broker_ = nullptr;
+  static inline Child* hub_ = nullptr;
+  static inline mqtt::Client* obs_ = nullptr;
+  static inline std::mutex mu_;
+  static inline std::map<std::string, std::string>* status_ = new std::map<std::string, std::string>;
+};
+
+// The hub starts an exit on a paying device's channel with an older double-signed state.
+// The device answers with its latest state (emptyChannelWithChallenge: the channel is
+// emptied at once at the newer balances), stops paying and says why; the hub marks the
+// channel, refuses a payment on it with ChannelInDispute, and still does after a restart.
+TEST_F(ChainWatch, StaleExitByHubIsAnsweredAndBothSidesStop) {
+  const std::string dir = work_ + "/dev";
+  Address user{};
+  ASSERT_EQ(address_parse(dev_addr_.c_str(), dev_addr_.size(), user), Status::Ok);
+  auto agent = std::make_unique<Child>();
+  ASSERT_TRUE(agent->start({bin_dir() + "/picopay-agent", "--name", "dev", "--state-dir", dir, "--broker",
+                            "127.0.0.1:" + std::to_string(broker_->port()), "--password", "devpw", "--hub", hub_addr_,
+                            "--contract", contract_, "--key", dev_key_, "--rpc", chain_->url(), "--meter", "stdin",
+                            "--price-wei", std::to_string(kPrice), "--deposit-wei", kDeposit},
+                           dir + ".log", true));
+  uint64_t wh = 0;
+  write_all(agent->stdin_fd(), "wh 0\n");
+  // A double-signed state after the deposit with payments in it: the "older" state.
+  device::AgentState s;
+  SignedChannelState old{};
+  ASSERT_TRUE(poll_until(
+      [&] {
+        wh += 1;
+        write_all(agent->stdin_fd(), "wh " + std::to_string(wh) + "\n");
+        std::string err;
+        if (!device::state_load(dir, s, err)) return false;
+        const ChannelState& c = s.channel.state;
+        if (c.timeout != 0 || channel_has_pending(c) || c.balanceWeiHub.is_zero() || !s.channel.hasSigHub) return false;
+        old = s.channel;
+        return true;
+      },
+      60000));
+  // More payments on top of it.
+  ASSERT_TRUE(poll_until(
+      [&] {
+        wh += 1;
+        write_all(agent->stdin_fd(), "wh " + std::to_string(wh) + "\n");
+        std::string err;
+        return device::state_load(dir, s, err) && s.channel.state.txCountGlobal >= old.state.txCountGlobal + 3;
+      },
+      60000));
+
+  // The hub's stale exit, while the device keeps being metered.
+  auto rc = hub_cm_->start_exit_with_update(old);
+  ASSERT_TRUE(rc.ok()) << rc.error().to_string();
+  chain::OnchainChannel oc{};
+  ASSERT_TRUE(poll_until(
+      [&] {
+        wh += 1;
+        write_all(agent->stdin_fd(), "wh " + std::to_string(wh) + "\n");
+        auto c = hub_cm_->channel(user);
+        if (!c) return false;
+        oc = *c;
+        return oc.status == chain::ChannelStatus::Open && oc.weiTotal.is_zero() && oc.txCountGlobal > 0;
+      },
+      50000))
+      << "the channel was not emptied before the challenge period ended";
+  // Emptied by the device's answer, at a state newer than the hub's exit.
+  EXPECT_GT(oc.txCountGlobal, old.state.txCountGlobal);
+  const std::string dlog = slurp(dir + ".log");
+  EXPECT_NE(dlog.find("stale exit answered: emptyChannelWithChallenge txCountGlobal " +
+                      std::to_string(oc.txCountGlobal)),
+            std::string::npos)
+      << dlog;
+
+  // The device reports it and stops paying.
+  const std::string dev_topic = mqtt::topic_user_status(user);
+  ASSERT_TRUE(poll_until([&] { return json_str(status_of(dev_topic), "chain").find("emptied on chain") == 0; }, 20000))
+      << status_of(dev_topic);
+  std::string err;
+  ASSERT_TRUE(device::state_load(dir, s, err)) << err;
+  const uint64_t tx_after = s.channel.state.txCountGlobal;
+  EXPECT_EQ(tx_after, oc.txCountGlobal);  // nothing was paid after the state put on chain
+  for (int k = 0; k < 10; ++k) write_all(agent->stdin_fd(), "wh " + std::to_string(++wh) + "\n");
+  // Give it rounds to (wrongly) pay: it must not.
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  ASSERT_TRUE(device::state_load(dir, s, err)) << err;
+  EXPECT_EQ(s.channel.state.txCountGlobal, tx_after);
+  EXPECT_FALSE(s.has_pending);
+  EXPECT_NE(slurp(dir + ".log").find("payments stopped"), std::string::npos);
+
+  // The hub marked the channel (its status says so).
+  const std::string hub_topic = mqtt::topic_hub_status(hub_wallet_->address(), user);
+  ASSERT_TRUE(poll_until([&] { return json_str(status_of(hub_topic), "chain").find("emptied on chain") == 0; }, 20000))
+      << status_of(hub_topic);
+  agent->close_stdin();
+  agent->stop(20000);
+
+  // A payment on the emptied channel (signed with the device's key) is refused.
+  mqtt::Options base;
+  base.port = broker_->port();
+  {
+    testsupport::SimOptions so;
+    so.dev_chain = false;
+    testsupport::SimDevice sim(kDeviceIndex, hub_wallet_->address(), contract_addr_, so);
+    ASSERT_TRUE(sim.start(base, "devpw", err)) << err;
+    ASSERT_TRUE(sim.wait_idle(20000));
+    EXPECT_EQ(sim.latest().state.txCountGlobal, tx_after);
+    EXPECT_EQ(sim.pay(kPrice, nullptr, 20000), Status::ChannelInDispute);
+    sim.stop();
+  }
+  EXPECT_NE(slurp(work_ + "/hub.log").find("ChannelInDispute"), std::string::npos);
+
+  // The mark is stored: a restarted hub still refuses.
+  hub_->stop(20000);
+  start_hub();
+  {
+    testsupport::SimOptions so;
+    so.dev_chain = false;
+    testsupport::SimDevice sim(kDeviceIndex, hub_wallet_->address(), contract_addr_, so);
+    ASSERT_TRUE(sim.start(base, "devpw", err)) << err;
+    ASSERT_TRUE(sim.wait_idle(20000));
+    EXPECT_EQ(sim.pay(kPrice, nullptr, 20000), Status::ChannelInDispute);
+    sim.stop();
+  }
+}
+
+}  // namespace
