@@ -76,6 +76,11 @@ Status root_of(const ThreadSet& threads, const ThreadState* add, long skip, Hash
 
 bool channel_blocks_updates(const ChannelState& s) noexcept { return channel_has_pending(s) || s.timeout != 0; }
 
+bool channel_is_skip(const ChannelState& prev, const ChannelUpdate& u) noexcept {
+  return u.reason == UpdateReason::Invalidation && prev.txCountGlobal < kMaxCounter &&
+         u.invalidation.lastInvalidTxCount == prev.txCountGlobal + 1;
+}
+
 namespace {
 
 bool payer_channel(const ChannelState& prev, const ThreadState& t) noexcept { return prev.user == t.sender; }
@@ -209,6 +214,18 @@ Status channel_next_state(const ChannelContext& ctx, const ChannelState& prev, c
                           const ChannelUpdate& u, ChannelState& next_out) noexcept {
   (void)ctx;
   PP_TRY(channel_check_bounds(prev));
+  if (channel_is_skip(prev, u)) {
+    // Invalidation of a half-signed state: prev.txCountGlobal + 1 was proposed and never
+    // countersigned; the state after it repeats prev's contents at prev + 2, so the
+    // half-signed one can never become the latest. Only on a state without pending ops
+    // (a pending op never lives in two states).
+    if (prev.txCountGlobal + 2 > kMaxCounter || u.txCountGlobal != prev.txCountGlobal + 2) return Status::BadTxCount;
+    if (u.invalidation.previousValidTxCount != prev.txCountGlobal) return Status::BadArgs;
+    if (channel_blocks_updates(prev)) return Status::PendingOperation;
+    next_out = prev;
+    next_out.txCountGlobal = u.txCountGlobal;
+    return Status::Ok;
+  }
   if (prev.txCountGlobal >= kMaxCounter || u.txCountGlobal != prev.txCountGlobal + 1) return Status::BadTxCount;
   ChannelState next = prev;
   next.txCountGlobal = u.txCountGlobal;
@@ -339,7 +356,7 @@ Status channel_check_transition(const ChannelState& prev, const ChannelState& ne
                                 const ChannelUpdate& u) noexcept {
   if (next.contractAddress != prev.contractAddress) return Status::WrongContract;
   if (next.user != prev.user) return Status::WrongParty;
-  if (next.txCountGlobal != prev.txCountGlobal + 1) return Status::BadTxCount;
+  if (next.txCountGlobal != prev.txCountGlobal + (channel_is_skip(prev, u) ? 2 : 1)) return Status::BadTxCount;
   if (next.txCountChain < prev.txCountChain) return Status::TxCountChainDecreased;
   PP_TRY(channel_check_bounds(next));
   U256 pw, pt, nw, nt;
@@ -403,7 +420,7 @@ Status channel_propose(const ChannelContext& ctx, const Signer& signer, const Pr
   // multiplication, ~20 us, on every payment); a wrong key yields a signature the
   // counterparty refuses as WrongSigner.
   if (prev.txCountGlobal >= kMaxCounter) return Status::BadTxCount;
-  u.txCountGlobal = prev.txCountGlobal + 1;
+  u.txCountGlobal = prev.txCountGlobal + (channel_is_skip(prev, u) ? 2 : 1);
   ChannelState n;
   PP_TRY(check_update(ctx, signer, self, prev, threads, u, n));
   const Hash32 h = channel_hash(n);

@@ -532,8 +532,7 @@ bool reply_kind_known(uint8_t k) noexcept { return k >= 0x10 && k <= 0x13; }
 }  // namespace
 
 Reply reply_make(ReplyKind kind) noexcept {
-  Reply r;
-  std::memset(&r, 0, sizeof r);
+  Reply r;  // every member has a zero default
   r.kind = kind;
   return r;
 }

@@ -150,6 +150,8 @@ Status policy_user_accepts_request(const UserPolicyInput& in, const ChannelState
     case UpdateReason::ConfirmPending:
     case UpdateReason::Invalidation:
     case UpdateReason::EmptyChannel:
+      // Invalidation of a half-signed state repeats prev's contents (b).
+      if (channel_is_skip(prev, u)) return Status::Ok;
       return check_chain_fact(in.hasChainAccess, in.chain, prev, u.reason);
     case UpdateReason::OpenThread: {
       const ThreadState& t = u.thread.thread.state;
@@ -224,6 +226,8 @@ Status policy_hub_countersigns(const HubPolicyInput& in, const ChannelState& pre
     case UpdateReason::ConfirmPending:
     case UpdateReason::Invalidation:
     case UpdateReason::EmptyChannel:
+      // Invalidation of a half-signed state repeats prev's contents (b).
+      if (channel_is_skip(prev, u)) return Status::Ok;
       return check_chain_fact(in.hasChainAccess, in.chain, prev, u.reason);
     case UpdateReason::OpenThread: {
       const ThreadState& t = u.thread.thread.state;

@@ -462,7 +462,7 @@ Status Session::propose(ChannelUpdate& u, uint64_t now, Effects& fx, bool fromRe
   hasPending_ = true;
   pendingFromRequest_ = fromRequest;
   pendingRequestId_ = fromRequest ? requestId : 0;
-  if (fromRequest) {
+  if (fromRequest && requestId >= lastRequestId_) {
     lastRequestId_ = requestId;
     lastRequestProposed_ = true;
   }
@@ -518,6 +518,10 @@ Status Session::complete_pending(const Signature& sigHub, bool verified, Effects
   fx.event = SessionEvent::UpdateCompleted;
   fx.reason = u.reason;
   fx.txCountGlobal = next.txCountGlobal;
+  if (u.reason == UpdateReason::Payment) {
+    fx.amountWei = u.payment.amountWei;
+    fx.amountToken = u.payment.amountToken;
+  }
   return Status::Ok;
 }
 
@@ -540,8 +544,8 @@ Status Session::next_work(uint64_t now, Effects& fx) noexcept {
 }
 
 Status Session::evaluate_request(uint64_t now, Effects& fx) noexcept {
-  const HubRequest q = hubRequest_;
-  ChannelUpdate u = q.update;
+  const uint64_t requestId = hubRequest_.requestId;
+  ChannelUpdate u = hubRequest_.update;
   Status st = verify_evidence();
   if (st != Status::Ok) return st;
   const ThreadState* latest = nullptr;
@@ -576,17 +580,51 @@ Status Session::evaluate_request(uint64_t now, Effects& fx) noexcept {
     }
   }
   if (st == Status::Ok) {
-    st = propose(u, now, fx, true, q.requestId);
+    st = propose(u, now, fx, true, requestId);
     if (st != Status::Ok && slot >= 0) storage_.threads[slot].used = false;
   }
   hasHubRequest_ = false;
   if (st != Status::Ok) {
-    lastRequestId_ = q.requestId;
+    lastRequestId_ = requestId;
     lastRequestProposed_ = false;
     fx.persist = true;
-    (void)send_request_nack(q.requestId, st, fx);
+    (void)send_request_nack(requestId, st, fx);
   }
   return ret(st);
+}
+
+Status Session::abandon_pending(const HubRequest& q, uint64_t now, Effects& fx) noexcept {
+  PP_TRY(ret(verify_evidence()));
+  const ChannelUpdate abandoned = pending_;
+  const bool wasFromRequest = pendingFromRequest_;
+  const uint64_t wasRequestId = pendingRequestId_;
+  ChannelUpdate u = q.update;
+  hasPending_ = false;
+  const Status st = propose(u, now, fx, true, q.requestId);
+  if (st != Status::Ok) {
+    hasPending_ = true;  // keeps offering the old proposal
+    pending_ = abandoned;
+    pendingFromRequest_ = wasFromRequest;
+    pendingRequestId_ = wasRequestId;
+    fx.count = 0;
+    (void)send_request_nack(q.requestId, st, fx);
+    return ret(st);
+  }
+  // A queued request is dropped: the hub re-sends its head (with a new id) after the skip.
+  hasHubRequest_ = false;
+  // What the abandoned proposal was for is not wanted any more in that form.
+  const ThreadState& t = abandoned.thread.thread.state;
+  if (abandoned.reason == UpdateReason::OpenThread) {
+    const long i = find_thread(t.sender, t.receiver, t.threadId);
+    if (i >= 0 && !storage_.threads[i].open) storage_.threads[i].used = false;
+  } else if (abandoned.reason == UpdateReason::Exchange) {
+    requests_.exchange.active = false;
+  } else if (abandoned.reason == UpdateReason::ProposePendingWithdrawal) {
+    requests_.withdrawal.active = false;
+  } else if (abandoned.reason == UpdateReason::ProposePendingDeposit) {
+    requests_.deposit.active = false;
+  }
+  return Status::Ok;
 }
 
 // ---------------------------------------------------------------- the hub's states
@@ -635,7 +673,7 @@ Session::HubState Session::check_hub_state(const SignedChannelState& hub, Status
     why = st;
     return HubState::Ignored;
   }
-  if (hasPending_ && pending_.txCountGlobal == s.txCountGlobal && s.txCountGlobal == mine.txCountGlobal + 1) {
+  if (hasPending_ && pending_.txCountGlobal == s.txCountGlobal) {
     ChannelState next;
     if (channel_next_state(ctx_, mine, thread_set(), pending_, next) == Status::Ok && next == s) {
       why = Status::Ok;
@@ -914,6 +952,18 @@ Status Session::on_hub_request(const uint8_t* in, size_t len, uint64_t now, Effe
     return ret(Status::Duplicate);
   }
   if (hasHubRequest_ && hubRequest_.requestId > q.requestId) return ret(Status::Duplicate);
+  if (channel_is_skip(channel_.state, q.update)) {
+    // The hub refuses our proposal for good and asks to invalidate it: only our own
+    // pending proposal, which the hub never countersigned, is skipped.
+    if (!hasPending_ || pending_.txCountGlobal != q.update.invalidation.lastInvalidTxCount) {
+      lastRequestId_ = q.requestId;
+      lastRequestProposed_ = false;
+      fx.persist = true;
+      (void)send_request_nack(q.requestId, Status::NotRequested, fx);
+      return ret(Status::NotRequested);
+    }
+    return abandon_pending(q, now, fx);
+  }
   hubRequest_ = q;
   hasHubRequest_ = true;
   if (hasPending_) return ret(Status::Busy);  // proposed after the proposal in flight completes

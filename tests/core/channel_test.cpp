@@ -412,6 +412,49 @@ TEST_F(ChannelTest, InvalidationBadArgs) {
   EXPECT_EQ(round_trip(Party::Hub, prev_, th.set, inv, next), Status::BadArgs);
 }
 
+// Invalidation of a half-signed state: the user proposed prev + 1, the hub never
+// countersigned it; prev + 2 repeats prev's contents, so the half-signed state can never
+// become the latest.
+TEST_F(ChannelTest, InvalidationOfHalfSignedStateSkipsIt) {
+  Threads th;
+  ChannelUpdate halfSigned = payment(Party::Hub, 7, 0);
+  ChannelState n1;
+  ASSERT_EQ(channel_propose(ctx_, signer_, userKey_, Party::User, prev_, th.set, halfSigned, n1), Status::Ok);
+  ChannelUpdate skip = channel_update_make(UpdateReason::Invalidation);
+  skip.invalidation.previousValidTxCount = prev_.txCountGlobal;
+  skip.invalidation.lastInvalidTxCount = prev_.txCountGlobal + 1;
+  EXPECT_TRUE(channel_is_skip(prev_, skip));
+  ChannelState proposed, accepted;
+  Hash32 h;
+  ASSERT_EQ(channel_propose(ctx_, signer_, userKey_, Party::User, prev_, th.set, skip, proposed), Status::Ok);
+  EXPECT_EQ(skip.txCountGlobal, prev_.txCountGlobal + 2);
+  ASSERT_EQ(channel_accept(ctx_, signer_, Party::Hub, prev_, th.set, skip, accepted, h), Status::Ok);
+  EXPECT_EQ(proposed, accepted);
+  ChannelState want = prev_;
+  want.txCountGlobal = prev_.txCountGlobal + 2;
+  EXPECT_EQ(accepted, want);
+  EXPECT_EQ(channel_check_transition(prev_, accepted, skip), Status::Ok);
+  // A hub that did countersign prev + 1 cannot accept a skip built on prev: from its
+  // state the update means something else, and the signature does not match.
+  ChannelState n1h;
+  Hash32 h1;
+  ASSERT_EQ(channel_accept(ctx_, signer_, Party::Hub, prev_, th.set, halfSigned, n1h, h1), Status::Ok);
+  ChannelState x;
+  EXPECT_NE(channel_accept(ctx_, signer_, Party::Hub, n1h, th.set, skip, x, h), Status::Ok);
+  // Wrong shapes.
+  ChannelUpdate bad = skip;
+  bad.invalidation.previousValidTxCount = prev_.txCountGlobal - 1;
+  EXPECT_EQ(channel_next_state(ctx_, prev_, th.set, bad, x), Status::BadArgs);
+  bad = skip;
+  bad.txCountGlobal = prev_.txCountGlobal + 1;
+  EXPECT_EQ(channel_next_state(ctx_, prev_, th.set, bad, x), Status::BadTxCount);
+  // Never on pending operations: a pending withdrawal lives in exactly one state.
+  ChannelState pending = prev_;
+  pending.pendingWithdrawalWeiUser = u(5);
+  pending.timeout = 1900000000;
+  EXPECT_EQ(channel_next_state(ctx_, pending, th.set, skip, x), Status::PendingOperation);
+}
+
 TEST_F(ChannelTest, OpenAndCloseThreadInPayerChannel) {
   Threads th;
   SignedThreadState t1 = make_thread(user_, userKey_, payee_, 1, 100, 10);

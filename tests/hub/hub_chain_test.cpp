@@ -331,19 +331,22 @@ TEST_P(HubChainCrashTest, Kill9AfterTheDepositCountersignatureStillDepositsExact
   SimDevice& a = device(kPayer);
   SimDevice& b = device(kPayee);
   fund_on_chain(a, kPayerDeposit);
-  const SignedChannelState pending = open_thread_and_countersign_deposit(a, b);
-  ASSERT_FALSE(HasFailure());
+  uint64_t id = 0;
+  ASSERT_EQ(a.open_thread(b.address(), kThreadWei, &id), Status::Ok);
+  // The hub commits the payee's countersigned deposit request, then dies (its Ack may
+  // not have left: the payee's session re-sends the same proposal until it gets one).
   ASSERT_EQ(hub_.wait(60000), 128 + 9) << "the hub did not stop at " << point;
   const chain::OnchainChannel before = MUST(hubcm_->channel(b.address()));
   if (point == "deposit-countersigned") {
     EXPECT_EQ(before.txCountChain, 0u) << "the deposit was sent before the crash point";
   } else {
-    EXPECT_EQ(before.txCountChain, pending.state.txCountChain) << "the deposit was not sent before the crash point";
+    EXPECT_EQ(before.txCountChain, 1u) << "the deposit was not sent before the crash point";
   }
   Ledger l = read_ledger(db(), b.address());
   EXPECT_EQ(l.deposits, 1) << "the countersigned deposit job is not stored";
   EXPECT_EQ(l.requests, 1) << "the mirrored OpenThread waits in the stored requests";
   start_hub();
+  ASSERT_TRUE(b.wait_until([](SimDevice& d) { return d.completed(UpdateReason::ProposePendingDeposit) == 1; }, 60000));
   finish_and_check(a, b);
 }
 

@@ -29,8 +29,9 @@ Hub identity:
   --private-key HEX         raw private key 0x+64 hex (tests/demo only) [hub.privateKey]
 Chain:
   --contract ADDR           ChannelManager address (required) [contract]
-  --rpc-url URL             Ethereum JSON-RPC URL [rpcUrl]; without it ConfirmPending, collateral
-                            deposits and the watchtower are refused/disabled (clearly logged)
+  --rpc-url URL             Ethereum JSON-RPC URL [rpcUrl]; without it ConfirmPending, Invalidation,
+                            EmptyChannel (NeedsChain), collateral deposits and the watchtower are
+                            refused/disabled (clearly logged)
   --event-state FILE        watchtower event poller progress file [eventState] (default <db>.events.json)
   --confirmations N         blocks before an event counts [confirmations] (default 0)
   --watchtower-interval S   seconds between watchtower rounds [watchtowerIntervalSeconds] (default 5)

@@ -939,6 +939,14 @@ void Hub::pump(Chan& ch, std::vector<Out>& outs) {
     // confirmed the deposit itself) is dropped: the user's session proposes on the same
     // latest state, so no proposal of it can be in flight.
     const Status s = request_applies(ch, ch.requests.front().update);
+    if (s == Status::Ok && ch.nacks > 0 && ch.nacked_at_tx != ch.latest.state.txCountGlobal) {
+      // Refused on an earlier state (e.g. PendingOperation before a ConfirmPending): the
+      // channel moved on, so ask again now instead of after the backoff.
+      Out o;
+      if (request_out(ch, o)) outs.push_back(std::move(o));
+      ch.nacked_at_tx = ch.latest.state.txCountGlobal;
+      schedule_resend(ch, kResendMs);
+    }
     if (s == Status::Ok || waits(ch.requests.front().update, s)) return;
     logf("warn", ch.key + ": request " + std::to_string(ch.requests.front().id) + " (" +
                      update_reason_name(ch.requests.front().update.reason) + ") no longer applies (" + status_name(s) +
@@ -1068,6 +1076,7 @@ void Hub::handle_reply(Chan& ch, const Bytes& payload, std::vector<Out>&) {
   ++ch.nacks;
   ++ch.nacks_total;
   ch.last_nack = r.status;
+  ch.nacked_at_tx = ch.latest.state.txCountGlobal;
   const uint64_t delay = std::min<uint64_t>(kNackBackoffMaxMs, 1000ull << std::min(ch.nacks - 1, 6u));
   logf("warn", ch.key + ": user refused request " + std::to_string(r.txCountGlobal) + " (" +
                    update_reason_name(ch.requests.front().update.reason) + "): " + status_name(r.status) +

@@ -73,6 +73,7 @@ class Hub {
     // volatile: the outstanding request's re-send schedule and RequestNack counters
     uint64_t resend_at_ms = 0;
     unsigned nacks = 0;             // consecutive RequestNacks of the outstanding request
+    uint64_t nacked_at_tx = 0;      // the channel's txCountGlobal at the last RequestNack
     uint64_t nacks_total = 0;
     Status last_nack = Status::Ok;
     bool dirty = false;

@@ -85,9 +85,15 @@ struct ChainTxArgs {
   Hash32 transactionHash;
 };
 
-// Invalidation: undoes the pending operations of the latest state, whose on-chain
-// transaction never happened. lastInvalidTxCount must be the previous state's
-// txCountGlobal and previousValidTxCount lower than it.
+// Invalidation, two forms (Connext v1):
+//   - of pending operations: undoes the pending operations of the latest state, whose
+//     on-chain transaction never happened. lastInvalidTxCount must be the previous
+//     state's txCountGlobal and previousValidTxCount lower than it.
+//   - of a half-signed state ("skip"): lastInvalidTxCount = prev.txCountGlobal + 1 (a
+//     proposal that was never countersigned) and previousValidTxCount =
+//     prev.txCountGlobal; the new state repeats prev's contents with txCountGlobal
+//     prev + 2, so the half-signed state can never become the latest one
+//     (channel_is_skip). Only on a state without pending operations.
 struct InvalidationArgs {
   uint64_t previousValidTxCount;
   uint64_t lastInvalidTxCount;
@@ -132,7 +138,8 @@ struct ChannelContext {
 };
 
 // Builds the state that `u` produces from `prev` and the open `threads` (their initial
-// states): next.txCountGlobal = prev.txCountGlobal + 1 = u.txCountGlobal. Pure.
+// states): next.txCountGlobal = prev.txCountGlobal + 1 = u.txCountGlobal (+ 2 for an
+// Invalidation of a half-signed state). Pure.
 // Rules (ChannelManager + Connext client semantics; DESIGN.md §4):
 //   On a state with pending operations (channel_blocks_updates) only ConfirmPending and
 //   Invalidation may follow (PendingOperation otherwise): Connext's rule, so a pending
@@ -169,6 +176,10 @@ struct ChannelContext {
 // signing policy's decision (policy.hpp), not this function's.
 // Errors: Unauthorized.
 [[nodiscard]] Status channel_check_proposer(const ChannelState& prev, Party proposer, const ChannelUpdate& u) noexcept;
+
+// True if `u` is an Invalidation of the half-signed state prev.txCountGlobal + 1 (its
+// txCountGlobal is then prev + 2; see InvalidationArgs).
+bool channel_is_skip(const ChannelState& prev, const ChannelUpdate& u) noexcept;
 
 // True if `s` has pending operations (any pending field non-zero, or a timeout): then
 // only ConfirmPending, Invalidation (or EmptyChannel) may follow.

@@ -138,11 +138,11 @@ enum class ReplyKind : uint8_t {
 };
 
 struct Reply {
-  ReplyKind kind;
-  uint64_t txCountGlobal;    // or the request id (RequestNack)
-  Signature sig;             // Ack
-  Status status;             // Nack, RequestNack
-  SignedChannelState state;  // Nack, Sync, RequestNack
+  ReplyKind kind = ReplyKind::Ack;
+  uint64_t txCountGlobal = 0;   // or the request id (RequestNack)
+  Signature sig{};              // Ack
+  Status status = Status::Ok;   // Nack, RequestNack
+  SignedChannelState state{};   // Nack, Sync, RequestNack
 };
 
 // A zeroed reply of the given kind.

@@ -111,7 +111,9 @@ struct UserPolicyInput {
 //     (chain.txCountChain >= prev.txCountChain); Invalidation: it was not executed and
 //     can no longer be (chain.txCountChain < prev.txCountChain and chain.blockTime >=
 //     prev.timeout); EmptyChannel: chain.emptied. No chain access or facts not read:
-//     NeedsChain; facts say otherwise: NotOnChain.
+//     NeedsChain; facts say otherwise: NotOnChain. An Invalidation of a half-signed state
+//     (channel_is_skip) repeats prev's contents: Ok without chain facts (the session
+//     proposes it only for its own refused proposal).
 //   OpenThread: only the mirror in a payee channel (receiver = user; hub funds locked)
 //     when acceptIncomingThreads (else Unauthorized); a thread with sender = user:
 //     NotRequested.
@@ -158,7 +160,7 @@ struct HubPolicyInput {
 //   ProposePendingWithdrawal: hub fields zero unless it matches a request exactly
 //     (NotRequested); the user's own balance to any recipient; timeout as deposits.
 //   ConfirmPending / Invalidation / EmptyChannel: chain facts as on the user side
-//     (NeedsChain, NotOnChain).
+//     (NeedsChain, NotOnChain); an Invalidation of a half-signed state: Ok.
 //   OpenThread: payer channel (sender = user, user funds locked): Ok (the caller still
 //     decides whether it can mirror it in the payee's channel); payee channel (receiver
 //     = user, hub funds locked): only as requested (NotRequested).

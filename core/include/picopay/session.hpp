@@ -18,7 +18,8 @@
 //
 // Every entry point returns a Status (why something was refused or ignored; Ok when
 // handled) and fills an Effects: if `persist` is set, the caller serialises the session
-// (serialise()) and stores the record durably BEFORE it sends any of `out`.
+// (serialise()) and stores the record durably BEFORE it sends any of `out` (a program
+// stores its own bookkeeping, e.g. metered units paid, in the same atomic write).
 #pragma once
 
 #include <cstddef>
@@ -60,7 +61,7 @@ struct OutMessage {
 // What happened, for the caller's bookkeeping (meters, logs, status JSON).
 enum class SessionEvent : uint8_t {
   None = 0,
-  UpdateCompleted = 1,        // our proposal is double-signed: `reason`, `txCountGlobal`
+  UpdateCompleted = 1,        // our proposal is double-signed: `reason`, `txCountGlobal` (Payment: the amounts)
   ThreadPaymentReceived = 2,  // payee: a thread payment was accepted: `amountWei`, `amountToken`
   Synced = 3,                 // the hub's latest state is ours: the session signs again
 };
@@ -150,9 +151,10 @@ class Session {
   // requests, every cfg.resendSeconds. `now`: Unix seconds.
   Status tick(uint64_t now, Effects& fx) noexcept;
 
-  // Pays the hub (a Payment, recipient hub). Errors: Busy (a proposal in flight or a hub
-  // request queued), OutOfSync, Halted, BadArgs (zero amounts), Underflow (balance),
-  // PendingOperation (the channel has pending ops), and channel_propose's errors.
+  // Pays the hub (a Payment, recipient hub). Errors: Busy (a proposal in flight),
+  // OutOfSync, Halted, BadArgs (zero amounts), Underflow (balance), PendingOperation (the
+  // channel has pending ops), and channel_propose's errors. Nothing is persisted or sent
+  // on error.
   Status propose_payment(const U256& wei, const U256& token, uint64_t now, Effects& fx) noexcept;
 
   // Payer: opens a thread to `receiver` locking (wei, token) of the user's balance.
@@ -169,8 +171,10 @@ class Session {
   Status thread_close_request(const Address& receiver, uint64_t threadId, uint64_t now, Effects& fx) noexcept;
 
   // Records a request of the user and proposes it (ProposePendingWithdrawal /
-  // ProposePendingDeposit / Exchange with seller user). `timeout`: Unix seconds.
-  // Errors: as propose_payment, TimeoutOutOfBounds.
+  // ProposePendingDeposit / Exchange with seller user). `timeout`: Unix seconds, in
+  // (now, now + limits.maxTimeoutSeconds] (unchecked if now is 0). Errors: as
+  // propose_payment, TimeoutOutOfBounds, RateOutOfBounds (exchange rate outside
+  // [minRate, maxRate]), and the signature errors of verify_evidence (Halted after).
   Status request_withdrawal(const Address& recipient, const U256& wei, const U256& token, uint64_t timeout,
                             uint64_t now, Effects& fx) noexcept;
   Status request_deposit(const U256& wei, const U256& token, uint64_t timeout, uint64_t now, Effects& fx) noexcept;
@@ -192,14 +196,19 @@ class Session {
   // channels are dropped without an answer; OutOfSync: ignored until synced (the hub
   // re-sends); Duplicate: an id already handled (re-sends the pending proposal if it is
   // that request's); a refused request is answered with a RequestNack (its status is the
-  // return value); Busy: queued behind the proposal in flight; Ok: proposed.
+  // return value); Busy: queued behind the proposal in flight; Ok: proposed. An
+  // Invalidation of the half-signed state txCountGlobal + 1 (channel_is_skip) is the
+  // hub refusing our pending proposal for good: it replaces that proposal at once (a
+  // skip of anything but our pending proposal: NotRequested).
   Status on_hub_request(const uint8_t* in, size_t len, uint64_t now, Effects& fx) noexcept;
   // A message on the user's thread topic: a ThreadUpdate (payee: a payment) or a
   // ThreadState (payee: the payer asks to close; the session proposes CloseThread with
   // the latest state it holds). Errors: decode errors, ThreadNotFound, Duplicate, the
   // thread rules and signature errors.
   Status on_thread_message(const uint8_t* in, size_t len, uint64_t now, Effects& fx) noexcept;
-  // Chain facts the caller read; re-evaluates a hub request waiting for them.
+  // Chain facts the caller read (all at one block); re-evaluates a hub request waiting
+  // for them, then proposes it (Ok) or keeps it (NeedsChain / NotOnChain with
+  // Effects::needsChain) or refuses it with a RequestNack (its status is returned).
   Status on_chain_fact(const ChainFacts& facts, uint64_t now, Effects& fx) noexcept;
 
   // Verifies the hub's countersignature on the latest state if it was stored unchecked
@@ -234,6 +243,7 @@ class Session {
   Status complete_pending(const Signature& sigHub, bool verified, Effects& fx) noexcept;
   Status next_work(uint64_t now, Effects& fx) noexcept;
   Status evaluate_request(uint64_t now, Effects& fx) noexcept;
+  Status abandon_pending(const HubRequest& q, uint64_t now, Effects& fx) noexcept;
   Status ready_to_propose(bool raisesClaim) noexcept;
   Status send_pending(uint64_t now, Effects& fx) noexcept;
   Status send_sync(uint64_t now, Effects& fx) noexcept;
