@@ -84,6 +84,12 @@ const ChainMark* ChainFollow::mark(const Address& user) const {
   return it == marks_.end() ? nullptr : &it->second.second;
 }
 
+std::vector<Address> ChainFollow::marked() const {
+  std::vector<Address> out;
+  for (const auto& [k, v] : marks_) out.push_back(v.first);
+  return out;
+}
+
 ChainFacts ChainFollow::facts(const ChainMark& m) {
   ChainFacts f{};
   f.known = true;

@@ -57,6 +57,8 @@ class ChainFollow {
   static constexpr uint64_t kIntervalMs = 1000;
   // The mark of `user`'s channel, or null when the chain shows nothing special.
   const ChainMark* mark(const Address& user) const;
+  // The marked channels' users.
+  std::vector<Address> marked() const;
   // ChainFacts from a mark (known true), for the signing policy.
   static ChainFacts facts(const ChainMark& m);
   // "in dispute since block N" / "emptied on chain at block N" / "".

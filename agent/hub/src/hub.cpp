@@ -1322,6 +1322,11 @@ void Hub::follow_chain() {
     Chan* ch = channel(c.user);
     if (ch) status_dirty_.insert(ch);
   }
+  for (const Address& u : follow_->marked()) {
+    const ChainMark* m = follow_->mark(u);
+    Chan* ch = m && m->dispute ? channel(u) : nullptr;
+    if (ch) dispute_threads(*ch);
+  }
 }
 
 }  // namespace picopay::hub

@@ -148,6 +148,13 @@ class Hub {
   // Following the chain (chain_follow.hpp): one round of the follower, logs and status of
   // the channels whose mark changed.
   void follow_chain();
+  // A payer's channel in dispute with open threads (thread_dispute.cpp): empties it at
+  // once when the chain already holds the hub's latest state and the user started the
+  // exit, then starts each thread's dispute with the latest thread state the hub has (the
+  // payee's close, else the initial state), so nukeThreads cannot take back what was paid
+  // through a thread; the watchtower empties the threads after their timer.
+  void dispute_threads(Chan& ch);
+  std::set<std::string> threads_disputed_;  // channels whose thread exits were started (this run)
   // ChannelInDispute if the chain shows `ch` in dispute, or emptied while the hub's
   // latest state still holds funds (any reason but EmptyChannel); else Ok.
   Status chain_refusal(const Chan& ch, const ChannelUpdate& u) const;
