@@ -39,6 +39,7 @@ namespace {
 const char* kDeposit = "1000000000000000000";
 const uint64_t kPrice = 1000;
 constexpr uint32_t kDeviceIndex = 1401;
+constexpr uint32_t kPayerIndex = 1402, kPayeeIndex = 1403;
 
 bool poll_until(const std::function<bool()>& f, int timeout_ms) {
   for (int w = 0; w <= timeout_ms; w += 100) {
@@ -95,7 +96,10 @@ class ChainWatch : public ::testing::Test {
     dev_addr_ = key_address(dev_key_);
     std::string err;
     chain_ = new DevChain;
-    ASSERT_TRUE(chain_->start(work_, {hub_key_, dev_key_}, err)) << err;
+    ASSERT_TRUE(chain_->start(work_, {hub_key_, dev_key_, key_hex(testsupport::test_key(kPayerIndex)),
+                                      key_hex(testsupport::test_key(kPayeeIndex))},
+                              err))
+        << err;
     rpc_ = new chain::RpcClient(chain_->url());
     ASSERT_EQ(private_key_parse(hub_key_.c_str(), hub_key_.size(), hub_pk_), Status::Ok);
     hub_wallet_ = new chain::Wallet(*rpc_, hub_pk_);
@@ -107,7 +111,10 @@ class ChainWatch : public ::testing::Test {
     contract_addr_ = *addr;
     contract_ = mqtt::topic_address(*addr);
     hub_cm_ = new chain::ChannelManagerClient(*hub_wallet_, contract_addr_);
+    ASSERT_TRUE(hub_cm_->fund_reserve(U256::from_u64(1000000)).ok());  // the payee's collateral
     std::vector<BrokerUser> users = {{"hub", "hubpw"}, {"test", "testpw"}, {dev_addr_, "devpw"}};
+    for (uint32_t i : {kPayerIndex, kPayeeIndex})
+      users.push_back({key_address(key_hex(testsupport::test_key(i))), "pw-" + std::to_string(i)});
     std::string acl = "user hub\ntopic readwrite picopay/v1/#\n\nuser test\ntopic read picopay/v1/#\n\n";
     acl += "pattern write picopay/v1/hub/+/channel/%u/update\npattern write picopay/v1/hub/+/channel/%u/reply\n";
     acl += "pattern write picopay/v1/hub/+/channel/%u/sync\npattern read picopay/v1/user/%u/reply\n";
@@ -218,6 +225,38 @@ class ChainWatch : public ::testing::Test {
     return out;
   }
 
+  // A SimDevice (the core's Session) that reads the chain itself for its chain facts.
+  struct ChainView {
+    std::unique_ptr<chain::Wallet> wallet;
+    std::unique_ptr<chain::ChannelManagerClient> cm;
+  };
+  std::unique_ptr<testsupport::SimDevice> sim_device(uint32_t i, ChainView& v) {
+    v.wallet = std::make_unique<chain::Wallet>(*rpc_, testsupport::test_key(i));
+    EXPECT_TRUE(v.wallet->init().ok());
+    v.cm = std::make_unique<chain::ChannelManagerClient>(*v.wallet, contract_addr_);
+    chain::ChannelManagerClient* cm = v.cm.get();
+    testsupport::SimOptions so;
+    so.chain = [cm](const Address& user, ChainFacts& f) {
+      auto oc = cm->channel(user);
+      auto blk = rpc_->block_by_number("latest");
+      if (!oc.ok() || !blk.ok()) return false;
+      f.known = true;
+      f.txCountGlobal = oc->txCountGlobal;
+      f.txCountChain = oc->txCountChain;
+      f.status = oc->status == chain::ChannelStatus::Open ? ChainChannelStatus::Open : ChainChannelStatus::InDispute;
+      f.emptied = oc->status == chain::ChannelStatus::Open && oc->weiTotal.is_zero() && oc->tokenTotal.is_zero() &&
+                  oc->txCountGlobal > 0 && oc->channelClosingTime == 0 && oc->threadCount == 0;
+      f.blockTime = blk->timestamp;
+      return true;
+    };
+    auto d = std::make_unique<testsupport::SimDevice>(i, hub_wallet_->address(), contract_addr_, so);
+    mqtt::Options o;
+    o.port = broker_->port();
+    std::string err;
+    EXPECT_TRUE(d->start(o, "pw-" + std::to_string(i), err)) << err;
+    return d;
+  }
+
   static inline std::string work_, hub_key_, hub_addr_, contract_, dev_key_, dev_addr_;
   static inline PrivateKey hub_pk_{};
   static inline Address contract_addr_{};
@@ -326,6 +365,70 @@ TEST_F(ChainWatch, StaleExitByHubIsAnsweredAndBothSidesStop) {
   hub_->stop(20000);
   start_hub();
   EXPECT_EQ(pay_raw(user, s.channel), Status::ChannelInDispute);
+}
+
+// A payer pays a payee through a thread, the payee closes it (the hub pays the payee),
+// and the payer, without countersigning the close, exits with the thread still open. The
+// hub empties the channel (the chain holds its latest state) and starts the thread's
+// dispute with the payee's final state; the payer's early nukeThreads is refused, so it
+// cannot take back what it paid through the thread.
+TEST_F(ChainWatch, PayerExitWithOpenThreadIsDisputedByTheHub) {
+  ChainView pv, qv;
+  auto payer = sim_device(kPayerIndex, pv);
+  auto payee = sim_device(kPayeeIndex, qv);
+  // The payer's deposit on chain, confirmed.
+  ASSERT_EQ(payer->deposit(5000), Status::Ok);
+  {
+    const SignedChannelState s = payer->latest();
+    auto rc = pv.cm->user_authorized_update(s.state, s.sigHub);
+    ASSERT_TRUE(rc.ok()) << rc.error().to_string();
+    ASSERT_EQ(payer->confirm_pending(rc->transactionHash), Status::Ok);
+  }
+  uint64_t id = 0;
+  ASSERT_EQ(payer->open_thread(payee->address(), 300, &id, 60000), Status::Ok);
+  ASSERT_TRUE(payee->wait_until([](testsupport::SimDevice& d) { return d.completed(UpdateReason::OpenThread) == 1; },
+                                90000))
+      << "the mirror was not opened in the payee's channel";
+  ASSERT_EQ(payer->thread_pay(payee->address(), id, 200), Status::Ok);
+  SignedThreadState got{};
+  ASSERT_TRUE(payee->wait_until(
+      [&](testsupport::SimDevice& d) {
+        return d.thread_latest(payer->address(), payee->address(), id, got) &&
+               got.state.balanceWeiReceiver == U256::from_u64(200);
+      },
+      30000));
+  // The payee closes; the payer never countersigns the close the hub then requests.
+  payer->pause_requests(true);
+  ASSERT_EQ(payer->close_thread(payee->address(), id), Status::Ok);
+  ASSERT_TRUE(payee->wait_until([](testsupport::SimDevice& d) { return d.completed(UpdateReason::CloseThread) == 1; },
+                                30000));
+  const SignedChannelState last = payer->latest();
+  ASSERT_EQ(last.state.threadCount, 1u);
+
+  // The payer exits with its latest state (the thread open in it).
+  auto rc = pv.cm->start_exit_with_update(last);
+  ASSERT_TRUE(rc.ok()) << rc.error().to_string();
+  chain::OnchainThread ot{};
+  ASSERT_TRUE(poll_until(
+      [&] {
+        auto t = hub_cm_->thread(payer->address(), payee->address(), id);
+        if (!t) return false;
+        ot = *t;
+        return ot.threadClosingTime != 0;
+      },
+      60000))
+      << "the hub did not start the thread's dispute\n" << slurp(work_ + "/hub.log");
+  EXPECT_EQ(ot.weiReceiver, U256::from_u64(200)) << "the dispute carries the payee's final state";
+  EXPECT_EQ(ot.weiSender, U256::from_u64(100));
+  auto oc = hub_cm_->channel(payer->address());
+  ASSERT_TRUE(oc.ok());
+  EXPECT_EQ(oc->status, chain::ChannelStatus::ThreadDispute);
+  // nukeThreads by the payer while the thread dispute runs: refused.
+  auto nuke = pv.cm->nuke_threads(payer->address());
+  EXPECT_FALSE(nuke.ok()) << "nukeThreads pre-empted the thread dispute";
+  EXPECT_NE(slurp(work_ + "/hub.log").find("dispute started (payee's final state"), std::string::npos);
+  payer->stop();
+  payee->stop();
 }
 
 }  // namespace

@@ -155,6 +155,7 @@ class Hub {
   // through a thread; the watchtower empties the threads after their timer.
   void dispute_threads(Chan& ch);
   std::set<std::string> threads_disputed_;  // channels whose thread exits were started (this run)
+  std::set<std::string> threads_emptying_;  // channels emptied (or waited for) before their threads
   // ChannelInDispute if the chain shows `ch` in dispute, or emptied while the hub's
   // latest state still holds funds (any reason but EmptyChannel); else Ok.
   Status chain_refusal(const Chan& ch, const ChannelUpdate& u) const;

@@ -35,10 +35,18 @@ void Hub::dispute_threads(Chan& ch) {
   if (oc->status == chain::ChannelStatus::ChannelDispute) {
     // The user started the exit with the hub's latest state (an older one is answered by
     // the watchtower): the hub, not the initiator, may empty it now and go to the threads.
-    if (oc->exitInitiator != hub_ && oc->txCountGlobal == ch.latest.state.txCountGlobal) {
+    if (oc->exitInitiator != hub_ && oc->txCountGlobal == ch.latest.state.txCountGlobal &&
+        !threads_emptying_.count(ch.key)) {
+      threads_emptying_.insert(ch.key);
       auto r = cm_->empty_channel(ch.user);
+      if (!r.ok()) threads_emptying_.erase(ch.key);  // retried next round
       logf(r.ok() ? "info" : "warn", ch.key + ": emptyChannel (to dispute its threads): " +
                                          (r.ok() ? json::hash_text(r->transactionHash) : r.error().to_string()));
+    } else if (!threads_emptying_.count(ch.key)) {
+      threads_emptying_.insert(ch.key);
+      logf("info", ch.key + ": exit with open threads (chain txCountGlobal " + std::to_string(oc->txCountGlobal) +
+                       ", hub's " + std::to_string(ch.latest.state.txCountGlobal) +
+                       "): the threads are disputed once the channel is emptied");
     }
     return;
   }
