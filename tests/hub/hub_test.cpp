@@ -59,7 +59,7 @@ class HubTest : public ::testing::Test {
 
   // dev_skip: --dev-skip-chain-checks (ConfirmPending countersigned unchecked: the devices
   // fund their channels without a chain).
-  void start_hub(bool dev_skip = true) {
+  void start_hub(bool dev_skip = true, const std::vector<std::string>& extra = {}) {
     std::vector<std::string> argv = {PICOPAY_HUB_BIN,
                                      "--broker-host", "127.0.0.1",
                                      "--broker-port", std::to_string(tls_ ? broker_->tls_port() : broker_->port()),
@@ -71,6 +71,7 @@ class HubTest : public ::testing::Test {
                                      "--exchange-rate", "1000",
                                      "--verbose"};
     if (dev_skip) argv.push_back("--dev-skip-chain-checks");
+    argv.insert(argv.end(), extra.begin(), extra.end());
     if (tls_) {
       argv.push_back("--broker-ca");
       argv.push_back(broker_->ca_file());
@@ -410,6 +411,12 @@ SignedThreadState signed_thread(const Address& contract, const Address& payer, c
 
 U256 u(uint64_t v) { return U256::from_u64(v); }
 
+// What a refusal must leave unchanged: the channel's state and its countersigned updates
+// (the request ids may move on: the hub asks the device to invalidate a refused proposal).
+bool same_channel(const Ledger& a, const Ledger& b) {
+  return a.found == b.found && a.state == b.state && a.updates == b.updates && a.deposits == b.deposits;
+}
+
 // Sends a raw update and returns the hub's answer (Nack status, Ok for an Ack, IoError
 // without an answer).
 Status send_raw(SimDevice& d, const Address& hub, const std::vector<uint8_t>& w, uint64_t tx) {
@@ -449,7 +456,7 @@ TEST_F(HubTest, OnlyThePayeeClosesAThreadAndTheHubsBooksBalance) {
   const uint64_t tx = a.latest().state.txCountGlobal + 1;
   ChannelState n0{};
   EXPECT_EQ(send_raw(a, hub_addr_, a.build(close0, n0), tx), Status::NotRequested);
-  EXPECT_TRUE(read_ledger(db(), a.address()) == a0) << "a refused close changed the payer's channel";
+  EXPECT_TRUE(same_channel(read_ledger(db(), a.address()), a0)) << "a refused close changed the payer's channel";
 
   // The payer pays 40 in the thread (off-chain, payer -> payee) and asks the payee to close.
   ASSERT_EQ(a.thread_pay(b.address(), id, 40), Status::Ok);
@@ -541,7 +548,7 @@ TEST_F(HubTest, OpenThreadBeyondCollateralIncludingRequestedMirrorsIsRefusedUpFr
   ChannelState n2{};
   EXPECT_EQ(send_raw(a, hub_addr_, a.build(o2, n2), a.latest().state.txCountGlobal + 1), Status::Underflow)
       << "300 + 300 of mirrors against 500 of collateral";
-  EXPECT_TRUE(read_ledger(db(), a.address()) == a0);
+  EXPECT_TRUE(same_channel(read_ledger(db(), a.address()), a0));
   b.pause_requests(false);
   ASSERT_TRUE(b.publish_raw(mqtt::topic_sync(hub_addr_, b.address()), {}, 0));  // the hub re-sends on a sync
   ASSERT_TRUE(b.wait_until([](SimDevice& d) { return d.completed(UpdateReason::OpenThread) == 1; }, 30000));
@@ -695,6 +702,8 @@ TEST_F(HubTest, MaliciousDeviceEveryHarmfulProposalIsRefusedAndChangesNothing) {
   // Payment on a state with a pending withdrawal: the honest session withdraws 100 of its
   // own (countersigned), then M builds a payment on top: the double withdrawal built off
   // chain is refused; so are Invalidation and EmptyChannel without chain facts.
+  for (int i = 0; i < 400 && read_ledger(db(), m.address()).requests != 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   ASSERT_EQ(m.withdraw(m.address(), 100), Status::Ok);
   const Ledger m1 = read_ledger(db(), m.address());
   const uint64_t tx1 = m.latest().state.txCountGlobal + 1;
@@ -717,9 +726,14 @@ TEST_F(HubTest, MaliciousDeviceEveryHarmfulProposalIsRefusedAndChangesNothing) {
   ASSERT_TRUE(m.publish_raw(mqtt::topic_sync(hub_addr_, m.address()), {}, 0));
   ASSERT_TRUE(m.wait_reply(tx1 - 1, r, 20000));
   EXPECT_EQ(r.kind, ReplyKind::Sync);
-  EXPECT_TRUE(read_ledger(db(), m.address()) == m1) << "a refused proposal changed the malicious channel";
+  EXPECT_TRUE(same_channel(read_ledger(db(), m.address()), m1)) << "a refused proposal changed the malicious channel";
   EXPECT_EQ(m1.updates, m0.updates + 1);  // only the honest withdrawal
-  EXPECT_TRUE(read_ledger(db(), b.address()) == b0) << "a refused proposal changed another channel";
+  EXPECT_TRUE(same_channel(read_ledger(db(), b.address()), b0)) << "a refused proposal changed another channel";
+  // The hub asked M's session to invalidate the refused proposals it signed; the session
+  // holds none of them and says so (RequestNack): the requests are dropped.
+  for (int i = 0; i < 400 && read_ledger(db(), m.address()).requests != 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(read_ledger(db(), m.address()).requests, 0);
 
   // The honest devices keep working: confirm the withdrawal, exchange at the hub's rate,
   // pay; the payee closes its thread and the hub collects from M.
@@ -755,7 +769,7 @@ TEST_F(HubTest, WithoutAChainConfirmPendingInvalidationAndEmptyChannelAreRefused
   Reply r = reply_make(ReplyKind::Ack);
   ASSERT_TRUE(m.publish_raw(mqtt::topic_sync(hub_addr_, m.address()), {}, 0));
   ASSERT_TRUE(m.wait_reply(tx - 1, r, 20000));
-  EXPECT_TRUE(read_ledger(db(), m.address()) == l0);
+  EXPECT_TRUE(same_channel(read_ledger(db(), m.address()), l0));
 }
 
 // issue 9: hub requests never deadlock against a paying device. Each round the payer
@@ -931,4 +945,60 @@ TEST_F(HubTest, LegacyHubProposalBecomesARequestAndGuardsItsTxCount) {
   ASSERT_EQ(sqlite3_open(db().c_str(), &h), SQLITE_OK);
   EXPECT_EQ(count_rows(h, "proposals", mqtt::topic_address(d.address())), 0);
   sqlite3_close(h);
+}
+
+// An honest session's proposal the hub refuses for good (an exchange at a rate the hub
+// does not offer, within the user's own tolerance): the hub Nacks it and requests the
+// Invalidation of that half-signed state; the session gives the proposal up for the
+// Invalidation (txCountGlobal + 2, the same contents) and the channel goes on.
+TEST_F(HubTest, ARefusedProposalIsInvalidatedOnRequestAndTheChannelGoesOn) {
+  start_broker();
+  start_hub();
+  SimDevice& d = device(1);
+  ASSERT_EQ(d.deposit(1000, 1000000), Status::Ok);
+  Hash32 h{};
+  std::memset(h.bytes, 0xcc, 32);
+  ASSERT_EQ(d.confirm_pending(h), Status::Ok);
+  ASSERT_EQ(d.pay(500), Status::Ok);
+  const SignedChannelState before = d.latest();
+  EXPECT_EQ(d.exchange(false, 100000, 2000, 1900, 2100), Status::RateOutOfBounds);
+  ASSERT_TRUE(d.wait_until(
+      [&](SimDevice& x) { return x.latest().state.txCountGlobal == before.state.txCountGlobal + 2; }, 30000))
+      << "the refused proposal was not invalidated";
+  ASSERT_TRUE(d.wait_idle());
+  ChannelState same = d.latest().state;
+  same.txCountGlobal = before.state.txCountGlobal;
+  EXPECT_EQ(same, before.state) << "the Invalidation repeats the latest state's contents";
+  ASSERT_EQ(d.pay(1), Status::Ok) << "the channel goes on";
+  const Ledger l = read_ledger(db(), d.address());
+  EXPECT_EQ(l.state, wire(d.latest()));
+  EXPECT_EQ(static_cast<uint64_t>(l.updates), d.latest().state.txCountGlobal - 1) << "one txCountGlobal skipped";
+  EXPECT_EQ(l.requests, 0);
+  EXPECT_EQ(d.double_signed(), 0u);
+  EXPECT_FALSE(d.halted());
+}
+
+// The hub's rate is older than 24 h: it countersigns no Exchange at any rate (StaleRate),
+// not even at its own; payments go on.
+TEST_F(HubTest, AStaleExchangeRateCountersignsNoExchange) {
+  start_broker();
+  start_hub(true, {"--exchange-rate-time", std::to_string(static_cast<uint64_t>(std::time(nullptr)) - 90000)});
+  SimDevice& d = device(1);
+  ASSERT_EQ(d.deposit(1000, 1000000), Status::Ok);
+  Hash32 h{};
+  std::memset(h.bytes, 0xcc, 32);
+  ASSERT_EQ(d.confirm_pending(h), Status::Ok);
+  ASSERT_EQ(d.pay(500), Status::Ok);
+  const Ledger l0 = read_ledger(db(), d.address());
+  ChannelUpdate e = channel_update_make(UpdateReason::Exchange);
+  e.exchange.seller = Party::User;
+  e.exchange.tokensToSell = u(100000);
+  e.exchange.exchangeRate = u(1000);
+  ChannelState n{};
+  EXPECT_EQ(send_raw(d, hub_addr_, d.build(e, n), d.latest().state.txCountGlobal + 1), Status::StaleRate);
+  EXPECT_TRUE(same_channel(read_ledger(db(), d.address()), l0));
+  for (int i = 0; i < 400 && read_ledger(db(), d.address()).requests != 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_EQ(d.pay(1), Status::Ok);
+  expect_ledger_agrees(d);
 }

@@ -237,12 +237,12 @@ Status SimDevice::run_op(const std::function<Status(Session&, Effects&)>& op, in
   lk.lock();
   Status result = Status::IoError;
   cv_.wait_until(lk, deadline, [&] {
-    if (session_.channel().state.txCountGlobal >= target) {
-      result = Status::Ok;
+    if (refused_ != Status::Ok && refused_tx_ == target) {
+      result = refused_;  // (the session may have given the proposal up for an Invalidation since)
       return true;
     }
-    if (refused_ != Status::Ok && refused_tx_ == target) {
-      result = refused_;
+    if (session_.channel().state.txCountGlobal >= target) {
+      result = Status::Ok;
       return true;
     }
     return session_.halted();

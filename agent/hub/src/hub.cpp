@@ -68,6 +68,13 @@ bool waits(const ChannelUpdate& u, Status s) {
   return s == Status::PendingOperation || (u.reason == UpdateReason::OpenThread && s == Status::Underflow);
 }
 
+// A policy refusal the hub will not lift by itself (the user's proposal is then
+// invalidated on request); the others may pass later (the chain catches up, an I/O error).
+bool refused_for_good(Status s) {
+  return s != Status::IoError && s != Status::NotOnChain && s != Status::CryptoUnavailable &&
+         s != Status::PendingOperation;
+}
+
 // Re-send an outstanding request nobody answered after this; after a RequestNack the
 // delay doubles from 1 s up to kNackBackoffMaxMs.
 constexpr uint64_t kResendMs = 30000;
@@ -566,6 +573,12 @@ void Hub::handle_update(Chan& ch, const Bytes& payload, std::vector<Out>& outs) 
     }
     return;
   }
+  if (u.txCountGlobal == latest + 2 && channel_is_skip(ch.latest.state, u)) {
+    // The user's Invalidation of its half-signed latest + 1 (a skip): it follows the
+    // latest state directly.
+    apply_update(ch, u, payload, outs);
+    return;
+  }
   if (u.txCountGlobal > latest + 1) {
     // Early (reordered) delivery: keep it unsigned in memory until the gap fills.
     if (u.txCountGlobal - latest <= kReorderWindow) {
@@ -733,6 +746,7 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
     return false;
   }
   const PaymentJob* pre = precomputed(ch, u, payload);
+  bool want_skip = false;
   Status s = pre != nullptr ? Status::Ok : channel_accept(ctx, signer_, Party::Hub, ch.latest.state, ts, u, next, h);
   if (pre != nullptr) {
     next = pre->next;
@@ -740,12 +754,20 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
   } else if (s == Status::Ok) {
     s = check_policy(ch, u);
     if (tx_failed_) return false;
+    // The user signed it (channel_accept checked its signature) and the hub will never
+    // countersign it: after the Nack, ask the user to invalidate it, so its session can
+    // go on.
+    want_skip = s != Status::Ok && u.txCountGlobal == ch.latest.state.txCountGlobal + 1 && refused_for_good(s);
   }
+  // Once the Invalidation of latest + 1 is requested, nothing is countersigned there (the
+  // user's session may already have given its proposal up for the Invalidation).
+  if (s == Status::Ok && !channel_is_skip(ch.latest.state, u) && skip_requested(ch)) s = Status::NotRequested;
   if (s != Status::Ok) {
     if (u.reason != UpdateReason::Payment || cfg_.verbose)
       logf("warn", ch.key + ": refused the user's " + std::string(update_reason_name(u.reason) ? update_reason_name(u.reason) : "?") +
                        " tx " + std::to_string(u.txCountGlobal) + ": " + status_name(s));
     nack(ch, u.txCountGlobal, s, outs);
+    if (want_skip) request_skip(ch, outs);
     return false;
   }
   SignedChannelState signed_state{};
@@ -796,11 +818,7 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
   bool changed = false;
   for (size_t i = 0; i < ch.requests.size(); ++i) {
     if (!policy_update_matches(ch.requests[i].update, u)) continue;
-    if (i == 0 && ch.requests[0].id != 0) {
-      ch.nacks = 0;
-      ch.resend_at_ms = 0;
-      timed_.erase(&ch);
-    }
+    if (i == 0 && ch.requests[0].id != 0) ch.resend_at_ms = 0;
     ch.requests.erase(ch.requests.begin() + static_cast<long>(i));
     changed = true;
     break;
@@ -926,7 +944,7 @@ void Hub::add_request(Chan& ch, const ChannelUpdate& u0, bool front) {
 
 Status Hub::request_applies(Chan& ch, const ChannelUpdate& u0) {
   ChannelUpdate u = u0;
-  u.txCountGlobal = ch.latest.state.txCountGlobal + 1;
+  u.txCountGlobal = ch.latest.state.txCountGlobal + (channel_is_skip(ch.latest.state, u0) ? 2 : 1);
   ChannelContext ctx{hub_};
   ChannelState next{};
   return channel_next_state(ctx, ch.latest.state, ch.set(), u, next);
@@ -939,29 +957,25 @@ void Hub::pump(Chan& ch, std::vector<Out>& outs) {
     // confirmed the deposit itself) is dropped: the user's session proposes on the same
     // latest state, so no proposal of it can be in flight.
     const Status s = request_applies(ch, ch.requests.front().update);
-    if (s == Status::Ok && ch.nacks > 0 && ch.nacked_at_tx != ch.latest.state.txCountGlobal) {
-      // Refused on an earlier state (e.g. PendingOperation before a ConfirmPending): the
-      // channel moved on, so ask again now instead of after the backoff.
-      Out o;
-      if (request_out(ch, o)) outs.push_back(std::move(o));
-      ch.nacked_at_tx = ch.latest.state.txCountGlobal;
-      schedule_resend(ch, kResendMs);
-    }
     if (s == Status::Ok || waits(ch.requests.front().update, s)) return;
     logf("warn", ch.key + ": request " + std::to_string(ch.requests.front().id) + " (" +
                      update_reason_name(ch.requests.front().update.reason) + ") no longer applies (" + status_name(s) +
                      "): dropped");
     ch.requests.pop_front();
-    ch.nacks = 0;
     ch.resend_at_ms = 0;
-    timed_.erase(&ch);
     changed = true;
   }
   // The first request that applies now goes out; an OpenThread waiting for collateral (or
   // anything waiting for a pending operation) stays.
   bool waiting_thread = false;
+  const uint64_t now = now_ms();
   for (size_t i = 0; i < ch.requests.size();) {
     const ChannelUpdate q = ch.requests[i].update;
+    if (ch.requests[i].not_before_ms > now && ch.requests[i].nacked_at_tx == ch.latest.state.txCountGlobal) {
+      timed_.insert(&ch);  // refused at this state: again after its backoff (request_timers)
+      ++i;
+      continue;
+    }
     const Status s = request_applies(ch, q);
     if (s == Status::Ok) {
       Request r = ch.requests[i];
@@ -970,7 +984,6 @@ void Hub::pump(Chan& ch, std::vector<Out>& outs) {
         r.update.deposit.timeout = unix_now() + kDepositTimeoutSeconds;
       r.id = ++ch.last_request_id;
       ch.requests.push_front(r);
-      ch.nacks = 0;
       persist_requests(ch);  // the id is stored before the request leaves (after COMMIT)
       if (tx_failed_) return;
       Out o;
@@ -1058,7 +1071,7 @@ void Hub::schedule_resend(Chan& ch, uint64_t delay_ms) {
   timed_.insert(&ch);
 }
 
-void Hub::handle_reply(Chan& ch, const Bytes& payload, std::vector<Out>&) {
+void Hub::handle_reply(Chan& ch, const Bytes& payload, std::vector<Out>& outs) {
   Reply r = reply_make(ReplyKind::Ack);
   const Status s = decode_reply(payload.data(), payload.size(), r);
   if (s != Status::Ok || r.kind != ReplyKind::RequestNack) {
@@ -1068,39 +1081,105 @@ void Hub::handle_reply(Chan& ch, const Bytes& payload, std::vector<Out>&) {
     return;
   }
   if (!ch.outstanding() || r.txCountGlobal != ch.requests.front().id) return;  // stale or forged
-  // A RequestNack carries no signature (anyone who can publish here could send one), so
-  // it never drops a request: the request is re-sent after a backoff (1 s doubling up to
-  // 60 s). A request the user can never accept stays outstanding and is counted in the
-  // channel's status; what cannot apply any more is dropped by pump() from the hub's own
-  // state.
-  ++ch.nacks;
   ++ch.nacks_total;
   ch.last_nack = r.status;
-  ch.nacked_at_tx = ch.latest.state.txCountGlobal;
-  const uint64_t delay = std::min<uint64_t>(kNackBackoffMaxMs, 1000ull << std::min(ch.nacks - 1, 6u));
-  logf("warn", ch.key + ": user refused request " + std::to_string(r.txCountGlobal) + " (" +
-                   update_reason_name(ch.requests.front().update.reason) + "): " + status_name(r.status) +
-                   "; again in " + std::to_string(delay / 1000) + " s");
-  schedule_resend(ch, delay);
   ch.dirty = true;
+  Request q = ch.requests.front();
+  ch.requests.pop_front();
+  ch.resend_at_ms = 0;
+  if (channel_is_skip(ch.latest.state, q.update)) {
+    // The user holds no such proposal (or will not give it up): nothing to invalidate.
+    logf("warn", ch.key + ": user refused the Invalidation of tx " +
+                     std::to_string(q.update.invalidation.lastInvalidTxCount) + ": " + status_name(r.status) +
+                     "; dropped");
+    persist_requests(ch);
+    if (!tx_failed_) pump(ch, outs);
+    return;
+  }
+  // A RequestNack carries no signature (anyone who can publish here could send one), so
+  // it never drops a request (the user may in fact have proposed it: the hub keeps
+  // countersigning it). The request goes to the back with a backoff (1 s doubling up to
+  // 60 s, or at once when the channel moves on) and gets a new id when it is sent again,
+  // so one refused request never blocks the others.
+  q.id = 0;
+  ++q.nacks;
+  q.nacked_at_tx = ch.latest.state.txCountGlobal;
+  const uint64_t delay = std::min<uint64_t>(kNackBackoffMaxMs, 1000ull << std::min(q.nacks - 1, 6u));
+  q.not_before_ms = now_ms() + delay;
+  logf("warn", ch.key + ": user refused request " + std::to_string(r.txCountGlobal) + " (" +
+                   update_reason_name(q.update.reason) + "): " + status_name(r.status) + "; again in " +
+                   std::to_string(delay / 1000) + " s or when the channel moves on");
+  ch.requests.push_back(q);
+  persist_requests(ch);
+  timed_.insert(&ch);
+  if (!tx_failed_) pump(ch, outs);
+}
+
+bool Hub::skip_requested(const Chan& ch) const {
+  for (const auto& r : ch.requests)
+    if (channel_is_skip(ch.latest.state, r.update)) return true;
+  return false;
+}
+
+void Hub::request_skip(Chan& ch, std::vector<Out>& outs) {
+  if (skip_requested(ch)) return;
+  ChannelUpdate iv = channel_update_make(UpdateReason::Invalidation);
+  iv.invalidation.previousValidTxCount = ch.latest.state.txCountGlobal;
+  iv.invalidation.lastInvalidTxCount = ch.latest.state.txCountGlobal + 1;
+  if (request_applies(ch, iv) != Status::Ok) return;  // not on pending operations: a plain Nack
+  if (ch.outstanding()) {
+    ch.requests.front().id = 0;  // overtaken by the skip: a new id when it is sent again
+    ch.resend_at_ms = 0;
+  }
+  Request r;
+  r.update = iv;
+  ch.requests.push_front(r);
+  persist_requests(ch);
+  if (!tx_failed_) pump(ch, outs);
 }
 
 void Hub::request_timers() {
   if (timed_.empty()) return;
   const uint64_t now = now_ms();
   std::vector<Out> outs;
+  std::vector<Chan*> due;
   for (auto it = timed_.begin(); it != timed_.end();) {
     Chan* c = *it;
-    if (!c->outstanding()) {
+    if (c->requests.empty()) {
       it = timed_.erase(it);
       continue;
     }
-    if (c->resend_at_ms <= now) {
-      Out o;
-      if (request_out(*c, o)) outs.push_back(std::move(o));
-      c->resend_at_ms = now + kResendMs;
+    if (c->outstanding()) {
+      if (c->resend_at_ms <= now) {
+        Out o;
+        if (request_out(*c, o)) outs.push_back(std::move(o));
+        c->resend_at_ms = now + kResendMs;
+      }
+    } else {
+      bool expired = false;
+      for (const auto& r : c->requests) expired = expired || (r.not_before_ms != 0 && r.not_before_ms <= now);
+      if (expired) due.push_back(c);
     }
     ++it;
+  }
+  if (!due.empty()) {
+    std::string err;
+    tx_failed_ = false;
+    if (!store_.begin(err)) {
+      fail(err);
+      return;
+    }
+    for (Chan* c : due) {
+      for (auto& r : c->requests)
+        if (r.not_before_ms != 0 && r.not_before_ms <= now) r.not_before_ms = 0;
+      pump(*c, outs);
+      if (tx_failed_) break;
+    }
+    if (tx_failed_ || !store_.commit(err)) {
+      store_.rollback();
+      fail("store: " + (err.empty() ? txerr_ : err));
+      return;
+    }
   }
   publish_outs(outs);
 }

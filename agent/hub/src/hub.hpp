@@ -54,6 +54,11 @@ class Hub {
   struct Request {
     uint64_t id = 0;
     ChannelUpdate update{};  // reason + args (txCountGlobal 0)
+    // volatile: after a RequestNack the request waits (at the back) until not_before_ms,
+    // or until the channel moves on from the txCountGlobal it was refused at
+    unsigned nacks = 0;
+    uint64_t not_before_ms = 0;
+    uint64_t nacked_at_tx = 0;
   };
   struct Chan {
     Address user{};
@@ -72,8 +77,6 @@ class Hub {
     bool legacy_unsaved = false;  // legacy rows converted in memory, not yet stored as requests
     // volatile: the outstanding request's re-send schedule and RequestNack counters
     uint64_t resend_at_ms = 0;
-    unsigned nacks = 0;             // consecutive RequestNacks of the outstanding request
-    uint64_t nacked_at_tx = 0;      // the channel's txCountGlobal at the last RequestNack
     uint64_t nacks_total = 0;
     Status last_nack = Status::Ok;
     bool dirty = false;
@@ -131,8 +134,15 @@ class Hub {
   // The outstanding request, signed (hub_request_sign), on the user's request topic.
   bool request_out(Chan& ch, Out& o);
   void schedule_resend(Chan& ch, uint64_t delay_ms);
-  // Re-sends outstanding requests whose timer expired (worker loop; no transaction).
+  // Re-sends outstanding requests whose timer expired; sends the next request of channels
+  // whose refused requests' backoff expired (worker loop).
   void request_timers();
+  // Whether a skip (Invalidation of the half-signed state latest + 1) is requested in `ch`:
+  // then nothing else is countersigned at latest + 1.
+  bool skip_requested(const Chan& ch) const;
+  // After refusing the user's valid proposal at latest + 1 for good: requests its
+  // Invalidation (docs/mqtt-protocol.md), ahead of everything.
+  void request_skip(Chan& ch, std::vector<Out>& outs);
   // At start: re-sends stored outstanding requests, sends the next of stored queues.
   void recover();
   void publish_outs(std::vector<Out>& outs);
