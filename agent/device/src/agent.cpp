@@ -25,6 +25,7 @@
 #include "picopay/chain/manager.hpp"
 #include "picopay/codec.hpp"
 #include "picopay/device/agent.hpp"
+#include "picopay/device/chain_follow.hpp"
 #include "picopay/device/meter.hpp"
 #include "picopay/device/state.hpp"
 #include "picopay/keyfile.hpp"
@@ -140,6 +141,9 @@ class Agent {
   bool read_chain(ChainFacts& facts, std::string& err);
   void feed_chain();
   bool onchain_deposit();
+  // Reads our channel on chain every kFollowMs (chain_follow.hpp): answers a stale exit,
+  // feeds the Session the facts, and holds payments while it is in dispute or emptied.
+  void follow_chain();
   bool pay_units(uint64_t units);
   long sender_thread() const;  // slot of the open thread we pay on, or -1
 
@@ -177,6 +181,10 @@ class Agent {
   int refusals_ = 0;
   Status last_refusal_ = Status::Ok;
   std::string chain_note_;  // why a rule that needs the chain cannot be satisfied (status JSON)
+  std::unique_ptr<OwnChannelFollower> follow_;
+  uint64_t last_follow_ms_ = 0;
+  bool chain_hold_ = false;  // the chain shows our channel in dispute or emptied: no payments
+  static constexpr uint64_t kFollowMs = 2000;
 };
 
 void Agent::logf(port::LogLevel lv, const char* fmt, ...) {
@@ -493,6 +501,36 @@ bool Agent::onchain_deposit() {
   return st == Status::Ok || st == Status::NotOnChain;
 }
 
+void Agent::follow_chain() {
+  if (!follow_ || now_ms() - last_follow_ms_ < kFollowMs) return;
+  last_follow_ms_ = now_ms();
+  // Only a state both signed, with a countersignature that verifies, is ever sent.
+  SignedChannelState latest = s_.channel();
+  if (s_.verify_evidence() != Status::Ok) latest.hasSigHub = false;
+  auto v = follow_->poll(latest);
+  if (!v) {
+    logf(port::LogLevel::Warn, "chain follow: cannot read the channel (retrying): %s", v.error().to_string().c_str());
+    return;
+  }
+  if (!v->answered.empty()) logf(port::LogLevel::Warn, "chain: stale exit answered: %s", v->answered.c_str());
+  if (!v->error.empty()) logf(port::LogLevel::Error, "chain: cannot answer the exit (retrying): %s", v->error.c_str());
+  const bool hold = v->dispute || v->emptied;
+  if (v->note != chain_note_ && (hold || chain_hold_)) {
+    if (hold)
+      logf(port::LogLevel::Warn, "chain: our channel is %s: payments stopped", v->note.c_str());
+    else
+      logf(port::LogLevel::Info, "chain: our channel is open again");
+    chain_note_ = v->note;
+    status_dirty_ = true;
+  }
+  if (hold || chain_hold_) {
+    Effects fx;
+    Status st = s_.on_chain_fact(v->facts, unix_now(), fx);
+    carry(st, fx, "chain facts");
+  }
+  chain_hold_ = hold;
+}
+
 bool Agent::pay_units(uint64_t units) {
   U256 amount{};
   if (u256_mul(cfg_.price_wei, U256::from_u64(units), amount) != Status::Ok) return false;
@@ -545,6 +583,8 @@ void Agent::step() {
     carry(st, fx, "tick");
   }
   feed_chain();
+  follow_chain();
+  if (done_ || chain_hold_) return;
   if (!s_.synced() || s_.has_pending()) return;  // a hub request kept for chain facts does not block paying
   const ChannelState& c = s_.channel().state;
   if (!cfg_.payer) return;
@@ -776,6 +816,7 @@ int Agent::run() {
     }
     cm_ = std::make_unique<chain::ChannelManagerClient>(*wallet_, st_.contract);
     cm_->require_hub(st_.hub);  // and again before each transaction
+    follow_ = std::make_unique<OwnChannelFollower>(*cm_, me);
   }
   SessionConfig sc = session_config_default();
   sc.contract = st_.contract;

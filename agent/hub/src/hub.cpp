@@ -16,6 +16,7 @@
 #include "picopay/chain/rpc.hpp"
 #include "picopay/chain/tx.hpp"
 #include "picopay/chain/watchtower.hpp"
+#include "chain_follow.hpp"
 #include "picopay/codec.hpp"
 #include "picopay/hex.hpp"
 #include "metrics.hpp"
@@ -170,6 +171,9 @@ bool Hub::start(std::string& err) {
     auto ls = poller_->load();
     if (!ls.ok()) logf("warn", "watchtower: event state: " + ls.error().to_string());
     tower_ = std::make_unique<chain::Watchtower>(*cm_, *poller_);
+    follow_ = std::make_unique<ChainFollow>(*rpc_, *cm_, contract_, cfg_.confirmations, cfg_.event_state + ".follow",
+                                            cfg_.db + ".chain-marks");
+    if (!follow_->load(err)) return false;
     std::vector<std::pair<std::string, Bytes>> rows;
     if (store_.list_channels(rows, err)) {
       for (auto& r : rows) {
@@ -694,6 +698,7 @@ Status Hub::check_policy(Chan& ch, const ChannelUpdate& u) {
   if (u256_sub(prev.balanceWeiHub, mwei, in.inventoryWei) != Status::Ok) in.inventoryWei = U256::zero();
   if (u256_sub(prev.balanceTokenHub, mtok, in.inventoryToken) != Status::Ok) in.inventoryToken = U256::zero();
   in.chain = chain_facts(ch, u.reason, in.hasChainAccess);
+  if (!in.chain.known && follow_ && follow_->mark(ch.user)) in.chain = ChainFollow::facts(*follow_->mark(ch.user));
   in.limits = policy_limits_default();
   Status s = policy_hub_countersigns(in, prev, u);
   if (s != Status::Ok) return s;
@@ -743,6 +748,13 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
   ThreadSet ts = ch.set();
   ChannelState next{};
   Hash32 h{};
+  if (Status cs = chain_refusal(ch, u); cs != Status::Ok) {
+    logf("warn", ch.key + ": refused the user's " + std::string(update_reason_name(u.reason) ? update_reason_name(u.reason) : "?") +
+                     " tx " + std::to_string(u.txCountGlobal) + ": " + status_name(cs) + " (" +
+                     ChainFollow::describe(*follow_->mark(ch.user)) + ")");
+    nack(ch, u.txCountGlobal, cs, outs);
+    return false;
+  }
   const PaymentJob* pre = precomputed(ch, u, payload);
   bool want_skip = false;
   Status s = pre != nullptr ? Status::Ok : channel_accept(ctx, signer_, Party::Hub, ch.latest.state, ts, u, next, h);
@@ -1256,6 +1268,8 @@ void Hub::publish_status(Chan& ch) {
   if (ch.outstanding())
     cJSON_AddStringToObject(j, "outstandingRequest", update_reason_name(ch.requests.front().update.reason));
   cJSON_AddNumberToObject(j, "requestNacks", static_cast<double>(ch.nacks_total));
+  if (follow_ && follow_->mark(ch.user))
+    cJSON_AddStringToObject(j, "chain", ChainFollow::describe(*follow_->mark(ch.user)).c_str());
   if (ch.last_nack != Status::Ok) cJSON_AddStringToObject(j, "lastRequestNack", status_name(ch.last_nack));
   char* txt = cJSON_PrintUnformatted(j);
   if (txt) {
@@ -1379,6 +1393,35 @@ void Hub::chain_jobs() {
       }
     }
     if (metrics_) metrics_->chain_round(*rpc_, *cm_, hub_, poller_->last_block(), acts.ok());
+  }
+  follow_chain();
+}
+
+Status Hub::chain_refusal(const Chan& ch, const ChannelUpdate& u) const {
+  const ChainMark* m = follow_ ? follow_->mark(ch.user) : nullptr;
+  if (!m) return Status::Ok;
+  return policy_check_chain_status(ChainFollow::facts(*m), ch.latest.state, u.reason);
+}
+
+void Hub::follow_chain() {
+  if (!follow_ || !follow_->due()) return;
+  auto changes = follow_->tick();
+  if (!changes.ok()) {
+    logf("warn", "chain follow: " + changes.error().to_string());
+    return;
+  }
+  for (const ChainChange& c : *changes) {
+    const std::string who = json::address_text(c.user);
+    logf(c.what == "open" ? "info" : "warn",
+         "chain: channel " + who + " " + c.what +
+             (c.mark.dispute ? ": no more updates are countersigned on it" : c.mark.emptied ? ": only EmptyChannel is countersigned on it" : ""));
+    Chan* ch = channel(c.user);
+    if (ch) status_dirty_.insert(ch);
+  }
+  for (const Address& u : follow_->marked()) {
+    const ChainMark* m = follow_->mark(u);
+    Chan* ch = m && m->dispute ? channel(u) : nullptr;
+    if (ch) dispute_threads(*ch);
   }
 }
 

@@ -34,6 +34,7 @@ class Watchtower;
 namespace picopay::hub {
 
 class Metrics;
+class ChainFollow;
 
 class Hub {
  public:
@@ -155,6 +156,20 @@ class Hub {
   std::set<Chan*> status_dirty_;
   void chain_jobs();
   void watch(Chan& ch);
+  // Following the chain (chain_follow.hpp): one round of the follower, logs and status of
+  // the channels whose mark changed.
+  void follow_chain();
+  // A payer's channel in dispute with open threads (thread_dispute.cpp): empties it at
+  // once when the chain already holds the hub's latest state and the user started the
+  // exit, then starts each thread's dispute with the latest thread state the hub has (the
+  // payee's close, else the initial state), so nukeThreads cannot take back what was paid
+  // through a thread; the watchtower empties the threads after their timer.
+  void dispute_threads(Chan& ch);
+  std::set<std::string> threads_disputed_;  // channels whose thread exits were started (this run)
+  std::set<std::string> threads_emptying_;  // channels emptied (or waited for) before their threads
+  // ChannelInDispute if the chain shows `ch` in dispute, or emptied while the hub's
+  // latest state still holds funds (any reason but EmptyChannel); else Ok.
+  Status chain_refusal(const Chan& ch, const ChannelUpdate& u) const;
   void fail(const std::string& what);
   // Before the serial pass: pre-validate and countersign each channel's run of
   // consecutive Payment updates in the batch on the pool (ParallelAcceptor).
@@ -199,6 +214,7 @@ class Hub {
   std::unique_ptr<chain::ChannelManagerClient> cm_;
   std::unique_ptr<chain::EventPoller> poller_;
   std::unique_ptr<chain::Watchtower> tower_;
+  std::unique_ptr<ChainFollow> follow_;
   // A collateral deposit the payee countersigned (stored in the deposits table with the
   // countersignature): chain_jobs() checks the chain, calls hubAuthorizedUpdate if the
   // deposit has not happened, then requests ConfirmPending and deletes the stored job.

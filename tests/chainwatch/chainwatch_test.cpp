@@ -1,0 +1,434 @@
+// Following the chain (docs/chain.md, "Following the chain"): the real picopay-hub and
+// picopay-agent with an RPC URL, a real mosquitto (password per client, ACL) and the dev
+// chain with a fresh ChannelManager (challenge period 60 s, the contract's minimum). No
+// timing assertions: every wait is a bounded poll.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include <cjson/cJSON.h>
+
+#include "picopay/agent/json_state.hpp"
+#include "picopay/chain/manager.hpp"
+#include "picopay/demo/support.hpp"
+#include "picopay/device/state.hpp"
+#include "picopay/mqtt/client.hpp"
+#include "picopay/mqtt/protocol.hpp"
+#include "picopay/codec.hpp"
+#include "picopay/channel.hpp"
+#include "picopay/signer.hpp"
+#include "sim_device.hpp"
+
+using namespace picopay;
+using namespace picopay::demo;
+
+namespace {
+
+const char* kDeposit = "1000000000000000000";
+const uint64_t kPrice = 1000;
+constexpr uint32_t kDeviceIndex = 1401;
+constexpr uint32_t kPayerIndex = 1402, kPayeeIndex = 1403;
+
+bool poll_until(const std::function<bool()>& f, int timeout_ms) {
+  for (int w = 0; w <= timeout_ms; w += 100) {
+    if (f()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+void write_all(int fd, const std::string& s) {
+  size_t off = 0;
+  while (off < s.size()) {
+    ssize_t n = ::write(fd, s.data() + off, s.size() - off);
+    if (n <= 0) return;
+    off += static_cast<size_t>(n);
+  }
+}
+
+std::string key_hex(const PrivateKey& k) {
+  static const char* d = "0123456789abcdef";
+  std::string s = "0x";
+  for (uint8_t b : k.bytes) {
+    s += d[b >> 4];
+    s += d[b & 15];
+  }
+  return s;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string json_str(const std::string& text, const char* field) {
+  cJSON* j = cJSON_Parse(text.c_str());
+  std::string out;
+  const cJSON* f = j ? cJSON_GetObjectItem(j, field) : nullptr;
+  if (f && cJSON_IsString(f)) out = f->valuestring;
+  cJSON_Delete(j);
+  return out;
+}
+
+class ChainWatch : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    char tmpl[] = "/tmp/picopay-chainwatch-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    work_ = tmpl;
+    hub_key_ = random_key_hex();
+    hub_addr_ = key_address(hub_key_);
+    dev_key_ = key_hex(testsupport::test_key(kDeviceIndex));
+    dev_addr_ = key_address(dev_key_);
+    std::string err;
+    chain_ = new DevChain;
+    ASSERT_TRUE(chain_->start(work_, {hub_key_, dev_key_, key_hex(testsupport::test_key(kPayerIndex)),
+                                      key_hex(testsupport::test_key(kPayeeIndex))},
+                              err))
+        << err;
+    rpc_ = new chain::RpcClient(chain_->url());
+    ASSERT_EQ(private_key_parse(hub_key_.c_str(), hub_key_.size(), hub_pk_), Status::Ok);
+    hub_wallet_ = new chain::Wallet(*rpc_, hub_pk_);
+    ASSERT_TRUE(hub_wallet_->init());
+    auto art = chain::load_artifact(chain::default_artifact_dir() + "/ChannelManager.json");
+    ASSERT_TRUE(art.ok());
+    auto addr = chain::deploy_channel_manager(*hub_wallet_, *art, hub_wallet_->address(), 60, Address{});
+    ASSERT_TRUE(addr.ok());
+    contract_addr_ = *addr;
+    contract_ = mqtt::topic_address(*addr);
+    hub_cm_ = new chain::ChannelManagerClient(*hub_wallet_, contract_addr_);
+    ASSERT_TRUE(hub_cm_->fund_reserve(U256::from_u64(1000000)).ok());  // the payee's collateral
+    std::vector<BrokerUser> users = {{"hub", "hubpw"}, {"test", "testpw"}, {dev_addr_, "devpw"}};
+    for (uint32_t i : {kPayerIndex, kPayeeIndex})
+      users.push_back({key_address(key_hex(testsupport::test_key(i))), "pw-" + std::to_string(i)});
+    std::string acl = "user hub\ntopic readwrite picopay/v1/#\n\nuser test\ntopic read picopay/v1/#\n\n";
+    acl += "pattern write picopay/v1/hub/+/channel/%u/update\npattern write picopay/v1/hub/+/channel/%u/reply\n";
+    acl += "pattern write picopay/v1/hub/+/channel/%u/sync\npattern read picopay/v1/user/%u/reply\n";
+    acl += "pattern read picopay/v1/user/%u/request\npattern readwrite picopay/v1/user/%u/status\n";
+    acl += "pattern write picopay/v1/thread/+/update\npattern read picopay/v1/thread/%u/update\n";
+    broker_ = new MosquittoBroker;
+    ASSERT_TRUE(broker_->start(work_ + "/broker", users, acl, err)) << err;
+    hub_ = new Child;
+    start_hub();
+    mqtt::Options o;
+    o.port = broker_->port();
+    o.client_id = "picopay-test-observer";
+    o.username = "test";
+    o.password = "testpw";
+    o.clean_start = true;
+    obs_ = new mqtt::Client(o);
+    obs_->on_message([](const mqtt::Message& m) {
+      std::lock_guard<std::mutex> l(mu_);
+      (*status_)[m.topic] = std::string(m.payload.begin(), m.payload.end());
+    });
+    obs_->subscribe("picopay/v1/hub/+/status/+");
+    obs_->subscribe("picopay/v1/user/+/status");
+    ASSERT_TRUE(obs_->start(err)) << err;
+    ASSERT_TRUE(obs_->wait_connected(10000));
+  }
+
+  // The hub in these tests is the attacker of the device's channel: its own watchtower
+  // (which would answer even its own stale exit) runs once at start, then every hour.
+  static void start_hub() {
+    ASSERT_TRUE(hub_->start({bin_dir() + "/picopay-hub", "--broker-port", std::to_string(broker_->port()),
+                             "--broker-user", "hub", "--broker-password", "hubpw", "--private-key", hub_key_,
+                             "--contract", contract_, "--rpc-url", chain_->url(), "--db", work_ + "/hub.db",
+                             "--watchtower-interval", "3600"},
+                            work_ + "/hub.log"));
+  }
+
+  static void TearDownTestSuite() {
+    if (obs_) obs_->stop();
+    delete obs_;
+    delete hub_;
+    delete broker_;
+    delete hub_cm_;
+    delete hub_wallet_;
+    delete rpc_;
+    delete chain_;
+  }
+
+  static std::string status_of(const std::string& topic) {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = status_->find(topic);
+    return it == status_->end() ? "" : it->second;
+  }
+
+  // Sends one Payment (kPrice wei to the hub) on `from` as the device (its key and broker
+  // account) and returns the hub's Nack status (Ok for an Ack, IoError for no answer).
+  static Status pay_raw(const Address& user, const SignedChannelState& from) {
+    PrivateKey k = testsupport::test_key(kDeviceIndex);
+    Signer sg;
+    if (sg.init() != Status::Ok) return Status::CryptoUnavailable;
+    ChannelUpdate u = channel_update_make(UpdateReason::Payment);
+    u.payment.recipient = Party::Hub;
+    u.payment.amountWei = U256::from_u64(kPrice);
+    u.payment.amountToken = U256::zero();
+    std::vector<ThreadState> items(1);
+    std::vector<Hash32> scratch(3);
+    ThreadSet ts{items.data(), 0, items.size(), scratch.data()};
+    ChannelContext ctx{hub_wallet_->address()};
+    ChannelState next{};
+    Status st = channel_propose(ctx, sg, k, Party::User, from.state, ts, u, next);
+    if (st != Status::Ok) return st;
+    uint8_t buf[kMaxChannelUpdateWire];
+    size_t n = 0;
+    if (encode_channel_update(u, buf, sizeof buf, &n) != Status::Ok) return Status::IoError;
+    std::mutex m;
+    std::condition_variable cv;
+    bool got = false;
+    Reply r = reply_make(ReplyKind::Nack);
+    mqtt::Options o;
+    o.port = broker_->port();
+    o.client_id = "picopay-" + mqtt::topic_address(user);
+    o.username = mqtt::topic_address(user);
+    o.password = "devpw";
+    o.clean_start = true;
+    mqtt::Client c(o);
+    c.on_message([&](const mqtt::Message& msg) {
+      Reply x{};
+      if (decode_reply(msg.payload.data(), msg.payload.size(), x) != Status::Ok) return;
+      if (x.kind == ReplyKind::Sync || x.txCountGlobal != u.txCountGlobal) return;
+      std::lock_guard<std::mutex> l(m);
+      r = x;
+      got = true;
+      cv.notify_all();
+    });
+    c.subscribe(mqtt::topic_reply(user), 1);
+    std::string err;
+    if (!c.start(err) || !c.wait_connected(10000)) return Status::IoError;
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the subscription is in place
+    mqtt::PublishProps p;
+    p.response_topic = mqtt::topic_reply(user);
+    p.correlation = mqtt::correlation_encode(u.txCountGlobal);
+    Status out = Status::IoError;
+    if (c.publish(mqtt::topic_update(hub_wallet_->address(), user), buf, n, 1, false, &p)) {
+      std::unique_lock<std::mutex> l(m);
+      if (cv.wait_for(l, std::chrono::seconds(20), [&] { return got; }))
+        out = r.kind == ReplyKind::Ack ? Status::Ok : r.status;
+    }
+    c.stop();
+    return out;
+  }
+
+  // A SimDevice (the core's Session) that reads the chain itself for its chain facts.
+  struct ChainView {
+    std::unique_ptr<chain::Wallet> wallet;
+    std::unique_ptr<chain::ChannelManagerClient> cm;
+  };
+  std::unique_ptr<testsupport::SimDevice> sim_device(uint32_t i, ChainView& v) {
+    v.wallet = std::make_unique<chain::Wallet>(*rpc_, testsupport::test_key(i));
+    EXPECT_TRUE(v.wallet->init().ok());
+    v.cm = std::make_unique<chain::ChannelManagerClient>(*v.wallet, contract_addr_);
+    chain::ChannelManagerClient* cm = v.cm.get();
+    testsupport::SimOptions so;
+    so.chain = [cm](const Address& user, ChainFacts& f) {
+      auto oc = cm->channel(user);
+      auto blk = rpc_->block_by_number("latest");
+      if (!oc.ok() || !blk.ok()) return false;
+      f.known = true;
+      f.txCountGlobal = oc->txCountGlobal;
+      f.txCountChain = oc->txCountChain;
+      f.status = oc->status == chain::ChannelStatus::Open ? ChainChannelStatus::Open : ChainChannelStatus::InDispute;
+      f.emptied = oc->status == chain::ChannelStatus::Open && oc->weiTotal.is_zero() && oc->tokenTotal.is_zero() &&
+                  oc->txCountGlobal > 0 && oc->channelClosingTime == 0 && oc->threadCount == 0;
+      f.blockTime = blk->timestamp;
+      return true;
+    };
+    auto d = std::make_unique<testsupport::SimDevice>(i, hub_wallet_->address(), contract_addr_, so);
+    mqtt::Options o;
+    o.port = broker_->port();
+    std::string err;
+    EXPECT_TRUE(d->start(o, "pw-" + std::to_string(i), err)) << err;
+    return d;
+  }
+
+  static inline std::string work_, hub_key_, hub_addr_, contract_, dev_key_, dev_addr_;
+  static inline PrivateKey hub_pk_{};
+  static inline Address contract_addr_{};
+  static inline DevChain* chain_ = nullptr;
+  static inline chain::RpcClient* rpc_ = nullptr;
+  static inline chain::Wallet* hub_wallet_ = nullptr;
+  static inline chain::ChannelManagerClient* hub_cm_ = nullptr;
+  static inline MosquittoBroker* broker_ = nullptr;
+  static inline Child* hub_ = nullptr;
+  static inline mqtt::Client* obs_ = nullptr;
+  static inline std::mutex mu_;
+  static inline std::map<std::string, std::string>* status_ = new std::map<std::string, std::string>;
+};
+
+// The hub starts an exit on a paying device's channel with an older double-signed state.
+// The device answers with its latest state (emptyChannelWithChallenge: the channel is
+// emptied at once at the newer balances), stops paying and says why; the hub marks the
+// channel, refuses a payment on it with ChannelInDispute, and still does after a restart.
+TEST_F(ChainWatch, StaleExitByHubIsAnsweredAndBothSidesStop) {
+  const std::string dir = work_ + "/dev";
+  Address user{};
+  ASSERT_EQ(address_parse(dev_addr_.c_str(), dev_addr_.size(), user), Status::Ok);
+  auto agent = std::make_unique<Child>();
+  ASSERT_TRUE(agent->start({bin_dir() + "/picopay-agent", "--name", "dev", "--state-dir", dir, "--broker",
+                            "127.0.0.1:" + std::to_string(broker_->port()), "--password", "devpw", "--hub", hub_addr_,
+                            "--contract", contract_, "--key", dev_key_, "--rpc", chain_->url(), "--meter", "stdin",
+                            "--price-wei", std::to_string(kPrice), "--deposit-wei", kDeposit},
+                           dir + ".log", true));
+  uint64_t wh = 0;
+  write_all(agent->stdin_fd(), "wh 0\n");
+  // A double-signed state after the deposit with payments in it: the "older" state.
+  device::AgentState s;
+  SignedChannelState old{};
+  ASSERT_TRUE(poll_until(
+      [&] {
+        wh += 1;
+        write_all(agent->stdin_fd(), "wh " + std::to_string(wh) + "\n");
+        std::string err;
+        if (!device::state_load(dir, s, err)) return false;
+        const ChannelState& c = s.channel.state;
+        if (c.timeout != 0 || channel_has_pending(c) || c.balanceWeiHub.is_zero() || !s.channel.hasSigHub) return false;
+        old = s.channel;
+        return true;
+      },
+      60000));
+  // More payments on top of it.
+  ASSERT_TRUE(poll_until(
+      [&] {
+        wh += 1;
+        write_all(agent->stdin_fd(), "wh " + std::to_string(wh) + "\n");
+        std::string err;
+        return device::state_load(dir, s, err) && s.channel.state.txCountGlobal >= old.state.txCountGlobal + 3;
+      },
+      60000));
+
+  // The hub's stale exit, while the device keeps being metered.
+  auto rc = hub_cm_->start_exit_with_update(old);
+  ASSERT_TRUE(rc.ok()) << rc.error().to_string();
+  chain::OnchainChannel oc{};
+  ASSERT_TRUE(poll_until(
+      [&] {
+        wh += 1;
+        write_all(agent->stdin_fd(), "wh " + std::to_string(wh) + "\n");
+        auto c = hub_cm_->channel(user);
+        if (!c) return false;
+        oc = *c;
+        return oc.status == chain::ChannelStatus::Open && oc.weiTotal.is_zero() && oc.txCountGlobal > 0;
+      },
+      50000))
+      << "the channel was not emptied before the challenge period ended";
+  // Emptied by the device's answer, at a state newer than the hub's exit.
+  EXPECT_GT(oc.txCountGlobal, old.state.txCountGlobal);
+  const std::string dlog = slurp(dir + ".log");
+  EXPECT_NE(dlog.find("stale exit answered: emptyChannelWithChallenge txCountGlobal " +
+                      std::to_string(oc.txCountGlobal)),
+            std::string::npos)
+      << dlog;
+
+  // The device reports it and stops paying.
+  const std::string dev_topic = mqtt::topic_user_status(user);
+  ASSERT_TRUE(poll_until([&] { return json_str(status_of(dev_topic), "chain").find("emptied on chain") == 0; }, 20000))
+      << status_of(dev_topic);
+  std::string err;
+  ASSERT_TRUE(device::state_load(dir, s, err)) << err;
+  const uint64_t tx_after = s.channel.state.txCountGlobal;
+  EXPECT_EQ(tx_after, oc.txCountGlobal);  // nothing was paid after the state put on chain
+  for (int k = 0; k < 10; ++k) write_all(agent->stdin_fd(), "wh " + std::to_string(++wh) + "\n");
+  // Give it rounds to (wrongly) pay: it must not.
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  ASSERT_TRUE(device::state_load(dir, s, err)) << err;
+  EXPECT_EQ(s.channel.state.txCountGlobal, tx_after);
+  EXPECT_NE(slurp(dir + ".log").find("payments stopped"), std::string::npos);
+
+  // The hub marked the channel (its status says so).
+  const std::string hub_topic = mqtt::topic_hub_status(hub_wallet_->address(), user);
+  ASSERT_TRUE(poll_until([&] { return json_str(status_of(hub_topic), "chain").find("emptied on chain") == 0; }, 20000))
+      << status_of(hub_topic);
+  agent->close_stdin();
+  agent->stop(20000);
+
+  // A payment on the emptied channel, signed with the device's key on its latest
+  // double-signed state, is refused; so it is by a restarted hub (the mark is stored).
+  ASSERT_TRUE(device::state_load(dir, s, err)) << err;
+  EXPECT_EQ(pay_raw(user, s.channel), Status::ChannelInDispute);
+  EXPECT_NE(slurp(work_ + "/hub.log").find("ChannelInDispute"), std::string::npos);
+  hub_->stop(20000);
+  start_hub();
+  EXPECT_EQ(pay_raw(user, s.channel), Status::ChannelInDispute);
+}
+
+// A payer pays a payee through a thread, the payee closes it (the hub pays the payee),
+// and the payer, without countersigning the close, exits with the thread still open. The
+// hub empties the channel (the chain holds its latest state) and starts the thread's
+// dispute with the payee's final state; the payer's early nukeThreads is refused, so it
+// cannot take back what it paid through the thread.
+TEST_F(ChainWatch, PayerExitWithOpenThreadIsDisputedByTheHub) {
+  ChainView pv, qv;
+  auto payer = sim_device(kPayerIndex, pv);
+  auto payee = sim_device(kPayeeIndex, qv);
+  // The payer's deposit on chain, confirmed.
+  ASSERT_EQ(payer->deposit(5000), Status::Ok);
+  {
+    const SignedChannelState s = payer->latest();
+    auto rc = pv.cm->user_authorized_update(s.state, s.sigHub);
+    ASSERT_TRUE(rc.ok()) << rc.error().to_string();
+    ASSERT_EQ(payer->confirm_pending(rc->transactionHash), Status::Ok);
+  }
+  uint64_t id = 0;
+  ASSERT_EQ(payer->open_thread(payee->address(), 300, &id, 60000), Status::Ok);
+  ASSERT_TRUE(payee->wait_until([](testsupport::SimDevice& d) { return d.completed(UpdateReason::OpenThread) == 1; },
+                                90000))
+      << "the mirror was not opened in the payee's channel";
+  ASSERT_EQ(payer->thread_pay(payee->address(), id, 200), Status::Ok);
+  SignedThreadState got{};
+  ASSERT_TRUE(payee->wait_until(
+      [&](testsupport::SimDevice& d) {
+        return d.thread_latest(payer->address(), payee->address(), id, got) &&
+               got.state.balanceWeiReceiver == U256::from_u64(200);
+      },
+      30000));
+  // The payee closes; the payer never countersigns the close the hub then requests.
+  payer->pause_requests(true);
+  ASSERT_EQ(payer->close_thread(payee->address(), id), Status::Ok);
+  ASSERT_TRUE(payee->wait_until([](testsupport::SimDevice& d) { return d.completed(UpdateReason::CloseThread) == 1; },
+                                30000));
+  const SignedChannelState last = payer->latest();
+  ASSERT_EQ(last.state.threadCount, 1u);
+
+  // The payer exits with its latest state (the thread open in it).
+  auto rc = pv.cm->start_exit_with_update(last);
+  ASSERT_TRUE(rc.ok()) << rc.error().to_string();
+  chain::OnchainThread ot{};
+  ASSERT_TRUE(poll_until(
+      [&] {
+        auto t = hub_cm_->thread(payer->address(), payee->address(), id);
+        if (!t) return false;
+        ot = *t;
+        return ot.threadClosingTime != 0;
+      },
+      60000))
+      << "the hub did not start the thread's dispute\n" << slurp(work_ + "/hub.log");
+  EXPECT_EQ(ot.weiReceiver, U256::from_u64(200)) << "the dispute carries the payee's final state";
+  EXPECT_EQ(ot.weiSender, U256::from_u64(100));
+  auto oc = hub_cm_->channel(payer->address());
+  ASSERT_TRUE(oc.ok());
+  EXPECT_EQ(oc->status, chain::ChannelStatus::ThreadDispute);
+  // nukeThreads by the payer while the thread dispute runs: refused.
+  auto nuke = pv.cm->nuke_threads(payer->address());
+  EXPECT_FALSE(nuke.ok()) << "nukeThreads pre-empted the thread dispute";
+  EXPECT_NE(slurp(work_ + "/hub.log").find("dispute started (payee's final state"), std::string::npos);
+  payer->stop();
+  payee->stop();
+}
+
+}  // namespace
