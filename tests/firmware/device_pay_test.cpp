@@ -430,7 +430,7 @@ class DevicePayTest : public ::testing::Test {
     ASSERT_TRUE(l.found);
     EXPECT_EQ(l.state, fin) << "hub ledger and device disagree";
     EXPECT_EQ(static_cast<uint64_t>(l.updates), payments + 2);
-    EXPECT_EQ(l.proposals, 0);
+    EXPECT_EQ(l.requests, 0);  // the hub wants nothing from a paying device
   }
 
   std::string db() const { return dir_ + "/hub.db"; }

@@ -37,7 +37,9 @@ uint64_t now_ms() {
 void logf(const char* level, const std::string& msg) {
   std::time_t t = std::time(nullptr);
   char ts[32];
-  std::strftime(ts, sizeof ts, "%H:%M:%S", std::localtime(&t));
+  std::tm tmv{};
+  localtime_r(&t, &tmv);  // thread-safe: the hub logs from several threads
+  std::strftime(ts, sizeof ts, "%H:%M:%S", &tmv);
   std::fprintf(stderr, "%s picopay-hub %s: %s\n", ts, level, msg.c_str());
 }
 
