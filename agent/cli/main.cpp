@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "picopay/agent/install.hpp"
 #include "picopay/agent/json_state.hpp"
 #include "picopay/codec.hpp"
 #include "picopay/hex.hpp"
@@ -69,8 +70,9 @@ const char* const kUsage =
     "  demo [--devices N] [--seconds S] [--workdir DIR]   run the pay-per-use demo end to end\n"
 #endif
     "\n"
-    "The passphrase of a key file comes from PICOPAY_PASSPHRASE or a prompt on the terminal.\n"
-    "Run 'picopay COMMAND --help' for one command.\n";
+    "The passphrase of a key file comes from PICOPAY_PASSPHRASE, the file named by\n"
+    "PICOPAY_PASSPHRASE_FILE, or a prompt on the terminal.\n"
+    "Run 'picopay COMMAND --help' for one command; 'picopay --version' prints the version.\n";
 
 struct Help {
   const char* command;
@@ -106,7 +108,8 @@ const Help kHelp[] = {
      "usage: picopay keygen --out FILE [--import-hex 0x<64 hex>]\n"
      "Writes a new (or the imported) private key to FILE (mode 0600), sealed with a key derived\n"
      "from the passphrase by Argon2id (libsodium crypto_pwhash) and crypto_secretbox. The\n"
-     "passphrase comes from PICOPAY_PASSPHRASE or a prompt. Prints the key's address.\n"},
+     "passphrase comes from PICOPAY_PASSPHRASE, the file named by PICOPAY_PASSPHRASE_FILE or\n"
+     "a prompt. Prints the key's address.\n"},
 };
 
 bool wants_help(int argc, char** argv) {
@@ -197,7 +200,7 @@ PrivateKey load_key(const Args& a) {
     char pass[1024];
     size_t len = 0;
     if (passphrase_obtain(pass, sizeof pass, &len, false) != Status::Ok)
-      die(kExitFail, "no passphrase: set PICOPAY_PASSPHRASE or run on a terminal");
+      die(kExitFail, "no passphrase: set PICOPAY_PASSPHRASE or PICOPAY_PASSPHRASE_FILE, or run on a terminal");
     const Status st = keyfile_read(file->c_str(), pass, len, key);
     secure_wipe(pass, sizeof pass);
     if (st == Status::IoError) die(kExitFail, "cannot read key file " + *file);
@@ -355,7 +358,7 @@ int cmd_keygen(int argc, char** argv) {
   size_t len = 0;
   if (passphrase_obtain(pass, sizeof pass, &len, true) != Status::Ok) {
     secure_wipe(&key, sizeof key);
-    die(kExitFail, "no passphrase: set PICOPAY_PASSPHRASE or run on a terminal");
+    die(kExitFail, "no passphrase: set PICOPAY_PASSPHRASE or PICOPAY_PASSPHRASE_FILE, or run on a terminal");
   }
   const Status st = keyfile_write(out->c_str(), key, pass, len);
   secure_wipe(pass, sizeof pass);
@@ -382,6 +385,7 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   const std::string cmd = argv[1];
+  if (cmd == "--version") return picopay::agent::print_version();
   if (cmd == "--help" || cmd == "-h" || cmd == "help") {
     std::fputs(kUsage, stdout);
     return 0;

@@ -171,10 +171,7 @@ class BrokerHardening : public ::testing::Test {
 // knocked off the broker shows up as IoError.
 void pay_once_each(SimDevice& d, int n, std::atomic<int>& failures) {
   for (int k = 0; k < n; ++k) {
-    ChannelUpdate u = channel_update_make(UpdateReason::Payment);
-    u.payment.recipient = Party::Hub;
-    u.payment.amountWei = U256::from_u64(3);
-    if (d.propose(u, 20000, 20000) != Status::Ok) ++failures;
+    if (d.pay(3, nullptr, 20000) != Status::Ok) ++failures;
   }
 }
 

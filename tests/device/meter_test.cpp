@@ -136,3 +136,23 @@ TEST(State, JsonRoundTrip) {
   EXPECT_FALSE(state_from_json("{}", back, err));
   EXPECT_FALSE(state_from_json("nope", back, err));
 }
+
+// Readings that would wrap the account (huge values with resets between them, which
+// anyone who can publish on the meter topic can send) are ignored: the consumed total
+// never goes backwards and the device keeps paying.
+TEST(MeterAccount, HugeReadingsNeverWrapTheAccount) {
+  MeterAccount a;
+  a.apply({MeterReading::Kind::Cumulative, 1000, 0});
+  a.apply({MeterReading::Kind::Cumulative, 3000, 0});
+  ASSERT_EQ(a.units(), 2u);
+  uint64_t before = a.units();
+  for (int i = 0; i < 3; ++i) {
+    a.apply({MeterReading::Kind::Cumulative, 9223372036854775000ull, 0});
+    a.apply({MeterReading::Kind::Cumulative, 0, 0});  // a reset
+    EXPECT_GE(a.units(), before);
+    before = a.units();
+  }
+  EXPECT_FALSE(a.apply({MeterReading::Kind::Increment, 0, ~0ull}));
+  EXPECT_GE(a.units(), before);
+  EXPECT_TRUE(a.apply({MeterReading::Kind::Cumulative, 5000, 0}));  // sane readings still count
+}

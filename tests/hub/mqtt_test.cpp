@@ -84,40 +84,40 @@ TEST(MqttProtocol, TopicsAreLowercaseAndParse) {
 }
 
 TEST(MqttProtocol, ReplyRoundTripsAndRefusesBadInput) {
-  Reply ack;
-  ack.kind = ReplyKind::Ack;
+  mqtt::Reply ack;
+  ack.kind = mqtt::ReplyKind::Ack;
   ack.txCountGlobal = 300;
   std::memset(ack.sig.r, 1, 32);
   std::memset(ack.sig.s, 2, 32);
   ack.sig.v = 28;
   std::vector<uint8_t> w;
-  ASSERT_EQ(encode_reply(ack, w), Status::Ok);
+  ASSERT_EQ(mqtt::encode_reply(ack, w), Status::Ok);
   EXPECT_EQ(w.size(), 2u + 2u + 65u);
-  Reply back;
-  ASSERT_EQ(decode_reply(w.data(), w.size(), back), Status::Ok);
-  EXPECT_EQ(back.kind, ReplyKind::Ack);
+  mqtt::Reply back;
+  ASSERT_EQ(mqtt::decode_reply(w.data(), w.size(), back), Status::Ok);
+  EXPECT_EQ(back.kind, mqtt::ReplyKind::Ack);
   EXPECT_EQ(back.txCountGlobal, 300u);
   EXPECT_TRUE(back.sig == ack.sig);
   // trailing, truncated, bad version, bad kind, non-canonical varint, high S
   auto t = w;
   t.push_back(0);
-  EXPECT_EQ(decode_reply(t.data(), t.size(), back), Status::TrailingBytes);
-  EXPECT_EQ(decode_reply(w.data(), w.size() - 1, back), Status::Truncated);
+  EXPECT_EQ(mqtt::decode_reply(t.data(), t.size(), back), Status::TrailingBytes);
+  EXPECT_EQ(mqtt::decode_reply(w.data(), w.size() - 1, back), Status::Truncated);
   t = w;
   t[0] = 2;
-  EXPECT_EQ(decode_reply(t.data(), t.size(), back), Status::BadVersion);
+  EXPECT_EQ(mqtt::decode_reply(t.data(), t.size(), back), Status::BadVersion);
   t = w;
   t[1] = 0x13;
-  EXPECT_EQ(decode_reply(t.data(), t.size(), back), Status::BadKind);
+  EXPECT_EQ(mqtt::decode_reply(t.data(), t.size(), back), Status::BadKind);
   std::vector<uint8_t> nc = {1, 0x10, 0x80, 0x00};
   nc.insert(nc.end(), 65, 0);
-  EXPECT_EQ(decode_reply(nc.data(), nc.size(), back), Status::NonCanonical);
+  EXPECT_EQ(mqtt::decode_reply(nc.data(), nc.size(), back), Status::NonCanonical);
   t = w;
   std::memset(&t[4 + 32], 0xff, 32);
-  EXPECT_EQ(decode_reply(t.data(), t.size(), back), Status::HighS);
+  EXPECT_EQ(mqtt::decode_reply(t.data(), t.size(), back), Status::HighS);
 
-  Reply nack;
-  nack.kind = ReplyKind::Nack;
+  mqtt::Reply nack;
+  nack.kind = mqtt::ReplyKind::Nack;
   nack.txCountGlobal = 7;
   nack.status = Status::BadTxCount;
   nack.state.state = channel_state_zero();
@@ -125,14 +125,14 @@ TEST(MqttProtocol, ReplyRoundTripsAndRefusesBadInput) {
   nack.state.state.recipient = addr(3);
   nack.state.state.txCountGlobal = 5;
   w.clear();
-  ASSERT_EQ(encode_reply(nack, w), Status::Ok);
-  ASSERT_EQ(decode_reply(w.data(), w.size(), back), Status::Ok);
-  EXPECT_EQ(back.kind, ReplyKind::Nack);
+  ASSERT_EQ(mqtt::encode_reply(nack, w), Status::Ok);
+  ASSERT_EQ(mqtt::decode_reply(w.data(), w.size(), back), Status::Ok);
+  EXPECT_EQ(back.kind, mqtt::ReplyKind::Nack);
   EXPECT_EQ(back.status, Status::BadTxCount);
   EXPECT_EQ(back.state.state.txCountGlobal, 5u);
   EXPECT_TRUE(back.state.state == nack.state.state);
   nack.status = Status::Ok;
-  EXPECT_EQ(encode_reply(nack, w), Status::BadArgs);
+  EXPECT_EQ(mqtt::encode_reply(nack, w), Status::BadArgs);
 }
 
 TEST(MqttClient, RequestReplyCarriesResponseTopicAndCorrelation) {

@@ -244,6 +244,10 @@ class PassEnv : public ::testing::Test {
     const char* v = std::getenv("PICOPAY_PASSPHRASE");
     had_ = v != nullptr;
     if (had_) saved_ = v;
+    const char* f = std::getenv("PICOPAY_PASSPHRASE_FILE");
+    had_file_ = f != nullptr;
+    if (had_file_) saved_file_ = f;
+    ::unsetenv("PICOPAY_PASSPHRASE_FILE");
   }
   void TearDown() override {
     if (had_) {
@@ -251,10 +255,107 @@ class PassEnv : public ::testing::Test {
     } else {
       ::unsetenv("PICOPAY_PASSPHRASE");
     }
+    if (had_file_) {
+      ::setenv("PICOPAY_PASSPHRASE_FILE", saved_file_.c_str(), 1);
+    } else {
+      ::unsetenv("PICOPAY_PASSPHRASE_FILE");
+    }
   }
   bool had_ = false;
   std::string saved_;
+  bool had_file_ = false;
+  std::string saved_file_;
 };
+
+// Writes `content` to `path` with `mode` (as a systemd credential file would be).
+void write_mode(const std::string& path, const std::string& content, mode_t mode) {
+  ::unlink(path.c_str());
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
+  ASSERT_EQ(::fchmod(fd, mode), 0);
+  ::close(fd);
+}
+
+// PICOPAY_PASSPHRASE_FILE (systemd LoadCredential=): the file's content minus one
+// trailing newline opens the key file; the variable wins over the file.
+TEST_F(PassEnv, PassphraseFileOpensKeyfile) {
+  TempDir t;
+  ::unsetenv("PICOPAY_PASSPHRASE");
+  const std::string cred = t.file("passphrase");
+  write_mode(cred, std::string(kPass) + "\n", 0400);
+  ASSERT_EQ(::setenv("PICOPAY_PASSPHRASE_FILE", cred.c_str(), 1), 0);
+  char buf[128];
+  size_t len = 0;
+  ASSERT_EQ(picopay::passphrase_obtain(buf, sizeof buf, &len, true), Status::Ok);
+  EXPECT_EQ(len, kPassLen);
+  EXPECT_EQ(std::string(buf, len), std::string(kPass, kPassLen));
+  const std::string p = t.file("key");
+  ASSERT_EQ(picopay::keyfile_write(p.c_str(), test_key(), buf, len), Status::Ok);
+  PrivateKey out{};
+  ASSERT_EQ(picopay::keyfile_read(p.c_str(), kPass, kPassLen, out), Status::Ok);
+
+  // CRLF and no newline at all read the same; only ONE newline is dropped.
+  write_mode(cred, std::string(kPass) + "\r\n", 0400);
+  ASSERT_EQ(picopay::passphrase_obtain(buf, sizeof buf, &len, false), Status::Ok);
+  EXPECT_EQ(std::string(buf, len), std::string(kPass, kPassLen));
+  write_mode(cred, std::string(kPass), 0400);
+  ASSERT_EQ(picopay::passphrase_obtain(buf, sizeof buf, &len, false), Status::Ok);
+  EXPECT_EQ(std::string(buf, len), std::string(kPass, kPassLen));
+  write_mode(cred, "ends in cr\r", 0400);  // a lone "\r" is part of the passphrase
+  ASSERT_EQ(picopay::passphrase_obtain(buf, sizeof buf, &len, false), Status::Ok);
+  EXPECT_EQ(std::string(buf, len), "ends in cr\r");
+  write_mode(cred, "two\n\n", 0400);
+  ASSERT_EQ(picopay::passphrase_obtain(buf, sizeof buf, &len, false), Status::Ok);
+  EXPECT_EQ(std::string(buf, len), "two\n");
+
+  // The environment variable wins over the file.
+  ASSERT_EQ(::setenv("PICOPAY_PASSPHRASE", "from the env", 1), 0);
+  ASSERT_EQ(picopay::passphrase_obtain(buf, sizeof buf, &len, false), Status::Ok);
+  EXPECT_STREQ(buf, "from the env");
+}
+
+// A missing, world-accessible, non-regular, empty or oversized passphrase file is refused
+// and the buffer is wiped; none of them falls back to another source.
+TEST_F(PassEnv, PassphraseFileRefusals) {
+  TempDir t;
+  ::unsetenv("PICOPAY_PASSPHRASE");
+  const std::string cred = t.file("passphrase");
+  char buf[16];
+  size_t len = 0;
+  auto obtain = [&]() {
+    std::memset(buf, 'z', sizeof buf);
+    return picopay::passphrase_obtain(buf, sizeof buf, &len, false);
+  };
+  auto wiped = [&]() {
+    for (char c : buf) if (c != 0) return false;
+    return true;
+  };
+  ASSERT_EQ(::setenv("PICOPAY_PASSPHRASE_FILE", cred.c_str(), 1), 0);
+  EXPECT_EQ(obtain(), Status::IoError);  // missing
+  EXPECT_TRUE(wiped());
+
+  write_mode(cred, "secret words\n", 0604);  // readable by other users
+  EXPECT_EQ(obtain(), Status::IoError);
+  EXPECT_TRUE(wiped());
+
+  write_mode(cred, "\n", 0400);  // empty passphrase
+  EXPECT_EQ(obtain(), Status::OutOfBounds);
+  EXPECT_TRUE(wiped());
+
+  write_mode(cred, "0123456789abcdef-and-more\n", 0400);  // needs more than 15 bytes
+  EXPECT_EQ(obtain(), Status::BufferTooSmall);
+  EXPECT_GE(len, 26u);
+  EXPECT_TRUE(wiped());
+
+  write_mode(cred, "0123456789abcde\n", 0400);  // exactly 15 + newline fits
+  EXPECT_EQ(obtain(), Status::Ok);
+  EXPECT_EQ(len, 15u);
+
+  ASSERT_EQ(::setenv("PICOPAY_PASSPHRASE_FILE", t.file("").c_str(), 1), 0);  // a directory
+  EXPECT_EQ(obtain(), Status::IoError);
+  EXPECT_TRUE(wiped());
+}
 
 TEST_F(PassEnv, EnvironmentVariableHonoured) {
   ASSERT_EQ(::setenv("PICOPAY_PASSPHRASE", "from the env", 1), 0);

@@ -5,11 +5,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "picopay/agent/install.hpp"
 #include "picopay/hex.hpp"
-
-#ifndef PICOPAY_CONTRACTS_BUILD_DIR
-#define PICOPAY_CONTRACTS_BUILD_DIR "contracts"
-#endif
 
 namespace picopay::chain {
 
@@ -77,7 +74,7 @@ Result<std::string> read_text_file(const std::string& path) {
 std::string default_artifact_dir() {
   const char* e = std::getenv("PICOPAY_CONTRACTS_DIR");
   if (e && *e) return e;
-  return PICOPAY_CONTRACTS_BUILD_DIR;
+  return agent::data_dir() + "/contracts";
 }
 
 Result<Artifact> load_artifact(const std::string& path) {

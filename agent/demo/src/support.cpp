@@ -22,29 +22,15 @@
 #include "picopay/agent/secret_file.hpp"
 #include "picopay/broker_files.hpp"
 #include "picopay/chain/rpc.hpp"
+#include "picopay/agent/install.hpp"
 #include "picopay/mqtt/protocol.hpp"
 #include "picopay/hex.hpp"
 #include "picopay/signer.hpp"
 #include "picopay/types.hpp"
 
-#ifndef PICOPAY_DEVCHAIN_JS
-#define PICOPAY_DEVCHAIN_JS "contracts/scripts/devchain.js"
-#endif
-#ifndef PICOPAY_NODE_EXE
-#define PICOPAY_NODE_EXE "node"
-#endif
-
 namespace picopay::demo {
 
-std::string self_dir() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return ".";
-  buf[n] = 0;
-  std::string p(buf);
-  size_t s = p.rfind('/');
-  return s == std::string::npos ? "." : p.substr(0, s);
-}
+std::string self_dir() { return agent::exe_dir(); }
 
 std::string bin_dir() {
   if (const char* e = std::getenv("PICOPAY_BIN_DIR")) return e;
@@ -282,11 +268,25 @@ bool MosquittoBroker::restart(std::string& err) {
 }
 
 bool DevChain::start(const std::string& dir, const std::vector<std::string>& keys, std::string& err) {
-  std::string js = PICOPAY_DEVCHAIN_JS;
-  if (const char* e = std::getenv("PICOPAY_DEVCHAIN_JS")) js = e;
+  // $PICOPAY_DEVCHAIN_JS (run with $PICOPAY_NODE, else node from PATH), else the
+  // launcher <data dir>/devchain/devchain.sh (see picopay/agent/install.hpp).
+  std::vector<std::string> argv;
+  std::string js;
+  if (const char* e = std::getenv("PICOPAY_DEVCHAIN_JS"); e && *e) {
+    js = e;
+    const char* node = std::getenv("PICOPAY_NODE");
+    argv = {node && *node ? node : "node", js};
+  } else {
+    js = agent::data_dir() + "/devchain/devchain.sh";
+    if (access(js.c_str(), X_OK) != 0) {
+      err = "no dev chain launcher at " + js + " (install picopay's devchain files, or set PICOPAY_DATA_DIR)";
+      return false;
+    }
+    argv = {js};
+  }
+  for (const char* a : {"--port", "0", "--watch-stdin"}) argv.push_back(a);
   // No --account KEY: a key on a command line is readable by every local user
   // (/proc/<pid>/cmdline). The parties are funded over RPC below instead.
-  std::vector<std::string> argv = {PICOPAY_NODE_EXE, js, "--port", "0", "--watch-stdin"};
   if (!proc_.start(argv, dir + "/devchain.log", true, true)) {
     err = "cannot start the dev chain (" + js + ")";
     return false;

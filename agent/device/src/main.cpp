@@ -5,6 +5,7 @@
 #include <string>
 
 #include "picopay/agent/secret_file.hpp"
+#include "picopay/agent/install.hpp"
 #include "picopay/device/agent.hpp"
 #include "picopay/device/state.hpp"
 
@@ -36,7 +37,8 @@ const char* kHelp =
     "  --contract ADDR         the ChannelManager address\n"
     "  --key 0xHEX             private key (tests only: visible to every local user; use\n"
     "                          --key-file, or privateKey in a mode 0600 config file)\n"
-    "  --key-file FILE         sealed key file (passphrase: PICOPAY_PASSPHRASE or the tty)\n"
+    "  --key-file FILE         sealed key file (passphrase: PICOPAY_PASSPHRASE, the file named\n"
+    "                          by PICOPAY_PASSPHRASE_FILE, or the tty)\n"
     "  --rpc URL               Ethereum JSON-RPC (needed for the deposit)\n"
     "  --role payer|payee|both role (default payer)\n"
     "  --meter SRC[:TOPIC]     none | stdin | tasmota:tele/<t>/SENSOR | shelly:<prefix>/status/switch:0\n"
@@ -50,6 +52,7 @@ const char* kHelp =
     "  --status-interval-ms N  retained status JSON at most this often (default 500)\n"
     "  -v, --verbose           debug logs\n"
     "  -h, --help              this help\n"
+    "  --version               print the version and exit\n"
     "\n"
     "stdin meter line protocol: 'wh <cumulative Wh>', 'kwh <cumulative kWh>', 'units <n>', 'quit';\n"
     "'#' comments. At end of input the agent pays what is due, closes its thread and exits.\n"
@@ -67,6 +70,7 @@ int usage_error(const std::string& m) {
 namespace picopay::device {
 
 int agent_main(int argc, char** argv) {
+  if (agent::version_requested(argc, argv)) return agent::print_version();
   int i = 1;
   std::string cmd = "run";
   if (argc > 1 && argv[1][0] != '-') {

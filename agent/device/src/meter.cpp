@@ -207,6 +207,10 @@ bool parse_meter_line(const std::string& raw, MeterReading& out, std::string& er
   return true;
 }
 
+namespace {
+constexpr uint64_t kMeterMax = 1ull << 53;  // bound on metered_mwh and extra_units
+}  // namespace
+
 bool MeterAccount::apply(const MeterReading& r) {
   switch (r.kind) {
     case MeterReading::Kind::Cumulative: {
@@ -216,11 +220,16 @@ bool MeterAccount::apply(const MeterReading& r) {
         return true;
       }
       uint64_t delta = r.mwh >= last_mwh ? r.mwh - last_mwh : r.mwh;  // reset: from 0
+      // Totals stay below 2^53 (mWh, units): a reading that would pass it is implausible
+      // (anyone who can publish on the meter topic could send it) and is ignored, so the
+      // account never wraps and the device never stops paying because of it.
+      if (delta > kMeterMax - metered_mwh) return false;
       last_mwh = r.mwh;
       metered_mwh += delta;
       return delta != 0;
     }
     case MeterReading::Kind::Increment:
+      if (r.units > kMeterMax - extra_units) return false;
       extra_units += r.units;
       return r.units != 0;
     default:

@@ -32,13 +32,15 @@ Broker:
                             the shipped broker config replaces every client id by the username)
 Hub identity:
   --hub-address ADDR        expected hub address, checked against the key [hub.address]
-  --key FILE                sealed key file (passphrase: env PICOPAY_PASSPHRASE or the tty) [hub.keyFile]
+  --key FILE                sealed key file [hub.keyFile] (passphrase: env PICOPAY_PASSPHRASE,
+                            the file named by PICOPAY_PASSPHRASE_FILE, or the tty)
   --private-key HEX         raw private key 0x+64 hex (tests only: visible to every local user)
                             [hub.privateKey: then the config file must be mode 0600]
 Chain:
   --contract ADDR           ChannelManager address (required) [contract]
-  --rpc-url URL             Ethereum JSON-RPC URL [rpcUrl]; without it ConfirmPending, collateral
-                            deposits and the watchtower are refused/disabled (clearly logged)
+  --rpc-url URL             Ethereum JSON-RPC URL [rpcUrl]; without it ConfirmPending, Invalidation,
+                            EmptyChannel (NeedsChain), collateral deposits and the watchtower are
+                            refused/disabled (clearly logged)
   --event-state FILE        watchtower event poller progress file [eventState] (default <db>.events.json)
   --confirmations N         blocks before an event counts [confirmations] (default 0)
   --watchtower-interval S   seconds between watchtower rounds [watchtowerIntervalSeconds] (default 5)
@@ -49,15 +51,24 @@ Store and policy:
                             batch, one channel per job [verifyThreads] (default: CPUs - 1)
   --collateral-wei WEI      wei deposited into a payee channel lacking collateral [collateral.depositWei]
                             (default 0 = never deposit)
+  --exchange-rate N         the hub's exchange rate, token base units per wei [exchange.rate]
+                            (default 0 = the hub countersigns no Exchange); a user's Exchange is
+                            countersigned within 2 % of it, if it is at most 24 h old, and only
+                            from what the hub holds in that channel beyond its thread mirrors
+  --exchange-rate-time T    Unix seconds the rate was set [exchange.rateTime] (default: start)
   --dev-skip-chain-checks   TESTS/DEV ONLY: countersign ConfirmPending without checking the chain
                             [devSkipChainChecks]
   -v, --verbose             log every update [verbose]
   -h, --help                this text
+  --version                 print the version and exit
 
 Topics (docs/mqtt-protocol.md): subscribes picopay/v1/hub/<hub>/channel/+/+ ; replies on
-picopay/v1/user/<user>/reply ; proposes on picopay/v1/user/<user>/request ; retained status on
+picopay/v1/user/<user>/reply ; sends HubRequests (signed; the user proposes what the hub asks for) on
+picopay/v1/user/<user>/request and reads RequestNacks on picopay/v1/hub/<hub>/channel/<user>/reply ; retained status on
 picopay/v1/hub/<hub>/status/<user> and picopay/v1/hub/<hub>/status (Last Will "offline").
 A config file holding hub.privateKey or broker.password must be mode 0600 (refused otherwise).
+Signals: SIGINT/SIGTERM stop the hub cleanly; SIGHUP is ignored with a log line (no reload:
+restart to apply a new config). Under systemd (Type=notify) READY=1 is sent once serving.
 Exit: 0 after SIGINT/SIGTERM, 2 on a configuration error, 3 on a fatal store error.
 )";
 }
@@ -71,7 +82,14 @@ const cJSON* get(const cJSON* o, const char* path1, const char* path2 = nullptr)
 void str(const cJSON* o, std::string& out, const char* a, const char* b = nullptr) {
   const cJSON* v = get(o, a, b);
   if (cJSON_IsString(v)) out = v->valuestring;
-  else if (cJSON_IsNumber(v)) out = std::to_string(static_cast<long long>(v->valuedouble));
+  else if (cJSON_IsNumber(v)) {
+    // A whole number up to 2^53 is taken as its decimal text; anything else (1e400, a
+    // fraction, an amount a double cannot hold exactly) becomes text that every later
+    // check of the field refuses, instead of an undefined float-to-integer cast.
+    const double d = v->valuedouble;
+    const bool exact = d >= 0 && d <= 9007199254740992.0 && static_cast<double>(static_cast<uint64_t>(d)) == d;
+    out = exact ? std::to_string(static_cast<uint64_t>(d)) : std::string("(not a whole number below 2^53)");
+  }
 }
 void num(const cJSON* o, int& out, const char* a, const char* b = nullptr) {
   const cJSON* v = get(o, a, b);
@@ -117,6 +135,12 @@ bool load_file(const std::string& path, Config& c, std::string& err) {
   num(j, c.batch_max, "batchMax");
   num(j, c.verify_threads, "verifyThreads");
   str(j, c.collateral_wei, "collateral", "depositWei");
+  str(j, c.exchange_rate, "exchange", "rate");
+  {
+    std::string t;
+    str(j, t, "exchange", "rateTime");
+    if (!t.empty()) c.exchange_rate_time = std::strtoull(t.c_str(), nullptr, 10);
+  }
   boolean(j, c.dev_skip_chain_checks, "devSkipChainChecks");
   boolean(j, c.verbose, "verbose");
   const bool holds_secret = cJSON_IsString(get(j, "hub", "privateKey")) || cJSON_IsString(get(j, "broker", "password"));
@@ -200,7 +224,16 @@ int parse_config(int argc, char** argv, Config& c, std::string& err) {
     else if (a == "--batch-max") ok = ival(c.batch_max);
     else if (a == "--verify-threads") ok = ival(c.verify_threads);
     else if (a == "--collateral-wei") ok = val(c.collateral_wei);
-    else if (a == "--dev-skip-chain-checks") c.dev_skip_chain_checks = true;
+    else if (a == "--exchange-rate") ok = val(c.exchange_rate);
+    else if (a == "--exchange-rate-time") {
+      ok = val(tmp);
+      char* end = nullptr;
+      if (ok) c.exchange_rate_time = std::strtoull(tmp.c_str(), &end, 10);
+      if (ok && (tmp.empty() || *end)) {
+        err = a + ": not Unix seconds: " + tmp;
+        ok = false;
+      }
+    } else if (a == "--dev-skip-chain-checks") c.dev_skip_chain_checks = true;
     else if (a == "-v" || a == "--verbose") c.verbose = true;
     else {
       err = "unknown option " + a + " (see --help)";

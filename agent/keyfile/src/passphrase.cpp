@@ -1,10 +1,12 @@
-// passphrase_obtain: PICOPAY_PASSPHRASE, else /dev/tty with echo off (termios).
+// passphrase_obtain: PICOPAY_PASSPHRASE, else the file named by PICOPAY_PASSPHRASE_FILE
+// (a systemd credential), else /dev/tty with echo off (termios).
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -152,6 +154,52 @@ Status read_lines(int fd, char* out, size_t cap, size_t* len, bool confirm) noex
   return s;
 }
 
+// Reads the passphrase file `path` into out[0..cap) (see passphrase_obtain). `*needed`
+// gets its length, or on BufferTooSmall the cap it needs.
+Status from_file(const char* path, char* out, size_t cap, size_t* needed) {
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) return Status::IoError;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (st.st_mode & S_IRWXO) != 0) {
+    ::close(fd);
+    return Status::IoError;
+  }
+  size_t n = 0;
+  bool eof = false;
+  while (!eof) {
+    char probe;
+    char* dst = n < cap ? out + n : &probe;
+    const size_t want = n < cap ? cap - n : 1;
+    const ssize_t r = ::read(fd, dst, want);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      ::sodium_memzero(&probe, sizeof probe);
+      ::close(fd);
+      return Status::IoError;
+    }
+    if (r == 0) eof = true;
+    else if (n < cap) n += static_cast<size_t>(r);
+    else break;  // more than cap bytes
+    ::sodium_memzero(&probe, sizeof probe);
+  }
+  ::close(fd);
+  if (!eof) {
+    *needed = static_cast<size_t>(st.st_size) + 1;
+    return Status::BufferTooSmall;
+  }
+  if (n > 0 && out[n - 1] == '\n') {  // one trailing "\n" or "\r\n"
+    --n;
+    if (n > 0 && out[n - 1] == '\r') --n;
+  }
+  if (n + 1 > cap) {
+    *needed = n + 1;
+    return Status::BufferTooSmall;
+  }
+  out[n] = 0;
+  *needed = n;
+  return Status::Ok;
+}
+
 }  // namespace
 
 Status passphrase_obtain(char* out, size_t cap, size_t* len, bool confirm) noexcept {
@@ -168,6 +216,15 @@ Status passphrase_obtain(char* out, size_t cap, size_t* len, bool confirm) noexc
     std::memcpy(out, env, n + 1);
     *len = n;
     s = Status::Ok;
+  } else if (const char* file = ::getenv("PICOPAY_PASSPHRASE_FILE"); file != nullptr && *file != 0) {
+    size_t needed = 0;
+    s = from_file(file, out, cap, &needed);
+    if (s == Status::BufferTooSmall) {
+      ::sodium_memzero(out, cap);
+      *len = needed;
+      return s;
+    }
+    if (s == Status::Ok) *len = needed;
   } else {
     size_t needed = 0;
     s = from_tty(out, cap, &needed, confirm);

@@ -51,6 +51,7 @@ Store:
   --max-channels N          channels held at most [maxChannels] (default 100000)
   -v, --verbose             log every handover [verbose]
   -h, --help                this text
+  --version                 print the version and exit
 
 Topics: subscribes picopay/v1/tower/<tower>/user/+/state (payload: the wire SignedChannelState,
 docs/wire-format.md); acks on picopay/v1/tower/<tower>/user/<user>/ack (signed by the tower).

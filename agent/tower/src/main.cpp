@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "picopay/agent/install.hpp"
 #include "picopay/hex.hpp"
 #include "picopay/keyfile.hpp"
 #include "picopay/tower/config.hpp"
@@ -49,6 +50,7 @@ bool load_key(const picopay::tower::Config& cfg, picopay::PrivateKey& key) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (picopay::agent::version_requested(argc, argv)) return picopay::agent::print_version();
   picopay::tower::Config cfg;
   std::string err;
   int rc = picopay::tower::parse_config(argc, argv, cfg, err);

@@ -71,7 +71,11 @@ enum class KdfStrength : uint8_t {
 // `*len`:
 //   1. from the environment variable PICOPAY_PASSPHRASE if it is set (`confirm` is then
 //      ignored: scripts and CI);
-//   2. else from the controlling terminal /dev/tty: prompts "Passphrase: " (and, if
+//   2. else, if PICOPAY_PASSPHRASE_FILE is set and non-empty, from that file (a systemd
+//      credential: LoadCredential= and $CREDENTIALS_DIRECTORY, see docs/install.md;
+//      `confirm` ignored): its whole content minus one trailing "\n" or "\r\n". The file
+//      must be a regular file with no permission bits for "other" (mode & 0007 == 0);
+//   3. else from the controlling terminal /dev/tty: prompts "Passphrase: " (and, if
 //      `confirm`, "Confirm passphrase: ") with echo off (termios, restored afterwards),
 //      reads one line each; a trailing "\r" is dropped. While prompting, SIGINT, SIGQUIT,
 //      SIGTERM, SIGHUP, SIGTSTP, SIGTTIN and SIGTTOU (unless ignored) are caught: the
@@ -79,7 +83,8 @@ enum class KdfStrength : uint8_t {
 //      re-raised (so Ctrl-C still ends the program, with echo back on); if the program
 //      survives it (its own handler, or SIGTSTP then SIGCONT) the call returns IoError.
 //      Process-wide handlers are swapped meanwhile: call it from one thread, at startup.
-// Errors: IoError if there is no controlling terminal (CI, daemons: never blocks on
+// Errors: IoError if the passphrase file cannot be opened or read, is not a regular file
+// or is accessible by "other"; IoError if there is no controlling terminal (CI, daemons: never blocks on
 // stdin) or the terminal read fails or hits end of file; BufferTooSmall if the
 // passphrase needs more than cap - 1 bytes (`*len` = the needed cap: its length + 1;
 // the rest of a typed line is read and discarded); OutOfBounds for an empty

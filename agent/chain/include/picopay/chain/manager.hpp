@@ -22,8 +22,9 @@ struct Artifact {
 };
 // Errors: Io (cannot read), BadJson (no abi/bytecode, not hex).
 Result<Artifact> load_artifact(const std::string& path);
-// The default artifact directory: $PICOPAY_CONTRACTS_DIR, else the build's own
-// (compiled in), else "contracts".
+// The default artifact directory: $PICOPAY_CONTRACTS_DIR if set and non-empty, else
+// agent::data_dir() + "/contracts" (<exe>/../share/picopay/contracts, in an install
+// prefix as in the build tree; see picopay/agent/install.hpp).
 std::string default_artifact_dir();
 
 enum class ChannelStatus : uint8_t { Open = 0, ChannelDispute = 1, ThreadDispute = 2 };

@@ -58,6 +58,7 @@ struct MeterAccount {
   uint64_t extra_units = 0;   // units from Increment readings
 
   // Applies a reading; returns true if the consumed total changed or a baseline was set.
+  // A reading that would take metered_mwh or extra_units past 2^53 is ignored (false).
   bool apply(const MeterReading& r);
   // Whole units consumed: floor(metered_mwh / 1000) + extra_units.
   uint64_t units() const { return metered_mwh / 1000 + extra_units; }
