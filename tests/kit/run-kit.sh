@@ -41,7 +41,7 @@ echo "running $steps README steps (broker 127.0.0.1:$MQTT_PORT, dev chain 127.0.
 # Each step stops the run at its first failing command (a user would stop there too).
 # The outcome is checked just before the last step (which stops the dev chain).
 { echo 'set -eo pipefail'
-  sed "s|^# kit-step $steps\b.*|python3 '$src/tests/kit/check-kit.py' \"\$KIT\" '$bin' \|\| exit 97\n&|" "$work/steps.sh" |
+  sed "s|^# kit-step $steps\b.*|bash '$src/tests/kit/check-hook.sh' '$src' '$bin' \|\| exit 97\n&|" "$work/steps.sh" |
     sed 's/^# kit-step \([0-9]*\).*/echo "=== kit-step \1 $(date +%T)"/'; } > "$work/run.sh"
 (cd "$src" && timeout 150 bash "$work/run.sh") > "$work/steps.log" 2>&1
 rc=$?
