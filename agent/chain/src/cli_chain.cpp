@@ -10,6 +10,7 @@
 #include "picopay/agent/json_state.hpp"
 #include "picopay/chain/manager.hpp"
 #include "picopay/hex.hpp"
+#include "picopay/keyfile.hpp"
 
 
 using namespace picopay::chain;
@@ -128,9 +129,24 @@ int run(const Cmd& c, std::map<std::string, std::string>& o) {
     if (!k) return fail(c, k.error());
     key = *k;
   } else if (has("key")) {
+    // A sealed key file (picopay keygen; passphrase from PICOPAY_PASSPHRASE or the
+    // terminal), or a plain file whose first line is 0x + 64 hex digits.
     auto k = read_private_key_file(o["key"]);
-    if (!k) return fail(c, k.error());
-    key = *k;
+    if (k) {
+      key = *k;
+    } else {
+      char pass[1024];
+      size_t plen = 0;
+      if (picopay::passphrase_obtain(pass, sizeof pass, &plen, false) != picopay::Status::Ok)
+        return fail(c, make_error(ErrorKind::BadInput, "no passphrase for key file " + o["key"] +
+                                                           ": set PICOPAY_PASSPHRASE or run on a terminal"));
+      const picopay::Status st = picopay::keyfile_read(o["key"].c_str(), pass, plen, key);
+      secure_wipe(pass, sizeof pass);
+      if (st != picopay::Status::Ok)
+        return fail(c, make_error(ErrorKind::BadInput, "cannot open key file " + o["key"] +
+                                                           ": not a hex key, and as a sealed key file: " +
+                                                           picopay::status_message(st)));
+    }
   } else if (!view_only) {
     return usage(c, "a key is required (--key FILE or --private-key 0xHEX)");
   } else {
