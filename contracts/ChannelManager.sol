@@ -17,7 +17,12 @@
 //    newer sender-signed thread state and may empty channels and threads (funds only ever
 //    go to the user or the hub's reserve); thread payouts give each channel's user its own
 //    share and the rest to the hub reserve; each thread has its own dispute timer;
-//    authorized updates and dispute states must leave the channel solvent.
+//    authorized updates and dispute states must leave the channel solvent; an authorized
+//    update must move txCount[1] strictly forward (v1 took an equal one, so a newer state
+//    carrying the same pending withdrawal was paid twice); nukeThreads waits for every
+//    thread dispute touching the channel (its timer plus one challenge period) and for
+//    ten challenge periods from when the thread dispute phase actually began; the
+//    challenge period is bounded (60 s to 365 days).
 //  - pull-payment fallback: when ETH or tokens pushed to a user or a withdrawal recipient
 //    are refused (a contract without receive, a blacklisted address), the amount is
 //    credited to owedWei/owedTokens and the settlement goes on; the address takes it
@@ -42,6 +47,11 @@ contract ChannelManager {
     address public immutable hub;
     uint256 public immutable challengePeriod;
     IERC20Minimal public immutable approvedToken;
+
+    // Bounds of the challenge period (seconds): below the minimum nobody can answer a
+    // stale exit; above the maximum the exit and nuke deadlines approach overflow.
+    uint256 public constant MIN_CHALLENGE_PERIOD = 60;
+    uint256 public constant MAX_CHALLENGE_PERIOD = 365 days;
 
     uint256 public totalChannelWei;
     uint256 public totalChannelToken;
@@ -182,6 +192,13 @@ contract ChannelManager {
     mapping(address => Channel) public channels;
     mapping(address => mapping(address => mapping(uint256 => Thread))) private threads;
 
+    // Not in v1: nukeThreads(user) is refused until this time has passed. Raised (never
+    // lowered) to ten challenge periods after the channel's thread dispute phase begins
+    // (not before its channelClosingTime) and, for the channels of both the sender and
+    // the receiver, to one challenge period after each thread dispute's own timer, so a
+    // running thread dispute and the settlement after it can not be pre-empted.
+    mapping(address => uint256) public nukeThreadsAfter;
+
     bool private locked;
 
     modifier onlyHub() {
@@ -199,6 +216,8 @@ contract ChannelManager {
     /// tokenAddress may be 0 for an ETH-only manager (token amounts must then be 0).
     constructor(address _hub, uint256 _challengePeriod, address _tokenAddress) {
         require(_hub != address(0), "hub can not be zero");
+        require(_challengePeriod >= MIN_CHALLENGE_PERIOD && _challengePeriod <= MAX_CHALLENGE_PERIOD,
+            "challenge period must be 60 s to 365 days");
         hub = _hub;
         challengePeriod = _challengePeriod;
         approvedToken = IERC20Minimal(_tokenAddress);
@@ -428,6 +447,7 @@ contract ChannelManager {
         thread.weiBalances = weiBalances;
         thread.tokenBalances = tokenBalances;
         thread.threadClosingTime = block.timestamp + challengePeriod;
+        _holdNuke(sender, receiver, thread.threadClosingTime);
         emit DidStartExitThread(user, sender, receiver, threadId, msg.sender, thread.weiBalances,
             thread.tokenBalances, thread.txCount);
     }
@@ -463,6 +483,7 @@ contract ChannelManager {
         thread.tokenBalances = updatedTokenBalances;
         thread.txCount = updatedTxCount;
         thread.threadClosingTime = block.timestamp + challengePeriod;
+        _holdNuke(threadMembers[0], threadMembers[1], thread.threadClosingTime);
         emit DidStartExitThread(user, threadMembers[0], threadMembers[1], threadId, msg.sender,
             thread.weiBalances, thread.tokenBalances, thread.txCount);
     }
@@ -550,14 +571,17 @@ contract ChannelManager {
             channel.txCount, channel.threadRoot, channel.threadCount);
     }
 
-    /// Ten challenge periods after the channel dispute closed, anyone may hand what is
-    /// still locked in threads to the user and reopen the channel (v1's escape hatch).
+    /// Ten challenge periods after the thread dispute phase began (not before the channel
+    /// dispute closed), and one challenge period after the timer of every thread dispute
+    /// of this user (as sender or receiver), anyone may hand what is still locked in
+    /// threads to the user and reopen the channel (v1's escape hatch; v1 measured only
+    /// from channelClosingTime, so it could pre-empt a running thread dispute).
     function nukeThreads(address user) public noReentrancy {
         _checkUser(user);
         Channel storage channel = channels[user];
         require(channel.status == ChannelStatus.ThreadDispute, "channel must be in thread dispute");
-        require(channel.channelClosingTime + challengePeriod * 10 < block.timestamp,
-            "channel closing time must have passed by 10 challenge periods");
+        require(nukeThreadsAfter[user] < block.timestamp,
+            "10 challenge periods since the thread dispute began and 1 after every thread timer must pass");
 
         uint256 weiAmount = channel.weiBalances[2];
         uint256 tokenAmount = channel.tokenBalances[2];
@@ -618,7 +642,10 @@ contract ChannelManager {
         require(channel.status == ChannelStatus.Open, "channel must be open");
         require(s.timeout == 0 || block.timestamp < s.timeout, "the timeout must be zero or not have passed");
         require(s.txCount[0] > channel.txCount[0], "global txCount must be higher than the current global txCount");
-        require(s.txCount[1] >= channel.txCount[1], "onchain txCount must be higher or equal to the current onchain txCount");
+        // Strictly higher (v1: higher or equal): a state's pending operations run on chain
+        // at most once, so a later state that carries the same pending withdrawal with the
+        // same txCount[1] (a payment signed on top of it) can not pay it a second time.
+        require(s.txCount[1] > channel.txCount[1], "onchain txCount must be higher than the current onchain txCount");
         require(s.weiBalances[0] + s.weiBalances[1] <= channel.weiBalances[2], "wei must be conserved");
         require(s.tokenBalances[0] + s.tokenBalances[1] <= channel.tokenBalances[2], "tokens must be conserved");
         uint256[4] memory pw = s.pendingWeiUpdates;
@@ -715,6 +742,8 @@ contract ChannelManager {
         channel.tokenBalances[1] = 0;
         if (channel.threadCount > 0) {
             channel.status = ChannelStatus.ThreadDispute;
+            uint256 began = channel.channelClosingTime > block.timestamp ? channel.channelClosingTime : block.timestamp;
+            _raiseNukeTime(user, began + challengePeriod * 10);
         } else {
             channel.channelClosingTime = 0;
             channel.status = ChannelStatus.Open;
@@ -731,6 +760,17 @@ contract ChannelManager {
         emit DidStartExitChannel(user, _senderIdx(user), [channel.weiBalances[0], channel.weiBalances[1]],
             [channel.tokenBalances[0], channel.tokenBalances[1]], channel.txCount, channel.threadRoot,
             channel.threadCount);
+    }
+
+    // nukeThreads of both thread parties' channels waits one challenge period past the
+    // thread's timer (time for anyone to call emptyThread).
+    function _holdNuke(address sender, address receiver, uint256 threadClosingTime) private {
+        _raiseNukeTime(sender, threadClosingTime + challengePeriod);
+        _raiseNukeTime(receiver, threadClosingTime + challengePeriod);
+    }
+
+    function _raiseNukeTime(address user, uint256 time) private {
+        if (nukeThreadsAfter[user] < time) nukeThreadsAfter[user] = time;
     }
 
     function _senderIdx(address user) private view returns (uint256) {

@@ -72,6 +72,12 @@ Status root_of(const ThreadSet& threads, const ThreadState* add, long skip, Hash
   return thread_root_in_place(threads.scratch, n, threads.capacity + 2, root);
 }
 
+}  // namespace
+
+bool channel_blocks_updates(const ChannelState& s) noexcept { return channel_has_pending(s) || s.timeout != 0; }
+
+namespace {
+
 bool payer_channel(const ChannelState& prev, const ThreadState& t) noexcept { return prev.user == t.sender; }
 
 Status check_thread_belongs(const ChannelState& prev, const ThreadState& t) noexcept {
@@ -206,6 +212,13 @@ Status channel_next_state(const ChannelContext& ctx, const ChannelState& prev, c
   if (prev.txCountGlobal >= kMaxCounter || u.txCountGlobal != prev.txCountGlobal + 1) return Status::BadTxCount;
   ChannelState next = prev;
   next.txCountGlobal = u.txCountGlobal;
+  // Connext's rule: on a state with pending operations only ConfirmPending or
+  // Invalidation may follow, so a pending withdrawal or deposit is never carried into a
+  // second state (the contract could execute both).
+  // EmptyChannel records what the chain already did (it supersedes any pending op).
+  if (channel_blocks_updates(prev) && u.reason != UpdateReason::ConfirmPending &&
+      u.reason != UpdateReason::Invalidation && u.reason != UpdateReason::EmptyChannel)
+    return Status::PendingOperation;
   switch (u.reason) {
     case UpdateReason::Payment: {
       const PaymentArgs& a = u.payment;
@@ -216,17 +229,14 @@ Status channel_next_state(const ChannelContext& ctx, const ChannelState& prev, c
                   a.amountWei));
       PP_TRY(move(to_hub ? next.balanceTokenUser : next.balanceTokenHub,
                   to_hub ? next.balanceTokenHub : next.balanceTokenUser, a.amountToken));
-      if (!channel_has_pending(prev)) next.timeout = 0;
       break;
     }
     case UpdateReason::Exchange:
       if (u.exchange.seller != Party::Hub && u.exchange.seller != Party::User) return Status::BadArgs;
       PP_TRY(next_exchange(u.exchange, next));
-      if (!channel_has_pending(prev)) next.timeout = 0;
       break;
     case UpdateReason::ProposePendingDeposit: {
       const DepositArgs& a = u.deposit;
-      if (channel_has_pending(prev)) return Status::PendingOperation;
       if (a.depositWeiHub.is_zero() && a.depositWeiUser.is_zero() && a.depositTokenHub.is_zero() &&
           a.depositTokenUser.is_zero())
         return Status::BadArgs;
@@ -242,7 +252,6 @@ Status channel_next_state(const ChannelContext& ctx, const ChannelState& prev, c
     }
     case UpdateReason::ProposePendingWithdrawal: {
       const WithdrawalArgs& a = u.withdrawal;
-      if (channel_has_pending(prev)) return Status::PendingOperation;
       if (a.withdrawalWeiHub.is_zero() && a.withdrawalWeiUser.is_zero() && a.withdrawalTokenHub.is_zero() &&
           a.withdrawalTokenUser.is_zero())
         return Status::BadArgs;
@@ -314,9 +323,11 @@ Status channel_check_proposer(const ChannelState& prev, Party proposer, const Ch
     case UpdateReason::Payment:
       return u.payment.recipient == proposer ? Status::Unauthorized : Status::Ok;
     case UpdateReason::OpenThread: {
+      // Payer channel: only the payer locks its own funds. Payee channel (the hub's
+      // collateral is locked): the user proposes the mirror on the hub's request
+      // (docs/mqtt-protocol.md); a hub proposal stays possible for the pure functions.
       const ThreadState& t = u.thread.thread.state;
       if (prev.user == t.sender && proposer != Party::User) return Status::Unauthorized;
-      if (prev.user == t.receiver && proposer != Party::Hub) return Status::Unauthorized;
       return Status::Ok;
     }
     default:

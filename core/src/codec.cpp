@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "picopay/keccak.hpp"
 #include "picopay/signer.hpp"
 
 namespace picopay {
@@ -214,12 +215,107 @@ void read_thread_body(Reader& r, SignedThreadState& t) noexcept {
   if (t.hasSigA) t.sigA = r.signature();
 }
 
+// The reason-specific args of a ChannelUpdate (shared by ChannelUpdate and HubRequest).
+void write_update_args(Writer& w, const ChannelUpdate& u) noexcept {
+  switch (u.reason) {
+    case UpdateReason::Payment:
+      w.party(u.payment.recipient);
+      w.amount(u.payment.amountWei);
+      w.amount(u.payment.amountToken);
+      break;
+    case UpdateReason::Exchange:
+      w.party(u.exchange.seller);
+      w.amount(u.exchange.weiToSell);
+      w.amount(u.exchange.tokensToSell);
+      w.amount(u.exchange.exchangeRate);
+      break;
+    case UpdateReason::ProposePendingDeposit:
+      w.amount(u.deposit.depositWeiHub);
+      w.amount(u.deposit.depositWeiUser);
+      w.amount(u.deposit.depositTokenHub);
+      w.amount(u.deposit.depositTokenUser);
+      w.varint(u.deposit.timeout);
+      break;
+    case UpdateReason::ProposePendingWithdrawal:
+      w.address(u.withdrawal.recipient);
+      w.amount(u.withdrawal.withdrawalWeiHub);
+      w.amount(u.withdrawal.withdrawalWeiUser);
+      w.amount(u.withdrawal.withdrawalTokenHub);
+      w.amount(u.withdrawal.withdrawalTokenUser);
+      w.varint(u.withdrawal.timeout);
+      break;
+    case UpdateReason::ConfirmPending:
+    case UpdateReason::EmptyChannel:
+      w.hash(u.chainTx.transactionHash);
+      break;
+    case UpdateReason::Invalidation:
+      w.varint(u.invalidation.previousValidTxCount);
+      w.varint(u.invalidation.lastInvalidTxCount);
+      break;
+    case UpdateReason::OpenThread:
+    case UpdateReason::CloseThread:
+      if (!u.thread.thread.hasSigA) w.err = Status::BadArgs;
+      write_thread_body(w, u.thread.thread);
+      break;
+    default:
+      w.err = Status::BadReason;
+      break;
+  }
+}
+
+void read_update_args(Reader& r, ChannelUpdate& u) noexcept {
+  switch (u.reason) {
+    case UpdateReason::Payment:
+      u.payment.recipient = r.party();
+      u.payment.amountWei = r.amount();
+      u.payment.amountToken = r.amount();
+      break;
+    case UpdateReason::Exchange:
+      u.exchange.seller = r.party();
+      u.exchange.weiToSell = r.amount();
+      u.exchange.tokensToSell = r.amount();
+      u.exchange.exchangeRate = r.amount();
+      break;
+    case UpdateReason::ProposePendingDeposit:
+      u.deposit.depositWeiHub = r.amount();
+      u.deposit.depositWeiUser = r.amount();
+      u.deposit.depositTokenHub = r.amount();
+      u.deposit.depositTokenUser = r.amount();
+      u.deposit.timeout = r.varint();
+      break;
+    case UpdateReason::ProposePendingWithdrawal:
+      u.withdrawal.recipient = r.address();
+      u.withdrawal.withdrawalWeiHub = r.amount();
+      u.withdrawal.withdrawalWeiUser = r.amount();
+      u.withdrawal.withdrawalTokenHub = r.amount();
+      u.withdrawal.withdrawalTokenUser = r.amount();
+      u.withdrawal.timeout = r.varint();
+      break;
+    case UpdateReason::ConfirmPending:
+    case UpdateReason::EmptyChannel:
+      u.chainTx.transactionHash = r.hash();
+      break;
+    case UpdateReason::Invalidation:
+      u.invalidation.previousValidTxCount = r.varint();
+      u.invalidation.lastInvalidTxCount = r.varint();
+      break;
+    case UpdateReason::OpenThread:
+    case UpdateReason::CloseThread:
+      read_thread_body(r, u.thread.thread);
+      if (r.ok() && !u.thread.thread.hasSigA) r.fail(Status::BadArgs);
+      break;
+    default:
+      r.fail(Status::BadReason);
+      break;
+  }
+}
+
 }  // namespace
 
 Status wire_peek_kind(const uint8_t* in, size_t len, WireKind& kind) noexcept {
   if (in == nullptr || len < 2) return Status::Truncated;
   if (in[0] != kWireVersion) return Status::BadVersion;
-  if (in[1] < 1 || in[1] > 4) return Status::BadKind;
+  if ((in[1] < 1 || in[1] > 5) && (in[1] < 0x10 || in[1] > 0x13)) return Status::BadKind;
   kind = static_cast<WireKind>(in[1]);
   return Status::Ok;
 }
@@ -319,50 +415,7 @@ Status encode_channel_update(const ChannelUpdate& u, uint8_t* out, size_t cap, s
   Writer w = writer(out, cap, WireKind::ChannelUpdate);
   w.byte(static_cast<uint8_t>(u.reason));
   w.varint(u.txCountGlobal);
-  switch (u.reason) {
-    case UpdateReason::Payment:
-      w.party(u.payment.recipient);
-      w.amount(u.payment.amountWei);
-      w.amount(u.payment.amountToken);
-      break;
-    case UpdateReason::Exchange:
-      w.party(u.exchange.seller);
-      w.amount(u.exchange.weiToSell);
-      w.amount(u.exchange.tokensToSell);
-      w.amount(u.exchange.exchangeRate);
-      break;
-    case UpdateReason::ProposePendingDeposit:
-      w.amount(u.deposit.depositWeiHub);
-      w.amount(u.deposit.depositWeiUser);
-      w.amount(u.deposit.depositTokenHub);
-      w.amount(u.deposit.depositTokenUser);
-      w.varint(u.deposit.timeout);
-      break;
-    case UpdateReason::ProposePendingWithdrawal:
-      w.address(u.withdrawal.recipient);
-      w.amount(u.withdrawal.withdrawalWeiHub);
-      w.amount(u.withdrawal.withdrawalWeiUser);
-      w.amount(u.withdrawal.withdrawalTokenHub);
-      w.amount(u.withdrawal.withdrawalTokenUser);
-      w.varint(u.withdrawal.timeout);
-      break;
-    case UpdateReason::ConfirmPending:
-    case UpdateReason::EmptyChannel:
-      w.hash(u.chainTx.transactionHash);
-      break;
-    case UpdateReason::Invalidation:
-      w.varint(u.invalidation.previousValidTxCount);
-      w.varint(u.invalidation.lastInvalidTxCount);
-      break;
-    case UpdateReason::OpenThread:
-    case UpdateReason::CloseThread:
-      if (!u.thread.thread.hasSigA) w.err = Status::BadArgs;
-      write_thread_body(w, u.thread.thread);
-      break;
-    default:
-      w.err = Status::BadReason;
-      break;
-  }
+  write_update_args(w, u);
   w.signature(u.sig);
   return w.finish(written);
 }
@@ -372,50 +425,7 @@ Status decode_channel_update(const uint8_t* in, size_t len, ChannelUpdate& out) 
   const uint8_t reason = r.byte();
   ChannelUpdate u = channel_update_make(static_cast<UpdateReason>(reason));
   u.txCountGlobal = r.varint();
-  switch (u.reason) {
-    case UpdateReason::Payment:
-      u.payment.recipient = r.party();
-      u.payment.amountWei = r.amount();
-      u.payment.amountToken = r.amount();
-      break;
-    case UpdateReason::Exchange:
-      u.exchange.seller = r.party();
-      u.exchange.weiToSell = r.amount();
-      u.exchange.tokensToSell = r.amount();
-      u.exchange.exchangeRate = r.amount();
-      break;
-    case UpdateReason::ProposePendingDeposit:
-      u.deposit.depositWeiHub = r.amount();
-      u.deposit.depositWeiUser = r.amount();
-      u.deposit.depositTokenHub = r.amount();
-      u.deposit.depositTokenUser = r.amount();
-      u.deposit.timeout = r.varint();
-      break;
-    case UpdateReason::ProposePendingWithdrawal:
-      u.withdrawal.recipient = r.address();
-      u.withdrawal.withdrawalWeiHub = r.amount();
-      u.withdrawal.withdrawalWeiUser = r.amount();
-      u.withdrawal.withdrawalTokenHub = r.amount();
-      u.withdrawal.withdrawalTokenUser = r.amount();
-      u.withdrawal.timeout = r.varint();
-      break;
-    case UpdateReason::ConfirmPending:
-    case UpdateReason::EmptyChannel:
-      u.chainTx.transactionHash = r.hash();
-      break;
-    case UpdateReason::Invalidation:
-      u.invalidation.previousValidTxCount = r.varint();
-      u.invalidation.lastInvalidTxCount = r.varint();
-      break;
-    case UpdateReason::OpenThread:
-    case UpdateReason::CloseThread:
-      read_thread_body(r, u.thread.thread);
-      if (r.ok() && !u.thread.thread.hasSigA) r.fail(Status::BadArgs);
-      break;
-    default:
-      r.fail(Status::BadReason);
-      break;
-  }
+  read_update_args(r, u);
   u.sig = r.signature();
   const Status st = r.finish();
   if (st == Status::Ok) out = u;
@@ -445,6 +455,132 @@ Status decode_thread_update(const uint8_t* in, size_t len, ThreadUpdate& out) no
   u.sig = r.signature();
   const Status st = r.finish();
   if (st == Status::Ok) out = u;
+  return st;
+}
+
+// ---------------------------------------------------------------- HubRequest
+
+namespace {
+void write_hub_request_body(Writer& w, const HubRequest& q) noexcept {
+  w.address(q.contractAddress);
+  w.address(q.user);
+  if (q.requestId == 0) w.err = Status::OutOfBounds;
+  w.varint(q.requestId);
+  if (q.update.txCountGlobal != 0) w.err = Status::BadArgs;
+  w.byte(static_cast<uint8_t>(q.update.reason));
+  write_update_args(w, q.update);
+}
+}  // namespace
+
+Status encode_hub_request(const HubRequest& q, uint8_t* out, size_t cap, size_t* written) noexcept {
+  Writer w = writer(out, cap, WireKind::HubRequest);
+  write_hub_request_body(w, q);
+  w.signature(q.sig);
+  return w.finish(written);
+}
+
+Status decode_hub_request(const uint8_t* in, size_t len, HubRequest& out) noexcept {
+  Reader r = reader(in, len, WireKind::HubRequest);
+  HubRequest q;
+  std::memset(&q, 0, sizeof q);
+  q.contractAddress = r.address();
+  q.user = r.address();
+  q.requestId = r.varint();
+  if (r.ok() && q.requestId == 0) r.fail(Status::OutOfBounds);
+  const uint8_t reason = r.byte();
+  q.update = channel_update_make(static_cast<UpdateReason>(reason));
+  read_update_args(r, q.update);
+  q.sig = r.signature();
+  const Status st = r.finish();
+  if (st == Status::Ok) out = q;
+  return st;
+}
+
+Status hub_request_hash(const HubRequest& q, Hash32& out) noexcept {
+  uint8_t buf[kMaxHubRequestWire];
+  Writer w = writer(buf, sizeof buf, WireKind::HubRequest);
+  write_hub_request_body(w, q);
+  size_t n = 0;
+  const Status st = w.finish(&n);
+  if (st != Status::Ok) return st;
+  keccak256(buf, n, out.bytes);
+  return Status::Ok;
+}
+
+Status hub_request_sign(const Signer& signer, const PrivateKey& hub_key, HubRequest& q) noexcept {
+  Hash32 h;
+  Status st = hub_request_hash(q, h);
+  if (st != Status::Ok) return st;
+  return signer.sign_eth(hub_key, h, q.sig);
+}
+
+Status hub_request_verify(const Signer& signer, const HubRequest& q, const Address& hub) noexcept {
+  Hash32 h;
+  Status st = hub_request_hash(q, h);
+  if (st != Status::Ok) return st;
+  return signer.verify_eth(h, q.sig, hub);
+}
+
+// ---------------------------------------------------------------- Reply
+
+namespace {
+bool status_on_wire(Status s) noexcept {
+  const auto v = static_cast<uint8_t>(s);
+  return v > 0 && v < kStatusCount;
+}
+bool reply_kind_known(uint8_t k) noexcept { return k >= 0x10 && k <= 0x13; }
+}  // namespace
+
+Reply reply_make(ReplyKind kind) noexcept {
+  Reply r;
+  std::memset(&r, 0, sizeof r);
+  r.kind = kind;
+  return r;
+}
+
+Status encode_reply(const Reply& r, uint8_t* out, size_t cap, size_t* written) noexcept {
+  if (!reply_kind_known(static_cast<uint8_t>(r.kind))) return Status::BadKind;
+  Writer w = writer(out, cap, static_cast<WireKind>(r.kind));
+  w.varint(r.txCountGlobal);
+  if (r.kind == ReplyKind::Ack) {
+    w.signature(r.sig);
+    return w.finish(written);
+  }
+  if (r.kind != ReplyKind::Sync) {
+    if (!status_on_wire(r.status)) return Status::BadArgs;
+    w.byte(static_cast<uint8_t>(r.status));
+  }
+  if (w.err != Status::Ok) return w.finish(written);
+  // The state follows as a complete ChannelState message.
+  size_t n = 0;
+  const size_t room = w.pos < w.cap ? w.cap - w.pos : 0;
+  const Status st = encode_channel_state(r.state, w.pos < w.cap ? w.out + w.pos : nullptr, room, &n);
+  if (st != Status::Ok && st != Status::BufferTooSmall) return st;
+  w.pos += n;
+  return w.finish(written);
+}
+
+Status decode_reply(const uint8_t* in, size_t len, Reply& out) noexcept {
+  if (in == nullptr || len < 2) return Status::Truncated;
+  if (in[0] != kWireVersion) return Status::BadVersion;
+  if (!reply_kind_known(in[1])) return Status::BadKind;
+  Reader r = reader(in, len, static_cast<WireKind>(in[1]));
+  Reply q = reply_make(static_cast<ReplyKind>(in[1]));
+  q.txCountGlobal = r.varint();
+  if (q.kind == ReplyKind::Ack) {
+    q.sig = r.signature();
+    const Status st = r.finish();
+    if (st == Status::Ok) out = q;
+    return st;
+  }
+  if (q.kind != ReplyKind::Sync) {
+    const uint8_t s = r.byte();
+    if (r.ok() && (s == 0 || s >= kStatusCount)) r.fail(Status::BadArgs);
+    q.status = static_cast<Status>(s);
+  }
+  if (!r.ok()) return r.err;
+  const Status st = decode_channel_state(in + r.pos, len - r.pos, q.state);
+  if (st == Status::Ok) out = q;
   return st;
 }
 

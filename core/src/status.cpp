@@ -45,9 +45,25 @@ constexpr Entry kEntries[] = {
     {"IoError", "storage or entropy I/O failed"},
     {"NotFound", "no stored state"},
     {"Corrupt", "stored state fails its integrity check"},
+    {"NotRequested", "the update changes what this party did not ask for"},
+    {"NeedsChain", "the update asserts an on-chain fact this party cannot check"},
+    {"NotOnChain", "the chain does not show the fact the update asserts"},
+    {"RateOutOfBounds", "exchange rate outside the allowed spread or tolerance"},
+    {"StaleRate", "exchange rate unknown or older than its maximum age"},
+    {"NoInventory", "the hub's inventory does not cover the exchange"},
+    {"ChannelInDispute", "the channel is in dispute or emptied on chain"},
+    {"TimeoutOutOfBounds", "pending operation timeout in the past or too far ahead"},
+    {"Busy", "a proposal is already in flight"},
+    {"OutOfSync", "not synchronised with the hub's latest state yet"},
+    {"StaleState", "state older than ours ignored"},
+    {"StateConflict", "state with our txCountGlobal but other contents ignored"},
+    {"NotDoubleSigned", "newer state without both signatures ignored"},
+    {"UnknownState", "double-signed state we neither hold nor proposed"},
+    {"Duplicate", "message already handled"},
+    {"Halted", "session halted: it signs nothing until a person looks"},
 };
 constexpr size_t kCount = sizeof kEntries / sizeof kEntries[0];
-static_assert(kCount == static_cast<size_t>(Status::Corrupt) + 1, "status table out of sync with the enum");
+static_assert(kCount == kStatusCount && kCount == static_cast<size_t>(Status::Halted) + 1, "status table out of sync with the enum");
 }  // namespace
 
 const char* status_name(Status s) noexcept {

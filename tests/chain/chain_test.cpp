@@ -732,6 +732,7 @@ TEST_F(ChainTest, RefusesForgedWrongTxCountWrongContractAndReplay) {
   // more than the channel holds
   ChannelState greedy = s;
   greedy.txCountGlobal = 3;
+  greedy.txCountChain = 2;
   greedy.pendingDepositWeiUser = u(0);
   greedy.balanceWeiUser = u(101);
   expect_revert(usercm_->user_authorized_update(greedy, sign(*hub_, greedy)), "wei must be conserved");
@@ -1047,12 +1048,13 @@ TEST_F(ChainTest, RefusedPayoutIsCreditedAndWithdrawnLater) {
   s.txCountChain = 1;
   s.timeout = now() + 600;
   owner_paid(MUST(rr.exec(cm_addr_, u(1000), encode_user_authorized_update(s, sign(*hub_, s)))));
-  // the user pays the hub 300 (a hub-signed balance update the contract puts on chain)
+  // the user pays the hub 300 (a hub-signed balance update the contract puts on chain;
+  // every authorized update moves txCountChain forward)
   ChannelState c = base(rr.addr);
   c.balanceWeiHub = u(800);
   c.balanceWeiUser = u(700);
   c.txCountGlobal = 2;
-  c.txCountChain = 1;
+  c.txCountChain = 2;
   owner_paid(MUST(rr.exec(cm_addr_, u(0), encode_user_authorized_update(c, sign(*hub_, c)))));
   OnchainChannel oc = MUST(hubcm_->channel(rr.addr));
   ASSERT_EQ(oc.weiHub, u(800));
@@ -1227,7 +1229,7 @@ TEST_F(ChainTest, NukeThreadsToRefusingUserIsCredited) {
   c.threadCount = 1;
   c.threadRoot = keccak_text("a thread");
   c.txCountGlobal = 2;
-  c.txCountChain = 1;
+  c.txCountChain = 2;  // every authorized update moves txCountChain forward
   MUST(rr.exec(cm_addr_, u(0), encode_user_authorized_update(c, sign(*hub_, c))));
   MUST(hubcm_->start_exit(rr.addr));
   ASSERT_TRUE(rpc_->increase_time(kChallenge + 1).ok());
@@ -1254,4 +1256,481 @@ TEST_F(ChainTest, NukeThreadsToRefusingUserIsCredited) {
   EXPECT_EQ(bal(rr.addr), u(700));
   EXPECT_EQ(bal(cm_addr_), u(300));
   EXPECT_EQ(MUST(hubcm_->hub_reserve_wei()), u(300));
+}
+
+// ---------------------------------------------------------------- mended v1 rules
+
+// Issue: a state n with a pending withdrawal, then a payment n+1 signed on top of it that
+// carries the same pending operations with the same txCountChain. v1 (txCount[1] >=)
+// executes both and pays the withdrawal twice (and takes the hub's deposit twice from
+// its reserve). States are hand-built with the core's channel_hash and signer.
+TEST_F(ChainTest, AnAuthorizedUpdateMustMoveTxCountChainForward) {
+  ChannelState c = deposit(*user_, *usercm_, 1000);  // [2,1] user 1000
+  MUST(hubcm_->fund_reserve(u(1000)));
+  // n: the user withdraws 200 to `other`, the hub adds 300 collateral
+  ChannelState n = c;
+  n.recipient = other_->address();
+  n.balanceWeiUser = u(800);
+  n.pendingDepositWeiHub = u(300);
+  n.pendingWithdrawalWeiUser = u(200);
+  n.txCountGlobal = 3;
+  n.txCountChain = 2;
+  n.timeout = now() + 600;
+  // n+1: the user pays the hub 100 on top of n, the pending operations carried along
+  ChannelState n1 = n;
+  n1.balanceWeiHub = u(100);
+  n1.balanceWeiUser = u(700);
+  n1.txCountGlobal = 4;
+  n1.timeout = 0;
+  Signature n_hub = sign(*hub_, n), n1_hub = sign(*hub_, n1);
+  Signature n_user = sign(*user_, n), n1_user = sign(*user_, n1);
+
+  U256 ob = bal(other_->address());
+  U256 reserve0 = MUST(hubcm_->hub_reserve_wei());
+  MUST(usercm_->user_authorized_update(n, n_hub));  // the first still works
+  EXPECT_EQ(bal(other_->address()), add(ob, u(200)));
+  EXPECT_EQ(MUST(hubcm_->hub_reserve_wei()), sub(reserve0, u(300)));
+  // the second execution of the same pending operations: by the user and by the hub
+  expect_revert(usercm_->user_authorized_update(n1, n1_hub), "onchain txCount must be higher");
+  expect_revert(hubcm_->hub_authorized_update(n1, n1_user), "onchain txCount must be higher");
+  EXPECT_EQ(bal(other_->address()), add(ob, u(200)));
+  EXPECT_EQ(MUST(hubcm_->hub_reserve_wei()), sub(reserve0, u(300)));
+  OnchainChannel oc = MUST(usercm_->channel(user_->address()));
+  EXPECT_EQ(oc.weiHub, u(300));
+  EXPECT_EQ(oc.weiUser, u(800));
+  EXPECT_EQ(oc.weiTotal, u(1100));
+  EXPECT_EQ(oc.txCountChain, 2u);
+
+  // A dispute with n+1 after n ran (txCountChain equal): its pending operations count as
+  // done, so the balances are n+1's with the hub's deposit added: hub 400, user 700.
+  U256 ub = bal(user_->address());
+  SignedChannelState s1{};
+  s1.state = n1;
+  s1.hasSigHub = s1.hasSigUser = true;
+  s1.sigHub = n1_hub;
+  s1.sigUser = n1_user;
+  Receipt x = MUST(usercm_->start_exit_with_update(s1));
+  oc = MUST(usercm_->channel(user_->address()));
+  EXPECT_EQ(oc.weiHub, u(400));
+  EXPECT_EQ(oc.weiUser, u(700));
+  Receipt e = MUST(hubcm_->empty_channel(user_->address()));
+  EXPECT_EQ(bal(user_->address()), sub(add(ub, u(700)), gas_cost(x)));
+  EXPECT_EQ(MUST(hubcm_->hub_reserve_wei()), add(sub(reserve0, u(300)), u(400)));
+  EXPECT_EQ(bal(other_->address()), add(ob, u(200)));  // paid exactly once
+  EXPECT_TRUE(MUST(hubcm_->total_channel_wei()).is_zero());
+  (void)e;
+}
+
+// The same pair of states when n never ran on chain: n+1 alone is a valid authorized
+// update (once), and an exit with it gives the withdrawal back (txCountChain above the
+// chain's: the pending operations never ran).
+TEST_F(ChainTest, APendingWithdrawalThatNeverRanIsGivenBackInAnExit) {
+  ChannelState c = deposit(*user_, *usercm_, 1000);
+  ChannelState n1 = c;  // as n+1 above, without the hub deposit
+  n1.recipient = other_->address();
+  n1.balanceWeiHub = u(100);
+  n1.balanceWeiUser = u(700);
+  n1.pendingWithdrawalWeiUser = u(200);
+  n1.txCountGlobal = 4;
+  n1.txCountChain = 2;
+  U256 ub = bal(user_->address()), ob = bal(other_->address());
+  U256 reserve0 = MUST(hubcm_->hub_reserve_wei());
+  Receipt x = MUST(usercm_->start_exit_with_update(both(n1)));
+  OnchainChannel oc = MUST(usercm_->channel(user_->address()));
+  EXPECT_EQ(oc.weiHub, u(100));
+  EXPECT_EQ(oc.weiUser, u(900));
+  MUST(hubcm_->empty_channel(user_->address()));
+  EXPECT_EQ(bal(user_->address()), sub(add(ub, u(900)), gas_cost(x)));
+  EXPECT_EQ(bal(other_->address()), ob);
+  EXPECT_EQ(MUST(hubcm_->hub_reserve_wei()), add(reserve0, u(100)));
+  // and the executed-once path: on a fresh channel the user executes n+1, then it can
+  // not be executed again
+  ChannelState c2 = deposit(*user2_, *user2cm_, 1000);
+  ChannelState m = c2;
+  m.recipient = other_->address();
+  m.balanceWeiHub = u(100);
+  m.balanceWeiUser = u(700);
+  m.pendingWithdrawalWeiUser = u(200);
+  m.txCountGlobal = 4;
+  m.txCountChain = 2;
+  Signature mh = sign(*hub_, m);
+  ob = bal(other_->address());
+  MUST(user2cm_->user_authorized_update(m, mh));
+  ChannelState m2 = m;  // the same pending withdrawal once more, after another payment
+  m2.balanceWeiHub = u(150);
+  m2.balanceWeiUser = u(650);
+  m2.txCountGlobal = 5;
+  expect_revert(user2cm_->user_authorized_update(m2, sign(*hub_, m2)), "onchain txCount must be higher");
+  EXPECT_EQ(bal(other_->address()), add(ob, u(200)));
+}
+
+// Sets up A (user_) paying B (user2_) through one thread of 300 (B's channel has 500 of
+// hub collateral); returns the channel states with the thread open.
+struct ThreadSetup {
+  ChannelState a, b;
+  ThreadState t0;
+  SignedThreadState init;
+  std::vector<Hash32> leaves;
+  Bytes proof;
+};
+
+class NukeTest : public ChainTest {
+ protected:
+  ThreadSetup open_thread(uint64_t id) {
+    ThreadSetup s;
+    s.a = deposit(*user_, *usercm_, 1000);
+    MUST(hubcm_->fund_reserve(u(500)));
+    ChannelState b = base(user2_->address());
+    b.pendingDepositWeiHub = u(500);
+    b.txCountGlobal = 1;
+    b.txCountChain = 1;
+    MUST(hubcm_->hub_authorized_update(b, sign(*user2_, b)));
+    s.t0 = thread_state_zero();
+    s.t0.contractAddress = cm_addr_;
+    s.t0.sender = user_->address();
+    s.t0.receiver = user2_->address();
+    s.t0.threadId = id;
+    s.t0.balanceWeiSender = u(300);
+    s.init = tsign(*user_, s.t0);
+    s.leaves = {thread_hash(s.t0)};
+    s.proof = MUST(thread_proof(s.leaves, thread_hash(s.t0)));
+    s.a.balanceWeiUser = u(700);
+    s.a.txCountGlobal = 3;
+    s.a.threadRoot = thread_tree_root(s.leaves);
+    s.a.threadCount = 1;
+    s.b = base(user2_->address());
+    s.b.balanceWeiHub = u(200);
+    s.b.txCountGlobal = 3;
+    s.b.txCountChain = 1;
+    s.b.threadRoot = s.a.threadRoot;
+    s.b.threadCount = 1;
+    return s;
+  }
+};
+
+// Issue: nukeThreads could pre-empt a running thread dispute. The payer exits with the
+// thread open; the hub starts the thread dispute late (9.5 challenge periods into the
+// thread dispute phase); v1's rule (10 periods after channelClosingTime) would let the
+// payer nuke while the hub's thread challenge still runs and take the whole lock back.
+TEST_F(NukeTest, NukeThreadsCanNotPreemptARunningThreadDispute) {
+  ThreadSetup s = open_thread(21);
+  ThreadState t2 = s.t0;  // B was paid 200 through the thread
+  t2.balanceWeiSender = u(100);
+  t2.balanceWeiReceiver = u(200);
+  t2.txCount = 2;
+  const Address A = user_->address();
+  U256 a0 = bal(A);
+  U256 agas = u(0);
+  Receipt r = MUST(usercm_->start_exit_with_update(both(s.a)));
+  agas = add(agas, gas_cost(r));
+  ASSERT_TRUE(rpc_->increase_time(kChallenge + 1).ok());
+  r = MUST(usercm_->empty_channel(A));
+  record_gas("emptyChannel(into thread dispute)", r);
+  agas = add(agas, gas_cost(r));
+  ASSERT_EQ(MUST(usercm_->channel(A)).status, ChannelStatus::ThreadDispute);
+  uint64_t closing = MUST(usercm_->channel(A)).channelClosingTime;
+  U256 reserve0 = MUST(hubcm_->hub_reserve_wei());
+
+  ASSERT_TRUE(rpc_->increase_time(kChallenge * 9 + kChallenge / 2).ok());
+  expect_revert(usercm_->nuke_threads(A), "10 challenge periods");
+  // the hub starts the thread dispute late, with the initial state
+  MUST(hubcm_->start_exit_thread(A, s.init, s.proof));
+  ASSERT_TRUE(rpc_->increase_time(kChallenge / 2 + 60).ok());
+  ASSERT_GT(now(), closing + kChallenge * 10);  // v1 would nuke here
+  expect_revert(usercm_->nuke_threads(A), "10 challenge periods");
+  MUST(hubcm_->challenge_thread(tsign(*user_, t2)));
+  expect_revert(usercm_->nuke_threads(A), "10 challenge periods");
+  // the thread's timer ends; for one more challenge period nuke still waits
+  ASSERT_TRUE(rpc_->increase_time(kChallenge / 2).ok());
+  expect_revert(usercm_->nuke_threads(A), "10 challenge periods");
+  expect_revert(othercm_->nuke_threads(A), "10 challenge periods");
+  MUST(hubcm_->empty_thread(A, s.init, s.proof));
+  // A: 700 from the channel + 100 left in the thread; the hub's reserve: B's 200
+  EXPECT_EQ(bal(A), sub(add(a0, u(800)), agas));
+  EXPECT_EQ(MUST(hubcm_->hub_reserve_wei()), add(reserve0, u(200)));
+  EXPECT_EQ(MUST(usercm_->channel(A)).status, ChannelStatus::Open);
+  expect_revert(usercm_->nuke_threads(A), "thread dispute");
+}
+
+// The thread dispute phase is measured from when it begins: a channel emptied long after
+// its closing time can not be nuked at once (v1: at once), and a thread dispute started
+// in the receiver's channel holds the sender's nuke too.
+TEST_F(NukeTest, NukeThreadsWaitsFromTheThreadDisputeStartInBothChannels) {
+  ThreadSetup s = open_thread(22);
+  const Address A = user_->address(), B = user2_->address();
+  MUST(usercm_->start_exit_with_update(both(s.a)));
+  ASSERT_TRUE(rpc_->increase_time(kChallenge * 12).ok());
+  MUST(usercm_->empty_channel(A));  // 11 periods after closing
+  expect_revert(usercm_->nuke_threads(A), "10 challenge periods");
+  // B's channel enters its thread dispute; the hub disputes the thread there, 9.5
+  // periods later
+  MUST(hubcm_->start_exit_with_update(both(s.b)));
+  MUST(user2cm_->empty_channel(B));  // the non-initiator empties at once
+  ASSERT_TRUE(rpc_->increase_time(kChallenge * 9 + kChallenge / 2).ok());
+  MUST(hubcm_->start_exit_thread(B, s.init, s.proof));
+  ASSERT_TRUE(rpc_->increase_time(kChallenge / 2 + 60).ok());
+  // A's ten periods have passed, but A's and B's nukes are both held by the running thread
+  expect_revert(usercm_->nuke_threads(A), "10 challenge periods");
+  expect_revert(user2cm_->nuke_threads(B), "10 challenge periods");
+  // after the thread timer and one more period, A may nuke (nobody emptied A's side)
+  ASSERT_TRUE(rpc_->increase_time(kChallenge * 2).ok());
+  U256 ab = bal(A);
+  Receipt n = MUST(othercm_->nuke_threads(A));
+  record_gas("nukeThreads", n);
+  EXPECT_EQ(bal(A), add(ab, u(300)));
+}
+
+TEST_F(ChainTest, ChallengePeriodIsBounded) {
+  expect_revert(deploy_channel_manager(*hub_, cm_art_, hub_->address(), 0, token_), "challenge period");
+  expect_revert(deploy_channel_manager(*hub_, cm_art_, hub_->address(), 59, token_), "challenge period");
+  expect_revert(deploy_channel_manager(*hub_, cm_art_, hub_->address(), 365ull * 86400 + 1, token_),
+                "challenge period");
+  Address lo = MUST(deploy_channel_manager(*hub_, cm_art_, hub_->address(), 60, token_));
+  Address hi = MUST(deploy_channel_manager(*hub_, cm_art_, hub_->address(), 365ull * 86400, token_));
+  EXPECT_EQ(MUST(ChannelManagerClient(*hub_, lo).challenge_period()), 60u);
+  EXPECT_EQ(MUST(ChannelManagerClient(*hub_, hi).challenge_period()), 365ull * 86400);
+}
+
+// ---------------------------------------------------------------- CLI and adapter checks
+
+namespace {
+
+// Runs the CLI with stderr captured; returns the exit code.
+int cli_err(std::vector<std::string> args, std::string& err) {
+  std::fflush(stderr);
+  char path[] = "/tmp/picopay-chain-stderr-XXXXXX";
+  const int fd = ::mkstemp(path);
+  EXPECT_GE(fd, 0);
+  const int saved = ::dup(2);
+  ::dup2(fd, 2);
+  const int rc = cli(std::move(args));
+  std::fflush(stderr);
+  ::dup2(saved, 2);
+  ::close(saved);
+  ::close(fd);
+  err = MUST(read_text_file(path));
+  std::remove(path);
+  return rc;
+}
+
+std::string write_temp(const std::string& name, const std::string& text) {
+  std::string path = std::string("/tmp/picopay-chain-") + std::to_string(::getpid()) + "-" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+}  // namespace
+
+// `thread-exit` / `empty-thread --leaves` with thread-state objects: a threadId above 2^52
+// must reach the contract exactly (cJSON's printing turned 9007199254740771 into ...770).
+TEST_F(ChainTest, CliThreadExitKeepsThreadIdsAbove2To52Exact) {
+  const uint64_t kBigId = 9007199254740771ull;
+  ChannelState a = deposit(*user_, *usercm_, 1000);
+  ThreadState t0 = thread_state_zero();
+  t0.contractAddress = cm_addr_;
+  t0.sender = user_->address();
+  t0.receiver = user2_->address();
+  t0.threadId = kBigId;
+  t0.balanceWeiSender = u(300);
+  ThreadState t1 = t0;  // a second thread in the root
+  t1.threadId = 7;
+  t1.balanceWeiSender = u(100);
+  SignedThreadState s0 = tsign(*user_, t0), s1 = tsign(*user_, t1);
+  std::vector<Hash32> leaves = {thread_hash(t0), thread_hash(t1)};
+  a.balanceWeiUser = u(600);
+  a.txCountGlobal = 3;
+  a.threadRoot = thread_tree_root(leaves);
+  a.threadCount = 2;
+  MUST(usercm_->start_exit_with_update(both(a)));
+  MUST(hubcm_->empty_channel(user_->address()));
+  ASSERT_EQ(MUST(usercm_->channel(user_->address())).status, ChannelStatus::ThreadDispute);
+
+  std::string init = write_temp("init.json", thread_state_to_json(s0));
+  ASSERT_NE(thread_state_to_json(s0).find("9007199254740771"), std::string::npos);
+  std::string objs = write_temp("leaves.json", "[" + thread_state_to_json(s0) + ",\n " + thread_state_to_json(s1) + "]");
+  std::string url = chain_->url(), cm = address_hex(cm_addr_), A = address_hex(user_->address());
+  std::string err;
+  EXPECT_EQ(cli_err({"thread-exit", "--rpc", url, "--private-key", kUserKey, "--contract", cm, "--user", A,
+                     "--initial", init, "--leaves", objs}, err), 0) << err;
+  OnchainThread ot = MUST(usercm_->thread(t0.sender, t0.receiver, kBigId));
+  EXPECT_NE(ot.threadClosingTime, 0u);
+  EXPECT_EQ(ot.weiSender, u(300));
+  EXPECT_EQ(MUST(usercm_->thread(t0.sender, t0.receiver, kBigId - 1)).threadClosingTime, 0u);
+  // a leaf object that is not a thread state is refused with its index
+  std::string bad = write_temp("bad.json", "[" + thread_state_to_json(s1) + ", {\"threadId\": 1}]");
+  EXPECT_EQ(cli_err({"empty-thread", "--rpc", url, "--private-key", kUserKey, "--contract", cm, "--user", A,
+                     "--initial", init, "--leaves", bad}, err), 1);
+  EXPECT_NE(err.find("leaf 1"), std::string::npos) << err;
+  ASSERT_TRUE(rpc_->increase_time(kChallenge + 1).ok());
+  U256 ab = bal(user_->address());
+  EXPECT_EQ(cli_err({"empty-thread", "--rpc", url, "--private-key", kHubKey, "--contract", cm, "--user", A,
+                     "--initial", init, "--leaves", objs}, err), 0) << err;
+  EXPECT_EQ(bal(user_->address()), add(ab, u(300)));  // the hub paid the gas
+  for (auto* p : {&init, &objs, &bad}) std::remove(p->c_str());
+}
+
+// DidCreditOwed / DidWithdrawOwed are decoded; `withdraw-owed` takes a credit (here a
+// token push refused by a blocking token) to another address.
+TEST_F(ChainTest, OwedEventsAreDecodedAndCliWithdrawsOwed) {
+  Artifact nr_art = MUST(load_artifact(std::string(PICOPAY_TEST_CONTRACTS_DIR) + "/NoReturnToken.json"));
+  Address nr = MUST(deploy_artifact(*hub_, nr_art, {}));
+  Receipt dr;
+  Address cm = MUST(deploy_channel_manager(*hub_, cm_art_, hub_->address(), kChallenge, nr, &dr));
+  ChannelManagerClient ucm(*user_, cm), hcm(*hub_, cm);
+  MUST(erc20_mint(*user_, nr, user_->address(), u(5000)));
+  MUST(erc20_approve(*user_, nr, cm, u(5000)));
+  ChannelState s = base(user_->address());
+  s.contractAddress = cm;
+  s.pendingDepositTokenUser = u(2000);
+  s.txCountGlobal = 1;
+  s.txCountChain = 1;
+  MUST(ucm.user_authorized_update(s, sign(*hub_, s)));
+  MUST(ucm.start_exit(user_->address()));
+  TxRequest blk;
+  blk.has_to = true;
+  blk.to = nr;
+  blk.data = AbiEncoder().address(user_->address()).boolean(true).finish(selector("setBlocked(address,bool)"));
+  MUST(hub_->send(blk));
+  MUST(hcm.empty_channel(user_->address()));
+  EXPECT_EQ(MUST(ucm.owed_tokens(user_->address())), u(2000));
+  EXPECT_EQ(MUST(ucm.total_owed_tokens()), u(2000));
+  EXPECT_TRUE(MUST(ucm.owed_wei(user_->address())).is_zero());
+
+  std::string url = chain_->url(), cmh = address_hex(cm), err;
+  // to itself the token still refuses: a clear error, the credit stays
+  EXPECT_EQ(cli_err({"withdraw-owed", "--rpc", url, "--private-key", kUserKey, "--contract", cmh}, err), 1);
+  EXPECT_NE(err.find("token transfer failed"), std::string::npos) << err;
+  EXPECT_EQ(MUST(ucm.owed_tokens(user_->address())), u(2000));
+  // nobody else is owed anything
+  EXPECT_EQ(cli_err({"withdraw-owed", "--rpc", url, "--private-key", kOtherKey, "--contract", cmh}, err), 1);
+  EXPECT_NE(err.find("nothing owed"), std::string::npos) << err;
+  EXPECT_EQ(cli_err({"withdraw-owed", "--rpc", url, "--private-key", kUserKey, "--contract", cmh, "--to",
+                     address_hex(user2_->address())}, err), 0) << err;
+  EXPECT_EQ(MUST(erc20_balance(*rpc_, nr, user2_->address())), u(2000));
+  EXPECT_TRUE(MUST(ucm.owed_tokens(user_->address())).is_zero());
+  EXPECT_TRUE(MUST(ucm.total_owed_tokens()).is_zero());
+
+  std::vector<ChannelEvent> got;
+  EventPoller poller(*rpc_, cm, 0, "", dr.blockNumber);
+  MUST(poller.poll([&](const ChannelEvent& e) { got.push_back(e); }));
+  std::vector<EventKind> kinds;
+  for (auto& e : got) kinds.push_back(e.kind);
+  auto find = [&](EventKind k) -> const ChannelEvent* {
+    for (auto& e : got)
+      if (e.kind == k) return &e;
+    return nullptr;
+  };
+  const ChannelEvent* co = find(EventKind::DidCreditOwed);
+  const ChannelEvent* wo = find(EventKind::DidWithdrawOwed);
+  ASSERT_NE(co, nullptr);
+  ASSERT_NE(wo, nullptr);
+  EXPECT_STREQ(event_kind_name(co->kind), "DidCreditOwed");
+  EXPECT_EQ(co->owner, user_->address());
+  EXPECT_TRUE(co->weiAmount.is_zero());
+  EXPECT_EQ(co->tokenAmount, u(2000));
+  EXPECT_EQ(wo->owner, user_->address());
+  EXPECT_EQ(wo->to, user2_->address());
+  EXPECT_TRUE(wo->weiAmount.is_zero());
+  EXPECT_EQ(wo->tokenAmount, u(2000));
+  for (auto& e : got) EXPECT_NE(e.kind, EventKind::Unknown) << "undecoded event in tx " << hash_hex(e.log.transactionHash);
+}
+
+// Issue: a deposit to an address that is not a ChannelManager succeeded and the wei was
+// lost. The CLI (and a client told the hub) checks code and hub() first.
+TEST_F(ChainTest, CliRefusesAnAddressThatIsNotTheHubsChannelManager) {
+  std::string url = chain_->url(), err;
+  auto deposit_state = [&](const Address& contract) {
+    ChannelState s = base(user_->address());
+    s.contractAddress = contract;
+    s.pendingDepositWeiUser = u(1000);
+    s.txCountGlobal = 1;
+    s.txCountChain = 1;
+    SignedChannelState x{};
+    x.state = s;
+    x.hasSigHub = true;
+    x.sigHub = sign(*hub_, s);
+    return write_temp("deposit.json", channel_state_to_json(x));
+  };
+  const Address eoa = other_->address();
+  Address foreign = MUST(deploy_channel_manager(*hub_, cm_art_, user2_->address(), kChallenge, token_));
+  U256 ub = bal(user_->address()), hb = bal(hub_->address()), ob = bal(eoa);
+  U256 cb = bal(foreign), tb = bal(token_);
+
+  std::string f1 = deposit_state(eoa);
+  EXPECT_EQ(cli_err({"deposit", "--rpc", url, "--private-key", kUserKey, "--contract", address_hex(eoa), "--state", f1},
+                    err), 1);
+  EXPECT_NE(err.find("no contract code at " + address_hex(eoa)), std::string::npos) << err;
+  std::string f2 = deposit_state(token_);  // a contract, but no hub()
+  EXPECT_EQ(cli_err({"deposit", "--rpc", url, "--private-key", kUserKey, "--contract", address_hex(token_), "--state",
+                     f2}, err), 1);
+  EXPECT_NE(err.find("is not a ChannelManager"), std::string::npos) << err;
+  std::string f3 = deposit_state(foreign);  // signed by our hub, the contract is user2's
+  EXPECT_EQ(cli_err({"deposit", "--rpc", url, "--private-key", kUserKey, "--contract", address_hex(foreign), "--state",
+                     f3}, err), 1);
+  EXPECT_NE(err.find("is the ChannelManager of hub " + address_hex(user2_->address()) + ", not of " +
+                     address_hex(hub_->address())), std::string::npos) << err;
+  // the hub funding a reserve: its own address is the expected hub
+  EXPECT_EQ(cli_err({"deposit", "--rpc", url, "--private-key", kHubKey, "--contract", address_hex(foreign), "--reserve",
+                     "500"}, err), 1);
+  EXPECT_NE(err.find("is the ChannelManager of hub"), std::string::npos) << err;
+  EXPECT_EQ(cli_err({"deposit", "--rpc", url, "--private-key", kHubKey, "--contract", address_hex(eoa), "--reserve",
+                     "500"}, err), 1);
+  EXPECT_NE(err.find("no contract code"), std::string::npos) << err;
+  // an explicit --hub for a command without a state
+  EXPECT_EQ(cli_err({"exit", "--rpc", url, "--private-key", kUserKey, "--contract", address_hex(cm_addr_), "--hub",
+                     address_hex(user2_->address()), "--user", address_hex(user_->address())}, err), 1);
+  EXPECT_NE(err.find("is the ChannelManager of hub " + address_hex(hub_->address())), std::string::npos) << err;
+  // not a wei moved, not even gas: nothing was sent
+  EXPECT_EQ(bal(user_->address()), ub);
+  EXPECT_EQ(bal(hub_->address()), hb);
+  EXPECT_EQ(bal(eoa), ob);
+  EXPECT_EQ(bal(foreign), cb);
+  EXPECT_EQ(bal(token_), tb);
+
+  // the right contract works through the same command
+  std::string f4 = deposit_state(cm_addr_);
+  EXPECT_EQ(cli_err({"deposit", "--rpc", url, "--private-key", kUserKey, "--contract", address_hex(cm_addr_),
+                     "--state", f4}, err), 0) << err;
+  EXPECT_EQ(MUST(usercm_->channel(user_->address())).weiUser, u(1000));
+
+  // the client checks before each transaction once told the hub
+  ChannelManagerClient wrong(*hub_, foreign);
+  wrong.require_hub(hub_->address());
+  auto r = wrong.fund_reserve(u(5));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().kind, ErrorKind::BadInput);
+  ChannelManagerClient none(*hub_, eoa);
+  none.require_channel_manager();
+  ASSERT_FALSE(none.fund_reserve(u(5)).ok());
+  EXPECT_EQ(bal(eoa), ob);
+  EXPECT_TRUE(check_channel_manager(*rpc_, cm_addr_, &hub_->address()).ok());
+  for (auto* p : {&f1, &f2, &f3, &f4}) std::remove(p->c_str());
+}
+
+TEST(ChainUnits, NonceErrorsAreRecognised) {
+  EXPECT_TRUE(is_nonce_error("eth_sendRawTransaction: nonce too low"));
+  EXPECT_TRUE(is_nonce_error("eth_sendRawTransaction: Nonce too high"));
+  EXPECT_TRUE(is_nonce_error("the tx doesn't have the correct nonce. account has nonce of: 5 tx has nonce of: 4"));
+  EXPECT_TRUE(is_nonce_error("replacement transaction underpriced"));
+  EXPECT_FALSE(is_nonce_error("insufficient funds for gas * price + value"));
+  EXPECT_FALSE(is_nonce_error("execution reverted: only hub"));
+}
+
+// Two wallets on one key (a restarted process, a second tool): the one whose locally
+// counted nonce is taken re-reads it at once and its transaction still goes out, once.
+TEST_F(ChainTest, ANonceErrorReReadsTheNonceAndSendsOnce) {
+  auto w1 = wallet(kOtherKey);
+  auto w2 = wallet(kOtherKey);
+  TxRequest t;
+  t.has_to = true;
+  t.to = user2_->address();
+  t.value = u(1);
+  U256 b0 = bal(user2_->address());
+  uint64_t n0 = MUST(rpc_->transaction_count(other_->address(), "latest"));
+  MUST(w1->send(t));
+  MUST(w2->send(t));  // takes the nonce w1 counts as its next
+  Receipt r = MUST(w1->send(t));
+  EXPECT_TRUE(r.status);
+  EXPECT_EQ(bal(user2_->address()), add(b0, u(3)));
+  EXPECT_EQ(MUST(rpc_->transaction_count(other_->address(), "latest")), n0 + 3);
 }

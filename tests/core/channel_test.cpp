@@ -80,7 +80,7 @@ class ChannelTest : public ::testing::Test {
     EXPECT_EQ(h, channel_hash(accepted));
     Address signer_addr;
     EXPECT_EQ(signer_.recover_eth(h, u.sig, signer_addr), Status::Ok);
-    EXPECT_EQ(signer_addr, proposer == Party::User ? user_ : hub_);
+    EXPECT_EQ(signer_addr, proposer == Party::User ? prev.user : hub_);
     next = accepted;
     return Status::Ok;
   }
@@ -181,18 +181,66 @@ TEST_F(ChannelTest, PaymentHubToUser) {
   EXPECT_EQ(next, want);
 }
 
-TEST_F(ChannelTest, PaymentAlongsidePendingKeepsTimeout) {
+// Connext's rule: on a state with pending operations only ConfirmPending, Invalidation
+// (or EmptyChannel) may follow, so a pending withdrawal is never carried into a second
+// state with the same txCountChain (the contract would execute it twice).
+TEST_F(ChannelTest, NothingButConfirmOrInvalidationOnPendingOps) {
   Threads th;
-  prev_.pendingDepositWeiUser = u(50);
-  prev_.timeout = 1900000000;
-  ChannelUpdate x = payment(Party::Hub, 10, 0);
+  SignedThreadState t = make_thread(user_, userKey_, payee_, 1, 10, 0);
+  ChannelState withdrawing = prev_;
+  withdrawing.balanceWeiUser = u(400);
+  withdrawing.pendingWithdrawalWeiUser = u(100);
+  withdrawing.timeout = 1900000000;
+  ChannelState depositing = prev_;
+  depositing.pendingDepositWeiUser = u(50);
+  depositing.timeout = 1900000000;
+  ChannelState timeoutOnly = prev_;
+  timeoutOnly.timeout = 1900000000;
+  for (const ChannelState* base : {&withdrawing, &depositing, &timeoutOnly}) {
+    EXPECT_TRUE(channel_blocks_updates(*base));
+    std::vector<ChannelUpdate> refused;
+    refused.push_back(payment(Party::Hub, 10, 0));
+    refused.push_back(payment(Party::User, 10, 0));
+    ChannelUpdate ex = channel_update_make(UpdateReason::Exchange);
+    ex.exchange.seller = Party::User;
+    ex.exchange.weiToSell = u(1);
+    ex.exchange.exchangeRate = u(2);
+    refused.push_back(ex);
+    ChannelUpdate dep = channel_update_make(UpdateReason::ProposePendingDeposit);
+    dep.deposit.depositWeiUser = u(1);
+    dep.deposit.timeout = 1900000100;
+    refused.push_back(dep);
+    ChannelUpdate wd = channel_update_make(UpdateReason::ProposePendingWithdrawal);
+    wd.withdrawal.recipient = user_;
+    wd.withdrawal.withdrawalWeiUser = u(1);
+    wd.withdrawal.timeout = 1900000100;
+    refused.push_back(wd);
+    ChannelUpdate open = channel_update_make(UpdateReason::OpenThread);
+    open.thread.thread = t;
+    refused.push_back(open);
+    for (ChannelUpdate& x : refused) {
+      ChannelState next;
+      x.txCountGlobal = base->txCountGlobal + 1;
+      EXPECT_EQ(channel_next_state(ctx_, *base, th.set, x, next), Status::PendingOperation)
+          << update_reason_name(x.reason);
+      const Party proposer =
+          x.reason == UpdateReason::Payment && x.payment.recipient == Party::User ? Party::Hub : Party::User;
+      EXPECT_EQ(round_trip(proposer, *base, th.set, x, next), Status::PendingOperation)
+          << update_reason_name(x.reason);
+    }
+  }
+  // ConfirmPending and Invalidation still follow.
   ChannelState next;
-  ASSERT_EQ(round_trip(Party::User, prev_, th.set, x, next), Status::Ok);
-  ChannelState want = prev_;
-  want.balanceWeiUser = u(490);
-  want.balanceWeiHub = u(1010);
-  want.txCountGlobal = 11;
-  EXPECT_EQ(next, want);
+  ChannelUpdate c = channel_update_make(UpdateReason::ConfirmPending);
+  EXPECT_EQ(round_trip(Party::User, withdrawing, th.set, c, next), Status::Ok);
+  EXPECT_FALSE(channel_blocks_updates(next));
+  ChannelUpdate inv = channel_update_make(UpdateReason::Invalidation);
+  inv.invalidation.previousValidTxCount = withdrawing.txCountGlobal - 1;
+  inv.invalidation.lastInvalidTxCount = withdrawing.txCountGlobal;
+  EXPECT_EQ(round_trip(Party::User, withdrawing, th.set, inv, next), Status::Ok);
+  EXPECT_EQ(next.balanceWeiUser, u(500));
+  EXPECT_FALSE(channel_blocks_updates(next));
+  EXPECT_FALSE(channel_blocks_updates(prev_));
 }
 
 TEST_F(ChannelTest, ExchangeUserSellsWei) {
@@ -427,15 +475,19 @@ TEST_F(ChannelTest, OpenAndCloseThreadInPayeeChannel) {
   SignedThreadState t = make_thread(user_, userKey_, payee_, 9, 100, 10);
   ChannelUpdate o = channel_update_make(UpdateReason::OpenThread);
   o.thread.thread = t;
-  // Only the hub opens a thread in the payee's channel.
+  // The mirror in the payee's channel: the payee proposes it on the hub's request (the
+  // hub may still propose it in the pure functions).
   ChannelState s1, s2;
-  {
-    ChannelUpdate y = o;
-    EXPECT_EQ(channel_check_proposer(payeeChan, Party::User, y), Status::Unauthorized);
-  }
+  EXPECT_EQ(channel_check_proposer(payeeChan, Party::User, o), Status::Ok);
+  EXPECT_EQ(channel_check_proposer(payeeChan, Party::Hub, o), Status::Ok);
   PrivateKey savedUserKey = userKey_;
   userKey_ = payeeKey_;  // the channel's user is the payee
-  ASSERT_EQ(round_trip(Party::Hub, payeeChan, th.set, o, s1), Status::Ok);
+  {
+    ChannelUpdate y = o;
+    ChannelState hubProposed;
+    ASSERT_EQ(round_trip(Party::Hub, payeeChan, th.set, y, hubProposed), Status::Ok);
+  }
+  ASSERT_EQ(round_trip(Party::User, payeeChan, th.set, o, s1), Status::Ok);
   ChannelState want = payeeChan;
   want.balanceWeiHub = u(900);
   want.balanceTokenHub = u(1990);

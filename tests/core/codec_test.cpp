@@ -549,9 +549,12 @@ TEST(CodecRoundTrip, PeekKind) {
   WireKind k;
   EXPECT_EQ(wire_peek_kind(one, 1, k), Status::Truncated);
   EXPECT_EQ(wire_peek_kind(one, 0, k), Status::Truncated);
-  const uint8_t badv[2] = {2, 1}, badk[2] = {1, 5}, badk0[2] = {1, 0};
+  const uint8_t badv[2] = {2, 1}, badk[2] = {1, 6}, badk0[2] = {1, 0};
+  const uint8_t badk15[2] = {1, 0x0F}, badk20[2] = {1, 0x14};
   EXPECT_EQ(wire_peek_kind(badv, 2, k), Status::BadVersion);
   EXPECT_EQ(wire_peek_kind(badk, 2, k), Status::BadKind);
+  EXPECT_EQ(wire_peek_kind(badk15, 2, k), Status::BadKind);
+  EXPECT_EQ(wire_peek_kind(badk20, 2, k), Status::BadKind);
   EXPECT_EQ(wire_peek_kind(badk0, 2, k), Status::BadKind);
 }
 

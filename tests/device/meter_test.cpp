@@ -96,6 +96,8 @@ TEST(State, JsonRoundTrip) {
   s.hub.bytes[19] = 2;
   s.contract.bytes[19] = 3;
   s.channel = genesis_channel(s.contract, s.user);
+  s.session = {0x50, 0x50, 0x53, 0x01};
+  s.deposited = true;
   s.meter.has_last = true;
   s.meter.last_mwh = 77;
   s.units_paid = 5;
@@ -123,6 +125,14 @@ TEST(State, JsonRoundTrip) {
   EXPECT_TRUE(back.has_pending);
   EXPECT_EQ(back.pending.txCountGlobal, 1u);
   EXPECT_EQ(back.threads.size(), 1u);
+  EXPECT_EQ(back.session, s.session);
+  EXPECT_TRUE(back.deposited);
+  EXPECT_EQ(back.pending_units, 6u);
+  // A record of the agent before the single-proposer session is refused, not misread.
+  std::string v1 = text;
+  v1.replace(v1.find("\"version\":2"), 11, "\"version\":1");
+  EXPECT_FALSE(state_from_json(v1, back, err));
+  EXPECT_NE(err.find("older picopay-agent"), std::string::npos) << err;
   EXPECT_FALSE(state_from_json("{}", back, err));
   EXPECT_FALSE(state_from_json("nope", back, err));
 }

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "picopay/agent/json_state.hpp"
 #include "picopay/chain/manager.hpp"
 #include "picopay/hex.hpp"
 
@@ -20,6 +21,7 @@ using picopay::SignedChannelState;
 using picopay::SignedThreadState;
 using picopay::secure_wipe;
 using picopay::thread_hash;
+using picopay::channel_hash;
 
 namespace {
 
@@ -45,6 +47,8 @@ const Cmd kCmds[] = {
     {"thread-challenge", "thread-challenge --rpc URL KEY --contract ADDR --update FILE"},
     {"empty-thread", "empty-thread --rpc URL KEY --contract ADDR --user ADDR --initial FILE --leaves FILE"},
     {"nuke-threads", "nuke-threads --rpc URL KEY --contract ADDR --user ADDR"},
+    {"withdraw-owed", "withdraw-owed --rpc URL KEY --contract ADDR [--to ADDR]   (withdrawOwed / withdrawOwedTo: "
+                      "what a refused payout credited to this key's address)"},
     {"channel", "channel --rpc URL --contract ADDR --user ADDR [--key FILE | --private-key HEX]"},
 };
 
@@ -56,7 +60,12 @@ const Cmd* find(const char* name) {
 
 int usage(const Cmd& c, const std::string& why) {
   if (!why.empty()) std::fprintf(stderr, "picopay %s: %s\n", c.name, why.c_str());
-  std::fprintf(stderr, "usage: picopay %s\n  KEY is --key FILE or --private-key 0xHEX\n", c.usage);
+  std::fprintf(stderr,
+               "usage: picopay %s\n  KEY is --key FILE or --private-key 0xHEX\n"
+               "  --hub ADDR (not for deploy): the hub the contract must belong to; without it, the signer of the\n"
+               "  state's sigHub, or this key's address for hub actions (--as-hub, reserves); otherwise the address\n"
+               "  must only be a ChannelManager. Checked before anything is sent.\n",
+               c.usage);
   return 2;
 }
 
@@ -78,25 +87,31 @@ std::string dec(const U256& v) {
   return b;
 }
 
-// Reads a JSON array of 0x-hex thread-state hashes (the channel's root leaves).
+// Reads a JSON array of the channel's root leaves: each a 0x-hex thread-state hash or an
+// initial thread-state object. Objects are decoded in place by the project's JSON codec
+// (never re-printed through cJSON, whose number printing rounds integers above 2^52:
+// threadId 9007199254740771 would become ...770 and the leaf a different hash).
 Result<std::vector<Hash32>> read_leaves(const std::string& path) {
   PPC_TRY(std::string text, read_text_file(path));
-  Json root(cJSON_Parse(text.c_str()));
-  if (!root || !cJSON_IsArray(root.get())) return make_error(ErrorKind::BadJson, path + ": expected a JSON array of hashes");
+  std::string err;
+  Json root(picopay::json::parse_document(text, err));
+  if (!root) return make_error(ErrorKind::BadJson, path + ": " + err);
+  if (!cJSON_IsArray(root.get()))
+    return make_error(ErrorKind::BadJson, path + ": expected a JSON array of hashes or thread states");
   std::vector<Hash32> out;
   const cJSON* it;
+  size_t i = 0;
   cJSON_ArrayForEach(it, root.get()) {
-    // A leaf may be a hash or a full thread state object.
     if (cJSON_IsObject(it)) {
-      char* t = cJSON_PrintUnformatted(it);
-      auto ts = thread_state_from_json(t);
-      cJSON_free(t);
-      if (!ts) return ts.error();
-      out.push_back(thread_hash(ts->state));
+      SignedThreadState ts{};
+      if (!picopay::json::thread_from_json(it, ts, err))
+        return make_error(ErrorKind::BadInput, path + ": leaf " + std::to_string(i) + ": " + err);
+      out.push_back(thread_hash(ts.state));
     } else {
       PPC_TRY(Hash32 h, parse_hash(it, "leaf"));
       out.push_back(h);
     }
+    ++i;
   }
   return out;
 }
@@ -152,6 +167,34 @@ int run(const Cmd& c, std::map<std::string, std::string>& o) {
   auto contract = parse_address(o["contract"]);
   if (!contract) return fail(c, contract.error());
   ChannelManagerClient cm(w, *contract);
+  std::string n = c.name;
+
+  // The hub the contract must belong to (see usage): checked now and before each
+  // transaction, so no wei goes to an address that is not this hub's ChannelManager.
+  bool know_hub = false;
+  Address expected_hub{};
+  if (has("hub")) {
+    auto h = parse_address(o["hub"]);
+    if (!h) return fail(c, h.error());
+    expected_hub = *h;
+    know_hub = true;
+  } else if (has("as-hub") || (n == "deposit" && has("reserve")) ||
+             (n == "withdraw" && (has("reserve-wei") || has("reserve-tokens")))) {
+    expected_hub = w.address();
+    know_hub = true;
+  } else if (has("state") && n != "channel") {
+    auto text = read_text_file(o["state"]);
+    if (!text) return fail(c, text.error());
+    auto st = channel_state_from_json(*text);
+    if (!st) return fail(c, st.error());
+    if (st->hasSigHub && w.signer().recover_eth(channel_hash(st->state), st->sigHub, expected_hub) ==
+                             picopay::Status::Ok)
+      know_hub = true;
+  }
+  if (auto st = check_channel_manager(rpc, *contract, know_hub ? &expected_hub : nullptr); !st)
+    return fail(c, st.error());
+  if (know_hub) cm.require_hub(expected_hub);
+  else cm.require_channel_manager();
   Address user{};
   if (has("user")) {
     auto u = parse_address(o["user"]);
@@ -175,22 +218,49 @@ int run(const Cmd& c, std::map<std::string, std::string>& o) {
     print_receipt(what, *r);
     return 0;
   };
-  std::string n = c.name;
 
+  if (n == "withdraw-owed") {
+    auto ow = cm.owed_wei(w.address());
+    auto ot = cm.owed_tokens(w.address());
+    if (!ow) return fail(c, ow.error());
+    if (!ot) return fail(c, ot.error());
+    if (ow->is_zero() && ot->is_zero())
+      return fail(c, make_error(ErrorKind::BadInput, "nothing owed to " + address_hex(w.address()) + " (nothing sent)"));
+    Result<Receipt> r = Receipt{};
+    if (has("to")) {
+      auto to = parse_address(o["to"]);
+      if (!to) return fail(c, to.error());
+      r = cm.withdraw_owed_to(*to);
+    } else {
+      r = cm.withdraw_owed();
+    }
+    if (!r) return fail(c, r.error());
+    print_receipt(has("to") ? "withdrawOwedTo" : "withdrawOwed", *r);
+    std::printf("withdrew %s wei and %s token units owed to %s\n", dec(*ow).c_str(), dec(*ot).c_str(),
+                address_hex(w.address()).c_str());
+    return 0;
+  }
   if (n == "channel") {
     if (!need_user()) return usage(c, "--user is required");
     auto ch = cm.channel(user);
     if (!ch) return fail(c, ch.error());
+    auto ow = cm.owed_wei(user);
+    auto ot = cm.owed_tokens(user);
+    auto nk = cm.nuke_threads_after(user);
+    if (!ow) return fail(c, ow.error());
+    if (!ot) return fail(c, ot.error());
+    if (!nk) return fail(c, nk.error());
     std::printf("{\"user\":\"%s\",\"status\":\"%s\",\"weiHub\":\"%s\",\"weiUser\":\"%s\",\"weiTotal\":\"%s\","
                 "\"tokenHub\":\"%s\",\"tokenUser\":\"%s\",\"tokenTotal\":\"%s\",\"txCountGlobal\":%llu,"
                 "\"txCountChain\":%llu,\"threadRoot\":\"%s\",\"threadCount\":%llu,\"exitInitiator\":\"%s\","
-                "\"channelClosingTime\":%llu}\n",
+                "\"channelClosingTime\":%llu,\"nukeThreadsAfter\":%llu,\"owedWei\":\"%s\",\"owedTokens\":\"%s\"}\n",
                 address_hex(user).c_str(), channel_status_name(ch->status), dec(ch->weiHub).c_str(),
                 dec(ch->weiUser).c_str(), dec(ch->weiTotal).c_str(), dec(ch->tokenHub).c_str(),
                 dec(ch->tokenUser).c_str(), dec(ch->tokenTotal).c_str(),
                 static_cast<unsigned long long>(ch->txCountGlobal), static_cast<unsigned long long>(ch->txCountChain),
                 hash_hex(ch->threadRoot).c_str(), static_cast<unsigned long long>(ch->threadCount),
-                address_hex(ch->exitInitiator).c_str(), static_cast<unsigned long long>(ch->channelClosingTime));
+                address_hex(ch->exitInitiator).c_str(), static_cast<unsigned long long>(ch->channelClosingTime),
+                static_cast<unsigned long long>(*nk), dec(*ow).c_str(), dec(*ot).c_str());
     return 0;
   }
   if (n == "deposit" || n == "withdraw") {

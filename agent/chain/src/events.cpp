@@ -19,6 +19,8 @@ const char* event_kind_name(EventKind k) noexcept {
     case EventKind::DidEmptyThread: return "DidEmptyThread";
     case EventKind::DidNukeThreads: return "DidNukeThreads";
     case EventKind::DidHubContractWithdraw: return "DidHubContractWithdraw";
+    case EventKind::DidCreditOwed: return "DidCreditOwed";
+    case EventKind::DidWithdrawOwed: return "DidWithdrawOwed";
     case EventKind::Unknown: return "Unknown";
   }
   return "Unknown";
@@ -36,7 +38,8 @@ Result<ChannelEvent> decode_event(const Log& log) {
   static const Hash32 tUpd = keccak_text(sig::kDidUpdateChannel), tSx = keccak_text(sig::kDidStartExitChannel),
                       tEmp = keccak_text(sig::kDidEmptyChannel), tSxt = keccak_text(sig::kDidStartExitThread),
                       tCh = keccak_text(sig::kDidChallengeThread), tEt = keccak_text(sig::kDidEmptyThread),
-                      tNk = keccak_text(sig::kDidNukeThreads), tHw = keccak_text(sig::kDidHubContractWithdraw);
+                      tNk = keccak_text(sig::kDidNukeThreads), tHw = keccak_text(sig::kDidHubContractWithdraw),
+                      tCo = keccak_text(sig::kDidCreditOwed), tWo = keccak_text(sig::kDidWithdrawOwed);
   ChannelEvent e;
   e.log = log;
   if (log.topics.empty()) return e;
@@ -96,10 +99,24 @@ Result<ChannelEvent> decode_event(const Log& log) {
     DEC(e.senderAddress, d.address(i++));
     DEC(e.weiAmount, d.u256(i++));
     DEC(e.tokenAmount, d.u256(i++));
+    for (auto& w : e.weiBalances) { DEC(w, d.u256(i++)); }
+    for (auto& w : e.tokenBalances) { DEC(w, d.u256(i++)); }
+    DEC(e.txCount[0], d.u64(i++));
+    DEC(e.txCount[1], d.u64(i++));
+    DEC(e.threadRoot, d.bytes32(i++));
+    DEC(e.threadCount, d.u64(i++));
   } else if (t0 == tHw) {
     e.kind = EventKind::DidHubContractWithdraw;
     DEC(e.weiAmount, d.u256(0));
     DEC(e.tokenAmount, d.u256(1));
+  } else if (t0 == tCo || t0 == tWo) {
+    if (!need_topics(2)) return bad();
+    e.kind = t0 == tCo ? EventKind::DidCreditOwed : EventKind::DidWithdrawOwed;
+    e.owner = topic_address(log.topics[1]);
+    size_t i = 0;
+    if (e.kind == EventKind::DidWithdrawOwed) { DEC(e.to, d.address(i++)); }
+    DEC(e.weiAmount, d.u256(i++));
+    DEC(e.tokenAmount, d.u256(i++));
   }
   return e;
 }

@@ -51,6 +51,10 @@ const char* const kDidEmptyThread =
 const char* const kDidNukeThreads =
     "DidNukeThreads(address,address,uint256,uint256,uint256[2],uint256[2],uint256[2],bytes32,uint256)";
 const char* const kDidHubContractWithdraw = "DidHubContractWithdraw(uint256,uint256)";
+const char* const kWithdrawOwed = "withdrawOwed()";
+const char* const kWithdrawOwedTo = "withdrawOwedTo(address)";
+const char* const kDidCreditOwed = "DidCreditOwed(address,uint256,uint256)";
+const char* const kDidWithdrawOwed = "DidWithdrawOwed(address,address,uint256,uint256)";
 }  // namespace sig
 
 const char* channel_status_name(ChannelStatus s) noexcept {
@@ -172,7 +176,33 @@ Result<Address> deploy_channel_manager(Wallet& wallet, const Artifact& artifact,
 
 // ---------------------------------------------------------------- client
 
+Status check_channel_manager(RpcClient& rpc, const Address& contract, const Address* expected_hub) {
+  const std::string at = address_hex(contract);
+  PPC_TRY(Bytes code, rpc.code(contract));
+  if (code.empty())
+    return make_error(ErrorKind::BadInput, "no contract code at " + at + ": not a ChannelManager (nothing sent)");
+  auto b = rpc.eth_call(contract, selector("hub()"));
+  if (!b) {
+    if (b.error().kind != ErrorKind::Rpc && b.error().kind != ErrorKind::Reverted) return b.error();
+    return make_error(ErrorKind::BadInput,
+                      at + " is not a ChannelManager (hub() fails: " + b.error().message + "; nothing sent)");
+  }
+  AbiDecoder d(*b);
+  auto hub = d.address(0);
+  bool word_is_address = b->size() == 32;
+  for (size_t i = 0; word_is_address && i < 12; ++i) word_is_address = (*b)[i] == 0;
+  if (!hub || !word_is_address)
+    return make_error(ErrorKind::BadInput, at + " is not a ChannelManager (hub() returns " +
+                                               std::to_string(b->size()) + " bytes, not an address; nothing sent)");
+  if (expected_hub && !(*hub == *expected_hub))
+    return make_error(ErrorKind::BadInput, at + " is the ChannelManager of hub " + address_hex(*hub) + ", not of " +
+                                               address_hex(*expected_hub) + " (nothing sent)");
+  return ok_status();
+}
+
 Result<Receipt> ChannelManagerClient::tx(const Bytes& data, const U256& value) {
+  if (check_before_tx_)
+    PPC_CHECK(check_channel_manager(w_.rpc(), contract_, has_expected_hub_ ? &expected_hub_ : nullptr));
   TxRequest req;
   req.has_to = true;
   req.to = contract_;
@@ -263,6 +293,12 @@ Result<Receipt> ChannelManagerClient::hub_contract_withdraw(const U256& wei, con
 
 Result<Receipt> ChannelManagerClient::fund_reserve(const U256& wei) { return tx({}, wei); }
 
+Result<Receipt> ChannelManagerClient::withdraw_owed() { return tx(AbiEncoder().finish(selector(sig::kWithdrawOwed))); }
+
+Result<Receipt> ChannelManagerClient::withdraw_owed_to(const Address& to) {
+  return tx(AbiEncoder().address(to).finish(selector(sig::kWithdrawOwedTo)));
+}
+
 Result<OnchainChannel> ChannelManagerClient::channel(const Address& user) {
   OnchainChannel c;
   PPC_TRY(Bytes b, view(AbiEncoder().address(user).finish(selector("getChannelBalances(address)"))));
@@ -318,6 +354,23 @@ Result<Address> ChannelManagerClient::hub() {
 }
 Result<uint64_t> ChannelManagerClient::challenge_period() {
   PPC_TRY(Bytes b, w_.rpc().eth_call(contract_, selector("challengePeriod()")));
+  return AbiDecoder(b).u64(0);
+}
+
+static Result<U256> view_u256_of(RpcClient& rpc, const Address& cm, const char* fn, const Address& who) {
+  PPC_TRY(Bytes b, rpc.eth_call(cm, AbiEncoder().address(who).finish(selector(fn))));
+  return AbiDecoder(b).u256(0);
+}
+Result<U256> ChannelManagerClient::owed_wei(const Address& who) {
+  return view_u256_of(w_.rpc(), contract_, "owedWei(address)", who);
+}
+Result<U256> ChannelManagerClient::owed_tokens(const Address& who) {
+  return view_u256_of(w_.rpc(), contract_, "owedTokens(address)", who);
+}
+Result<U256> ChannelManagerClient::total_owed_wei() { return view_u256(*this, w_.rpc(), "totalOwedWei()"); }
+Result<U256> ChannelManagerClient::total_owed_tokens() { return view_u256(*this, w_.rpc(), "totalOwedTokens()"); }
+Result<uint64_t> ChannelManagerClient::nuke_threads_after(const Address& user) {
+  PPC_TRY(Bytes b, w_.rpc().eth_call(contract_, AbiEncoder().address(user).finish(selector("nukeThreadsAfter(address)"))));
   return AbiDecoder(b).u64(0);
 }
 

@@ -1,6 +1,7 @@
 // EIP-1559 transactions, nonce/gas/fee handling, receipts.
 #include "picopay/chain/tx.hpp"
 
+#include <cctype>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -101,14 +102,31 @@ Result<Hash32> Wallet::send_async(const TxRequest& req) {
   if (u256_add(latest.baseFeePerGas, latest.baseFeePerGas, twice) != picopay::Status::Ok ||
       u256_add(twice, tx.max_priority_fee, tx.max_fee) != picopay::Status::Ok)
     return make_error(ErrorKind::BadJson, "base fee out of range");
-  PPC_TRY(Bytes raw, eip1559_sign(tx, signer_, key_));
-  auto h = rpc_.send_raw_transaction(raw);
-  if (!h) {
-    have_nonce_ = false;  // re-read the nonce next time
-    return h.error();
+  for (int attempt = 0;; ++attempt) {
+    PPC_TRY(Bytes raw, eip1559_sign(tx, signer_, key_));
+    auto h = rpc_.send_raw_transaction(raw);
+    if (h) {
+      nonce_ = tx.nonce + 1;
+      return *h;
+    }
+    have_nonce_ = false;  // any other error: re-read the nonce on the next send
+    const Error& e = h.error();
+    // The node answered that this nonce is taken or not next (another process with the
+    // same key, or an earlier send whose answer was lost): this transaction was not
+    // accepted and can never run, so the nonce is re-read at once and the transaction
+    // signed again and sent once more. Transport errors are never retried (the node may
+    // have accepted the transaction).
+    if (attempt > 0 || e.kind != ErrorKind::Rpc || !is_nonce_error(e.message)) return e;
+    PPC_TRY(tx.nonce, rpc_.transaction_count(address_, "pending"));
+    have_nonce_ = true;
+    nonce_ = tx.nonce;
   }
-  ++nonce_;
-  return *h;
+}
+
+bool is_nonce_error(const std::string& message) {
+  std::string m = message;
+  for (char& c : m) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return m.find("nonce") != std::string::npos || m.find("replacement transaction underpriced") != std::string::npos;
 }
 
 Result<Receipt> Wallet::wait_receipt(const Hash32& tx, long timeout_ms) {

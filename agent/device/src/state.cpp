@@ -13,6 +13,7 @@ namespace picopay::device {
 namespace {
 
 constexpr const char* kRecord = "agent.json";
+constexpr uint64_t kRecordVersion = 2;
 
 std::string to_hex(const uint8_t* p, size_t n) {
   std::string s(2 * n + 1, '\0');
@@ -95,10 +96,14 @@ SignedChannelState genesis_channel(const Address& contract, const Address& user)
 
 std::string state_to_json(const AgentState& s, bool pretty) {
   cJSON* o = cJSON_CreateObject();
-  add_u64(o, "version", 1);
+  add_u64(o, "version", kRecordVersion);
   cJSON_AddStringToObject(o, "user", json::address_text(s.user).c_str());
   cJSON_AddStringToObject(o, "hub", json::address_text(s.hub).c_str());
   cJSON_AddStringToObject(o, "contract", json::address_text(s.contract).c_str());
+  cJSON_AddStringToObject(o, "session", to_hex(s.session.data(), s.session.size()).c_str());
+  add_u64(o, "pendingUnits", s.pending_units);
+  cJSON_AddStringToObject(o, "pendingWei", json::amount_text(s.pending_wei).c_str());
+  cJSON_AddBoolToObject(o, "deposited", s.deposited);
   cJSON_AddItemToObject(o, "channel", json::channel_to_json(s.channel));
   if (s.has_pending) {
     uint8_t buf[kMaxChannelUpdateWire];
@@ -106,8 +111,6 @@ std::string state_to_json(const AgentState& s, bool pretty) {
     cJSON* p = cJSON_CreateObject();
     if (encode_channel_update(s.pending, buf, sizeof buf, &n) == Status::Ok)
       cJSON_AddStringToObject(p, "update", to_hex(buf, n).c_str());
-    add_u64(p, "units", s.pending_units);
-    cJSON_AddStringToObject(p, "weiPaid", json::amount_text(s.pending_wei).c_str());
     cJSON_AddItemToObject(o, "pending", p);
   } else {
     cJSON_AddNullToObject(o, "pending");
@@ -145,6 +148,22 @@ bool state_from_json(const std::string& text, AgentState& out, std::string& err)
     ~G() { cJSON_Delete(o); }
   } guard{o};
   AgentState s;
+  uint64_t version = 0;
+  if (!get_u64(o, "version", version, err)) return false;
+  if (version != kRecordVersion) {
+    err = "state: record version " + std::to_string(version) +
+          " was written by an older picopay-agent (before the single-proposer session); settle or exit "
+          "that channel with the version that wrote it, or start with a new state dir";
+    return false;
+  }
+  const cJSON* sess = cJSON_GetObjectItemCaseSensitive(o, "session");
+  if (!cJSON_IsString(sess) || !from_hex(sess->valuestring, s.session) || s.session.empty()) {
+    err = "state: 'session' missing or not hex";
+    return false;
+  }
+  s.deposited = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "deposited"));
+  if (!get_u64(o, "pendingUnits", s.pending_units, err) || !get_amount(o, "pendingWei", s.pending_wei, err))
+    return false;
   if (!get_address(o, "user", s.user, err) || !get_address(o, "hub", s.hub, err) ||
       !get_address(o, "contract", s.contract, err))
     return false;
@@ -161,7 +180,6 @@ bool state_from_json(const std::string& text, AgentState& out, std::string& err)
       err = "state: pending.update is not a wire ChannelUpdate";
       return false;
     }
-    if (!get_u64(p, "units", s.pending_units, err) || !get_amount(p, "weiPaid", s.pending_wei, err)) return false;
     s.has_pending = true;
   }
   const cJSON* m = cJSON_GetObjectItemCaseSensitive(o, "meter");

@@ -19,30 +19,6 @@ bool parse_lower_address(const std::string& s, Address& out) {
   return hex_decode_0x(s.data(), s.size(), out.bytes, sizeof out.bytes) == Status::Ok;
 }
 
-void put_varint(std::vector<uint8_t>& out, uint64_t v) {
-  do {
-    uint8_t b = static_cast<uint8_t>(v & 0x7f);
-    v >>= 7;
-    if (v) b |= 0x80;
-    out.push_back(b);
-  } while (v);
-}
-
-Status get_varint(const uint8_t* in, size_t len, size_t& pos, uint64_t& v) {
-  v = 0;
-  for (int i = 0; i < 8; ++i) {
-    if (pos >= len) return Status::Truncated;
-    uint8_t b = in[pos++];
-    v |= static_cast<uint64_t>(b & 0x7f) << (7 * i);
-    if (!(b & 0x80)) {
-      if (b == 0 && i > 0) return Status::NonCanonical;
-      return v > kMaxCounter ? Status::OutOfBounds : Status::Ok;
-    }
-  }
-  return Status::OutOfBounds;
-}
-
-bool status_known(uint8_t s) { return s > 0 && s <= static_cast<uint8_t>(Status::Corrupt); }
 }  // namespace
 
 std::string topic_address(const Address& a) {
@@ -107,69 +83,15 @@ bool correlation_decode(const std::vector<uint8_t>& d, uint64_t& tx) {
   return true;
 }
 
-Status encode_reply(const Reply& r, std::vector<uint8_t>& out) {
-  if (r.txCountGlobal > kMaxCounter) return Status::OutOfBounds;
-  std::vector<uint8_t> buf;
-  buf.push_back(kWireVersion);
-  buf.push_back(static_cast<uint8_t>(r.kind));
-  put_varint(buf, r.txCountGlobal);
-  switch (r.kind) {
-    case ReplyKind::Ack:
-      if (r.sig.v != 27 && r.sig.v != 28) return Status::BadRecoveryId;
-      buf.insert(buf.end(), r.sig.r, r.sig.r + 32);
-      buf.insert(buf.end(), r.sig.s, r.sig.s + 32);
-      buf.push_back(r.sig.v);
-      break;
-    case ReplyKind::Nack:
-    case ReplyKind::Sync: {
-      if (r.kind == ReplyKind::Nack) {
-        if (!status_known(static_cast<uint8_t>(r.status))) return Status::BadArgs;
-        buf.push_back(static_cast<uint8_t>(r.status));
-      }
-      uint8_t st[kMaxChannelStateWire];
-      size_t n = 0;
-      Status s = encode_channel_state(r.state, st, sizeof st, &n);
-      if (s != Status::Ok) return s;
-      buf.insert(buf.end(), st, st + n);
-      break;
-    }
-    default:
-      return Status::BadArgs;
-  }
-  out.insert(out.end(), buf.begin(), buf.end());
+Status encode_reply(const picopay::Reply& r, std::vector<uint8_t>& out) {
+  uint8_t buf[kMaxReplyWire];
+  size_t n = 0;
+  const Status s = picopay::encode_reply(r, buf, sizeof buf, &n);
+  if (s != Status::Ok) return s;
+  out.insert(out.end(), buf, buf + n);
   return Status::Ok;
 }
 
-Status decode_reply(const uint8_t* in, size_t len, Reply& out) {
-  if (len < 2) return Status::Truncated;
-  if (in[0] != kWireVersion) return Status::BadVersion;
-  const uint8_t k = in[1];
-  if (k != 0x10 && k != 0x11 && k != 0x12) return Status::BadKind;
-  Reply r;
-  r.kind = static_cast<ReplyKind>(k);
-  size_t pos = 2;
-  Status s = get_varint(in, len, pos, r.txCountGlobal);
-  if (s != Status::Ok) return s;
-  if (r.kind == ReplyKind::Ack) {
-    if (len - pos < 65) return Status::Truncated;
-    if (len - pos > 65) return Status::TrailingBytes;
-    std::memcpy(r.sig.r, in + pos, 32);
-    std::memcpy(r.sig.s, in + pos + 32, 32);
-    r.sig.v = in[pos + 64];
-    if (r.sig.v != 27 && r.sig.v != 28) return Status::BadRecoveryId;
-    if (!signature_s_is_low(r.sig.s)) return Status::HighS;
-  } else {
-    if (r.kind == ReplyKind::Nack) {
-      if (pos >= len) return Status::Truncated;
-      uint8_t st = in[pos++];
-      if (!status_known(st)) return Status::BadArgs;
-      r.status = static_cast<Status>(st);
-    }
-    s = decode_channel_state(in + pos, len - pos, r.state);
-    if (s != Status::Ok) return s;
-  }
-  out = r;
-  return Status::Ok;
-}
+Status decode_reply(const uint8_t* in, size_t len, picopay::Reply& out) { return picopay::decode_reply(in, len, out); }
 
 }  // namespace picopay::mqtt

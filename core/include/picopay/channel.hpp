@@ -134,12 +134,15 @@ struct ChannelContext {
 // Builds the state that `u` produces from `prev` and the open `threads` (their initial
 // states): next.txCountGlobal = prev.txCountGlobal + 1 = u.txCountGlobal. Pure.
 // Rules (ChannelManager + Connext client semantics; DESIGN.md §4):
-//   Payment: moves the amounts from the payer's balances to `recipient`'s (allowed
-//     alongside pending ops; balances are checked for underflow); timeout unchanged
-//     if ops are pending, else 0.
-//   Exchange: as ExchangeArgs. ProposePendingDeposit: no pending ops before; sets the
-//     pending deposits, timeout; txCountChain + 1. ProposePendingWithdrawal: no pending
-//     ops before; balances -= withdrawals; sets recipient, timeout; txCountChain + 1.
+//   On a state with pending operations (channel_blocks_updates) only ConfirmPending and
+//   Invalidation may follow (PendingOperation otherwise): Connext's rule, so a pending
+//   withdrawal is never carried into a second state. EmptyChannel (what the chain
+//   already did) also may.
+//   Payment: moves the amounts from the payer's balances to `recipient`'s (balances are
+//     checked for underflow).
+//   Exchange: as ExchangeArgs. ProposePendingDeposit: sets the pending deposits,
+//     timeout; txCountChain + 1. ProposePendingWithdrawal: balances -= withdrawals; sets
+//     recipient, timeout; txCountChain + 1.
 //   ConfirmPending: pending ops settle per _applyPendingUpdates; recipient = user,
 //     timeout 0. Invalidation: pending withdrawals return to the balances, pending
 //     cleared, timeout 0. OpenThread: the thread's sender balances leave the payer's
@@ -158,11 +161,18 @@ struct ChannelContext {
                                         const ChannelUpdate& u, ChannelState& next) noexcept;
 
 // Whether `proposer` may propose `u` at all: the payer proposes a Payment (a user never
-// proposes a payment to itself, the hub never proposes one to itself); a thread is opened
-// by its sender in the payer's channel and by the hub in the payee's channel (Connext v1:
-// the hub only mirrors a thread the payer opened); otherwise either side.
+// proposes a payment to itself, the hub never proposes one to itself); in the payer's
+// channel a thread is opened by its sender only; otherwise either side. In the MQTT
+// protocol the user proposes everything (the mirror OpenThread in the payee's channel
+// and the CloseThread in the payer's channel on a HubRequest) and the user's session
+// never accepts a hub-signed-first update; which proposals a party then signs is the
+// signing policy's decision (policy.hpp), not this function's.
 // Errors: Unauthorized.
 [[nodiscard]] Status channel_check_proposer(const ChannelState& prev, Party proposer, const ChannelUpdate& u) noexcept;
+
+// True if `s` has pending operations (any pending field non-zero, or a timeout): then
+// only ConfirmPending, Invalidation (or EmptyChannel) may follow.
+bool channel_blocks_updates(const ChannelState& s) noexcept;
 
 // Checks the totals between two consecutive states: committed wei and token
 // (channel_committed_*) are equal, except that ConfirmPending adds the settled deposits

@@ -29,11 +29,15 @@ enum class EventKind {
   DidEmptyThread,
   DidNukeThreads,
   DidHubContractWithdraw,
+  DidCreditOwed,    // not in v1: a refused push credited to `owner` (see docs/chain.md)
+  DidWithdrawOwed,  // not in v1: `owner` withdrew its credit to `to`
   Unknown,
 };
 const char* event_kind_name(EventKind k) noexcept;
 
-// A decoded event. Fields not carried by the event stay zero.
+// A decoded event. Fields not carried by the event stay zero. DidNukeThreads and
+// DidEmptyThread carry the channel after the call in weiBalances/tokenBalances/txCount/
+// threadRoot/threadCount; an event of another contract or version is Unknown.
 struct ChannelEvent {
   EventKind kind = EventKind::Unknown;
   Log log;
@@ -48,7 +52,8 @@ struct ChannelEvent {
   uint64_t txCount[2] = {0, 0};  // channel [global, chain]; thread events: txCount[0]
   Hash32 threadRoot{};
   uint64_t threadCount = 0;
-  U256 weiAmount = U256::zero(), tokenAmount = U256::zero();
+  U256 weiAmount = U256::zero(), tokenAmount = U256::zero();  // nuke, hub withdraw, owed credit/withdrawal
+  Address owner{}, to{};  // DidCreditOwed (owner), DidWithdrawOwed (owner, to)
 };
 // Errors: BadJson if the log does not have the event's shape.
 Result<ChannelEvent> decode_event(const Log& log);

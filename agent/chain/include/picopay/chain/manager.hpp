@@ -60,6 +60,8 @@ extern const char* const kChallengeThread;
 extern const char* const kEmptyThread;
 extern const char* const kNukeThreads;
 extern const char* const kHubContractWithdraw;
+extern const char* const kWithdrawOwed;    // not in v1 (docs/chain.md, pull payments)
+extern const char* const kWithdrawOwedTo;  // not in v1
 // events
 extern const char* const kDidUpdateChannel;
 extern const char* const kDidStartExitChannel;
@@ -69,6 +71,8 @@ extern const char* const kDidChallengeThread;
 extern const char* const kDidEmptyThread;
 extern const char* const kDidNukeThreads;
 extern const char* const kDidHubContractWithdraw;
+extern const char* const kDidCreditOwed;    // not in v1
+extern const char* const kDidWithdrawOwed;  // not in v1
 }  // namespace sig
 
 // Deploys ChannelManager(hub, challengePeriod, token) from `artifact` with `wallet`.
@@ -87,11 +91,29 @@ Bytes encode_channel_dispute(const char* signature, const ChannelState& s, const
 Bytes encode_thread_initial(const char* signature, const Address& user, const ThreadState& initial,
                             const Bytes& proof, const Signature& sig);
 
+// Checks that `contract` is a ChannelManager of `expected_hub` before anything is sent to
+// it (a plain address or another contract would take the wei and never give it back):
+// the address holds code (eth_getCode, latest block) and hub() answers with an address,
+// equal to *expected_hub when expected_hub is not null. Errors: BadInput with one clear
+// line naming the address ("no contract code at ...", "... is not a ChannelManager
+// (hub() ...)", "... is the ChannelManager of hub X, not of Y"); Transport/Rpc/Timeout
+// from the node.
+Status check_channel_manager(RpcClient& rpc, const Address& contract, const Address* expected_hub);
+
 class ChannelManagerClient {
  public:
   ChannelManagerClient(Wallet& wallet, const Address& contract) : w_(wallet), contract_(contract) {}
   const Address& contract() const noexcept { return contract_; }
   Wallet& wallet() noexcept { return w_; }
+  // From now on every transaction first runs check_channel_manager(contract, &hub)
+  // and is not sent when it fails (its error is returned).
+  void require_hub(const Address& hub) noexcept {
+    expected_hub_ = hub;
+    has_expected_hub_ = true;
+    check_before_tx_ = true;
+  }
+  // As require_hub, for any hub (check_channel_manager(contract, nullptr)).
+  void require_channel_manager() noexcept { check_before_tx_ = true; }
 
   // -- transactions (each returns the receipt; Reverted carries the revert reason) --
   // The user (this wallet) executes a hub-signed state; sends pendingDepositWeiUser as
@@ -112,6 +134,11 @@ class ChannelManagerClient {
   Result<Receipt> hub_contract_withdraw(const U256& wei, const U256& tokens);
   // Plain ETH transfer to the contract (the hub funds its reserve this way).
   Result<Receipt> fund_reserve(const U256& wei);
+  // Pull payments (not in v1): withdrawOwed() pays this wallet's credit to itself,
+  // withdrawOwedTo(to) to `to`. Reverted "nothing owed" without a credit; Reverted
+  // "wei transfer failed" / "token transfer failed" (credit kept) when the payee refuses.
+  Result<Receipt> withdraw_owed();
+  Result<Receipt> withdraw_owed_to(const Address& to);
 
   // -- views --
   Result<OnchainChannel> channel(const Address& user);
@@ -122,12 +149,23 @@ class ChannelManagerClient {
   Result<U256> total_channel_token();
   Result<Address> hub();
   Result<uint64_t> challenge_period();
+  // owedWei / owedTokens of `who` (wei, token base units) and their totals.
+  Result<U256> owed_wei(const Address& who);
+  Result<U256> owed_tokens(const Address& who);
+  Result<U256> total_owed_wei();
+  Result<U256> total_owed_tokens();
+  // nukeThreadsAfter(user): nukeThreads(user) is refused until a block after this time
+  // (unix seconds; not in v1, see docs/chain.md).
+  Result<uint64_t> nuke_threads_after(const Address& user);
 
  private:
   Result<Receipt> tx(const Bytes& data, const U256& value = U256::zero());
   Result<Bytes> view(const Bytes& data);
   Wallet& w_;
   Address contract_;
+  Address expected_hub_{};
+  bool has_expected_hub_ = false;
+  bool check_before_tx_ = false;
 };
 
 // ERC-20 helpers (the test token and any standard token).
@@ -146,7 +184,7 @@ Hash32 thread_tree_root(const std::vector<Hash32>& leaves);
 // Folds a proof as the contract does (for checks): sorted-pair hashing from the leaf.
 bool proof_is_contained(const Hash32& leaf, const Bytes& proof, const Hash32& root);
 
-// ---- Connext JSON (DESIGN.md §3 field names) ----
+// ---- Connext JSON (field names of docs/wire-format.md; codec: agent/common json_state.hpp) ----
 // Parses a ChannelState JSON object (sigUser/sigHub optional). Errors: BadJson/BadInput.
 Result<SignedChannelState> channel_state_from_json(const std::string& text);
 std::string channel_state_to_json(const SignedChannelState& s);

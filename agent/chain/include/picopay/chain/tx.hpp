@@ -40,8 +40,9 @@ Result<Bytes> eip1559_sign(const Eip1559Tx& tx, const Signer& signer, const Priv
 
 // A key on one chain: sends transactions and waits for their receipts.
 // Nonces: taken from eth_getTransactionCount(pending) for the first send, then counted
-// locally; any send error re-reads it. Fees: maxFee = 2 * baseFee(latest) + tip,
-// tip = eth_maxPriorityFeePerGas.
+// locally; a nonce error from the node re-reads it at once and sends again (once, see
+// is_nonce_error); any other send error re-reads it on the next send.
+// Fees: maxFee = 2 * baseFee(latest) + tip, tip = eth_maxPriorityFeePerGas.
 class Wallet {
  public:
   // The key is copied and wiped on destruction. Errors of init: Signing (bad key).
@@ -77,6 +78,12 @@ class Wallet {
   uint64_t nonce_ = 0;
   Receipt last_receipt_;
 };
+
+// True when a node's answer to eth_sendRawTransaction says the nonce is taken or out of
+// order ("nonce too low", "nonce too high", ganache's "the tx doesn't have the correct
+// nonce", "replacement transaction underpriced"). Wallet::send_async then re-reads the
+// pending nonce at once and sends the transaction again, once.
+bool is_nonce_error(const std::string& message);
 
 // Reads a private key: "0x" + 64 hex, from a string or the first line of a file.
 Result<PrivateKey> read_private_key_text(const std::string& text);

@@ -1,19 +1,20 @@
 // picopay-agent: the state dir. One atomic record `<dir>/agent.json` (PosixStateStore:
 // temp + fsync + rename + fsync dir, CRC-32) holds everything the agent must not lose:
 //
-//   {"version":1, "user":"0x..", "hub":"0x..", "contract":"0x..",
-//    "channel": {Connext v1 ChannelState, sigUser+sigHub (genesis: txCountGlobal 0, none)},
-//    "pending": null | {"update":"<hex wire ChannelUpdate, kind 0x03>", "units":N,
-//                       "weiPaid":"dec"},   // the user-proposed update in flight
+//   {"version":2, "user":"0x..", "hub":"0x..", "contract":"0x..",
+//    "session": "<hex: the core Session's persistent record (session.hpp serialise())>",
+//    "pendingUnits":N, "pendingWei":"dec",  // unitsPaid/weiPaid once the pending Payment completes
+//    "deposited":bool,                      // the user's own first deposit was proposed
 //    "meter": {"hasLast":bool,"lastMwh":N,"meteredMwh":N,"extraUnits":N},
-//    "unitsPaid":N, "weiPaid":"dec", "nextThreadId":N,
-//    "threads":[{"role":"sender"|"receiver","open":bool,"closing":bool,
-//                "initial":{ThreadState+sigA}, "latest":{ThreadState+sigA}}]}
+//    "unitsPaid":N, "weiPaid":"dec",
+//    and, for people and tools only (rewritten from the session at every save, never read
+//    back as the truth): "channel", "pending", "nextThreadId", "threads":[{"role",
+//    "open","closing","initial","latest"}]}
 //
-// Invariant (DESIGN.md §4.1): every state this agent signs is in the record before the
-// signature is published: a user-proposed update as `pending` (its bytes are re-sent
-// unchanged after a crash, never re-signed), a hub-proposed one as the new `channel`,
-// a thread update as the thread's `latest`.
+// Invariant (docs/ARCHITECTURE.md, safety invariant 1): every state this agent signs is in
+// the record before the signature is published: the session says so (Effects.persist)
+// and the agent writes the record before it sends anything. Version 1 records (before the
+// single-proposer session) are refused with a clear error.
 #pragma once
 
 #include <cstdint>
@@ -37,6 +38,8 @@ struct ThreadRecord {
 
 struct AgentState {
   Address user{}, hub{}, contract{};
+  std::vector<uint8_t> session;   // the Session record: the truth for everything below it
+  bool deposited = false;         // the first user deposit was proposed (role both: whoever deposits first)
   SignedChannelState channel{};
   bool has_pending = false;
   ChannelUpdate pending{};

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "picopay/codec.hpp"
 #include "picopay/state.hpp"
 #include "picopay/status.hpp"
 #include "picopay/types.hpp"
@@ -54,35 +55,18 @@ bool correlation_decode(const std::vector<uint8_t>& data, uint64_t& txCountGloba
 
 // ------------------------------------------------------------------ Reply
 
-enum class ReplyKind : uint8_t {
-  Ack = 0x10,   // sig: the replier's eth_sign signature over the state the update produced
-  Nack = 0x11,  // status + the replier's latest state (so the proposer can resync)
-  Sync = 0x12,  // the replier's latest state
+// The Reply codec is the core's (picopay/codec.hpp: Ack, Nack, Sync, RequestNack); these
+// are the same types with defaults and a std::vector front end for the Linux programs.
+using ReplyKind = picopay::ReplyKind;
+struct Reply : picopay::Reply {
+  Reply() : picopay::Reply(reply_make(ReplyKind::Ack)) {}
+  Reply(const picopay::Reply& r) : picopay::Reply(r) {}  // NOLINT(google-explicit-constructor)
 };
 
-// A reply. Wire: | 0x01 | kind | varint txCountGlobal | body |
-//   Ack:  sig (65, v 27/28, low-S)
-//   Nack: status (u8, picopay::Status, never Ok) | ChannelState wire (kind 0x01)
-//   Sync: ChannelState wire (kind 0x01)
-// txCountGlobal: Ack/Nack: the txCountGlobal of the update answered (0 if the update
-// could not be decoded); Sync: the state's txCountGlobal.
-// The state of Nack/Sync is the replier's latest double-signed state, or, for a channel
-// that has none yet, the genesis state (all zero, txCountGlobal 0, no signatures).
-struct Reply {
-  ReplyKind kind = ReplyKind::Ack;
-  uint64_t txCountGlobal = 0;
-  Signature sig{};              // Ack
-  Status status = Status::Ok;   // Nack
-  SignedChannelState state{};   // Nack, Sync
-};
-
-// Appends nothing on error. Errors: OutOfBounds (txCountGlobal > kMaxCounter),
-// BadArgs (Nack with status Ok, unknown kind), BadRecoveryId (Ack sig v not 27/28),
-// and the errors of encode_channel_state.
-[[nodiscard]] Status encode_reply(const Reply& r, std::vector<uint8_t>& out);
-// Errors: Truncated, TrailingBytes, BadVersion, BadKind (unknown reply kind),
-// NonCanonical / OutOfBounds (varint), BadRecoveryId, HighS, BadArgs (Nack status Ok
-// or unknown), and the errors of decode_channel_state.
-[[nodiscard]] Status decode_reply(const uint8_t* in, size_t len, Reply& out);
+// Appends the encoded reply to `out` (nothing on error). Errors: those of
+// picopay::encode_reply (OutOfBounds, BadArgs, BadKind, BadRecoveryId, state errors).
+[[nodiscard]] Status encode_reply(const picopay::Reply& r, std::vector<uint8_t>& out);
+// Errors: those of picopay::decode_reply.
+[[nodiscard]] Status decode_reply(const uint8_t* in, size_t len, picopay::Reply& out);
 
 }  // namespace picopay::mqtt
