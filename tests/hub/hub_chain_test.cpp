@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <atomic>
 #include <thread>
 
 #include "picopay/chain/events.hpp"
@@ -55,22 +56,6 @@ T must(chain::Result<T> r, const char* what) {
   return std::move(*r);
 }
 #define MUST(expr) must((expr), #expr)
-
-SignedThreadState signed_thread(const Address& contract, const SimDevice& payer, const Address& payee, uint64_t id,
-                                uint64_t sender_wei) {
-  SignedThreadState t{};
-  t.state = thread_state_zero();
-  t.state.contractAddress = contract;
-  t.state.sender = payer.address();
-  t.state.receiver = payee;
-  t.state.threadId = id;
-  t.state.balanceWeiSender = U256::from_u64(sender_wei);
-  Signer s;
-  EXPECT_EQ(s.init(), Status::Ok);
-  EXPECT_EQ(s.sign_eth(payer.key(), thread_hash(t.state), t.sigA), Status::Ok);
-  t.hasSigA = true;
-  return t;
-}
 
 // contracts/devchain.sh (ganache) on a free 127.0.0.1 port; killed with the fixture.
 class DevChainProcess {
@@ -175,8 +160,37 @@ class HubChainTest : public ::testing::Test {
 
   static std::string hex(const Address& a) { return mqtt::topic_address(a); }
 
+  // A device that reads the chain itself (its own RPC connection): ConfirmPending only
+  // when ChannelManager shows the pending operations executed.
+  struct ChainView {
+    std::unique_ptr<chain::RpcClient> rpc;
+    std::unique_ptr<chain::Wallet> wallet;
+    std::unique_ptr<chain::ChannelManagerClient> cm;
+  };
   SimDevice& device(uint32_t i) {
-    auto d = std::make_unique<SimDevice>(i, hub_addr_, contract_);
+    auto v = std::make_unique<ChainView>();
+    v->rpc = std::make_unique<chain::RpcClient>(chain_.url());
+    v->wallet = std::make_unique<chain::Wallet>(*v->rpc, test_key(i));
+    auto st = v->wallet->init();
+    EXPECT_TRUE(st.ok()) << st.error().to_string();
+    v->cm = std::make_unique<chain::ChannelManagerClient>(*v->wallet, contract_);
+    ChainView* view = v.get();
+    views_.push_back(std::move(v));
+    SimOptions so;
+    so.chain = [view](const Address& user, ChainFacts& f) {
+      auto oc = view->cm->channel(user);
+      auto blk = view->rpc->block_by_number("latest");
+      if (!oc.ok() || !blk.ok()) return false;
+      f.known = true;
+      f.txCountGlobal = oc->txCountGlobal;
+      f.txCountChain = oc->txCountChain;
+      f.status = oc->status == chain::ChannelStatus::Open ? ChainChannelStatus::Open : ChainChannelStatus::InDispute;
+      f.emptied = oc->status == chain::ChannelStatus::Open && oc->weiTotal.is_zero() && oc->tokenTotal.is_zero() &&
+                  oc->txCountGlobal > 0 && oc->channelClosingTime == 0 && oc->threadCount == 0;
+      f.blockTime = blk->timestamp;
+      return true;
+    };
+    auto d = std::make_unique<SimDevice>(i, hub_addr_, contract_, so);
     mqtt::Options o;
     o.port = broker_->port();
     std::string err;
@@ -186,20 +200,16 @@ class HubChainTest : public ::testing::Test {
   }
 
   // The payer's own deposit, as the agent makes it: ProposePendingDeposit countersigned
-  // by the hub, userAuthorizedUpdate on chain, ConfirmPending (the hub checks the chain).
+  // by the hub, userAuthorizedUpdate on chain, ConfirmPending (both sides check the chain).
   void fund_on_chain(SimDevice& d, uint64_t wei) {
-    ChannelUpdate p = channel_update_make(UpdateReason::ProposePendingDeposit);
-    p.deposit.depositWeiUser = u(wei);
-    p.deposit.timeout = static_cast<uint64_t>(std::time(nullptr)) + 3600;
-    ASSERT_EQ(d.propose(p), Status::Ok);
+    ASSERT_EQ(d.deposit(wei), Status::Ok);
     chain::Wallet w(*rpc_, d.key());
     auto st = w.init();
     ASSERT_TRUE(st.ok()) << st.error().to_string();
     chain::ChannelManagerClient cm(w, contract_);
-    chain::Receipt rc = MUST(cm.user_authorized_update(d.latest().state, d.latest().sigHub));
-    ChannelUpdate c = channel_update_make(UpdateReason::ConfirmPending);
-    c.chainTx.transactionHash = rc.transactionHash;
-    ASSERT_EQ(d.propose(c), Status::Ok);
+    const SignedChannelState s = d.latest();
+    chain::Receipt rc = MUST(cm.user_authorized_update(s.state, s.sigHub));
+    ASSERT_EQ(d.confirm_pending(rc.transactionHash), Status::Ok);
   }
 
   // DidUpdateChannel events of `user`'s channel (each one is an authorized update).
@@ -216,10 +226,12 @@ class HubChainTest : public ::testing::Test {
 
   // The hub answers a sync only after committing what came before it.
   void sync(SimDevice& d) {
-    mqtt::Reply r;
+    ASSERT_TRUE(d.wait_idle(60000));
+    Reply r = reply_make(ReplyKind::Ack);
+    const SignedChannelState s = d.latest();
     ASSERT_TRUE(d.publish_raw(mqtt::topic_sync(hub_addr_, d.address()), {}, 0));
-    ASSERT_TRUE(d.wait_reply(d.latest().state.txCountGlobal, r, 30000));
-    EXPECT_EQ(wire(r.state), wire(d.latest()));
+    ASSERT_TRUE(d.wait_reply(s.state.txCountGlobal, r, 30000));
+    EXPECT_EQ(wire(r.state), wire(s));
   }
 
   void expect_ledger_agrees(SimDevice& d) {
@@ -229,49 +241,48 @@ class HubChainTest : public ::testing::Test {
     EXPECT_EQ(l.state, wire(d.latest())) << "hub ledger and device disagree for " << mqtt::topic_address(d.address());
     EXPECT_EQ(static_cast<uint64_t>(l.updates), d.latest().state.txCountGlobal);
     EXPECT_EQ(l.deposits, 0) << "a finished deposit job is still stored";
+    EXPECT_EQ(d.double_signed(), 0u);
+    EXPECT_FALSE(d.halted());
   }
 
-  // The payer opens a thread beyond the payee's hub balance (0): the hub proposes the
-  // collateral deposit to the payee, who countersigns it. Returns the payee's
-  // countersigned ProposePendingDeposit state.
+  // The payer opens a thread beyond the payee's hub balance (0): the hub requests the
+  // collateral deposit from the payee, whose session proposes it (hub funds only) and the
+  // hub countersigns. Returns the payee's ProposePendingDeposit state.
   SignedChannelState open_thread_and_countersign_deposit(SimDevice& a, SimDevice& b) {
-    ChannelUpdate open = channel_update_make(UpdateReason::OpenThread);
-    open.thread.thread = signed_thread(contract_, a, b.address(), 1, kThreadWei);
-    EXPECT_EQ(a.propose(open), Status::Ok);
-    UpdateReason why{};
-    EXPECT_EQ(b.answer_request(60000, &why), Status::Ok);
-    EXPECT_EQ(why, UpdateReason::ProposePendingDeposit);
-    EXPECT_EQ(b.latest().state.pendingDepositWeiHub, u(kCollateral)) << "300 wei short, rounded up to 1000";
-    return b.latest();
+    uint64_t id = 0;
+    EXPECT_EQ(a.open_thread(b.address(), kThreadWei, &id), Status::Ok);
+    EXPECT_TRUE(b.wait_until([](SimDevice& d) { return d.completed(UpdateReason::ProposePendingDeposit) == 1; },
+                             60000));
+    const SignedChannelState s = b.latest();
+    EXPECT_EQ(s.state.pendingDepositWeiHub, u(kCollateral)) << "300 wei short, rounded up to 1000";
+    return s;
   }
 
-  // After the deposit: ConfirmPending then the mirrored OpenThread in the payee's channel;
-  // on-chain balances and the off-chain states agree; the deposit happened exactly once.
+  // After the deposit: ConfirmPending (the payee checks the chain) then the mirrored
+  // OpenThread in the payee's channel; on-chain balances and the off-chain states agree;
+  // the deposit happened exactly once.
   void finish_and_check(SimDevice& a, SimDevice& b) {
-    UpdateReason why{};
-    ASSERT_EQ(b.answer_request(60000, &why), Status::Ok);
-    ASSERT_EQ(why, UpdateReason::ConfirmPending);
-    const SignedChannelState confirmed = b.latest();
-    ASSERT_EQ(b.answer_request(60000, &why), Status::Ok);
-    ASSERT_EQ(why, UpdateReason::OpenThread);
+    ASSERT_TRUE(b.wait_until([](SimDevice& d) { return d.completed(UpdateReason::ConfirmPending) == 1; }, 60000))
+        << "the ConfirmPending was not requested (or the payee did not see the deposit on chain)";
+    ASSERT_TRUE(b.wait_until([](SimDevice& d) { return d.completed(UpdateReason::OpenThread) == 1; }, 60000))
+        << "the mirrored OpenThread was not requested";
     ASSERT_EQ(b.threads().size(), 1u);
     ASSERT_EQ(a.threads().size(), 1u);
 
     const chain::OnchainChannel ob = MUST(hubcm_->channel(b.address()));
-    const ChannelState& sb = b.latest().state;
+    const ChannelState sb = b.latest().state;
     EXPECT_EQ(ob.weiHub, u(kCollateral));
     EXPECT_EQ(ob.weiUser, U256::zero());
     EXPECT_EQ(ob.weiTotal, u(kCollateral));
     EXPECT_EQ(ob.txCountChain, sb.txCountChain);
-    EXPECT_EQ(confirmed.state.balanceWeiHub, ob.weiHub) << "ConfirmPending moved the deposit into the hub balance";
-    EXPECT_TRUE(confirmed.state.pendingDepositWeiHub.is_zero());
+    EXPECT_TRUE(sb.pendingDepositWeiHub.is_zero()) << "ConfirmPending moved the deposit into the hub balance";
     EXPECT_EQ(add(sb.balanceWeiHub, u(kThreadWei)), ob.weiHub) << "hub balance + wei locked in the thread";
     EXPECT_EQ(sb.balanceWeiUser, ob.weiUser);
     EXPECT_EQ(channel_updates_on_chain(b.address()), 1u) << "the collateral deposit happened more than once";
     EXPECT_EQ(MUST(hubcm_->hub_reserve_wei()), sub(reserve0_, u(kCollateral)));
 
     const chain::OnchainChannel oa = MUST(hubcm_->channel(a.address()));
-    const ChannelState& sa = a.latest().state;
+    const ChannelState sa = a.latest().state;
     EXPECT_EQ(oa.weiUser, u(kPayerDeposit));
     EXPECT_EQ(oa.weiHub, U256::zero());
     EXPECT_EQ(add(sa.balanceWeiUser, u(kThreadWei)), oa.weiUser);
@@ -292,6 +303,7 @@ class HubChainTest : public ::testing::Test {
   std::unique_ptr<Broker> broker_;
   Process hub_;
   Address hub_addr_{}, contract_{};
+  std::vector<std::unique_ptr<ChainView>> views_;
   std::vector<std::unique_ptr<SimDevice>> devices_;
 };
 
@@ -330,7 +342,7 @@ TEST_P(HubChainCrashTest, Kill9AfterTheDepositCountersignatureStillDepositsExact
   }
   Ledger l = read_ledger(db(), b.address());
   EXPECT_EQ(l.deposits, 1) << "the countersigned deposit job is not stored";
-  EXPECT_EQ(l.queued, 1) << "the mirrored OpenThread waits in the stored queue";
+  EXPECT_EQ(l.requests, 1) << "the mirrored OpenThread waits in the stored requests";
   start_hub();
   finish_and_check(a, b);
 }
@@ -343,35 +355,103 @@ INSTANTIATE_TEST_SUITE_P(CrashPoints, HubChainCrashTest, ::testing::Values("depo
 
 // A user's ConfirmPending for a deposit that is not on chain (the hub countersigned the
 // ProposePendingDeposit, the user never called userAuthorizedUpdate) is refused with
-// PendingOperation and changes nothing stored; once the deposit is made it is accepted.
-TEST_F(HubChainTest, ConfirmPendingForADepositNotOnChainIsRefusedAndChangesNothing) {
+// NotOnChain and changes nothing stored; so are an Invalidation before the timeout and an
+// EmptyChannel without an on-chain empty; once the deposit is made the ConfirmPending of
+// the honest session is accepted.
+TEST_F(HubChainTest, ChainFactsNotOnChainAreRefusedAndChangeNothing) {
   start_hub();
   SimDevice& a = device(kPayer);
-  ChannelUpdate p = channel_update_make(UpdateReason::ProposePendingDeposit);
-  p.deposit.depositWeiUser = u(kPayerDeposit);
-  p.deposit.timeout = static_cast<uint64_t>(std::time(nullptr)) + 3600;
-  ASSERT_EQ(a.propose(p), Status::Ok);
+  ASSERT_EQ(a.deposit(kPayerDeposit), Status::Ok);
   sync(a);
   const Ledger l0 = read_ledger(db(), a.address());
   ASSERT_TRUE(l0.found);
+  const uint64_t tx = a.latest().state.txCountGlobal + 1;
+  auto refused = [&](ChannelUpdate c, Status want, const char* what) {
+    ASSERT_TRUE(a.publish_raw(mqtt::topic_update(hub_addr_, a.address()), a.build_unchecked(c), tx));
+    Reply r = reply_make(ReplyKind::Ack);
+    ASSERT_TRUE(a.wait_reply(tx, r, 30000)) << what;
+    EXPECT_EQ(r.kind, ReplyKind::Nack) << what;
+    EXPECT_EQ(r.status, want) << what;
+    std::printf("[adversarial device, chain] %-45s -> Nack %s\n", what, status_name(r.status));
+  };
   ChannelUpdate c = channel_update_make(UpdateReason::ConfirmPending);
   std::memset(c.chainTx.transactionHash.bytes, 0xcc, 32);  // no such transaction
-  EXPECT_EQ(a.propose(c, 30000), Status::PendingOperation);
+  refused(c, Status::NotOnChain, "ConfirmPending of a deposit not on chain");
+  ChannelUpdate iv = channel_update_make(UpdateReason::Invalidation);
+  iv.invalidation.previousValidTxCount = tx - 2;
+  iv.invalidation.lastInvalidTxCount = tx - 1;
+  refused(iv, Status::NotOnChain, "Invalidation before the timeout");
+  refused(channel_update_make(UpdateReason::EmptyChannel), Status::NotOnChain, "EmptyChannel without an on-chain empty");
   sync(a);
-  EXPECT_TRUE(read_ledger(db(), a.address()) == l0) << "a refused ConfirmPending changed the hub's ledger";
+  EXPECT_TRUE(read_ledger(db(), a.address()) == l0) << "a refused proposal changed the hub's ledger";
   EXPECT_EQ(MUST(hubcm_->channel(a.address())).txCountChain, 0u);
   EXPECT_EQ(channel_updates_on_chain(a.address()), 0u);
 
-  // The deposit on chain; the same ConfirmPending is accepted now.
+  // The deposit on chain; the honest session's ConfirmPending is accepted now.
   chain::Wallet w(*rpc_, a.key());
   auto st = w.init();
   ASSERT_TRUE(st.ok()) << st.error().to_string();
   chain::ChannelManagerClient cm(w, contract_);
-  chain::Receipt rc = MUST(cm.user_authorized_update(a.latest().state, a.latest().sigHub));
-  ChannelUpdate c2 = channel_update_make(UpdateReason::ConfirmPending);
-  c2.chainTx.transactionHash = rc.transactionHash;
-  ASSERT_EQ(a.propose(c2), Status::Ok);
+  const SignedChannelState s = a.latest();
+  chain::Receipt rc = MUST(cm.user_authorized_update(s.state, s.sigHub));
+  ASSERT_EQ(a.confirm_pending(rc.transactionHash), Status::Ok);
   EXPECT_EQ(a.latest().state.balanceWeiUser, u(kPayerDeposit));
   EXPECT_EQ(MUST(hubcm_->channel(a.address())).weiUser, u(kPayerDeposit));
   expect_ledger_agrees(a);
+}
+
+// issue 9: the hub's collateral requests (ProposePendingDeposit, then ConfirmPending after
+// the on-chain deposit) and thread mirrors raced against the payee paying all the time.
+// Every request completes, the on-chain totals match the off-chain states, both ledgers
+// agree and no txCountGlobal is signed twice.
+TEST_F(HubChainTest, CollateralRequestsRacedAgainstPayeePayments) {
+  constexpr int kThreads = 10;  // 10 x 300 wei against 1000-wei deposits: 3 deposits
+  start_hub();
+  SimDevice& a = device(kPayer);
+  SimDevice& b = device(kPayee);
+  fund_on_chain(a, kPayerDeposit);
+  fund_on_chain(b, 100);
+  std::atomic<bool> stop{false};
+  std::atomic<int> failures{0};
+  std::atomic<int> blocked{0};
+  std::thread payer([&] {
+    while (!stop.load()) {
+      const Status st = b.pay(1, nullptr, 120000);
+      if (st == Status::PendingOperation) {  // the collateral deposit is pending: no payment on it
+        ++blocked;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        continue;
+      }
+      if (st != Status::Ok) {
+        ADD_FAILURE() << "payment: " << status_name(st);
+        ++failures;
+        return;
+      }
+    }
+  });
+  for (int i = 0; i < kThreads && !HasFailure(); ++i) {
+    uint64_t id = 0;
+    ASSERT_EQ(a.open_thread(b.address(), kThreadWei, &id, 120000), Status::Ok) << "thread " << i;
+    ASSERT_TRUE(b.wait_until([&](SimDevice& d) { return d.completed(UpdateReason::OpenThread) == size_t(i) + 1; },
+                             120000))
+        << "mirror " << i << " did not complete";
+  }
+  stop.store(true);
+  payer.join();
+  EXPECT_EQ(failures.load(), 0);
+  const size_t deposits = b.completed(UpdateReason::ProposePendingDeposit);
+  std::printf("[measure] %d mirrors, %zu collateral deposits (+%zu ConfirmPending) raced against payee payments; "
+              "requests that arrived while the payee's payment was in flight: %zu; payments held back by a pending "
+              "deposit: %d\n",
+              kThreads, deposits - 1, b.completed(UpdateReason::ConfirmPending) - 1, b.collisions(), blocked.load());
+  EXPECT_GE(deposits, 2u) << "the payee's own deposit and at least one collateral deposit";
+  EXPECT_EQ(b.completed(UpdateReason::ConfirmPending), deposits);
+  expect_ledger_agrees(a);
+  expect_ledger_agrees(b);
+  const chain::OnchainChannel ob = MUST(hubcm_->channel(b.address()));
+  const ChannelState sb = b.latest().state;
+  U256 locked = u(kThreadWei * kThreads), off{};
+  off = add(add(sb.balanceWeiHub, sb.balanceWeiUser), locked);
+  EXPECT_EQ(off, ob.weiTotal) << "the payee channel's wei on chain = balances + wei locked in threads";
+  EXPECT_EQ(ob.txCountChain, sb.txCountChain);
 }

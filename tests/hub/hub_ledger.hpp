@@ -35,10 +35,11 @@ inline std::vector<uint8_t> wire(const SignedChannelState& s) {
 struct Ledger {
   bool found = false;
   std::vector<uint8_t> state;
-  long long updates = 0, proposals = 0, queued = 0, deposits = 0;
+  long long updates = 0, requests = 0, deposits = 0;
+  long long last_request_id = 0;
   bool operator==(const Ledger& o) const {
-    return found == o.found && state == o.state && updates == o.updates && proposals == o.proposals &&
-           queued == o.queued && deposits == o.deposits;
+    return found == o.found && state == o.state && updates == o.updates && requests == o.requests &&
+           deposits == o.deposits && last_request_id == o.last_request_id;
   }
 };
 
@@ -71,9 +72,12 @@ inline Ledger read_ledger(const std::string& db, const Address& user) {
   }
   sqlite3_finalize(s);
   l.updates = count_rows(h, "updates", k);
-  l.proposals = count_rows(h, "proposals", k);
-  l.queued = count_rows(h, "queued", k);
+  l.requests = count_rows(h, "requests", k);
   l.deposits = count_rows(h, "deposits", k);
+  sqlite3_prepare_v2(h, "SELECT last FROM request_ids WHERE user=?", -1, &s, nullptr);
+  sqlite3_bind_text(s, 1, k.c_str(), -1, SQLITE_TRANSIENT);
+  if (sqlite3_step(s) == SQLITE_ROW) l.last_request_id = sqlite3_column_int64(s, 0);
+  sqlite3_finalize(s);
   sqlite3_close(h);
   return l;
 }

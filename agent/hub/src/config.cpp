@@ -41,13 +41,19 @@ Store and policy:
                             batch, one channel per job [verifyThreads] (default: CPUs - 1)
   --collateral-wei WEI      wei deposited into a payee channel lacking collateral [collateral.depositWei]
                             (default 0 = never deposit)
+  --exchange-rate N         the hub's exchange rate, token base units per wei [exchange.rate]
+                            (default 0 = the hub countersigns no Exchange); a user's Exchange is
+                            countersigned within 2 % of it, if it is at most 24 h old, and only
+                            from what the hub holds in that channel beyond its thread mirrors
+  --exchange-rate-time T    Unix seconds the rate was set [exchange.rateTime] (default: start)
   --dev-skip-chain-checks   TESTS/DEV ONLY: countersign ConfirmPending without checking the chain
                             [devSkipChainChecks]
   -v, --verbose             log every update [verbose]
   -h, --help                this text
 
 Topics (docs/mqtt-protocol.md): subscribes picopay/v1/hub/<hub>/channel/+/+ ; replies on
-picopay/v1/user/<user>/reply ; proposes on picopay/v1/user/<user>/request ; retained status on
+picopay/v1/user/<user>/reply ; sends HubRequests (signed; the user proposes what the hub asks for) on
+picopay/v1/user/<user>/request and reads RequestNacks on picopay/v1/hub/<hub>/channel/<user>/reply ; retained status on
 picopay/v1/hub/<hub>/status/<user> and picopay/v1/hub/<hub>/status (Last Will "offline").
 Exit: 0 after SIGINT/SIGTERM, 2 on a configuration error, 3 on a fatal store error.
 )";
@@ -107,6 +113,12 @@ bool load_file(const std::string& path, Config& c, std::string& err) {
   num(j, c.batch_max, "batchMax");
   num(j, c.verify_threads, "verifyThreads");
   str(j, c.collateral_wei, "collateral", "depositWei");
+  str(j, c.exchange_rate, "exchange", "rate");
+  {
+    std::string t;
+    str(j, t, "exchange", "rateTime");
+    if (!t.empty()) c.exchange_rate_time = std::strtoull(t.c_str(), nullptr, 10);
+  }
   boolean(j, c.dev_skip_chain_checks, "devSkipChainChecks");
   boolean(j, c.verbose, "verbose");
   cJSON_Delete(j);
@@ -179,7 +191,16 @@ int parse_config(int argc, char** argv, Config& c, std::string& err) {
     else if (a == "--batch-max") ok = ival(c.batch_max);
     else if (a == "--verify-threads") ok = ival(c.verify_threads);
     else if (a == "--collateral-wei") ok = val(c.collateral_wei);
-    else if (a == "--dev-skip-chain-checks") c.dev_skip_chain_checks = true;
+    else if (a == "--exchange-rate") ok = val(c.exchange_rate);
+    else if (a == "--exchange-rate-time") {
+      ok = val(tmp);
+      char* end = nullptr;
+      if (ok) c.exchange_rate_time = std::strtoull(tmp.c_str(), &end, 10);
+      if (ok && (tmp.empty() || *end)) {
+        err = a + ": not Unix seconds: " + tmp;
+        ok = false;
+      }
+    } else if (a == "--dev-skip-chain-checks") c.dev_skip_chain_checks = true;
     else if (a == "-v" || a == "--verbose") c.verbose = true;
     else {
       err = "unknown option " + a + " (see --help)";

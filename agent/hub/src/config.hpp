@@ -34,6 +34,11 @@ struct Config {
   int verify_threads = -1;
   // collateral policy: wei the hub deposits into a payee channel that lacks collateral
   std::string collateral_wei = "0";
+  // exchanges (docs/signing-policy.md): the hub countersigns a user's Exchange only near its
+  // current rate: token base units per wei (decimal; "0" = no exchanges), set at
+  // exchange_rate_time (Unix seconds; 0 = when the hub started), within 2 % and 24 h
+  std::string exchange_rate = "0";
+  uint64_t exchange_rate_time = 0;
   // tests/dev only: accept ConfirmPending without checking the chain (no rpc needed)
   bool dev_skip_chain_checks = false;
   int watchtower_interval_s = 5;

@@ -39,11 +39,40 @@ void logf(const char* level, const std::string& msg) {
   std::fprintf(stderr, "%s picopay-hub %s: %s\n", ts, level, msg.c_str());
 }
 
-Bytes reply_bytes(const mqtt::Reply& r) {
-  Bytes out;
-  if (mqtt::encode_reply(r, out) != Status::Ok) out.clear();
-  return out;
+// The core's Reply codec (codec.hpp): Ack, Nack, Sync to the user.
+Bytes reply_bytes(const Reply& r) {
+  uint8_t buf[kMaxReplyWire];
+  size_t n = 0;
+  if (encode_reply(r, buf, sizeof buf, &n) != Status::Ok) return {};
+  return Bytes(buf, buf + n);
 }
+
+uint64_t unix_now() { return static_cast<uint64_t>(std::time(nullptr)); }
+
+// A stored request: the update's wire with txCountGlobal 0 and a placeholder signature (a
+// request is unsigned; the codec wants a well-formed one).
+bool update_wire(ChannelUpdate u, Bytes& out) {
+  u.sig = Signature{};
+  u.sig.v = 27;
+  u.txCountGlobal = 0;
+  uint8_t buf[kMaxChannelUpdateWire];
+  size_t n = 0;
+  if (encode_channel_update(u, buf, sizeof buf, &n) != Status::Ok) return false;
+  out.assign(buf, buf + n);
+  return true;
+}
+
+// Whether a request that does not apply now may apply later (it waits, stored).
+bool waits(const ChannelUpdate& u, Status s) {
+  return s == Status::PendingOperation || (u.reason == UpdateReason::OpenThread && s == Status::Underflow);
+}
+
+// Re-send an outstanding request nobody answered after this; after a RequestNack the
+// delay doubles from 1 s up to kNackBackoffMaxMs.
+constexpr uint64_t kResendMs = 30000;
+constexpr uint64_t kNackBackoffMaxMs = 60000;
+// Timeout of a collateral deposit the hub requests (Unix seconds from when it is sent).
+constexpr uint64_t kDepositTimeoutSeconds = 3600;
 }  // namespace
 
 Hub::Hub(Config cfg, const PrivateKey& key) : cfg_(std::move(cfg)), key_(key) {}
@@ -101,13 +130,23 @@ bool Hub::start(std::string& err) {
     return false;
   }
   {
+    U256 r = U256::zero();
+    if (u256_parse_decimal(cfg_.exchange_rate.c_str(), cfg_.exchange_rate.size(), r) != Status::Ok) {
+      err = "bad --exchange-rate: " + cfg_.exchange_rate;
+      return false;
+    }
+    rate_.known = !r.is_zero();
+    rate_.tokensPerWei = r;
+    rate_.time = cfg_.exchange_rate_time != 0 ? cfg_.exchange_rate_time : unix_now();
+  }
+  {
     unsigned n = cfg_.verify_threads >= 0 ? static_cast<unsigned>(cfg_.verify_threads)
                                           : (std::thread::hardware_concurrency() > 1 ? std::thread::hardware_concurrency() - 1 : 0);
     pool_ = std::make_unique<ParallelAcceptor>(n, key_, hub_);
   }
   if (const char* c = std::getenv("PICOPAY_HUB_CRASH_AT")) crash_at_ = c;
   if (!store_.open(cfg_.db, err)) return false;
-  if (!store_.list_proposal_users(recover_users_, err)) return false;
+  if (!store_.list_request_users(recover_users_, err)) return false;
 
   if (!cfg_.rpc_url.empty()) {
     rpc_ = std::make_unique<chain::RpcClient>(cfg_.rpc_url);
@@ -140,7 +179,8 @@ bool Hub::start(std::string& err) {
     if (!deps.empty())
       logf("warn", std::to_string(deps.size()) +
                        " countersigned collateral deposit(s) stored; without --rpc-url they wait (not sent)");
-    logf("info", "no --rpc-url: ConfirmPending verification, collateral deposits and the watchtower are off" +
+    logf("info", "no --rpc-url: ConfirmPending, Invalidation and EmptyChannel are refused (NeedsChain), collateral "
+                 "deposits and the watchtower are off" +
                      std::string(cfg_.dev_skip_chain_checks ? " (DEV: ConfirmPending accepted unchecked)" : ""));
   }
 
@@ -219,6 +259,7 @@ void Hub::worker() {
     }
     chain_jobs();
     if (fatal_.load()) return;
+    request_timers();
     flush_status(false);
   }
   flush_status(true);
@@ -318,7 +359,7 @@ void Hub::precompute(const std::vector<mqtt::Message>& batch) {
         u.reason != UpdateReason::Payment)
       continue;
     Chan* ch = channel(user);
-    if (ch == nullptr || ch->has_proposal) continue;
+    if (ch == nullptr || ch->legacy_tx != 0) continue;
     auto it = run_of.find(ch);
     if (it == run_of.end()) {
       it = run_of.emplace(ch, spec_runs_.size()).first;
@@ -351,7 +392,7 @@ void Hub::precompute(const std::vector<mqtt::Message>& batch) {
 }
 
 const PaymentJob* Hub::precomputed(const Chan& ch, const ChannelUpdate& u, const Bytes& payload) const {
-  if (u.reason != UpdateReason::Payment) return nullptr;
+  if (u.reason != UpdateReason::Payment || ch.legacy_tx != 0) return nullptr;
   auto it = spec_.find({&ch, u.txCountGlobal});
   if (it == spec_.end() || it->second.second != payload) return nullptr;
   const PaymentJob* j = it->second.first;
@@ -399,43 +440,60 @@ Hub::Chan* Hub::channel(const Address& user) {
     c->latest.state.user = user;
     c->latest.state.recipient = user;
   }
-  uint64_t ptx = 0;
-  Bytes preq, pstate;
-  if (!store_.load_proposal(k, ptx, preq, pstate, found, err)) {
+  std::vector<Store::RequestRow> rows;
+  if (!store_.load_requests(k, c->last_request_id, rows, err)) {
     txerr_ = err;
     return nullptr;
   }
-  if (found) {
-    c->has_proposal = true;
-    c->proposal.tx = ptx;
-    c->proposal.request = preq;
-    if (decode_channel_update(preq.data(), preq.size(), c->proposal.update) != Status::Ok ||
-        decode_channel_state(pstate.data(), pstate.size(), c->proposal.state) != Status::Ok) {
-      txerr_ = "corrupt stored proposal for " + k;
+  for (auto& r : rows) {
+    Request q;
+    q.id = r.id;
+    if (decode_channel_update(r.update.data(), r.update.size(), q.update) != Status::Ok) {
+      txerr_ = "corrupt stored request for " + k;
       return nullptr;
     }
+    q.update.txCountGlobal = 0;
+    c->requests.push_back(q);
   }
-  std::vector<Bytes> q;
-  if (!store_.load_queue(k, q, err)) {
+  // Legacy rows (hub-signed proposals of an earlier version): the queued ones become
+  // requests; the outstanding proposal too, and until the channel passes its
+  // txCountGlobal only exactly that update is countersigned there (the hub's signature
+  // on that state is out; it never signs another state with that txCountGlobal).
+  bool legacy = false;
+  uint64_t ltx = 0;
+  Bytes lprop;
+  std::vector<Bytes> lqueue;
+  if (!store_.load_legacy(k, legacy, ltx, lprop, lqueue, err)) {
     txerr_ = err;
     return nullptr;
   }
-  for (auto& b : q) {
-    ChannelUpdate qu{};
-    if (decode_channel_update(b.data(), b.size(), qu) != Status::Ok) {
-      txerr_ = "corrupt stored queued proposal for " + k;
-      return nullptr;
+  if (legacy && ltx > c->latest.state.txCountGlobal) c->legacy_tx = ltx;
+  if ((legacy || !lqueue.empty()) && rows.empty() && c->last_request_id == 0) {
+    std::vector<Bytes> all;
+    if (legacy) all.push_back(lprop);
+    all.insert(all.end(), lqueue.begin(), lqueue.end());
+    for (auto& b : all) {
+      Request q;
+      if (decode_channel_update(b.data(), b.size(), q.update) != Status::Ok) {
+        txerr_ = "corrupt stored legacy proposal for " + k;
+        return nullptr;
+      }
+      q.update.txCountGlobal = 0;
+      c->requests.push_back(q);
     }
-    c->queued.push_back(qu);
+    c->legacy_unsaved = true;
+    logf("warn", k + ": " + std::to_string(all.size()) + " hub proposal(s) of an earlier version turned into requests");
+  } else if (legacy && c->legacy_tx == 0) {
+    c->legacy_unsaved = true;  // passed: the legacy row is deleted with the next write
   }
   Chan* raw = c.get();
   chans_[k] = std::move(c);
+  if (raw->outstanding()) timed_.insert(raw);
   return raw;
 }
 
 void Hub::nack(Chan& ch, uint64_t tx, Status s, std::vector<Out>& outs) {
-  mqtt::Reply r;
-  r.kind = mqtt::ReplyKind::Nack;
+  Reply r = reply_make(ReplyKind::Nack);
   r.txCountGlobal = tx <= kMaxCounter ? tx : 0;
   r.status = s == Status::Ok ? Status::BadArgs : s;
   r.state = ch.latest;
@@ -450,8 +508,7 @@ void Hub::nack(Chan& ch, uint64_t tx, Status s, std::vector<Out>& outs) {
 }
 
 void Hub::handle_sync(Chan& ch, std::vector<Out>& outs) {
-  mqtt::Reply r;
-  r.kind = mqtt::ReplyKind::Sync;
+  Reply r = reply_make(ReplyKind::Sync);
   r.txCountGlobal = ch.latest.state.txCountGlobal;
   r.state = ch.latest;
   Out o;
@@ -460,15 +517,10 @@ void Hub::handle_sync(Chan& ch, std::vector<Out>& outs) {
   o.corr = r.txCountGlobal;
   o.has_corr = true;
   outs.push_back(std::move(o));
-  if (ch.has_proposal) {
-    Out p;
-    p.topic = mqtt::topic_request(ch.user);
-    p.payload = ch.proposal.request;
-    p.response_topic = mqtt::topic_hub_reply(hub_, ch.user);
-    p.corr = ch.proposal.tx;
-    p.has_corr = true;
-    outs.push_back(std::move(p));
-  }
+  // The user (re)connected: the outstanding request again (after the Sync, so the
+  // session is synced when it arrives).
+  Out q;
+  if (ch.outstanding() && request_out(ch, q)) outs.push_back(std::move(q));
 }
 
 void Hub::handle_update(Chan& ch, const Bytes& payload, std::vector<Out>& outs) {
@@ -510,12 +562,6 @@ void Hub::handle_update(Chan& ch, const Bytes& payload, std::vector<Out>& outs) 
     }
     return;
   }
-  if (ch.has_proposal) {
-    // Our own proposal holds txCountGlobal latest+1: the user must answer it first.
-    nack(ch, u.txCountGlobal, Status::BadTxCount, outs);
-    handle_sync(ch, outs);
-    return;
-  }
   if (u.txCountGlobal > latest + 1) {
     // Early (reordered) delivery: keep it unsigned in memory until the gap fills.
     if (u.txCountGlobal - latest <= kReorderWindow) {
@@ -535,7 +581,7 @@ void Hub::handle_update(Chan& ch, const Bytes& payload, std::vector<Out>& outs) 
   apply_update(ch, u, payload, outs);
   if (tx_failed_) return;
   // Drain the reorder buffer.
-  while (!ch.future.empty() && !ch.has_proposal) {
+  while (!ch.future.empty()) {
     auto it = ch.future.begin();
     const uint64_t next = ch.latest.state.txCountGlobal + 1;
     if (it->first < next) {
@@ -564,14 +610,108 @@ void Hub::handle_update(Chan& ch, const Bytes& payload, std::vector<Out>& outs) 
   }
 }
 
-Status Hub::check_confirm(const Chan& ch, const ChannelState& next) {
-  if (!cm_) return cfg_.dev_skip_chain_checks ? Status::Ok : Status::Unauthorized;
+ChainFacts Hub::chain_facts(const Chan& ch, UpdateReason reason, bool& has_access) {
+  ChainFacts f{};
+  f.known = false;
+  has_access = cm_ != nullptr;
+  const bool asserts = reason == UpdateReason::ConfirmPending || reason == UpdateReason::Invalidation ||
+                       reason == UpdateReason::EmptyChannel;
+  if (!asserts) return f;
+  if (!cm_) {
+    if (cfg_.dev_skip_chain_checks && reason == UpdateReason::ConfirmPending) {
+      // DEV: as if the chain showed the pending operations executed.
+      has_access = true;
+      f.known = true;
+      f.txCountGlobal = ch.latest.state.txCountGlobal;
+      f.txCountChain = ch.latest.state.txCountChain;
+      f.status = ChainChannelStatus::Open;
+      f.emptied = false;
+      f.blockTime = unix_now();
+    }
+    return f;
+  }
   auto oc = cm_->channel(ch.user);
   if (!oc.ok()) {
-    logf("warn", ch.key + ": ConfirmPending: cannot read the chain: " + oc.error().to_string());
-    return Status::IoError;
+    logf("warn", ch.key + ": " + update_reason_name(reason) + ": cannot read the chain: " + oc.error().to_string());
+    return f;
   }
-  if (oc->txCountChain < next.txCountChain) return Status::PendingOperation;
+  auto blk = rpc_->block_by_number("latest");
+  if (!blk.ok()) {
+    logf("warn", ch.key + ": cannot read the latest block: " + blk.error().to_string());
+    return f;
+  }
+  f.known = true;
+  f.txCountGlobal = oc->txCountGlobal;
+  f.txCountChain = oc->txCountChain;
+  f.status = oc->status == chain::ChannelStatus::Open ? ChainChannelStatus::Open : ChainChannelStatus::InDispute;
+  // emptyChannel(WithChallenge) completed: no dispute, nothing left in the channel, and a
+  // state was applied on chain (txCount[0] > 0).
+  f.emptied = oc->status == chain::ChannelStatus::Open && oc->weiTotal.is_zero() && oc->tokenTotal.is_zero() &&
+              oc->txCountGlobal > 0 && oc->channelClosingTime == 0 && oc->threadCount == 0;
+  f.blockTime = blk->timestamp;
+  return f;
+}
+
+Status Hub::check_policy(Chan& ch, const ChannelUpdate& u) {
+  const ChannelState& prev = ch.latest.state;
+  if (ch.legacy_tx != 0 && u.txCountGlobal == ch.legacy_tx &&
+      (ch.requests.empty() || !policy_update_matches(ch.requests.front().update, u)))
+    return Status::NotRequested;  // only the update of the earlier hub-signed proposal here
+  std::vector<ChannelUpdate> reqs;
+  reqs.reserve(ch.requests.size());
+  for (const auto& r : ch.requests) reqs.push_back(r.update);
+  HubPolicyInput in{};
+  in.requests = reqs.data();
+  in.requestCount = reqs.size();
+  in.rate = rate_;
+  in.now = unix_now();
+  // Inventory: what the hub holds in this channel beyond what its thread mirrors need.
+  U256 mtok = U256::zero();
+  const U256 mwei = mirrored_wei(ch, &mtok);
+  if (u256_sub(prev.balanceWeiHub, mwei, in.inventoryWei) != Status::Ok) in.inventoryWei = U256::zero();
+  if (u256_sub(prev.balanceTokenHub, mtok, in.inventoryToken) != Status::Ok) in.inventoryToken = U256::zero();
+  in.chain = chain_facts(ch, u.reason, in.hasChainAccess);
+  in.limits = policy_limits_default();
+  Status s = policy_hub_countersigns(in, prev, u);
+  if (s != Status::Ok) return s;
+
+  const ThreadState& t = u.thread.thread.state;
+  if (u.reason == UpdateReason::OpenThread && t.sender == ch.user) {
+    // Payer channel: the hub must be able to lock the same amount in the receiver's
+    // channel. Wei it lacks is deposited first (chain connection) and the mirror waits in
+    // the stored requests; without a chain, or for tokens (the hub deposits no tokens),
+    // the payer's OpenThread is refused before the hub countersigns it, so the payer's
+    // funds are never locked for a thread that cannot be mirrored.
+    if (t.receiver == hub_ || t.receiver.is_zero()) return Status::WrongParty;  // nobody to mirror it to
+    Chan* payee = channel(t.receiver);
+    if (!payee) {
+      tx_failed_ = true;
+      return Status::IoError;
+    }
+    if (payee == &ch) return Status::Underflow;
+    U256 tok = U256::zero(), wei = mirrored_wei(*payee, &tok), need_wei{}, need_tok{};
+    if (u256_add(wei, t.balanceWeiSender, need_wei) != Status::Ok ||
+        u256_add(tok, t.balanceTokenSender, need_tok) != Status::Ok)
+      return Status::Overflow;
+    if (need_tok > payee->latest.state.balanceTokenHub || (need_wei > payee->latest.state.balanceWeiHub && !cm_)) {
+      logf("warn", ch.key + ": OpenThread refused: payee " + payee->key + " lacks hub collateral (" +
+                       json::amount_text(need_wei) + " wei needed, " +
+                       json::amount_text(payee->latest.state.balanceWeiHub) + " held" +
+                       (cm_ ? ", tokens are not deposited by the hub)" : ", no --rpc-url to deposit)"));
+      return Status::Underflow;
+    }
+  }
+  if (u.reason == UpdateReason::CloseThread && t.receiver == ch.user) {
+    // Payee channel: the payer's channel must still hold the thread, or the hub would pay
+    // the payee without being able to collect from the payer.
+    Chan* payer = channel(t.sender);
+    if (!payer) {
+      tx_failed_ = true;
+      return Status::IoError;
+    }
+    if (payer == &ch) return Status::Unauthorized;
+    if (thread_set_find(payer->set(), t.sender, t.receiver, t.threadId) < 0) return Status::ThreadNotFound;
+  }
   return Status::Ok;
 }
 
@@ -585,70 +725,14 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
   if (pre != nullptr) {
     next = pre->next;
     h = pre->hash;
-  }
-  if (s == Status::Ok && u.reason == UpdateReason::ConfirmPending) {
-    s = check_confirm(ch, next);
-    if (s == Status::Unauthorized)
-      logf("warn", ch.key + ": ConfirmPending refused: no --rpc-url to check the chain");
-  }
-  if (s == Status::Ok && u.reason == UpdateReason::OpenThread) {
-    // Payer channel (user = sender): the hub must be able to lock the same amount in the
-    // receiver's channel.
-    const ThreadState& t = u.thread.thread.state;
-    if (t.sender == ch.user) {
-      Chan* payee = channel(t.receiver);
-      if (!payee) {
-        tx_failed_ = true;
-        return false;
-      }
-      if (payee == &ch) {
-        s = Status::Underflow;
-      } else {
-        // The hub mirrors the thread in the payee's channel after the OpenThreads already
-        // outstanding or queued there. Wei it lacks is deposited first (chain connection)
-        // and the mirror waits in the stored queue; without a chain, or for tokens (the
-        // hub deposits no tokens), the payer's OpenThread is refused before the hub
-        // countersigns it, so the payer's funds are never locked for a thread that cannot
-        // be mirrored.
-        U256 tok = U256::zero(), wei = mirrored_wei(*payee, &tok), need_wei{}, need_tok{};
-        if (u256_add(wei, t.balanceWeiSender, need_wei) != Status::Ok ||
-            u256_add(tok, t.balanceTokenSender, need_tok) != Status::Ok) {
-          s = Status::Overflow;
-        } else if (need_tok > payee->latest.state.balanceTokenHub ||
-                   (need_wei > payee->latest.state.balanceWeiHub && !cm_)) {
-          s = Status::Underflow;
-          logf("warn", ch.key + ": OpenThread refused: payee " + payee->key + " lacks hub collateral (" +
-                           json::amount_text(need_wei) + " wei needed, " +
-                           json::amount_text(payee->latest.state.balanceWeiHub) + " held" +
-                           (cm_ ? ", tokens are not deposited by the hub)" : ", no --rpc-url to deposit)"));
-        }
-      }
-    } else {
-      s = Status::Unauthorized;  // a user opens threads only as their sender
-    }
-  }
-  if (s == Status::Ok && u.reason == UpdateReason::CloseThread) {
-    // The payee closes (docs/mqtt-protocol.md): it holds the latest thread state, the hub
-    // does not, so a payer could close with an older state than the payee's and leave the
-    // hub paying the payee more than it collects. A payer may close a thread only while
-    // the payee's channel has never had it (the hub's OpenThread there never happened).
-    const ThreadState& t = u.thread.thread.state;
-    Chan* other = channel(t.sender == ch.user ? t.receiver : t.sender);
-    if (!other) {
-      tx_failed_ = true;
-      return false;
-    }
-    if (other == &ch) {
-      s = Status::Unauthorized;
-    } else if (t.sender == ch.user) {
-      if (thread_known(*other, t)) s = Status::Unauthorized;
-    } else {
-      // Payee channel: the payer's channel must still hold the thread, or the hub would
-      // pay the payee without being able to collect from the payer.
-      if (thread_set_find(other->set(), t.sender, t.receiver, t.threadId) < 0) s = Status::ThreadNotFound;
-    }
+  } else if (s == Status::Ok) {
+    s = check_policy(ch, u);
+    if (tx_failed_) return false;
   }
   if (s != Status::Ok) {
+    if (u.reason != UpdateReason::Payment || cfg_.verbose)
+      logf("warn", ch.key + ": refused the user's " + std::string(update_reason_name(u.reason) ? update_reason_name(u.reason) : "?") +
+                       " tx " + std::to_string(u.txCountGlobal) + ": " + status_name(s));
     nack(ch, u.txCountGlobal, s, outs);
     return false;
   }
@@ -668,16 +752,19 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
     nack(ch, u.txCountGlobal, ts_s, outs);
     return false;
   }
-  const ChannelState prev = ch.latest.state;
   ch.thread_count = ts.count;
   ch.latest = signed_state;
-  mqtt::Reply r;
-  r.kind = mqtt::ReplyKind::Ack;
+  if (ch.legacy_tx != 0 && ch.latest.state.txCountGlobal >= ch.legacy_tx) {
+    ch.legacy_tx = 0;
+    ch.legacy_unsaved = true;  // the legacy row goes with the next write of the requests
+  }
+  Reply r = reply_make(ReplyKind::Ack);
   r.txCountGlobal = u.txCountGlobal;
   r.sig = signed_state.sigHub;
   Bytes rep = reply_bytes(r);
   std::string err;
-  if (!store_.insert_update(ch.key, u.txCountGlobal, payload, rep, encode_state(signed_state), err)) {
+  const Bytes st_wire = encode_state(signed_state);
+  if (!store_.insert_update(ch.key, u.txCountGlobal, payload, rep, st_wire, err)) {
     txerr_ = err;
     tx_failed_ = true;
     return false;
@@ -693,21 +780,40 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
   outs.push_back(std::move(o));
   if (cfg_.verbose)
     logf("info", ch.key + ": " + update_reason_name(u.reason) + " tx " + std::to_string(u.txCountGlobal) + " signed");
-  after_accept(ch, u, prev, outs);
-  return true;
-}
-
-bool Hub::thread_known(Chan& ch, const ThreadState& t) {
-  auto same = [&](const ChannelUpdate& p) {
-    const ThreadState& q = p.thread.thread.state;
-    return p.reason == UpdateReason::OpenThread && q.sender == t.sender && q.receiver == t.receiver &&
-           q.threadId == t.threadId;
-  };
-  if (thread_set_find(ch.set(), t.sender, t.receiver, t.threadId) >= 0) return true;
-  if (ch.has_proposal && same(ch.proposal.update)) return true;
-  for (const auto& q : ch.queued)
-    if (same(q)) return true;
-  return false;
+  // A request the user fulfilled is done (the outstanding one or one still queued).
+  bool changed = false;
+  for (size_t i = 0; i < ch.requests.size(); ++i) {
+    if (!policy_update_matches(ch.requests[i].update, u)) continue;
+    if (i == 0 && ch.requests[0].id != 0) {
+      ch.nacks = 0;
+      ch.resend_at_ms = 0;
+      timed_.erase(&ch);
+    }
+    ch.requests.erase(ch.requests.begin() + static_cast<long>(i));
+    changed = true;
+    break;
+  }
+  // A collateral deposit the hub requested, now countersigned: a job for the chain,
+  // stored in the same transaction as the countersignature, so a crash before
+  // hubAuthorizedUpdate (or before the ConfirmPending) does not lose it.
+  if (u.reason == UpdateReason::ProposePendingDeposit &&
+      (!u.deposit.depositWeiHub.is_zero() || !u.deposit.depositTokenHub.is_zero())) {
+    if (!store_.save_deposit(ch.key, signed_state.state.txCountGlobal, st_wire, err)) {
+      txerr_ = err;
+      tx_failed_ = true;
+      return false;
+    }
+    DepositJob j;
+    j.user = ch.user;
+    j.state = signed_state;
+    deposit_jobs_.push_back(j);
+  }
+  if (changed) persist_requests(ch);
+  if (tx_failed_) return false;
+  after_accept(ch, u, outs);
+  if (tx_failed_) return false;
+  pump(ch, outs);
+  return !tx_failed_;
 }
 
 void Hub::persist_channel(Chan& ch) {
@@ -719,40 +825,44 @@ void Hub::persist_channel(Chan& ch) {
   ch.dirty = true;
 }
 
-void Hub::after_accept(Chan& ch, const ChannelUpdate& u, const ChannelState&, std::vector<Out>& outs) {
-  if (u.reason == UpdateReason::OpenThread && u.thread.thread.state.sender == ch.user) {
-    // Payer opened a thread: open it in the payee's channel (hub collateral locked).
-    Chan* payee = channel(u.thread.thread.state.receiver);
+void Hub::after_accept(Chan& ch, const ChannelUpdate& u, std::vector<Out>& outs) {
+  const ThreadState& t = u.thread.thread.state;
+  if (u.reason == UpdateReason::OpenThread && t.sender == ch.user) {
+    // The payer opened a thread: the hub asks the payee to open its mirror (hub funds
+    // locked in the payee's channel).
+    Chan* payee = channel(t.receiver);
     if (!payee) {
       tx_failed_ = true;
       return;
     }
     ChannelUpdate p = channel_update_make(UpdateReason::OpenThread);
     p.thread = u.thread;
-    propose(*payee, p, outs);
-  } else if (u.reason == UpdateReason::CloseThread && u.thread.thread.state.receiver == ch.user) {
-    // Payee closed a thread: close it in the payer's channel with the same final state.
-    Chan* payer = channel(u.thread.thread.state.sender);
+    add_request(*payee, p);
+    if (!tx_failed_) pump(*payee, outs);
+  } else if (u.reason == UpdateReason::CloseThread && t.receiver == ch.user) {
+    // The payee closed a thread: the hub asks the payer to close it with the same final
+    // state (the hub collects what it paid the payee).
+    Chan* payer = channel(t.sender);
     if (!payer) {
       tx_failed_ = true;
       return;
     }
     ChannelUpdate p = channel_update_make(UpdateReason::CloseThread);
     p.thread = u.thread;
-    propose(*payer, p, outs);
+    add_request(*payer, p);
+    if (!tx_failed_) pump(*payer, outs);
   }
 }
 
 U256 Hub::mirrored_wei(const Chan& ch, U256* tokens) const {
   U256 wei = U256::zero(), tok = U256::zero();
-  auto add = [&](const ChannelUpdate& q) {
-    if (q.reason != UpdateReason::OpenThread) return;
+  for (const auto& r : ch.requests) {
+    const ChannelUpdate& q = r.update;
+    if (q.reason != UpdateReason::OpenThread || q.thread.thread.state.receiver != ch.user) continue;
     U256 a{};
     if (u256_add(wei, q.thread.thread.state.balanceWeiSender, a) == Status::Ok) wei = a;
     if (u256_add(tok, q.thread.thread.state.balanceTokenSender, a) == Status::Ok) tok = a;
-  };
-  if (ch.has_proposal) add(ch.proposal.update);
-  for (const auto& q : ch.queued) add(q);
+  }
   if (tokens) *tokens = tok;
   return wei;
 }
@@ -763,13 +873,15 @@ void Hub::ensure_collateral(Chan& payee, std::vector<Out>& outs) {
   U256 have = payee.latest.state.balanceWeiHub, t{};
   bool in_flight = !payee.latest.state.pendingDepositWeiHub.is_zero();
   if (in_flight && u256_add(have, payee.latest.state.pendingDepositWeiHub, t) == Status::Ok) have = t;
-  auto count = [&](const ChannelUpdate& q) {
-    if (q.reason != UpdateReason::ProposePendingDeposit) return;
+  for (const auto& r : payee.requests) {
+    const ChannelUpdate& q = r.update;
+    if (q.reason == UpdateReason::ConfirmPending) in_flight = true;
+    if (q.reason != UpdateReason::ProposePendingDeposit) continue;
     in_flight = true;
     if (u256_add(have, q.deposit.depositWeiHub, t) == Status::Ok) have = t;
-  };
-  if (payee.has_proposal) count(payee.proposal.update);
-  for (const auto& q : payee.queued) count(q);
+  }
+  for (const auto& j : deposit_jobs_)
+    if (j.user == payee.user) in_flight = true;
   if (need <= have || in_flight) return;  // enough, or the next round starts when this deposit lands
   U256 shortfall{};
   if (u256_sub(need, have, shortfall) != Status::Ok) return;
@@ -777,131 +889,75 @@ void Hub::ensure_collateral(Chan& payee, std::vector<Out>& outs) {
   for (int i = 0; i < 4096 && amount < shortfall; ++i)
     if (u256_add(amount, collateral_, t) == Status::Ok) amount = t;
   if (amount < shortfall) amount = shortfall;
-  logf("info", payee.key + ": depositing " + json::amount_text(amount) + " wei hub collateral for " +
+  logf("info", payee.key + ": requesting a deposit of " + json::amount_text(amount) + " wei hub collateral for " +
                    json::amount_text(need) + " wei of threads to mirror (" + json::amount_text(have) + " held)");
   ChannelUpdate p = channel_update_make(UpdateReason::ProposePendingDeposit);
   p.deposit.depositWeiHub = amount;
-  p.deposit.timeout = static_cast<uint64_t>(std::time(nullptr)) + 3600;
-  propose(payee, p, outs, true);
+  p.deposit.timeout = unix_now() + kDepositTimeoutSeconds;  // set again when it is sent
+  add_request(payee, p, true);
+  (void)outs;  // sent by the caller's pump
 }
 
-Status Hub::try_propose(Chan& ch, const ChannelUpdate& u0, std::vector<Out>& outs) {
+void Hub::add_request(Chan& ch, const ChannelUpdate& u0, bool front) {
+  Request r;
+  r.update = u0;
+  r.update.txCountGlobal = 0;
+  if (front) {
+    auto pos = ch.requests.begin();
+    if (ch.outstanding()) ++pos;
+    ch.requests.insert(pos, r);
+  } else {
+    ch.requests.push_back(r);
+  }
+  persist_requests(ch);  // same transaction as the update that made it necessary
+}
+
+Status Hub::request_applies(Chan& ch, const ChannelUpdate& u0) {
   ChannelUpdate u = u0;
+  u.txCountGlobal = ch.latest.state.txCountGlobal + 1;
   ChannelContext ctx{hub_};
-  ThreadSet ts = ch.set();
   ChannelState next{};
-  Status s = channel_propose(ctx, signer_, key_, Party::Hub, ch.latest.state, ts, u, next);
-  if (s != Status::Ok) return s;
-  uint8_t buf[kMaxChannelUpdateWire];
-  size_t n = 0;
-  s = encode_channel_update(u, buf, sizeof buf, &n);
-  if (s != Status::Ok) return s;
-  ch.has_proposal = true;
-  ch.proposal.tx = u.txCountGlobal;
-  ch.proposal.update = u;
-  ch.proposal.request.assign(buf, buf + n);
-  ch.proposal.state = SignedChannelState{};
-  ch.proposal.state.state = next;
-  ch.proposal.state.hasSigHub = true;
-  ch.proposal.state.sigHub = u.sig;
-  std::string err;
-  // Persisted (in this batch's transaction) before the request leaves after COMMIT.
-  if (!store_.save_proposal(ch.key, u.txCountGlobal, ch.proposal.request, encode_state(ch.proposal.state), err)) {
-    txerr_ = err;
-    tx_failed_ = true;
-    return Status::IoError;
-  }
-  ch.dirty = true;
-  outs.push_back(request_out(ch));
-  if (cfg_.verbose) logf("info", ch.key + ": proposed " + update_reason_name(u.reason) + " tx " + std::to_string(u.txCountGlobal));
-  return Status::Ok;
-}
-
-// Whether a queued update that cannot be proposed now may succeed later (it waits).
-static bool waits(const ChannelUpdate& u, Status s) {
-  return (u.reason == UpdateReason::OpenThread && s == Status::Underflow) ||
-         (u.reason == UpdateReason::ProposePendingDeposit && s == Status::PendingOperation);
-}
-
-void Hub::propose(Chan& ch, const ChannelUpdate& u0, std::vector<Out>& outs, bool front) {
-  if (ch.has_proposal) {
-    if (front) ch.queued.push_front(u0);
-    else ch.queued.push_back(u0);
-    persist_queue(ch);  // same transaction as the update that made it necessary
-    return;
-  }
-  Status s = try_propose(ch, u0, outs);
-  if (s == Status::Ok || tx_failed_) return;
-  if (waits(u0, s)) {
-    // An accepted thread is never dropped: it waits (stored) for the collateral.
-    if (front) ch.queued.push_front(u0);
-    else ch.queued.push_back(u0);
-    persist_queue(ch);
-    if (u0.reason == UpdateReason::OpenThread) ensure_collateral(ch, outs);
-    return;
-  }
-  logf("warn", ch.key + ": cannot propose " + update_reason_name(u0.reason) + ": " + status_name(s));
-}
-
-void Hub::handle_reply(Chan& ch, const Bytes& payload, std::vector<Out>& outs) {
-  mqtt::Reply r;
-  if (mqtt::decode_reply(payload.data(), payload.size(), r) != Status::Ok) return;
-  if (!ch.has_proposal || r.txCountGlobal != ch.proposal.tx) return;  // stale or forged
-  if (r.kind == mqtt::ReplyKind::Nack) {
-    logf("warn", ch.key + ": user refused our " + update_reason_name(ch.proposal.update.reason) + " tx " +
-                     std::to_string(r.txCountGlobal) + ": " + status_name(r.status));
-    return;
-  }
-  if (r.kind != mqtt::ReplyKind::Ack) return;
-  const Hash32 h = channel_hash(ch.proposal.state.state);
-  if (signer_.verify_eth(h, r.sig, ch.user) != Status::Ok) return;  // forged countersignature
-  ThreadSet ts = ch.set();
-  if (thread_set_apply(ts, ch.proposal.update) != Status::Ok) {
-    logf("warn", ch.key + ": thread set refused our own proposal");
-    return;
-  }
-  ch.thread_count = ts.count;
-  SignedChannelState st = ch.proposal.state;
-  st.hasSigUser = true;
-  st.sigUser = r.sig;
-  ch.latest = st;
-  ch.has_proposal = false;
-  std::string err;
-  const bool deposit = ch.proposal.update.reason == UpdateReason::ProposePendingDeposit;
-  const Bytes st_wire = encode_state(st);
-  // A countersigned collateral deposit is a job for the chain: stored in the same
-  // transaction as the countersignature, so a crash before hubAuthorizedUpdate (or
-  // before the ConfirmPending) does not lose it (reloaded at start).
-  if (!store_.insert_update(ch.key, st.state.txCountGlobal, ch.proposal.request, payload, st_wire, err) ||
-      !store_.delete_proposal(ch.key, err) ||
-      (deposit && !store_.save_deposit(ch.key, st.state.txCountGlobal, st_wire, err))) {
-    txerr_ = err;
-    tx_failed_ = true;
-    return;
-  }
-  persist_channel(ch);
-  if (cfg_.verbose) logf("info", ch.key + ": our " + update_reason_name(ch.proposal.update.reason) + " countersigned");
-  if (deposit) {
-    DepositJob j;
-    j.user = ch.user;
-    j.state = st;
-    deposit_jobs_.push_back(j);
-  }
-  pump(ch, outs);
+  return channel_next_state(ctx, ch.latest.state, ch.set(), u, next);
 }
 
 void Hub::pump(Chan& ch, std::vector<Out>& outs) {
-  if (ch.has_proposal || ch.queued.empty()) return;
-  // The first queued update that applies now goes out; an OpenThread waiting for
-  // collateral (or a deposit waiting for a pending operation) stays queued.
+  bool changed = false;
+  if (ch.outstanding()) {
+    // Still wanted? A request that can no longer apply to the latest state (e.g. the user
+    // confirmed the deposit itself) is dropped: the user's session proposes on the same
+    // latest state, so no proposal of it can be in flight.
+    const Status s = request_applies(ch, ch.requests.front().update);
+    if (s == Status::Ok || waits(ch.requests.front().update, s)) return;
+    logf("warn", ch.key + ": request " + std::to_string(ch.requests.front().id) + " (" +
+                     update_reason_name(ch.requests.front().update.reason) + ") no longer applies (" + status_name(s) +
+                     "): dropped");
+    ch.requests.pop_front();
+    ch.nacks = 0;
+    ch.resend_at_ms = 0;
+    timed_.erase(&ch);
+    changed = true;
+  }
+  // The first request that applies now goes out; an OpenThread waiting for collateral (or
+  // anything waiting for a pending operation) stays.
   bool waiting_thread = false;
-  for (size_t i = 0; i < ch.queued.size();) {
-    const ChannelUpdate q = ch.queued[i];
-    Status s = try_propose(ch, q, outs);
-    if (tx_failed_) return;
+  for (size_t i = 0; i < ch.requests.size();) {
+    const ChannelUpdate q = ch.requests[i].update;
+    const Status s = request_applies(ch, q);
     if (s == Status::Ok) {
-      ch.queued.erase(ch.queued.begin() + static_cast<long>(i));
-      persist_queue(ch);
+      Request r = ch.requests[i];
+      ch.requests.erase(ch.requests.begin() + static_cast<long>(i));
+      if (r.update.reason == UpdateReason::ProposePendingDeposit)
+        r.update.deposit.timeout = unix_now() + kDepositTimeoutSeconds;
+      r.id = ++ch.last_request_id;
+      ch.requests.push_front(r);
+      ch.nacks = 0;
+      persist_requests(ch);  // the id is stored before the request leaves (after COMMIT)
+      if (tx_failed_) return;
+      Out o;
+      if (request_out(ch, o)) outs.push_back(std::move(o));
+      schedule_resend(ch, kResendMs);
+      if (cfg_.verbose)
+        logf("info", ch.key + ": request " + std::to_string(r.id) + " " + update_reason_name(r.update.reason));
       return;
     }
     if (waits(q, s)) {
@@ -909,48 +965,123 @@ void Hub::pump(Chan& ch, std::vector<Out>& outs) {
       ++i;
       continue;
     }
-    logf("ERROR", ch.key + ": queued " + update_reason_name(q.reason) + " can never apply (" + status_name(s) +
+    logf("ERROR", ch.key + ": requested " + update_reason_name(q.reason) + " can never apply (" + status_name(s) +
                       "): dropped");
-    ch.queued.erase(ch.queued.begin() + static_cast<long>(i));
-    persist_queue(ch);
-    if (tx_failed_) return;
+    ch.requests.erase(ch.requests.begin() + static_cast<long>(i));
+    changed = true;
   }
-  if (waiting_thread) ensure_collateral(ch, outs);
+  if (changed) persist_requests(ch);
+  if (waiting_thread && !tx_failed_) {
+    const size_t before = ch.requests.size();
+    ensure_collateral(ch, outs);
+    if (ch.requests.size() != before && !tx_failed_) pump(ch, outs);
+  }
 }
 
-void Hub::persist_queue(Chan& ch) {
-  std::vector<Bytes> items;
-  for (ChannelUpdate q : ch.queued) {
-    // Unsigned (propose() signs it when its turn comes): a placeholder signature, no
-    // meaning, so the wire codec takes it.
-    q.sig = Signature{};
-    q.sig.v = 27;
-    q.txCountGlobal = 0;
-    uint8_t buf[kMaxChannelUpdateWire];
-    size_t n = 0;
-    if (encode_channel_update(q, buf, sizeof buf, &n) != Status::Ok) {
-      txerr_ = ch.key + ": cannot encode a queued proposal";
+void Hub::persist_requests(Chan& ch) {
+  std::vector<Store::RequestRow> rows;
+  rows.reserve(ch.requests.size());
+  for (const auto& r : ch.requests) {
+    Store::RequestRow row;
+    row.id = r.id;
+    if (!update_wire(r.update, row.update)) {
+      txerr_ = ch.key + ": cannot encode a request";
       tx_failed_ = true;
       return;
     }
-    items.emplace_back(buf, buf + n);
+    rows.push_back(std::move(row));
   }
   std::string err;
-  if (!store_.save_queue(ch.key, items, err)) {
+  if (!store_.save_requests(ch.key, ch.last_request_id, rows, err)) {
     txerr_ = err;
     tx_failed_ = true;
+    return;
+  }
+  if (ch.legacy_unsaved && ch.legacy_tx == 0) {
+    if (!store_.delete_legacy(ch.key, err)) {
+      txerr_ = err;
+      tx_failed_ = true;
+      return;
+    }
+    ch.legacy_unsaved = false;
   }
   ch.dirty = true;
 }
 
-Hub::Out Hub::request_out(const Chan& ch) const {
-  Out o;
+bool Hub::request_out(Chan& ch, Out& o) {
+  if (!ch.outstanding()) return false;
+  HubRequest q{};
+  q.contractAddress = contract_;
+  q.user = ch.user;
+  q.requestId = ch.requests.front().id;
+  q.update = ch.requests.front().update;
+  q.update.txCountGlobal = 0;
+  q.update.sig = Signature{};
+  uint8_t buf[kMaxHubRequestWire];
+  size_t n = 0;
+  Status s = hub_request_sign(signer_, key_, q);
+  if (s == Status::Ok) s = encode_hub_request(q, buf, sizeof buf, &n);
+  if (s != Status::Ok) {
+    logf("ERROR", ch.key + ": cannot sign request " + std::to_string(q.requestId) + ": " + status_name(s));
+    return false;
+  }
   o.topic = mqtt::topic_request(ch.user);
-  o.payload = ch.proposal.request;
+  o.payload.assign(buf, buf + n);
   o.response_topic = mqtt::topic_hub_reply(hub_, ch.user);
-  o.corr = ch.proposal.tx;
+  o.corr = q.requestId;
   o.has_corr = true;
-  return o;
+  return true;
+}
+
+void Hub::schedule_resend(Chan& ch, uint64_t delay_ms) {
+  ch.resend_at_ms = now_ms() + delay_ms;
+  timed_.insert(&ch);
+}
+
+void Hub::handle_reply(Chan& ch, const Bytes& payload, std::vector<Out>&) {
+  Reply r = reply_make(ReplyKind::Ack);
+  const Status s = decode_reply(payload.data(), payload.size(), r);
+  if (s != Status::Ok || r.kind != ReplyKind::RequestNack) {
+    // The hub proposes nothing, so it takes no Ack or Nack: a replayed answer to a
+    // hub-signed proposal of an earlier version is ignored.
+    if (cfg_.verbose) logf("info", ch.key + ": ignored a reply on the hub's reply topic");
+    return;
+  }
+  if (!ch.outstanding() || r.txCountGlobal != ch.requests.front().id) return;  // stale or forged
+  // A RequestNack carries no signature (anyone who can publish here could send one), so
+  // it never drops a request: the request is re-sent after a backoff (1 s doubling up to
+  // 60 s). A request the user can never accept stays outstanding and is counted in the
+  // channel's status; what cannot apply any more is dropped by pump() from the hub's own
+  // state.
+  ++ch.nacks;
+  ++ch.nacks_total;
+  ch.last_nack = r.status;
+  const uint64_t delay = std::min<uint64_t>(kNackBackoffMaxMs, 1000ull << std::min(ch.nacks - 1, 6u));
+  logf("warn", ch.key + ": user refused request " + std::to_string(r.txCountGlobal) + " (" +
+                   update_reason_name(ch.requests.front().update.reason) + "): " + status_name(r.status) +
+                   "; again in " + std::to_string(delay / 1000) + " s");
+  schedule_resend(ch, delay);
+  ch.dirty = true;
+}
+
+void Hub::request_timers() {
+  if (timed_.empty()) return;
+  const uint64_t now = now_ms();
+  std::vector<Out> outs;
+  for (auto it = timed_.begin(); it != timed_.end();) {
+    Chan* c = *it;
+    if (!c->outstanding()) {
+      it = timed_.erase(it);
+      continue;
+    }
+    if (c->resend_at_ms <= now) {
+      Out o;
+      if (request_out(*c, o)) outs.push_back(std::move(o));
+      c->resend_at_ms = now + kResendMs;
+    }
+    ++it;
+  }
+  publish_outs(outs);
 }
 
 void Hub::publish_outs(std::vector<Out>& outs) {
@@ -964,10 +1095,10 @@ void Hub::publish_outs(std::vector<Out>& outs) {
 }
 
 void Hub::recover() {
-  // Outstanding and queued proposals survive a crash (stored with the update that made
-  // them): re-send the outstanding ones, propose the head of a queue left without one.
+  // Requests survive a crash (stored with the update that made them): re-send the
+  // outstanding ones, send the next of the others.
   if (recover_users_.empty()) return;
-  if (!mqtt_->wait_connected(15000)) logf("warn", "recovering hub proposals before the broker connection is up");
+  if (!mqtt_->wait_connected(15000)) logf("warn", "recovering hub requests before the broker connection is up");
   std::vector<Out> outs;
   std::string err;
   tx_failed_ = false;
@@ -984,10 +1115,13 @@ void Hub::recover() {
       tx_failed_ = true;
       break;
     }
-    if (ch->has_proposal) {
-      outs.push_back(request_out(*ch));
+    if (ch->legacy_unsaved) persist_requests(*ch);
+    if (ch->outstanding()) {
+      Out o;
+      if (request_out(*ch, o)) outs.push_back(std::move(o));
+      schedule_resend(*ch, kResendMs);
       ++resent;
-    } else if (!ch->queued.empty()) {
+    } else if (!ch->requests.empty()) {
       pump(*ch, outs);
       ++resumed;
     }
@@ -999,7 +1133,7 @@ void Hub::recover() {
     fail("store: " + (err.empty() ? txerr_ : err));
     return;
   }
-  logf("info", "recovered hub proposals: " + std::to_string(resent) + " re-sent, " + std::to_string(resumed) +
+  logf("info", "recovered hub requests: " + std::to_string(resent) + " re-sent, " + std::to_string(resumed) +
                    " queues resumed");
   publish_outs(outs);
 }
@@ -1015,7 +1149,13 @@ void Hub::publish_status(Chan& ch) {
   cJSON_AddStringToObject(j, "balanceTokenHub", json::amount_text(s.balanceTokenHub).c_str());
   cJSON_AddStringToObject(j, "balanceTokenUser", json::amount_text(s.balanceTokenUser).c_str());
   cJSON_AddNumberToObject(j, "threadCount", static_cast<double>(s.threadCount));
-  cJSON_AddBoolToObject(j, "pendingProposal", ch.has_proposal);
+  cJSON_AddNumberToObject(j, "requests", static_cast<double>(ch.requests.size()));
+  cJSON_AddNumberToObject(j, "outstandingRequestId",
+                          static_cast<double>(ch.outstanding() ? ch.requests.front().id : 0));
+  if (ch.outstanding())
+    cJSON_AddStringToObject(j, "outstandingRequest", update_reason_name(ch.requests.front().update.reason));
+  cJSON_AddNumberToObject(j, "requestNacks", static_cast<double>(ch.nacks_total));
+  if (ch.last_nack != Status::Ok) cJSON_AddStringToObject(j, "lastRequestNack", status_name(ch.last_nack));
   char* txt = cJSON_PrintUnformatted(j);
   if (txt) {
     mqtt_->publish(mqtt::topic_hub_status(hub_, ch.user), std::string(txt), 1, true);
@@ -1092,7 +1232,8 @@ bool Hub::run_deposit_job(DepositJob& j) {
   if (ch) {
     ChannelUpdate c = channel_update_make(UpdateReason::ConfirmPending);
     std::memcpy(c.chainTx.transactionHash.bytes, txh.bytes, 32);
-    propose(*ch, c, outs, true);  // ahead of the OpenThreads that wait for it
+    add_request(*ch, c, true);  // ahead of the OpenThreads that wait for it
+    if (!tx_failed_) pump(*ch, outs);
     if (!tx_failed_ && !store_.delete_deposit(ch->key, err)) {
       txerr_ = err;
       tx_failed_ = true;
@@ -1118,7 +1259,7 @@ void Hub::chain_jobs() {
   const uint64_t now = now_ms();
   for (auto& j : jobs) {
     if (j.next_try_ms <= now) {
-      if (run_deposit_job(j)) continue;  // done: ConfirmPending proposed, row deleted
+      if (run_deposit_job(j)) continue;  // done: ConfirmPending requested, row deleted
       if (fatal_.load()) return;
     }
     deposit_jobs_.push_back(j);  // kept (stored) for a later retry

@@ -19,6 +19,7 @@
 #include "picopay/channel.hpp"
 #include "picopay/mqtt/client.hpp"
 #include "picopay/mqtt/protocol.hpp"
+#include "picopay/policy.hpp"
 #include "picopay/signer.hpp"
 #include "store.hpp"
 
@@ -45,11 +46,12 @@ class Hub {
   void wait_until_stopped(const std::atomic<bool>& quit);
 
  private:
-  struct Proposal {
-    uint64_t tx = 0;
-    ChannelUpdate update{};
-    Bytes request;
-    SignedChannelState state{};
+  // A change the hub wants in a channel, asked for with a HubRequest (the user proposes
+  // it; docs/mqtt-protocol.md). `id` is 0 until the request is sent; at most one request
+  // per channel is sent and outstanding, and it is always the first.
+  struct Request {
+    uint64_t id = 0;
+    ChannelUpdate update{};  // reason + args (txCountGlobal 0)
   };
   struct Chan {
     Address user{};
@@ -59,14 +61,24 @@ class Hub {
     size_t thread_count = 0;
     std::vector<Hash32> scratch;
     std::map<uint64_t, std::vector<Bytes>> future;  // reorder buffer (unsigned, in memory)
-    bool has_proposal = false;
-    Proposal proposal;
-    std::deque<ChannelUpdate> queued;  // hub proposals waiting for the outstanding one (persisted)
+    std::deque<Request> requests;  // stored (table requests) with the update that changes them
+    uint64_t last_request_id = 0;  // stored (table request_ids)
+    // A hub-signed proposal of an earlier version is outstanding for this txCountGlobal:
+    // there the hub countersigns only a proposal of exactly that update (the same state),
+    // never another state with that txCountGlobal. 0 = none.
+    uint64_t legacy_tx = 0;
+    bool legacy_unsaved = false;  // legacy rows converted in memory, not yet stored as requests
+    // volatile: the outstanding request's re-send schedule and RequestNack counters
+    uint64_t resend_at_ms = 0;
+    unsigned nacks = 0;             // consecutive RequestNacks of the outstanding request
+    uint64_t nacks_total = 0;
+    Status last_nack = Status::Ok;
     bool dirty = false;
     std::chrono::steady_clock::time_point status_at{};  // last retained status publish
     ThreadSet set() {
       return ThreadSet{threads.data(), thread_count, threads.size(), scratch.data()};
     }
+    bool outstanding() const { return !requests.empty() && requests.front().id != 0; }
   };
   struct Out {
     std::string topic;
@@ -83,32 +95,44 @@ class Hub {
   Chan* channel(const Address& user);
   void handle_update(Chan& ch, const Bytes& payload, std::vector<Out>& outs);
   bool apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, std::vector<Out>& outs);
+  // A Reply on the hub's reply topic: a RequestNack of the outstanding request (counted,
+  // logged, re-sent after a backoff); anything else is ignored.
   void handle_reply(Chan& ch, const Bytes& payload, std::vector<Out>& outs);
   void handle_sync(Chan& ch, std::vector<Out>& outs);
-  void propose(Chan& ch, const ChannelUpdate& u, std::vector<Out>& outs, bool front = false);
   void nack(Chan& ch, uint64_t tx, Status s, std::vector<Out>& outs);
-  void after_accept(Chan& ch, const ChannelUpdate& u, const ChannelState& prev, std::vector<Out>& outs);
-  Status check_confirm(const Chan& ch, const ChannelState& next);
-  // Payee channel: if the OpenThreads outstanding and queued need more hub wei than the
-  // channel holds plus deposits on their way, proposes a deposit of the shortfall (rounded
-  // up to a multiple of the configured collateral) ahead of them.
+  // The hub-side checks of a user proposal that channel_accept passed: the signing policy
+  // (policy_hub_countersigns with the channel's requests, the rate, inventory and chain
+  // facts) and the cross-channel rules of threads.
+  Status check_policy(Chan& ch, const ChannelUpdate& u);
+  // The chain facts of `ch` for an update asserting one (reads the chain; dev: synthesised
+  // for ConfirmPending with --dev-skip-chain-checks). `has_access` false: no chain at all.
+  ChainFacts chain_facts(const Chan& ch, UpdateReason reason, bool& has_access);
+  void after_accept(Chan& ch, const ChannelUpdate& u, std::vector<Out>& outs);
+  // Payee channel: if the OpenThread mirrors requested need more hub wei than the channel
+  // holds plus deposits on their way, requests a deposit of the shortfall (rounded up to a
+  // multiple of the configured collateral) ahead of them.
   void ensure_collateral(Chan& payee, std::vector<Out>& outs);
-  // Hub wei the OpenThreads outstanding and queued in `ch` will lock.
+  // Hub wei (and tokens) the OpenThread mirrors requested in `ch` will lock.
   U256 mirrored_wei(const Chan& ch, U256* tokens = nullptr) const;
-  // Signs and stores u as the outstanding proposal (nothing outstanding). Returns the
-  // channel_propose status (Ok: request added to outs).
-  Status try_propose(Chan& ch, const ChannelUpdate& u, std::vector<Out>& outs);
-  void persist_channel(Chan& ch);
-  // Rewrites the channel's queued proposals in the current transaction.
-  void persist_queue(Chan& ch);
-  // Proposes the next queued update if nothing is outstanding.
+  // Adds a request (front: right after the outstanding one) and stores the requests.
+  void add_request(Chan& ch, const ChannelUpdate& u, bool front = false);
+  // Whether `u` applies to the channel's latest state now (channel_next_state).
+  Status request_applies(Chan& ch, const ChannelUpdate& u);
+  // Sends the next request if none is outstanding: the first that applies now (an
+  // OpenThread waiting for collateral or anything waiting for a pending operation stays);
+  // drops requests that can never apply (and an outstanding one that no longer does).
   void pump(Chan& ch, std::vector<Out>& outs);
-  Out request_out(const Chan& ch) const;
-  // At start: re-sends stored outstanding proposals, resumes stored queues.
+  // Rewrites the channel's stored requests in the current transaction.
+  void persist_requests(Chan& ch);
+  void persist_channel(Chan& ch);
+  // The outstanding request, signed (hub_request_sign), on the user's request topic.
+  bool request_out(Chan& ch, Out& o);
+  void schedule_resend(Chan& ch, uint64_t delay_ms);
+  // Re-sends outstanding requests whose timer expired (worker loop; no transaction).
+  void request_timers();
+  // At start: re-sends stored outstanding requests, sends the next of stored queues.
   void recover();
   void publish_outs(std::vector<Out>& outs);
-  // Whether `ch` has thread t open, or an OpenThread for it outstanding or queued.
-  bool thread_known(Chan& ch, const ThreadState& t);
   void publish_status(Chan& ch);
   // Publishes the retained status of channels changed since their last publish, at most
   // once per kStatusInterval per channel (all of them if `all`): a status message per
@@ -133,6 +157,8 @@ class Hub {
   Address hub_{};
   Address contract_{};
   U256 collateral_ = U256::zero();
+  HubRate rate_{};  // --exchange-rate (known false: no exchanges)
+  std::set<Chan*> timed_;  // channels with an outstanding request (re-send timers)
   Signer signer_;
   std::unique_ptr<ParallelAcceptor> pool_;
   // per batch: the pool's runs and, by (channel, txCountGlobal), the job and its payload
@@ -162,7 +188,7 @@ class Hub {
   std::unique_ptr<chain::Watchtower> tower_;
   // A collateral deposit the payee countersigned (stored in the deposits table with the
   // countersignature): chain_jobs() checks the chain, calls hubAuthorizedUpdate if the
-  // deposit has not happened, then proposes ConfirmPending and deletes the stored job.
+  // deposit has not happened, then requests ConfirmPending and deletes the stored job.
   struct DepositJob {
     Address user;
     SignedChannelState state;
@@ -172,7 +198,7 @@ class Hub {
   std::vector<DepositJob> deposit_jobs_;
   // Loads the stored deposit jobs (start).
   bool load_deposit_jobs(std::string& err);
-  // One job: true when it is finished (ConfirmPending proposed or queued, row deleted),
+  // One job: true when it is finished (ConfirmPending requested, row deleted),
   // false to keep it for a later retry.
   bool run_deposit_job(DepositJob& j);
   // Test-only fault injection (env PICOPAY_HUB_CRASH_AT): SIGKILLs this process at a

@@ -1,6 +1,7 @@
 #include "parallel.hpp"
 
 #include "picopay/hex.hpp"
+#include "picopay/policy.hpp"
 
 namespace picopay::hub {
 
@@ -34,6 +35,17 @@ void ParallelAcceptor::process(Signer& signer, ChannelRun& r) const {
   for (PaymentJob& j : r.jobs) {
     j.prev = prev;
     j.status = channel_accept(ctx_, signer, Party::Hub, prev, none, j.update, j.next, j.hash);
+    if (j.status == Status::Ok) {
+      // The signing policy (docs/signing-policy.md): a Payment to the hub is always fine;
+      // anything else the hub did not request (none here: requests are the serial pass's).
+      HubPolicyInput in{};
+      in.requests = nullptr;
+      in.requestCount = 0;
+      in.rate.known = false;
+      in.chain.known = false;
+      in.limits = policy_limits_default();
+      j.status = policy_hub_countersigns(in, prev, j.update);
+    }
     if (j.status == Status::Ok) j.status = signer.sign_eth(key_, j.hash, j.sigHub);
     if (j.status != Status::Ok) return;
     prev = j.next;

@@ -51,7 +51,8 @@ class ParallelAcceptor {
   ParallelAcceptor(const ParallelAcceptor&) = delete;
   ParallelAcceptor& operator=(const ParallelAcceptor&) = delete;
 
-  // Validates (channel_accept as the hub) and countersigns every job of every run; the
+  // Validates (channel_accept as the hub, then policy_hub_countersigns without requests:
+  // a Payment to the hub passes, any other reason is NotRequested) and countersigns every job of every run; the
   // runs are spread over the pool and the calling thread. Returns when all are done. A
   // run stops at its first refused update (later ones keep status BadArgs).
   void run(std::vector<ChannelRun>& runs);

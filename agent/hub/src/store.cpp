@@ -91,6 +91,10 @@ bool Store::open(const std::string& path, std::string& err) {
       !exec("CREATE TABLE IF NOT EXISTS queued(user TEXT NOT NULL, seq INTEGER NOT NULL, request BLOB NOT NULL,"
             " PRIMARY KEY(user, seq))",
             err) ||
+      !exec("CREATE TABLE IF NOT EXISTS requests(user TEXT NOT NULL, seq INTEGER NOT NULL, id INTEGER NOT NULL,"
+            " request BLOB NOT NULL, PRIMARY KEY(user, seq))",
+            err) ||
+      !exec("CREATE TABLE IF NOT EXISTS request_ids(user TEXT PRIMARY KEY, last INTEGER NOT NULL)", err) ||
       !exec("CREATE TABLE IF NOT EXISTS deposits(user TEXT PRIMARY KEY, tx INTEGER NOT NULL, state BLOB NOT NULL)",
             err))
     return false;
@@ -98,16 +102,19 @@ bool Store::open(const std::string& path, std::string& err) {
   save_ch_ = prep("INSERT OR REPLACE INTO channels(user, tx, state, threads) VALUES(?,?,?,?)", err);
   find_up_ = prep("SELECT request, reply FROM updates WHERE user=? AND tx=?", err);
   ins_up_ = prep("INSERT INTO updates(user, tx, request, reply, state) VALUES(?,?,?,?,?)", err);
-  load_pr_ = prep("SELECT tx, request, state FROM proposals WHERE user=?", err);
-  save_pr_ = prep("INSERT OR REPLACE INTO proposals(user, tx, request, state) VALUES(?,?,?,?)", err);
+  load_pr_ = prep("SELECT tx, request FROM proposals WHERE user=?", err);
   del_pr_ = prep("DELETE FROM proposals WHERE user=?", err);
   del_q_ = prep("DELETE FROM queued WHERE user=?", err);
-  ins_q_ = prep("INSERT INTO queued(user, seq, request) VALUES(?,?,?)", err);
   load_q_ = prep("SELECT request FROM queued WHERE user=? ORDER BY seq", err);
+  load_rq_ = prep("SELECT id, request FROM requests WHERE user=? ORDER BY seq", err);
+  del_rq_ = prep("DELETE FROM requests WHERE user=?", err);
+  ins_rq_ = prep("INSERT INTO requests(user, seq, id, request) VALUES(?,?,?,?)", err);
+  load_id_ = prep("SELECT last FROM request_ids WHERE user=?", err);
+  save_id_ = prep("INSERT OR REPLACE INTO request_ids(user, last) VALUES(?,?)", err);
   save_dep_ = prep("INSERT OR REPLACE INTO deposits(user, tx, state) VALUES(?,?,?)", err);
   del_dep_ = prep("DELETE FROM deposits WHERE user=?", err);
-  if (!(load_ch_ && save_ch_ && find_up_ && ins_up_ && load_pr_ && save_pr_ && del_pr_ && del_q_ && ins_q_ &&
-        load_q_ && save_dep_ && del_dep_))
+  if (!(load_ch_ && save_ch_ && find_up_ && ins_up_ && load_pr_ && del_pr_ && del_q_ && load_q_ && load_rq_ &&
+        del_rq_ && ins_rq_ && load_id_ && save_id_ && save_dep_ && del_dep_))
     return false;
   ckpt_ = std::thread([this, path] { checkpointer(path); });
   return true;
@@ -187,104 +194,115 @@ bool Store::insert_update(const std::string& user, uint64_t tx, const Bytes& req
   return true;
 }
 
-bool Store::load_proposal(const std::string& user, uint64_t& tx, Bytes& request, Bytes& state, bool& found,
+bool Store::step_done(sqlite3_stmt* s, const char* what, std::string& err) {
+  const int rc = sqlite3_step(s);
+  sqlite3_reset(s);
+  if (rc != SQLITE_DONE) {
+    err = errmsg(db_, what);
+    return false;
+  }
+  return true;
+}
+
+bool Store::load_requests(const std::string& user, uint64_t& last_id, std::vector<RequestRow>& items,
                           std::string& err) {
-  sqlite3_reset(load_pr_);
-  sqlite3_bind_text(load_pr_, 1, user.c_str(), -1, SQLITE_TRANSIENT);
-  int rc = sqlite3_step(load_pr_);
-  found = rc == SQLITE_ROW;
-  if (found) {
-    tx = static_cast<uint64_t>(sqlite3_column_int64(load_pr_, 0));
-    request = col_blob(load_pr_, 1);
-    state = col_blob(load_pr_, 2);
-  } else if (rc != SQLITE_DONE) {
-    err = errmsg(db_, "load proposal");
+  items.clear();
+  last_id = 0;
+  sqlite3_reset(load_id_);
+  sqlite3_bind_text(load_id_, 1, user.c_str(), -1, SQLITE_TRANSIENT);
+  int rc = sqlite3_step(load_id_);
+  if (rc == SQLITE_ROW) last_id = static_cast<uint64_t>(sqlite3_column_int64(load_id_, 0));
+  sqlite3_reset(load_id_);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    err = errmsg(db_, "load request id");
     return false;
   }
-  sqlite3_reset(load_pr_);
+  sqlite3_reset(load_rq_);
+  sqlite3_bind_text(load_rq_, 1, user.c_str(), -1, SQLITE_TRANSIENT);
+  while ((rc = sqlite3_step(load_rq_)) == SQLITE_ROW) {
+    RequestRow r;
+    r.id = static_cast<uint64_t>(sqlite3_column_int64(load_rq_, 0));
+    r.update = col_blob(load_rq_, 1);
+    items.push_back(std::move(r));
+  }
+  sqlite3_reset(load_rq_);
+  if (rc != SQLITE_DONE) {
+    err = errmsg(db_, "load requests");
+    return false;
+  }
   return true;
 }
 
-bool Store::save_proposal(const std::string& user, uint64_t tx, const Bytes& request, const Bytes& state,
+bool Store::save_requests(const std::string& user, uint64_t last_id, const std::vector<RequestRow>& items,
                           std::string& err) {
-  sqlite3_reset(save_pr_);
-  sqlite3_bind_text(save_pr_, 1, user.c_str(), -1, SQLITE_TRANSIENT);
-  sqlite3_bind_int64(save_pr_, 2, static_cast<sqlite3_int64>(tx));
-  bind_blob(save_pr_, 3, request);
-  bind_blob(save_pr_, 4, state);
-  int rc = sqlite3_step(save_pr_);
-  sqlite3_reset(save_pr_);
-  if (rc != SQLITE_DONE) {
-    err = errmsg(db_, "save proposal");
-    return false;
-  }
-  return true;
-}
-
-bool Store::delete_proposal(const std::string& user, std::string& err) {
-  sqlite3_reset(del_pr_);
-  sqlite3_bind_text(del_pr_, 1, user.c_str(), -1, SQLITE_TRANSIENT);
-  int rc = sqlite3_step(del_pr_);
-  sqlite3_reset(del_pr_);
-  if (rc != SQLITE_DONE) {
-    err = errmsg(db_, "delete proposal");
-    return false;
-  }
-  return true;
-}
-
-bool Store::save_queue(const std::string& user, const std::vector<Bytes>& items, std::string& err) {
-  sqlite3_reset(del_q_);
-  sqlite3_bind_text(del_q_, 1, user.c_str(), -1, SQLITE_TRANSIENT);
-  int rc = sqlite3_step(del_q_);
-  sqlite3_reset(del_q_);
-  if (rc != SQLITE_DONE) {
-    err = errmsg(db_, "delete queue");
-    return false;
-  }
+  sqlite3_reset(del_rq_);
+  sqlite3_bind_text(del_rq_, 1, user.c_str(), -1, SQLITE_TRANSIENT);
+  if (!step_done(del_rq_, "delete requests", err)) return false;
   for (size_t i = 0; i < items.size(); ++i) {
-    sqlite3_reset(ins_q_);
-    sqlite3_bind_text(ins_q_, 1, user.c_str(), -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(ins_q_, 2, static_cast<sqlite3_int64>(i));
-    bind_blob(ins_q_, 3, items[i]);
-    rc = sqlite3_step(ins_q_);
-    sqlite3_reset(ins_q_);
-    if (rc != SQLITE_DONE) {
-      err = errmsg(db_, "insert queue");
-      return false;
-    }
+    sqlite3_reset(ins_rq_);
+    sqlite3_bind_text(ins_rq_, 1, user.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(ins_rq_, 2, static_cast<sqlite3_int64>(i));
+    sqlite3_bind_int64(ins_rq_, 3, static_cast<sqlite3_int64>(items[i].id));
+    bind_blob(ins_rq_, 4, items[i].update);
+    if (!step_done(ins_rq_, "insert request", err)) return false;
   }
-  return true;
+  if (last_id == 0) return true;
+  sqlite3_reset(save_id_);
+  sqlite3_bind_text(save_id_, 1, user.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int64(save_id_, 2, static_cast<sqlite3_int64>(last_id));
+  return step_done(save_id_, "save request id", err);
 }
 
-bool Store::load_queue(const std::string& user, std::vector<Bytes>& items, std::string& err) {
-  sqlite3_reset(load_q_);
-  sqlite3_bind_text(load_q_, 1, user.c_str(), -1, SQLITE_TRANSIENT);
-  int rc;
-  while ((rc = sqlite3_step(load_q_)) == SQLITE_ROW) items.push_back(col_blob(load_q_, 0));
-  sqlite3_reset(load_q_);
-  if (rc != SQLITE_DONE) {
-    err = errmsg(db_, "load queue");
-    return false;
-  }
-  return true;
-}
-
-bool Store::list_proposal_users(std::vector<std::string>& out, std::string& err) {
+bool Store::list_request_users(std::vector<std::string>& out, std::string& err) {
   sqlite3_stmt* s = nullptr;
-  if (sqlite3_prepare_v2(db_, "SELECT user FROM proposals UNION SELECT user FROM queued", -1, &s, nullptr) !=
-      SQLITE_OK) {
-    err = errmsg(db_, "list proposals");
+  if (sqlite3_prepare_v2(db_, "SELECT user FROM requests UNION SELECT user FROM proposals UNION SELECT user FROM queued",
+                         -1, &s, nullptr) != SQLITE_OK) {
+    err = errmsg(db_, "list requests");
     return false;
   }
   int rc;
   while ((rc = sqlite3_step(s)) == SQLITE_ROW) out.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(s, 0)));
   sqlite3_finalize(s);
   if (rc != SQLITE_DONE) {
-    err = errmsg(db_, "list proposals");
+    err = errmsg(db_, "list requests");
     return false;
   }
   return true;
+}
+
+bool Store::load_legacy(const std::string& user, bool& found, uint64_t& tx, Bytes& proposal, std::vector<Bytes>& queued,
+                        std::string& err) {
+  sqlite3_reset(load_pr_);
+  sqlite3_bind_text(load_pr_, 1, user.c_str(), -1, SQLITE_TRANSIENT);
+  int rc = sqlite3_step(load_pr_);
+  found = rc == SQLITE_ROW;
+  if (found) {
+    tx = static_cast<uint64_t>(sqlite3_column_int64(load_pr_, 0));
+    proposal = col_blob(load_pr_, 1);
+  }
+  sqlite3_reset(load_pr_);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    err = errmsg(db_, "load legacy proposal");
+    return false;
+  }
+  sqlite3_reset(load_q_);
+  sqlite3_bind_text(load_q_, 1, user.c_str(), -1, SQLITE_TRANSIENT);
+  while ((rc = sqlite3_step(load_q_)) == SQLITE_ROW) queued.push_back(col_blob(load_q_, 0));
+  sqlite3_reset(load_q_);
+  if (rc != SQLITE_DONE) {
+    err = errmsg(db_, "load legacy queue");
+    return false;
+  }
+  return true;
+}
+
+bool Store::delete_legacy(const std::string& user, std::string& err) {
+  sqlite3_reset(del_pr_);
+  sqlite3_bind_text(del_pr_, 1, user.c_str(), -1, SQLITE_TRANSIENT);
+  if (!step_done(del_pr_, "delete legacy proposal", err)) return false;
+  sqlite3_reset(del_q_);
+  sqlite3_bind_text(del_q_, 1, user.c_str(), -1, SQLITE_TRANSIENT);
+  return step_done(del_q_, "delete legacy queue", err);
 }
 
 bool Store::save_deposit(const std::string& user, uint64_t tx, const Bytes& state, std::string& err) {

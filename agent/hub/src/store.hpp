@@ -10,11 +10,17 @@
 //   updates(user, tx, request, reply, state, PK(user, tx))  every countersigned update:
 //                                          the request bytes, the reply bytes that were
 //                                          released, the resulting double-signed state
-//   proposals(user PK, tx, request, state) the hub's outstanding proposal per channel
-//   queued(user, seq, request, PK(user, seq)) hub proposals waiting behind the outstanding
-//                                          one (unsigned ChannelUpdate wires, in order);
-//                                          rewritten in the same transaction as the update
-//                                          that changes the queue
+//   requests(user, seq, id, request, PK(user, seq))
+//                                          the HubRequests the hub wants from this user, in
+//                                          order (docs/mqtt-protocol.md): seq 0 first; `id`
+//                                          the request id once sent (0 = not sent yet; at most
+//                                          one per channel is sent and outstanding); `request`
+//                                          the update's reason and args as a ChannelUpdate wire
+//                                          (txCountGlobal 0, no meaningful sig); rewritten in
+//                                          the same transaction as the update that changes them
+//   request_ids(user PK, last)             the last request id sent to this user (ids only grow)
+//   proposals, queued                      legacy (hub-signed proposals of earlier versions):
+//                                          read once at start, turned into requests, emptied
 //   deposits(user PK, tx, state)           collateral deposits the payee countersigned and
 //                                          the hub has not yet confirmed: the double-signed
 //                                          ProposePendingDeposit state (wire kind 0x01) for
@@ -55,15 +61,23 @@ class Store {
   bool find_update(const std::string& user, uint64_t tx, Bytes& request, Bytes& reply, bool& found, std::string& err);
   bool insert_update(const std::string& user, uint64_t tx, const Bytes& request, const Bytes& reply,
                      const Bytes& state, std::string& err);
-  bool load_proposal(const std::string& user, uint64_t& tx, Bytes& request, Bytes& state, bool& found,
+  // One stored request: its id (0 = not sent yet) and its update wire.
+  struct RequestRow {
+    uint64_t id = 0;
+    Bytes update;
+  };
+  // The channel's requests in order and the last id sent (0 if none ever).
+  bool load_requests(const std::string& user, uint64_t& last_id, std::vector<RequestRow>& items, std::string& err);
+  // Replaces the channel's requests and its last id (same transaction as the caller's update).
+  bool save_requests(const std::string& user, uint64_t last_id, const std::vector<RequestRow>& items,
                      std::string& err);
-  bool save_proposal(const std::string& user, uint64_t tx, const Bytes& request, const Bytes& state, std::string& err);
-  bool delete_proposal(const std::string& user, std::string& err);
-  // Replaces the channel's queued proposals (unsigned update wires, in order).
-  bool save_queue(const std::string& user, const std::vector<Bytes>& items, std::string& err);
-  bool load_queue(const std::string& user, std::vector<Bytes>& items, std::string& err);
-  // Users with an outstanding or queued hub proposal (to re-send / resume at start).
-  bool list_proposal_users(std::vector<std::string>& out, std::string& err);
+  // Users with stored requests, or with legacy proposals (to re-send / convert at start).
+  bool list_request_users(std::vector<std::string>& out, std::string& err);
+  // Legacy rows of earlier versions: the outstanding hub-signed proposal (its update wire
+  // and txCountGlobal; found=false if none) and the queued update wires, in order.
+  bool load_legacy(const std::string& user, bool& found, uint64_t& tx, Bytes& proposal, std::vector<Bytes>& queued,
+                   std::string& err);
+  bool delete_legacy(const std::string& user, std::string& err);
   // Collateral deposit jobs (see the deposits table). One per channel.
   bool save_deposit(const std::string& user, uint64_t tx, const Bytes& state, std::string& err);
   bool delete_deposit(const std::string& user, std::string& err);
@@ -77,8 +91,9 @@ class Store {
   sqlite3* db_ = nullptr;
   std::vector<sqlite3_stmt*> stmts_;
   sqlite3_stmt *load_ch_ = nullptr, *save_ch_ = nullptr, *find_up_ = nullptr, *ins_up_ = nullptr;
-  sqlite3_stmt *load_pr_ = nullptr, *save_pr_ = nullptr, *del_pr_ = nullptr;
-  sqlite3_stmt *del_q_ = nullptr, *ins_q_ = nullptr, *load_q_ = nullptr;
+  sqlite3_stmt *load_pr_ = nullptr, *del_pr_ = nullptr, *del_q_ = nullptr, *load_q_ = nullptr;
+  sqlite3_stmt *load_rq_ = nullptr, *del_rq_ = nullptr, *ins_rq_ = nullptr, *load_id_ = nullptr, *save_id_ = nullptr;
+  bool step_done(sqlite3_stmt* s, const char* what, std::string& err);
   sqlite3_stmt *save_dep_ = nullptr, *del_dep_ = nullptr;
 
   void checkpointer(std::string path);
