@@ -891,11 +891,11 @@ int Soak::run(int argc, char** argv) {
     if (seconds_ && std::chrono::duration<double>(Clock::now() - t_cycles).count() >= seconds_) break;
     const bool injecting = c == 2 && inject_ != "none";
     const int part = injecting && inject_ == "lost-payment" ? 0 : wheel[rng_() % wheel.size()];
-    // Payments stream for 0.2-1.2 s, the part dies in the middle of them.
-    const int before_ms = 200 + static_cast<int>(rng_() % 1000);
+    // Payments stream for 0.15-0.75 s (a reading every 50 ms), the part dies amid them.
+    const int before_ms = 150 + static_cast<int>(rng_() % 600);
     pause_ms(before_ms, true);
     kill_part(part);
-    const int down_ms = static_cast<int>(rng_() % 800);
+    const int down_ms = static_cast<int>(rng_() % 600);
     for (int w = 0; w < down_ms; w += 50) {
       feed_all(true);
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -906,7 +906,7 @@ int Soak::run(int argc, char** argv) {
       std::printf("[soak] cycle %d: restart failed: %s\n", c, err.c_str());
       break;
     }
-    pause_ms(300, true);
+    pause_ms(250, true);
     // The checks (the meters pause).
     auto t0 = Clock::now();
     std::string why;
