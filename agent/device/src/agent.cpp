@@ -170,6 +170,7 @@ class Agent {
   bool done_ = false;
   int exit_code_ = 0;
   bool chain_failed_ = false;
+  uint64_t deposit_retry_ms_ = 0;  // steady ms: the next try of our on-chain deposit
   bool reported_halt_ = false;
   struct Early {
     std::vector<uint8_t> bytes;
@@ -466,8 +467,10 @@ bool Agent::onchain_deposit() {
   }
   auto on = cm_->channel(st_.user);
   if (!on) {
-    fatal("chain: " + on.error().to_string());
-    return false;
+    // A slow or restarting node: the double-signed deposit state is kept; try again.
+    logf(port::LogLevel::Warn, "chain read for our deposit failed (retrying in 5 s): %s", on.error().to_string().c_str());
+    deposit_retry_ms_ = now_ms() + 5000;
+    return true;
   }
   const SignedChannelState& c = s_.channel();
   Hash32 txh{};
@@ -480,8 +483,15 @@ bool Agent::onchain_deposit() {
     }
     auto rc = cm_->user_authorized_update(c.state, c.sigHub);
     if (!rc) {
-      fatal("chain: userAuthorizedUpdate: " + rc.error().to_string());
-      return false;
+      if (rc.error().kind == chain::ErrorKind::Reverted) {  // the contract refuses this state: final
+        fatal("chain: userAuthorizedUpdate: " + rc.error().to_string());
+        return false;
+      }
+      // No answer in time (eth_estimateGas on a busy node) or a transport error: the
+      // transaction may or may not be mined; the next try reads the channel first.
+      logf(port::LogLevel::Warn, "chain: userAuthorizedUpdate: %s (retrying in 5 s)", rc.error().to_string().c_str());
+      deposit_retry_ms_ = now_ms() + 5000;
+      return true;
     }
     txh = rc->transactionHash;
     logf(port::LogLevel::Info, "deposit on chain: %s", json::hash_text(txh).c_str());
@@ -489,7 +499,8 @@ bool Agent::onchain_deposit() {
   ChainFacts f{};
   std::string err;
   if (!read_chain(f, err)) {
-    logf(port::LogLevel::Warn, "chain read after the deposit failed (retrying): %s", err.c_str());
+    logf(port::LogLevel::Warn, "chain read after the deposit failed (retrying in 5 s): %s", err.c_str());
+    deposit_retry_ms_ = now_ms() + 5000;
     return true;
   }
   Effects fx;
@@ -591,6 +602,7 @@ void Agent::step() {
   const uint64_t now = unix_now();
   // 1. Our deposit double-signed but not yet on chain / confirmed.
   if (channel_has_pending(c) && !c.pendingDepositWeiUser.is_zero()) {
+    if (now_ms() < deposit_retry_ms_) return;
     if (!chain_failed_ && !onchain_deposit()) chain_failed_ = true;
     return;
   }
