@@ -335,11 +335,12 @@ TEST_F(BrokerHardening, HubNeverProcessesARetainedUpdate) {
     ASSERT_TRUE(raw.publish(mqtt::topic_update(hub_addr_, d1.address()), bytes.data(), bytes.size(), 1, true, &p));
     raw.stop();  // DISCONNECT after the PUBACK queue drains: the message is stored
   }
+  start_hub();  // it subscribes after the retained update was stored
   {
     mqtt::Options o;
     o.port = broker_->port();
     std::string err;
-    ASSERT_TRUE(d1.start(o, "pw-1", err)) << err;
+    ASSERT_TRUE(d1.start(o, "pw-1", err)) << err;  // connects and syncs with the hub
     devices_.push_back(std::move(owned));
   }
   auto synced_tx = [&](uint64_t& tx) {
@@ -357,7 +358,6 @@ TEST_F(BrokerHardening, HubNeverProcessesARetainedUpdate) {
     }
     return false;
   };
-  start_hub();
   uint64_t tx = 99;
   ASSERT_TRUE(synced_tx(tx));
   EXPECT_EQ(tx, 0u) << "the hub countersigned the retained update";

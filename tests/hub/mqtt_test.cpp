@@ -107,7 +107,7 @@ TEST(MqttProtocol, ReplyRoundTripsAndRefusesBadInput) {
   t[0] = 2;
   EXPECT_EQ(mqtt::decode_reply(t.data(), t.size(), back), Status::BadVersion);
   t = w;
-  t[1] = 0x13;
+  t[1] = 0x14;  // 0x13 is a RequestNack now
   EXPECT_EQ(mqtt::decode_reply(t.data(), t.size(), back), Status::BadKind);
   std::vector<uint8_t> nc = {1, 0x10, 0x80, 0x00};
   nc.insert(nc.end(), 65, 0);
