@@ -12,7 +12,7 @@ namespace picopay::hub {
 
 ChainFollow::ChainFollow(chain::RpcClient& rpc, chain::ChannelManagerClient& cm, const Address& contract,
                          uint64_t confirmations, std::string poller_file, std::string marks_file)
-    : rpc_(rpc), cm_(cm), poller_(rpc, contract, confirmations, std::move(poller_file)), file_(std::move(marks_file)) {}
+    : cm_(cm), poller_(rpc, contract, confirmations, std::move(poller_file)), file_(std::move(marks_file)) {}
 
 bool ChainFollow::load(std::string& err) {
   auto ls = poller_.load();

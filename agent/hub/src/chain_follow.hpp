@@ -67,7 +67,6 @@ class ChainFollow {
  private:
   bool save(std::string& err) const;
   chain::Result<bool> refresh(const Address& user, uint64_t block, ChainChange& change);
-  chain::RpcClient& rpc_;
   chain::ChannelManagerClient& cm_;
   chain::EventPoller poller_;
   std::string file_;
