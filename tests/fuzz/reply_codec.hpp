@@ -1,6 +1,5 @@
-// The Reply codec the fuzz target uses. It is the MQTT protocol's today
-// (agent/mqtt/include/picopay/mqtt/protocol.hpp); when the codec moves into the core,
-// point these few lines at the core's functions and the target stays as it is.
+// The Reply codec the fuzz target uses: the core's (picopay/codec.hpp), through the
+// std::vector front end of agent/mqtt (picopay/mqtt/protocol.hpp).
 #pragma once
 
 #include <cstddef>
