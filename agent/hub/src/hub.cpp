@@ -1,4 +1,5 @@
 #include "hub.hpp"
+#include "log.hpp"
 
 #include <cjson/cJSON.h>
 
@@ -23,6 +24,15 @@
 
 namespace picopay::hub {
 
+void logf(const char* level, const std::string& msg) {
+  std::time_t t = std::time(nullptr);
+  char ts[32];
+  std::tm tmv{};
+  localtime_r(&t, &tmv);  // thread-safe: the hub logs from several threads
+  std::strftime(ts, sizeof ts, "%H:%M:%S", &tmv);
+  std::fprintf(stderr, "%s picopay-hub %s: %s\n", ts, level, msg.c_str());
+}
+
 namespace {
 constexpr size_t kThreadCap = 256;
 constexpr uint64_t kReorderWindow = 64;
@@ -32,15 +42,6 @@ uint64_t now_ms() {
   return static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
           .count());
-}
-
-void logf(const char* level, const std::string& msg) {
-  std::time_t t = std::time(nullptr);
-  char ts[32];
-  std::tm tmv{};
-  localtime_r(&t, &tmv);  // thread-safe: the hub logs from several threads
-  std::strftime(ts, sizeof ts, "%H:%M:%S", &tmv);
-  std::fprintf(stderr, "%s picopay-hub %s: %s\n", ts, level, msg.c_str());
 }
 
 // The core's Reply codec (codec.hpp): Ack, Nack, Sync to the user.

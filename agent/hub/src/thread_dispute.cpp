@@ -6,24 +6,13 @@
 
 #include "chain_follow.hpp"
 #include "hub.hpp"
+#include "log.hpp"
 #include "picopay/agent/json_state.hpp"
 #include "picopay/chain/manager.hpp"
 #include "picopay/chain/watchtower.hpp"
 #include "picopay/codec.hpp"
 
 namespace picopay::hub {
-
-namespace {
-// The hub's log line format (hub.cpp).
-void logf(const char* level, const std::string& msg) {
-  std::time_t t = std::time(nullptr);
-  char ts[32];
-  std::tm tmv{};
-  localtime_r(&t, &tmv);  // thread-safe: the hub logs from several threads
-  std::strftime(ts, sizeof ts, "%H:%M:%S", &tmv);
-  std::fprintf(stderr, "%s picopay-hub %s: %s\n", ts, level, msg.c_str());
-}
-}  // namespace
 
 void Hub::dispute_threads(Chan& ch) {
   if (!cm_ || threads_disputed_.count(ch.key)) return;
