@@ -45,7 +45,11 @@ Chain:
   --confirmations N         blocks before an event counts [confirmations] (default 0)
   --watchtower-interval S   seconds between watchtower rounds [watchtowerIntervalSeconds] (default 5)
 Store and policy:
-  --db FILE                 SQLite ledger path [db] (default picopay-hub.db)
+  --store SPEC              the ledger [store]: sqlite:PATH (embedded, the default) or a libpq URI
+                            postgresql://USER@HOST:PORT/DB (docs/operations.md); the reply leaves
+                            only after the COMMIT is durable on either
+  --db FILE                 same as --store sqlite:FILE [db] (default picopay-hub.db); with any
+                            store also the prefix of the side files (<db>.events.json, <db>.chain-marks)
   --batch-max N             max updates committed per SQLite transaction [batchMax] (default 256)
   --verify-threads N        extra threads validating and countersigning the payments of a
                             batch, one channel per job [verifyThreads] (default: CPUs - 1)
@@ -134,6 +138,7 @@ bool load_file(const std::string& path, Config& c, std::string& err) {
   c.confirmations = static_cast<uint64_t>(conf < 0 ? 0 : conf);
   num(j, c.watchtower_interval_s, "watchtowerIntervalSeconds");
   str(j, c.db, "db");
+  str(j, c.store, "store");
   num(j, c.batch_max, "batchMax");
   num(j, c.verify_threads, "verifyThreads");
   str(j, c.collateral_wei, "collateral", "depositWei");
@@ -224,6 +229,7 @@ int parse_config(int argc, char** argv, Config& c, std::string& err) {
       c.confirmations = static_cast<uint64_t>(v);
     } else if (a == "--watchtower-interval") ok = ival(c.watchtower_interval_s);
     else if (a == "--db") ok = val(c.db);
+    else if (a == "--store") ok = val(c.store);
     else if (a == "--batch-max") ok = ival(c.batch_max);
     else if (a == "--verify-threads") ok = ival(c.verify_threads);
     else if (a == "--collateral-wei") ok = val(c.collateral_wei);
@@ -260,6 +266,8 @@ int parse_config(int argc, char** argv, Config& c, std::string& err) {
     err = "--broker-port out of range";
     return 2;
   }
+  if (c.store.rfind("sqlite:", 0) == 0 && c.store.size() > 7 && c.store.rfind("sqlite://", 0) != 0)
+    c.db = c.store.substr(7);  // the side files next to the SQLite ledger
   if (c.event_state.empty()) c.event_state = c.db + ".events.json";
   return 0;
 }

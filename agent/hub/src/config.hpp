@@ -28,6 +28,10 @@ struct Config {
   std::string event_state;  // watchtower event poller progress file (default <db>.events.json)
   uint64_t confirmations = 0;
   // store
+  // the ledger (docs/operations.md): "sqlite:PATH" or "postgresql://..."; empty = sqlite:<db>
+  std::string store;
+  // the SQLite ledger's path when `store` is empty, and the prefix of the side files
+  // (event state, chain marks) with any store
   std::string db = "picopay-hub.db";
   int batch_max = 256;      // updates per SQLite transaction at most
   // threads that pre-validate and countersign payments besides the worker

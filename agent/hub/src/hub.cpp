@@ -89,6 +89,12 @@ constexpr uint64_t kDepositTimeoutSeconds = 3600;
 
 Hub::Hub(Config cfg, const PrivateKey& key) : cfg_(std::move(cfg)), key_(key) {}
 
+bool Hub::ok(LedgerStatus s, std::string& err) {
+  if (s.ok()) return true;
+  err = std::move(s.message);
+  return false;
+}
+
 Hub::~Hub() {
   stop();
   secure_wipe(&key_, sizeof key_);
@@ -157,9 +163,9 @@ bool Hub::start(std::string& err) {
     pool_ = std::make_unique<ParallelAcceptor>(n, key_, hub_);
   }
   if (const char* c = std::getenv("PICOPAY_HUB_CRASH_AT")) crash_at_ = c;
-  if (!store_.open(cfg_.db, err)) return false;
-  if (!store_.list_request_users(recover_users_, err)) return false;
-  if (!cfg_.metrics_listen.empty() && !(metrics_ = Metrics::start(cfg_.metrics_listen, store_, err))) return false;
+  if (!ok(Ledger::open(cfg_.store.empty() ? "sqlite:" + cfg_.db : cfg_.store, ledger_), err)) return false;
+  if (!ok(ledger_->list_request_users(recover_users_), err)) return false;
+  if (!cfg_.metrics_listen.empty() && !(metrics_ = Metrics::start(cfg_.metrics_listen, *ledger_, err))) return false;
 
   if (!cfg_.rpc_url.empty()) {
     rpc_ = std::make_unique<chain::RpcClient>(cfg_.rpc_url);
@@ -177,21 +183,25 @@ bool Hub::start(std::string& err) {
     follow_ = std::make_unique<ChainFollow>(*rpc_, *cm_, contract_, cfg_.confirmations, cfg_.event_state + ".follow",
                                             cfg_.db + ".chain-marks");
     if (!follow_->load(err)) return false;
-    std::vector<std::pair<std::string, Bytes>> rows;
-    if (store_.list_channels(rows, err)) {
-      for (auto& r : rows) {
-        Address u{};
-        if (address_parse(r.first.c_str(), r.first.size(), u) == Status::Ok) {
-          Chan* c = channel(u);
-          if (c) watch(*c);
-        }
-      }
-    }
+    // The watchtower watches every channel: each channel's latest state, streamed from
+    // the ledger (the channels are not loaded into the cache).
+    if (!ok(ledger_->for_each_channel([this](const std::string& k, const Bytes& state) {
+              chain::WatchedChannel w;
+              SignedChannelState s{};
+              if (address_parse(k.c_str(), k.size(), w.user) != Status::Ok ||
+                  decode_channel_state(state.data(), state.size(), s) != Status::Ok)
+                return true;  // a corrupt row is refused when its channel is used
+              if (s.hasSigHub && s.hasSigUser && s.state.timeout == 0) w.latest = s;
+              tower_->watch(w);
+              return true;
+            }),
+            err))
+      return false;
     if (!load_deposit_jobs(err)) return false;
     logf("info", "chain: " + cfg_.rpc_url + ", watchtower on");
   } else {
     std::vector<std::pair<std::string, Bytes>> deps;
-    if (!store_.list_deposits(deps, err)) return false;
+    if (!ok(ledger_->list_deposits(deps), err)) return false;
     if (!deps.empty())
       logf("warn", std::to_string(deps.size()) +
                        " countersigned collateral deposit(s) stored; without --rpc-url they wait (not sent)");
@@ -224,7 +234,7 @@ bool Hub::start(std::string& err) {
   mqtt_->subscribe(mqtt::topic_hub_filter(hub_), 1);
   worker_ = std::thread([this] { worker(); });
   if (!mqtt_->start(err)) return false;
-  logf("info", "hub " + json::address_text(hub_) + " contract " + json::address_text(contract_) + " db " + cfg_.db);
+  logf("info", "hub " + json::address_text(hub_) + " contract " + json::address_text(contract_) + " ledger " + ledger_->backend() + (cfg_.store.rfind("postgres", 0) == 0 ? std::string() : " " + cfg_.db));
   if (metrics_) logf("info", "metrics on " + cfg_.metrics_listen + " (port " + std::to_string(metrics_->port()) + "): /metrics, /dashboard");
   return true;
 }
@@ -310,7 +320,7 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch) {
   batch_done_.clear();
   tx_failed_ = false;
   std::string err;
-  if (!store_.begin(err)) {
+  if (!ok(ledger_->begin(), err)) {
     fail(err);
     return false;
   }
@@ -332,12 +342,12 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch) {
     if (ch->dirty) touched.push_back(ch);
   }
   if (tx_failed_) {
-    store_.rollback();
+    ledger_->rollback();
     fail("store: " + txerr_);
     return false;
   }
-  if (!store_.commit(err)) {
-    store_.rollback();
+  if (!ok(ledger_->commit(), err)) {
+    ledger_->rollback();
     fail(err);
     return false;
   }
@@ -435,7 +445,7 @@ Hub::Chan* Hub::channel(const Address& user) {
   Bytes state, threads;
   bool found = false;
   std::string err;
-  if (!store_.load_channel(k, state, threads, found, err)) {
+  if (!ok(ledger_->load_channel(k, state, threads, found), err)) {
     txerr_ = err;
     return nullptr;
   }
@@ -463,8 +473,8 @@ Hub::Chan* Hub::channel(const Address& user) {
     c->latest.state.user = user;
     c->latest.state.recipient = user;
   }
-  std::vector<Store::RequestRow> rows;
-  if (!store_.load_requests(k, c->last_request_id, rows, err)) {
+  std::vector<Ledger::RequestRow> rows;
+  if (!ok(ledger_->load_requests(k, c->last_request_id, rows), err)) {
     txerr_ = err;
     return nullptr;
   }
@@ -486,7 +496,7 @@ Hub::Chan* Hub::channel(const Address& user) {
   uint64_t ltx = 0;
   Bytes lprop;
   std::vector<Bytes> lqueue;
-  if (!store_.load_legacy(k, legacy, ltx, lprop, lqueue, err)) {
+  if (!ok(ledger_->load_legacy(k, legacy, ltx, lprop, lqueue), err)) {
     txerr_ = err;
     return nullptr;
   }
@@ -568,7 +578,7 @@ void Hub::handle_update(Chan& ch, const Bytes& payload, std::vector<Out>& outs) 
       found = true;
     } else {
       std::string err;
-      if (!store_.find_update(ch.key, u.txCountGlobal, req, rep, found, err)) {
+      if (!ok(ledger_->find_update(ch.key, u.txCountGlobal, req, rep, found), err)) {
         txerr_ = err;
         tx_failed_ = true;
         return;
@@ -812,7 +822,7 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
   Bytes rep = reply_bytes(r);
   std::string err;
   const Bytes st_wire = encode_state(signed_state);
-  if (!store_.insert_update(ch.key, u.txCountGlobal, payload, rep, st_wire, err)) {
+  if (!ok(ledger_->insert_update(ch.key, u.txCountGlobal, payload, rep, st_wire), err)) {
     txerr_ = err;
     tx_failed_ = true;
     return false;
@@ -843,7 +853,7 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
   // hubAuthorizedUpdate (or before the ConfirmPending) does not lose it.
   if (u.reason == UpdateReason::ProposePendingDeposit &&
       (!u.deposit.depositWeiHub.is_zero() || !u.deposit.depositTokenHub.is_zero())) {
-    if (!store_.save_deposit(ch.key, signed_state.state.txCountGlobal, st_wire, err)) {
+    if (!ok(ledger_->save_deposit(ch.key, signed_state.state.txCountGlobal, st_wire), err)) {
       txerr_ = err;
       tx_failed_ = true;
       return false;
@@ -863,7 +873,7 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
 
 void Hub::persist_channel(Chan& ch) {
   std::string err;
-  if (!store_.save_channel(ch.key, ch.latest.state.txCountGlobal, encode_state(ch.latest), encode_threads(ch), err)) {
+  if (!ok(ledger_->save_channel(ch.key, ch.latest.state.txCountGlobal, encode_state(ch.latest), encode_threads(ch)), err)) {
     txerr_ = err;
     tx_failed_ = true;
   }
@@ -1027,10 +1037,10 @@ void Hub::pump(Chan& ch, std::vector<Out>& outs) {
 }
 
 void Hub::persist_requests(Chan& ch) {
-  std::vector<Store::RequestRow> rows;
+  std::vector<Ledger::RequestRow> rows;
   rows.reserve(ch.requests.size());
   for (const auto& r : ch.requests) {
-    Store::RequestRow row;
+    Ledger::RequestRow row;
     row.id = r.id;
     if (!update_wire(r.update, row.update)) {
       txerr_ = ch.key + ": cannot encode a request";
@@ -1040,13 +1050,13 @@ void Hub::persist_requests(Chan& ch) {
     rows.push_back(std::move(row));
   }
   std::string err;
-  if (!store_.save_requests(ch.key, ch.last_request_id, rows, err)) {
+  if (!ok(ledger_->save_requests(ch.key, ch.last_request_id, rows), err)) {
     txerr_ = err;
     tx_failed_ = true;
     return;
   }
   if (ch.legacy_unsaved && ch.legacy_tx == 0) {
-    if (!store_.delete_legacy(ch.key, err)) {
+    if (!ok(ledger_->delete_legacy(ch.key), err)) {
       txerr_ = err;
       tx_failed_ = true;
       return;
@@ -1180,7 +1190,7 @@ void Hub::request_timers() {
   if (!due.empty()) {
     std::string err;
     tx_failed_ = false;
-    if (!store_.begin(err)) {
+    if (!ok(ledger_->begin(), err)) {
       fail(err);
       return;
     }
@@ -1190,8 +1200,8 @@ void Hub::request_timers() {
       pump(*c, outs);
       if (tx_failed_) break;
     }
-    if (tx_failed_ || !store_.commit(err)) {
-      store_.rollback();
+    if (tx_failed_ || !ok(ledger_->commit(), err)) {
+      ledger_->rollback();
       fail("store: " + (err.empty() ? txerr_ : err));
       return;
     }
@@ -1217,7 +1227,7 @@ void Hub::recover() {
   std::vector<Out> outs;
   std::string err;
   tx_failed_ = false;
-  if (!store_.begin(err)) {
+  if (!ok(ledger_->begin(), err)) {
     fail(err);
     return;
   }
@@ -1243,8 +1253,8 @@ void Hub::recover() {
     if (tx_failed_) break;
   }
   recover_users_.clear();
-  if (tx_failed_ || !store_.commit(err)) {
-    store_.rollback();
+  if (tx_failed_ || !ok(ledger_->commit(), err)) {
+    ledger_->rollback();
     fail("store: " + (err.empty() ? txerr_ : err));
     return;
   }
@@ -1292,7 +1302,7 @@ void Hub::watch(Chan& ch) {
 
 bool Hub::load_deposit_jobs(std::string& err) {
   std::vector<std::pair<std::string, Bytes>> rows;
-  if (!store_.list_deposits(rows, err)) return false;
+  if (!ok(ledger_->list_deposits(rows), err)) return false;
   for (auto& r : rows) {
     DepositJob j;
     if (address_parse(r.first.c_str(), r.first.size(), j.user) != Status::Ok ||
@@ -1342,7 +1352,7 @@ bool Hub::run_deposit_job(DepositJob& j) {
   std::vector<Out> outs;
   std::string err;
   tx_failed_ = false;
-  if (!store_.begin(err)) {
+  if (!ok(ledger_->begin(), err)) {
     fail(err);
     return false;
   }
@@ -1352,15 +1362,15 @@ bool Hub::run_deposit_job(DepositJob& j) {
     std::memcpy(c.chainTx.transactionHash.bytes, txh.bytes, 32);
     add_request(*ch, c, true);  // ahead of the OpenThreads that wait for it
     if (!tx_failed_) pump(*ch, outs);
-    if (!tx_failed_ && !store_.delete_deposit(ch->key, err)) {
+    if (!tx_failed_ && !ok(ledger_->delete_deposit(ch->key), err)) {
       txerr_ = err;
       tx_failed_ = true;
     }
   } else {
     tx_failed_ = true;
   }
-  if (tx_failed_ || !store_.commit(err)) {
-    store_.rollback();
+  if (tx_failed_ || !ok(ledger_->commit(), err)) {
+    ledger_->rollback();
     fail("store: " + (err.empty() ? txerr_ : err));
     return false;
   }

@@ -21,7 +21,7 @@
 #include "picopay/mqtt/protocol.hpp"
 #include "picopay/policy.hpp"
 #include "picopay/signer.hpp"
-#include "store.hpp"
+#include "ledger/ledger.hpp"
 
 namespace picopay::chain {
 class RpcClient;
@@ -192,7 +192,9 @@ class Hub {
   // per batch: the pool's runs and, by (channel, txCountGlobal), the job and its payload
   std::vector<ChannelRun> spec_runs_;
   std::map<std::pair<const Chan*, uint64_t>, std::pair<const PaymentJob*, Bytes>> spec_;
-  Store store_;
+  std::unique_ptr<Ledger> ledger_;
+  // Ok: true; else err = the ledger's message.
+  static bool ok(LedgerStatus s, std::string& err);
   std::unique_ptr<mqtt::Client> mqtt_;
   std::map<std::string, std::unique_ptr<Chan>> chans_;
   // per batch: replies released in this batch by (user, tx) for duplicates
