@@ -14,6 +14,7 @@
 #include "hub_ledger.hpp"
 #include "sim_device.hpp"
 #include "support/broker.hpp"
+#include "support/postgres.hpp"
 
 using namespace picopay;
 using namespace picopay::testsupport;
@@ -67,7 +68,7 @@ class HubTest : public ::testing::Test {
                                      "--broker-password", "hub-pass",
                                      "--contract", kContract,
                                      "--private-key", hex_key(test_key(kHubIndex)),
-                                     "--db", db(),
+                                     store_uri_.empty() ? "--db" : "--store", db(),
                                      "--exchange-rate", "1000",
                                      "--verbose"};
     if (dev_skip) argv.push_back("--dev-skip-chain-checks");
@@ -100,7 +101,10 @@ class HubTest : public ::testing::Test {
     EXPECT_FALSE(d.halted());
   }
 
-  std::string db() const { return dir_ + "/hub.db"; }
+  // The ledger: a SQLite file, or the PostgreSQL URI of HubStore's postgresql runs
+  // (read_ledger reads either).
+  std::string db() const { return store_uri_.empty() ? dir_ + "/hub.db" : store_uri_; }
+  std::string store_uri_;
   std::string dir_;
   std::unique_ptr<Broker> broker_;
   Process hub_;
@@ -109,7 +113,30 @@ class HubTest : public ::testing::Test {
   std::vector<std::unique_ptr<SimDevice>> devices_;
 };
 
+// The tests that matter for the ledger, on both backends: "sqlite" (a file, as HubTest) and
+// "postgresql" (a real server started by the fixture on 127.0.0.1, one database per test).
+class HubStore : public HubTest, public ::testing::WithParamInterface<std::string> {
+ protected:
+  void SetUp() override {
+    HubTest::SetUp();
+    if (GetParam() != "postgresql") return;
+    pg_ = std::make_unique<PgServer>();
+    std::string err;
+    ASSERT_TRUE(pg_->start(err)) << err;
+    ASSERT_TRUE(pg_->create_database("hub", err)) << err;
+    store_uri_ = pg_->uri("hub");
+  }
+  void TearDown() override {
+    HubTest::TearDown();
+    pg_.reset();
+  }
+  std::unique_ptr<PgServer> pg_;
+};
+
 }  // namespace
+
+INSTANTIATE_TEST_SUITE_P(On, HubStore, ::testing::Values("sqlite", "postgresql"),
+                         [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
 TEST_F(HubTest, HelpListsEveryOption) {
   std::string out = dir_ + "/help.txt";
@@ -117,14 +144,14 @@ TEST_F(HubTest, HelpListsEveryOption) {
   std::string h = read_file(out);
   for (const char* opt : {"--config", "--broker-host", "--broker-port", "--broker-user", "--broker-password",
                           "--broker-ca", "--client-id", "--hub-address", "--key", "--private-key", "--contract",
-                          "--rpc-url", "--event-state", "--confirmations", "--watchtower-interval", "--db",
+                          "--rpc-url", "--event-state", "--confirmations", "--watchtower-interval", "--db", "--store",
                           "--batch-max", "--collateral-wei", "--exchange-rate", "--exchange-rate-time",
                           "--dev-skip-chain-checks", "--verbose", "--help"})
     EXPECT_NE(h.find(opt), std::string::npos) << opt;
   EXPECT_EQ(run_command({PICOPAY_HUB_BIN, "--bogus"}, dir_ + "/bogus.txt"), 2);
 }
 
-TEST_F(HubTest, ManyDevicesPayAtOnce) {
+TEST_P(HubStore, ManyDevicesPayAtOnce) {
   constexpr uint32_t kDevices = 8;
   constexpr int kPayments = 40;
   start_broker(false, kDevices);
@@ -162,7 +189,7 @@ TEST_F(HubTest, ManyDevicesPayAtOnce) {
   }
 }
 
-TEST_F(HubTest, DuplicatedAndReorderedDeliveryIsIdempotent) {
+TEST_P(HubStore, DuplicatedAndReorderedDeliveryIsIdempotent) {
   start_broker();
   start_hub();
   SimDevice& d = device(1);
@@ -205,7 +232,7 @@ TEST_F(HubTest, DuplicatedAndReorderedDeliveryIsIdempotent) {
   EXPECT_EQ(l.updates, 4);
 }
 
-TEST_F(HubTest, ForgedReplayedForeignAndMalformedUpdatesAreRefusedAndChangeNothing) {
+TEST_P(HubStore, ForgedReplayedForeignAndMalformedUpdatesAreRefusedAndChangeNothing) {
   start_broker();
   start_hub();
   SimDevice& a = device(1);
@@ -321,7 +348,7 @@ TEST_F(HubTest, AclStopsPublishingOnAnotherChannelsTopic) {
   EXPECT_FALSE(read_ledger(db(), a.address()).found);
 }
 
-TEST_F(HubTest, Kill9OfTheHubMidStreamLosesNothing) {
+TEST_P(HubStore, Kill9OfTheHubMidStreamLosesNothing) {
   constexpr uint32_t kDevices = 4;
   constexpr int kPayments = 60;
   start_broker(false, kDevices);
@@ -434,7 +461,7 @@ Status send_raw(SimDevice& d, const Address& hub, const std::vector<uint8_t>& w,
 // it holds, and the hub requests the same close from the payer. A payer that closes in its
 // own channel (with an older state: a full refund) is refused (NotRequested), before and
 // after the mirror: it would leave the hub paying the payee more than it collects.
-TEST_F(HubTest, OnlyThePayeeClosesAThreadAndTheHubsBooksBalance) {
+TEST_P(HubStore, OnlyThePayeeClosesAThreadAndTheHubsBooksBalance) {
   start_broker();
   start_hub();
   SimDevice& a = device(1);  // payer
@@ -488,7 +515,7 @@ TEST_F(HubTest, OnlyThePayeeClosesAThreadAndTheHubsBooksBalance) {
 // The payee closes two threads while the payer does not answer the hub's requests: the
 // second CloseThread request waits behind the first, stored. kill -9 of the hub right then
 // must not lose it (the hub has paid the payee and must collect from the payer).
-TEST_F(HubTest, Kill9KeepsStoredRequestsAndTheBooksBalance) {
+TEST_P(HubStore, Kill9KeepsStoredRequestsAndTheBooksBalance) {
   start_broker();
   start_hub();
   SimDevice& a = device(1);  // payer
@@ -564,7 +591,7 @@ TEST_F(HubTest, OpenThreadBeyondCollateralIncludingRequestedMirrorsIsRefusedUpFr
 // real picopay-hub. Every harmful proposal class is refused with a Nack, nothing is
 // signed, nothing stored changes (the SQLite ledger of both channels is read before and
 // after), and the honest devices keep working afterwards.
-TEST_F(HubTest, MaliciousDeviceEveryHarmfulProposalIsRefusedAndChangesNothing) {
+TEST_P(HubStore, MaliciousDeviceEveryHarmfulProposalIsRefusedAndChangesNothing) {
   start_broker();
   start_hub();
   SimDevice& m = device(1);  // the malicious device (its session only for funding)
@@ -846,7 +873,7 @@ TEST_F(HubTest, HubRequestsRacedAgainstPaymentsNeverDeadlock) {
 // RequestNack (Unauthorized). The hub counts it and asks again after a backoff, never
 // dropping the request on an unsigned RequestNack; a RequestNack for another request id
 // (forged or stale) is ignored; nothing is signed in the payee's channel.
-TEST_F(HubTest, RequestNackIsRetriedWithBackoffAndNeverSignsAnything) {
+TEST_P(HubStore, RequestNackIsRetriedWithBackoffAndNeverSignsAnything) {
   start_broker();
   start_hub();
   SimOptions no_threads;
