@@ -123,8 +123,7 @@ class HubStore : public HubTest, public ::testing::WithParamInterface<std::strin
     pg_ = std::make_unique<PgServer>();
     std::string err;
     ASSERT_TRUE(pg_->start(err)) << err;
-    ASSERT_TRUE(pg_->create_database("hub", err)) << err;
-    store_uri_ = pg_->uri("hub");
+    store_uri_ = pg_->uri("postgres");  // a fresh server per test: its default database
   }
   void TearDown() override {
     HubTest::TearDown();
@@ -1028,4 +1027,78 @@ TEST_F(HubTest, AStaleExchangeRateCountersignsNoExchange) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   ASSERT_EQ(d.pay(1), Status::Ok);
   expect_ledger_agrees(d);
+}
+
+// --channel-cache 1: every batch evicts the channels it does not need, so each payment,
+// thread and replay reads its channel back from the ledger. Nothing is lost, nothing is
+// signed twice, a replay evicted from memory gets the stored answer, a conflicting update
+// at a stored txCountGlobal is refused, and threads survive eviction of both ends.
+TEST_P(HubStore, ATinyChannelCacheEvictsAndReloadsWithoutLosingOrSigningTwice) {
+  constexpr uint32_t kDevices = 5;
+  constexpr int kPayments = 20;
+  start_broker(false, kDevices);
+  start_hub(true, {"--channel-cache", "1"});
+  for (uint32_t i = 1; i <= kDevices; ++i) device(i);
+  for (auto& d : devices_) ASSERT_EQ(d->fund(100000), Status::Ok);
+
+  // A stored update, then its channel evicted by the others' payments.
+  SimDevice& r = *devices_[0];
+  ChannelUpdate up = channel_update_make(UpdateReason::Payment);
+  up.payment.recipient = Party::Hub;
+  up.payment.amountWei = U256::from_u64(5);
+  ChannelState nx{};
+  const uint64_t tx = r.latest().state.txCountGlobal + 1;
+  auto w = r.build(up, nx);
+  ASSERT_FALSE(w.empty());
+  const std::string topic = mqtt::topic_update(hub_addr_, r.address());
+  ASSERT_TRUE(r.publish_raw(topic, w, tx));
+  Reply first{};
+  ASSERT_TRUE(r.wait_reply(tx, first, 20000));
+  ASSERT_EQ(first.kind, ReplyKind::Ack);
+
+  std::atomic<int> failures{0};
+  std::vector<std::thread> th;
+  for (uint32_t i = 1; i < kDevices; ++i)
+    th.emplace_back([&, i] {
+      for (int k = 0; k < kPayments; ++k)
+        if (devices_[i]->pay(3) != Status::Ok) ++failures;
+    });
+  for (auto& t : th) t.join();
+  ASSERT_EQ(failures.load(), 0);
+
+  ASSERT_TRUE(r.publish_raw(topic, w, tx));  // the same bytes again: the stored Ack
+  Reply again{};
+  ASSERT_TRUE(r.wait_reply(tx, again, 20000));
+  EXPECT_EQ(again.kind, ReplyKind::Ack);
+  EXPECT_TRUE(again.sig == first.sig);
+  ChannelUpdate other = up;  // another state at the same txCountGlobal: refused
+  other.payment.amountWei = U256::from_u64(6);
+  ChannelState no{};
+  EXPECT_EQ(send_raw(r, hub_addr_, r.build(other, no), tx), Status::BadTxCount);
+  EXPECT_EQ(read_ledger(db(), r.address()).updates, static_cast<long long>(tx));
+
+  // Threads across evictions: the payer and the payee are evicted between every step.
+  SimDevice& a = *devices_[1];
+  SimDevice& b = *devices_[2];
+  ASSERT_EQ(b.pay(500), Status::Ok);  // hub collateral in the payee's channel
+  uint64_t id1 = 0, id2 = 0;
+  ASSERT_EQ(a.open_thread(b.address(), 100, &id1), Status::Ok);
+  ASSERT_EQ(devices_[3]->pay(1), Status::Ok);
+  ASSERT_EQ(a.open_thread(b.address(), 50, &id2), Status::Ok);
+  ASSERT_TRUE(b.wait_until([](SimDevice& d) { return d.completed(UpdateReason::OpenThread) == 2; }, 30000));
+  ASSERT_EQ(devices_[4]->pay(1), Status::Ok);
+  ASSERT_EQ(a.thread_pay(b.address(), id1, 30), Status::Ok);
+  ASSERT_TRUE(b.wait_until(
+      [&](SimDevice& d) {
+        SignedThreadState t{};
+        return d.thread_latest(a.address(), b.address(), id1, t) && t.state.txCount == 1;
+      },
+      30000));
+  ASSERT_EQ(a.close_thread(b.address(), id1), Status::Ok);
+  ASSERT_TRUE(a.wait_until([](SimDevice& d) { return d.completed(UpdateReason::CloseThread) == 1; }, 30000));
+  ASSERT_EQ(devices_[3]->pay(1), Status::Ok);
+  EXPECT_EQ(a.threads().size(), 1u);
+  EXPECT_EQ(b.threads().size(), 1u);
+  for (uint32_t i = 1; i < kDevices; ++i) expect_ledger_agrees(*devices_[i]);
+  EXPECT_NE(read_file(dir_ + "/hub.log").find("channel cache: evicted"), std::string::npos) << "nothing was evicted";
 }

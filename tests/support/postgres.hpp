@@ -1,5 +1,6 @@
 // Test fixture: a real PostgreSQL server (Debian's postgresql package) on 127.0.0.1, in a
-// fresh temp dir: initdb (trust authentication, superuser "postgres"), pg_ctl start with
+// fresh temp dir: a cluster (initdb once per machine into $TMPDIR/picopay-pg-template*,
+// copied per server; trust authentication, superuser "postgres"), pg_ctl start with
 // listen_addresses=127.0.0.1 and the Unix socket in the temp dir, pg_ctl stop -m immediate
 // and the dir removed by the destructor.
 //

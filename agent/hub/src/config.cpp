@@ -51,6 +51,9 @@ Store and policy:
   --db FILE                 same as --store sqlite:FILE [db] (default picopay-hub.db); with any
                             store also the prefix of the side files (<db>.events.json, <db>.chain-marks)
   --batch-max N             max updates committed per SQLite transaction [batchMax] (default 256)
+  --channel-cache N         channels held in memory at most [channelCache] (default 100000; an idle
+                            cached channel takes under 1 KB); the least recently used are evicted
+                            and read from the ledger again when next used
   --verify-threads N        extra threads validating and countersigning the payments of a
                             batch, one channel per job [verifyThreads] (default: CPUs - 1)
   --collateral-wei WEI      wei deposited into a payee channel lacking collateral [collateral.depositWei]
@@ -140,6 +143,7 @@ bool load_file(const std::string& path, Config& c, std::string& err) {
   str(j, c.db, "db");
   str(j, c.store, "store");
   num(j, c.batch_max, "batchMax");
+  num(j, c.channel_cache, "channelCache");
   num(j, c.verify_threads, "verifyThreads");
   str(j, c.collateral_wei, "collateral", "depositWei");
   str(j, c.exchange_rate, "exchange", "rate");
@@ -231,6 +235,7 @@ int parse_config(int argc, char** argv, Config& c, std::string& err) {
     else if (a == "--db") ok = val(c.db);
     else if (a == "--store") ok = val(c.store);
     else if (a == "--batch-max") ok = ival(c.batch_max);
+    else if (a == "--channel-cache") ok = ival(c.channel_cache);
     else if (a == "--verify-threads") ok = ival(c.verify_threads);
     else if (a == "--collateral-wei") ok = val(c.collateral_wei);
     else if (a == "--exchange-rate") ok = val(c.exchange_rate);
@@ -262,6 +267,7 @@ int parse_config(int argc, char** argv, Config& c, std::string& err) {
     return 2;
   }
   if (c.batch_max < 1) c.batch_max = 1;
+  if (c.channel_cache < 1) c.channel_cache = 1;
   if (c.broker_port <= 0 || c.broker_port > 65535) {
     err = "--broker-port out of range";
     return 2;

@@ -34,6 +34,9 @@ struct Config {
   // (event state, chain marks) with any store
   std::string db = "picopay-hub.db";
   int batch_max = 256;      // updates per SQLite transaction at most
+  // channels held in memory at most (least recently used evicted; their state is in the
+  // ledger); channels with requests, reordered updates or a pending status stay
+  int channel_cache = 100000;
   // threads that pre-validate and countersign payments besides the worker
   // (-1: one less than the CPU count)
   int verify_threads = -1;

@@ -87,6 +87,60 @@ constexpr uint64_t kNackBackoffMaxMs = 60000;
 constexpr uint64_t kDepositTimeoutSeconds = 3600;
 }  // namespace
 
+// The thread root's scratch space (kThreadCap + 2 hashes), one per thread: the core uses
+// it only during a call, so every channel of the worker shares it.
+static Hash32* thread_scratch() {
+  thread_local std::vector<Hash32> s(kThreadCap + 2);
+  return s.data();
+}
+
+ThreadSet Hub::Chan::set() {
+  const size_t room = std::min(thread_count + 1, kThreadCap);
+  if (threads.size() < room) threads.resize(room);
+  return ThreadSet{threads.data(), thread_count, threads.size(), thread_scratch()};
+}
+
+void Hub::lru_unlink(Chan* c) {
+  if (c->lru_prev) c->lru_prev->lru_next = c->lru_next;
+  else lru_head_ = c->lru_next;
+  if (c->lru_next) c->lru_next->lru_prev = c->lru_prev;
+  else lru_tail_ = c->lru_prev;
+  c->lru_prev = c->lru_next = nullptr;
+}
+
+void Hub::lru_push_front(Chan* c) {
+  c->lru_prev = nullptr;
+  c->lru_next = lru_head_;
+  if (lru_head_) lru_head_->lru_prev = c;
+  lru_head_ = c;
+  if (!lru_tail_) lru_tail_ = c;
+}
+
+bool Hub::pinned(const Chan* c) const {
+  return !c->requests.empty() || !c->future.empty() || c->dirty || c->legacy_tx != 0 || c->legacy_unsaved ||
+         status_dirty_.count(const_cast<Chan*>(c)) != 0 || timed_.count(const_cast<Chan*>(c)) != 0;
+}
+
+void Hub::evict() {
+  const size_t cap = static_cast<size_t>(cfg_.channel_cache);
+  const uint64_t before = evicted_;
+  Chan* c = lru_tail_;
+  while (chans_.size() > cap && c != nullptr) {
+    Chan* prev = c->lru_prev;
+    if (!pinned(c)) {
+      lru_unlink(c);
+      chans_.erase(c->key);  // destroys c
+      ++evicted_;
+    } else {
+      c->compact();
+    }
+    c = prev;
+  }
+  if (cfg_.verbose && evicted_ != before)
+    logf("info", "channel cache: evicted " + std::to_string(evicted_ - before) + " channel(s), " +
+                     std::to_string(chans_.size()) + " cached");
+}
+
 Hub::Hub(Config cfg, const PrivateKey& key) : cfg_(std::move(cfg)), key_(key) {}
 
 bool Hub::ok(LedgerStatus s, std::string& err) {
@@ -291,6 +345,7 @@ void Hub::worker() {
     if (fatal_.load()) return;
     request_timers();
     flush_status(false);
+    evict();
   }
   flush_status(true);
 }
@@ -369,6 +424,7 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch) {
   flush_status(false);
   spec_.clear();
   spec_runs_.clear();
+  evict();
   if (metrics_) metrics_->replies_published(outs.size());
   if (metrics_) metrics_->batch_done(batch.size(), std::chrono::duration<double>(std::chrono::steady_clock::now() - metrics_t0).count(), chans_.size());
   return true;
@@ -436,12 +492,17 @@ const PaymentJob* Hub::precomputed(const Chan& ch, const ChannelUpdate& u, const
 Hub::Chan* Hub::channel(const Address& user) {
   std::string k = mqtt::topic_address(user);
   auto it = chans_.find(k);
-  if (it != chans_.end()) return it->second.get();
+  if (it != chans_.end()) {
+    Chan* c = it->second.get();
+    if (c != lru_head_) {
+      lru_unlink(c);
+      lru_push_front(c);
+    }
+    return c;
+  }
   auto c = std::make_unique<Chan>();
   c->user = user;
   c->key = k;
-  c->threads.resize(kThreadCap);
-  c->scratch.resize(kThreadCap + 2);
   Bytes state, threads;
   bool found = false;
   std::string err;
@@ -463,7 +524,8 @@ Hub::Chan* Hub::channel(const Address& user) {
         txerr_ = "corrupt stored threads for " + k;
         return nullptr;
       }
-      c->threads[c->thread_count++] = st.state;
+      c->threads.push_back(st.state);
+      ++c->thread_count;
       p += n;
     }
   } else {
@@ -519,8 +581,10 @@ Hub::Chan* Hub::channel(const Address& user) {
   } else if (legacy && c->legacy_tx == 0) {
     c->legacy_unsaved = true;  // passed: the legacy row is deleted with the next write
   }
+  c->compact();
   Chan* raw = c.get();
   chans_[k] = std::move(c);
+  lru_push_front(raw);
   if (raw->outstanding()) timed_.insert(raw);
   return raw;
 }
@@ -751,7 +815,9 @@ Status Hub::check_policy(Chan& ch, const ChannelUpdate& u) {
       return Status::IoError;
     }
     if (payer == &ch) return Status::Unauthorized;
-    if (thread_set_find(payer->set(), t.sender, t.receiver, t.threadId) < 0) return Status::ThreadNotFound;
+    const long found = thread_set_find(payer->set(), t.sender, t.receiver, t.threadId);
+    payer->compact();
+    if (found < 0) return Status::ThreadNotFound;
   }
   return Status::Ok;
 }
@@ -811,6 +877,7 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
     return false;
   }
   ch.thread_count = ts.count;
+  ch.compact();
   ch.latest = signed_state;
   if (ch.legacy_tx != 0 && ch.latest.state.txCountGlobal >= ch.legacy_tx) {
     ch.legacy_tx = 0;
@@ -972,7 +1039,9 @@ Status Hub::request_applies(Chan& ch, const ChannelUpdate& u0) {
   u.txCountGlobal = ch.latest.state.txCountGlobal + (channel_is_skip(ch.latest.state, u0) ? 2 : 1);
   ChannelContext ctx{hub_};
   ChannelState next{};
-  return channel_next_state(ctx, ch.latest.state, ch.set(), u, next);
+  const Status s = channel_next_state(ctx, ch.latest.state, ch.set(), u, next);
+  ch.compact();
+  return s;
 }
 
 void Hub::pump(Chan& ch, std::vector<Out>& outs) {
@@ -986,7 +1055,7 @@ void Hub::pump(Chan& ch, std::vector<Out>& outs) {
     logf("warn", ch.key + ": request " + std::to_string(ch.requests.front().id) + " (" +
                      update_reason_name(ch.requests.front().update.reason) + ") no longer applies (" + status_name(s) +
                      "): dropped");
-    ch.requests.pop_front();
+    ch.requests.erase(ch.requests.begin());
     ch.resend_at_ms = 0;
     changed = true;
   }
@@ -1008,7 +1077,7 @@ void Hub::pump(Chan& ch, std::vector<Out>& outs) {
       if (r.update.reason == UpdateReason::ProposePendingDeposit)
         r.update.deposit.timeout = unix_now() + kDepositTimeoutSeconds;
       r.id = ++ch.last_request_id;
-      ch.requests.push_front(r);
+      ch.requests.insert(ch.requests.begin(), r);
       persist_requests(ch);  // the id is stored before the request leaves (after COMMIT)
       if (tx_failed_) return;
       Out o;
@@ -1110,7 +1179,7 @@ void Hub::handle_reply(Chan& ch, const Bytes& payload, std::vector<Out>& outs) {
   ch.last_nack = r.status;
   ch.dirty = true;
   Request q = ch.requests.front();
-  ch.requests.pop_front();
+  ch.requests.erase(ch.requests.begin());
   ch.resend_at_ms = 0;
   if (channel_is_skip(ch.latest.state, q.update)) {
     // The user holds no such proposal (or will not give it up): nothing to invalidate.
@@ -1158,7 +1227,7 @@ void Hub::request_skip(Chan& ch, std::vector<Out>& outs) {
   }
   Request r;
   r.update = iv;
-  ch.requests.push_front(r);
+  ch.requests.insert(ch.requests.begin(), r);
   persist_requests(ch);
   if (!tx_failed_) pump(ch, outs);
 }
