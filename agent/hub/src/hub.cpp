@@ -129,7 +129,7 @@ void Hub::evict() {
     Chan* prev = c->lru_prev;
     if (!pinned(c)) {
       lru_unlink(c);
-      chans_.erase(c->key);  // destroys c
+      chans_.erase(c->user);  // destroys c
       ++evicted_;
     } else {
       c->compact();
@@ -490,8 +490,7 @@ const PaymentJob* Hub::precomputed(const Chan& ch, const ChannelUpdate& u, const
 }
 
 Hub::Chan* Hub::channel(const Address& user) {
-  std::string k = mqtt::topic_address(user);
-  auto it = chans_.find(k);
+  auto it = chans_.find(user);
   if (it != chans_.end()) {
     Chan* c = it->second.get();
     if (c != lru_head_) {
@@ -500,6 +499,7 @@ Hub::Chan* Hub::channel(const Address& user) {
     }
     return c;
   }
+  const std::string k = mqtt::topic_address(user);
   auto c = std::make_unique<Chan>();
   c->user = user;
   c->key = k;
@@ -583,7 +583,7 @@ Hub::Chan* Hub::channel(const Address& user) {
   }
   c->compact();
   Chan* raw = c.get();
-  chans_[k] = std::move(c);
+  chans_[user] = std::move(c);
   lru_push_front(raw);
   if (raw->outstanding()) timed_.insert(raw);
   return raw;

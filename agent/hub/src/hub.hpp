@@ -6,6 +6,7 @@
 #include <chrono>
 #include <set>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <unordered_map>
 #include <map>
@@ -36,6 +37,49 @@ namespace picopay::hub {
 
 class Metrics;
 class ChainFollow;
+
+// A channel's key, its user as "0x" + 40 lowercase hex digits (mqtt::topic_address),
+// held inline (a std::string of 42 characters would take a heap block per cached channel);
+// it converts to std::string wherever one is wanted.
+struct ChanKey {
+  char text[43] = {};
+  ChanKey& operator=(const std::string& v) {
+    const size_t n = v.size() < sizeof text - 1 ? v.size() : sizeof text - 1;
+    std::memcpy(text, v.data(), n);
+    text[n] = 0;
+    return *this;
+  }
+  operator std::string() const { return std::string(text); }
+};
+inline std::string operator+(const ChanKey& k, const char* t) { return std::string(k) + t; }
+inline std::string operator+(const ChanKey& k, const std::string& t) { return std::string(k) + t; }
+inline std::string operator+(const std::string& t, const ChanKey& k) { return t + std::string(k); }
+inline std::string operator+(const char* t, const ChanKey& k) { return t + std::string(k); }
+
+// A map allocated on its first insert and freed when emptied by erase(): 8 bytes while
+// empty (the channel cache holds many channels with an empty reorder buffer).
+template <class M>
+class LazyMap {
+ public:
+  bool empty() const { return !m_ || m_->empty(); }
+  typename M::iterator begin() { return m_ ? m_->begin() : none().begin(); }
+  typename M::iterator end() { return m_ ? m_->end() : none().end(); }
+  typename M::mapped_type& operator[](const typename M::key_type& k) {
+    if (!m_) m_ = std::make_unique<M>();
+    return (*m_)[k];
+  }
+  void erase(typename M::iterator it) {
+    m_->erase(it);
+    if (m_->empty()) m_.reset();
+  }
+
+ private:
+  static M& none() {
+    static M empty;
+    return empty;
+  }
+  std::unique_ptr<M> m_;
+};
 
 class Hub {
  public:
@@ -68,11 +112,11 @@ class Hub {
   // thread root's scratch space is one buffer of the worker (thread_scratch()).
   struct Chan {
     Address user{};
-    std::string key;  // lowercase 0x user
+    ChanKey key;  // lowercase 0x user
     SignedChannelState latest{};
     std::vector<ThreadState> threads;  // the open threads (size thread_count when compact)
     size_t thread_count = 0;
-    std::map<uint64_t, std::vector<Bytes>> future;  // reorder buffer (unsigned, in memory)
+    LazyMap<std::map<uint64_t, std::vector<Bytes>>> future;  // reorder buffer (unsigned, in memory)
     std::vector<Request> requests;  // stored (table requests) with the update that changes them
     uint64_t last_request_id = 0;  // stored (table request_ids)
     // A hub-signed proposal of an earlier version is outstanding for this txCountGlobal:
@@ -208,7 +252,15 @@ class Hub {
   // Ok: true; else err = the ledger's message.
   static bool ok(LedgerStatus s, std::string& err);
   std::unique_ptr<mqtt::Client> mqtt_;
-  std::unordered_map<std::string, std::unique_ptr<Chan>> chans_;  // the channel cache
+  // Addresses are keccak-derived: their first bytes are a good hash.
+  struct AddressHash {
+    size_t operator()(const Address& a) const noexcept {
+      size_t h = 0;
+      std::memcpy(&h, a.bytes, sizeof h);
+      return h;
+    }
+  };
+  std::unordered_map<Address, std::unique_ptr<Chan>, AddressHash> chans_;  // the channel cache
   Chan* lru_head_ = nullptr;  // most recently used
   Chan* lru_tail_ = nullptr;  // least recently used
   void lru_unlink(Chan* c);
