@@ -87,7 +87,67 @@ constexpr uint64_t kNackBackoffMaxMs = 60000;
 constexpr uint64_t kDepositTimeoutSeconds = 3600;
 }  // namespace
 
+// The thread root's scratch space (kThreadCap + 2 hashes), one per thread: the core uses
+// it only during a call, so every channel of the worker shares it.
+static Hash32* thread_scratch() {
+  thread_local std::vector<Hash32> s(kThreadCap + 2);
+  return s.data();
+}
+
+ThreadSet Hub::Chan::set() {
+  const size_t room = std::min(thread_count + 1, kThreadCap);
+  if (threads.size() < room) threads.resize(room);
+  return ThreadSet{threads.data(), thread_count, threads.size(), thread_scratch()};
+}
+
+void Hub::lru_unlink(Chan* c) {
+  if (c->lru_prev) c->lru_prev->lru_next = c->lru_next;
+  else lru_head_ = c->lru_next;
+  if (c->lru_next) c->lru_next->lru_prev = c->lru_prev;
+  else lru_tail_ = c->lru_prev;
+  c->lru_prev = c->lru_next = nullptr;
+}
+
+void Hub::lru_push_front(Chan* c) {
+  c->lru_prev = nullptr;
+  c->lru_next = lru_head_;
+  if (lru_head_) lru_head_->lru_prev = c;
+  lru_head_ = c;
+  if (!lru_tail_) lru_tail_ = c;
+}
+
+bool Hub::pinned(const Chan* c) const {
+  return !c->requests.empty() || !c->future.empty() || c->dirty || c->legacy_tx != 0 || c->legacy_unsaved ||
+         status_dirty_.count(const_cast<Chan*>(c)) != 0 || timed_.count(const_cast<Chan*>(c)) != 0;
+}
+
+void Hub::evict() {
+  const size_t cap = static_cast<size_t>(cfg_.channel_cache);
+  const uint64_t before = evicted_;
+  Chan* c = lru_tail_;
+  while (chans_.size() > cap && c != nullptr) {
+    Chan* prev = c->lru_prev;
+    if (!pinned(c)) {
+      lru_unlink(c);
+      chans_.erase(c->user);  // destroys c
+      ++evicted_;
+    } else {
+      c->compact();
+    }
+    c = prev;
+  }
+  if (cfg_.verbose && evicted_ != before)
+    logf("info", "channel cache: evicted " + std::to_string(evicted_ - before) + " channel(s), " +
+                     std::to_string(chans_.size()) + " cached");
+}
+
 Hub::Hub(Config cfg, const PrivateKey& key) : cfg_(std::move(cfg)), key_(key) {}
+
+bool Hub::ok(LedgerStatus s, std::string& err) {
+  if (s.ok()) return true;
+  err = std::move(s.message);
+  return false;
+}
 
 Hub::~Hub() {
   stop();
@@ -157,9 +217,9 @@ bool Hub::start(std::string& err) {
     pool_ = std::make_unique<ParallelAcceptor>(n, key_, hub_);
   }
   if (const char* c = std::getenv("PICOPAY_HUB_CRASH_AT")) crash_at_ = c;
-  if (!store_.open(cfg_.db, err)) return false;
-  if (!store_.list_request_users(recover_users_, err)) return false;
-  if (!cfg_.metrics_listen.empty() && !(metrics_ = Metrics::start(cfg_.metrics_listen, store_, err))) return false;
+  if (!ok(Ledger::open(cfg_.store.empty() ? "sqlite:" + cfg_.db : cfg_.store, ledger_), err)) return false;
+  if (!ok(ledger_->list_request_users(recover_users_), err)) return false;
+  if (!cfg_.metrics_listen.empty() && !(metrics_ = Metrics::start(cfg_.metrics_listen, *ledger_, err))) return false;
 
   if (!cfg_.rpc_url.empty()) {
     rpc_ = std::make_unique<chain::RpcClient>(cfg_.rpc_url);
@@ -177,21 +237,25 @@ bool Hub::start(std::string& err) {
     follow_ = std::make_unique<ChainFollow>(*rpc_, *cm_, contract_, cfg_.confirmations, cfg_.event_state + ".follow",
                                             cfg_.db + ".chain-marks");
     if (!follow_->load(err)) return false;
-    std::vector<std::pair<std::string, Bytes>> rows;
-    if (store_.list_channels(rows, err)) {
-      for (auto& r : rows) {
-        Address u{};
-        if (address_parse(r.first.c_str(), r.first.size(), u) == Status::Ok) {
-          Chan* c = channel(u);
-          if (c) watch(*c);
-        }
-      }
-    }
+    // The watchtower watches every channel: each channel's latest state, streamed from
+    // the ledger (the channels are not loaded into the cache).
+    if (!ok(ledger_->for_each_channel([this](const std::string& k, const Bytes& state) {
+              chain::WatchedChannel w;
+              SignedChannelState s{};
+              if (address_parse(k.c_str(), k.size(), w.user) != Status::Ok ||
+                  decode_channel_state(state.data(), state.size(), s) != Status::Ok)
+                return true;  // a corrupt row is refused when its channel is used
+              if (s.hasSigHub && s.hasSigUser && s.state.timeout == 0) w.latest = s;
+              tower_->watch(w);
+              return true;
+            }),
+            err))
+      return false;
     if (!load_deposit_jobs(err)) return false;
     logf("info", "chain: " + cfg_.rpc_url + ", watchtower on");
   } else {
     std::vector<std::pair<std::string, Bytes>> deps;
-    if (!store_.list_deposits(deps, err)) return false;
+    if (!ok(ledger_->list_deposits(deps), err)) return false;
     if (!deps.empty())
       logf("warn", std::to_string(deps.size()) +
                        " countersigned collateral deposit(s) stored; without --rpc-url they wait (not sent)");
@@ -224,7 +288,7 @@ bool Hub::start(std::string& err) {
   mqtt_->subscribe(mqtt::topic_hub_filter(hub_), 1);
   worker_ = std::thread([this] { worker(); });
   if (!mqtt_->start(err)) return false;
-  logf("info", "hub " + json::address_text(hub_) + " contract " + json::address_text(contract_) + " db " + cfg_.db);
+  logf("info", "hub " + json::address_text(hub_) + " contract " + json::address_text(contract_) + " ledger " + ledger_->backend() + (cfg_.store.rfind("postgres", 0) == 0 ? std::string() : " " + cfg_.db));
   if (metrics_) logf("info", "metrics on " + cfg_.metrics_listen + " (port " + std::to_string(metrics_->port()) + "): /metrics, /dashboard");
   return true;
 }
@@ -281,6 +345,7 @@ void Hub::worker() {
     if (fatal_.load()) return;
     request_timers();
     flush_status(false);
+    evict();
   }
   flush_status(true);
 }
@@ -310,7 +375,7 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch) {
   batch_done_.clear();
   tx_failed_ = false;
   std::string err;
-  if (!store_.begin(err)) {
+  if (!ok(ledger_->begin(), err)) {
     fail(err);
     return false;
   }
@@ -332,12 +397,12 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch) {
     if (ch->dirty) touched.push_back(ch);
   }
   if (tx_failed_) {
-    store_.rollback();
+    ledger_->rollback();
     fail("store: " + txerr_);
     return false;
   }
-  if (!store_.commit(err)) {
-    store_.rollback();
+  if (!ok(ledger_->commit(), err)) {
+    ledger_->rollback();
     fail(err);
     return false;
   }
@@ -359,6 +424,7 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch) {
   flush_status(false);
   spec_.clear();
   spec_runs_.clear();
+  evict();
   if (metrics_) metrics_->replies_published(outs.size());
   if (metrics_) metrics_->batch_done(batch.size(), std::chrono::duration<double>(std::chrono::steady_clock::now() - metrics_t0).count(), chans_.size());
   return true;
@@ -424,18 +490,23 @@ const PaymentJob* Hub::precomputed(const Chan& ch, const ChannelUpdate& u, const
 }
 
 Hub::Chan* Hub::channel(const Address& user) {
-  std::string k = mqtt::topic_address(user);
-  auto it = chans_.find(k);
-  if (it != chans_.end()) return it->second.get();
+  auto it = chans_.find(user);
+  if (it != chans_.end()) {
+    Chan* c = it->second.get();
+    if (c != lru_head_) {
+      lru_unlink(c);
+      lru_push_front(c);
+    }
+    return c;
+  }
+  const std::string k = mqtt::topic_address(user);
   auto c = std::make_unique<Chan>();
   c->user = user;
   c->key = k;
-  c->threads.resize(kThreadCap);
-  c->scratch.resize(kThreadCap + 2);
   Bytes state, threads;
   bool found = false;
   std::string err;
-  if (!store_.load_channel(k, state, threads, found, err)) {
+  if (!ok(ledger_->load_channel(k, state, threads, found), err)) {
     txerr_ = err;
     return nullptr;
   }
@@ -453,7 +524,8 @@ Hub::Chan* Hub::channel(const Address& user) {
         txerr_ = "corrupt stored threads for " + k;
         return nullptr;
       }
-      c->threads[c->thread_count++] = st.state;
+      c->threads.push_back(st.state);
+      ++c->thread_count;
       p += n;
     }
   } else {
@@ -463,8 +535,8 @@ Hub::Chan* Hub::channel(const Address& user) {
     c->latest.state.user = user;
     c->latest.state.recipient = user;
   }
-  std::vector<Store::RequestRow> rows;
-  if (!store_.load_requests(k, c->last_request_id, rows, err)) {
+  std::vector<Ledger::RequestRow> rows;
+  if (!ok(ledger_->load_requests(k, c->last_request_id, rows), err)) {
     txerr_ = err;
     return nullptr;
   }
@@ -486,7 +558,7 @@ Hub::Chan* Hub::channel(const Address& user) {
   uint64_t ltx = 0;
   Bytes lprop;
   std::vector<Bytes> lqueue;
-  if (!store_.load_legacy(k, legacy, ltx, lprop, lqueue, err)) {
+  if (!ok(ledger_->load_legacy(k, legacy, ltx, lprop, lqueue), err)) {
     txerr_ = err;
     return nullptr;
   }
@@ -509,8 +581,10 @@ Hub::Chan* Hub::channel(const Address& user) {
   } else if (legacy && c->legacy_tx == 0) {
     c->legacy_unsaved = true;  // passed: the legacy row is deleted with the next write
   }
+  c->compact();
   Chan* raw = c.get();
-  chans_[k] = std::move(c);
+  chans_[user] = std::move(c);
+  lru_push_front(raw);
   if (raw->outstanding()) timed_.insert(raw);
   return raw;
 }
@@ -568,7 +642,7 @@ void Hub::handle_update(Chan& ch, const Bytes& payload, std::vector<Out>& outs) 
       found = true;
     } else {
       std::string err;
-      if (!store_.find_update(ch.key, u.txCountGlobal, req, rep, found, err)) {
+      if (!ok(ledger_->find_update(ch.key, u.txCountGlobal, req, rep, found), err)) {
         txerr_ = err;
         tx_failed_ = true;
         return;
@@ -741,7 +815,9 @@ Status Hub::check_policy(Chan& ch, const ChannelUpdate& u) {
       return Status::IoError;
     }
     if (payer == &ch) return Status::Unauthorized;
-    if (thread_set_find(payer->set(), t.sender, t.receiver, t.threadId) < 0) return Status::ThreadNotFound;
+    const long found = thread_set_find(payer->set(), t.sender, t.receiver, t.threadId);
+    payer->compact();
+    if (found < 0) return Status::ThreadNotFound;
   }
   return Status::Ok;
 }
@@ -801,6 +877,7 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
     return false;
   }
   ch.thread_count = ts.count;
+  ch.compact();
   ch.latest = signed_state;
   if (ch.legacy_tx != 0 && ch.latest.state.txCountGlobal >= ch.legacy_tx) {
     ch.legacy_tx = 0;
@@ -812,7 +889,7 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
   Bytes rep = reply_bytes(r);
   std::string err;
   const Bytes st_wire = encode_state(signed_state);
-  if (!store_.insert_update(ch.key, u.txCountGlobal, payload, rep, st_wire, err)) {
+  if (!ok(ledger_->insert_update(ch.key, u.txCountGlobal, payload, rep, st_wire), err)) {
     txerr_ = err;
     tx_failed_ = true;
     return false;
@@ -843,7 +920,7 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
   // hubAuthorizedUpdate (or before the ConfirmPending) does not lose it.
   if (u.reason == UpdateReason::ProposePendingDeposit &&
       (!u.deposit.depositWeiHub.is_zero() || !u.deposit.depositTokenHub.is_zero())) {
-    if (!store_.save_deposit(ch.key, signed_state.state.txCountGlobal, st_wire, err)) {
+    if (!ok(ledger_->save_deposit(ch.key, signed_state.state.txCountGlobal, st_wire), err)) {
       txerr_ = err;
       tx_failed_ = true;
       return false;
@@ -863,7 +940,7 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
 
 void Hub::persist_channel(Chan& ch) {
   std::string err;
-  if (!store_.save_channel(ch.key, ch.latest.state.txCountGlobal, encode_state(ch.latest), encode_threads(ch), err)) {
+  if (!ok(ledger_->save_channel(ch.key, ch.latest.state.txCountGlobal, encode_state(ch.latest), encode_threads(ch)), err)) {
     txerr_ = err;
     tx_failed_ = true;
   }
@@ -962,7 +1039,9 @@ Status Hub::request_applies(Chan& ch, const ChannelUpdate& u0) {
   u.txCountGlobal = ch.latest.state.txCountGlobal + (channel_is_skip(ch.latest.state, u0) ? 2 : 1);
   ChannelContext ctx{hub_};
   ChannelState next{};
-  return channel_next_state(ctx, ch.latest.state, ch.set(), u, next);
+  const Status s = channel_next_state(ctx, ch.latest.state, ch.set(), u, next);
+  ch.compact();
+  return s;
 }
 
 void Hub::pump(Chan& ch, std::vector<Out>& outs) {
@@ -976,7 +1055,7 @@ void Hub::pump(Chan& ch, std::vector<Out>& outs) {
     logf("warn", ch.key + ": request " + std::to_string(ch.requests.front().id) + " (" +
                      update_reason_name(ch.requests.front().update.reason) + ") no longer applies (" + status_name(s) +
                      "): dropped");
-    ch.requests.pop_front();
+    ch.requests.erase(ch.requests.begin());
     ch.resend_at_ms = 0;
     changed = true;
   }
@@ -998,7 +1077,7 @@ void Hub::pump(Chan& ch, std::vector<Out>& outs) {
       if (r.update.reason == UpdateReason::ProposePendingDeposit)
         r.update.deposit.timeout = unix_now() + kDepositTimeoutSeconds;
       r.id = ++ch.last_request_id;
-      ch.requests.push_front(r);
+      ch.requests.insert(ch.requests.begin(), r);
       persist_requests(ch);  // the id is stored before the request leaves (after COMMIT)
       if (tx_failed_) return;
       Out o;
@@ -1027,10 +1106,10 @@ void Hub::pump(Chan& ch, std::vector<Out>& outs) {
 }
 
 void Hub::persist_requests(Chan& ch) {
-  std::vector<Store::RequestRow> rows;
+  std::vector<Ledger::RequestRow> rows;
   rows.reserve(ch.requests.size());
   for (const auto& r : ch.requests) {
-    Store::RequestRow row;
+    Ledger::RequestRow row;
     row.id = r.id;
     if (!update_wire(r.update, row.update)) {
       txerr_ = ch.key + ": cannot encode a request";
@@ -1040,13 +1119,13 @@ void Hub::persist_requests(Chan& ch) {
     rows.push_back(std::move(row));
   }
   std::string err;
-  if (!store_.save_requests(ch.key, ch.last_request_id, rows, err)) {
+  if (!ok(ledger_->save_requests(ch.key, ch.last_request_id, rows), err)) {
     txerr_ = err;
     tx_failed_ = true;
     return;
   }
   if (ch.legacy_unsaved && ch.legacy_tx == 0) {
-    if (!store_.delete_legacy(ch.key, err)) {
+    if (!ok(ledger_->delete_legacy(ch.key), err)) {
       txerr_ = err;
       tx_failed_ = true;
       return;
@@ -1100,7 +1179,7 @@ void Hub::handle_reply(Chan& ch, const Bytes& payload, std::vector<Out>& outs) {
   ch.last_nack = r.status;
   ch.dirty = true;
   Request q = ch.requests.front();
-  ch.requests.pop_front();
+  ch.requests.erase(ch.requests.begin());
   ch.resend_at_ms = 0;
   if (channel_is_skip(ch.latest.state, q.update)) {
     // The user holds no such proposal (or will not give it up): nothing to invalidate.
@@ -1148,7 +1227,7 @@ void Hub::request_skip(Chan& ch, std::vector<Out>& outs) {
   }
   Request r;
   r.update = iv;
-  ch.requests.push_front(r);
+  ch.requests.insert(ch.requests.begin(), r);
   persist_requests(ch);
   if (!tx_failed_) pump(ch, outs);
 }
@@ -1180,7 +1259,7 @@ void Hub::request_timers() {
   if (!due.empty()) {
     std::string err;
     tx_failed_ = false;
-    if (!store_.begin(err)) {
+    if (!ok(ledger_->begin(), err)) {
       fail(err);
       return;
     }
@@ -1190,8 +1269,8 @@ void Hub::request_timers() {
       pump(*c, outs);
       if (tx_failed_) break;
     }
-    if (tx_failed_ || !store_.commit(err)) {
-      store_.rollback();
+    if (tx_failed_ || !ok(ledger_->commit(), err)) {
+      ledger_->rollback();
       fail("store: " + (err.empty() ? txerr_ : err));
       return;
     }
@@ -1217,7 +1296,7 @@ void Hub::recover() {
   std::vector<Out> outs;
   std::string err;
   tx_failed_ = false;
-  if (!store_.begin(err)) {
+  if (!ok(ledger_->begin(), err)) {
     fail(err);
     return;
   }
@@ -1243,8 +1322,8 @@ void Hub::recover() {
     if (tx_failed_) break;
   }
   recover_users_.clear();
-  if (tx_failed_ || !store_.commit(err)) {
-    store_.rollback();
+  if (tx_failed_ || !ok(ledger_->commit(), err)) {
+    ledger_->rollback();
     fail("store: " + (err.empty() ? txerr_ : err));
     return;
   }
@@ -1292,7 +1371,7 @@ void Hub::watch(Chan& ch) {
 
 bool Hub::load_deposit_jobs(std::string& err) {
   std::vector<std::pair<std::string, Bytes>> rows;
-  if (!store_.list_deposits(rows, err)) return false;
+  if (!ok(ledger_->list_deposits(rows), err)) return false;
   for (auto& r : rows) {
     DepositJob j;
     if (address_parse(r.first.c_str(), r.first.size(), j.user) != Status::Ok ||
@@ -1342,7 +1421,7 @@ bool Hub::run_deposit_job(DepositJob& j) {
   std::vector<Out> outs;
   std::string err;
   tx_failed_ = false;
-  if (!store_.begin(err)) {
+  if (!ok(ledger_->begin(), err)) {
     fail(err);
     return false;
   }
@@ -1352,15 +1431,15 @@ bool Hub::run_deposit_job(DepositJob& j) {
     std::memcpy(c.chainTx.transactionHash.bytes, txh.bytes, 32);
     add_request(*ch, c, true);  // ahead of the OpenThreads that wait for it
     if (!tx_failed_) pump(*ch, outs);
-    if (!tx_failed_ && !store_.delete_deposit(ch->key, err)) {
+    if (!tx_failed_ && !ok(ledger_->delete_deposit(ch->key), err)) {
       txerr_ = err;
       tx_failed_ = true;
     }
   } else {
     tx_failed_ = true;
   }
-  if (tx_failed_ || !store_.commit(err)) {
-    store_.rollback();
+  if (tx_failed_ || !ok(ledger_->commit(), err)) {
+    ledger_->rollback();
     fail("store: " + (err.empty() ? txerr_ : err));
     return false;
   }
