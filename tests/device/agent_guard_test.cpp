@@ -349,9 +349,13 @@ class MaliciousHub : public ::testing::Test {
   }
   void send_thread_payment(const ThreadState& prev, uint64_t wei, ThreadState& nx, ThreadUpdate& tu) {
     ASSERT_EQ(thread_propose(signer_, payer_.key, prev, U256::from_u64(wei), U256::zero(), tu, nx), Status::Ok);
-    uint8_t buf[kMaxThreadUpdateWire];
+    SignedThreadState full{};  // a thread payment carries the whole state (wire kind 0x06)
+    full.state = nx;
+    full.sigA = tu.sig;
+    full.hasSigA = true;
+    uint8_t buf[kMaxThreadStateWire];
     size_t n = 0;
-    ASSERT_EQ(encode_thread_update(tu, buf, sizeof buf, &n), Status::Ok);
+    ASSERT_EQ(encode_thread_payment(full, buf, sizeof buf, &n), Status::Ok);
     ASSERT_TRUE(hub_client_->publish(mqtt::topic_thread_update(me_.addr), buf, n, 1, false));
   }
   void send_close_request(const SignedThreadState& st) {
@@ -636,6 +640,39 @@ TEST_F(MaliciousHub, ForgedOrStaleCloseRequestChangesNothing) {
   EXPECT_FALSE(s.threads[0].closing) << "a forged or stale close request was acted on";
   EXPECT_TRUE(s.threads[0].open);
   EXPECT_FALSE(agent_said_something());
+}
+
+// docs/soak.md finding 1: thread payments the payee never got (the broker lost them, the
+// payer died before sending) do not block the later ones: each carries the payer's whole
+// state. A payment in the old increment form (kind 0x04) is refused with a clear line.
+TEST_F(MaliciousHub, PayeeConvergesAfterLostThreadPaymentsAndRefusesTheOldForm) {
+  start_payee_with_collateral(1000);
+  ASSERT_FALSE(HasFailure());
+  ChannelUpdate open = channel_update_make(UpdateReason::OpenThread);
+  open.thread.thread = thread(100, 0, 0);
+  request(open);
+  ASSERT_EQ(take_update().reason, UpdateReason::OpenThread);
+  ThreadState t1{}, t2{}, t3{}, t4{};
+  ThreadUpdate tu{};
+  send_thread_payment(open.thread.thread.state, 10, t1, tu);
+  ASSERT_TRUE(poll_until([&] { auto s = load(); return s.threads.size() == 1 && s.threads[0].latest.state.txCount == 1; }, 20000)) << log();
+  // Payments 2 and 3 are signed but lost.
+  ASSERT_EQ(thread_propose(signer_, payer_.key, t1, U256::from_u64(5), U256::zero(), tu, t2), Status::Ok);
+  ASSERT_EQ(thread_propose(signer_, payer_.key, t2, U256::from_u64(7), U256::zero(), tu, t3), Status::Ok);
+  // The old form of payment 4 is refused.
+  ThreadUpdate old{};
+  ASSERT_EQ(thread_propose(signer_, payer_.key, t3, U256::from_u64(1), U256::zero(), old, t4), Status::Ok);
+  uint8_t buf[kMaxThreadUpdateWire];
+  size_t n = 0;
+  ASSERT_EQ(encode_thread_update(old, buf, sizeof buf, &n), Status::Ok);
+  ASSERT_TRUE(hub_client_->publish(mqtt::topic_thread_update(me_.addr), buf, n, 1, false));
+  ASSERT_TRUE(poll_until([&] { return log().find("wire kind 0x04") != std::string::npos; }, 20000)) << log();
+  EXPECT_EQ(load().threads[0].latest.state, t1);
+  // Payment 4 in the current form brings the payee to the payer's state.
+  send_thread_payment(t3, 1, t4, tu);
+  ASSERT_TRUE(poll_until([&] { auto s = load(); return s.threads[0].latest.state.txCount == 4; }, 20000)) << log();
+  EXPECT_EQ(load().threads[0].latest.state, t4);
+  EXPECT_EQ(load().threads[0].latest.state.balanceWeiReceiver, U256::from_u64(23));
 }
 
 // A payee that does not accept incoming threads (role payer) refuses the mirror

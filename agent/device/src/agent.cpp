@@ -365,6 +365,11 @@ void Agent::on_thread_message(const std::vector<uint8_t>& p) {
     early_.push_back(Early{p, now_ms()});
     return;
   }
+  if (st == Status::BadKind && p.size() >= 2 && p[1] == static_cast<uint8_t>(WireKind::ThreadUpdate)) {
+    carry(st, fx, "thread payment in the increment form of an older payer (wire kind 0x04; picopay now sends "
+                  "its whole thread state, kind 0x06: upgrade the payer)");
+    return;
+  }
   carry(st, fx, "thread message");
 }
 
