@@ -634,12 +634,12 @@ bool Demo::setup(std::string& err) {
     const std::string pre_thread = "picopay/v1/thread/";
     if (m.topic.rfind(pre_thread, 0) == 0) {
       WireKind k{};
-      ThreadUpdate u{};
-      if (wire_peek_kind(m.payload.data(), m.payload.size(), k) != Status::Ok || k != WireKind::ThreadUpdate ||
-          decode_thread_update(m.payload.data(), m.payload.size(), u) != Status::Ok)
+      SignedThreadState u{};
+      if (wire_peek_kind(m.payload.data(), m.payload.size(), k) != Status::Ok || k != WireKind::ThreadPayment ||
+          decode_thread_payment(m.payload.data(), m.payload.size(), u) != Status::Ok)
         return;  // a close request (ThreadState) or garbage
-      long dev = lat_.device(mqtt::topic_address(u.sender));
-      if (dev >= 0) lat_.payment(static_cast<size_t>(dev), u.threadId, u.txCount, arrived);
+      long dev = lat_.device(mqtt::topic_address(u.state.sender));
+      if (dev >= 0) lat_.payment(static_cast<size_t>(dev), u.state.threadId, u.state.txCount, arrived);
       return;
     }
     Address hub{}, user{};

@@ -25,6 +25,7 @@
 #include "picopay/chain/manager.hpp"
 #include "picopay/codec.hpp"
 #include "picopay/device/agent.hpp"
+#include "picopay/device/tower_client.hpp"
 #include "picopay/device/chain_follow.hpp"
 #include "picopay/device/meter.hpp"
 #include "picopay/device/state.hpp"
@@ -183,6 +184,9 @@ class Agent {
   Status last_refusal_ = Status::Ok;
   std::string chain_note_;  // why a rule that needs the chain cannot be satisfied (status JSON)
   std::unique_ptr<OwnChannelFollower> follow_;
+  std::unique_ptr<TowerClient> tower_;  // picopay-tower handovers (cfg_.has_tower)
+  void tower_step(bool flush);
+  void tower_log(bool warn, const std::string& line);
   uint64_t last_follow_ms_ = 0;
   bool chain_hold_ = false;  // the chain shows our channel in dispute or emptied: no payments
   static constexpr uint64_t kFollowMs = 2000;
@@ -363,6 +367,11 @@ void Agent::on_thread_message(const std::vector<uint8_t>& p) {
     // The hub's OpenThread request may still come: keep it a while (bounded).
     while (early_.size() >= kEarlyMax) early_.pop_front();
     early_.push_back(Early{p, now_ms()});
+    return;
+  }
+  if (st == Status::BadKind && p.size() >= 2 && p[1] == static_cast<uint8_t>(WireKind::ThreadUpdate)) {
+    carry(st, fx, "thread payment in the increment form of an older payer (wire kind 0x04; picopay now sends "
+                  "its whole thread state, kind 0x06: upgrade the payer)");
     return;
   }
   carry(st, fx, "thread message");
@@ -709,6 +718,34 @@ void Agent::step() {
   }
 }
 
+void Agent::tower_log(bool warn, const std::string& line) {
+  if (!warn) {
+    logf(port::LogLevel::Debug, "%s", line.c_str());
+    return;
+  }
+  // Rate-limited (the acks come through the broker); the Ok slot is the tower's own.
+  uint64_t suppressed = 0;
+  if (!ignored_log_.allow(Status::Ok, now_ms(), &suppressed)) return;
+  if (suppressed > 0)
+    logf(port::LogLevel::Warn, "%s (and %llu more tower warnings in the last 10 s)", line.c_str(),
+         static_cast<unsigned long long>(suppressed));
+  else
+    logf(port::LogLevel::Warn, "%s", line.c_str());
+}
+
+void Agent::tower_step(bool flush) {
+  if (!tower_ || !mq_) return;
+  auto pub = [this](const std::string& topic, const std::vector<uint8_t>& b) {
+    mq_->publish(topic, b.data(), b.size(), 1, false);
+  };
+  auto lg = [this](bool warn, const std::string& l) { tower_log(warn, l); };
+  const std::vector<SignedThreadState> incoming = TowerClient::incoming_threads(s_);
+  if (flush)
+    tower_->flush(s_.channel(), incoming, now_ms(), pub, lg);
+  else
+    tower_->step(s_.channel(), incoming, now_ms(), pub, lg);
+}
+
 void Agent::handle(const Event& e) {
   if (e.kind == Event::Connected) {
     Effects fx;
@@ -737,6 +774,7 @@ void Agent::handle(const Event& e) {
   }
   const std::string& t = e.msg.topic;
   const std::vector<uint8_t>& p = e.msg.payload;
+  if (tower_ && tower_->on_message(t, p, [this](bool warn, const std::string& l) { tower_log(warn, l); })) return;
   if (t == mqtt::topic_reply(st_.user)) {
     Effects fx;
     Status st = s_.on_reply(p.data(), p.size(), unix_now(), fx);
@@ -872,6 +910,10 @@ int Agent::run() {
   mq_->subscribe(mqtt::topic_request(me));
   if (cfg_.payee) mq_->subscribe(mqtt::topic_thread_update(me));
   if ((cfg_.meter == "tasmota" || cfg_.meter == "shelly") && !cfg_.meter_topic.empty()) mq_->subscribe(cfg_.meter_topic);
+  if (cfg_.has_tower) {
+    tower_ = std::make_unique<TowerClient>(cfg_.tower, st_.contract, me, signer_, key_, cfg_.tower_interval_ms);
+    for (const auto& topic : tower_->topics()) mq_->subscribe(topic);
+  }
   if (!mq_->start(err)) {
     std::fprintf(stderr, "picopay-agent: mqtt: %s\n", err.c_str());
     return 1;
@@ -907,6 +949,7 @@ int Agent::run() {
       if (done_) break;
     }
     step();
+    tower_step(false);
     if (stopping_ && !cfg_.payer && !s_.has_pending()) {
       bool closing = false;
       for (size_t i = 0; i < s_.thread_capacity(); ++i) {
@@ -917,6 +960,7 @@ int Agent::run() {
     }
     publish_status(false);
   }
+  tower_step(true);  // going to sleep: the tower gets our latest state now
   publish_status(true);
   mq_->publish(mqtt::topic_user_status(me), std::string("{\"state\":\"offline\"}"), 1, true);
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
