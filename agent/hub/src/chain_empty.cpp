@@ -9,6 +9,7 @@
 // countersigns it after reading the chain again (policy_hub_countersigns: emptied, no
 // dispute, the chain's txCount not ahead of the state's). Then a new deposit brings the
 // channel back.
+#include <ctime>
 #include <string>
 
 #include "chain_follow.hpp"
@@ -41,6 +42,14 @@ void Hub::request_empty_channel(Chan& ch) {
   }
   ChannelUpdate u = channel_update_make(UpdateReason::EmptyChannel);
   u.chainTx.transactionHash = follow_->empty_tx(ch.user);
+  // Only what the hub would countersign now: e.g. not over the pending deposit that
+  // reopens the channel after an EmptyChannel (the contract can still run it).
+  HubPolicyInput in{};
+  in.hasChainAccess = true;
+  in.chain = f;
+  in.chain.blockTime = static_cast<uint64_t>(std::time(nullptr));  // the countersign re-reads the chain's
+  in.limits = policy_limits_default();
+  if (policy_hub_countersigns(in, ch.latest.state, u) != Status::Ok) return;
   std::vector<Out> outs;
   std::string err;
   tx_failed_ = false;
