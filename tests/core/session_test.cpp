@@ -860,6 +860,59 @@ TEST(SessionEvilHub, ChainFactsRequiredForConfirmEmptyInvalidation) {
   EXPECT_EQ(fx4.out[0].route, Route::ToHubUpdate);
 }
 
+// The hub asks for EmptyChannel on a channel the chain does not show emptied (or shows
+// emptied at counts the new state would not supersede): nothing is signed and nothing
+// stored changes; with the chain's true facts the device proposes it.
+TEST(SessionEvilHub, EmptyChannelOnlyWhenTheChainShowsItEmpty) {
+  Evil x;
+  Device& d = *x.p;
+  ASSERT_TRUE(d.cfg.hasChainAccess);
+  const ChannelState before = d.s->channel().state;
+  ASSERT_FALSE(before.balanceWeiUser.is_zero());
+  ChannelUpdate e = channel_update_make(UpdateReason::EmptyChannel);
+  // The chain shows the channel open with its funds: kept, unsigned, nothing sent.
+  ChainFacts open{true, before.txCountGlobal, before.txCountChain, ChainChannelStatus::Open, false, x.n.now};
+  Effects fx;
+  EXPECT_EQ(d.s->on_chain_fact(open, x.n.now, fx), Status::Ok);
+  x.expect_refused(d, x.request(d, e, ++x.id), Status::NotOnChain, true);
+  EXPECT_TRUE(d.s->has_hub_request());
+  // Emptied, but at a state newer than ours, or after an authorized update ours lacks.
+  ChainFacts bad = open;
+  bad.emptied = true;
+  bad.txCountGlobal = before.txCountGlobal + 1;
+  const Bytes stored = d.stored;
+  Effects fx2;
+  EXPECT_EQ(d.s->on_chain_fact(bad, x.n.now, fx2), Status::NotOnChain);
+  EXPECT_EQ(fx2.count, 0u);
+  bad.txCountGlobal = before.txCountGlobal;
+  bad.txCountChain = before.txCountChain + 1;
+  EXPECT_EQ(d.s->on_chain_fact(bad, x.n.now, fx2), Status::NotOnChain);
+  EXPECT_EQ(fx2.count, 0u);
+  EXPECT_FALSE(d.s->has_pending());
+  EXPECT_EQ(d.s->channel().state, before);
+  EXPECT_EQ(d.stored, stored);
+  // In dispute: refused for what it is.
+  bad = open;
+  bad.status = ChainChannelStatus::InDispute;
+  Effects fxd;
+  EXPECT_EQ(d.s->on_chain_fact(bad, x.n.now, fxd), Status::ChannelInDispute);
+  if (fxd.persist) d.persist();
+  EXPECT_FALSE(d.s->has_pending());
+  EXPECT_EQ(d.s->channel().state, before);
+  // Truly emptied at our counts: proposed, an empty state at txCountGlobal + 1.
+  ChainFacts good = open;
+  good.emptied = true;
+  Effects fx3;
+  EXPECT_EQ(d.s->on_chain_fact(open, x.n.now, fx3), Status::Ok);
+  x.expect_refused(d, x.request(d, e, ++x.id), Status::NotOnChain, true);
+  EXPECT_EQ(d.s->on_chain_fact(good, x.n.now, fx3), Status::Ok);
+  ASSERT_TRUE(d.s->has_pending());
+  EXPECT_EQ(d.s->pending().reason, UpdateReason::EmptyChannel);
+  EXPECT_EQ(d.s->pending().txCountGlobal, before.txCountGlobal + 1);
+  ASSERT_EQ(fx3.count, 1u);
+  EXPECT_EQ(fx3.out[0].route, Route::ToHubUpdate);
+}
+
 TEST(SessionEvilHub, ForgedRequestSignatureDroppedSilently) {
   Evil x;
   ChannelUpdate d = channel_update_make(UpdateReason::ProposePendingDeposit);

@@ -5,6 +5,10 @@
 // no answer), nothing is signed, nothing stored changes, and the agent keeps working.
 // No timing assertions: every wait is a bounded poll.
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -44,7 +48,7 @@ struct Account {
   Address addr{};
 };
 
-constexpr int kUsers = 24;
+constexpr int kUsers = 28;
 constexpr uint64_t kTimeout = 4000000000ull;  // a pending op's timeout (far future)
 
 class MaliciousHub : public ::testing::Test {
@@ -918,4 +922,67 @@ TEST_F(MaliciousHub, AgentRefusesAContractThatIsNotOurHubsChannelManager) {
   auto on = cm_->channel(me_.addr);
   ASSERT_TRUE(on.ok());
   EXPECT_TRUE(on->weiTotal.is_zero());
+}
+
+namespace {
+
+// Fills the file system holding `dir` to the last byte with `dir`/filler (ENOSPC then).
+bool fill_up(const std::string& dir) {
+  const int fd = ::open((dir + "/filler").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  std::vector<char> buf(4096, 'x');
+  for (size_t chunk : {size_t{4096}, size_t{1}})
+    while (::write(fd, buf.data(), chunk) == static_cast<ssize_t>(chunk)) {
+    }
+  const bool full = errno == ENOSPC;
+  ::fsync(fd);
+  ::close(fd);
+  return full;
+}
+
+}  // namespace
+
+// The state directory's file system fills up while the agent pays. The payment it was
+// about to propose cannot be persisted, so it never leaves (nothing is sent), the agent
+// says so in one line ("cannot persist state: No space left on device", not a misleading
+// "balance too low") and exits non-zero; the stored state is the last one, intact. With
+// space again, a restarted agent pays from that state.
+TEST_F(MaliciousHub, DiskFullStopsPayingWithOneClearLineAndCorruptsNothing) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a small tmpfs for the state directory";
+  const std::string mnt = dir_ + "/agent";
+  ASSERT_EQ(::mkdir(mnt.c_str(), 0700), 0);
+  ASSERT_EQ(::mount("tmpfs", mnt.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0700"), 0)
+      << std::strerror(errno);
+  struct Unmount {
+    std::string path;
+    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+  } unmount{mnt};
+  start_funded_payer();
+  ASSERT_FALSE(HasFailure());
+  meter_kwh("1.000");  // the meter's baseline, stored
+  ASSERT_TRUE(poll_until([&] { return load().meter.has_last; }, 20000)) << log();
+  const device::AgentState before = load();
+  const std::string status_before = status();
+  ASSERT_TRUE(fill_up(mnt));
+  (void)agent_said_something();  // drain
+  meter_kwh("1.005");  // 5 Wh due: the payment's record cannot be written
+  const int rc = agent_.wait(30000);
+  EXPECT_NE(rc, -2) << "the agent kept running on a full disk\n" << log();
+  EXPECT_NE(rc, 0);
+  const std::string l = log();
+  EXPECT_EQ(log_count("cannot persist state: No space left on device"), 1u) << l;
+  EXPECT_EQ(l.find("balance too low"), std::string::npos) << l;
+  EXPECT_FALSE(agent_said_something()) << "an update left without being persisted first";
+  // The stored record is the last one, readable and unchanged.
+  EXPECT_EQ(status(), status_before);
+  EXPECT_EQ(load().channel.state, before.channel.state);
+
+  // Space again: the agent resumes from the stored state and pays.
+  ASSERT_EQ(std::remove((mnt + "/filler").c_str()), 0);
+  start_agent("payer", payer_opts());
+  mqtt::Message m;
+  ASSERT_TRUE(next("sync", m));
+  send_sync();
+  expect_still_pays("1.000", "1.005");  // the lost reading comes again: the meter is cumulative
+  agent_.kill9();
 }

@@ -301,6 +301,11 @@ void Agent::carry(Status st, const Effects& fx, const char* what) {
       st_.units_paid = st_.pending_units;
       st_.wei_paid = st_.pending_wei;
       ++payments_;
+    } else if (fx.reason == UpdateReason::EmptyChannel) {
+      // The contract paid the channel out; the configured deposit goes in again.
+      st_.deposited = false;
+      logf(port::LogLevel::Warn, "EmptyChannel %llu double-signed: the channel is empty, as on chain",
+           static_cast<unsigned long long>(fx.txCountGlobal));
     }
     logf(port::LogLevel::Debug, "%s %llu double-signed", update_reason_name(fx.reason),
          static_cast<unsigned long long>(fx.txCountGlobal));
@@ -439,7 +444,7 @@ bool Agent::read_chain(ChainFacts& f, std::string& err) {
   // After emptyChannel the contract holds nothing for the channel and has recorded a
   // state (txCount[0] > 0); a channel never used has txCount[0] = 0.
   f.emptied = on->status == chain::ChannelStatus::Open && on->weiTotal.is_zero() && on->tokenTotal.is_zero() &&
-              on->txCountGlobal > 0;
+              on->txCountGlobal > 0 && on->threadCount == 0;
   f.blockTime = blk->timestamp;
   return true;
 }
@@ -534,16 +539,24 @@ void Agent::follow_chain() {
   }
   if (!v->answered.empty()) logf(port::LogLevel::Warn, "chain: stale exit answered: %s", v->answered.c_str());
   if (!v->error.empty()) logf(port::LogLevel::Error, "chain: cannot answer the exit (retrying): %s", v->error.c_str());
-  const bool hold = v->dispute || v->emptied;
-  if (v->note != chain_note_ && (hold || chain_hold_)) {
+  // Held while an exit runs, or while the chain shows the channel emptied and our latest
+  // state still holds something: then only EmptyChannel (the hub requests it) brings it
+  // back; once our state is empty too, a new deposit reopens it.
+  const bool hold =
+      v->dispute || (v->emptied && policy_check_chain_status(v->facts, s_.channel().state, UpdateReason::Payment) !=
+                                       Status::Ok);
+  const std::string note = hold ? v->note : "";
+  if (note != chain_note_ && (hold || chain_hold_)) {
     if (hold)
-      logf(port::LogLevel::Warn, "chain: our channel is %s: payments stopped", v->note.c_str());
+      logf(port::LogLevel::Warn, "chain: our channel is %s: payments stopped", note.c_str());
+    else if (v->emptied)
+      logf(port::LogLevel::Info, "chain: EmptyChannel recorded the empty channel: it takes a new deposit");
     else
       logf(port::LogLevel::Info, "chain: our channel is open again");
-    chain_note_ = v->note;
+    chain_note_ = note;
     status_dirty_ = true;
   }
-  if (hold || chain_hold_) {
+  if (hold || chain_hold_ || v->emptied) {
     Effects fx;
     Status st = s_.on_chain_fact(v->facts, unix_now(), fx);
     carry(st, fx, "chain facts");

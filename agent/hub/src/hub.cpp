@@ -832,6 +832,13 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
                      " tx " + std::to_string(u.txCountGlobal) + ": " + status_name(cs) + " (" +
                      ChainFollow::describe(*follow_->mark(ch.user)) + ")");
     nack(ch, u.txCountGlobal, cs, outs);
+    // Emptied on chain: the user's proposal at latest + 1 will never be countersigned
+    // (only EmptyChannel is); its Invalidation lets the user's session give it up so the
+    // requested EmptyChannel can follow (chain_empty.cpp).
+    const ChainMark* m = follow_->mark(ch.user);
+    if (m->emptied && !m->dispute && u.txCountGlobal == ch.latest.state.txCountGlobal + 1 &&
+        channel_accept(ctx, signer_, Party::Hub, ch.latest.state, ts, u, next, h) == Status::Ok)
+      request_skip(ch, outs);
     return false;
   }
   const PaymentJob* pre = precomputed(ch, u, payload);
@@ -914,6 +921,17 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
     ch.requests.erase(ch.requests.begin() + static_cast<long>(i));
     changed = true;
     break;
+  }
+  // The channel records the empty channel now: any other EmptyChannel request is moot
+  // (one asked again, with another transaction hash, must not empty a new deposit).
+  for (size_t i = 0; u.reason == UpdateReason::EmptyChannel && i < ch.requests.size();) {
+    if (ch.requests[i].update.reason != UpdateReason::EmptyChannel) {
+      ++i;
+      continue;
+    }
+    if (i == 0 && ch.requests[0].id != 0) ch.resend_at_ms = 0;
+    ch.requests.erase(ch.requests.begin() + static_cast<long>(i));
+    changed = true;
   }
   // A collateral deposit the hub requested, now countersigned: a job for the chain,
   // stored in the same transaction as the countersignature, so a crash before
@@ -1482,6 +1500,12 @@ void Hub::chain_jobs() {
 Status Hub::chain_refusal(const Chan& ch, const ChannelUpdate& u) const {
   const ChainMark* m = follow_ ? follow_->mark(ch.user) : nullptr;
   if (!m) return Status::Ok;
+  // An update asserting a chain fact is checked against the chain read at once
+  // (check_policy), not against the mark of the last round: a ConfirmPending of the new
+  // deposit that reopens an emptied channel is not refused for a mark a second old.
+  if (cm_ && (u.reason == UpdateReason::ConfirmPending || u.reason == UpdateReason::Invalidation ||
+              u.reason == UpdateReason::EmptyChannel))
+    return Status::Ok;
   return policy_check_chain_status(ChainFollow::facts(*m), ch.latest.state, u.reason);
 }
 
@@ -1502,8 +1526,10 @@ void Hub::follow_chain() {
   }
   for (const Address& u : follow_->marked()) {
     const ChainMark* m = follow_->mark(u);
-    Chan* ch = m && m->dispute ? channel(u) : nullptr;
-    if (ch) dispute_threads(*ch);
+    Chan* ch = m && (m->dispute || m->emptied) ? channel(u) : nullptr;
+    if (ch && m->dispute) dispute_threads(*ch);
+    if (ch && m->emptied) request_empty_channel(*ch);
+    if (fatal_.load()) return;
   }
 }
 

@@ -221,6 +221,11 @@ class Hub {
   // payee's close, else the initial state), so nukeThreads cannot take back what was paid
   // through a thread; the watchtower empties the threads after their timer.
   void dispute_threads(Chan& ch);
+  // A channel emptied on chain while the hub's latest state still holds funds, pending
+  // operations or threads (chain_empty.cpp): requests Connext's EmptyChannel (ahead of the
+  // queue, once), which the user proposes when its own chain facts show the same.
+  void request_empty_channel(Chan& ch);
+  std::set<std::string> empty_refused_;  // channel@block whose chain counts were reported ahead of ours
   std::set<std::string> threads_disputed_;  // channels whose thread exits were started (this run)
   std::set<std::string> threads_emptying_;  // channels emptied (or waited for) before their threads
   // ChannelInDispute if the chain shows `ch` in dispute, or emptied while the hub's
