@@ -22,9 +22,12 @@
 #include <thread>
 
 #include "picopay/agent/json_state.hpp"
+#include "picopay/agent/units.hpp"
 #include "picopay/chain/manager.hpp"
+#include "picopay/chain/token.hpp"
 #include "picopay/codec.hpp"
 #include "picopay/device/agent.hpp"
+#include "asset.hpp"
 #include "picopay/device/chain_follow.hpp"
 #include "picopay/device/meter.hpp"
 #include "picopay/device/state.hpp"
@@ -186,6 +189,10 @@ class Agent {
   uint64_t last_follow_ms_ = 0;
   bool chain_hold_ = false;  // the chain shows our channel in dispute or emptied: no payments
   static constexpr uint64_t kFollowMs = 2000;
+  units::Asset asset_ = units::eth();  // what the channel pays in (docs/tokens.md)
+  bool tok() const { return asset_.token; }
+  std::string fmt(const U256& v) const { return units::format(v, asset_); }
+  bool resolve_amounts();
 };
 
 void Agent::logf(port::LogLevel lv, const char* fmt, ...) {
@@ -338,21 +345,22 @@ void Agent::publish_status(bool force) {
   U256 received = U256::zero();
   size_t open = 0;
   for (const auto& th : st_.threads) {
-    if (!th.sender) (void)u256_add(received, th.latest.state.balanceWeiReceiver, received);
+    if (!th.sender) (void)u256_add(received, receiver_balance(tok(), th.latest.state), received);
     open += th.open ? 1 : 0;
   }
-  char buf[1024];
+  char buf[1400];
   std::snprintf(buf, sizeof buf,
                 "{\"state\":\"%s\",\"name\":\"%s\",\"txCountGlobal\":%llu,\"meteredWh\":%llu,\"unitsPaid\":%llu,"
                 "\"weiPaid\":\"%s\",\"receivedWei\":\"%s\",\"pending\":%s,\"openThreads\":%zu,\"payments\":%llu,"
-                "\"signing\":%s,\"lastRefusal\":\"%s\",\"chain\":\"%s\"}",
+                "\"signing\":%s,\"lastRefusal\":\"%s\",\"chain\":\"%s\",\"asset\":\"%s\",\"paid\":\"%s\","
+                "\"received\":\"%s\"}",
                 done_ ? "offline" : "online", cfg_.name.c_str(),
                 static_cast<unsigned long long>(s_.channel().state.txCountGlobal),
                 static_cast<unsigned long long>(st_.meter.units()), static_cast<unsigned long long>(st_.units_paid),
                 json::amount_text(st_.wei_paid).c_str(), json::amount_text(received).c_str(),
                 s_.has_pending() ? "true" : "false", open, static_cast<unsigned long long>(payments_),
                 s_.halted() ? "false" : "true", last_refusal_ == Status::Ok ? "" : status_name(last_refusal_),
-                chain_note_.c_str());
+                chain_note_.c_str(), asset_.symbol.c_str(), fmt(st_.wei_paid).c_str(), fmt(received).c_str());
   mq_->publish(mqtt::topic_user_status(st_.user), std::string(buf), 1, true);
 }
 
@@ -481,6 +489,18 @@ bool Agent::onchain_deposit() {
       fatal(std::string("the hub's countersignature on our deposit does not verify: ") + status_message(ev));
       return false;
     }
+    if (!c.state.pendingDepositTokenUser.is_zero()) {
+      // The contract takes the token deposit with transferFrom: allow exactly this amount.
+      auto ap = chain::erc20_approve(*wallet_, asset_.address, st_.contract, c.state.pendingDepositTokenUser);
+      if (!ap) {
+        logf(port::LogLevel::Warn, "chain: approve %s: %s (retrying in 5 s)", fmt(c.state.pendingDepositTokenUser).c_str(),
+             ap.error().to_string().c_str());
+        deposit_retry_ms_ = now_ms() + 5000;
+        return true;
+      }
+      logf(port::LogLevel::Info, "token approve %s on chain: %s", fmt(c.state.pendingDepositTokenUser).c_str(),
+           json::hash_text(ap->transactionHash).c_str());
+    }
     auto rc = cm_->user_authorized_update(c.state, c.sigHub);
     if (!rc) {
       if (rc.error().kind == chain::ErrorKind::Reverted) {  // the contract refuses this state: final
@@ -549,12 +569,13 @@ bool Agent::pay_units(uint64_t units) {
   if (u256_add(st_.wei_paid, amount, wei_after) != Status::Ok) return false;
   Effects fx;
   if (!cfg_.has_pay_to) {
-    if (s_.channel().state.balanceWeiUser < amount) return false;
+    if (user_balance(tok(), s_.channel().state) < amount) return false;
     const uint64_t pu = st_.pending_units;
     const U256 pw = st_.pending_wei;
     st_.pending_units = st_.units_paid + units;
     st_.pending_wei = wei_after;
-    Status st = s_.propose_payment(amount, U256::zero(), unix_now(), fx);
+    const AssetAmounts pay = in_asset(tok(), amount);
+    Status st = s_.propose_payment(pay.wei, pay.token, unix_now(), fx);
     if (st != Status::Ok) {
       st_.pending_units = pu;
       st_.pending_wei = pw;
@@ -569,12 +590,13 @@ bool Agent::pay_units(uint64_t units) {
   long idx = sender_thread();
   if (idx < 0) return false;
   const SessionThread& rec = s_.thread_slot(static_cast<size_t>(idx));
-  if (rec.latest.state.balanceWeiSender < amount) return false;
+  if (sender_balance(tok(), rec.latest.state) < amount) return false;
   const uint64_t before_units = st_.units_paid;
   const U256 before_wei = st_.wei_paid;
   st_.units_paid += units;  // in the same record as the signed thread state
   st_.wei_paid = wei_after;
-  Status st = s_.thread_pay(rec.initial.state.receiver, rec.initial.state.threadId, amount, U256::zero(), fx);
+  const AssetAmounts pay = in_asset(tok(), amount);
+  Status st = s_.thread_pay(rec.initial.state.receiver, rec.initial.state.threadId, pay.wei, pay.token, fx);
   if (st != Status::Ok) {
     st_.units_paid = before_units;
     st_.wei_paid = before_wei;
@@ -601,7 +623,7 @@ void Agent::step() {
   if (!cfg_.payer) return;
   const uint64_t now = unix_now();
   // 1. Our deposit double-signed but not yet on chain / confirmed.
-  if (channel_has_pending(c) && !c.pendingDepositWeiUser.is_zero()) {
+  if (channel_has_pending(c) && (!c.pendingDepositWeiUser.is_zero() || !c.pendingDepositTokenUser.is_zero())) {
     if (now_ms() < deposit_retry_ms_) return;
     if (!chain_failed_ && !onchain_deposit()) chain_failed_ = true;
     return;
@@ -611,7 +633,8 @@ void Agent::step() {
   if (!st_.deposited && !cfg_.deposit_wei.is_zero() && !stopping_) {
     Effects fx;
     st_.deposited = true;  // in the record that carries the proposal
-    Status st = s_.request_deposit(cfg_.deposit_wei, U256::zero(), now + 3600, now, fx);
+    const AssetAmounts dep = in_asset(tok(), cfg_.deposit_wei);
+    Status st = s_.request_deposit(dep.wei, dep.token, now + 3600, now, fx);
     if (st != Status::Ok) {
       st_.deposited = false;
       logf(port::LogLevel::Error, "cannot propose the deposit: %s", status_message(st));
@@ -629,11 +652,11 @@ void Agent::step() {
       U256 amount{};
       (void)u256_mul(cfg_.price_wei, U256::from_u64(due), amount);
       const SessionThread& rec = s_.thread_slot(static_cast<size_t>(idx));
-      if (rec.latest.state.balanceWeiSender < amount) {
+      if (sender_balance(tok(), rec.latest.state) < amount) {
         // Exhausted: pay what it still holds, then ask the payee to close it.
         uint64_t affordable = 0;
         U256 q{}, rem{};
-        if (u256_divmod(rec.latest.state.balanceWeiSender, cfg_.price_wei, q, rem) == Status::Ok && q.fits_u64())
+        if (u256_divmod(sender_balance(tok(), rec.latest.state), cfg_.price_wei, q, rem) == Status::Ok && q.fits_u64())
           affordable = q.low64();
         if (affordable > 0) {
           pay_units(affordable);
@@ -656,7 +679,8 @@ void Agent::step() {
         done_ = true;
         return;
       }
-      if (c.balanceWeiUser.is_zero()) {
+      const U256& bal = user_balance(tok(), c);
+      if (bal.is_zero()) {
         if (draining) {
           logf(port::LogLevel::Error, "no balance left to pay %llu units", static_cast<unsigned long long>(due));
           exit_code_ = 1;
@@ -666,11 +690,11 @@ void Agent::step() {
       }
       // A thread opened by us but never double-signed lingers only until the session's
       // proposal completes; open a new one locking threadLockWei (or the whole balance).
-      U256 lock = cfg_.thread_lock_wei.is_zero() || c.balanceWeiUser < cfg_.thread_lock_wei ? c.balanceWeiUser
-                                                                                           : cfg_.thread_lock_wei;
+      U256 lock = cfg_.thread_lock_wei.is_zero() || bal < cfg_.thread_lock_wei ? bal : cfg_.thread_lock_wei;
+      const AssetAmounts lk = in_asset(tok(), lock);
       Effects fx;
       uint64_t id = 0;
-      Status st = s_.propose_thread_open(cfg_.pay_to, lock, U256::zero(), now, fx, &id);
+      Status st = s_.propose_thread_open(cfg_.pay_to, lk.wei, lk.token, now, fx, &id);
       if (st != Status::Ok) {
         logf(port::LogLevel::Error, "cannot open a thread: %s", status_message(st));
         if (draining) {
@@ -829,7 +853,17 @@ int Agent::run() {
     cm_ = std::make_unique<chain::ChannelManagerClient>(*wallet_, st_.contract);
     cm_->require_hub(st_.hub);  // and again before each transaction
     follow_ = std::make_unique<OwnChannelFollower>(*cm_, me);
+    auto as = chain::channel_asset(*rpc_, st_.contract, cfg_.has_token ? &cfg_.token : nullptr);
+    if (!as) {
+      std::fprintf(stderr, "picopay-agent: %s\n", as.error().to_string().c_str());
+      return 2;
+    }
+    asset_ = *as;
+  } else if (cfg_.has_token) {
+    std::fprintf(stderr, "picopay-agent: --token needs --rpc (the token's decimals are read from the chain)\n");
+    return 2;
   }
+  if (!resolve_amounts()) return 2;
   SessionConfig sc = session_config_default();
   sc.contract = st_.contract;
   sc.user = me;
@@ -876,8 +910,10 @@ int Agent::run() {
     std::fprintf(stderr, "picopay-agent: mqtt: %s\n", err.c_str());
     return 1;
   }
-  logf(port::LogLevel::Info, "user %s, channel txCount %llu, state dir %s", json::address_text(me).c_str(),
-       static_cast<unsigned long long>(s_.channel().state.txCountGlobal), cfg_.state_dir.c_str());
+  logf(port::LogLevel::Info, "user %s, channel txCount %llu, state dir %s, paying in %s%s%s, price %s per unit",
+       json::address_text(me).c_str(), static_cast<unsigned long long>(s_.channel().state.txCountGlobal),
+       cfg_.state_dir.c_str(), asset_.symbol.c_str(), asset_.token ? " (token " : "",
+       asset_.token ? (json::address_text(asset_.address) + ")").c_str() : "", fmt(cfg_.price_wei).c_str());
   std::thread reader;
   if (cfg_.meter == "stdin") {
     reader = std::thread([this] {
@@ -926,6 +962,30 @@ int Agent::run() {
        static_cast<unsigned long long>(s_.channel().state.txCountGlobal),
        static_cast<unsigned long long>(st_.units_paid));
   return exit_code_;
+}
+
+// The amounts written in units (--price, --deposit, --thread-lock) once the asset is known.
+bool Agent::resolve_amounts() {
+  struct Item {
+    const std::string* text;
+    U256* value;
+    const char* what;
+  } items[] = {{&cfg_.price_text, &cfg_.price_wei, "price"},
+               {&cfg_.deposit_text, &cfg_.deposit_wei, "deposit"},
+               {&cfg_.thread_lock_text, &cfg_.thread_lock_wei, "thread lock"}};
+  for (const Item& it : items) {
+    if (it.text->empty()) continue;
+    std::string err;
+    if (!units::parse(*it.text, asset_, *it.value, err)) {
+      std::fprintf(stderr, "picopay-agent: %s: %s\n", it.what, err.c_str());
+      return false;
+    }
+  }
+  if (cfg_.payer && cfg_.price_wei.is_zero()) {
+    std::fprintf(stderr, "picopay-agent: price: must be above 0\n");
+    return false;
+  }
+  return true;
 }
 
 }  // namespace

@@ -93,6 +93,13 @@ bool config_load_file(const std::string& path, Config& cfg, std::string& err) {
     cfg.has_pay_to = true;
   }
   if (str(o, "threadLockWei", s) && !parse_amount_text(s, cfg.thread_lock_wei)) fail("threadLockWei: decimal wei");
+  if (str(o, "token", s)) {
+    if (!parse_address_text(s, cfg.token)) fail("token is not an address");
+    cfg.has_token = true;
+  }
+  str(o, "pricePerUnit", cfg.price_text);
+  str(o, "deposit", cfg.deposit_text);
+  str(o, "threadLock", cfg.thread_lock_text);
   if (const cJSON* n = cJSON_GetObjectItemCaseSensitive(o, "closeOnExit"); cJSON_IsBool(n))
     cfg.close_on_exit = cJSON_IsTrue(n);
   if (const cJSON* n = cJSON_GetObjectItemCaseSensitive(o, "exitOnEof"); cJSON_IsBool(n))

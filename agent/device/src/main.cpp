@@ -47,6 +47,13 @@ const char* kHelp =
     "  --deposit-wei N         deposit on chain when the channel is new\n"
     "  --pay-to ADDR           pay this payee through a thread (default: pay the hub)\n"
     "  --thread-lock-wei N     wei locked per thread (default: the whole balance)\n"
+    "  --token ADDR            pay in the ChannelManager's ERC-20 token (its approvedToken();\n"
+    "                          symbol and decimals are read from the chain; needs --rpc).\n"
+    "                          The *-wei amounts are then token base units\n"
+    "  --price AMOUNT          price per unit in the channel's units: '0.001 ETH', '0.5 PPT',\n"
+    "                          or whole base units (replaces --price-wei)\n"
+    "  --deposit AMOUNT        as --deposit-wei, in units ('2.5 PPT')\n"
+    "  --thread-lock AMOUNT    as --thread-lock-wei, in units\n"
     "  --no-exit-on-eof        stdin meter: keep running at end of input\n"
     "  --no-close-on-exit      leave threads open when stopping\n"
     "  --status-interval-ms N  retained status JSON at most this often (default 500)\n"
@@ -159,6 +166,15 @@ int agent_main(int argc, char** argv) {
       cfg.has_pay_to = true;
     } else if (a == "--thread-lock-wei") {
       if (!parse_amount_text(v, cfg.thread_lock_wei)) return usage_error("--thread-lock-wei: decimal wei");
+    } else if (a == "--token") {
+      if (!parse_address_text(v, cfg.token)) return usage_error("--token: not an address");
+      cfg.has_token = true;
+    } else if (a == "--price") {
+      cfg.price_text = v;
+    } else if (a == "--deposit") {
+      cfg.deposit_text = v;
+    } else if (a == "--thread-lock") {
+      cfg.thread_lock_text = v;
     } else if (a == "--status-interval-ms") {
       cfg.status_interval_ms = std::atoi(v.c_str());
     } else {

@@ -185,6 +185,7 @@ class Hub {
   Address hub_{};
   Address contract_{};
   U256 collateral_ = U256::zero();
+  U256 collateral_tokens_ = U256::zero();  // token base units per collateral deposit (0: the shortfall)
   HubRate rate_{};  // --exchange-rate (known false: no exchanges)
   std::set<Chan*> timed_;  // channels with an outstanding request (re-send timers)
   Signer signer_;

@@ -40,6 +40,15 @@ struct Config {
   bool close_on_exit = true;              // payer: close open threads before exiting
   int status_interval_ms = 500;           // retained status JSON at most this often
   bool verbose = false;
+  // ERC-20 (docs/tokens.md): the channel pays in the ChannelManager's token instead of ETH.
+  // The token must be the contract's approvedToken(); its symbol and decimals are read from
+  // the chain (rpc required). Amounts above (price_wei, deposit_wei, thread_lock_wei) are
+  // then token base units.
+  Address token{};
+  bool has_token = false;
+  // Amounts in the asset's units ("2.5 PPT", "0.001 ETH", or whole base units), resolved
+  // once the asset is known; when set they replace price_wei / deposit_wei / thread_lock_wei.
+  std::string price_text, deposit_text, thread_lock_text;
 };
 
 // Parses `path` (JSON, cJSON) into `cfg` (fields present override defaults). A file
