@@ -58,6 +58,10 @@ bool within_spread(const U256& proposed, const U256& current, uint32_t bps) noex
 
 }  // namespace
 
+bool policy_rate_within(const U256& proposed, const U256& reference, uint32_t bps) noexcept {
+  return within_spread(proposed, reference, bps);
+}
+
 PolicyLimits policy_limits_default() noexcept { return PolicyLimits{86400, 200, 86400}; }
 
 Status exchange_amounts(const ExchangeArgs& a, ExchangeAmounts& out) noexcept {

@@ -17,13 +17,16 @@
 #include <thread>
 
 #include "picopay/agent/json_state.hpp"
+#include "picopay/agent/quotes.hpp"
 #include "picopay/agent/units.hpp"
 #include "picopay/chain/manager.hpp"
 #include "picopay/chain/token.hpp"
 #include "picopay/demo/support.hpp"
 #include "picopay/device/state.hpp"
 #include "picopay/hex.hpp"
+#include "picopay/mqtt/client.hpp"
 #include "picopay/mqtt/protocol.hpp"
+#include "picopay/policy.hpp"
 
 using namespace picopay;
 using namespace picopay::demo;
@@ -104,24 +107,52 @@ class TokenE2E : public ::testing::Test {
       ASSERT_TRUE(chain::erc20_mint(*hub_wallet_, token_, a, mul(kUnit, 10)).ok());
     }
     ASSERT_TRUE(chain::erc20_mint(*hub_wallet_, token_, cm_addr_, mul(kUnit, 100)).ok());
-    std::vector<BrokerUser> users = {{"hub", "hubpw"}};
+    std::vector<BrokerUser> users = {{"hub", "hubpw"}, {"test", "testpw"}};
     for (auto& k : keys_) users.push_back({key_address(k), "pw-" + key_address(k).substr(2, 8)});
-    std::string acl = "user hub\ntopic readwrite picopay/v1/#\n\n";
+    std::string acl = "user hub\ntopic readwrite picopay/v1/#\n\nuser test\ntopic readwrite picopay/v1/#\n\n";
     acl += "pattern write picopay/v1/hub/+/channel/%u/update\npattern write picopay/v1/hub/+/channel/%u/reply\n";
     acl += "pattern write picopay/v1/hub/+/channel/%u/sync\npattern read picopay/v1/user/%u/reply\n";
     acl += "pattern read picopay/v1/user/%u/request\npattern readwrite picopay/v1/user/%u/status\n";
     acl += "pattern write picopay/v1/thread/+/update\npattern read picopay/v1/thread/%u/update\n";
+    acl += "pattern read picopay/v1/hub/+/rate\npattern read picopay/v1/payee/+/prices\n";
+    acl += "pattern write picopay/v1/payee/%u/prices\n";
     broker_ = new MosquittoBroker;
     ASSERT_TRUE(broker_->start(work_ + "/broker", users, acl, err)) << err;
     hub_ = new Child;
-    ASSERT_TRUE(hub_->start({bin_dir() + "/picopay-hub", "--broker-port", std::to_string(broker_->port()),
-                             "--broker-user", "hub", "--broker-password", "hubpw", "--private-key", hub_key_,
-                             "--contract", contract_, "--rpc-url", chain_->url(), "--db", work_ + "/hub.db",
-                             "--collateral-tokens", "1000000000000000000"},
-                            work_ + "/hub.log"));
+    start_hub({});
+    mqtt::Options o;
+    o.port = broker_->port();
+    o.client_id = "picopay-token-test";
+    o.username = "test";
+    o.password = "testpw";
+    o.clean_start = true;
+    obs_ = new mqtt::Client(o);
+    ASSERT_TRUE(obs_->start(err)) << err;
+    ASSERT_TRUE(obs_->wait_connected(10000));
+  }
+
+  // (Re)starts the hub on the same store with `extra` arguments (an exchange rate).
+  static void start_hub(const std::vector<std::string>& extra) {
+    if (hub_->running()) hub_->stop();
+    const std::string log = work_ + "/hub.log";
+    const size_t before = read_text(log).size();
+    std::vector<std::string> argv = {bin_dir() + "/picopay-hub", "--broker-port", std::to_string(broker_->port()),
+                                     "--broker-user", "hub", "--broker-password", "hubpw", "--private-key", hub_key_,
+                                     "--contract", contract_, "--rpc-url", chain_->url(), "--db", work_ + "/hub.db",
+                                     "--collateral-tokens", "1000000000000000000"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    ASSERT_TRUE(hub_->start(argv, log));
+    // Connected (and its rate published or cleared) before a device starts.
+    ASSERT_TRUE(poll_until([&] { return read_text(log).find("connected to broker", before) != std::string::npos; }, 30000));
+  }
+
+  static std::string now_text(int64_t delta = 0) {
+    return std::to_string(static_cast<int64_t>(std::time(nullptr)) + delta);
   }
 
   static void TearDownTestSuite() {
+    if (obs_) obs_->stop();
+    delete obs_;
     delete hub_;
     delete broker_;
     delete hub_wallet_;
@@ -166,7 +197,7 @@ class TokenE2E : public ::testing::Test {
     }
   }
 
-  static constexpr int kKeys = 6;
+  static constexpr int kKeys = 10;  // one channel per test
   static inline std::string work_, hub_key_, hub_addr_, contract_;
   static inline std::vector<std::string> keys_;
   static inline Address token_{}, other_token_{}, cm_addr_{};
@@ -175,6 +206,37 @@ class TokenE2E : public ::testing::Test {
   static inline chain::Wallet* hub_wallet_ = nullptr;
   static inline MosquittoBroker* broker_ = nullptr;
   static inline Child* hub_ = nullptr;
+  static inline mqtt::Client* obs_ = nullptr;
+
+  // An ETH device with 0.01 ETH and 5 PPT in its channel that pays the hub 0.00001 ETH
+  // per Wh for `wh` Wh and asks to sell `sell` at the hub's rate; returns its exit code.
+  int run_exchanger(int idx, const std::string& dir, const std::string& sell, int wh,
+                    const std::vector<std::string>& extra = {}) {
+    auto argv = agent_argv(idx, dir);
+    argv.pop_back();
+    argv.pop_back();  // no --token: pays in ETH
+    for (std::string x : {"--meter", "stdin", "--price", "0.00001 ETH", "--deposit", "0.01 ETH + 5 PPT", "--exchange"})
+      argv.push_back(x);
+    argv.push_back(sell);
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    Child a;
+    if (!a.start(argv, dir + ".log", true)) return -1;
+    for (int k = 0; k <= wh / 5; ++k) write_all(a.stdin_fd(), "wh " + std::to_string(k * 5) + "\n");
+    a.close_stdin();
+    return a.wait(180000);
+  }
+
+  // What must hold when no exchange happened: the tokens are all the device's, the wei
+  // moved only by the payments.
+  static void expect_no_exchange(const std::string& dir, int wh) {
+    device::AgentState s;
+    ASSERT_TRUE(load(dir, s));
+    const ChannelState& c = s.channel.state;
+    EXPECT_EQ(c.balanceTokenUser, mul(kUnit, 5));
+    EXPECT_TRUE(c.balanceTokenHub.is_zero());
+    EXPECT_EQ(c.balanceWeiHub, mul(dec("10000000000000"), static_cast<uint64_t>(wh)));
+    EXPECT_FALSE(s.has_pending);
+  }
 };
 
 TEST_F(TokenE2E, ChannelAssetIsReadFromTheChain) {
@@ -331,6 +393,119 @@ TEST_F(TokenE2E, PriceInAnotherUnitIsRefusedAndNothingIsStored) {
     EXPECT_FALSE(load(dir, s)) << price;
   }
   EXPECT_EQ(token_balance(4), mul(kUnit, 10));
+}
+
+}  // namespace
+
+namespace {
+
+// A device sells 0.2 PPT + 100 base units at the hub's signed rate: it gets
+// floor(tokens / 200) wei, the 100 base units that buy no whole wei stay its own
+// (Connext v1's rule, exchange_amounts); the hub countersigns, both ledgers agree.
+TEST_F(TokenE2E, ExchangeAtTheHubsPublishedRate) {
+  start_hub({"--exchange-rate", "200"});
+  const std::string dir = work_ + "/exchange";
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(run_exchanger(5, dir, "0.2000000000000001 PPT", 150), 0) << read_text(dir + ".log");
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  device::AgentState s;
+  ASSERT_TRUE(load(dir, s));
+  const ChannelState& c = s.channel.state;
+  const U256 sold = dec("200000000000000000");  // 0.2 PPT: 100 base units stay with the seller
+  U256 tok_user{}, wei_user{}, wei_hub{};
+  ASSERT_EQ(u256_sub(mul(kUnit, 5), sold, tok_user), Status::Ok);
+  EXPECT_EQ(c.balanceTokenUser, tok_user);
+  EXPECT_EQ(c.balanceTokenHub, sold);
+  const U256 bought = dec("1000000000000000");  // 0.2 PPT / 200 = 0.001 ETH
+  const U256 paid = mul(dec("10000000000000"), 150);
+  ASSERT_EQ(u256_sub(paid, bought, wei_hub), Status::Ok);
+  EXPECT_EQ(c.balanceWeiHub, wei_hub);
+  U256 t{};
+  ASSERT_EQ(u256_sub(dec("10000000000000000"), paid, t), Status::Ok);
+  ASSERT_EQ(u256_add(t, bought, wei_user), Status::Ok);
+  EXPECT_EQ(c.balanceWeiUser, wei_user);
+  const std::string log = read_text(dir + ".log");
+  EXPECT_NE(log.find("stay ours"), std::string::npos);
+  EXPECT_NE(log.find("exchange double-signed"), std::string::npos);
+  std::printf("[time] ETH + token deposit, 30 payments and an exchange, agent start to exit: %.2f s\n", secs);
+}
+
+// The hub's rate is older than the device accepts (set 2 h ago, the device takes 1 h):
+// refused, nothing signed (the hub itself would still countersign it: 24 h).
+TEST_F(TokenE2E, ExchangeRefusesAStaleRate) {
+  start_hub({"--exchange-rate", "200", "--exchange-rate-time", now_text(-7200)});
+  const std::string dir = work_ + "/stale";
+  ASSERT_EQ(run_exchanger(6, dir, "0.2 PPT", 150, {"--exchange-max-age", "3600"}), 1) << read_text(dir + ".log");
+  EXPECT_NE(read_text(dir + ".log").find("exchange refused: stale rate"), std::string::npos) << read_text(dir + ".log");
+  expect_no_exchange(dir, 150);
+}
+
+// The hub's rate deviates from the device's reference by more than its tolerance.
+TEST_F(TokenE2E, ExchangeRefusesARateOutsideTheTolerance) {
+  start_hub({"--exchange-rate", "200"});
+  const std::string dir = work_ + "/tolerance";
+  ASSERT_EQ(run_exchanger(7, dir, "0.2 PPT", 150,
+                          {"--exchange-reference-rate", "190", "--exchange-max-deviation-bps", "200"}),
+            1)
+      << read_text(dir + ".log");
+  EXPECT_NE(read_text(dir + ".log").find("deviates from the reference 190"), std::string::npos);
+  expect_no_exchange(dir, 150);
+}
+
+// A rate on the hub's topic that the hub did not sign (the broker, or anyone who may
+// write there, forges it): ignored; with no signed rate the exchange is refused.
+TEST_F(TokenE2E, ExchangeIgnoresAForgedRate) {
+  start_hub({});  // no exchange rate: the hub clears its retained rate
+  Signer sg;
+  ASSERT_EQ(sg.init(), Status::Ok);
+  PrivateKey evil{};
+  const std::string ek = random_key_hex();
+  ASSERT_EQ(private_key_parse(ek.c_str(), ek.size(), evil), Status::Ok);
+  quotes::Rate r;
+  r.contract = cm_addr_;
+  ASSERT_EQ(address_parse(hub_addr_.c_str(), hub_addr_.size(), r.hub), Status::Ok);
+  r.tokensPerWei = U256::from_u64(100000);  // a "bargain"
+  r.time = static_cast<uint64_t>(std::time(nullptr));
+  std::string payload;
+  ASSERT_TRUE(quotes::rate_sign(r, sg, evil, payload));
+  ASSERT_TRUE(obs_->publish(mqtt::topic_hub_rate(r.hub), payload, 1, true));
+  const std::string dir = work_ + "/forged";
+  ASSERT_EQ(run_exchanger(8, dir, "0.2 PPT", 150), 1) << read_text(dir + ".log");
+  const std::string log = read_text(dir + ".log");
+  EXPECT_NE(log.find("hub rate ignored: not signed by"), std::string::npos) << log;
+  EXPECT_NE(log.find("exchange refused: no rate signed by the hub"), std::string::npos) << log;
+  expect_no_exchange(dir, 150);
+  obs_->publish(mqtt::topic_hub_rate(r.hub), std::string(), 1, true);
+}
+
+// The hub countersigns an Exchange only at the rate it publishes: a rate signed with the
+// hub's key but not the one the hub runs with (an old or leaked quote, 190 while the hub
+// offers 200) is proposed by the device and refused by the hub; nothing is exchanged and
+// the device's and the hub's stored states agree.
+TEST_F(TokenE2E, TheHubRefusesARateOtherThanItsOwn) {
+  start_hub({"--exchange-rate", "200"});
+  Signer sg;
+  ASSERT_EQ(sg.init(), Status::Ok);
+  PrivateKey hk{};
+  ASSERT_EQ(private_key_parse(hub_key_.c_str(), hub_key_.size(), hk), Status::Ok);
+  quotes::Rate r;
+  r.contract = cm_addr_;
+  ASSERT_EQ(address_parse(hub_addr_.c_str(), hub_addr_.size(), r.hub), Status::Ok);
+  r.tokensPerWei = U256::from_u64(190);
+  r.time = static_cast<uint64_t>(std::time(nullptr)) + 30;  // newer than the hub's own
+  std::string payload;
+  ASSERT_TRUE(quotes::rate_sign(r, sg, hk, payload));
+  ASSERT_TRUE(obs_->publish(mqtt::topic_hub_rate(r.hub), payload, 1, true));
+  const std::string dir = work_ + "/otherrate";
+  const size_t hub_before = read_text(work_ + "/hub.log").size();
+  const int rc = run_exchanger(9, dir, "0.19 PPT", 150);
+  const std::string log = read_text(dir + ".log");
+  EXPECT_NE(log.find("RateOutOfBounds"), std::string::npos) << log;
+  EXPECT_EQ(log.find("exchange double-signed"), std::string::npos) << log;
+  EXPECT_NE(read_text(work_ + "/hub.log").find("RateOutOfBounds", hub_before), std::string::npos);
+  EXPECT_EQ(rc, 0) << "the channel goes on after the hub's refusal";
+  expect_no_exchange(dir, 150);
+  obs_->publish(mqtt::topic_hub_rate(r.hub), std::string(), 1, true);
 }
 
 }  // namespace

@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "picopay/agent/json_state.hpp"
+#include "picopay/agent/quotes.hpp"
 #include "picopay/agent/units.hpp"
 #include "picopay/chain/manager.hpp"
 #include "picopay/chain/token.hpp"
@@ -193,6 +194,18 @@ class Agent {
   bool tok() const { return asset_.token; }
   std::string fmt(const U256& v) const { return units::format(v, asset_); }
   bool resolve_amounts();
+  // The ChannelManager's token (token false: none) for deposits and exchanges in the
+  // other asset than the one we pay in.
+  units::Asset token_asset_{};
+  U256 dep_wei_ = U256::zero(), dep_tok_ = U256::zero();  // our first deposit
+  // The hub's signed exchange rate (quotes.hpp) and the exchange asked for at start.
+  void on_rate(const std::vector<uint8_t>& p);
+  bool exchange_step(uint64_t now, bool last_chance);
+  void exchange_refused(const std::string& why);
+  quotes::Rate rate_{};
+  bool has_rate_ = false;
+  bool ex_todo_ = false, ex_sell_wei_ = true, ex_waiting_logged_ = false;
+  U256 ex_amount_ = U256::zero(), ex_reference_ = U256::zero();
 };
 
 void Agent::logf(port::LogLevel lv, const char* fmt, ...) {
@@ -300,6 +313,12 @@ void Agent::carry(Status st, const Effects& fx, const char* what) {
   if (fx.event == SessionEvent::UpdateCompleted) {
     refusals_ = 0;
     last_refusal_ = Status::Ok;
+    if (fx.reason == UpdateReason::Exchange) {
+      const ChannelState& c = s_.channel().state;
+      logf(port::LogLevel::Info, "exchange double-signed (txCountGlobal %llu): we hold %s and %s",
+           static_cast<unsigned long long>(fx.txCountGlobal), units::format(c.balanceWeiUser, units::eth()).c_str(),
+           token_asset_.token ? units::format(c.balanceTokenUser, token_asset_).c_str() : "no tokens");
+    }
     if (fx.reason == UpdateReason::Payment) {
       st_.units_paid = st_.pending_units;
       st_.wei_paid = st_.pending_wei;
@@ -491,14 +510,15 @@ bool Agent::onchain_deposit() {
     }
     if (!c.state.pendingDepositTokenUser.is_zero()) {
       // The contract takes the token deposit with transferFrom: allow exactly this amount.
-      auto ap = chain::erc20_approve(*wallet_, asset_.address, st_.contract, c.state.pendingDepositTokenUser);
+      auto ap = chain::erc20_approve(*wallet_, token_asset_.address, st_.contract, c.state.pendingDepositTokenUser);
       if (!ap) {
         logf(port::LogLevel::Warn, "chain: approve %s: %s (retrying in 5 s)", fmt(c.state.pendingDepositTokenUser).c_str(),
              ap.error().to_string().c_str());
         deposit_retry_ms_ = now_ms() + 5000;
         return true;
       }
-      logf(port::LogLevel::Info, "token approve %s on chain: %s", fmt(c.state.pendingDepositTokenUser).c_str(),
+      logf(port::LogLevel::Info, "token approve %s on chain: %s",
+           units::format(c.state.pendingDepositTokenUser, token_asset_).c_str(),
            json::hash_text(ap->transactionHash).c_str());
     }
     auto rc = cm_->user_authorized_update(c.state, c.sigHub);
@@ -630,11 +650,10 @@ void Agent::step() {
   }
   if (channel_has_pending(c)) return;  // the hub's pending ops: it requests ConfirmPending
   // 2. Our first deposit (whoever deposits first: the hub's collateral may come before).
-  if (!st_.deposited && !cfg_.deposit_wei.is_zero() && !stopping_) {
+  if (!st_.deposited && !(dep_wei_.is_zero() && dep_tok_.is_zero()) && !stopping_) {
     Effects fx;
     st_.deposited = true;  // in the record that carries the proposal
-    const AssetAmounts dep = in_asset(tok(), cfg_.deposit_wei);
-    Status st = s_.request_deposit(dep.wei, dep.token, now + 3600, now, fx);
+    Status st = s_.request_deposit(dep_wei_, dep_tok_, now + 3600, now, fx);
     if (st != Status::Ok) {
       st_.deposited = false;
       logf(port::LogLevel::Error, "cannot propose the deposit: %s", status_message(st));
@@ -645,6 +664,8 @@ void Agent::step() {
   }
   uint64_t due = st_.meter.units() > st_.units_paid ? st_.meter.units() - st_.units_paid : 0;
   bool draining = stopping_ || eof_;
+  // 2b. An exchange asked for at start, at the hub's signed rate within our tolerance.
+  if (ex_todo_ && exchange_step(now, draining && due == 0)) return;
   // 3. Threads: open one when paying a payee.
   if (cfg_.has_pay_to) {
     long idx = sender_thread();
@@ -773,6 +794,8 @@ void Agent::handle(const Event& e) {
         fx.count > 0)
       logf(port::LogLevel::Warn, "hub request refused: %s", status_message(st));
     carry(st, fx, "hub request");
+  } else if (t == mqtt::topic_hub_rate(st_.hub)) {
+    on_rate(p);
   } else if (cfg_.payee && t == mqtt::topic_thread_update(st_.user)) {
     on_thread_message(p);
   } else if (!cfg_.meter_topic.empty() && t == cfg_.meter_topic) {
@@ -859,6 +882,15 @@ int Agent::run() {
       return 2;
     }
     asset_ = *as;
+    if (asset_.token) {
+      token_asset_ = asset_;
+    } else {
+      auto tk = chain::approved_token(*rpc_, st_.contract);
+      if (tk && !tk->is_zero()) {
+        auto ta = chain::channel_asset(*rpc_, st_.contract, &*tk);
+        if (ta) token_asset_ = *ta;
+      }
+    }
   } else if (cfg_.has_token) {
     std::fprintf(stderr, "picopay-agent: --token needs --rpc (the token's decimals are read from the chain)\n");
     return 2;
@@ -905,6 +937,7 @@ int Agent::run() {
   mq_->subscribe(mqtt::topic_reply(me));
   mq_->subscribe(mqtt::topic_request(me));
   if (cfg_.payee) mq_->subscribe(mqtt::topic_thread_update(me));
+  if (ex_todo_) mq_->subscribe(mqtt::topic_hub_rate(st_.hub));
   if ((cfg_.meter == "tasmota" || cfg_.meter == "shelly") && !cfg_.meter_topic.empty()) mq_->subscribe(cfg_.meter_topic);
   if (!mq_->start(err)) {
     std::fprintf(stderr, "picopay-agent: mqtt: %s\n", err.c_str());
@@ -964,6 +997,94 @@ int Agent::run() {
   return exit_code_;
 }
 
+// The hub's rate (retained, signed): kept only if the hub signed it for our contract; an
+// older time than the one we hold is ignored (a replayed retained message).
+void Agent::on_rate(const std::vector<uint8_t>& p) {
+  if (p.empty()) return;  // the hub cleared its rate
+  quotes::Rate r;
+  std::string err;
+  if (!quotes::rate_open(std::string(p.begin(), p.end()), signer_, st_.hub, st_.contract, r, err)) {
+    logf(port::LogLevel::Warn, "hub rate ignored: %s", err.c_str());
+    return;
+  }
+  if (has_rate_ && r.time < rate_.time) return;
+  rate_ = r;
+  has_rate_ = true;
+  U256 per_eth{};  // token base units per 10^18 wei
+  if (u256_mul(r.tokensPerWei, U256::from_u64(1000000000000000000ull), per_eth) != Status::Ok) per_eth = U256::zero();
+  logf(port::LogLevel::Info, "hub rate: %s per ETH (%s token base units per wei, set at %llu)",
+       units::format(per_eth, token_asset_).c_str(), json::amount_text(r.tokensPerWei).c_str(),
+       static_cast<unsigned long long>(r.time));
+}
+
+void Agent::exchange_refused(const std::string& why) {
+  logf(port::LogLevel::Error, "exchange refused: %s (nothing signed)", why.c_str());
+  ex_todo_ = false;
+  exit_code_ = 1;
+  status_dirty_ = true;
+}
+
+// Proposes the exchange asked for at start (true: proposed, the step is done). The rate is
+// the hub's signed published rate, checked against our tolerance; the session records
+// [rate, rate] as the only rate we accept, so a hub asking another rate is refused.
+bool Agent::exchange_step(uint64_t now, bool last_chance) {
+  if (!has_rate_) {
+    if (last_chance) exchange_refused("no rate signed by the hub was received");
+    return false;
+  }
+  std::string err;
+  if (!quotes::rate_acceptable(rate_, now, cfg_.exchange_max_age_s, ex_reference_, cfg_.exchange_max_deviation_bps,
+                               err)) {
+    exchange_refused(err);
+    return false;
+  }
+  ExchangeArgs a{};
+  a.seller = Party::User;
+  a.weiToSell = ex_sell_wei_ ? ex_amount_ : U256::zero();
+  a.tokensToSell = ex_sell_wei_ ? U256::zero() : ex_amount_;
+  a.exchangeRate = rate_.tokensPerWei;
+  ExchangeAmounts x{};
+  if (exchange_amounts(a, x) != Status::Ok) {
+    exchange_refused("the amount buys nothing at rate " + json::amount_text(rate_.tokensPerWei));
+    return false;
+  }
+  const ChannelState& c = s_.channel().state;
+  const U256& mine = ex_sell_wei_ ? c.balanceWeiUser : c.balanceTokenUser;
+  const U256& hubs = ex_sell_wei_ ? c.balanceTokenHub : c.balanceWeiHub;
+  const U256& sold = ex_sell_wei_ ? x.weiSold : x.tokensSold;
+  const U256& bought = ex_sell_wei_ ? x.tokensBought : x.weiBought;
+  const units::Asset& sa = ex_sell_wei_ ? units::eth() : token_asset_;
+  const units::Asset& ba = ex_sell_wei_ ? token_asset_ : units::eth();
+  if (mine < sold || hubs < bought) {
+    // Our balance may still grow (a deposit), the hub's grows with our payments.
+    if (last_chance)
+      exchange_refused("selling " + units::format(sold, sa) + " for " + units::format(bought, ba) + ": we hold " +
+                       units::format(mine, sa) + ", the hub holds " + units::format(hubs, ba) + " in our channel");
+    else if (!ex_waiting_logged_) {
+      ex_waiting_logged_ = true;
+      logf(port::LogLevel::Info, "exchange waits: the hub holds %s of the %s it would give out in our channel",
+           units::format(hubs, ba).c_str(), units::format(bought, ba).c_str());
+    }
+    return false;
+  }
+  Effects fx;
+  Status st = s_.request_exchange(ex_sell_wei_, ex_amount_, rate_.tokensPerWei, rate_.tokensPerWei, rate_.tokensPerWei,
+                                  now, fx);
+  if (st == Status::Busy || st == Status::OutOfSync) return false;
+  if (st != Status::Ok) {
+    exchange_refused(std::string("the session refused it: ") + status_message(st));
+    return false;
+  }
+  ex_todo_ = false;
+  logf(port::LogLevel::Info, "exchange: selling %s for %s at the hub's rate %s (set at %llu)", units::format(sold, sa).c_str(),
+       units::format(bought, ba).c_str(), json::amount_text(rate_.tokensPerWei).c_str(),
+       static_cast<unsigned long long>(rate_.time));
+  if (!x.tokensKept.is_zero())
+    logf(port::LogLevel::Info, "exchange: %s do not buy a whole wei and stay ours", units::format(x.tokensKept, sa).c_str());
+  carry(st, fx, "exchange");
+  return true;
+}
+
 // The amounts written in units (--price, --deposit, --thread-lock) once the asset is known.
 bool Agent::resolve_amounts() {
   struct Item {
@@ -974,10 +1095,67 @@ bool Agent::resolve_amounts() {
                {&cfg_.deposit_text, &cfg_.deposit_wei, "deposit"},
                {&cfg_.thread_lock_text, &cfg_.thread_lock_wei, "thread lock"}};
   for (const Item& it : items) {
-    if (it.text->empty()) continue;
+    if (it.text->empty() || it.value == &cfg_.deposit_wei) continue;
     std::string err;
     if (!units::parse(*it.text, asset_, *it.value, err)) {
       std::fprintf(stderr, "picopay-agent: %s: %s\n", it.what, err.c_str());
+      return false;
+    }
+  }
+  // An amount in either asset of the contract: ours first, then the other one.
+  auto parse_any = [&](const std::string& text, bool& is_token, U256& v, std::string& err) {
+    if (units::parse(text, asset_, v, err)) {
+      is_token = asset_.token;
+      return true;
+    }
+    std::string err2;
+    const units::Asset other = asset_.token ? units::eth() : token_asset_;
+    if ((asset_.token || token_asset_.token) && text.find(' ') != std::string::npos &&
+        units::parse(text, other, v, err2)) {
+      is_token = other.token;
+      return true;
+    }
+    return false;
+  };
+  // The deposit: "2.5 PPT", or both assets: "0.01 ETH + 5 PPT".
+  if (cfg_.deposit_text.empty()) {
+    const AssetAmounts d = in_asset(tok(), cfg_.deposit_wei);
+    dep_wei_ = d.wei;
+    dep_tok_ = d.token;
+  } else {
+    std::string rest = cfg_.deposit_text;
+    while (!rest.empty()) {
+      const size_t plus = rest.find('+');
+      const std::string part = rest.substr(0, plus);
+      rest = plus == std::string::npos ? "" : rest.substr(plus + 1);
+      bool is_token = false;
+      U256 v{}, sum{};
+      std::string err;
+      if (!parse_any(part, is_token, v, err)) {
+        std::fprintf(stderr, "picopay-agent: deposit: %s\n", err.c_str());
+        return false;
+      }
+      U256& into = is_token ? dep_tok_ : dep_wei_;
+      if (u256_add(into, v, sum) != Status::Ok) return false;
+      into = sum;
+    }
+  }
+  if (!cfg_.exchange_text.empty()) {
+    bool is_token = false;
+    std::string err;
+    if (!token_asset_.token) {
+      std::fprintf(stderr, "picopay-agent: exchange: the ChannelManager takes no token (or no --rpc)\n");
+      return false;
+    }
+    if (!parse_any(cfg_.exchange_text, is_token, ex_amount_, err) || ex_amount_.is_zero()) {
+      std::fprintf(stderr, "picopay-agent: exchange: %s\n", err.empty() ? "must be above 0" : err.c_str());
+      return false;
+    }
+    ex_sell_wei_ = !is_token;
+    ex_todo_ = true;
+    if (!cfg_.exchange_reference.empty() &&
+        u256_parse_decimal(cfg_.exchange_reference.c_str(), cfg_.exchange_reference.size(), ex_reference_) != Status::Ok) {
+      std::fprintf(stderr, "picopay-agent: exchange reference rate: token base units per wei (decimal)\n");
       return false;
     }
   }

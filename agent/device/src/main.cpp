@@ -54,6 +54,12 @@ const char* kHelp =
     "                          or whole base units (replaces --price-wei)\n"
     "  --deposit AMOUNT        as --deposit-wei, in units ('2.5 PPT')\n"
     "  --thread-lock AMOUNT    as --thread-lock-wei, in units\n"
+    "  --exchange AMOUNT       once synced, sell AMOUNT ('0.01 ETH' for tokens, '5 PPT' for wei)\n"
+    "                          at the hub's signed published rate, once the hub holds what\n"
+    "                          it gives out in our channel (docs/tokens.md)\n"
+    "  --exchange-max-age S    refuse a rate set more than S seconds ago (default 3600)\n"
+    "  --exchange-reference-rate R  token base units per wei we expect; with\n"
+    "  --exchange-max-deviation-bps N  refuse a rate further than N bps from it (default 100)\n"
     "  --no-exit-on-eof        stdin meter: keep running at end of input\n"
     "  --no-close-on-exit      leave threads open when stopping\n"
     "  --status-interval-ms N  retained status JSON at most this often (default 500)\n"
@@ -175,6 +181,14 @@ int agent_main(int argc, char** argv) {
       cfg.deposit_text = v;
     } else if (a == "--thread-lock") {
       cfg.thread_lock_text = v;
+    } else if (a == "--exchange") {
+      cfg.exchange_text = v;
+    } else if (a == "--exchange-max-age") {
+      cfg.exchange_max_age_s = std::strtoull(v.c_str(), nullptr, 10);
+    } else if (a == "--exchange-max-deviation-bps") {
+      cfg.exchange_max_deviation_bps = static_cast<uint32_t>(std::strtoul(v.c_str(), nullptr, 10));
+    } else if (a == "--exchange-reference-rate") {
+      cfg.exchange_reference = v;
     } else if (a == "--status-interval-ms") {
       cfg.status_interval_ms = std::atoi(v.c_str());
     } else {

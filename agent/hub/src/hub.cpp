@@ -223,6 +223,7 @@ bool Hub::start(std::string& err) {
     std::string online = "{\"state\":\"online\",\"hub\":\"" + json::address_text(hub_) + "\",\"contract\":\"" +
                          json::address_text(contract_) + "\"}";
     mqtt_->publish(mqtt::topic_hub_online(hub_), online, 1, true);
+    publish_rate();
     logf("info", "connected to broker " + cfg_.broker_host + ":" + std::to_string(cfg_.broker_port));
   });
   mqtt_->on_disconnect([](const std::string& why) { logf("warn", "broker: " + why); });
@@ -708,6 +709,7 @@ Status Hub::check_policy(Chan& ch, const ChannelUpdate& u) {
   in.chain = chain_facts(ch, u.reason, in.hasChainAccess);
   if (!in.chain.known && follow_ && follow_->mark(ch.user)) in.chain = ChainFollow::facts(*follow_->mark(ch.user));
   in.limits = policy_limits_default();
+  in.limits.maxSpreadBps = 0;  // only at the rate it publishes (rate.cpp; docs/tokens.md)
   Status s = policy_hub_countersigns(in, prev, u);
   if (s != Status::Ok) return s;
 

@@ -147,6 +147,8 @@ class Hub {
   // At start: re-sends stored outstanding requests, sends the next of stored queues.
   void recover();
   void publish_outs(std::vector<Out>& outs);
+  // Publishes the exchange rate, signed, retained (rate.cpp; docs/tokens.md).
+  void publish_rate();
   void publish_status(Chan& ch);
   // Publishes the retained status of channels changed since their last publish, at most
   // once per kStatusInterval per channel (all of them if `all`): a status message per

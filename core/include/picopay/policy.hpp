@@ -73,6 +73,11 @@ struct ExchangeAmounts {
 // Overflow (weiToSell x rate above 2^256-1).
 [[nodiscard]] Status exchange_amounts(const ExchangeArgs& a, ExchangeAmounts& out) noexcept;
 
+// True if `proposed` lies within `bps` basis points (100 = 1 %) of `reference`
+// (|proposed - reference| * 10000 <= reference * bps). The hub's spread check and a
+// user's tolerance for a published rate both use it.
+bool policy_rate_within(const U256& proposed, const U256& reference, uint32_t bps) noexcept;
+
 // ---------------------------------------------------------------- user side
 
 // What the user asked for itself and still wants (its open requests). A request is

@@ -49,6 +49,14 @@ struct Config {
   // Amounts in the asset's units ("2.5 PPT", "0.001 ETH", or whole base units), resolved
   // once the asset is known; when set they replace price_wei / deposit_wei / thread_lock_wei.
   std::string price_text, deposit_text, thread_lock_text;
+  // Exchange at the hub's rate (docs/tokens.md), once per start: sell this amount ("0.01 ETH"
+  // sells wei for tokens, "5 PPT" tokens for wei) at the hub's signed published rate, if
+  // it is at most exchange_max_age_s old and, when exchange_reference is set (token base
+  // units per wei), within exchange_max_deviation_bps of it.
+  std::string exchange_text;
+  uint64_t exchange_max_age_s = 3600;
+  uint32_t exchange_max_deviation_bps = 100;
+  std::string exchange_reference;  // "" = no reference
 };
 
 // Parses `path` (JSON, cJSON) into `cfg` (fields present override defaults). A file
