@@ -197,7 +197,7 @@ class TokenE2E : public ::testing::Test {
     }
   }
 
-  static constexpr int kKeys = 10;  // one channel per test
+  static constexpr int kKeys = 16;  // one channel per test
   static inline std::string work_, hub_key_, hub_addr_, contract_;
   static inline std::vector<std::string> keys_;
   static inline Address token_{}, other_token_{}, cm_addr_{};
@@ -224,6 +224,51 @@ class TokenE2E : public ::testing::Test {
     for (int k = 0; k <= wh / 5; ++k) write_all(a.stdin_fd(), "wh " + std::to_string(k * 5) + "\n");
     a.close_stdin();
     return a.wait(180000);
+  }
+
+  // A token payer that pays the payee `payee_idx` by its signed price list (maximum
+  // 0.003 PPT per Wh), metering `wh` Wh; returns its exit code.
+  int run_list_payer(int idx, const std::string& dir, int payee_idx, int wh) {
+    auto argv = agent_argv(idx, dir);
+    for (std::string x : {"--meter", "stdin", "--max-price", "0.003 PPT", "--deposit", "2.5 PPT", "--thread-lock", "0.5 PPT",
+                          "--pay-to"})
+      argv.push_back(x);
+    argv.push_back(addr(payee_idx));
+    Child a;
+    if (!a.start(argv, dir + ".log", true)) return -1;
+    for (int k = 0; k <= wh / 5; ++k) write_all(a.stdin_fd(), "wh " + std::to_string(k * 5) + "\n");
+    a.close_stdin();
+    return a.wait(180000);
+  }
+
+  // Publishes a price list for payee `idx` signed by `key` (the payee's own, or a forger's).
+  static void publish_list(int idx, const std::string& key, const char* price, int64_t from, int64_t until) {
+    Signer sg;
+    ASSERT_EQ(sg.init(), Status::Ok);
+    PrivateKey k{};
+    ASSERT_EQ(private_key_parse(key.c_str(), key.size(), k), Status::Ok);
+    quotes::PriceList l;
+    l.contract = cm_addr_;
+    ASSERT_EQ(address_parse(addr(idx).c_str(), 42, l.payee), Status::Ok);
+    l.token = true;
+    l.tokenAddress = token_;
+    const int64_t now = static_cast<int64_t>(std::time(nullptr));
+    l.validFrom = static_cast<uint64_t>(now + from);
+    l.validUntil = static_cast<uint64_t>(now + until);
+    l.prices.push_back(quotes::Price{"energy", "Wh", dec(price)});
+    std::string payload;
+    ASSERT_TRUE(quotes::prices_sign(l, sg, k, payload));
+    ASSERT_TRUE(obs_->publish(mqtt::topic_payee_prices(l.payee), payload, 1, true));
+  }
+
+  // Nothing paid, nothing locked: the deposit is whole, no thread was opened.
+  static void expect_nothing_paid(const std::string& dir) {
+    device::AgentState s;
+    ASSERT_TRUE(load(dir, s));
+    EXPECT_EQ(s.units_paid, 0u);
+    EXPECT_EQ(s.channel.state.balanceTokenUser, kDeposit);
+    EXPECT_EQ(s.channel.state.threadCount, 0u);
+    EXPECT_TRUE(s.threads.empty());
   }
 
   // What must hold when no exchange happened: the tokens are all the device's, the wei
@@ -506,6 +551,89 @@ TEST_F(TokenE2E, TheHubRefusesARateOtherThanItsOwn) {
   EXPECT_EQ(rc, 0) << "the channel goes on after the hub's refusal";
   expect_no_exchange(dir, 150);
   obs_->publish(mqtt::topic_hub_rate(r.hub), std::string(), 1, true);
+}
+
+}  // namespace
+
+
+namespace {
+
+// The payee publishes its signed price list (0.002 PPT per Wh); the payer (maximum
+// 0.003) pays by it. The payee meters what it delivers: while the payer keeps up it
+// serves; once it delivered 60 Wh more than it was paid for (margin 10) it stops serving.
+TEST_F(TokenE2E, ThePayerPaysByThePayeesListAndThePayeeStopsServingWhenBehind) {
+  const std::string pdir = work_ + "/seller";
+  auto pargv = agent_argv(10, pdir);
+  for (std::string x : {"--role", "payee", "--meter", "stdin", "--sell-price", "0.002 PPT", "--serve-margin", "10",
+                        "--no-exit-on-eof"})
+    pargv.push_back(x);
+  Child payee;
+  ASSERT_TRUE(payee.start(pargv, pdir + ".log", true));
+  write_all(payee.stdin_fd(), "wh 0\n");
+  ASSERT_TRUE(poll_until([&] { return read_text(pdir + ".log").find("price list published") != std::string::npos; },
+                         30000));
+  const std::string dir = work_ + "/listpayer";
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(run_list_payer(11, dir, 10, 100), 0) << read_text(dir + ".log");
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  device::AgentState s;
+  ASSERT_TRUE(load(dir, s));
+  EXPECT_EQ(s.units_paid, 100u);
+  EXPECT_EQ(s.wei_paid, mul(dec("2000000000000000"), 100)) << "paid at the payee's price, not the maximum";
+  EXPECT_NE(read_text(dir + ".log").find("paying by the payee's list: 0.002 PPT per Wh"), std::string::npos);
+  // The payee delivered what it was paid for: serving.
+  write_all(payee.stdin_fd(), "wh 100\n");
+  ASSERT_TRUE(poll_until([&] {
+    device::AgentState p;
+    return load(pdir, p) && p.channel.state.balanceTokenUser == mul(dec("2000000000000000"), 100);
+  }, 60000)) << read_text(pdir + ".log");
+  // It delivers 60 Wh more that nobody pays for: it stops serving.
+  write_all(payee.stdin_fd(), "wh 160\n");
+  EXPECT_TRUE(poll_until([&] { return read_text(pdir + ".log").find("stopped serving") != std::string::npos; }, 30000))
+      << read_text(pdir + ".log");
+  EXPECT_NE(read_text(pdir + ".log").find("behind by 60 Wh (margin 10)"), std::string::npos) << read_text(pdir + ".log");
+  EXPECT_EQ(read_text(pdir + ".log").find("stopped serving", 0) , read_text(pdir + ".log").rfind("stopped serving"))
+      << "once";
+  payee.close_stdin();
+  payee.stop();
+  std::printf("[time] token deposit + price list + thread open + 20 payments + close, agent start to exit: %.2f s\n",
+              secs);
+}
+
+// An adversarial payee asks more than the payer's maximum: nothing is paid or locked.
+TEST_F(TokenE2E, APriceAboveTheMaximumIsRefused) {
+  publish_list(12, keys_[12], "5000000000000000", -10, 3600);  // 0.005 PPT per Wh
+  const std::string dir = work_ + "/abovemax";
+  ASSERT_EQ(run_list_payer(13, dir, 12, 50), 1) << read_text(dir + ".log");
+  EXPECT_NE(read_text(dir + ".log").find("0.005 PPT per Wh is above our maximum 0.003 PPT"), std::string::npos)
+      << read_text(dir + ".log");
+  expect_nothing_paid(dir);
+}
+
+// A list on the payee's topic that the payee did not sign: ignored; nothing is paid.
+TEST_F(TokenE2E, AForgedPriceListIsIgnored) {
+  publish_list(12, random_key_hex(), "1000000000000000", -10, 3600);  // a bargain, forged
+  const std::string dir = work_ + "/forgedlist";
+  ASSERT_EQ(run_list_payer(14, dir, 12, 50), 1) << read_text(dir + ".log");
+  EXPECT_NE(read_text(dir + ".log").find("price list ignored: not signed by"), std::string::npos)
+      << read_text(dir + ".log");
+  expect_nothing_paid(dir);
+}
+
+// An expired list signed by the payee (a replayed retained message): refused.
+TEST_F(TokenE2E, AnExpiredPriceListIsRefused) {
+  publish_list(12, keys_[12], "1000000000000000", -7200, -3600);
+  const std::string dir = work_ + "/expiredlist";
+  ASSERT_EQ(run_list_payer(15, dir, 12, 50), 1) << read_text(dir + ".log");
+  EXPECT_NE(read_text(dir + ".log").find("price list refused: the list expired"), std::string::npos)
+      << read_text(dir + ".log");
+  expect_nothing_paid(dir);
+  obs_->publish(mqtt::topic_payee_prices([] {
+                  Address a{};
+                  (void)address_parse(addr(12).c_str(), 42, a);
+                  return a;
+                }()),
+                std::string(), 1, true);
 }
 
 }  // namespace

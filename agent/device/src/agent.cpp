@@ -29,6 +29,7 @@
 #include "picopay/codec.hpp"
 #include "picopay/device/agent.hpp"
 #include "asset.hpp"
+#include "price.hpp"
 #include "picopay/device/chain_follow.hpp"
 #include "picopay/device/meter.hpp"
 #include "picopay/device/state.hpp"
@@ -206,6 +207,20 @@ class Agent {
   bool has_rate_ = false;
   bool ex_todo_ = false, ex_sell_wei_ = true, ex_waiting_logged_ = false;
   U256 ex_amount_ = U256::zero(), ex_reference_ = U256::zero();
+  // The seller's price list (price.hpp). Payee: publishes it, compares delivered with
+  // received. Payer (--max-price): pays by the payee's list.
+  void on_prices(const std::vector<uint8_t>& p);
+  void publish_prices(uint64_t now);
+  void payee_duties(uint64_t now);
+  bool payer_price_ready(uint64_t now, bool last_chance);
+  U256 sell_price_ = U256::zero(), max_price_ = U256::zero();
+  bool by_list_ = false, has_list_ = false;
+  quotes::PriceList list_{};
+  std::string list_refusal_;
+  uint64_t prices_until_ = 0;
+  bool serving_ = true, baseline_set_ = false;
+  U256 received_base_ = U256::zero();
+  ServeCheck serve_{};
 };
 
 void Agent::logf(port::LogLevel lv, const char* fmt, ...) {
@@ -372,14 +387,16 @@ void Agent::publish_status(bool force) {
                 "{\"state\":\"%s\",\"name\":\"%s\",\"txCountGlobal\":%llu,\"meteredWh\":%llu,\"unitsPaid\":%llu,"
                 "\"weiPaid\":\"%s\",\"receivedWei\":\"%s\",\"pending\":%s,\"openThreads\":%zu,\"payments\":%llu,"
                 "\"signing\":%s,\"lastRefusal\":\"%s\",\"chain\":\"%s\",\"asset\":\"%s\",\"paid\":\"%s\","
-                "\"received\":\"%s\"}",
+                "\"received\":\"%s\",\"serving\":%s,\"deliveredUnits\":%llu,\"behindUnits\":%llu}",
                 done_ ? "offline" : "online", cfg_.name.c_str(),
                 static_cast<unsigned long long>(s_.channel().state.txCountGlobal),
                 static_cast<unsigned long long>(st_.meter.units()), static_cast<unsigned long long>(st_.units_paid),
                 json::amount_text(st_.wei_paid).c_str(), json::amount_text(received).c_str(),
                 s_.has_pending() ? "true" : "false", open, static_cast<unsigned long long>(payments_),
                 s_.halted() ? "false" : "true", last_refusal_ == Status::Ok ? "" : status_name(last_refusal_),
-                chain_note_.c_str(), asset_.symbol.c_str(), fmt(st_.wei_paid).c_str(), fmt(received).c_str());
+                chain_note_.c_str(), asset_.symbol.c_str(), fmt(st_.wei_paid).c_str(), fmt(received).c_str(),
+                serving_ ? "true" : "false", static_cast<unsigned long long>(serve_.delivered_units),
+                static_cast<unsigned long long>(serve_.behind_units));
   mq_->publish(mqtt::topic_user_status(st_.user), std::string(buf), 1, true);
 }
 
@@ -637,6 +654,7 @@ void Agent::step() {
   }
   feed_chain();
   follow_chain();
+  payee_duties(unix_now());
   if (done_ || chain_hold_) return;
   if (!s_.synced() || s_.has_pending()) return;  // a hub request kept for chain facts does not block paying
   const ChannelState& c = s_.channel().state;
@@ -668,6 +686,8 @@ void Agent::step() {
   if (ex_todo_ && exchange_step(now, draining && due == 0)) return;
   // 3. Threads: open one when paying a payee.
   if (cfg_.has_pay_to) {
+    // By the payee's signed price list: nothing is paid or locked without a valid one.
+    if (by_list_ && !payer_price_ready(now, draining)) return;
     long idx = sender_thread();
     if (idx >= 0 && due > 0) {
       U256 amount{};
@@ -794,6 +814,8 @@ void Agent::handle(const Event& e) {
         fx.count > 0)
       logf(port::LogLevel::Warn, "hub request refused: %s", status_message(st));
     carry(st, fx, "hub request");
+  } else if (by_list_ && t == mqtt::topic_payee_prices(cfg_.pay_to)) {
+    on_prices(p);
   } else if (t == mqtt::topic_hub_rate(st_.hub)) {
     on_rate(p);
   } else if (cfg_.payee && t == mqtt::topic_thread_update(st_.user)) {
@@ -938,15 +960,20 @@ int Agent::run() {
   mq_->subscribe(mqtt::topic_request(me));
   if (cfg_.payee) mq_->subscribe(mqtt::topic_thread_update(me));
   if (ex_todo_) mq_->subscribe(mqtt::topic_hub_rate(st_.hub));
+  if (by_list_) mq_->subscribe(mqtt::topic_payee_prices(cfg_.pay_to));
   if ((cfg_.meter == "tasmota" || cfg_.meter == "shelly") && !cfg_.meter_topic.empty()) mq_->subscribe(cfg_.meter_topic);
   if (!mq_->start(err)) {
     std::fprintf(stderr, "picopay-agent: mqtt: %s\n", err.c_str());
     return 1;
   }
-  logf(port::LogLevel::Info, "user %s, channel txCount %llu, state dir %s, paying in %s%s%s, price %s per unit",
+  const std::string price_note =
+      !cfg_.payer ? (sell_price_.is_zero() ? std::string("payee") : "payee selling at " + fmt(sell_price_) + " per Wh")
+      : by_list_  ? "price by the payee's signed list, at most " + fmt(max_price_) + " per Wh"
+                  : "price " + fmt(cfg_.price_wei) + " per unit";
+  logf(port::LogLevel::Info, "user %s, channel txCount %llu, state dir %s, paying in %s%s%s, %s",
        json::address_text(me).c_str(), static_cast<unsigned long long>(s_.channel().state.txCountGlobal),
        cfg_.state_dir.c_str(), asset_.symbol.c_str(), asset_.token ? " (token " : "",
-       asset_.token ? (json::address_text(asset_.address) + ")").c_str() : "", fmt(cfg_.price_wei).c_str());
+       asset_.token ? (json::address_text(asset_.address) + ")").c_str() : "", price_note.c_str());
   std::thread reader;
   if (cfg_.meter == "stdin") {
     reader = std::thread([this] {
@@ -1085,6 +1112,112 @@ bool Agent::exchange_step(uint64_t now, bool last_chance) {
   return true;
 }
 
+// Payer: the payee's signed price list (retained). Kept only if the payee signed it for
+// our contract; an older list (validFrom) than the one held is ignored.
+void Agent::on_prices(const std::vector<uint8_t>& p) {
+  if (p.empty()) return;
+  quotes::PriceList l;
+  std::string err;
+  if (!quotes::prices_open(std::string(p.begin(), p.end()), signer_, cfg_.pay_to, st_.contract, l, err)) {
+    logf(port::LogLevel::Warn, "price list ignored: %s", err.c_str());
+    return;
+  }
+  if (has_list_ && l.validFrom < list_.validFrom) return;
+  list_ = l;
+  has_list_ = true;
+  const quotes::Price* e = l.find(kEnergySource);
+  logf(port::LogLevel::Info, "price list of %s: %s per %s, valid %llu .. %llu", json::address_text(cfg_.pay_to).c_str(),
+       e ? units::format(e->price, asset_).c_str() : "no energy price", e ? e->unit.c_str() : "-",
+       static_cast<unsigned long long>(l.validFrom), static_cast<unsigned long long>(l.validUntil));
+  status_dirty_ = true;
+}
+
+// Payer: true when the payee's list may be paid by now (cfg_.price_wei is then its price).
+// Without one we pay nothing and lock nothing; at the end (last_chance) we stop (exit 1).
+bool Agent::payer_price_ready(uint64_t now, bool last_chance) {
+  std::string err;
+  U256 price{};
+  if (!has_list_) {
+    err = "no price list signed by the payee " + json::address_text(cfg_.pay_to);
+  } else if (price_list_usable(list_, now, asset_, kEnergySource, max_price_, price, err)) {
+    if (!list_refusal_.empty() || cfg_.price_wei != price)
+      logf(port::LogLevel::Info, "paying by the payee's list: %s per Wh (our maximum %s)", fmt(price).c_str(),
+           fmt(max_price_).c_str());
+    list_refusal_.clear();
+    cfg_.price_wei = price;
+    return true;
+  }
+  if (has_list_ && err != list_refusal_) {
+    logf(port::LogLevel::Error, "price list refused: %s; not paying", err.c_str());
+    list_refusal_ = err;
+    status_dirty_ = true;
+  }
+  if (last_chance) {
+    logf(port::LogLevel::Error, "stopping without paying by a price list: %s", err.c_str());
+    exit_code_ = 1;
+    done_ = true;
+  }
+  return false;
+}
+
+// Payee: publishes its price list (again at half its validity).
+void Agent::publish_prices(uint64_t now) {
+  quotes::PriceList l;
+  l.contract = st_.contract;
+  l.payee = st_.user;
+  l.token = asset_.token;
+  l.tokenAddress = asset_.address;
+  l.validFrom = now;
+  l.validUntil = now + cfg_.price_validity_s;
+  l.prices.push_back(quotes::Price{kEnergySource, kEnergyUnit, sell_price_});
+  std::string payload;
+  if (!quotes::prices_sign(l, signer_, key_, payload)) {
+    logf(port::LogLevel::Error, "cannot sign the price list");
+    return;
+  }
+  mq_->publish(mqtt::topic_payee_prices(st_.user), payload, 1, true);
+  if (prices_until_ == 0)
+    logf(port::LogLevel::Info, "price list published: %s per Wh, valid %llu s at a time", fmt(sell_price_).c_str(),
+         static_cast<unsigned long long>(cfg_.price_validity_s));
+  prices_until_ = l.validUntil;
+}
+
+// Payee: the price list, and with its own meter, whether the payers keep up with what it
+// delivered (everything received on incoming threads since the meter's first reading).
+void Agent::payee_duties(uint64_t now) {
+  if (!cfg_.payee || sell_price_.is_zero() || !mq_) return;
+  if (now + cfg_.price_validity_s / 2 >= prices_until_) publish_prices(now);
+  if (cfg_.meter == "none" || !st_.meter.has_last) return;
+  U256 received = U256::zero();
+  for (const auto& th : st_.threads)
+    if (!th.sender) (void)u256_add(received, receiver_balance(tok(), th.latest.state), received);
+  if (!baseline_set_) {
+    baseline_set_ = true;
+    received_base_ = received;
+  }
+  U256 got{};
+  if (u256_sub(received, received_base_, got) != Status::Ok) got = U256::zero();
+  serve_ = serve_check(st_.meter.units(), sell_price_, got, cfg_.serve_margin_units);
+  if (serve_.serving == serving_) return;
+  serving_ = serve_.serving;
+  std::string payers, last;
+  for (const auto& th : st_.threads) {
+    if (th.sender) continue;
+    last = json::address_text(th.initial.state.sender);
+    if (th.open) payers += (payers.empty() ? "" : ", ") + last;
+  }
+  if (payers.empty()) payers = last;
+  if (!serving_)
+    logf(port::LogLevel::Warn, "stopped serving %s: delivered %llu Wh, paid for %llu Wh, behind by %llu Wh (margin %llu)",
+         payers.empty() ? "the payer" : payers.c_str(), static_cast<unsigned long long>(serve_.delivered_units),
+         static_cast<unsigned long long>(serve_.paid_units), static_cast<unsigned long long>(serve_.behind_units),
+         static_cast<unsigned long long>(cfg_.serve_margin_units));
+  else
+    logf(port::LogLevel::Info, "serving again: paid for %llu of %llu Wh delivered",
+         static_cast<unsigned long long>(serve_.paid_units), static_cast<unsigned long long>(serve_.delivered_units));
+  status_dirty_ = true;
+}
+
 // The amounts written in units (--price, --deposit, --thread-lock) once the asset is known.
 bool Agent::resolve_amounts() {
   struct Item {
@@ -1158,6 +1291,25 @@ bool Agent::resolve_amounts() {
       std::fprintf(stderr, "picopay-agent: exchange reference rate: token base units per wei (decimal)\n");
       return false;
     }
+  }
+  if (!cfg_.sell_price_text.empty()) {
+    std::string err;
+    if (!units::parse(cfg_.sell_price_text, asset_, sell_price_, err) || sell_price_.is_zero()) {
+      std::fprintf(stderr, "picopay-agent: sell price: %s\n", err.empty() ? "must be above 0" : err.c_str());
+      return false;
+    }
+  }
+  if (!cfg_.max_price_text.empty()) {
+    std::string err;
+    if (!cfg_.has_pay_to) {
+      std::fprintf(stderr, "picopay-agent: max price: pays by a payee's price list, needs --pay-to\n");
+      return false;
+    }
+    if (!units::parse(cfg_.max_price_text, asset_, max_price_, err) || max_price_.is_zero()) {
+      std::fprintf(stderr, "picopay-agent: max price: %s\n", err.empty() ? "must be above 0" : err.c_str());
+      return false;
+    }
+    by_list_ = true;
   }
   if (cfg_.payer && cfg_.price_wei.is_zero()) {
     std::fprintf(stderr, "picopay-agent: price: must be above 0\n");

@@ -100,6 +100,12 @@ bool config_load_file(const std::string& path, Config& cfg, std::string& err) {
   str(o, "pricePerUnit", cfg.price_text);
   str(o, "deposit", cfg.deposit_text);
   str(o, "threadLock", cfg.thread_lock_text);
+  str(o, "sellPrice", cfg.sell_price_text);
+  str(o, "maxPrice", cfg.max_price_text);
+  if (const cJSON* n = cJSON_GetObjectItemCaseSensitive(o, "priceValiditySeconds"); cJSON_IsNumber(n))
+    cfg.price_validity_s = n->valuedouble >= 60 && n->valuedouble < 3.2e7 ? static_cast<uint64_t>(n->valuedouble) : 60;
+  if (const cJSON* n = cJSON_GetObjectItemCaseSensitive(o, "serveMarginUnits"); cJSON_IsNumber(n))
+    cfg.serve_margin_units = n->valuedouble >= 0 && n->valuedouble < 9e15 ? static_cast<uint64_t>(n->valuedouble) : 0;
   if (const cJSON* x = cJSON_GetObjectItemCaseSensitive(o, "exchange"); cJSON_IsObject(x)) {
     str(x, "sell", cfg.exchange_text);
     str(x, "referenceRate", cfg.exchange_reference);

@@ -54,6 +54,12 @@ const char* kHelp =
     "                          or whole base units (replaces --price-wei)\n"
     "  --deposit AMOUNT        as --deposit-wei, in units ('2.5 PPT')\n"
     "  --thread-lock AMOUNT    as --thread-lock-wei, in units\n"
+    "  --sell-price AMOUNT     payee: publish a signed price list, AMOUNT per Wh (docs/tokens.md)\n"
+    "  --price-validity S      payee: each list is valid S seconds (default 3600, re-published at S/2)\n"
+    "  --serve-margin N        payee with a meter: stop serving when payers are more than N Wh\n"
+    "                          behind what it delivered (default 10)\n"
+    "  --max-price AMOUNT      payer with --pay-to: pay by the payee's signed price list, never\n"
+    "                          above AMOUNT per Wh (replaces --price)\n"
     "  --exchange AMOUNT       once synced, sell AMOUNT ('0.01 ETH' for tokens, '5 PPT' for wei)\n"
     "                          at the hub's signed published rate, once the hub holds what\n"
     "                          it gives out in our channel (docs/tokens.md)\n"
@@ -181,6 +187,15 @@ int agent_main(int argc, char** argv) {
       cfg.deposit_text = v;
     } else if (a == "--thread-lock") {
       cfg.thread_lock_text = v;
+    } else if (a == "--sell-price") {
+      cfg.sell_price_text = v;
+    } else if (a == "--price-validity") {
+      cfg.price_validity_s = std::strtoull(v.c_str(), nullptr, 10);
+      if (cfg.price_validity_s < 60) return usage_error("--price-validity: 60 seconds or more");
+    } else if (a == "--serve-margin") {
+      cfg.serve_margin_units = std::strtoull(v.c_str(), nullptr, 10);
+    } else if (a == "--max-price") {
+      cfg.max_price_text = v;
     } else if (a == "--exchange") {
       cfg.exchange_text = v;
     } else if (a == "--exchange-max-age") {

@@ -57,6 +57,15 @@ struct Config {
   uint64_t exchange_max_age_s = 3600;
   uint32_t exchange_max_deviation_bps = 100;
   std::string exchange_reference;  // "" = no reference
+  // The seller sets the price (docs/tokens.md). Payee: publish a signed price list with
+  // this price per Wh (units of the channel's asset), valid price_validity_s from each
+  // publication (re-published at half that), and, with its own meter, stop serving when
+  // the payers fall behind by more than serve_margin_units. Payer (with pay_to): pay by
+  // the payee's signed list, never above max_price_text.
+  std::string sell_price_text;
+  uint64_t price_validity_s = 3600;
+  uint64_t serve_margin_units = 10;
+  std::string max_price_text;
 };
 
 // Parses `path` (JSON, cJSON) into `cfg` (fields present override defaults). A file
