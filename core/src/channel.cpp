@@ -1,5 +1,6 @@
 // Connext v1 channel and thread state machines (see channel.hpp for the rules).
 #include "picopay/channel.hpp"
+#include "picopay/policy.hpp"
 
 #include <cstring>
 
@@ -139,24 +140,21 @@ Status next_close_thread(const ChannelState& prev, const ThreadSet& threads, con
 }
 
 Status next_exchange(const ExchangeArgs& a, ChannelState& next) noexcept {
-  if (a.exchangeRate.is_zero()) return Status::BadArgs;
-  if (a.weiToSell.is_zero() == a.tokensToSell.is_zero()) return Status::BadArgs;  // exactly one
+  // The amounts (rounding, the remainder kept by the seller) come from exchange_amounts
+  // (policy.hpp), the one place that decides them.
+  ExchangeAmounts x{};
+  PP_TRY(exchange_amounts(a, x));
   const bool user_sells = a.seller == Party::User;
   U256& seller_wei = user_sells ? next.balanceWeiUser : next.balanceWeiHub;
   U256& buyer_wei = user_sells ? next.balanceWeiHub : next.balanceWeiUser;
   U256& seller_tok = user_sells ? next.balanceTokenUser : next.balanceTokenHub;
   U256& buyer_tok = user_sells ? next.balanceTokenHub : next.balanceTokenUser;
-  if (!a.weiToSell.is_zero()) {
-    U256 tokens;
-    PP_TRY(u256_mul(a.weiToSell, a.exchangeRate, tokens));
-    PP_TRY(move(seller_wei, buyer_wei, a.weiToSell));
-    return move(buyer_tok, seller_tok, tokens);
+  if (!x.weiSold.is_zero()) {
+    PP_TRY(move(seller_wei, buyer_wei, x.weiSold));
+    return move(buyer_tok, seller_tok, x.tokensBought);
   }
-  U256 wei, rem;
-  PP_TRY(u256_divmod(a.tokensToSell, a.exchangeRate, wei, rem));
-  if (!rem.is_zero() || wei.is_zero()) return Status::BadArgs;
-  PP_TRY(move(seller_tok, buyer_tok, a.tokensToSell));
-  return move(buyer_wei, seller_wei, wei);
+  PP_TRY(move(seller_tok, buyer_tok, x.tokensSold));
+  return move(buyer_wei, seller_wei, x.weiBought);
 }
 
 Status next_chain_counter(const ChannelState& prev, ChannelState& next) noexcept {

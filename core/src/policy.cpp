@@ -72,7 +72,28 @@ bool within_spread(const U256& proposed, const U256& current, uint32_t bps) noex
 
 }  // namespace
 
+bool policy_rate_within(const U256& proposed, const U256& reference, uint32_t bps) noexcept {
+  return within_spread(proposed, reference, bps);
+}
+
 PolicyLimits policy_limits_default() noexcept { return PolicyLimits{86400, 200, 86400}; }
+
+Status exchange_amounts(const ExchangeArgs& a, ExchangeAmounts& out) noexcept {
+  out = ExchangeAmounts{};
+  if (a.exchangeRate.is_zero()) return Status::BadArgs;
+  if (a.weiToSell.is_zero() == a.tokensToSell.is_zero()) return Status::BadArgs;  // exactly one
+  if (!a.weiToSell.is_zero()) {
+    out.weiSold = a.weiToSell;
+    return u256_mul(a.weiToSell, a.exchangeRate, out.tokensBought);  // exact: an integer rate
+  }
+  U256 wei, rem;
+  Status s = u256_divmod(a.tokensToSell, a.exchangeRate, wei, rem);
+  if (s != Status::Ok) return s;
+  if (wei.is_zero()) return Status::BadArgs;  // fewer tokens than one wei's worth: nothing to sell
+  out.weiBought = wei;                        // rounded down
+  out.tokensKept = rem;                       // stays with the seller
+  return u256_sub(a.tokensToSell, rem, out.tokensSold);
+}
 
 bool policy_update_matches(const ChannelUpdate& a, const ChannelUpdate& b) noexcept {
   if (a.reason != b.reason) return false;
@@ -212,18 +233,11 @@ Status policy_hub_countersigns(const HubPolicyInput& in, const ChannelState& pre
       if (in.rate.time > in.now + 60 || (in.now > in.rate.time && in.now - in.rate.time > in.limits.maxRateAgeSeconds))
         return Status::StaleRate;
       if (!within_spread(a.exchangeRate, in.rate.tokensPerWei, in.limits.maxSpreadBps)) return Status::RateOutOfBounds;
-      // What the hub gives out.
-      U256 wei = U256::zero(), tok = U256::zero(), rem;
-      if (a.seller == Party::User) {
-        if (!a.weiToSell.is_zero()) {
-          if (u256_mul(a.weiToSell, a.exchangeRate, tok) != Status::Ok) return Status::Overflow;
-        } else if (u256_divmod(a.tokensToSell, a.exchangeRate, wei, rem) != Status::Ok) {
-          return Status::BadArgs;
-        }
-      } else {
-        wei = a.weiToSell;
-        tok = a.tokensToSell;
-      }
+      // What the hub gives out (exchange_amounts: the one rounding rule).
+      ExchangeAmounts x{};
+      if (Status xs = exchange_amounts(a, x); xs != Status::Ok) return xs;
+      const U256 wei = a.seller == Party::User ? x.weiBought : x.weiSold;
+      const U256 tok = a.seller == Party::User ? x.tokensBought : x.tokensSold;
       if (wei > in.inventoryWei || tok > in.inventoryToken) return Status::NoInventory;
       return Status::Ok;
     }

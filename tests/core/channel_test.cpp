@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "picopay/channel.hpp"
+#include "picopay/policy.hpp"
 #include "picopay/signer.hpp"
 #include "picopay/state.hpp"
 #include "test_util.hpp"
@@ -273,6 +274,41 @@ TEST_F(ChannelTest, ExchangeUserSellsTokens) {
   want.balanceTokenHub = u(2050);
   want.balanceWeiUser = u(510);
   want.balanceWeiHub = u(990);
+  want.txCountGlobal = 11;
+  EXPECT_EQ(next, want);
+}
+
+// Connext v1's rule for amounts that do not divide evenly (docs/tokens.md): 53 tokens at
+// 5 per wei buy 10 wei (rounded down); 50 tokens are sold, the remainder 3 stays with the
+// seller, on either side.
+TEST_F(ChannelTest, ExchangeRemainderStaysWithTheSeller) {
+  Threads th;
+  ChannelUpdate x = channel_update_make(UpdateReason::Exchange);
+  x.exchange.seller = Party::User;
+  x.exchange.tokensToSell = u(53);
+  x.exchange.exchangeRate = u(5);
+  ExchangeAmounts a{};
+  ASSERT_EQ(exchange_amounts(x.exchange, a), Status::Ok);
+  EXPECT_EQ(a.weiBought, u(10));
+  EXPECT_EQ(a.tokensSold, u(50));
+  EXPECT_EQ(a.tokensKept, u(3));
+  ChannelState next;
+  ASSERT_EQ(round_trip(Party::Hub, prev_, th.set, x, next), Status::Ok);
+  ChannelState want = prev_;
+  want.balanceTokenUser = u(250);  // 300 - 50, not - 53
+  want.balanceTokenHub = u(2050);
+  want.balanceWeiUser = u(510);
+  want.balanceWeiHub = u(990);
+  want.txCountGlobal = 11;
+  EXPECT_EQ(next, want);
+  // The hub as seller: the same rule, the remainder stays in the hub's balance.
+  x.exchange.seller = Party::Hub;
+  ASSERT_EQ(round_trip(Party::User, prev_, th.set, x, next), Status::Ok);
+  want = prev_;
+  want.balanceTokenHub = u(1950);
+  want.balanceTokenUser = u(350);
+  want.balanceWeiHub = u(1010);
+  want.balanceWeiUser = u(490);
   want.txCountGlobal = 11;
   EXPECT_EQ(next, want);
 }
@@ -720,8 +756,8 @@ TEST_F(ChannelTest, ExchangeBadArgs) {
   ChannelState next;
   EXPECT_EQ(round_trip(Party::User, prev_, th.set, x, next), Status::BadArgs) << "both amounts";
   x.exchange.weiToSell = U256::zero();
-  x.exchange.tokensToSell = u(51);  // not a multiple of the rate
-  EXPECT_EQ(round_trip(Party::User, prev_, th.set, x, next), Status::BadArgs) << "inexact division";
+  x.exchange.tokensToSell = u(4);  // less than one wei's worth at rate 5
+  EXPECT_EQ(round_trip(Party::User, prev_, th.set, x, next), Status::BadArgs) << "buys no whole wei";
   x.exchange.tokensToSell = U256::zero();
   EXPECT_EQ(round_trip(Party::User, prev_, th.set, x, next), Status::BadArgs) << "nothing to sell";
   x.exchange.tokensToSell = u(50);

@@ -47,6 +47,15 @@ def main():
         fail(f"paid {s['paidWei']} wei is not {s['wh']} Wh x {s['pricePerWhWei']} wei", work)
     if not s["paidEth"].endswith(" ETH"):
         fail(f"paidEth {s['paidEth']!r}", work)
+    # --token: amounts are in the test token; the summary names it and its reserve.
+    token = "--token" in opts
+    if s.get("asset") != ("PPT" if token else "ETH") or not s.get("paid", "").endswith(" " + s.get("asset", "?")):
+        fail(f"asset {s.get('asset')!r}, paid {s.get('paid')!r}", work)
+    if token:
+        accounts = {a["name"]: a for a in s["onChain"]["accounts"]}
+        payee_tokens = int(accounts.get("payee", {}).get("balanceTokens", "-1"))
+        if payee_tokens != int(s["receivedWei"]) or "hubReserveTokens" not in s["onChain"] or not s.get("token"):
+            fail(f"token mode: payee holds {payee_tokens} token base units, received {s['receivedWei']}", work)
     if not (s["paymentsPerSecond"]["peak"] >= s["paymentsPerSecond"]["avg"] > 0):
         fail(f"payments/s {s['paymentsPerSecond']}", work)
     lat = s["latencyMs"]

@@ -21,6 +21,7 @@
 
 #include "picopay/agent/json_state.hpp"
 #include "picopay/agent/secret_file.hpp"
+#include "picopay/agent/units.hpp"
 #include "picopay/broker_files.hpp"
 #include "picopay/chain/manager.hpp"
 #include "picopay/codec.hpp"
@@ -37,7 +38,7 @@ using namespace picopay::demo;
 
 const char* kHelp =
     "usage: picopay demo [--devices N] [--seconds S] [--workdir DIR] [--rate HZ] [--summary FILE]\n"
-    "                    [--plot FILE] [--wei]\n"
+    "                    [--plot FILE] [--wei] [--token]\n"
     "\n"
     "Runs the pay-per-use demo end to end on 127.0.0.1: a private mosquitto (a password per\n"
     "client, client ids bound to usernames, the shipped ACL and limits of packaging/mosquitto/;\n"
@@ -68,6 +69,11 @@ const char* kHelp =
     "  --plot FILE   an SVG plot of the run (default DIR/demo.svg): payments/s over time\n"
     "                and latency p50/p99/max over time, one sample per second\n"
     "  --wei         print amounts in exact wei instead of ETH (the summary has both)\n"
+    "  --token       run in the dev chain's test ERC-20 (PPT, 18 decimals) instead of ETH: the\n"
+    "                demo deploys it and a ChannelManager with it, gives every charger 10 PPT and\n"
+    "                the hub a 100 PPT token reserve; deposits, prices, payments, hub collateral\n"
+    "                and the reconciliation are in PPT (docs/tokens.md). The summary's *Wei\n"
+    "                amounts are then token base units; \"asset\" and \"paid\" name them\n"
     "  -h, --help    this help\n"
     "\n"
     "Amounts print in ETH (1 ETH = 10^18 wei, every significant digit kept: exact), parties by\n"
@@ -407,7 +413,10 @@ class Demo {
   void stop_all();
   cJSON* user_status(const std::string& addr);
   // An amount for people: ETH (exact), or exact wei with --wei.
-  std::string amount(const U256& wei) const { return wei_ ? json::amount_text(wei) + " wei" : eth_text(wei); }
+  std::string amount(const U256& wei) const {
+    if (wei_) return json::amount_text(wei) + (token_ ? " base units" : " wei");
+    return token_ ? units::format(wei, asset_) : eth_text(wei);
+  }
   // The name of a party's address: charger1..N, payee, hub; else the EIP-55 address.
   std::string name_of(const Address& a) const;
   void add_gas(const char* what, uint64_t gas);
@@ -426,6 +435,17 @@ class Demo {
   LatencyProbe lat_;
   double max_rate_ = 0, avg_rate_ = 0;
   bool wei_ = false;
+  // --token: the channels move the test token (docs/tokens.md); ETH otherwise.
+  bool token_ = false;
+  Address token_addr_{};
+  units::Asset asset_ = units::eth();
+  const U256& bal_user(const ChannelState& c) const { return token_ ? c.balanceTokenUser : c.balanceWeiUser; }
+  const U256& bal_hub(const ChannelState& c) const { return token_ ? c.balanceTokenHub : c.balanceWeiHub; }
+  const U256& received_of(const ThreadState& t) const { return token_ ? t.balanceTokenReceiver : t.balanceWeiReceiver; }
+  // The agent config line naming the token (token mode), or nothing.
+  std::string token_line() const {
+    return token_ ? ",\n  \"token\": \"" + json::address_text(token_addr_) + "\"" : std::string();
+  }
   std::string summary_path_, plot_path_;
   std::vector<Sample> series_;
   cJSON* devices_json_ = nullptr;  // filled by finish()
@@ -475,6 +495,9 @@ bool Demo::write_outputs(bool reconciled, const std::string& error) {
   cJSON_AddNumberToObject(j, "wh", static_cast<double>(total_wh_));
   cJSON_AddStringToObject(j, "paidWei", json::amount_text(total_paid_).c_str());
   cJSON_AddStringToObject(j, "paidEth", eth_text(total_paid_).c_str());
+  cJSON_AddStringToObject(j, "asset", asset_.symbol.c_str());
+  if (token_) cJSON_AddStringToObject(j, "token", json::address_text(token_addr_).c_str());
+  cJSON_AddStringToObject(j, "paid", units::format(total_paid_, asset_).c_str());
   cJSON_AddStringToObject(j, "receivedWei", json::amount_text(total_received_).c_str());
   cJSON_AddStringToObject(j, "receivedEth", eth_text(total_received_).c_str());
   cJSON* ps = cJSON_AddObjectToObject(j, "paymentsPerSecond");
@@ -580,8 +603,40 @@ bool Demo::setup(std::string& err) {
       err = "contract artifact: " + art.error().to_string();
       return false;
     }
+    if (token_) {
+      // The test token (contracts/test/TestToken.sol), 10 PPT per charger.
+      auto tart = chain::load_artifact(chain::default_artifact_dir() + "/TestToken.json");
+      if (!tart) {
+        err = "token artifact: " + tart.error().to_string();
+        return false;
+      }
+      chain::Receipt tr;
+      auto t = chain::deploy_artifact(w, *tart, {}, &tr);
+      if (!t) {
+        err = "deploy token: " + t.error().to_string();
+        return false;
+      }
+      token_addr_ = *t;
+      add_gas("deployToken", tr.gasUsed);
+      for (auto& d : devs_) {
+        Address a{};
+        (void)address_parse(d->addr.c_str(), d->addr.size(), a);
+        U256 ten{};
+        (void)u256_parse_decimal("10000000000000000000", 20, ten);
+        auto m = chain::erc20_mint(w, token_addr_, a, ten);
+        if (!m) {
+          err = "mint: " + m.error().to_string();
+          return false;
+        }
+      }
+      asset_.token = true;
+      asset_.address = token_addr_;
+      asset_.symbol = "PPT";
+      asset_.decimals = 18;
+    }
     chain::Receipt deploy_receipt;
-    auto addr = chain::deploy_channel_manager(w, *art, w.address(), kChallenge, Address{}, &deploy_receipt);
+    auto addr = chain::deploy_channel_manager(w, *art, w.address(), kChallenge, token_ ? token_addr_ : Address{},
+                                              &deploy_receipt);
     if (!addr) {
       err = "deploy: " + addr.error().to_string();
       return false;
@@ -597,6 +652,17 @@ bool Demo::setup(std::string& err) {
       return false;
     }
     add_gas("fundReserve", f->gasUsed);
+    if (token_) {
+      // The hub's token reserve: tokens the contract holds beyond the channels.
+      auto m = chain::erc20_mint(w, token_addr_, *addr, reserve);
+      if (!m) {
+        err = "token reserve: " + m.error().to_string();
+        return false;
+      }
+      add_gas("fundTokenReserve", m->gasUsed);
+      std::printf("[demo] test token PPT %s (18 decimals): 10 PPT per charger, 100 PPT hub token reserve\n",
+                  json::address_text(token_addr_).c_str());
+    }
   }
   std::printf("[demo] dev chain %s, ChannelManager %s (challenge period %llus)\n", chain_.url().c_str(),
               contract_.c_str(), static_cast<unsigned long long>(kChallenge));
@@ -680,7 +746,8 @@ bool Demo::setup(std::string& err) {
                                     ", \"username\": \"hub\", \"password\": \"" + pw["hub"] +
                                     "\"},\n  \"hub\": {\"privateKey\": \"" + hub_key_ + "\"},\n  \"contract\": \"" +
                                     contract_ + "\",\n  \"rpcUrl\": \"" + chain_.url() + "\",\n  \"db\": \"" + work_ +
-                                    "/hub.db\",\n  \"collateral\": {\"depositWei\": \"" + kCollateralWei + "\"}\n}\n",
+                                    "/hub.db\",\n  \"collateral\": {\"" + (token_ ? "depositTokens" : "depositWei") +
+                                    "\": \"" + kCollateralWei + "\"}\n}\n",
                                 err))
     return false;
   if (!hub_.start({bin_hub, "--config", hub_cfg}, work_ + "/hub.log")) {
@@ -697,7 +764,7 @@ bool Demo::setup(std::string& err) {
                                     ", \"password\": \"" + pw[payee_addr_] + "\"},\n  \"hub\": \"" + hub_addr_ +
                                     "\",\n  \"contract\": \"" + contract_ + "\",\n  \"privateKey\": \"" + payee_key_ +
                                     "\",\n  \"rpc\": \"" + chain_.url() +
-                                    "\",\n  \"role\": \"payee\",\n  \"statusIntervalMs\": 250\n}\n",
+                                    "\",\n  \"role\": \"payee\",\n  \"statusIntervalMs\": 250" + token_line() + "\n}\n",
                                 err))
     return false;
   if (!payee_.start({agent, "--config", payee_cfg}, work_ + "/payee.log")) {
@@ -712,7 +779,7 @@ bool Demo::setup(std::string& err) {
                       "\",\n  \"role\": \"payer\",\n  \"meter\": {\"source\": \"tasmota\", \"topic\": \"tele/" +
                       d->name + "/SENSOR\"},\n  \"pricePerUnitWei\": \"" + std::to_string(kPriceWei) +
                       "\",\n  \"depositWei\": \"" + kDepositWei + "\",\n  \"payTo\": \"" + payee_addr_ +
-                      "\",\n  \"statusIntervalMs\": 250\n}\n";
+                      "\",\n  \"statusIntervalMs\": 250" + token_line() + "\n}\n";
     if (!agent::secret_file_write(work_ + "/" + d->name + ".json", cfg, err)) return false;
     if (!d->proc.start({agent, "--config", work_ + "/" + d->name + ".json"}, work_ + "/" + d->name + ".log")) {
       err = "cannot start " + d->name;
@@ -873,7 +940,7 @@ int Demo::finish() {
   cJSON_Delete(devices_json_);
   devices_json_ = cJSON_CreateArray();
   U256 total_paid = U256::zero(), total_received = U256::zero();
-  for (const auto& t : payee.threads) (void)u256_add(total_received, t.latest.state.balanceWeiReceiver, total_received);
+  for (const auto& t : payee.threads) (void)u256_add(total_received, received_of(t.latest.state), total_received);
   std::vector<SignedChannelState> finals;
   std::vector<Address> users;
   for (auto& d : devs_) {
@@ -896,23 +963,24 @@ int Demo::finish() {
       if (it != st_.hub.end()) {
         cJSON* h = cJSON_Parse(it->second.c_str());
         uint64_t tx = json_u64(h, "txCountGlobal");
-        std::string bu = json_str(h, "balanceWeiUser"), bh = json_str(h, "balanceWeiHub");
+        std::string bu = json_str(h, token_ ? "balanceTokenUser" : "balanceWeiUser"),
+                    bh = json_str(h, token_ ? "balanceTokenHub" : "balanceWeiHub");
         hub_ok = tx == s.channel.state.txCountGlobal &&
-                 (bu.empty() || bu == json::amount_text(s.channel.state.balanceWeiUser)) &&
-                 (bh.empty() || bh == json::amount_text(s.channel.state.balanceWeiHub));
+                 (bu.empty() || bu == json::amount_text(bal_user(s.channel.state))) &&
+                 (bh.empty() || bh == json::amount_text(bal_hub(s.channel.state)));
         cJSON_Delete(h);
       }
     }
     // payee: what it received from this device over all threads
     U256 got = U256::zero();
     for (const auto& t : payee.threads)
-      if (t.latest.state.sender == s.user) (void)u256_add(got, t.latest.state.balanceWeiReceiver, got);
+      if (t.latest.state.sender == s.user) (void)u256_add(got, received_of(t.latest.state), got);
     bool payee_ok = got == s.wei_paid;
     // conservation: the device's channel holds deposit = user + hub balances (threads closed)
     U256 sum{}, dep{};
-    (void)u256_add(s.channel.state.balanceWeiUser, s.channel.state.balanceWeiHub, sum);
+    (void)u256_add(bal_user(s.channel.state), bal_hub(s.channel.state), sum);
     (void)u256_parse_decimal(kDepositWei, std::strlen(kDepositWei), dep);
-    bool conserved = s.channel.state.threadCount == 0 && sum == dep && s.channel.state.balanceWeiHub == s.wei_paid;
+    bool conserved = s.channel.state.threadCount == 0 && sum == dep && bal_hub(s.channel.state) == s.wei_paid;
     (void)u256_add(total_paid, s.wei_paid, total_paid);
     total_wh_ += s.meter.units();
     {
@@ -999,28 +1067,44 @@ int Demo::finish() {
       cJSON_AddStringToObject(o, "balanceWei", json::amount_text(*b).c_str());
       cJSON_AddStringToObject(o, "balanceEth", eth_text(*b).c_str());
     }
+    chain::Result<U256> tb = U256::zero();
+    if (token_) {
+      tb = chain::erc20_balance(rpc, token_addr_, shown[i]);
+      if (tb) cJSON_AddStringToObject(o, "balanceTokens", json::amount_text(*tb).c_str());
+    }
     std::string chan = "-";
     if (is_user) {
       auto c = cm.channel(shown[i]);
       if (c) {
         cJSON_AddStringToObject(o, "channelWeiHub", json::amount_text(c->weiHub).c_str());
         cJSON_AddStringToObject(o, "channelWeiUser", json::amount_text(c->weiUser).c_str());
-        chan = amount(c->weiHub) + " / " + amount(c->weiUser);
+        if (token_) {
+          cJSON_AddStringToObject(o, "channelTokenHub", json::amount_text(c->tokenHub).c_str());
+          cJSON_AddStringToObject(o, "channelTokenUser", json::amount_text(c->tokenUser).c_str());
+        }
+        chan = token_ ? amount(c->tokenHub) + " / " + amount(c->tokenUser) : amount(c->weiHub) + " / " + amount(c->weiUser);
       } else {
         chan = "?";
       }
     }
     cJSON_AddItemToArray(accounts, o);
     std::printf("%-11s %-42s %28s %30s\n", name_of(shown[i]).c_str(), json::address_text(shown[i]).c_str(),
-                b ? amount(*b).c_str() : "?", chan.c_str());
+                token_ ? (tb ? amount(*tb).c_str() : "?") : (b ? amount(*b).c_str() : "?"), chan.c_str());
   }
   auto reserve = cm.hub_reserve_wei();
   if (reserve) {
     cJSON_AddStringToObject(chain_json_, "hubReserveWei", json::amount_text(*reserve).c_str());
     cJSON_AddStringToObject(chain_json_, "hubReserveEth", eth_text(*reserve).c_str());
   }
-  std::printf("%-11s %-42s %28s   (the hub's wei held by the ChannelManager)\n", "hub reserve", contract_.c_str(),
-              reserve ? amount(*reserve).c_str() : "?");
+  if (token_) {
+    auto rt = cm.hub_reserve_tokens();
+    if (rt) cJSON_AddStringToObject(chain_json_, "hubReserveTokens", json::amount_text(*rt).c_str());
+    std::printf("%-11s %-42s %28s   (the hub's tokens held by the ChannelManager)\n", "hub reserve", contract_.c_str(),
+                rt ? amount(*rt).c_str() : "?");
+  } else {
+    std::printf("%-11s %-42s %28s   (the hub's wei held by the ChannelManager)\n", "hub reserve", contract_.c_str(),
+                reserve ? amount(*reserve).c_str() : "?");
+  }
   std::printf("[demo] gas used by the demo's own transactions (deploy, reserve, settlement): %llu\n",
               static_cast<unsigned long long>(gas_total_));
   std::printf("\n[demo] payments/s: avg %.1f, peak %.1f over %d devices\n", avg_rate_, max_rate_, devices_);
@@ -1042,6 +1126,12 @@ int Demo::run(int argc, char** argv) {
     }
     if (a == "--wei") {
       wei_ = true;
+      continue;
+    }
+    if (a == "--token") {
+      token_ = true;
+      asset_.token = true;  // symbol and address once the token is deployed
+      asset_.symbol = "PPT";
       continue;
     }
     const char* v = next();

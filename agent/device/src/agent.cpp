@@ -22,9 +22,14 @@
 #include <thread>
 
 #include "picopay/agent/json_state.hpp"
+#include "picopay/agent/quotes.hpp"
+#include "picopay/agent/units.hpp"
 #include "picopay/chain/manager.hpp"
+#include "picopay/chain/token.hpp"
 #include "picopay/codec.hpp"
 #include "picopay/device/agent.hpp"
+#include "asset.hpp"
+#include "price.hpp"
 #include "picopay/device/tower_client.hpp"
 #include "picopay/device/chain_follow.hpp"
 #include "picopay/device/meter.hpp"
@@ -190,6 +195,36 @@ class Agent {
   uint64_t last_follow_ms_ = 0;
   bool chain_hold_ = false;  // the chain shows our channel in dispute or emptied: no payments
   static constexpr uint64_t kFollowMs = 2000;
+  units::Asset asset_ = units::eth();  // what the channel pays in (docs/tokens.md)
+  bool tok() const { return asset_.token; }
+  std::string fmt(const U256& v) const { return units::format(v, asset_); }
+  bool resolve_amounts();
+  // The ChannelManager's token (token false: none) for deposits and exchanges in the
+  // other asset than the one we pay in.
+  units::Asset token_asset_{};
+  U256 dep_wei_ = U256::zero(), dep_tok_ = U256::zero();  // our first deposit
+  // The hub's signed exchange rate (quotes.hpp) and the exchange asked for at start.
+  void on_rate(const std::vector<uint8_t>& p);
+  bool exchange_step(uint64_t now, bool last_chance);
+  void exchange_refused(const std::string& why);
+  quotes::Rate rate_{};
+  bool has_rate_ = false;
+  bool ex_todo_ = false, ex_sell_wei_ = true, ex_waiting_logged_ = false;
+  U256 ex_amount_ = U256::zero(), ex_reference_ = U256::zero();
+  // The seller's price list (price.hpp). Payee: publishes it, compares delivered with
+  // received. Payer (--max-price): pays by the payee's list.
+  void on_prices(const std::vector<uint8_t>& p);
+  void publish_prices(uint64_t now);
+  void payee_duties(uint64_t now);
+  bool payer_price_ready(uint64_t now, bool last_chance);
+  U256 sell_price_ = U256::zero(), max_price_ = U256::zero();
+  bool by_list_ = false, has_list_ = false;
+  quotes::PriceList list_{};
+  std::string list_refusal_;
+  uint64_t prices_until_ = 0;
+  bool serving_ = true, baseline_set_ = false;
+  U256 received_base_ = U256::zero();
+  ServeCheck serve_{};
 };
 
 void Agent::logf(port::LogLevel lv, const char* fmt, ...) {
@@ -297,6 +332,12 @@ void Agent::carry(Status st, const Effects& fx, const char* what) {
   if (fx.event == SessionEvent::UpdateCompleted) {
     refusals_ = 0;
     last_refusal_ = Status::Ok;
+    if (fx.reason == UpdateReason::Exchange) {
+      const ChannelState& c = s_.channel().state;
+      logf(port::LogLevel::Info, "exchange double-signed (txCountGlobal %llu): we hold %s and %s",
+           static_cast<unsigned long long>(fx.txCountGlobal), units::format(c.balanceWeiUser, units::eth()).c_str(),
+           token_asset_.token ? units::format(c.balanceTokenUser, token_asset_).c_str() : "no tokens");
+    }
     if (fx.reason == UpdateReason::Payment) {
       st_.units_paid = st_.pending_units;
       st_.wei_paid = st_.pending_wei;
@@ -347,21 +388,24 @@ void Agent::publish_status(bool force) {
   U256 received = U256::zero();
   size_t open = 0;
   for (const auto& th : st_.threads) {
-    if (!th.sender) (void)u256_add(received, th.latest.state.balanceWeiReceiver, received);
+    if (!th.sender) (void)u256_add(received, receiver_balance(tok(), th.latest.state), received);
     open += th.open ? 1 : 0;
   }
-  char buf[1024];
+  char buf[1400];
   std::snprintf(buf, sizeof buf,
                 "{\"state\":\"%s\",\"name\":\"%s\",\"txCountGlobal\":%llu,\"meteredWh\":%llu,\"unitsPaid\":%llu,"
                 "\"weiPaid\":\"%s\",\"receivedWei\":\"%s\",\"pending\":%s,\"openThreads\":%zu,\"payments\":%llu,"
-                "\"signing\":%s,\"lastRefusal\":\"%s\",\"chain\":\"%s\"}",
+                "\"signing\":%s,\"lastRefusal\":\"%s\",\"chain\":\"%s\",\"asset\":\"%s\",\"paid\":\"%s\","
+                "\"received\":\"%s\",\"serving\":%s,\"deliveredUnits\":%llu,\"behindUnits\":%llu}",
                 done_ ? "offline" : "online", cfg_.name.c_str(),
                 static_cast<unsigned long long>(s_.channel().state.txCountGlobal),
                 static_cast<unsigned long long>(st_.meter.units()), static_cast<unsigned long long>(st_.units_paid),
                 json::amount_text(st_.wei_paid).c_str(), json::amount_text(received).c_str(),
                 s_.has_pending() ? "true" : "false", open, static_cast<unsigned long long>(payments_),
                 s_.halted() ? "false" : "true", last_refusal_ == Status::Ok ? "" : status_name(last_refusal_),
-                chain_note_.c_str());
+                chain_note_.c_str(), asset_.symbol.c_str(), fmt(st_.wei_paid).c_str(), fmt(received).c_str(),
+                serving_ ? "true" : "false", static_cast<unsigned long long>(serve_.delivered_units),
+                static_cast<unsigned long long>(serve_.behind_units));
   mq_->publish(mqtt::topic_user_status(st_.user), std::string(buf), 1, true);
 }
 
@@ -495,6 +539,19 @@ bool Agent::onchain_deposit() {
       fatal(std::string("the hub's countersignature on our deposit does not verify: ") + status_message(ev));
       return false;
     }
+    if (!c.state.pendingDepositTokenUser.is_zero()) {
+      // The contract takes the token deposit with transferFrom: allow exactly this amount.
+      auto ap = chain::erc20_approve(*wallet_, token_asset_.address, st_.contract, c.state.pendingDepositTokenUser);
+      if (!ap) {
+        logf(port::LogLevel::Warn, "chain: approve %s: %s (retrying in 5 s)", fmt(c.state.pendingDepositTokenUser).c_str(),
+             ap.error().to_string().c_str());
+        deposit_retry_ms_ = now_ms() + 5000;
+        return true;
+      }
+      logf(port::LogLevel::Info, "token approve %s on chain: %s",
+           units::format(c.state.pendingDepositTokenUser, token_asset_).c_str(),
+           json::hash_text(ap->transactionHash).c_str());
+    }
     auto rc = cm_->user_authorized_update(c.state, c.sigHub);
     if (!rc) {
       if (rc.error().kind == chain::ErrorKind::Reverted) {  // the contract refuses this state: final
@@ -571,12 +628,13 @@ bool Agent::pay_units(uint64_t units) {
   if (u256_add(st_.wei_paid, amount, wei_after) != Status::Ok) return false;
   Effects fx;
   if (!cfg_.has_pay_to) {
-    if (s_.channel().state.balanceWeiUser < amount) return false;
+    if (user_balance(tok(), s_.channel().state) < amount) return false;
     const uint64_t pu = st_.pending_units;
     const U256 pw = st_.pending_wei;
     st_.pending_units = st_.units_paid + units;
     st_.pending_wei = wei_after;
-    Status st = s_.propose_payment(amount, U256::zero(), unix_now(), fx);
+    const AssetAmounts pay = in_asset(tok(), amount);
+    Status st = s_.propose_payment(pay.wei, pay.token, unix_now(), fx);
     if (st != Status::Ok) {
       st_.pending_units = pu;
       st_.pending_wei = pw;
@@ -591,12 +649,13 @@ bool Agent::pay_units(uint64_t units) {
   long idx = sender_thread();
   if (idx < 0) return false;
   const SessionThread& rec = s_.thread_slot(static_cast<size_t>(idx));
-  if (rec.latest.state.balanceWeiSender < amount) return false;
+  if (sender_balance(tok(), rec.latest.state) < amount) return false;
   const uint64_t before_units = st_.units_paid;
   const U256 before_wei = st_.wei_paid;
   st_.units_paid += units;  // in the same record as the signed thread state
   st_.wei_paid = wei_after;
-  Status st = s_.thread_pay(rec.initial.state.receiver, rec.initial.state.threadId, amount, U256::zero(), fx);
+  const AssetAmounts pay = in_asset(tok(), amount);
+  Status st = s_.thread_pay(rec.initial.state.receiver, rec.initial.state.threadId, pay.wei, pay.token, fx);
   if (st != Status::Ok) {
     st_.units_paid = before_units;
     st_.wei_paid = before_wei;
@@ -617,23 +676,24 @@ void Agent::step() {
   }
   feed_chain();
   follow_chain();
+  payee_duties(unix_now());
   if (done_ || chain_hold_) return;
   if (!s_.synced() || s_.has_pending()) return;  // a hub request kept for chain facts does not block paying
   const ChannelState& c = s_.channel().state;
   if (!cfg_.payer) return;
   const uint64_t now = unix_now();
   // 1. Our deposit double-signed but not yet on chain / confirmed.
-  if (channel_has_pending(c) && !c.pendingDepositWeiUser.is_zero()) {
+  if (channel_has_pending(c) && (!c.pendingDepositWeiUser.is_zero() || !c.pendingDepositTokenUser.is_zero())) {
     if (now_ms() < deposit_retry_ms_) return;
     if (!chain_failed_ && !onchain_deposit()) chain_failed_ = true;
     return;
   }
   if (channel_has_pending(c)) return;  // the hub's pending ops: it requests ConfirmPending
   // 2. Our first deposit (whoever deposits first: the hub's collateral may come before).
-  if (!st_.deposited && !cfg_.deposit_wei.is_zero() && !stopping_) {
+  if (!st_.deposited && !(dep_wei_.is_zero() && dep_tok_.is_zero()) && !stopping_) {
     Effects fx;
     st_.deposited = true;  // in the record that carries the proposal
-    Status st = s_.request_deposit(cfg_.deposit_wei, U256::zero(), now + 3600, now, fx);
+    Status st = s_.request_deposit(dep_wei_, dep_tok_, now + 3600, now, fx);
     if (st != Status::Ok) {
       st_.deposited = false;
       logf(port::LogLevel::Error, "cannot propose the deposit: %s", status_message(st));
@@ -644,18 +704,22 @@ void Agent::step() {
   }
   uint64_t due = st_.meter.units() > st_.units_paid ? st_.meter.units() - st_.units_paid : 0;
   bool draining = stopping_ || eof_;
+  // 2b. An exchange asked for at start, at the hub's signed rate within our tolerance.
+  if (ex_todo_ && exchange_step(now, draining && due == 0)) return;
   // 3. Threads: open one when paying a payee.
   if (cfg_.has_pay_to) {
+    // By the payee's signed price list: nothing is paid or locked without a valid one.
+    if (by_list_ && !payer_price_ready(now, draining)) return;
     long idx = sender_thread();
     if (idx >= 0 && due > 0) {
       U256 amount{};
       (void)u256_mul(cfg_.price_wei, U256::from_u64(due), amount);
       const SessionThread& rec = s_.thread_slot(static_cast<size_t>(idx));
-      if (rec.latest.state.balanceWeiSender < amount) {
+      if (sender_balance(tok(), rec.latest.state) < amount) {
         // Exhausted: pay what it still holds, then ask the payee to close it.
         uint64_t affordable = 0;
         U256 q{}, rem{};
-        if (u256_divmod(rec.latest.state.balanceWeiSender, cfg_.price_wei, q, rem) == Status::Ok && q.fits_u64())
+        if (u256_divmod(sender_balance(tok(), rec.latest.state), cfg_.price_wei, q, rem) == Status::Ok && q.fits_u64())
           affordable = q.low64();
         if (affordable > 0) {
           pay_units(affordable);
@@ -678,7 +742,8 @@ void Agent::step() {
         done_ = true;
         return;
       }
-      if (c.balanceWeiUser.is_zero()) {
+      const U256& bal = user_balance(tok(), c);
+      if (bal.is_zero()) {
         if (draining) {
           logf(port::LogLevel::Error, "no balance left to pay %llu units", static_cast<unsigned long long>(due));
           exit_code_ = 1;
@@ -688,11 +753,11 @@ void Agent::step() {
       }
       // A thread opened by us but never double-signed lingers only until the session's
       // proposal completes; open a new one locking threadLockWei (or the whole balance).
-      U256 lock = cfg_.thread_lock_wei.is_zero() || c.balanceWeiUser < cfg_.thread_lock_wei ? c.balanceWeiUser
-                                                                                           : cfg_.thread_lock_wei;
+      U256 lock = cfg_.thread_lock_wei.is_zero() || bal < cfg_.thread_lock_wei ? bal : cfg_.thread_lock_wei;
+      const AssetAmounts lk = in_asset(tok(), lock);
       Effects fx;
       uint64_t id = 0;
-      Status st = s_.propose_thread_open(cfg_.pay_to, lock, U256::zero(), now, fx, &id);
+      Status st = s_.propose_thread_open(cfg_.pay_to, lk.wei, lk.token, now, fx, &id);
       if (st != Status::Ok) {
         logf(port::LogLevel::Error, "cannot open a thread: %s", status_message(st));
         if (draining) {
@@ -800,6 +865,10 @@ void Agent::handle(const Event& e) {
         fx.count > 0)
       logf(port::LogLevel::Warn, "hub request refused: %s", status_message(st));
     carry(st, fx, "hub request");
+  } else if (by_list_ && t == mqtt::topic_payee_prices(cfg_.pay_to)) {
+    on_prices(p);
+  } else if (t == mqtt::topic_hub_rate(st_.hub)) {
+    on_rate(p);
   } else if (cfg_.payee && t == mqtt::topic_thread_update(st_.user)) {
     on_thread_message(p);
   } else if (!cfg_.meter_topic.empty() && t == cfg_.meter_topic) {
@@ -880,7 +949,26 @@ int Agent::run() {
     cm_ = std::make_unique<chain::ChannelManagerClient>(*wallet_, st_.contract);
     cm_->require_hub(st_.hub);  // and again before each transaction
     follow_ = std::make_unique<OwnChannelFollower>(*cm_, me);
+    auto as = chain::channel_asset(*rpc_, st_.contract, cfg_.has_token ? &cfg_.token : nullptr);
+    if (!as) {
+      std::fprintf(stderr, "picopay-agent: %s\n", as.error().to_string().c_str());
+      return 2;
+    }
+    asset_ = *as;
+    if (asset_.token) {
+      token_asset_ = asset_;
+    } else {
+      auto tk = chain::approved_token(*rpc_, st_.contract);
+      if (tk && !tk->is_zero()) {
+        auto ta = chain::channel_asset(*rpc_, st_.contract, &*tk);
+        if (ta) token_asset_ = *ta;
+      }
+    }
+  } else if (cfg_.has_token) {
+    std::fprintf(stderr, "picopay-agent: --token needs --rpc (the token's decimals are read from the chain)\n");
+    return 2;
   }
+  if (!resolve_amounts()) return 2;
   SessionConfig sc = session_config_default();
   sc.contract = st_.contract;
   sc.user = me;
@@ -922,6 +1010,8 @@ int Agent::run() {
   mq_->subscribe(mqtt::topic_reply(me));
   mq_->subscribe(mqtt::topic_request(me));
   if (cfg_.payee) mq_->subscribe(mqtt::topic_thread_update(me));
+  if (ex_todo_) mq_->subscribe(mqtt::topic_hub_rate(st_.hub));
+  if (by_list_) mq_->subscribe(mqtt::topic_payee_prices(cfg_.pay_to));
   if ((cfg_.meter == "tasmota" || cfg_.meter == "shelly") && !cfg_.meter_topic.empty()) mq_->subscribe(cfg_.meter_topic);
   if (cfg_.has_tower) {
     tower_ = std::make_unique<TowerClient>(cfg_.tower, st_.contract, me, signer_, key_, cfg_.tower_interval_ms);
@@ -931,8 +1021,14 @@ int Agent::run() {
     std::fprintf(stderr, "picopay-agent: mqtt: %s\n", err.c_str());
     return 1;
   }
-  logf(port::LogLevel::Info, "user %s, channel txCount %llu, state dir %s", json::address_text(me).c_str(),
-       static_cast<unsigned long long>(s_.channel().state.txCountGlobal), cfg_.state_dir.c_str());
+  const std::string price_note =
+      !cfg_.payer ? (sell_price_.is_zero() ? std::string("payee") : "payee selling at " + fmt(sell_price_) + " per Wh")
+      : by_list_  ? "price by the payee's signed list, at most " + fmt(max_price_) + " per Wh"
+                  : "price " + fmt(cfg_.price_wei) + " per unit";
+  logf(port::LogLevel::Info, "user %s, channel txCount %llu, state dir %s, paying in %s%s%s, %s",
+       json::address_text(me).c_str(), static_cast<unsigned long long>(s_.channel().state.txCountGlobal),
+       cfg_.state_dir.c_str(), asset_.symbol.c_str(), asset_.token ? " (token " : "",
+       asset_.token ? (json::address_text(asset_.address) + ")").c_str() : "", price_note.c_str());
   std::thread reader;
   if (cfg_.meter == "stdin") {
     reader = std::thread([this] {
@@ -983,6 +1079,300 @@ int Agent::run() {
        static_cast<unsigned long long>(s_.channel().state.txCountGlobal),
        static_cast<unsigned long long>(st_.units_paid));
   return exit_code_;
+}
+
+// The hub's rate (retained, signed): kept only if the hub signed it for our contract; an
+// older time than the one we hold is ignored (a replayed retained message).
+void Agent::on_rate(const std::vector<uint8_t>& p) {
+  if (p.empty()) return;  // the hub cleared its rate
+  quotes::Rate r;
+  std::string err;
+  if (!quotes::rate_open(std::string(p.begin(), p.end()), signer_, st_.hub, st_.contract, r, err)) {
+    logf(port::LogLevel::Warn, "hub rate ignored: %s", err.c_str());
+    return;
+  }
+  if (has_rate_ && r.time < rate_.time) return;
+  rate_ = r;
+  has_rate_ = true;
+  U256 per_eth{};  // token base units per 10^18 wei
+  if (u256_mul(r.tokensPerWei, U256::from_u64(1000000000000000000ull), per_eth) != Status::Ok) per_eth = U256::zero();
+  logf(port::LogLevel::Info, "hub rate: %s per ETH (%s token base units per wei, set at %llu)",
+       units::format(per_eth, token_asset_).c_str(), json::amount_text(r.tokensPerWei).c_str(),
+       static_cast<unsigned long long>(r.time));
+}
+
+void Agent::exchange_refused(const std::string& why) {
+  logf(port::LogLevel::Error, "exchange refused: %s (nothing signed)", why.c_str());
+  ex_todo_ = false;
+  exit_code_ = 1;
+  status_dirty_ = true;
+}
+
+// Proposes the exchange asked for at start (true: proposed, the step is done). The rate is
+// the hub's signed published rate, checked against our tolerance; the session records
+// [rate, rate] as the only rate we accept, so a hub asking another rate is refused.
+bool Agent::exchange_step(uint64_t now, bool last_chance) {
+  if (!has_rate_) {
+    if (last_chance) exchange_refused("no rate signed by the hub was received");
+    return false;
+  }
+  std::string err;
+  if (!quotes::rate_acceptable(rate_, now, cfg_.exchange_max_age_s, ex_reference_, cfg_.exchange_max_deviation_bps,
+                               err)) {
+    exchange_refused(err);
+    return false;
+  }
+  ExchangeArgs a{};
+  a.seller = Party::User;
+  a.weiToSell = ex_sell_wei_ ? ex_amount_ : U256::zero();
+  a.tokensToSell = ex_sell_wei_ ? U256::zero() : ex_amount_;
+  a.exchangeRate = rate_.tokensPerWei;
+  ExchangeAmounts x{};
+  if (exchange_amounts(a, x) != Status::Ok) {
+    exchange_refused("the amount buys nothing at rate " + json::amount_text(rate_.tokensPerWei));
+    return false;
+  }
+  const ChannelState& c = s_.channel().state;
+  const U256& mine = ex_sell_wei_ ? c.balanceWeiUser : c.balanceTokenUser;
+  const U256& hubs = ex_sell_wei_ ? c.balanceTokenHub : c.balanceWeiHub;
+  const U256& sold = ex_sell_wei_ ? x.weiSold : x.tokensSold;
+  const U256& bought = ex_sell_wei_ ? x.tokensBought : x.weiBought;
+  const units::Asset& sa = ex_sell_wei_ ? units::eth() : token_asset_;
+  const units::Asset& ba = ex_sell_wei_ ? token_asset_ : units::eth();
+  if (mine < sold || hubs < bought) {
+    // Our balance may still grow (a deposit), the hub's grows with our payments.
+    if (last_chance)
+      exchange_refused("selling " + units::format(sold, sa) + " for " + units::format(bought, ba) + ": we hold " +
+                       units::format(mine, sa) + ", the hub holds " + units::format(hubs, ba) + " in our channel");
+    else if (!ex_waiting_logged_) {
+      ex_waiting_logged_ = true;
+      logf(port::LogLevel::Info, "exchange waits: the hub holds %s of the %s it would give out in our channel",
+           units::format(hubs, ba).c_str(), units::format(bought, ba).c_str());
+    }
+    return false;
+  }
+  Effects fx;
+  Status st = s_.request_exchange(ex_sell_wei_, ex_amount_, rate_.tokensPerWei, rate_.tokensPerWei, rate_.tokensPerWei,
+                                  now, fx);
+  if (st == Status::Busy || st == Status::OutOfSync) return false;
+  if (st != Status::Ok) {
+    exchange_refused(std::string("the session refused it: ") + status_message(st));
+    return false;
+  }
+  ex_todo_ = false;
+  logf(port::LogLevel::Info, "exchange: selling %s for %s at the hub's rate %s (set at %llu)", units::format(sold, sa).c_str(),
+       units::format(bought, ba).c_str(), json::amount_text(rate_.tokensPerWei).c_str(),
+       static_cast<unsigned long long>(rate_.time));
+  if (!x.tokensKept.is_zero())
+    logf(port::LogLevel::Info, "exchange: %s do not buy a whole wei and stay ours", units::format(x.tokensKept, sa).c_str());
+  carry(st, fx, "exchange");
+  return true;
+}
+
+// Payer: the payee's signed price list (retained). Kept only if the payee signed it for
+// our contract; an older list (validFrom) than the one held is ignored.
+void Agent::on_prices(const std::vector<uint8_t>& p) {
+  if (p.empty()) return;
+  quotes::PriceList l;
+  std::string err;
+  if (!quotes::prices_open(std::string(p.begin(), p.end()), signer_, cfg_.pay_to, st_.contract, l, err)) {
+    logf(port::LogLevel::Warn, "price list ignored: %s", err.c_str());
+    return;
+  }
+  if (has_list_ && l.validFrom < list_.validFrom) return;
+  list_ = l;
+  has_list_ = true;
+  const quotes::Price* e = l.find(kEnergySource);
+  logf(port::LogLevel::Info, "price list of %s: %s per %s, valid %llu .. %llu", json::address_text(cfg_.pay_to).c_str(),
+       e ? units::format(e->price, asset_).c_str() : "no energy price", e ? e->unit.c_str() : "-",
+       static_cast<unsigned long long>(l.validFrom), static_cast<unsigned long long>(l.validUntil));
+  status_dirty_ = true;
+}
+
+// Payer: true when the payee's list may be paid by now (cfg_.price_wei is then its price).
+// Without one we pay nothing and lock nothing; at the end (last_chance) we stop (exit 1).
+bool Agent::payer_price_ready(uint64_t now, bool last_chance) {
+  std::string err;
+  U256 price{};
+  if (!has_list_) {
+    err = "no price list signed by the payee " + json::address_text(cfg_.pay_to);
+  } else if (price_list_usable(list_, now, asset_, kEnergySource, max_price_, price, err)) {
+    if (!list_refusal_.empty() || cfg_.price_wei != price)
+      logf(port::LogLevel::Info, "paying by the payee's list: %s per Wh (our maximum %s)", fmt(price).c_str(),
+           fmt(max_price_).c_str());
+    list_refusal_.clear();
+    cfg_.price_wei = price;
+    return true;
+  }
+  if (has_list_ && err != list_refusal_) {
+    logf(port::LogLevel::Error, "price list refused: %s; not paying", err.c_str());
+    list_refusal_ = err;
+    status_dirty_ = true;
+  }
+  if (last_chance) {
+    logf(port::LogLevel::Error, "stopping without paying by a price list: %s", err.c_str());
+    exit_code_ = 1;
+    done_ = true;
+  }
+  return false;
+}
+
+// Payee: publishes its price list (again at half its validity).
+void Agent::publish_prices(uint64_t now) {
+  quotes::PriceList l;
+  l.contract = st_.contract;
+  l.payee = st_.user;
+  l.token = asset_.token;
+  l.tokenAddress = asset_.address;
+  l.validFrom = now;
+  l.validUntil = now + cfg_.price_validity_s;
+  l.prices.push_back(quotes::Price{kEnergySource, kEnergyUnit, sell_price_});
+  std::string payload;
+  if (!quotes::prices_sign(l, signer_, key_, payload)) {
+    logf(port::LogLevel::Error, "cannot sign the price list");
+    return;
+  }
+  mq_->publish(mqtt::topic_payee_prices(st_.user), payload, 1, true);
+  if (prices_until_ == 0)
+    logf(port::LogLevel::Info, "price list published: %s per Wh, valid %llu s at a time", fmt(sell_price_).c_str(),
+         static_cast<unsigned long long>(cfg_.price_validity_s));
+  prices_until_ = l.validUntil;
+}
+
+// Payee: the price list, and with its own meter, whether the payers keep up with what it
+// delivered (everything received on incoming threads since the meter's first reading).
+void Agent::payee_duties(uint64_t now) {
+  if (!cfg_.payee || sell_price_.is_zero() || !mq_) return;
+  if (now + cfg_.price_validity_s / 2 >= prices_until_) publish_prices(now);
+  if (cfg_.meter == "none" || !st_.meter.has_last) return;
+  U256 received = U256::zero();
+  for (const auto& th : st_.threads)
+    if (!th.sender) (void)u256_add(received, receiver_balance(tok(), th.latest.state), received);
+  if (!baseline_set_) {
+    baseline_set_ = true;
+    received_base_ = received;
+  }
+  U256 got{};
+  if (u256_sub(received, received_base_, got) != Status::Ok) got = U256::zero();
+  serve_ = serve_check(st_.meter.units(), sell_price_, got, cfg_.serve_margin_units);
+  if (serve_.serving == serving_) return;
+  serving_ = serve_.serving;
+  std::string payers, last;
+  for (const auto& th : st_.threads) {
+    if (th.sender) continue;
+    last = json::address_text(th.initial.state.sender);
+    if (th.open) payers += (payers.empty() ? "" : ", ") + last;
+  }
+  if (payers.empty()) payers = last;
+  if (!serving_)
+    logf(port::LogLevel::Warn, "stopped serving %s: delivered %llu Wh, paid for %llu Wh, behind by %llu Wh (margin %llu)",
+         payers.empty() ? "the payer" : payers.c_str(), static_cast<unsigned long long>(serve_.delivered_units),
+         static_cast<unsigned long long>(serve_.paid_units), static_cast<unsigned long long>(serve_.behind_units),
+         static_cast<unsigned long long>(cfg_.serve_margin_units));
+  else
+    logf(port::LogLevel::Info, "serving again: paid for %llu of %llu Wh delivered",
+         static_cast<unsigned long long>(serve_.paid_units), static_cast<unsigned long long>(serve_.delivered_units));
+  status_dirty_ = true;
+}
+
+// The amounts written in units (--price, --deposit, --thread-lock) once the asset is known.
+bool Agent::resolve_amounts() {
+  struct Item {
+    const std::string* text;
+    U256* value;
+    const char* what;
+  } items[] = {{&cfg_.price_text, &cfg_.price_wei, "price"},
+               {&cfg_.deposit_text, &cfg_.deposit_wei, "deposit"},
+               {&cfg_.thread_lock_text, &cfg_.thread_lock_wei, "thread lock"}};
+  for (const Item& it : items) {
+    if (it.text->empty() || it.value == &cfg_.deposit_wei) continue;
+    std::string err;
+    if (!units::parse(*it.text, asset_, *it.value, err)) {
+      std::fprintf(stderr, "picopay-agent: %s: %s\n", it.what, err.c_str());
+      return false;
+    }
+  }
+  // An amount in either asset of the contract: ours first, then the other one.
+  auto parse_any = [&](const std::string& text, bool& is_token, U256& v, std::string& err) {
+    if (units::parse(text, asset_, v, err)) {
+      is_token = asset_.token;
+      return true;
+    }
+    std::string err2;
+    const units::Asset other = asset_.token ? units::eth() : token_asset_;
+    if ((asset_.token || token_asset_.token) && text.find(' ') != std::string::npos &&
+        units::parse(text, other, v, err2)) {
+      is_token = other.token;
+      return true;
+    }
+    return false;
+  };
+  // The deposit: "2.5 PPT", or both assets: "0.01 ETH + 5 PPT".
+  if (cfg_.deposit_text.empty()) {
+    const AssetAmounts d = in_asset(tok(), cfg_.deposit_wei);
+    dep_wei_ = d.wei;
+    dep_tok_ = d.token;
+  } else {
+    std::string rest = cfg_.deposit_text;
+    while (!rest.empty()) {
+      const size_t plus = rest.find('+');
+      const std::string part = rest.substr(0, plus);
+      rest = plus == std::string::npos ? "" : rest.substr(plus + 1);
+      bool is_token = false;
+      U256 v{}, sum{};
+      std::string err;
+      if (!parse_any(part, is_token, v, err)) {
+        std::fprintf(stderr, "picopay-agent: deposit: %s\n", err.c_str());
+        return false;
+      }
+      U256& into = is_token ? dep_tok_ : dep_wei_;
+      if (u256_add(into, v, sum) != Status::Ok) return false;
+      into = sum;
+    }
+  }
+  if (!cfg_.exchange_text.empty()) {
+    bool is_token = false;
+    std::string err;
+    if (!token_asset_.token) {
+      std::fprintf(stderr, "picopay-agent: exchange: the ChannelManager takes no token (or no --rpc)\n");
+      return false;
+    }
+    if (!parse_any(cfg_.exchange_text, is_token, ex_amount_, err) || ex_amount_.is_zero()) {
+      std::fprintf(stderr, "picopay-agent: exchange: %s\n", err.empty() ? "must be above 0" : err.c_str());
+      return false;
+    }
+    ex_sell_wei_ = !is_token;
+    ex_todo_ = true;
+    if (!cfg_.exchange_reference.empty() &&
+        u256_parse_decimal(cfg_.exchange_reference.c_str(), cfg_.exchange_reference.size(), ex_reference_) != Status::Ok) {
+      std::fprintf(stderr, "picopay-agent: exchange reference rate: token base units per wei (decimal)\n");
+      return false;
+    }
+  }
+  if (!cfg_.sell_price_text.empty()) {
+    std::string err;
+    if (!units::parse(cfg_.sell_price_text, asset_, sell_price_, err) || sell_price_.is_zero()) {
+      std::fprintf(stderr, "picopay-agent: sell price: %s\n", err.empty() ? "must be above 0" : err.c_str());
+      return false;
+    }
+  }
+  if (!cfg_.max_price_text.empty()) {
+    std::string err;
+    if (!cfg_.has_pay_to) {
+      std::fprintf(stderr, "picopay-agent: max price: pays by a payee's price list, needs --pay-to\n");
+      return false;
+    }
+    if (!units::parse(cfg_.max_price_text, asset_, max_price_, err) || max_price_.is_zero()) {
+      std::fprintf(stderr, "picopay-agent: max price: %s\n", err.empty() ? "must be above 0" : err.c_str());
+      return false;
+    }
+    by_list_ = true;
+  }
+  if (cfg_.payer && cfg_.price_wei.is_zero()) {
+    std::fprintf(stderr, "picopay-agent: price: must be above 0\n");
+    return false;
+  }
+  return true;
 }
 
 }  // namespace

@@ -93,6 +93,27 @@ bool config_load_file(const std::string& path, Config& cfg, std::string& err) {
     cfg.has_pay_to = true;
   }
   if (str(o, "threadLockWei", s) && !parse_amount_text(s, cfg.thread_lock_wei)) fail("threadLockWei: decimal wei");
+  if (str(o, "token", s)) {
+    if (!parse_address_text(s, cfg.token)) fail("token is not an address");
+    cfg.has_token = true;
+  }
+  str(o, "pricePerUnit", cfg.price_text);
+  str(o, "deposit", cfg.deposit_text);
+  str(o, "threadLock", cfg.thread_lock_text);
+  str(o, "sellPrice", cfg.sell_price_text);
+  str(o, "maxPrice", cfg.max_price_text);
+  if (const cJSON* n = cJSON_GetObjectItemCaseSensitive(o, "priceValiditySeconds"); cJSON_IsNumber(n))
+    cfg.price_validity_s = n->valuedouble >= 60 && n->valuedouble < 3.2e7 ? static_cast<uint64_t>(n->valuedouble) : 60;
+  if (const cJSON* n = cJSON_GetObjectItemCaseSensitive(o, "serveMarginUnits"); cJSON_IsNumber(n))
+    cfg.serve_margin_units = n->valuedouble >= 0 && n->valuedouble < 9e15 ? static_cast<uint64_t>(n->valuedouble) : 0;
+  if (const cJSON* x = cJSON_GetObjectItemCaseSensitive(o, "exchange"); cJSON_IsObject(x)) {
+    str(x, "sell", cfg.exchange_text);
+    str(x, "referenceRate", cfg.exchange_reference);
+    if (const cJSON* n = cJSON_GetObjectItemCaseSensitive(x, "maxRateAgeSeconds"); cJSON_IsNumber(n))
+      cfg.exchange_max_age_s = n->valuedouble >= 0 && n->valuedouble < 3.2e9 ? static_cast<uint64_t>(n->valuedouble) : 0;
+    if (const cJSON* n = cJSON_GetObjectItemCaseSensitive(x, "maxDeviationBps"); cJSON_IsNumber(n))
+      cfg.exchange_max_deviation_bps = n->valuedouble >= 0 && n->valuedouble <= 10000 ? static_cast<uint32_t>(n->valuedouble) : 0;
+  }
   if (const cJSON* n = cJSON_GetObjectItemCaseSensitive(o, "closeOnExit"); cJSON_IsBool(n))
     cfg.close_on_exit = cJSON_IsTrue(n);
   if (const cJSON* n = cJSON_GetObjectItemCaseSensitive(o, "exitOnEof"); cJSON_IsBool(n))

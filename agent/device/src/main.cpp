@@ -47,6 +47,25 @@ const char* kHelp =
     "  --deposit-wei N         deposit on chain when the channel is new\n"
     "  --pay-to ADDR           pay this payee through a thread (default: pay the hub)\n"
     "  --thread-lock-wei N     wei locked per thread (default: the whole balance)\n"
+    "  --token ADDR            pay in the ChannelManager's ERC-20 token (its approvedToken();\n"
+    "                          symbol and decimals are read from the chain; needs --rpc).\n"
+    "                          The *-wei amounts are then token base units\n"
+    "  --price AMOUNT          price per unit in the channel's units: '0.001 ETH', '0.5 PPT',\n"
+    "                          or whole base units (replaces --price-wei)\n"
+    "  --deposit AMOUNT        as --deposit-wei, in units ('2.5 PPT')\n"
+    "  --thread-lock AMOUNT    as --thread-lock-wei, in units\n"
+    "  --sell-price AMOUNT     payee: publish a signed price list, AMOUNT per Wh (docs/tokens.md)\n"
+    "  --price-validity S      payee: each list is valid S seconds (default 3600, re-published at S/2)\n"
+    "  --serve-margin N        payee with a meter: stop serving when payers are more than N Wh\n"
+    "                          behind what it delivered (default 10)\n"
+    "  --max-price AMOUNT      payer with --pay-to: pay by the payee's signed price list, never\n"
+    "                          above AMOUNT per Wh (replaces --price)\n"
+    "  --exchange AMOUNT       once synced, sell AMOUNT ('0.01 ETH' for tokens, '5 PPT' for wei)\n"
+    "                          at the hub's signed published rate, once the hub holds what\n"
+    "                          it gives out in our channel (docs/tokens.md)\n"
+    "  --exchange-max-age S    refuse a rate set more than S seconds ago (default 3600)\n"
+    "  --exchange-reference-rate R  token base units per wei we expect; with\n"
+    "  --exchange-max-deviation-bps N  refuse a rate further than N bps from it (default 100)\n"
     "  --no-exit-on-eof        stdin meter: keep running at end of input\n"
     "  --no-close-on-exit      leave threads open when stopping\n"
     "  --status-interval-ms N  retained status JSON at most this often (default 500)\n"
@@ -164,6 +183,32 @@ int agent_main(int argc, char** argv) {
       cfg.has_pay_to = true;
     } else if (a == "--thread-lock-wei") {
       if (!parse_amount_text(v, cfg.thread_lock_wei)) return usage_error("--thread-lock-wei: decimal wei");
+    } else if (a == "--token") {
+      if (!parse_address_text(v, cfg.token)) return usage_error("--token: not an address");
+      cfg.has_token = true;
+    } else if (a == "--price") {
+      cfg.price_text = v;
+    } else if (a == "--deposit") {
+      cfg.deposit_text = v;
+    } else if (a == "--thread-lock") {
+      cfg.thread_lock_text = v;
+    } else if (a == "--sell-price") {
+      cfg.sell_price_text = v;
+    } else if (a == "--price-validity") {
+      cfg.price_validity_s = std::strtoull(v.c_str(), nullptr, 10);
+      if (cfg.price_validity_s < 60) return usage_error("--price-validity: 60 seconds or more");
+    } else if (a == "--serve-margin") {
+      cfg.serve_margin_units = std::strtoull(v.c_str(), nullptr, 10);
+    } else if (a == "--max-price") {
+      cfg.max_price_text = v;
+    } else if (a == "--exchange") {
+      cfg.exchange_text = v;
+    } else if (a == "--exchange-max-age") {
+      cfg.exchange_max_age_s = std::strtoull(v.c_str(), nullptr, 10);
+    } else if (a == "--exchange-max-deviation-bps") {
+      cfg.exchange_max_deviation_bps = static_cast<uint32_t>(std::strtoul(v.c_str(), nullptr, 10));
+    } else if (a == "--exchange-reference-rate") {
+      cfg.exchange_reference = v;
     } else if (a == "--status-interval-ms") {
       cfg.status_interval_ms = std::atoi(v.c_str());
     } else if (a == "--tower") {

@@ -58,6 +58,8 @@ Store and policy:
                             batch, one channel per job [verifyThreads] (default: CPUs - 1)
   --collateral-wei WEI      wei deposited into a payee channel lacking collateral [collateral.depositWei]
                             (default 0 = never deposit)
+  --collateral-tokens N     the same in token base units of the ChannelManager's token
+                            [collateral.depositTokens] (default 0)
   --exchange-rate N         the hub's exchange rate, token base units per wei [exchange.rate]
                             (default 0 = the hub countersigns no Exchange); a user's Exchange is
                             countersigned within 2 % of it, if it is at most 24 h old, and only
@@ -146,6 +148,7 @@ bool load_file(const std::string& path, Config& c, std::string& err) {
   num(j, c.channel_cache, "channelCache");
   num(j, c.verify_threads, "verifyThreads");
   str(j, c.collateral_wei, "collateral", "depositWei");
+  str(j, c.collateral_tokens, "collateral", "depositTokens");
   str(j, c.exchange_rate, "exchange", "rate");
   {
     std::string t;
@@ -238,6 +241,7 @@ int parse_config(int argc, char** argv, Config& c, std::string& err) {
     else if (a == "--channel-cache") ok = ival(c.channel_cache);
     else if (a == "--verify-threads") ok = ival(c.verify_threads);
     else if (a == "--collateral-wei") ok = val(c.collateral_wei);
+    else if (a == "--collateral-tokens") ok = val(c.collateral_tokens);
     else if (a == "--exchange-rate") ok = val(c.exchange_rate);
     else if (a == "--exchange-rate-time") {
       ok = val(tmp);

@@ -42,6 +42,8 @@ struct Config {
   int verify_threads = -1;
   // collateral policy: wei the hub deposits into a payee channel that lacks collateral
   std::string collateral_wei = "0";
+  // the same for the ChannelManager's token (token base units; docs/tokens.md)
+  std::string collateral_tokens = "0";
   // exchanges (docs/signing-policy.md): the hub countersigns a user's Exchange only near its
   // current rate: token base units per wei (decimal; "0" = no exchanges), set at
   // exchange_rate_time (Unix seconds; 0 = when the hub started), within 2 % and 24 h

@@ -201,6 +201,11 @@ bool Hub::start(std::string& err) {
     err = "bad --collateral-wei: " + cfg_.collateral_wei;
     return false;
   }
+  if (u256_parse_decimal(cfg_.collateral_tokens.c_str(), cfg_.collateral_tokens.size(), collateral_tokens_) !=
+      Status::Ok) {
+    err = "bad --collateral-tokens: " + cfg_.collateral_tokens;
+    return false;
+  }
   {
     U256 r = U256::zero();
     if (u256_parse_decimal(cfg_.exchange_rate.c_str(), cfg_.exchange_rate.size(), r) != Status::Ok) {
@@ -282,6 +287,7 @@ bool Hub::start(std::string& err) {
     std::string online = "{\"state\":\"online\",\"hub\":\"" + json::address_text(hub_) + "\",\"contract\":\"" +
                          json::address_text(contract_) + "\"}";
     mqtt_->publish(mqtt::topic_hub_online(hub_), online, 1, true);
+    publish_rate();
     logf("info", "connected to broker " + cfg_.broker_host + ":" + std::to_string(cfg_.broker_port));
   });
   mqtt_->on_disconnect([](const std::string& why) { logf("warn", "broker: " + why); });
@@ -777,6 +783,7 @@ Status Hub::check_policy(Chan& ch, const ChannelUpdate& u) {
   in.chain = chain_facts(ch, u.reason, in.hasChainAccess);
   if (!in.chain.known && follow_ && follow_->mark(ch.user)) in.chain = ChainFollow::facts(*follow_->mark(ch.user));
   in.limits = policy_limits_default();
+  in.limits.maxSpreadBps = 0;  // only at the rate it publishes (rate.cpp; docs/tokens.md)
   Status s = policy_hub_countersigns(in, prev, u);
   if (s != Status::Ok) return s;
 
@@ -798,11 +805,11 @@ Status Hub::check_policy(Chan& ch, const ChannelUpdate& u) {
     if (u256_add(wei, t.balanceWeiSender, need_wei) != Status::Ok ||
         u256_add(tok, t.balanceTokenSender, need_tok) != Status::Ok)
       return Status::Overflow;
-    if (need_tok > payee->latest.state.balanceTokenHub || (need_wei > payee->latest.state.balanceWeiHub && !cm_)) {
+    if (!cm_ && (need_tok > payee->latest.state.balanceTokenHub || need_wei > payee->latest.state.balanceWeiHub)) {
       logf("warn", ch.key + ": OpenThread refused: payee " + payee->key + " lacks hub collateral (" +
-                       json::amount_text(need_wei) + " wei needed, " +
-                       json::amount_text(payee->latest.state.balanceWeiHub) + " held" +
-                       (cm_ ? ", tokens are not deposited by the hub)" : ", no --rpc-url to deposit)"));
+                       json::amount_text(need_wei) + " wei and " + json::amount_text(need_tok) + " tokens needed, " +
+                       json::amount_text(payee->latest.state.balanceWeiHub) + " wei and " +
+                       json::amount_text(payee->latest.state.balanceTokenHub) + " tokens held, no --rpc-url to deposit)");
       return Status::Underflow;
     }
   }
@@ -1009,30 +1016,41 @@ U256 Hub::mirrored_wei(const Chan& ch, U256* tokens) const {
 
 void Hub::ensure_collateral(Chan& payee, std::vector<Out>& outs) {
   if (!cm_) return;
-  const U256 need = mirrored_wei(payee);
-  U256 have = payee.latest.state.balanceWeiHub, t{};
-  bool in_flight = !payee.latest.state.pendingDepositWeiHub.is_zero();
-  if (in_flight && u256_add(have, payee.latest.state.pendingDepositWeiHub, t) == Status::Ok) have = t;
+  // Wei and tokens alike (docs/tokens.md): what the mirrored threads need against what the
+  // hub holds in the channel, deposited in multiples of the configured chunk.
+  U256 need_tok = U256::zero();
+  const U256 need_wei = mirrored_wei(payee, &need_tok);
+  U256 have_wei = payee.latest.state.balanceWeiHub, have_tok = payee.latest.state.balanceTokenHub, t{};
+  const ChannelState& ls = payee.latest.state;
+  bool in_flight = !ls.pendingDepositWeiHub.is_zero() || !ls.pendingDepositTokenHub.is_zero();
+  if (u256_add(have_wei, ls.pendingDepositWeiHub, t) == Status::Ok) have_wei = t;
+  if (u256_add(have_tok, ls.pendingDepositTokenHub, t) == Status::Ok) have_tok = t;
   for (const auto& r : payee.requests) {
     const ChannelUpdate& q = r.update;
     if (q.reason == UpdateReason::ConfirmPending) in_flight = true;
     if (q.reason != UpdateReason::ProposePendingDeposit) continue;
     in_flight = true;
-    if (u256_add(have, q.deposit.depositWeiHub, t) == Status::Ok) have = t;
+    if (u256_add(have_wei, q.deposit.depositWeiHub, t) == Status::Ok) have_wei = t;
+    if (u256_add(have_tok, q.deposit.depositTokenHub, t) == Status::Ok) have_tok = t;
   }
   for (const auto& j : deposit_jobs_)
     if (j.user == payee.user) in_flight = true;
-  if (need <= have || in_flight) return;  // enough, or the next round starts when this deposit lands
-  U256 shortfall{};
-  if (u256_sub(need, have, shortfall) != Status::Ok) return;
-  U256 amount = collateral_.is_zero() ? shortfall : collateral_;
-  for (int i = 0; i < 4096 && amount < shortfall; ++i)
-    if (u256_add(amount, collateral_, t) == Status::Ok) amount = t;
-  if (amount < shortfall) amount = shortfall;
-  logf("info", payee.key + ": requesting a deposit of " + json::amount_text(amount) + " wei hub collateral for " +
-                   json::amount_text(need) + " wei of threads to mirror (" + json::amount_text(have) + " held)");
+  if ((need_wei <= have_wei && need_tok <= have_tok) || in_flight) return;  // the next round starts when it lands
+  auto amount_for = [](const U256& need, const U256& have, const U256& chunk) {
+    U256 shortfall{}, amount{}, x{};
+    if (need <= have || u256_sub(need, have, shortfall) != Status::Ok) return U256::zero();
+    amount = chunk.is_zero() ? shortfall : chunk;
+    for (int i = 0; i < 4096 && amount < shortfall; ++i)
+      if (u256_add(amount, chunk, x) == Status::Ok) amount = x;
+    return amount < shortfall ? shortfall : amount;
+  };
   ChannelUpdate p = channel_update_make(UpdateReason::ProposePendingDeposit);
-  p.deposit.depositWeiHub = amount;
+  p.deposit.depositWeiHub = amount_for(need_wei, have_wei, collateral_);
+  p.deposit.depositTokenHub = amount_for(need_tok, have_tok, collateral_tokens_);
+  logf("info", payee.key + ": requesting a deposit of " + json::amount_text(p.deposit.depositWeiHub) + " wei and " +
+                   json::amount_text(p.deposit.depositTokenHub) + " token base units of hub collateral for threads to mirror (" +
+                   json::amount_text(need_wei) + " wei, " + json::amount_text(need_tok) + " tokens; held " +
+                   json::amount_text(have_wei) + " wei, " + json::amount_text(have_tok) + " tokens)");
   p.deposit.timeout = unix_now() + kDepositTimeoutSeconds;  // set again when it is sent
   add_request(payee, p, true);
   (void)outs;  // sent by the caller's pump

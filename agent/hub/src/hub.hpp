@@ -203,6 +203,8 @@ class Hub {
   // At start: re-sends stored outstanding requests, sends the next of stored queues.
   void recover();
   void publish_outs(std::vector<Out>& outs);
+  // Publishes the exchange rate, signed, retained (rate.cpp; docs/tokens.md).
+  void publish_rate();
   void publish_status(Chan& ch);
   // Publishes the retained status of channels changed since their last publish, at most
   // once per kStatusInterval per channel (all of them if `all`): a status message per
@@ -246,6 +248,7 @@ class Hub {
   Address hub_{};
   Address contract_{};
   U256 collateral_ = U256::zero();
+  U256 collateral_tokens_ = U256::zero();  // token base units per collateral deposit (0: the shortfall)
   HubRate rate_{};  // --exchange-rate (known false: no exchanges)
   std::set<Chan*> timed_;  // channels with an outstanding request (re-send timers)
   Signer signer_;

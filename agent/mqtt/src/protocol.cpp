@@ -47,6 +47,10 @@ std::string topic_hub_status(const Address& hub, const Address& user) {
   return std::string(kTopicPrefix) + "/hub/" + topic_address(hub) + "/status/" + topic_address(user);
 }
 std::string topic_hub_online(const Address& hub) { return std::string(kTopicPrefix) + "/hub/" + topic_address(hub) + "/status"; }
+std::string topic_hub_rate(const Address& hub) { return std::string(kTopicPrefix) + "/hub/" + topic_address(hub) + "/rate"; }
+std::string topic_payee_prices(const Address& payee) {
+  return std::string(kTopicPrefix) + "/payee/" + topic_address(payee) + "/prices";
+}
 std::string topic_hub_filter(const Address& hub) {
   return std::string(kTopicPrefix) + "/hub/" + topic_address(hub) + "/channel/+/+";
 }

@@ -53,7 +53,8 @@ struct PaymentArgs {
 
 // Exchange (Connext's in-channel swap): `seller` sells exactly one of weiToSell or
 // tokensToSell (the other is zero) at `exchangeRate` token base units per wei
-// (an integer). Selling tokens requires tokensToSell to be a multiple of the rate.
+// (an integer). Amounts that do not divide evenly follow Connext v1 (exchange_amounts in
+// policy.hpp): tokens are sold only in whole wei, the remainder stays with the seller.
 struct ExchangeArgs {
   Party seller;
   U256 weiToSell;

@@ -55,6 +55,29 @@ struct PolicyLimits {
 };
 PolicyLimits policy_limits_default() noexcept;
 
+// ---------------------------------------------------------------- exchange amounts
+
+// What an Exchange moves (docs/tokens.md, "Amounts that do not divide evenly"): the one
+// place that decides, used by the channel transition (channel.cpp) and by both policies.
+// Connext v1's calculateExchange: the buyer pays floor(amount x rate) tokens for wei sold,
+// floor(tokens / rate) wei for tokens sold (rounded down, toward zero: the buyer never
+// pays for a fraction it does not get), and of the tokens offered only those that buy a
+// whole wei are sold: the remainder (tokensToSell mod rate) stays with the seller
+// (tokensSold = tokensToSell - remainder). `rate`: token base units per wei (an integer).
+struct ExchangeAmounts {
+  U256 weiSold, tokensSold;        // leave the seller's balances
+  U256 weiBought, tokensBought;    // leave the buyer's balances, to the seller
+  U256 tokensKept;                 // the remainder that stays with the seller
+};
+// Errors: BadArgs (zero rate, both or neither amount set, tokens that buy no whole wei),
+// Overflow (weiToSell x rate above 2^256-1).
+[[nodiscard]] Status exchange_amounts(const ExchangeArgs& a, ExchangeAmounts& out) noexcept;
+
+// True if `proposed` lies within `bps` basis points (100 = 1 %) of `reference`
+// (|proposed - reference| * 10000 <= reference * bps). The hub's spread check and a
+// user's tolerance for a published rate both use it.
+bool policy_rate_within(const U256& proposed, const U256& reference, uint32_t bps) noexcept;
+
 // ---------------------------------------------------------------- user side
 
 // What the user asked for itself and still wants (its open requests). A request is

@@ -44,6 +44,32 @@ struct Config {
   bool has_tower = false;
   uint64_t tower_interval_ms = 1000;      // a newer state is handed over at most this often
   bool verbose = false;
+  // ERC-20 (docs/tokens.md): the channel pays in the ChannelManager's token instead of ETH.
+  // The token must be the contract's approvedToken(); its symbol and decimals are read from
+  // the chain (rpc required). Amounts above (price_wei, deposit_wei, thread_lock_wei) are
+  // then token base units.
+  Address token{};
+  bool has_token = false;
+  // Amounts in the asset's units ("2.5 PPT", "0.001 ETH", or whole base units), resolved
+  // once the asset is known; when set they replace price_wei / deposit_wei / thread_lock_wei.
+  std::string price_text, deposit_text, thread_lock_text;
+  // Exchange at the hub's rate (docs/tokens.md), once per start: sell this amount ("0.01 ETH"
+  // sells wei for tokens, "5 PPT" tokens for wei) at the hub's signed published rate, if
+  // it is at most exchange_max_age_s old and, when exchange_reference is set (token base
+  // units per wei), within exchange_max_deviation_bps of it.
+  std::string exchange_text;
+  uint64_t exchange_max_age_s = 3600;
+  uint32_t exchange_max_deviation_bps = 100;
+  std::string exchange_reference;  // "" = no reference
+  // The seller sets the price (docs/tokens.md). Payee: publish a signed price list with
+  // this price per Wh (units of the channel's asset), valid price_validity_s from each
+  // publication (re-published at half that), and, with its own meter, stop serving when
+  // the payers fall behind by more than serve_margin_units. Payer (with pay_to): pay by
+  // the payee's signed list, never above max_price_text.
+  std::string sell_price_text;
+  uint64_t price_validity_s = 3600;
+  uint64_t serve_margin_units = 10;
+  std::string max_price_text;
 };
 
 // Parses `path` (JSON, cJSON) into `cfg` (fields present override defaults). A file

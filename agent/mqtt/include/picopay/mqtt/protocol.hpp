@@ -41,6 +41,12 @@ std::string topic_hub_status(const Address& hub, const Address& user);
 // hub, retained JSON about the hub itself ({"state":"online"|"offline",...}; its Will).
 //                                                   picopay/v1/hub/{hub}/status
 std::string topic_hub_online(const Address& hub);
+// hub, retained signed exchange rate (agent/common quotes.hpp; docs/tokens.md)
+//                                                   picopay/v1/hub/{hub}/rate
+std::string topic_hub_rate(const Address& hub);
+// payee, retained signed price list (quotes.hpp; docs/tokens.md)
+//                                                   picopay/v1/payee/{payee}/prices
+std::string topic_payee_prices(const Address& payee);
 // The hub's subscription filter for everything users send it: picopay/v1/hub/{hub}/channel/+/+
 std::string topic_hub_filter(const Address& hub);
 
