@@ -45,7 +45,7 @@
 //     relies on the state); Session::verify_evidence() before the device stops.
 // Output (semihosting console): ADDRESS, SIGNED <tx> <update hex> (each signature that
 // leaves the device), ACKED <tx>, REQUEST <id> <status>, DEPOSIT_TX <nonce> <raw tx hex>,
-// RECEIPT <status> <tx hash hex>, FINAL <state hex>, METRIC lines, RESULT <status>.
+// TX_REFUSED <why>, RECEIPT <status> <tx hash hex>, FINAL <state hex>, METRIC lines, RESULT <status>.
 #include <cstring>
 #include <initializer_list>
 
@@ -339,7 +339,7 @@ void on_relay_offer(const RelayOfferMsg& o) {
   const bool same = g_has_last_tx && o.tx.chainId == g_last_tx.chainId && o.tx.nonce == g_last_tx.nonce &&
                     o.tx.gasPriceWei == g_last_tx.gasPriceWei && o.tx.gasLimit == g_last_tx.gasLimit;
   if (!same && g_deposit_txs >= g_max_deposit_txs) {
-    fw::print("DEPOSIT_TX refused: max_deposit_txs reached\n");
+    fw::print("TX_REFUSED max_deposit_txs reached\n");
     return;
   }
   uint8_t raw[1 + kMaxUserAuthorizedUpdateTx];
@@ -349,7 +349,7 @@ void on_relay_offer(const RelayOfferMsg& o) {
   const Status e = sign_user_deposit_tx(g_signer, g_key, g_session.channel(), o.tx, g_bounds, raw + 1,
                                         sizeof raw - 1, &n, &h);
   if (e != Status::Ok) {
-    fw::print("DEPOSIT_TX refused: ");
+    fw::print("TX_REFUSED ");
     fw::print(status_name(e));
     fw::print("\n");
     return;
