@@ -31,6 +31,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <functional>
+#include <sys/stat.h>
 #include <map>
 #include <mutex>
 #include <random>
@@ -562,6 +564,8 @@ constexpr uint64_t kChainDeposit = 1000000000000000ULL;  // 0.001 ETH
 constexpr uint64_t kChainAmount = 1000000000000ULL;      // 1e12 wei per payment
 constexpr uint64_t kMaxGasPrice = 100000000000ULL;       // 100 gwei
 constexpr uint64_t kMaxFee = 40000000000000000ULL;       // 0.04 ETH
+constexpr uint64_t kCollateral = 5000000000000000ULL;    // 0.005 ETH of hub collateral
+constexpr uint64_t kThreadLock = 2000000000000000ULL;    // a payer's thread to the device
 
 class DeviceChainTest : public ::testing::Test {
  protected:
@@ -580,8 +584,10 @@ class DeviceChainTest : public ::testing::Test {
     // The dev chain: the hub funded; the ChannelManager deployed; the device's address
     // gets ETH for its deposit and gas from the hub (the device's key is on the device).
     hub_key_ = demo::random_key_hex();
+    payer_key_ = demo::random_key_hex();
+    payer_addr_ = demo::key_address(payer_key_);
     std::string err;
-    ASSERT_TRUE(chain_.start(dir_, {hub_key_}, err)) << err;
+    ASSERT_TRUE(chain_.start(dir_, {hub_key_, payer_key_}, err)) << err;
     rpc_ = std::make_unique<chain::RpcClient>(chain_.url());
     PrivateKey hk{};
     ASSERT_EQ(private_key_parse(hub_key_.c_str(), hub_key_.size(), hk), Status::Ok);
@@ -604,7 +610,12 @@ class DeviceChainTest : public ::testing::Test {
     o.users.push_back({"hub", "hub-pass"});
     o.users.push_back({addr_, "device-pass"});
     o.users.push_back({"relay", "relay-pass"});
+    o.users.push_back({payer_addr_, "payer-pass"});
     o.acl = picopay_acl("hub") + demo::firmware_relay_acl("relay");
+    // The collateral of payee channels comes from the hub's reserve in the contract.
+    chain::ChannelManagerClient cmc(*wallet_, contract_);
+    auto res = cmc.fund_reserve(U256::from_u64(1000000000000000000ULL));
+    ASSERT_TRUE(res.ok()) << res.error().to_string();
     o.dir = dir_ + "/broker";
     broker_ = std::make_unique<Broker>(o);
     ASSERT_TRUE(broker_->start(err)) << err;
@@ -612,7 +623,8 @@ class DeviceChainTest : public ::testing::Test {
     ASSERT_TRUE(hub_proc_.start({PICOPAY_HUB_BIN, "--broker-host", "127.0.0.1", "--broker-port",
                                  std::to_string(broker_->port()), "--broker-user", "hub", "--broker-password",
                                  "hub-pass", "--contract", chain::address_hex(contract_), "--private-key", hub_key_,
-                                 "--rpc-url", chain_.url(), "--db", dir_ + "/hub.db", "--verbose"},
+                                 "--rpc-url", chain_.url(), "--db", dir_ + "/hub.db", "--collateral-wei",
+                                 std::to_string(kCollateral), "--verbose"},
                                 dir_ + "/hub.log"));
   }
   void TearDown() override {
@@ -659,7 +671,8 @@ class DeviceChainTest : public ::testing::Test {
   }
 
   // Runs the device until it exits (or kills it after timeout_ms); its log in logs_.
-  int run(uint64_t payments, int timeout_ms) {
+  int run(uint64_t payments, int timeout_ms, const std::string& extra = "",
+          const std::function<void(const std::string& log)>& while_running = nullptr) {
     auto cid = rpc_->chain_id();
     char hub[kAddressTextSize];
     hex_encode(wallet_->address().bytes, 20, hub, true);
@@ -669,17 +682,18 @@ class DeviceChainTest : public ::testing::Test {
                             " timeout=" + std::to_string(time(nullptr) + 3600) + " now=" +
                             std::to_string(time(nullptr)) + " gateway=1 chain_id=" +
                             std::to_string(cid.ok() ? *cid : 0) + " max_gas_price=" + std::to_string(kMaxGasPrice) +
-                            " max_fee=" + std::to_string(kMaxFee);
+                            " max_fee=" + std::to_string(kMaxFee) + extra;
     Process q;
     const std::string log = dir_ + "/run" + std::to_string(runs_++) + ".log";
     if (!q.start(argv(broker_->port(), cfg, log), log + ".qemu")) return -1;
+    if (while_running) while_running(log);
     const int st = q.wait(timeout_ms);
     if (st == -2) q.kill9();
     logs_ += read_file(log);
     return st;
   }
 
-  std::string dir_, flash_, addr_, hub_key_, logs_;
+  std::string dir_, flash_, addr_, hub_key_, payer_key_, payer_addr_, logs_;
   Address user_{}, contract_{};
   U256 funded_ = U256::zero();
   demo::DevChain chain_;
@@ -760,4 +774,63 @@ TEST_F(DeviceChainTest, RelayBeyondTheBoundsGetsNothingSigned) {
   const Ledger l = read_ledger(dir_ + "/hub.db", user_);
   ASSERT_TRUE(l.found);
   EXPECT_EQ(l.updates, 1);
+}
+
+// The hub asks the paying device for things: a Linux payer (picopay-agent) opens a
+// thread to the device, so the hub requests a collateral deposit into the device's
+// channel (ProposePendingDeposit), puts it on chain (hubAuthorizedUpdate) and requests
+// its ConfirmPending; then it forwards the OpenThread. The device proposes the deposit
+// and, with the relay's chain facts, the ConfirmPending (its signing policy checks what
+// the chain shows), and refuses the OpenThread (it accepts no incoming threads) with a
+// RequestNack: it never stalls the hub, and its ledger still agrees.
+TEST_F(DeviceChainTest, AnswersTheHubsRequests) {
+  ASSERT_TRUE(start_relay());
+  constexpr uint64_t kPayments = 3;
+  demo::Child payer;
+  const auto start_payer = [&](const std::string& log) {
+    // Once the device has paid, the payer opens its thread to it.
+    for (int w = 0; w < 120000 && read_file(log).find("ACKED " + std::to_string(kPayments + 2)) == std::string::npos;
+         w += 100)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    char hub[kAddressTextSize];
+    hex_encode(wallet_->address().bytes, 20, hub, true);
+    const std::string cfg = dir_ + "/payer.json";
+    ASSERT_TRUE(demo::write_text(
+        cfg, "{\"name\": \"payer\", \"stateDir\": \"" + dir_ + "/payer\", \"broker\": {\"host\": \"127.0.0.1\", "
+             "\"port\": " + std::to_string(broker_->port()) + ", \"password\": \"payer-pass\"}, \"hub\": \"" + hub +
+             "\", \"contract\": \"" + chain::address_hex(contract_) + "\", \"privateKey\": \"" + payer_key_ +
+             "\", \"rpc\": \"" + chain_.url() + "\", \"role\": \"payer\", \"meter\": {\"source\": \"tasmota\", "
+             "\"topic\": \"tele/payer/SENSOR\"}, \"pricePerUnitWei\": \"1000000000\", \"depositWei\": \"" +
+             std::to_string(kThreadLock * 2) + "\", \"threadLockWei\": \"" + std::to_string(kThreadLock) +
+             "\", \"payTo\": \"" + addr_ + "\"}\n"));
+    ::chmod(cfg.c_str(), 0600);
+    ASSERT_TRUE(payer.start({demo::bin_dir() + "/picopay-agent", "--config", cfg}, dir_ + "/payer.log"));
+  };
+  // linger: after its payments the device serves the hub until nothing changed for 20 s.
+  const int st = run(kPayments, 240000, " linger=20", start_payer);
+  payer.stop(5000);
+  ASSERT_EQ(st, 0) << logs_ << read_file(dir_ + "/hub.log");
+  // The hub's requests reached the device and were answered (REQUEST lines: the session's
+  // status; 0 = proposed).
+  const auto reqs = tagged(logs_, "REQUEST");
+  EXPECT_GE(reqs.size(), 2u) << logs_;
+  for (auto& [status, hex] : reqs) std::printf("hub request answered: %s\n", status_name(static_cast<Status>(status)));
+  const auto finals = tagged(logs_, "FINAL");
+  ASSERT_FALSE(finals.empty()) << logs_;
+  const std::vector<uint8_t> fin = unhex(finals.back().second);
+  SignedChannelState s{};
+  ASSERT_EQ(decode_channel_state(fin.data(), fin.size(), s), Status::Ok);
+  // The collateral is in the device's channel, confirmed (nothing pending), on chain.
+  EXPECT_EQ(s.state.balanceWeiHub, U256::from_u64(kPayments * kChainAmount + kCollateral)) << logs_;
+  EXPECT_TRUE(s.state.pendingDepositWeiHub.is_zero());
+  EXPECT_EQ(s.state.txCountChain, 2u);
+  EXPECT_EQ(s.state.balanceWeiUser, U256::from_u64(kChainDeposit - kPayments * kChainAmount));
+  EXPECT_EQ(s.state.threadCount, 0u);  // the device accepts no incoming thread
+  chain::ChannelManagerClient cm(*wallet_, contract_);
+  auto oc = cm.channel(user_);
+  ASSERT_TRUE(oc.ok());
+  EXPECT_EQ(oc->txCountChain, 2u);
+  const Ledger l = read_ledger(dir_ + "/hub.db", user_);
+  ASSERT_TRUE(l.found);
+  EXPECT_EQ(l.state, fin) << "hub ledger and device disagree";
 }
