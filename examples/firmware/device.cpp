@@ -10,7 +10,9 @@
 // print the address, stop). With a chain relay (docs/firmware.md "Opening the channel on
 // chain"): gateway=1 chain_id=<n> max_gas_price=<wei per gas> max_fee=<wei>
 // max_deposit_txs=<n, default 3>; linger=<seconds>: after the last payment, keep answering
-// the hub's requests until nothing changed for this long.
+// the hub's requests until nothing changed for this long; until=<Unix seconds>: pay until
+// then (or `payments`, whichever comes first); pay_seconds=<s>: pay for s seconds from the
+// first payment of this boot.
 //
 // The image is the session's transport and port, nothing else:
 //  1. The key: loaded from the key sectors of the device's flash; on the first boot it is
@@ -132,6 +134,8 @@ Hash32 g_deposit_tx_hash{};
 ChainFacts g_facts{};             // the latest chain facts (configuration or relay)
 uint32_t g_last_ask_ms = 0;
 uint64_t g_linger_s = 0;
+uint64_t g_until = 0;             // until=: no new payment from this Unix second on
+uint64_t g_pay_seconds = 0;       // pay_seconds=: until = the first payment + this
 uint32_t g_last_change_ms = 0;    // the channel state or a hub request changed
 
 uint64_t g_insn_pay_sum = 0, g_insn_pay_max = 0, g_insn_measured = 0;
@@ -398,7 +402,8 @@ Step next_step(uint64_t payments_done) {
     if (g_has_last_tx) tx_hash = g_deposit_tx_hash;
     else std::memset(tx_hash.bytes, 0xcc, sizeof tx_hash.bytes);
     e = g_session.propose_confirm_pending(tx_hash, now, *g_fx);
-  } else if (payments_done < g_payments) {
+  } else if (payments_done < g_payments && (g_until == 0 || now < g_until)) {
+    if (g_until == 0 && g_pay_seconds != 0) g_until = now + g_pay_seconds;
     e = g_session.propose_payment(U256::from_u64(g_amount), U256::zero(), now, *g_fx);
     payment = true;
   } else {
@@ -466,6 +471,8 @@ int device_run() noexcept {
     cfg.hasChainAccess = true;
   }
   (void)config_u64("linger", g_linger_s);
+  (void)config_u64("until", g_until);
+  (void)config_u64("pay_seconds", g_pay_seconds);
   cfg.verifyCountersigOnPayment = false;  // lazy: docs/device-session.md
   cfg.resendSeconds = 1;
   g_boot_ms = fw::serial().now_ms();
