@@ -102,6 +102,25 @@ std::string metric(const std::string& log, const std::string& name) {
   return v;
 }
 
+// qemu-system-arm running the paying image on `flash`, its UART on 127.0.0.1:port (none
+// if port <= 0). The console (semihosting) goes to `console` through a file chardev:
+// written as it comes, so a SIGKILLed run keeps its log.
+std::vector<std::string> device_qemu_argv(const std::string& flash, int port, const std::string& extra,
+                                          const std::string& console) {
+  std::vector<std::string> a = {"qemu-system-arm", "-M", "mps2-an386", "-cpu", "cortex-m4", "-nographic",
+                                "-monitor", "none", "-chardev", "file,id=console,path=" + console,
+                                "-semihosting-config", "enable=on,target=native,chardev=console",
+                                "-icount", "shift=0"};
+  if (port > 0) {
+    a.insert(a.end(), {"-chardev", "socket,id=link,host=127.0.0.1,port=" + std::to_string(port) + ",reconnect=1",
+                       "-serial", "chardev:link"});
+  } else {
+    a.insert(a.end(), {"-serial", "none"});
+  }
+  a.insert(a.end(), {"-kernel", PICOPAY_DEVICE_ELF, "-append", "flash=" + flash + " " + extra});
+  return a;
+}
+
 // ---- a tampering TCP proxy for MQTT ----------------------------------------------------
 
 struct TamperOptions {
@@ -362,21 +381,8 @@ class DevicePayTest : public ::testing::Test {
     else std::fprintf(stderr, "kept %s\n", dir_.c_str());
   }
 
-  // The console (semihosting) goes to `console` through a file chardev: written as it
-  // comes, so a SIGKILLed run keeps its log.
   std::vector<std::string> qemu_argv(int port, const std::string& extra, const std::string& console) {
-    std::vector<std::string> a = {"qemu-system-arm", "-M", "mps2-an386", "-cpu", "cortex-m4", "-nographic",
-                                  "-monitor", "none", "-chardev", "file,id=console,path=" + console,
-                                  "-semihosting-config", "enable=on,target=native,chardev=console",
-                                  "-icount", "shift=0"};
-    if (port > 0) {
-      a.insert(a.end(), {"-chardev", "socket,id=link,host=127.0.0.1,port=" + std::to_string(port) + ",reconnect=1",
-                         "-serial", "chardev:link"});
-    } else {
-      a.insert(a.end(), {"-serial", "none"});
-    }
-    a.insert(a.end(), {"-kernel", PICOPAY_DEVICE_ELF, "-append", "flash=" + flash_ + " " + extra});
-    return a;
+    return device_qemu_argv(flash_, port, extra, console);
   }
 
   std::string pay_config(uint64_t payments) {
@@ -637,18 +643,7 @@ class DeviceChainTest : public ::testing::Test {
   }
 
   std::vector<std::string> argv(int port, const std::string& extra, const std::string& console) {
-    std::vector<std::string> a = {"qemu-system-arm", "-M", "mps2-an386", "-cpu", "cortex-m4", "-nographic",
-                                  "-monitor", "none", "-chardev", "file,id=console,path=" + console,
-                                  "-semihosting-config", "enable=on,target=native,chardev=console",
-                                  "-icount", "shift=0"};
-    if (port > 0) {
-      a.insert(a.end(), {"-chardev", "socket,id=link,host=127.0.0.1,port=" + std::to_string(port) + ",reconnect=1",
-                         "-serial", "chardev:link"});
-    } else {
-      a.insert(a.end(), {"-serial", "none"});
-    }
-    a.insert(a.end(), {"-kernel", PICOPAY_DEVICE_ELF, "-append", "flash=" + flash_ + " " + extra});
-    return a;
+    return device_qemu_argv(flash_, port, extra, console);
   }
 
   bool start_relay(bool lie_about_gas = false) {
@@ -753,14 +748,16 @@ TEST_F(DeviceChainTest, SignsItsOwnDepositAndPaysTheCheckingHub) {
   const Ledger l = read_ledger(dir_ + "/hub.db", user_);
   ASSERT_TRUE(l.found);
   EXPECT_EQ(l.state, fin) << "hub ledger and device disagree";
-  std::printf("deposit tx %s: gas %llu; %s instructions per payment\n", chain::hash_hex(h).c_str(),
-              static_cast<unsigned long long>(rc->gasUsed), metric(logs_, "instructions_per_payment").c_str());
+  std::printf("deposit tx %s: gas %llu; %s instructions per payment; stack %s B; %s payments/s x100\n",
+              chain::hash_hex(h).c_str(), static_cast<unsigned long long>(rc->gasUsed),
+              metric(logs_, "instructions_per_payment").c_str(), metric(logs_, "stack_device").c_str(),
+              metric(logs_, "payments_per_second_x100").c_str());
 }
 
 TEST_F(DeviceChainTest, RelayBeyondTheBoundsGetsNothingSigned) {
   ASSERT_TRUE(start_relay(/*lie_about_gas=*/true));
   // The device waits for an acceptable offer: it never gets one; it is stopped.
-  EXPECT_EQ(run(3, 25000), -2);
+  EXPECT_EQ(run(3, 15000), -2);
   EXPECT_NE(logs_.find("TX_REFUSED OutOfBounds"), std::string::npos) << logs_;
   EXPECT_TRUE(tagged(logs_, "DEPOSIT_TX").empty());
   EXPECT_EQ(relay_.transactions(), 0u);
