@@ -2,11 +2,13 @@
 // files, modes, crash atomicity under SIGKILL), PosixEntropy, PosixClock, PosixLog.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -123,6 +125,37 @@ TEST(PosixStateStore, SaveLoadRoundTrip) {
   ASSERT_EQ(store.save(a.data(), a.size()), Status::Ok);
   EXPECT_EQ(read_file(store.record_path()).size(),
             PosixStateStore::kHeaderSize + a.size() + PosixStateStore::kTrailerSize);
+}
+
+// A write the file system refuses: save() returns IoError, last_errno() says why (here
+// EFBIG from RLIMIT_FSIZE, the same path as ENOSPC on a full disk: a write(2) failing),
+// and the previous record stays intact. Ok clears it.
+TEST(PosixStateStore, FailedWriteKeepsTheRecordAndReportsErrno) {
+  TempDir t;
+  PosixStateStore store(t.path().c_str(), "channel.bin");
+  const auto a = bytes("the previous record");
+  ASSERT_EQ(store.save(a.data(), a.size()), Status::Ok);
+  EXPECT_EQ(store.last_errno(), 0);
+  struct rlimit old {};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
+  void (*old_handler)(int) = ::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit small = old;
+  small.rlim_cur = 64;  // bytes a process may write into one file
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  std::vector<uint8_t> big(4096, 0x42);
+  const Status st = store.save(big.data(), big.size());
+  const int e = store.last_errno();
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &old), 0);
+  ::signal(SIGXFSZ, old_handler);
+  EXPECT_EQ(st, Status::IoError);
+  EXPECT_EQ(e, EFBIG) << std::strerror(e);
+  uint8_t buf[64];
+  size_t len = 0;
+  ASSERT_EQ(store.load(buf, sizeof buf, &len), Status::Ok);
+  EXPECT_EQ(std::vector<uint8_t>(buf, buf + len), a);
+  EXPECT_NE(::access(store.temp_path(), F_OK), 0) << "the temp file was left behind";
+  ASSERT_EQ(store.save(a.data(), a.size()), Status::Ok);
+  EXPECT_EQ(store.last_errno(), 0);
 }
 
 TEST(PosixStateStore, BufferTooSmallReportsNeededSize) {
