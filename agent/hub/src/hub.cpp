@@ -841,8 +841,11 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
   // A collateral deposit the hub requested, now countersigned: a job for the chain,
   // stored in the same transaction as the countersignature, so a crash before
   // hubAuthorizedUpdate (or before the ConfirmPending) does not lose it.
-  if (u.reason == UpdateReason::ProposePendingDeposit &&
-      (!u.deposit.depositWeiHub.is_zero() || !u.deposit.depositTokenHub.is_zero())) {
+  // Likewise a hub-only withdrawal (collateral the hub takes back, docs/flows.md): the
+  // hub executes the user-signed state with hubAuthorizedUpdate.
+  if ((u.reason == UpdateReason::ProposePendingDeposit &&
+       (!u.deposit.depositWeiHub.is_zero() || !u.deposit.depositTokenHub.is_zero())) ||
+      hub_withdrawal(u)) {
     if (!store_.save_deposit(ch.key, signed_state.state.txCountGlobal, st_wire, err)) {
       txerr_ = err;
       tx_failed_ = true;
@@ -1315,12 +1318,14 @@ void Hub::crash_point(const char* name) const {
 
 bool Hub::run_deposit_job(DepositJob& j) {
   const std::string who = json::address_text(j.user);
+  const bool reclaim = !j.state.state.pendingWithdrawalWeiHub.is_zero() || !j.state.state.pendingWithdrawalTokenHub.is_zero();
+  const std::string what = reclaim ? "collateral withdrawal" : "collateral deposit";
   const ChannelState& want = j.state.state;
   auto retry = [&](const std::string& why) {
     ++j.failures;
     const uint64_t wait_ms = std::min<uint64_t>(60000, 1000ull << std::min(j.failures, 6u));
     j.next_try_ms = now_ms() + wait_ms;
-    logf("warn", "collateral deposit for " + who + " (txCountChain " + std::to_string(want.txCountChain) +
+    logf("warn", what + " for " + who + " (txCountChain " + std::to_string(want.txCountChain) +
                      "): " + why + "; retry in " + std::to_string(wait_ms / 1000) + " s");
     return false;
   };
@@ -1330,13 +1335,15 @@ bool Hub::run_deposit_job(DepositJob& j) {
   if (!oc.ok()) return retry("cannot read the chain: " + oc.error().to_string());
   Hash32 txh{};  // stays zero when the deposit was found already made (its hash is not kept)
   if (oc->txCountChain >= want.txCountChain) {
-    logf("info", "collateral deposit for " + who + " is already on chain (txCountChain " +
+    logf("info", what + " for " + who + " is already on chain (txCountChain " +
                      std::to_string(oc->txCountChain) + "): confirming");
   } else {
     auto rc = cm_->hub_authorized_update(want, j.state.sigUser);
     if (!rc.ok()) return retry("hubAuthorizedUpdate: " + rc.error().to_string());
     txh = rc->transactionHash;
-    logf("info", "collateral deposit for " + who + " on chain: " + json::hash_text(txh));
+    logf("info", what + " for " + who + " on chain: " + json::hash_text(txh) + " (gas " +
+                     std::to_string(rc->gasUsed) + ")");
+    collateral_onchain(j.user, reclaim, rc->gasUsed);
     crash_point("deposit-sent");
   }
   std::vector<Out> outs;

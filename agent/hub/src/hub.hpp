@@ -236,6 +236,12 @@ class Hub {
   std::string crash_at_;
   std::vector<std::string> recover_users_;
   uint64_t last_tower_ms_ = 0;
+  // ---- flows (collateral.cpp, docs/flows.md) ----
+  // A hub-only ProposePendingWithdrawal (collateral the hub takes back; the user's fields
+  // zero): the hub executes it with hubAuthorizedUpdate like a collateral deposit.
+  static bool hub_withdrawal(const ChannelUpdate& u);
+  // A collateral deposit or withdrawal went on chain (log, history).
+  void collateral_onchain(const Address& user, bool reclaim, uint64_t gas);
   std::unique_ptr<Metrics> metrics_;  // --metrics-listen (null: off); last, so it stops first
 };
 

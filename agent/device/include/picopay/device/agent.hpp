@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 
+#include "picopay/signer.hpp"
 #include "picopay/types.hpp"
 #include "picopay/u256.hpp"
 
@@ -40,7 +41,20 @@ struct Config {
   bool close_on_exit = true;              // payer: close open threads before exiting
   int status_interval_ms = 500;           // retained status JSON at most this often
   bool verbose = false;
+  // flows (docs/flows.md)
+  U256 refill_below_wei = U256::zero();   // payer: top up when the channel balance falls below this (0: off)
+  U256 refill_wei = U256::zero();         // ... by this much (on chain, from the device's wallet)
+  U256 cash_out_above_wei = U256::zero(); // withdraw the whole channel balance once it exceeds this (0: off)
+  Address cash_out_to{};                  // ... to this address (default: the user)
+  bool has_cash_out_to = false;
+  bool oneshot = false;                   // carry out the command inbox, then exit (no metering)
+  bool history = true;                    // keep DIR/history.jsonl
+  int wait_seconds = 180;                 // deposit / withdraw: wait this long for the result
 };
+
+// The private key the config names (key_hex, or key_file with its passphrase). False with
+// one line in `err`.
+bool config_private_key(const Config& cfg, PrivateKey& key, std::string& err);
 
 // Parses `path` (JSON, cJSON) into `cfg` (fields present override defaults). A file
 // holding privateKey or broker.password must be mode 0600 or stricter: otherwise false
