@@ -19,6 +19,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "picopay/agent/collateral_request.hpp"
 #include "picopay/agent/json_state.hpp"
 #include "picopay/chain/manager.hpp"
 #include "picopay/codec.hpp"
@@ -93,13 +94,15 @@ class Flows : public ::testing::Test {
     contract_addr_ = *addr;
     chain::ChannelManagerClient cm(w, *addr);
     ASSERT_TRUE(cm.fund_reserve(dec("50000000000000000000")).ok());
-    std::vector<BrokerUser> users = {{"hub", "hubpw"}, {"test", "testpw"}};
+    std::vector<BrokerUser> users = {{"hub", "hubpw"}, {"hub2", "hub2pw"}, {"test", "testpw"}};
     for (auto& k : keys_) users.push_back({key_address(k), "pw-" + key_address(k).substr(2, 8)});
     // "test" plays the adversary that got hold of the hub's key: it may publish requests.
-    std::string acl = "user hub\ntopic readwrite picopay/v1/#\n\nuser test\ntopic read picopay/v1/#\n"
-                      "topic write picopay/v1/user/+/request\n\n";
+    std::string acl = "user hub\ntopic readwrite picopay/v1/#\n\nuser hub2\ntopic readwrite picopay/v1/#\n\n"
+                      "user test\ntopic read picopay/v1/#\ntopic write picopay/v1/user/+/request\n"
+                      "topic write picopay/v1/hub/+/channel/+/collateral\n\n";
     acl += "pattern write picopay/v1/hub/+/channel/%u/update\npattern write picopay/v1/hub/+/channel/%u/reply\n";
     acl += "pattern write picopay/v1/hub/+/channel/%u/sync\npattern read picopay/v1/user/%u/reply\n";
+    acl += "pattern write picopay/v1/hub/+/channel/%u/collateral\n";
     acl += "pattern read picopay/v1/user/%u/request\npattern readwrite picopay/v1/user/%u/status\n";
     acl += "pattern write picopay/v1/thread/+/update\npattern read picopay/v1/thread/%u/update\n";
     broker_ = new MosquittoBroker;
@@ -534,6 +537,124 @@ TEST_F(Flows, DeviceRefusesAWithdrawalItDidNotAskFor) {
   EXPECT_TRUE(poll_until([&] { return hub_agrees(after); }, 10000));
   EXPECT_TRUE(wallet(attacker).is_zero());
   a.stop();
+}
+
+// A payee asks for collateral (the hub deposits no more than its bound, and ignores a
+// request someone else signed), is paid through threads, cashes out automatically above
+// its threshold (cooperative withdrawal to another address), and the hub takes its idle
+// collateral back. A second hub on its own ChannelManager, with collateral bounds and an
+// idle time, so the other tests' channels are not touched.
+TEST_F(Flows, PayeeCollateralCashOutAndReclaim) {
+  const std::string hub2_key = keys_[7];
+  const std::string hub2 = key_address(hub2_key);
+  PrivateKey hk{};
+  ASSERT_EQ(private_key_parse(hub2_key.c_str(), hub2_key.size(), hk), Status::Ok);
+  chain::Wallet w(*rpc_, hk);
+  ASSERT_TRUE(w.init());
+  auto art = chain::load_artifact(chain::default_artifact_dir() + "/ChannelManager.json");
+  ASSERT_TRUE(art.ok());
+  auto addr = chain::deploy_channel_manager(w, *art, w.address(), 60, Address{});
+  ASSERT_TRUE(addr.ok());
+  const std::string contract2 = mqtt::topic_address(*addr);
+  chain::ChannelManagerClient cm(w, *addr);
+  ASSERT_TRUE(cm.fund_reserve(dec("10000000000000000000")).ok());
+  Child h2;
+  const std::string hub2_log = work_ + "/hub2.log";
+  ASSERT_TRUE(h2.start({bin_dir() + "/picopay-hub", "--broker-port", std::to_string(broker_->port()), "--broker-user",
+                        "hub2", "--broker-password", "hub2pw", "--private-key", hub2_key, "--contract", contract2,
+                        "--rpc-url", chain_->url(), "--db", work_ + "/hub2.db", "--collateral-wei", "1000000000000000",
+                        "--collateral-max-wei", "4000000000000000", "--collateral-idle", "15", "--reserve-warn-wei",
+                        "20000000000000000000", "--verbose"},
+                       hub2_log));
+  auto argv_for = [&](int idx, const std::string& dir) {
+    return std::vector<std::string>{bin_dir() + "/picopay-agent", "run", "--name", "dev" + std::to_string(idx),
+                                    "--state-dir", dir, "--broker", "127.0.0.1:" + std::to_string(broker_->port()),
+                                    "--password", pw(idx), "--hub", hub2, "--contract", contract2, "--key",
+                                    keys_[static_cast<size_t>(idx)], "--rpc", chain_->url(), "--price-wei",
+                                    std::to_string(kPrice)};
+  };
+  // The payee: expects far more than the hub's bound; cashes out above 0.002 ETH.
+  const std::string pdir = work_ + "/payee";
+  const std::string recipient = key_address(random_key_hex());
+  auto pargv = argv_for(5, pdir);
+  pargv.insert(pargv.end(), {"--role", "payee", "--meter", "none", "--expect-income-wei", "100000000000000000000",
+                             "--cash-out-above-wei", "2000000000000000", "--cash-out-to", recipient});
+  Child payee;
+  ASSERT_TRUE(payee.start(pargv, pdir + ".log", true));
+  // The hub deposits its bound (0.004 ETH), not the 100 ETH asked for.
+  device::AgentState ps;
+  ASSERT_TRUE(poll_until([&] {
+    return load(pdir, ps) && ps.channel.state.balanceWeiHub == dec("4000000000000000") &&
+           !channel_has_pending(ps.channel.state);
+  }, 60000)) << read_text(hub2_log);
+  // A collateral request someone else signed, for this payee: ignored.
+  {
+    Signer sg;
+    ASSERT_EQ(sg.init(), Status::Ok);
+    PrivateKey other{};
+    const std::string ok = random_key_hex();
+    ASSERT_EQ(private_key_parse(ok.c_str(), ok.size(), other), Status::Ok);
+    Address payee_addr{}, hub2_addr{};
+    const std::string pa = key_address(keys_[5]);
+    ASSERT_EQ(address_parse(pa.c_str(), pa.size(), payee_addr), Status::Ok);
+    ASSERT_EQ(address_parse(hub2.c_str(), hub2.size(), hub2_addr), Status::Ok);
+    const std::string forged = agent::collateral_request_make(sg, other, *addr, payee_addr,
+                                                              dec("3000000000000000"),
+                                                              static_cast<uint64_t>(std::time(nullptr)));
+    obs_->publish(mqtt::topic_collateral(hub2_addr, payee_addr), forged, 1, false);
+  }
+  ASSERT_TRUE(poll_until([&] { return read_text(hub2_log).find("not signed by the channel's user") != std::string::npos; },
+                         20000));
+  EXPECT_NE(read_text(hub2_log).find("hub reserve low"), std::string::npos);
+  EXPECT_NE(read_text(hub2_log).find("picopay deposit --rpc"), std::string::npos);
+  // The payer pays 2500 Wh (0.0025 ETH) to the payee through a thread.
+  const std::string ydir = work_ + "/payer2";
+  auto yargv = argv_for(6, ydir);
+  yargv.insert(yargv.end(), {"--meter", "stdin", "--deposit-wei", "10000000000000000", "--pay-to",
+                             key_address(keys_[5]), "--thread-lock-wei", "3000000000000000"});
+  Child payer;
+  ASSERT_TRUE(payer.start(yargv, ydir + ".log", true));
+  for (int k = 0; k <= 25; ++k) write_all(payer.stdin_fd(), "wh " + std::to_string(k * 100) + "\n");
+  payer.close_stdin();
+  ASSERT_EQ(payer.wait(120000), 0) << read_text(ydir + ".log");
+  // The payee cashed out what it received, to the recipient, without closing.
+  ASSERT_TRUE(poll_until([&] { return wallet(recipient) == dec("2500000000000000"); }, 60000)) << read_text(pdir + ".log");
+  // Idle: the hub takes its remaining collateral back to its reserve.
+  ASSERT_TRUE(poll_until([&] {
+    return load(pdir, ps) && ps.channel.state.balanceWeiHub.is_zero() && !channel_has_pending(ps.channel.state);
+  }, 60000)) << read_text(hub2_log);
+  EXPECT_TRUE(ps.channel.state.balanceWeiUser.is_zero());
+  auto oc2 = cm.channel(ps.user);
+  ASSERT_TRUE(oc2.ok());
+  EXPECT_TRUE(oc2->weiTotal.is_zero());
+  EXPECT_EQ(oc2->status, chain::ChannelStatus::Open);
+  auto h = history(pdir);
+  EXPECT_EQ(count_event(h, "collateral"), 1u);
+  EXPECT_EQ(count_event(h, "withdrawal-confirmed"), 1u);
+  EXPECT_EQ(count_event(h, "collateral-reclaimed"), 1u);
+  EXPECT_GE(count_event(h, "thread-received"), 1u);
+  // The hub's history of the payee's channel shows the same flows, with times.
+  std::string out;
+  Child hist;
+  ASSERT_TRUE(hist.start({bin_dir() + "/picopay-hub", "history", "--user", mqtt::topic_address(ps.user), "--db", work_ + "/hub2.db", "--json"},
+                         work_ + "/hub2-history.log", false, true));
+  out = read_all(hist.stdout_fd());
+  ASSERT_EQ(hist.wait(30000), 0);
+  EXPECT_NE(out.find("\"collateral\""), std::string::npos) << out;
+  EXPECT_NE(out.find("\"thread-settled\""), std::string::npos) << out;
+  EXPECT_NE(out.find("\"withdrawal-confirmed\""), std::string::npos) << out;
+  EXPECT_NE(out.find("\"collateral-reclaimed\""), std::string::npos) << out;
+  EXPECT_NE(out.find("\"counterpartyTotalWei\":\t\"2500000000000000\""), std::string::npos) << out;
+  // Gas of the hub's chain steps, for docs/flows.md.
+  const std::string log = read_text(hub2_log);
+  for (const char* what : {"collateral deposit for", "collateral withdrawal for"}) {
+    size_t p = log.find(what);
+    if (p == std::string::npos) continue;
+    size_t g = log.find("(gas ", p);
+    std::printf("[flows] hub %s: %s\n", what, log.substr(g, log.find(')', g) - g + 1).c_str());
+  }
+  payee.stop();
+  h2.stop();
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 #include <mutex>
 #include <thread>
 
+#include "picopay/agent/collateral_request.hpp"
 #include "picopay/agent/json_state.hpp"
 #include "picopay/chain/manager.hpp"
 #include "picopay/codec.hpp"
@@ -175,7 +176,8 @@ class Agent {
   std::map<std::pair<std::string, uint64_t>, U256> received_seen_;  // payee: thread (payer, id) -> wei
   std::set<std::tuple<std::string, std::string, uint64_t>> threads_seen_open_, threads_seen_closed_;
   bool hist_failed_ = false;
-  bool refill_failed_ = false;  // an automatic refill could not start: no more tries this run
+  bool refill_failed_ = false;
+  uint64_t last_collateral_ask_ms_ = 0;  // an automatic refill could not start: no more tries this run
 
   Config cfg_;
   port::PosixLog log_;
@@ -802,6 +804,19 @@ bool Agent::flows_step(const ChannelState& c) {
     done_ = true;  // the inbox is carried out
     return true;
   }
+  // Payee: ask for collateral while the hub holds less than we expect (at most once a
+  // minute; the hub sizes and bounds what it deposits).
+  if (!cfg_.expect_income_wei.is_zero() && c.balanceWeiHub < cfg_.expect_income_wei &&
+      (last_collateral_ask_ms_ == 0 || now_ms() - last_collateral_ask_ms_ >= 60000)) {
+    last_collateral_ask_ms_ = now_ms();
+    const std::string req = agent::collateral_request_make(signer_, key_, st_.contract, st_.user,
+                                                           cfg_.expect_income_wei, unix_now());
+    if (!req.empty()) {
+      mq_->publish(mqtt::topic_collateral(st_.hub, st_.user), req, 1, false);
+      logf(port::LogLevel::Info, "asked the hub for %s wei of collateral (it holds %s)",
+           json::amount_text(cfg_.expect_income_wei).c_str(), json::amount_text(c.balanceWeiHub).c_str());
+    }
+  }
   // Automatic refill (payer) and cash-out (payee): below the threshold, or when what is
   // due is more than the channel holds.
   U256 due_wei = U256::zero();
@@ -1025,6 +1040,23 @@ void Agent::history_update(const Effects& fx) {
         e.threadId = t.initial.state.threadId;
         e.wei = fx.reason == UpdateReason::OpenThread ? t.initial.state.balanceWeiSender
                                                       : t.latest.state.balanceWeiReceiver;
+        if (fx.reason == UpdateReason::CloseThread && !t.sender) {
+          // Payee: what the payer's close request carried beyond the payments seen (those
+          // that came before the mirror opened are adopted at close).
+          U256& seen = received_seen_[std::make_pair(json::address_text(t.initial.state.sender), t.initial.state.threadId)];
+          U256 d{};
+          if (t.latest.state.balanceWeiReceiver != seen &&
+              u256_sub(t.latest.state.balanceWeiReceiver, seen, d) == Status::Ok) {
+            HistoryEntry r;
+            r.event = "thread-received";
+            r.wei = d;
+            r.has_counterparty = true;
+            r.counterparty = t.initial.state.sender;
+            r.threadId = t.initial.state.threadId;
+            history(r);
+            seen = t.latest.state.balanceWeiReceiver;
+          }
+        }
         break;
       }
       break;

@@ -63,6 +63,7 @@ const char* kHelp =
     "  --refill-wei N          ... by N wei (on chain, from the device's wallet)\n"
     "  --cash-out-above-wei N  withdraw the whole channel balance once it exceeds N wei\n"
     "  --cash-out-to ADDR      ... to ADDR (default: the device's own address)\n"
+    "  --expect-income-wei N   payee: ask the hub to hold N wei of collateral in the channel\n"
     "  --to ADDR               withdraw, withdraw-owed: the recipient (default: the device)\n"
     "  --wait SECONDS          deposit, withdraw: wait this long for the result (default 180)\n"
     "  --json, --csv           history: machine-readable output\n"
@@ -278,6 +279,8 @@ int agent_main(int argc, char** argv) {
     } else if (a == "--cash-out-to") {
       if (!parse_address_text(v, cfg.cash_out_to)) return usage_error("--cash-out-to: not an address");
       cfg.has_cash_out_to = true;
+    } else if (a == "--expect-income-wei") {
+      if (!parse_amount_text(v, cfg.expect_income_wei)) return usage_error("--expect-income-wei: decimal wei");
     } else if (a == "--to") {
       if (!parse_address_text(v, to)) return usage_error("--to: not an address");
       has_to = true;

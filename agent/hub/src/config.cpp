@@ -51,6 +51,14 @@ Store and policy:
                             batch, one channel per job [verifyThreads] (default: CPUs - 1)
   --collateral-wei WEI      wei deposited into a payee channel lacking collateral [collateral.depositWei]
                             (default 0 = never deposit)
+  --collateral-max-wei WEI  most a collateral request makes the hub deposit [collateral.maxWei]
+                            (default 0 = no cap; docs/flows.md)
+  --collateral-window S     size collateral from the thread payments a payee received in the last
+                            S seconds [collateral.flowWindowSeconds] (default 3600)
+  --collateral-idle S       take back (hub withdrawal to the reserve) the hub balance of a channel
+                            idle for S seconds [collateral.idleSeconds] (default 0 = never)
+  --reserve-warn-wei WEI    warn when the hub's on-chain reserve is below this [collateral.reserveWarnWei]
+                            (default 1 ETH)
   --exchange-rate N         the hub's exchange rate, token base units per wei [exchange.rate]
                             (default 0 = the hub countersigns no Exchange); a user's Exchange is
                             countersigned within 2 % of it, if it is at most 24 h old, and only
@@ -137,6 +145,16 @@ bool load_file(const std::string& path, Config& c, std::string& err) {
   num(j, c.batch_max, "batchMax");
   num(j, c.verify_threads, "verifyThreads");
   str(j, c.collateral_wei, "collateral", "depositWei");
+  str(j, c.collateral_max_wei, "collateral", "maxWei");
+  str(j, c.reserve_warn_wei, "collateral", "reserveWarnWei");
+  {
+    int v = static_cast<int>(c.collateral_window_seconds);
+    num(j, v, "collateral", "flowWindowSeconds");
+    c.collateral_window_seconds = static_cast<uint64_t>(v < 0 ? 0 : v);
+    v = static_cast<int>(c.collateral_idle_seconds);
+    num(j, v, "collateral", "idleSeconds");
+    c.collateral_idle_seconds = static_cast<uint64_t>(v < 0 ? 0 : v);
+  }
   str(j, c.exchange_rate, "exchange", "rate");
   {
     std::string t;
@@ -227,6 +245,13 @@ int parse_config(int argc, char** argv, Config& c, std::string& err) {
     else if (a == "--batch-max") ok = ival(c.batch_max);
     else if (a == "--verify-threads") ok = ival(c.verify_threads);
     else if (a == "--collateral-wei") ok = val(c.collateral_wei);
+    else if (a == "--collateral-max-wei") ok = val(c.collateral_max_wei);
+    else if (a == "--reserve-warn-wei") ok = val(c.reserve_warn_wei);
+    else if (a == "--collateral-window" || a == "--collateral-idle") {
+      int v = 0;
+      ok = ival(v);
+      (a == "--collateral-window" ? c.collateral_window_seconds : c.collateral_idle_seconds) = static_cast<uint64_t>(v);
+    }
     else if (a == "--exchange-rate") ok = val(c.exchange_rate);
     else if (a == "--exchange-rate-time") {
       ok = val(tmp);

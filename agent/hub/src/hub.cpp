@@ -137,6 +137,15 @@ bool Hub::start(std::string& err) {
     err = "bad --contract address: " + cfg_.contract;
     return false;
   }
+  if (u256_parse_decimal(cfg_.collateral_max_wei.c_str(), cfg_.collateral_max_wei.size(), collateral_max_) !=
+      Status::Ok) {
+    err = "bad --collateral-max-wei: " + cfg_.collateral_max_wei;
+    return false;
+  }
+  if (u256_parse_decimal(cfg_.reserve_warn_wei.c_str(), cfg_.reserve_warn_wei.size(), reserve_warn_) != Status::Ok) {
+    err = "bad --reserve-warn-wei: " + cfg_.reserve_warn_wei;
+    return false;
+  }
   if (u256_parse_decimal(cfg_.collateral_wei.c_str(), cfg_.collateral_wei.size(), collateral_) != Status::Ok) {
     err = "bad --collateral-wei: " + cfg_.collateral_wei;
     return false;
@@ -280,6 +289,7 @@ void Hub::worker() {
     chain_jobs();
     if (fatal_.load()) return;
     request_timers();
+    collateral_round();
     flush_status(false);
   }
   flush_status(true);
@@ -328,6 +338,7 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch) {
     if (leaf == "update") handle_update(*ch, m.payload, outs);
     else if (leaf == "reply") handle_reply(*ch, m.payload, outs);
     else if (leaf == "sync") handle_sync(*ch, outs);
+    else if (leaf == "collateral") handle_collateral(*ch, m.payload, outs);
     if (tx_failed_) break;
     if (ch->dirty) touched.push_back(ch);
   }
@@ -509,6 +520,7 @@ Hub::Chan* Hub::channel(const Address& user) {
   } else if (legacy && c->legacy_tx == 0) {
     c->legacy_unsaved = true;  // passed: the legacy row is deleted with the next write
   }
+  c->active_ms = now_ms();
   Chan* raw = c.get();
   chans_[k] = std::move(c);
   if (raw->outstanding()) timed_.insert(raw);
@@ -801,6 +813,7 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
     return false;
   }
   ch.thread_count = ts.count;
+  const ChannelState prev_state = ch.latest.state;
   ch.latest = signed_state;
   if (ch.legacy_tx != 0 && ch.latest.state.txCountGlobal >= ch.legacy_tx) {
     ch.legacy_tx = 0;
@@ -819,6 +832,11 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
   }
   persist_channel(ch);
   if (tx_failed_) return false;
+  if (!store_.insert_history(ch.key, u.txCountGlobal, history_entry(prev_state, next, u), err)) {
+    txerr_ = err;
+    tx_failed_ = true;
+    return false;
+  }
   batch_done_[std::make_pair(ch.key, u.txCountGlobal)] = std::make_pair(payload, rep);
   Out o;
   o.topic = mqtt::topic_reply(ch.user);
@@ -858,6 +876,7 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
   }
   if (changed) persist_requests(ch);
   if (tx_failed_) return false;
+  note_activity(ch, u);
   after_accept(ch, u, outs);
   if (tx_failed_) return false;
   pump(ch, outs);
@@ -937,6 +956,7 @@ void Hub::ensure_collateral(Chan& payee, std::vector<Out>& outs) {
   for (int i = 0; i < 4096 && amount < shortfall; ++i)
     if (u256_add(amount, collateral_, t) == Status::Ok) amount = t;
   if (amount < shortfall) amount = shortfall;
+  if (!reserve_allows(amount, payee.key)) return;  // logged with the command that funds it
   logf("info", payee.key + ": requesting a deposit of " + json::amount_text(amount) + " wei hub collateral for " +
                    json::amount_text(need) + " wei of threads to mirror (" + json::amount_text(have) + " held)");
   ChannelUpdate p = channel_update_make(UpdateReason::ProposePendingDeposit);
@@ -1000,6 +1020,8 @@ void Hub::pump(Chan& ch, std::vector<Out>& outs) {
       ch.requests.erase(ch.requests.begin() + static_cast<long>(i));
       if (r.update.reason == UpdateReason::ProposePendingDeposit)
         r.update.deposit.timeout = unix_now() + kDepositTimeoutSeconds;
+      if (r.update.reason == UpdateReason::ProposePendingWithdrawal)
+        r.update.withdrawal.timeout = unix_now() + kDepositTimeoutSeconds;
       r.id = ++ch.last_request_id;
       ch.requests.push_front(r);
       persist_requests(ch);  // the id is stored before the request leaves (after COMMIT)
@@ -1343,7 +1365,6 @@ bool Hub::run_deposit_job(DepositJob& j) {
     txh = rc->transactionHash;
     logf("info", what + " for " + who + " on chain: " + json::hash_text(txh) + " (gas " +
                      std::to_string(rc->gasUsed) + ")");
-    collateral_onchain(j.user, reclaim, rc->gasUsed);
     crash_point("deposit-sent");
   }
   std::vector<Out> outs;

@@ -116,6 +116,7 @@ bool Store::open(const std::string& path, std::string& err) {
   if (!(load_ch_ && save_ch_ && find_up_ && ins_up_ && load_pr_ && del_pr_ && del_q_ && load_q_ && load_rq_ &&
         del_rq_ && ins_rq_ && load_id_ && save_id_ && save_dep_ && del_dep_))
     return false;
+  if (!history_open(err)) return false;  // history.cpp
   ckpt_ = std::thread([this, path] { checkpointer(path); });
   return true;
 }

@@ -27,6 +27,11 @@
 //                                          hubAuthorizedUpdate; stored with the payee's
 //                                          countersignature, deleted in the transaction
 //                                          that proposes (or queues) the ConfirmPending
+//   history(user, tx, at, event, wei, counterparty, thread_id, balance_wei_user,
+//           balance_wei_hub, txhash, PK(user, tx))
+//                                          every countersigned update with its time (Unix
+//                                          seconds) and what it moved (history.cpp,
+//                                          docs/flows.md), in the update's transaction
 #pragma once
 
 #include <sqlite3.h>
@@ -38,6 +43,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "picopay/agent/history.hpp"
 
 namespace picopay::hub {
 
@@ -82,6 +89,11 @@ class Store {
   bool save_deposit(const std::string& user, uint64_t tx, const Bytes& state, std::string& err);
   bool delete_deposit(const std::string& user, std::string& err);
   bool list_deposits(std::vector<std::pair<std::string, Bytes>>& out, std::string& err);
+  // The history table (history.cpp): created at open; one row per countersigned update,
+  // written in the update's transaction; read back in txCountGlobal order.
+  bool history_open(std::string& err);
+  bool insert_history(const std::string& user, uint64_t tx, const agent::HistoryEntry& e, std::string& err);
+  bool load_history(const std::string& user, std::vector<agent::HistoryEntry>& out, std::string& err);
   // All channel rows (user, state), for the watchtower at startup.
   bool list_channels(std::vector<std::pair<std::string, Bytes>>& out, std::string& err);
 
@@ -95,6 +107,7 @@ class Store {
   sqlite3_stmt *load_rq_ = nullptr, *del_rq_ = nullptr, *ins_rq_ = nullptr, *load_id_ = nullptr, *save_id_ = nullptr;
   bool step_done(sqlite3_stmt* s, const char* what, std::string& err);
   sqlite3_stmt *save_dep_ = nullptr, *del_dep_ = nullptr;
+  sqlite3_stmt *ins_hist_ = nullptr, *load_hist_ = nullptr;
 
   void checkpointer(std::string path);
   std::thread ckpt_;

@@ -47,6 +47,7 @@ struct Config {
   U256 cash_out_above_wei = U256::zero(); // withdraw the whole channel balance once it exceeds this (0: off)
   Address cash_out_to{};                  // ... to this address (default: the user)
   bool has_cash_out_to = false;
+  U256 expect_income_wei = U256::zero(); // payee: ask the hub for this much collateral (0: never ask)
   bool oneshot = false;                   // carry out the command inbox, then exit (no metering)
   bool history = true;                    // keep DIR/history.jsonl
   int wait_seconds = 180;                 // deposit / withdraw: wait this long for the result

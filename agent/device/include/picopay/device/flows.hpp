@@ -33,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "picopay/agent/history.hpp"
 #include "picopay/types.hpp"
 #include "picopay/u256.hpp"
 
@@ -84,27 +85,11 @@ std::string command_result_json(const CommandResult& r);
 
 // ---------------------------------------------------------------- history
 
-struct HistoryEntry {
-  uint64_t time = 0;            // Unix seconds
-  std::string event;            // see above
-  uint64_t txCountGlobal = 0;   // 0: not a channel update (a thread payment)
-  std::string reason;           // UpdateReason name, or ""
-  U256 wei = U256::zero();      // the amount this event moved (wei)
-  bool has_counterparty = false;
-  Address counterparty{};       // payee (payer side), payer (payee side), recipient (withdrawal)
-  uint64_t threadId = 0;
-  bool has_balances = false;
-  U256 balanceWeiUser = U256::zero(), balanceWeiHub = U256::zero();
-  std::string transaction;      // 0x.. for on-chain steps
-};
+using agent::HistoryEntry;
+using agent::history_format;
 
 // Appends one line to DIR/history.jsonl and fdatasyncs it. False with `err`.
 bool history_append(const std::string& dir, const HistoryEntry& e, std::string& err);
 // Reads DIR/history.jsonl (a torn last line is skipped). False with `err` if unreadable.
 bool history_load(const std::string& dir, std::vector<HistoryEntry>& out, std::string& err);
-// Prints the history as "table" (aligned, with running totals per thread and per
-// counterparty, then the totals), "json" (an array of the entries with the running totals)
-// or "csv" (a header line, one line per entry).
-std::string history_format(const std::vector<HistoryEntry>& h, const std::string& format);
-
 }  // namespace picopay::device
