@@ -41,6 +41,7 @@ bool Hub::hub_withdrawal(const ChannelUpdate& u) {
 void Hub::note_activity(Chan& ch, const ChannelUpdate& u) {
   const uint64_t now = steady_ms();
   ch.active_ms = now;
+  if (u.reason == UpdateReason::ProposePendingDeposit && !u.deposit.depositWeiHub.is_zero()) ch.collateralized = true;
   const ThreadState& t = u.thread.thread.state;
   if (u.reason == UpdateReason::CloseThread && t.receiver == ch.user && !t.balanceWeiReceiver.is_zero())
     ch.flow.emplace_back(now, t.balanceWeiReceiver);
@@ -141,7 +142,9 @@ void Hub::collateral_round() {
   for (auto& kv : chans_) {
     Chan& ch = *kv.second;
     const ChannelState& s = ch.latest.state;
-    if (now - ch.active_ms < cfg_.collateral_idle_seconds * 1000) continue;
+    // Only collateral: hub balance in channels the hub funded (a payer's channel holds
+    // what the payer paid; the hub leaves it there).
+    if (!ch.collateralized || now - ch.active_ms < cfg_.collateral_idle_seconds * 1000) continue;
     if (s.balanceWeiHub.is_zero() || channel_has_pending(s) || !ch.requests.empty() || !ch.future.empty()) continue;
     if (chain_refusal(ch, channel_update_make(UpdateReason::ProposePendingWithdrawal)) != Status::Ok) continue;
     bool job = false;

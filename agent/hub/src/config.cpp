@@ -56,7 +56,8 @@ Store and policy:
   --collateral-window S     size collateral from the thread payments a payee received in the last
                             S seconds [collateral.flowWindowSeconds] (default 3600)
   --collateral-idle S       take back (hub withdrawal to the reserve) the hub balance of a channel
-                            idle for S seconds [collateral.idleSeconds] (default 0 = never)
+                            it funded with collateral, once idle for S seconds
+                            [collateral.idleSeconds] (default 0 = never)
   --reserve-warn-wei WEI    warn when the hub's on-chain reserve is below this [collateral.reserveWarnWei]
                             (default 1 ETH)
   --exchange-rate N         the hub's exchange rate, token base units per wei [exchange.rate]

@@ -53,7 +53,22 @@ bool Store::history_open(std::string& err) {
   load_hist_ = prep("SELECT tx, at, event, wei, counterparty, thread_id, balance_wei_user, balance_wei_hub, txhash"
                     " FROM history WHERE user=? ORDER BY tx",
                     err);
-  return ins_hist_ && load_hist_;
+  has_coll_ = prep("SELECT 1 FROM history WHERE user=? AND event='collateral-proposed' LIMIT 1", err);
+  return ins_hist_ && load_hist_ && has_coll_;
+}
+
+bool Store::has_collateral(const std::string& user, bool& yes, std::string& err) {
+  sqlite3_stmt* s = has_coll_;
+  sqlite3_reset(s);
+  sqlite3_bind_text(s, 1, user.c_str(), -1, SQLITE_TRANSIENT);
+  const int rc = sqlite3_step(s);
+  yes = rc == SQLITE_ROW;
+  sqlite3_reset(s);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    err = std::string("history: ") + sqlite3_errmsg(sqlite3_db_handle(s));
+    return false;
+  }
+  return true;
 }
 
 bool Store::insert_history(const std::string& user, uint64_t tx, const agent::HistoryEntry& e, std::string& err) {

@@ -521,6 +521,10 @@ Hub::Chan* Hub::channel(const Address& user) {
     c->legacy_unsaved = true;  // passed: the legacy row is deleted with the next write
   }
   c->active_ms = now_ms();
+  if (!store_.has_collateral(k, c->collateralized, err)) {
+    txerr_ = err;
+    return nullptr;
+  }
   Chan* raw = c.get();
   chans_[k] = std::move(c);
   if (raw->outstanding()) timed_.insert(raw);

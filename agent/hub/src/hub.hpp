@@ -90,6 +90,7 @@ class Hub {
     uint64_t active_ms = 0;
     std::deque<std::pair<uint64_t, U256>> flow;
     uint64_t collateral_time = 0;
+    bool collateralized = false;  // the hub deposited collateral here (history table): reclaimable
     ThreadSet set() {
       return ThreadSet{threads.data(), thread_count, threads.size(), scratch.data()};
     }

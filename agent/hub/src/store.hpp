@@ -94,6 +94,8 @@ class Store {
   bool history_open(std::string& err);
   bool insert_history(const std::string& user, uint64_t tx, const agent::HistoryEntry& e, std::string& err);
   bool load_history(const std::string& user, std::vector<agent::HistoryEntry>& out, std::string& err);
+  // Whether the hub ever proposed collateral into this channel (a collateral-proposed row).
+  bool has_collateral(const std::string& user, bool& yes, std::string& err);
   // All channel rows (user, state), for the watchtower at startup.
   bool list_channels(std::vector<std::pair<std::string, Bytes>>& out, std::string& err);
 
@@ -107,7 +109,7 @@ class Store {
   sqlite3_stmt *load_rq_ = nullptr, *del_rq_ = nullptr, *ins_rq_ = nullptr, *load_id_ = nullptr, *save_id_ = nullptr;
   bool step_done(sqlite3_stmt* s, const char* what, std::string& err);
   sqlite3_stmt *save_dep_ = nullptr, *del_dep_ = nullptr;
-  sqlite3_stmt *ins_hist_ = nullptr, *load_hist_ = nullptr;
+  sqlite3_stmt *ins_hist_ = nullptr, *load_hist_ = nullptr, *has_coll_ = nullptr;
 
   void checkpointer(std::string path);
   std::thread ckpt_;
