@@ -319,6 +319,34 @@ TEST_F(Flows, TopUpAndWithdrawWhileRunning) {
   EXPECT_GE(count_event(h, "payment"), 3u);
   // The history table and its machine forms.
   EXPECT_NE(device::history_format(h, "table").find("withdrawal-confirmed"), std::string::npos);
+  // The receipt: the latest double-signed state, verified by anyone with `picopay hash`
+  // and `picopay recover` (docs/flows.md): the signers are the device and the hub.
+  {
+    cJSON* st = cJSON_Parse(device::status_json(s).c_str());
+    ASSERT_NE(st, nullptr);
+    char* ch = cJSON_PrintUnformatted(cJSON_GetObjectItem(st, "channel"));
+    const std::string state = ch;
+    const std::string sig_hub = cJSON_GetObjectItem(cJSON_GetObjectItem(st, "channel"), "sigHub")->valuestring;
+    const std::string sig_user = cJSON_GetObjectItem(cJSON_GetObjectItem(st, "channel"), "sigUser")->valuestring;
+    cJSON_free(ch);
+    cJSON_Delete(st);
+    Child hc;
+    ASSERT_TRUE(hc.start({bin_dir() + "/picopay", "hash", "channel"}, dir + ".hash.log", true, true));
+    write_all(hc.stdin_fd(), state);
+    hc.close_stdin();
+    std::string hash = read_all(hc.stdout_fd());
+    ASSERT_EQ(hc.wait(30000), 0);
+    while (!hash.empty() && (hash.back() == '\n' || hash.back() == '\r')) hash.pop_back();
+    for (const auto& [sig, who] : {std::make_pair(sig_hub, hub_addr_), std::make_pair(sig_user, key_address(keys_[0]))}) {
+      Child rc;
+      ASSERT_TRUE(rc.start({bin_dir() + "/picopay", "recover", "--hash", hash, "--sig", sig}, dir + ".recover.log", false,
+                           true));
+      std::string signer = read_all(rc.stdout_fd());
+      ASSERT_EQ(rc.wait(30000), 0);
+      for (auto& c : signer) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      EXPECT_EQ(signer.substr(0, 42), who);
+    }
+  }
   std::string csv = device::history_format(h, "csv");
   for (auto& ch : csv) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   EXPECT_NE(csv.find(recipient.substr(2)), std::string::npos);

@@ -1079,10 +1079,14 @@ int Demo::finish() {
   std::printf("\n%-11s %-42s %28s %30s\n", "on chain", "address", wei_ ? "account balance (wei)" : "account balance",
               "left in the channel (hub/user)");
   std::vector<Address> shown = users;
+  bool payee_shown = false;
+  for (const auto& u : users) payee_shown = payee_shown || u == payee.user;
+  if (!payee_shown) shown.push_back(payee.user);  // cashed out: its channel stays open, empty
+  const size_t with_channel = shown.size();
   Address hub_a{};
   if (address_parse(hub_addr_.c_str(), hub_addr_.size(), hub_a) == Status::Ok) shown.push_back(hub_a);
   for (size_t i = 0; i < shown.size(); ++i) {
-    const bool is_user = i < users.size();
+    const bool is_user = i < with_channel;
     auto b = rpc.balance(shown[i]);
     cJSON* o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "name", name_of(shown[i]).c_str());

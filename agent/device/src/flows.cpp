@@ -27,6 +27,13 @@ std::string g_lock_dir;
 
 std::string inbox(const std::string& dir) { return dir + "/commands"; }
 
+// mkdir -p, mode 0700 for what it creates (the state dir holds the channel record).
+void make_dirs(const std::string& dir) {
+  for (size_t p = dir.find('/', 1); p != std::string::npos; p = dir.find('/', p + 1))
+    ::mkdir(dir.substr(0, p).c_str(), 0700);
+  ::mkdir(dir.c_str(), 0700);
+}
+
 bool read_file(const std::string& path, std::string& out) {
   std::ifstream f(path);
   if (!f) return false;
@@ -60,7 +67,7 @@ bool write_atomic(const std::string& dir, const std::string& name, const std::st
 }
 
 bool ensure_inbox(const std::string& dir, std::string& err) {
-  ::mkdir(dir.c_str(), 0700);
+  make_dirs(dir);
   const std::string d = inbox(dir);
   if (::mkdir(d.c_str(), 0700) != 0 && errno != EEXIST) {
     err = "cannot create " + d + ": " + std::strerror(errno);
@@ -135,7 +142,7 @@ bool parse_command(const std::string& text, Command& c, std::string& err) {
 
 bool state_dir_lock(const std::string& dir, std::string& err) {
   if (g_lock_fd >= 0 && g_lock_dir == dir) return true;
-  ::mkdir(dir.c_str(), 0700);
+  make_dirs(dir);
   const std::string path = dir + "/agent.lock";
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) {

@@ -16,6 +16,7 @@ std::string help_text() {
   return R"(picopay-hub: the picopay hub bridge (MQTT v5 <-> channel validation <-> SQLite <-> chain)
 
 Usage: picopay-hub [--config FILE] [options]
+       picopay-hub history --user ADDR [--db FILE] [--json|--csv]   a channel's history (docs/flows.md)
 
 Every option can also be set in the JSON config file (key in brackets); the command line wins.
 
