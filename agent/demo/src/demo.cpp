@@ -877,13 +877,11 @@ int Demo::finish() {
               kCollateralIdleSeconds);
   const bool reclaimed = wait_for(
       [&] {
-        std::lock_guard<std::mutex> l(st_.mu);
-        auto it = st_.hub.find(payee_addr_);
-        if (it == st_.hub.end()) return false;
-        cJSON* h = cJSON_Parse(it->second.c_str());
-        const bool ok = json_str(h, "balanceWeiHub") == "0" && json_str(h, "balanceWeiUser") == "0";
-        cJSON_Delete(h);
-        return ok;
+        // The payee's record: nothing left, and the hub's withdrawal confirmed.
+        device::AgentState p;
+        std::string perr;
+        return device::state_load(work_ + "/payee", p, perr) && p.channel.state.balanceWeiHub.is_zero() &&
+               p.channel.state.balanceWeiUser.is_zero() && !channel_has_pending(p.channel.state) && !p.has_pending;
       },
       60000);
   if (!reclaimed) std::printf("[demo] WARNING: the payee's collateral was not taken back within 60 s\n");
