@@ -133,9 +133,16 @@ Status policy_check_chain_status(const ChainFacts& c, const ChannelState& prev, 
   if (!c.known) return Status::Ok;
   if (c.status == ChainChannelStatus::InDispute) return Status::ChannelInDispute;
   if (c.emptied && reason != UpdateReason::EmptyChannel) {
+    // What prev holds once its pending operations are executed: pending withdrawals have
+    // already left the balances, pending deposits are still to come. A state whose
+    // withdrawals take everything out (a cooperative withdrawal of all, docs/flows.md)
+    // leaves the channel empty on chain exactly as an emptyChannel would: its
+    // ConfirmPending records what the chain shows and is not refused.
     const bool holds = !prev.balanceWeiHub.is_zero() || !prev.balanceWeiUser.is_zero() ||
                        !prev.balanceTokenHub.is_zero() || !prev.balanceTokenUser.is_zero() ||
-                       channel_blocks_updates(prev) || prev.threadCount != 0;
+                       !prev.pendingDepositWeiHub.is_zero() || !prev.pendingDepositWeiUser.is_zero() ||
+                       !prev.pendingDepositTokenHub.is_zero() || !prev.pendingDepositTokenUser.is_zero() ||
+                       prev.threadCount != 0;
     if (holds) return Status::ChannelInDispute;
   }
   return Status::Ok;

@@ -197,6 +197,18 @@ TEST_F(PolicyTest, DisputeAndEmptiedChannelTakeNoOffChainUpdate) {
   // Once the off-chain state is empty too, the channel is usable again.
   ChannelState zero = prev_;
   zero.balanceWeiHub = zero.balanceWeiUser = zero.balanceTokenHub = zero.balanceTokenUser = U256::zero();
+  {
+    // A withdrawal of everything, executed on chain, leaves the channel empty as an
+    // emptyChannel would: its ConfirmPending is not refused. A pending deposit is not
+    // executed in an emptied channel: still ChannelInDispute.
+    ChannelState all_out = zero;
+    all_out.pendingWithdrawalWeiUser = u(700);
+    all_out.timeout = kNow + 600;
+    EXPECT_EQ(policy_check_chain_status(hub_in_.chain, all_out, UpdateReason::ConfirmPending), Status::Ok);
+    ChannelState dep_in = all_out;
+    dep_in.pendingDepositWeiUser = u(5);
+    EXPECT_EQ(policy_check_chain_status(hub_in_.chain, dep_in, UpdateReason::ConfirmPending), Status::ChannelInDispute);
+  }
   EXPECT_EQ(policy_hub_countersigns(hub_in_, zero, deposit(5, 0)), Status::Ok);
 }
 

@@ -6,7 +6,9 @@ The demo runs with --workdir in a fresh temporary directory; the test fails unle
 its summary JSON (the default <workdir>/summary.json) says reconciled: true with every device
 agreeing, totals paid = received (exact wei), at least one Wh and one payment per second, a
 latency p50 <= p99 <= max, settlement gas, on-chain balances for every charger, the payee and
-the hub, and its plot (<workdir>/demo.svg) is well-formed SVG.
+the hub, the money flows of docs/flows.md reconciled (a charger's top-up, the payee's
+cooperative cash-out of exactly what it received, the hub's idle collateral taken back),
+and its plot (<workdir>/demo.svg) is well-formed SVG.
 """
 import json
 import shutil
@@ -69,6 +71,21 @@ def main():
         fail(f"on-chain balances for {sorted(names)}, expected {sorted(expect)}", work)
     if "hubReserveWei" not in s["onChain"]:
         fail("no hub reserve in the summary", work)
+    # The money flows (docs/flows.md): a charger topped up while charging, the payee cashed
+    # out cooperatively exactly what it received, the hub took its idle collateral back.
+    # They run in ETH: with --token the summary says they were skipped.
+    flows = s.get("flows", {})
+    if token:
+        if not flows.get("skipped"):
+            fail(f"token mode: flows should say they were skipped: {flows}", work)
+    else:
+        for k in ("topUp", "cashOut", "collateral"):
+            if flows.get(k, {}).get("reconciled") is not True:
+                fail(f"flow {k} does not reconcile: {flows.get(k)}", work)
+        if flows["cashOut"]["cashedOutWei"] != s["receivedWei"]:
+            fail(f"payee cashed out {flows['cashOut']['cashedOutWei']}, received {s['receivedWei']}", work)
+        if not (flows["topUp"]["gasUsed"] > 0 and flows["cashOut"]["gasUsed"] > 0):
+            fail(f"flow gas {flows}", work)
     try:
         root = ET.parse(f"{work}/demo.svg").getroot()
     except (OSError, ET.ParseError) as e:
@@ -76,7 +93,11 @@ def main():
     if not root.tag.endswith("svg") or len(s["series"]) < 1 or len(root.findall(".//{http://www.w3.org/2000/svg}polyline")) < 4:
         fail("demo.svg has no plotted series", work)
     print(f"check_demo: reconciled; {s['wh']} Wh, paid {s['paidEth']}, {s['paymentsPerSecond']['avg']:.1f} payments/s "
-          f"avg, latency p50/p99/max {lat['p50']:.1f}/{lat['p99']:.1f}/{lat['max']:.1f} ms, gas {s['gas']['total']}")
+          f"avg, latency p50/p99/max {lat['p50']:.1f}/{lat['p99']:.1f}/{lat['max']:.1f} ms, gas {s['gas']['total']}; " +
+          ("flows skipped (token mode)" if token else
+           f"top-up {flows['topUp']['gasUsed']} gas / {flows['topUp']['elapsedMs']} ms, cash-out "
+           f"{flows['cashOut']['gasUsed']} gas / {flows['cashOut']['elapsedMs']} ms, collateral back "
+           f"{flows['collateral']['reclaimedWei']} wei"))
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -144,7 +144,8 @@ TEST_F(HubTest, HelpListsEveryOption) {
   for (const char* opt : {"--config", "--broker-host", "--broker-port", "--broker-user", "--broker-password",
                           "--broker-ca", "--client-id", "--hub-address", "--key", "--private-key", "--contract",
                           "--rpc-url", "--event-state", "--confirmations", "--watchtower-interval", "--db", "--store",
-                          "--batch-max", "--collateral-wei", "--exchange-rate", "--exchange-rate-time",
+                          "--batch-max", "--collateral-wei", "--collateral-max-wei", "--collateral-window", "--collateral-idle",
+                          "--reserve-warn-wei", "--exchange-rate", "--exchange-rate-time",
                           "--dev-skip-chain-checks", "--verbose", "--help"})
     EXPECT_NE(h.find(opt), std::string::npos) << opt;
   EXPECT_EQ(run_command({PICOPAY_HUB_BIN, "--bogus"}, dir_ + "/bogus.txt"), 2);

@@ -27,7 +27,9 @@
 #include "picopay/codec.hpp"
 #include "demo_firmware.hpp"
 #include "picopay/demo.hpp"
+#include "picopay/demo/flows.hpp"
 #include "picopay/demo/support.hpp"
+#include "picopay/device/flows.hpp"
 #include "picopay/device/state.hpp"
 #include "picopay/mqtt/client.hpp"
 #include "picopay/mqtt/protocol.hpp"
@@ -93,6 +95,8 @@ void on_sigint(int) { g_interrupted = true; }
 const uint64_t kPriceWei = 100000000000ULL;  // 100 gwei per Wh
 const char* kDepositWei = "1000000000000000000";  // 1 ETH per device
 const char* kCollateralWei = "5000000000000000000";
+const char* kTopUpWei = "500000000000000000";  // 0.5 ETH: charger1 tops up while it charges
+const int kCollateralIdleSeconds = 5;           // the hub takes back the payee's idle collateral
 const uint64_t kChallenge = 60;
 
 struct Dev {
@@ -462,6 +466,8 @@ class Demo {
   cJSON* devices_json_ = nullptr;  // filled by finish()
   cJSON* chain_json_ = nullptr;
   cJSON* gas_json_ = nullptr;
+  cJSON* flows_json_ = nullptr;  // the money flows (docs/flows.md): top-up, cash-out, collateral
+  FlowRun topup_, cashout_;
   uint64_t gas_total_ = 0;
   uint64_t chain_id_ = 0;
   U256 total_paid_ = U256::zero(), total_received_ = U256::zero();
@@ -472,6 +478,7 @@ class Demo {
     cJSON_Delete(devices_json_);
     cJSON_Delete(chain_json_);
     cJSON_Delete(gas_json_);
+    cJSON_Delete(flows_json_);
   }
 };
 
@@ -533,6 +540,7 @@ bool Demo::write_outputs(bool reconciled, const std::string& error) {
   cJSON_AddNumberToObject(g, "total", static_cast<double>(gas_total_));
   cJSON_AddStringToObject(g, "scope", "gas used by the demo's own transactions (the chargers' deposits are not counted)");
   cJSON_AddItemToObject(j, "gas", g);
+  cJSON_AddItemToObject(j, "flows", flows_json_ ? cJSON_Duplicate(flows_json_, 1) : cJSON_CreateObject());
   cJSON* ser = cJSON_AddArrayToObject(j, "series");
   for (const auto& x : series_) {
     cJSON* o = cJSON_CreateObject();
@@ -788,7 +796,9 @@ bool Demo::setup(std::string& err) {
                                     "\"},\n  \"hub\": {\"privateKey\": \"" + hub_key_ + "\"},\n  \"contract\": \"" +
                                     contract_ + "\",\n  \"rpcUrl\": \"" + chain_.url() + "\",\n  \"db\": \"" + work_ +
                                     "/hub.db\",\n  \"collateral\": {\"" + (token_ ? "depositTokens" : "depositWei") +
-                                    "\": \"" + kCollateralWei + "\"}\n}\n",
+                                    "\": \"" + kCollateralWei + "\"" +
+                                    (token_ ? std::string() : ", \"idleSeconds\": " + std::to_string(kCollateralIdleSeconds)) +
+                                    "}\n}\n",
                                 err))
     return false;
   if (!hub_.start({bin_hub, "--config", hub_cfg}, work_ + "/hub.log")) {
@@ -988,6 +998,27 @@ int Demo::finish() {
         return ok;
       },
       20000);
+  // The payee cashes out everything it received, cooperatively (no exit, no challenge
+  // period), then the hub takes back its idle collateral (docs/flows.md).
+  if (!token_) {  // the flows run in ETH (docs/flows.md)
+    std::printf("[demo] the payee cashes out (cooperative withdrawal, channel stays open)...\n");
+    cashout_ = run_agent_flow(bin_dir() + "/picopay-agent", "withdraw", "all", work_ + "/payee.json",
+                              work_ + "/payee.cashout.log");
+    std::printf("[demo] payee cash-out: %s (gas %llu, %llu ms)\n", cashout_.ok ? "ok" : cashout_.error.c_str(),
+                static_cast<unsigned long long>(cashout_.gasUsed), static_cast<unsigned long long>(cashout_.elapsedMs));
+    std::printf("[demo] waiting for the hub to take back the payee's idle collateral (%d s idle)...\n",
+                kCollateralIdleSeconds);
+    const bool reclaimed = wait_for(
+        [&] {
+          // The payee's record: nothing left, and the hub's withdrawal confirmed.
+          device::AgentState p;
+          std::string perr;
+          return device::state_load(work_ + "/payee", p, perr) && p.channel.state.balanceWeiHub.is_zero() &&
+                 p.channel.state.balanceWeiUser.is_zero() && !channel_has_pending(p.channel.state) && !p.has_pending;
+        },
+        60000);
+    if (!reclaimed) std::printf("[demo] WARNING: the payee's collateral was not taken back within 60 s\n");
+  }
   payee_.stop(10000);
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // last hub status messages
   hub_.stop(10000);
@@ -1044,6 +1075,11 @@ int Demo::finish() {
     U256 sum{}, dep{};
     (void)u256_add(bal_user(s.channel.state), bal_hub(s.channel.state), sum);
     (void)u256_parse_decimal(kDepositWei, std::strlen(kDepositWei), dep);
+    if (!token_ && d == devs_.front() && topup_.ok) {  // charger1's top-up is in its channel too
+      U256 t{};
+      (void)u256_parse_decimal(kTopUpWei, std::strlen(kTopUpWei), t);
+      (void)u256_add(dep, t, dep);
+    }
     bool conserved = s.channel.state.threadCount == 0 && sum == dep && bal_hub(s.channel.state) == s.wei_paid;
     (void)u256_add(total_paid, s.wei_paid, total_paid);
     total_wh_ += s.meter.units();
@@ -1126,7 +1162,69 @@ int Demo::finish() {
               amount(total_paid).c_str(), amount(total_received).c_str(),
               totals ? "totals conserved" : "TOTALS DIFFER");
   if (!totals) ++failures;
-  if (payee.channel.hasSigHub) {
+  // The flows (docs/flows.md): the top-up confirmed, the payee cashed out exactly what it
+  // received, the hub's collateral back in its reserve; both histories show them. They run
+  // in ETH only: with --token the summary says so.
+  if (token_) {
+    cJSON_Delete(flows_json_);
+    flows_json_ = cJSON_CreateObject();
+    cJSON_AddStringToObject(flows_json_, "skipped", "the flows run in ETH (docs/flows.md), not with --token");
+  } else {
+    cJSON_Delete(flows_json_);
+    flows_json_ = cJSON_CreateObject();
+    std::vector<device::HistoryEntry> ph, dh;
+    std::string herr;
+    (void)device::history_load(work_ + "/payee", ph, herr);
+    if (!devs_.empty()) (void)device::history_load(devs_[0]->dir, dh, herr);
+    auto sum_of = [](const std::vector<device::HistoryEntry>& h, const char* ev, size_t* n) {
+      U256 t = U256::zero();
+      *n = 0;
+      for (const auto& e : h)
+        if (e.event == ev) {
+          (void)u256_add(t, e.wei, t);
+          ++*n;
+        }
+      return t;
+    };
+    size_t n_top = 0, n_coll = 0, n_back = 0, n_out = 0;
+    (void)sum_of(dh, "deposit-confirmed", &n_top);
+    const U256 coll = sum_of(ph, "collateral", &n_coll);
+    const U256 back = sum_of(ph, "collateral-reclaimed", &n_back);
+    const U256 out = sum_of(ph, "withdrawal-confirmed", &n_out);
+    const bool top_ok = topup_.ok && n_top >= 2;  // the first deposit and the top-up
+    const bool cash_ok = cashout_.ok && n_out == 1 && out == total_received;
+    const bool coll_ok = n_back >= 1 && payee.channel.state.balanceWeiHub.is_zero() &&
+                         payee.channel.state.balanceWeiUser.is_zero() && !channel_has_pending(payee.channel.state);
+    cJSON* t = flow_json(topup_);
+    cJSON_AddStringToObject(t, "device", devs_.empty() ? "" : devs_[0]->name.c_str());
+    cJSON_AddBoolToObject(t, "reconciled", top_ok);
+    cJSON_AddItemToObject(flows_json_, "topUp", t);
+    cJSON* c = flow_json(cashout_);
+    cJSON_AddStringToObject(c, "receivedWei", json::amount_text(total_received).c_str());
+    cJSON_AddStringToObject(c, "cashedOutWei", json::amount_text(out).c_str());
+    cJSON_AddBoolToObject(c, "reconciled", cash_ok);
+    cJSON_AddItemToObject(flows_json_, "cashOut", c);
+    cJSON* k = cJSON_CreateObject();
+    cJSON_AddStringToObject(k, "depositedWei", json::amount_text(coll).c_str());
+    cJSON_AddNumberToObject(k, "deposits", static_cast<double>(n_coll));
+    cJSON_AddStringToObject(k, "reclaimedWei", json::amount_text(back).c_str());
+    cJSON_AddNumberToObject(k, "reclaims", static_cast<double>(n_back));
+    cJSON_AddNumberToObject(k, "idleSeconds", kCollateralIdleSeconds);
+    cJSON_AddBoolToObject(k, "reconciled", coll_ok);
+    cJSON_AddItemToObject(flows_json_, "collateral", k);
+    U256 topup_wei{};
+    (void)u256_parse_decimal(kTopUpWei, std::strlen(kTopUpWei), topup_wei);
+    std::printf("[demo] flows: top-up %s %s; payee cashed out %s of %s received %s; collateral %s in, %s back "
+                "%s\n",
+                amount(topup_wei).c_str(), top_ok ? "ok" : "DIFF",
+                amount(out).c_str(), amount(total_received).c_str(), cash_ok ? "ok" : "DIFF", amount(coll).c_str(),
+                amount(back).c_str(), coll_ok ? "ok" : "DIFF");
+    failures += (top_ok ? 0 : 1) + (cash_ok ? 0 : 1) + (coll_ok ? 0 : 1);
+  }
+  // A payee channel that still holds something is settled on chain with the devices'; an
+  // empty one (cashed out, collateral back) needs nothing: it stays open, no challenge.
+  const ChannelState& pc = payee.channel.state;
+  if (payee.channel.hasSigHub && (!bal_hub(pc).is_zero() || !bal_user(pc).is_zero() || pc.threadCount != 0)) {
     finals.push_back(payee.channel);
     users.push_back(payee.user);
   }
@@ -1168,10 +1266,14 @@ int Demo::finish() {
   std::printf("\n%-11s %-42s %28s %30s\n", "on chain", "address", wei_ ? "account balance (wei)" : "account balance",
               "left in the channel (hub/user)");
   std::vector<Address> shown = users;
+  bool payee_shown = false;
+  for (const auto& u : users) payee_shown = payee_shown || u == payee.user;
+  if (!payee_shown) shown.push_back(payee.user);  // cashed out: its channel stays open, empty
+  const size_t with_channel = shown.size();
   Address hub_a{};
   if (address_parse(hub_addr_.c_str(), hub_addr_.size(), hub_a) == Status::Ok) shown.push_back(hub_a);
   for (size_t i = 0; i < shown.size(); ++i) {
-    const bool is_user = i < users.size();
+    const bool is_user = i < with_channel;
     auto b = rpc.balance(shown[i]);
     cJSON* o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "name", name_of(shown[i]).c_str());
@@ -1297,7 +1399,21 @@ int Demo::run(int argc, char** argv) {
     std::fprintf(stderr, "[demo] FAILED: %s\n", err.c_str());
     rc = 1;
   } else {
+    // charger1 tops up its channel while it charges (picopay-agent deposit, docs/flows.md).
+    std::thread topup([this] {
+      for (int i = 0; i < seconds_ * 5 && !g_interrupted; ++i)  // about a third of the run
+        std::this_thread::sleep_for(std::chrono::milliseconds(66));
+      if (devs_.empty() || g_interrupted || token_) return;  // the flows run in ETH (docs/flows.md)
+      topup_ = run_agent_flow(bin_dir() + "/picopay-agent", "deposit", kTopUpWei,
+                              work_ + "/" + devs_[0]->name + ".json", work_ + "/" + devs_[0]->name + ".topup.log");
+      U256 t{};
+      (void)u256_parse_decimal(kTopUpWei, std::strlen(kTopUpWei), t);
+      std::printf("[demo] %s topped up %s while charging: %s (gas %llu, %llu ms)\n", devs_[0]->name.c_str(),
+                  amount(t).c_str(), topup_.ok ? "ok" : topup_.error.c_str(),
+                  static_cast<unsigned long long>(topup_.gasUsed), static_cast<unsigned long long>(topup_.elapsedMs));
+    });
     progress_loop();
+    topup.join();
     if (g_interrupted) {
       std::fprintf(stderr, "[demo] interrupted\n");
       err = "interrupted";

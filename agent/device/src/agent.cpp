@@ -17,10 +17,14 @@
 #include <cstring>
 #include <deque>
 #include <iostream>
+#include <map>
+#include <set>
+#include <tuple>
 #include <memory>
 #include <mutex>
 #include <thread>
 
+#include "picopay/agent/collateral_request.hpp"
 #include "picopay/agent/json_state.hpp"
 #include "picopay/agent/quotes.hpp"
 #include "picopay/agent/units.hpp"
@@ -32,6 +36,7 @@
 #include "price.hpp"
 #include "picopay/device/tower_client.hpp"
 #include "picopay/device/chain_follow.hpp"
+#include "picopay/device/flows.hpp"
 #include "picopay/device/meter.hpp"
 #include "picopay/device/state.hpp"
 #include "picopay/keyfile.hpp"
@@ -152,6 +157,33 @@ class Agent {
   void follow_chain();
   bool pay_units(uint64_t units);
   long sender_thread() const;  // slot of the open thread we pay on, or -1
+  // Flows (flows.hpp, docs/flows.md): the command inbox, refill, cash-out, history.
+  // flows_step: true if it proposed something (the caller does nothing else this round).
+  bool flows_step(const ChannelState& c);
+  bool start_command(const Command& cmd, const ChannelState& c);
+  void finish_command(bool ok, const std::string& error);
+  void flows_on_effects(const Effects& fx);
+  void history(HistoryEntry e);
+  void history_update(const Effects& fx);
+
+  struct Running {
+    Command cmd;
+    bool confirmed_stage = false;  // the proposal is double-signed: on chain + ConfirmPending next
+    uint64_t proposal_tx = 0;      // txCountGlobal of our proposal
+    uint64_t started_ms = 0;
+    bool automatic = false;        // refill / cash-out (no inbox file)
+  };
+  std::unique_ptr<Running> cmd_;
+  uint64_t last_inbox_ms_ = 0;
+  Hash32 last_tx_{};          // our last on-chain userAuthorizedUpdate
+  uint64_t last_tx_gas_ = 0;
+  bool has_last_tx_ = false;
+  ChannelState hist_prev_{};  // the channel state of the last history entry
+  std::map<std::pair<std::string, uint64_t>, U256> received_seen_;  // payee: thread (payer, id) -> wei
+  std::set<std::tuple<std::string, std::string, uint64_t>> threads_seen_open_, threads_seen_closed_;
+  bool hist_failed_ = false;
+  bool refill_failed_ = false;
+  uint64_t last_collateral_ask_ms_ = 0;  // an automatic refill could not start: no more tries this run
 
   Config cfg_;
   port::PosixLog log_;
@@ -328,6 +360,7 @@ void Agent::publish(const OutMessage& m) {
 }
 
 void Agent::carry(Status st, const Effects& fx, const char* what) {
+  flows_on_effects(fx);
   // Bookkeeping that must be in the same record as the session's change.
   if (fx.event == SessionEvent::UpdateCompleted) {
     refusals_ = 0;
@@ -354,6 +387,7 @@ void Agent::carry(Status st, const Effects& fx, const char* what) {
     ++payments_;
   }
   if (fx.persist && !save()) return;  // persisted before anything leaves
+  history_update(fx);                 // after the record that makes it true
   for (size_t i = 0; i < fx.count; ++i) publish(fx.out[i]);
   if (fx.count > 0 || fx.event != SessionEvent::None) status_dirty_ = true;
   if (fx.needsChain) needs_chain_ = true;
@@ -565,7 +599,13 @@ bool Agent::onchain_deposit() {
       return true;
     }
     txh = rc->transactionHash;
-    logf(port::LogLevel::Info, "deposit on chain: %s", json::hash_text(txh).c_str());
+    last_tx_ = txh;
+    last_tx_gas_ = rc->gasUsed;
+    has_last_tx_ = true;
+    logf(port::LogLevel::Info, "%s on chain: %s (gas %llu)",
+         c.state.pendingWithdrawalWeiUser.is_zero() && c.state.pendingWithdrawalTokenUser.is_zero() ? "deposit"
+                                                                                                  : "withdrawal",
+         json::hash_text(txh).c_str(), static_cast<unsigned long long>(rc->gasUsed));
   }
   ChainFacts f{};
   std::string err;
@@ -598,7 +638,8 @@ void Agent::follow_chain() {
   if (!v->error.empty()) logf(port::LogLevel::Error, "chain: cannot answer the exit (retrying): %s", v->error.c_str());
   // Held while an exit runs, or while the chain shows the channel emptied and our latest
   // state still holds something: then only EmptyChannel (the hub requests it) brings it
-  // back; once our state is empty too, a new deposit reopens it.
+  // back; once our state is empty too, a new deposit reopens it. A channel we emptied
+  // ourselves (a withdrawal of everything) is not a reason to stop.
   const bool hold =
       v->dispute || (v->emptied && policy_check_chain_status(v->facts, s_.channel().state, UpdateReason::Payment) !=
                                        Status::Ok);
@@ -664,6 +705,15 @@ bool Agent::pay_units(uint64_t units) {
   }
   ++payments_;
   carry(st, fx, "thread payment");
+  {
+    HistoryEntry e;
+    e.event = "thread-payment";
+    e.wei = amount;
+    e.has_counterparty = true;
+    e.counterparty = rec.initial.state.receiver;
+    e.threadId = rec.initial.state.threadId;
+    history(e);
+  }
   return true;
 }
 
@@ -680,15 +730,17 @@ void Agent::step() {
   if (done_ || chain_hold_) return;
   if (!s_.synced() || s_.has_pending()) return;  // a hub request kept for chain facts does not block paying
   const ChannelState& c = s_.channel().state;
-  if (!cfg_.payer) return;
   const uint64_t now = unix_now();
-  // 1. Our deposit double-signed but not yet on chain / confirmed.
-  if (channel_has_pending(c) && (!c.pendingDepositWeiUser.is_zero() || !c.pendingDepositTokenUser.is_zero())) {
+  // 1. Our deposit or withdrawal double-signed but not yet on chain / confirmed.
+  if (channel_has_pending(c) && (!c.pendingDepositWeiUser.is_zero() || !c.pendingWithdrawalWeiUser.is_zero() ||
+                                 !c.pendingDepositTokenUser.is_zero() || !c.pendingWithdrawalTokenUser.is_zero())) {
     if (now_ms() < deposit_retry_ms_) return;
     if (!chain_failed_ && !onchain_deposit()) chain_failed_ = true;
     return;
   }
   if (channel_has_pending(c)) return;  // the hub's pending ops: it requests ConfirmPending
+  if (flows_step(c) || cfg_.oneshot) return;
+  if (!cfg_.payer) return;
   // 2. Our first deposit (whoever deposits first: the hub's collateral may come before).
   if (!st_.deposited && !(dep_wei_.is_zero() && dep_tok_.is_zero()) && !stopping_) {
     Effects fx;
@@ -770,7 +822,15 @@ void Agent::step() {
       return;
     }
   }
-  // 4. Pay what is due.
+  // 4. Pay what is due (with a refill configured: what the channel holds, the rest after
+  // the refill).
+  if (!cfg_.has_pay_to && !cfg_.refill_wei.is_zero() && !refill_failed_ && due > 0) {
+    U256 q{}, rem{};
+    if (u256_divmod(c.balanceWeiUser, cfg_.price_wei, q, rem) == Status::Ok && q.fits_u64() && q.low64() < due) {
+      if (q.low64() > 0) pay_units(q.low64());
+      return;  // the refill comes next round
+    }
+  }
   if (due >= cfg_.min_units || (draining && due > 0)) {
     if (!pay_units(due)) {
       if (!cfg_.has_pay_to) {
@@ -796,32 +856,302 @@ void Agent::step() {
   }
 }
 
-void Agent::tower_log(bool warn, const std::string& line) {
-  if (!warn) {
-    logf(port::LogLevel::Debug, "%s", line.c_str());
-    return;
+// ---------------------------------------------------------------- flows (docs/flows.md)
+
+// Takes the next inbox command, or starts a refill / cash-out, when nothing else is in
+// flight (no proposal, no pending operation).
+bool Agent::flows_step(const ChannelState& c) {
+  if (stopping_) return false;
+  if (cmd_) {
+    // Our proposal was given up (the hub refused it for good and asked for its
+    // Invalidation): the session moved past it without completing it.
+    if (!cmd_->confirmed_stage && c.txCountGlobal >= cmd_->proposal_tx)
+      finish_command(false, std::string("the hub refused it: ") +
+                                (last_refusal_ == Status::Ok ? "invalidated" : status_name(last_refusal_)));
+    else if (cmd_->confirmed_stage && !channel_has_pending(c))
+      finish_command(true, "");  // confirmed (carry() saw the ConfirmPending)
+    return cmd_ != nullptr;
   }
-  // Rate-limited (the acks come through the broker); the Ok slot is the tower's own.
-  uint64_t suppressed = 0;
-  if (!ignored_log_.allow(Status::Ok, now_ms(), &suppressed)) return;
-  if (suppressed > 0)
-    logf(port::LogLevel::Warn, "%s (and %llu more tower warnings in the last 10 s)", line.c_str(),
-         static_cast<unsigned long long>(suppressed));
-  else
-    logf(port::LogLevel::Warn, "%s", line.c_str());
+  if (now_ms() - last_inbox_ms_ >= 300) {
+    last_inbox_ms_ = now_ms();
+    Command next;
+    if (command_next(cfg_.state_dir, next)) {
+      std::string err;
+      if (!command_take(cfg_.state_dir, next.id, err)) {
+        logf(port::LogLevel::Error, "%s", err.c_str());
+        return false;
+      }
+      if (!start_command(next, c)) return false;
+      return true;
+    }
+  }
+  if (cfg_.oneshot) {
+    done_ = true;  // the inbox is carried out
+    return true;
+  }
+  // Payee: ask for collateral while the hub holds less than we expect (at most once a
+  // minute; the hub sizes and bounds what it deposits).
+  if (!cfg_.expect_income_wei.is_zero() && c.balanceWeiHub < cfg_.expect_income_wei &&
+      (last_collateral_ask_ms_ == 0 || now_ms() - last_collateral_ask_ms_ >= 60000)) {
+    last_collateral_ask_ms_ = now_ms();
+    const std::string req = agent::collateral_request_make(signer_, key_, st_.contract, st_.user,
+                                                           cfg_.expect_income_wei, unix_now());
+    if (!req.empty()) {
+      mq_->publish(mqtt::topic_collateral(st_.hub, st_.user), req, 1, false);
+      logf(port::LogLevel::Info, "asked the hub for %s wei of collateral (it holds %s)",
+           json::amount_text(cfg_.expect_income_wei).c_str(), json::amount_text(c.balanceWeiHub).c_str());
+    }
+  }
+  // Automatic refill (payer) and cash-out (payee): below the threshold, or when what is
+  // due is more than the channel holds.
+  U256 due_wei = U256::zero();
+  if (st_.meter.units() > st_.units_paid &&
+      u256_mul(cfg_.price_wei, U256::from_u64(st_.meter.units() - st_.units_paid), due_wei) != Status::Ok)
+    due_wei = U256::zero();
+  if (cfg_.payer && !cfg_.refill_wei.is_zero() && !refill_failed_ &&
+      (c.balanceWeiUser < cfg_.refill_below_wei || (!cfg_.has_pay_to && c.balanceWeiUser < due_wei)) &&
+      (st_.deposited || cfg_.deposit_wei.is_zero()) && now_ms() >= deposit_retry_ms_) {
+    Command r;
+    r.op = "deposit";
+    r.wei = cfg_.refill_wei;
+    if (start_command(r, c)) {
+      cmd_->automatic = true;
+      return true;
+    }
+    refill_failed_ = true;  // e.g. the wallet is empty: pay what the channel holds, then stop
+    return false;
+  }
+  if (!cfg_.cash_out_above_wei.is_zero() && c.balanceWeiUser > cfg_.cash_out_above_wei &&
+      now_ms() >= deposit_retry_ms_) {
+    Command r;
+    r.op = "withdraw";
+    r.all = true;
+    r.has_to = cfg_.has_cash_out_to;
+    r.to = cfg_.cash_out_to;
+    if (start_command(r, c)) {
+      cmd_->automatic = true;
+      return true;
+    }
+    deposit_retry_ms_ = now_ms() + 30000;
+  }
+  return false;
 }
 
-void Agent::tower_step(bool flush) {
-  if (!tower_ || !mq_) return;
-  auto pub = [this](const std::string& topic, const std::vector<uint8_t>& b) {
-    mq_->publish(topic, b.data(), b.size(), 1, false);
-  };
-  auto lg = [this](bool warn, const std::string& l) { tower_log(warn, l); };
-  const std::vector<SignedThreadState> incoming = TowerClient::incoming_threads(s_);
-  if (flush)
-    tower_->flush(s_.channel(), incoming, now_ms(), pub, lg);
+bool Agent::start_command(const Command& cmd, const ChannelState& c) {
+  cmd_ = std::make_unique<Running>();
+  cmd_->cmd = cmd;
+  cmd_->started_ms = now_ms();
+  has_last_tx_ = false;
+  last_tx_gas_ = 0;
+  const uint64_t now = unix_now();
+  Effects fx;
+  Status st = Status::Ok;
+  if (cmd.op == "deposit") {
+    if (!cm_) {
+      finish_command(false, "a deposit needs the chain: no rpc URL configured");
+      return false;
+    }
+    auto bal = wallet_->rpc().balance(st_.user);
+    if (bal && *bal < cmd.wei) {
+      finish_command(false, "the wallet " + json::address_text(st_.user) + " holds " + json::amount_text(*bal) +
+                                " wei, less than the deposit of " + json::amount_text(cmd.wei) + " wei (plus gas)");
+      return false;
+    }
+    st = s_.request_deposit(cmd.wei, U256::zero(), now + 3600, now, fx);
+  } else {
+    if (!cm_) {
+      finish_command(false, "a withdrawal needs the chain: no rpc URL configured");
+      return false;
+    }
+    U256 amount = cmd.all ? c.balanceWeiUser : cmd.wei;
+    if (amount.is_zero()) {
+      finish_command(false, "nothing to withdraw: the channel balance is 0 wei");
+      return false;
+    }
+    if (c.balanceWeiUser < amount) {
+      finish_command(false, "the channel balance is " + json::amount_text(c.balanceWeiUser) + " wei, less than " +
+                                json::amount_text(amount) + " wei (wei locked in open threads is not withdrawable)");
+      return false;
+    }
+    cmd_->cmd.wei = amount;
+    st = s_.request_withdrawal(cmd.has_to ? cmd.to : st_.user, amount, U256::zero(), now + 3600, now, fx);
+  }
+  if (st != Status::Ok) {
+    finish_command(false, std::string("cannot propose it: ") + status_message(st));
+    return false;
+  }
+  cmd_->proposal_tx = s_.pending().txCountGlobal;
+  logf(port::LogLevel::Info, "%s%s of %s wei proposed (txCountGlobal %llu)", cmd_->automatic ? "automatic " : "",
+       cmd.op.c_str(), json::amount_text(cmd_->cmd.wei).c_str(), static_cast<unsigned long long>(cmd_->proposal_tx));
+  carry(st, fx, cmd.op.c_str());
+  return true;
+}
+
+void Agent::finish_command(bool ok, const std::string& error) {
+  if (!cmd_) return;
+  CommandResult r;
+  r.ok = ok;
+  r.op = cmd_->cmd.op;
+  r.wei = cmd_->cmd.wei;
+  r.txCountGlobal = s_.channel().state.txCountGlobal;
+  if (has_last_tx_) {
+    r.transaction = json::hash_text(last_tx_);
+    r.gasUsed = last_tx_gas_;
+  }
+  r.elapsedMs = now_ms() - cmd_->started_ms;
+  r.error = error;
+  if (ok)
+    logf(port::LogLevel::Info, "%s of %s wei done: txCountGlobal %llu, gas %llu, %llu ms", r.op.c_str(),
+         json::amount_text(r.wei).c_str(), static_cast<unsigned long long>(r.txCountGlobal),
+         static_cast<unsigned long long>(r.gasUsed), static_cast<unsigned long long>(r.elapsedMs));
   else
-    tower_->step(s_.channel(), incoming, now_ms(), pub, lg);
+    logf(port::LogLevel::Error, "%s of %s wei failed: %s", r.op.c_str(), json::amount_text(r.wei).c_str(),
+         error.c_str());
+  if (!cmd_->cmd.id.empty()) {
+    std::string err;
+    if (!command_finish(cfg_.state_dir, cmd_->cmd.id, r, err)) logf(port::LogLevel::Error, "%s", err.c_str());
+  }
+  cmd_.reset();
+  status_dirty_ = true;
+}
+
+// Follows the command through the session's events: our proposal double-signed, then
+// (after the on-chain step) the ConfirmPending.
+void Agent::flows_on_effects(const Effects& fx) {
+  if (!cmd_ || fx.event != SessionEvent::UpdateCompleted) return;
+  if (!cmd_->confirmed_stage && fx.txCountGlobal == cmd_->proposal_tx) cmd_->confirmed_stage = true;
+}
+
+void Agent::history(HistoryEntry e) {
+  if (!cfg_.history || hist_failed_) return;
+  if (e.time == 0) e.time = unix_now();
+  std::string err;
+  if (!history_append(cfg_.state_dir, e, err)) {
+    hist_failed_ = true;  // say it once; the channel record is unaffected
+    logf(port::LogLevel::Error, "history: %s (history off until restart)", err.c_str());
+  }
+}
+
+// One history entry per double-signed update of ours, and per thread payment received.
+void Agent::history_update(const Effects& fx) {
+  if (fx.event == SessionEvent::ThreadPaymentReceived) {
+    // Which thread: the one whose latest state moved past the view the last save wrote
+    // (refresh_view runs in save(), so compare with the session after the fact: the view
+    // was refreshed just now; find the thread by the amount received instead).
+    for (size_t i = 0; i < s_.thread_capacity(); ++i) {
+      const SessionThread& t = s_.thread_slot(i);
+      if (!t.used || t.sender) continue;
+      auto key = std::make_pair(json::address_text(t.initial.state.sender), t.initial.state.threadId);
+      U256& seen = received_seen_[key];
+      if (t.latest.state.balanceWeiReceiver == seen) continue;
+      HistoryEntry e;
+      e.event = "thread-received";
+      U256 d{};
+      if (u256_sub(t.latest.state.balanceWeiReceiver, seen, d) != Status::Ok) d = t.latest.state.balanceWeiReceiver;
+      e.wei = d;
+      seen = t.latest.state.balanceWeiReceiver;
+      e.has_counterparty = true;
+      e.counterparty = t.initial.state.sender;
+      e.threadId = t.initial.state.threadId;
+      history(e);
+    }
+    return;
+  }
+  if (fx.event != SessionEvent::UpdateCompleted) return;
+  const ChannelState& n = s_.channel().state;
+  const ChannelState& p = hist_prev_;
+  HistoryEntry e;
+  e.txCountGlobal = n.txCountGlobal;
+  e.reason = update_reason_name(fx.reason) ? update_reason_name(fx.reason) : "";
+  e.has_balances = true;
+  e.balanceWeiUser = n.balanceWeiUser;
+  e.balanceWeiHub = n.balanceWeiHub;
+  switch (fx.reason) {
+    case UpdateReason::Payment:
+      e.event = "payment";
+      e.wei = fx.amountWei;
+      e.has_counterparty = true;
+      e.counterparty = st_.hub;
+      break;
+    case UpdateReason::ProposePendingDeposit:
+      e.event = n.pendingDepositWeiUser.is_zero() ? "collateral-proposed" : "deposit-proposed";
+      e.wei = n.pendingDepositWeiUser.is_zero() ? n.pendingDepositWeiHub : n.pendingDepositWeiUser;
+      break;
+    case UpdateReason::ProposePendingWithdrawal:
+      e.event = n.pendingWithdrawalWeiUser.is_zero() ? "collateral-reclaim-proposed" : "withdrawal-proposed";
+      e.wei = n.pendingWithdrawalWeiUser.is_zero() ? n.pendingWithdrawalWeiHub : n.pendingWithdrawalWeiUser;
+      if (!n.pendingWithdrawalWeiUser.is_zero()) {
+        e.has_counterparty = true;
+        e.counterparty = n.recipient;
+      }
+      break;
+    case UpdateReason::ConfirmPending:
+      if (!p.pendingDepositWeiUser.is_zero()) {
+        e.event = "deposit-confirmed";
+        e.wei = p.pendingDepositWeiUser;
+      } else if (!p.pendingWithdrawalWeiUser.is_zero()) {
+        e.event = "withdrawal-confirmed";
+        e.wei = p.pendingWithdrawalWeiUser;
+        e.has_counterparty = true;
+        e.counterparty = p.recipient;
+      } else if (!p.pendingDepositWeiHub.is_zero()) {
+        e.event = "collateral";
+        e.wei = p.pendingDepositWeiHub;
+      } else if (!p.pendingWithdrawalWeiHub.is_zero()) {
+        e.event = "collateral-reclaimed";
+        e.wei = p.pendingWithdrawalWeiHub;
+      } else {
+        e.event = "confirm";
+      }
+      if (has_last_tx_ && (!p.pendingDepositWeiUser.is_zero() || !p.pendingWithdrawalWeiUser.is_zero()))
+        e.transaction = json::hash_text(last_tx_);
+      break;
+    case UpdateReason::OpenThread:
+    case UpdateReason::CloseThread: {
+      // The thread that appeared in (or left) the set: the session's slot with that change.
+      e.event = fx.reason == UpdateReason::OpenThread ? "thread-open" : "thread-close";
+      for (size_t i = 0; i < s_.thread_capacity(); ++i) {
+        const SessionThread& t = s_.thread_slot(i);
+        if (!t.used) continue;
+        const bool match = fx.reason == UpdateReason::OpenThread ? t.open : !t.open;
+        if (!match) continue;
+        auto key = std::make_tuple(json::address_text(t.initial.state.sender),
+                                   json::address_text(t.initial.state.receiver), t.initial.state.threadId);
+        if (fx.reason == UpdateReason::OpenThread ? !threads_seen_open_.insert(key).second
+                                                  : !threads_seen_closed_.insert(key).second)
+          continue;
+        e.has_counterparty = true;
+        e.counterparty = t.sender ? t.initial.state.receiver : t.initial.state.sender;
+        e.threadId = t.initial.state.threadId;
+        e.wei = fx.reason == UpdateReason::OpenThread ? t.initial.state.balanceWeiSender
+                                                      : t.latest.state.balanceWeiReceiver;
+        if (fx.reason == UpdateReason::CloseThread && !t.sender) {
+          // Payee: what the payer's close request carried beyond the payments seen (those
+          // that came before the mirror opened are adopted at close).
+          U256& seen = received_seen_[std::make_pair(json::address_text(t.initial.state.sender), t.initial.state.threadId)];
+          U256 d{};
+          if (t.latest.state.balanceWeiReceiver != seen &&
+              u256_sub(t.latest.state.balanceWeiReceiver, seen, d) == Status::Ok) {
+            HistoryEntry r;
+            r.event = "thread-received";
+            r.wei = d;
+            r.has_counterparty = true;
+            r.counterparty = t.initial.state.sender;
+            r.threadId = t.initial.state.threadId;
+            history(r);
+            seen = t.latest.state.balanceWeiReceiver;
+          }
+        }
+        break;
+      }
+      break;
+    }
+    default:
+      e.event = "update";
+      break;
+  }
+  hist_prev_ = n;
+  history(e);
 }
 
 void Agent::handle(const Event& e) {
@@ -889,24 +1219,12 @@ int Agent::run() {
     std::fprintf(stderr, "picopay-agent: signer unavailable\n");
     return 1;
   }
-  if (!cfg_.key_hex.empty()) {
-    if (private_key_parse(cfg_.key_hex.c_str(), cfg_.key_hex.size(), key_) != Status::Ok) {
-      std::fprintf(stderr, "picopay-agent: privateKey must be 0x + 64 hex\n");
+  {
+    std::string kerr;
+    if (!config_private_key(cfg_, key_, kerr)) {
+      std::fprintf(stderr, "picopay-agent: %s\n", kerr.c_str());
       return 2;
     }
-  } else if (!cfg_.key_file.empty()) {
-    char pass[1024];
-    size_t plen = 0;
-    if (passphrase_obtain(pass, sizeof pass, &plen, false) != Status::Ok ||
-        keyfile_read(cfg_.key_file.c_str(), pass, plen, key_) != Status::Ok) {
-      std::memset(pass, 0, sizeof pass);
-      std::fprintf(stderr, "picopay-agent: cannot open key file %s\n", cfg_.key_file.c_str());
-      return 2;
-    }
-    std::memset(pass, 0, sizeof pass);
-  } else {
-    std::fprintf(stderr, "picopay-agent: no key (privateKey or keyFile / --key-file)\n");
-    return 2;
   }
   Address me{};
   if (signer_.address_of(key_, me) != Status::Ok) {
@@ -914,6 +1232,12 @@ int Agent::run() {
     return 2;
   }
   std::string err;
+  if (!state_dir_lock(cfg_.state_dir, err)) {
+    std::fprintf(stderr, "picopay-agent: %s\n", err.c_str());
+    return 1;
+  }
+  command_recover(cfg_.state_dir);
+  if (cfg_.oneshot) cfg_.meter = "none";
   bool missing = false;
   const bool loaded = state_load(cfg_.state_dir, st_, err, &missing);
   if (!loaded && !missing) {
@@ -993,6 +1317,18 @@ int Agent::run() {
     }
   }
   if (!save()) return 1;
+  hist_prev_ = s_.channel().state;
+  for (size_t i = 0; i < s_.thread_capacity(); ++i) {  // history: what is already known
+    const SessionThread& t = s_.thread_slot(i);
+    if (!t.used) continue;
+    auto key = std::make_tuple(json::address_text(t.initial.state.sender), json::address_text(t.initial.state.receiver),
+                               t.initial.state.threadId);
+    threads_seen_open_.insert(key);
+    if (!t.open) threads_seen_closed_.insert(key);
+    if (!t.sender)
+      received_seen_[std::make_pair(json::address_text(t.initial.state.sender), t.initial.state.threadId)] =
+          t.latest.state.balanceWeiReceiver;
+  }
   mqtt::Options o;
   o.host = cfg_.host;
   o.port = cfg_.port;
@@ -1039,12 +1375,18 @@ int Agent::run() {
     reader.detach();
   }
   uint64_t stop_deadline = 0;
+  const uint64_t oneshot_deadline = now_ms() + static_cast<uint64_t>(cfg_.wait_seconds) * 1000;
   while (!done_) {
     if (g_stop && !stopping_) {
       stopping_ = true;
       stop_deadline = now_ms() + 15000;
       logf(port::LogLevel::Info, "stopping: paying what is due%s", cfg_.close_on_exit ? " and closing threads" : "");
       if (!cfg_.payer) done_ = !s_.has_pending();
+    }
+    if (cfg_.oneshot && now_ms() > oneshot_deadline) {
+      logf(port::LogLevel::Error, "the command did not finish in time (state is saved; the agent resumes it)");
+      exit_code_ = 1;
+      break;
     }
     if (stopping_ && now_ms() > stop_deadline) {
       logf(port::LogLevel::Warn, "stop deadline reached with work left (state is saved; resumes on restart)");
@@ -1376,6 +1718,27 @@ bool Agent::resolve_amounts() {
 }
 
 }  // namespace
+
+bool config_private_key(const Config& cfg, PrivateKey& key, std::string& err) {
+  if (!cfg.key_hex.empty()) {
+    if (private_key_parse(cfg.key_hex.c_str(), cfg.key_hex.size(), key) != Status::Ok) {
+      err = "privateKey must be 0x + 64 hex";
+      return false;
+    }
+    return true;
+  }
+  if (!cfg.key_file.empty()) {
+    char pass[1024];
+    size_t plen = 0;
+    const bool ok = passphrase_obtain(pass, sizeof pass, &plen, false) == Status::Ok &&
+                    keyfile_read(cfg.key_file.c_str(), pass, plen, key) == Status::Ok;
+    std::memset(pass, 0, sizeof pass);
+    if (!ok) err = "cannot open key file " + cfg.key_file;
+    return ok;
+  }
+  err = "no key (privateKey or keyFile / --key-file)";
+  return false;
+}
 
 int agent_run(const Config& cfg) {
   struct sigaction sa {};

@@ -136,6 +136,16 @@ bool config_load_file(const std::string& path, Config& cfg, std::string& err) {
         cfg.tower_interval_ms = static_cast<uint64_t>(n->valuedouble);
     }
   }
+  if (str(o, "refillBelowWei", s) && !parse_amount_text(s, cfg.refill_below_wei)) fail("refillBelowWei: decimal wei");
+  if (str(o, "refillWei", s) && !parse_amount_text(s, cfg.refill_wei)) fail("refillWei: decimal wei");
+  if (str(o, "cashOutAboveWei", s) && !parse_amount_text(s, cfg.cash_out_above_wei))
+    fail("cashOutAboveWei: decimal wei");
+  if (str(o, "expectIncomeWei", s) && !parse_amount_text(s, cfg.expect_income_wei))
+    fail("expectIncomeWei: decimal wei");
+  if (str(o, "cashOutTo", s)) {
+    if (!parse_address_text(s, cfg.cash_out_to)) fail("cashOutTo is not an address");
+    cfg.has_cash_out_to = true;
+  }
   const cJSON* b = cJSON_GetObjectItemCaseSensitive(o, "broker");
   const bool holds_secret = cJSON_IsString(cJSON_GetObjectItemCaseSensitive(o, "privateKey")) ||
                             (cJSON_IsObject(b) && cJSON_IsString(cJSON_GetObjectItemCaseSensitive(b, "password")));

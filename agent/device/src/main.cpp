@@ -6,7 +6,10 @@
 
 #include "picopay/agent/secret_file.hpp"
 #include "picopay/agent/install.hpp"
+#include "picopay/agent/json_state.hpp"
+#include "picopay/chain/manager.hpp"
 #include "picopay/device/agent.hpp"
+#include "picopay/device/flows.hpp"
 #include "picopay/device/state.hpp"
 
 namespace picopay::device {
@@ -19,6 +22,12 @@ namespace {
 const char* kHelp =
     "usage: picopay-agent [run] [options]\n"
     "       picopay-agent status --state-dir DIR\n"
+    "       picopay-agent deposit WEI [options]          top up the channel (docs/flows.md)\n"
+    "       picopay-agent withdraw WEI|all [--to ADDR] [options]\n"
+    "                                                    cooperative withdrawal, channel stays open\n"
+    "       picopay-agent withdraw-owed [--to ADDR] --rpc URL --contract ADDR --key-file FILE\n"
+    "                                                    collect payouts the contract credited\n"
+    "       picopay-agent history --state-dir DIR [--json|--csv]\n"
     "\n"
     "A picopay device or gateway agent (payer and/or payee) over MQTT (docs/mqtt-protocol.md).\n"
     "The state dir keeps the channel; every state is persisted before its signature leaves.\n"
@@ -74,12 +83,23 @@ const char* kHelp =
     "                          this address, which answers stale exits while we sleep\n"
     "                          (docs/tower.md; config: \"tower\": {\"address\": ..})\n"
     "  --tower-interval-ms N   hand a newer state over at most this often (default 1000)\n"
+    "  --refill-below-wei N    payer: top up when the channel balance falls below N wei\n"
+    "  --refill-wei N          ... by N wei (on chain, from the device's wallet)\n"
+    "  --cash-out-above-wei N  withdraw the whole channel balance once it exceeds N wei\n"
+    "  --cash-out-to ADDR      ... to ADDR (default: the device's own address)\n"
+    "  --expect-income-wei N   payee: ask the hub to hold N wei of collateral in the channel\n"
+    "  --to ADDR               withdraw, withdraw-owed: the recipient (default: the device)\n"
+    "  --wait SECONDS          deposit, withdraw: wait this long for the result (default 180)\n"
+    "  --json, --csv           history: machine-readable output\n"
     "  -v, --verbose           debug logs\n"
     "  -h, --help              this help\n"
     "  --version               print the version and exit\n"
     "\n"
     "stdin meter line protocol: 'wh <cumulative Wh>', 'kwh <cumulative kWh>', 'units <n>', 'quit';\n"
     "'#' comments. At end of input the agent pays what is due, closes its thread and exits.\n"
+    "deposit / withdraw hand the command to the agent running on --state-dir (its command\n"
+    "inbox); with no agent running they connect themselves (same options as run), carry it\n"
+    "out and exit. They print the result as JSON (gasUsed, elapsedMs) and exit 0 on success.\n"
     "SIGINT/SIGTERM: pay what is due, close threads, exit (state is kept for a restart).\n"
     "A config file holding privateKey or broker.password must be mode 0600 (refused otherwise).\n"
     "Exit status: 0 ok, 1 runtime error, 2 usage error.\n";
@@ -92,6 +112,88 @@ int usage_error(const std::string& m) {
 }  // namespace
 
 namespace picopay::device {
+namespace {
+
+bool read_password(Config& cfg) {
+  std::string err;
+  if (!cfg.password_file.empty()) {
+    if (!agent::secret_file_read(cfg.password_file, cfg.password, err)) {
+      std::fprintf(stderr, "picopay-agent: %s\n", err.c_str());
+      return false;
+    }
+  } else if (cfg.password.empty()) {
+    if (const char* p = std::getenv("PICOPAY_MQTT_PASSWORD")) cfg.password = p;
+  }
+  return true;
+}
+
+// deposit / withdraw: through the running agent's inbox, or one-shot when none runs.
+int run_command(Config cfg, Command& c) {
+  std::string err;
+  const bool alone = state_dir_lock(cfg.state_dir, err);
+  if (!command_submit(cfg.state_dir, c, err)) {
+    std::fprintf(stderr, "picopay-agent: %s\n", err.c_str());
+    return 1;
+  }
+  if (alone) {
+    // No agent runs on this state dir: carry the inbox out ourselves (we hold the lock).
+    cfg.oneshot = true;
+    if (!read_password(cfg)) return 2;
+    int rc = agent_run(cfg);
+    if (rc == 2) return 2;
+  }
+  CommandResult r;
+  if (!command_wait(cfg.state_dir, c.id, alone ? 1000 : cfg.wait_seconds * 1000, r)) {
+    std::fprintf(stderr, "picopay-agent: no result for the %s after %d s (the agent keeps it: see %s/commands/%s.*)\n",
+                 c.op.c_str(), cfg.wait_seconds, cfg.state_dir.c_str(), c.id.c_str());
+    return 1;
+  }
+  std::printf("%s\n", command_result_json(r).c_str());
+  if (!r.ok) std::fprintf(stderr, "picopay-agent: %s failed: %s\n", c.op.c_str(), r.error.c_str());
+  return r.ok ? 0 : 1;
+}
+
+// withdraw-owed: collects what the contract credited to this address (pull payments).
+int withdraw_owed(const Config& cfg, const Address* to) {
+  if (cfg.rpc_url.empty() || !cfg.has_contract) return usage_error("withdraw-owed needs --rpc and --contract");
+  PrivateKey key{};
+  std::string err;
+  if (!config_private_key(cfg, key, err)) {
+    std::fprintf(stderr, "picopay-agent: %s\n", err.c_str());
+    return 2;
+  }
+  chain::RpcClient rpc(cfg.rpc_url);
+  chain::Wallet w(rpc, key);
+  if (!w.init()) {
+    std::fprintf(stderr, "picopay-agent: cannot reach the Ethereum node at %s\n", cfg.rpc_url.c_str());
+    return 1;
+  }
+  chain::ChannelManagerClient cm(w, cfg.contract);
+  cm.require_channel_manager();
+  auto owed = cm.owed_wei(w.address());
+  if (!owed) {
+    std::fprintf(stderr, "picopay-agent: %s\n", owed.error().to_string().c_str());
+    return 1;
+  }
+  if (owed->is_zero()) {
+    std::printf("{\"ok\":true,\"owedWei\":\"0\",\"note\":\"nothing owed\"}\n");
+    return 0;
+  }
+  auto rc = to ? cm.withdraw_owed_to(*to) : cm.withdraw_owed();
+  if (!rc) {
+    std::fprintf(stderr, "picopay-agent: withdrawOwed: %s\n", rc.error().to_string().c_str());
+    return 1;
+  }
+  std::printf("{\"ok\":true,\"owedWei\":\"%s\",\"transaction\":\"%s\",\"gasUsed\":%llu}\n",
+              json::amount_text(*owed).c_str(), json::hash_text(rc->transactionHash).c_str(),
+              static_cast<unsigned long long>(rc->gasUsed));
+  return 0;
+}
+
+}  // namespace
+}  // namespace picopay::device
+
+namespace picopay::device {
 
 int agent_main(int argc, char** argv) {
   if (agent::version_requested(argc, argv)) return agent::print_version();
@@ -101,6 +203,11 @@ int agent_main(int argc, char** argv) {
     cmd = argv[1];
     i = 2;
   }
+  std::string amount_arg;
+  if ((cmd == "deposit" || cmd == "withdraw") && i < argc && argv[i][0] != '-') amount_arg = argv[i++];
+  Address to{};
+  bool has_to = false;
+  std::string format = "table";
   Config cfg;
   std::string config_file;
   // Pass 1: config file first so options override it.
@@ -125,6 +232,8 @@ int agent_main(int argc, char** argv) {
       cfg.exit_on_eof = false;
     } else if (a == "--no-close-on-exit") {
       cfg.close_on_exit = false;
+    } else if (a == "--json" || a == "--csv") {
+      format = a.substr(2);
     } else if (!val(v)) {
       return usage_error("unknown option or missing value: " + a);
     } else if (a == "--config") {
@@ -219,11 +328,52 @@ int agent_main(int argc, char** argv) {
       const unsigned long long ms = std::strtoull(v.c_str(), &end, 10);
       if (v.empty() || *end != '\0' || ms < 1 || ms > 3600000) return usage_error("--tower-interval-ms: 1 .. 3600000");
       cfg.tower_interval_ms = ms;
+    } else if (a == "--refill-below-wei") {
+      if (!parse_amount_text(v, cfg.refill_below_wei)) return usage_error("--refill-below-wei: decimal wei");
+    } else if (a == "--refill-wei") {
+      if (!parse_amount_text(v, cfg.refill_wei)) return usage_error("--refill-wei: decimal wei");
+    } else if (a == "--cash-out-above-wei") {
+      if (!parse_amount_text(v, cfg.cash_out_above_wei)) return usage_error("--cash-out-above-wei: decimal wei");
+    } else if (a == "--cash-out-to") {
+      if (!parse_address_text(v, cfg.cash_out_to)) return usage_error("--cash-out-to: not an address");
+      cfg.has_cash_out_to = true;
+    } else if (a == "--expect-income-wei") {
+      if (!parse_amount_text(v, cfg.expect_income_wei)) return usage_error("--expect-income-wei: decimal wei");
+    } else if (a == "--to") {
+      if (!parse_address_text(v, to)) return usage_error("--to: not an address");
+      has_to = true;
+    } else if (a == "--wait") {
+      cfg.wait_seconds = std::atoi(v.c_str());
+      if (cfg.wait_seconds <= 0) return usage_error("--wait: seconds, 1 or more");
     } else {
       return usage_error("unknown option " + a);
     }
   }
+  if (cmd == "withdraw-owed") return withdraw_owed(cfg, has_to ? &to : nullptr);
   if (cfg.state_dir.empty()) return usage_error("--state-dir is required");
+  if (cmd == "history") {
+    std::vector<HistoryEntry> h;
+    if (!history_load(cfg.state_dir, h, err)) {
+      std::fprintf(stderr, "picopay-agent: %s\n", err.c_str());
+      return 1;
+    }
+    std::fputs(history_format(h, format).c_str(), stdout);
+    return 0;
+  }
+  if (cmd == "deposit" || cmd == "withdraw") {
+    Command c;
+    c.op = cmd;
+    if (amount_arg.empty()) return usage_error(cmd + " needs an amount in wei" + (cmd == "withdraw" ? " or all" : ""));
+    if (cmd == "withdraw" && amount_arg == "all") {
+      c.all = true;
+    } else if (!parse_amount_text(amount_arg, c.wei) || c.wei.is_zero()) {
+      return usage_error(cmd + ": the amount must be a positive decimal number of wei");
+    }
+    if (has_to && cmd != "withdraw") return usage_error("--to is for withdraw");
+    c.has_to = has_to;
+    c.to = to;
+    return run_command(cfg, c);
+  }
   if (cmd == "status") {
     AgentState s;
     if (!state_load(cfg.state_dir, s, err)) {
@@ -235,14 +385,7 @@ int agent_main(int argc, char** argv) {
     return 0;
   }
   if (cmd != "run") return usage_error("unknown command " + cmd);
-  if (!cfg.password_file.empty()) {
-    if (!agent::secret_file_read(cfg.password_file, cfg.password, err)) {
-      std::fprintf(stderr, "picopay-agent: %s\n", err.c_str());
-      return 2;
-    }
-  } else if (cfg.password.empty()) {
-    if (const char* p = std::getenv("PICOPAY_MQTT_PASSWORD")) cfg.password = p;
-  }
+  if (!read_password(cfg)) return 2;
   return agent_run(cfg);
 }
 

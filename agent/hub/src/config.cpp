@@ -16,6 +16,7 @@ std::string help_text() {
   return R"(picopay-hub: the picopay hub bridge (MQTT v5 <-> channel validation <-> SQLite <-> chain)
 
 Usage: picopay-hub [--config FILE] [options]
+       picopay-hub history --user ADDR [--db FILE] [--json|--csv]   a channel's history (docs/flows.md)
 
 Every option can also be set in the JSON config file (key in brackets); the command line wins.
 
@@ -60,6 +61,15 @@ Store and policy:
                             (default 0 = never deposit)
   --collateral-tokens N     the same in token base units of the ChannelManager's token
                             [collateral.depositTokens] (default 0)
+  --collateral-max-wei WEI  most a collateral request makes the hub deposit [collateral.maxWei]
+                            (default 0 = no cap; docs/flows.md)
+  --collateral-window S     size collateral from the thread payments a payee received in the last
+                            S seconds [collateral.flowWindowSeconds] (default 3600)
+  --collateral-idle S       take back (hub withdrawal to the reserve) the hub balance of a channel
+                            it funded with collateral, once idle for S seconds
+                            [collateral.idleSeconds] (default 0 = never)
+  --reserve-warn-wei WEI    warn when the hub's on-chain reserve is below this [collateral.reserveWarnWei]
+                            (default 1 ETH)
   --exchange-rate N         the hub's exchange rate, token base units per wei [exchange.rate]
                             (default 0 = the hub countersigns no Exchange); a user's Exchange is
                             countersigned within 2 % of it, if it is at most 24 h old, and only
@@ -149,6 +159,16 @@ bool load_file(const std::string& path, Config& c, std::string& err) {
   num(j, c.verify_threads, "verifyThreads");
   str(j, c.collateral_wei, "collateral", "depositWei");
   str(j, c.collateral_tokens, "collateral", "depositTokens");
+  str(j, c.collateral_max_wei, "collateral", "maxWei");
+  str(j, c.reserve_warn_wei, "collateral", "reserveWarnWei");
+  {
+    int v = static_cast<int>(c.collateral_window_seconds);
+    num(j, v, "collateral", "flowWindowSeconds");
+    c.collateral_window_seconds = static_cast<uint64_t>(v < 0 ? 0 : v);
+    v = static_cast<int>(c.collateral_idle_seconds);
+    num(j, v, "collateral", "idleSeconds");
+    c.collateral_idle_seconds = static_cast<uint64_t>(v < 0 ? 0 : v);
+  }
   str(j, c.exchange_rate, "exchange", "rate");
   {
     std::string t;
@@ -242,6 +262,13 @@ int parse_config(int argc, char** argv, Config& c, std::string& err) {
     else if (a == "--verify-threads") ok = ival(c.verify_threads);
     else if (a == "--collateral-wei") ok = val(c.collateral_wei);
     else if (a == "--collateral-tokens") ok = val(c.collateral_tokens);
+    else if (a == "--collateral-max-wei") ok = val(c.collateral_max_wei);
+    else if (a == "--reserve-warn-wei") ok = val(c.reserve_warn_wei);
+    else if (a == "--collateral-window" || a == "--collateral-idle") {
+      int v = 0;
+      ok = ival(v);
+      (a == "--collateral-window" ? c.collateral_window_seconds : c.collateral_idle_seconds) = static_cast<uint64_t>(v);
+    }
     else if (a == "--exchange-rate") ok = val(c.exchange_rate);
     else if (a == "--exchange-rate-time") {
       ok = val(tmp);

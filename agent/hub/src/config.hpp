@@ -44,6 +44,15 @@ struct Config {
   std::string collateral_wei = "0";
   // the same for the ChannelManager's token (token base units; docs/tokens.md)
   std::string collateral_tokens = "0";
+  // collateral management (docs/flows.md): what a payee's collateral request (or its recent
+  // flow) makes the hub deposit is clamped to [collateral_wei, collateral_max_wei] ("0":
+  // no cap); sized from the thread payments it received in the last
+  // collateral_window_seconds; hub balance of a channel idle for collateral_idle_seconds is
+  // withdrawn to the reserve (0: never); below reserve_warn_wei of reserve the hub warns
+  std::string collateral_max_wei = "0";
+  uint64_t collateral_window_seconds = 3600;
+  uint64_t collateral_idle_seconds = 0;
+  std::string reserve_warn_wei = "1000000000000000000";
   // exchanges (docs/signing-policy.md): the hub countersigns a user's Exchange only near its
   // current rate: token base units per wei (decimal; "0" = no exchanges), set at
   // exchange_rate_time (Unix seconds; 0 = when the hub started), within 2 % and 24 h

@@ -197,6 +197,15 @@ bool Hub::start(std::string& err) {
     err = "bad --contract address: " + cfg_.contract;
     return false;
   }
+  if (u256_parse_decimal(cfg_.collateral_max_wei.c_str(), cfg_.collateral_max_wei.size(), collateral_max_) !=
+      Status::Ok) {
+    err = "bad --collateral-max-wei: " + cfg_.collateral_max_wei;
+    return false;
+  }
+  if (u256_parse_decimal(cfg_.reserve_warn_wei.c_str(), cfg_.reserve_warn_wei.size(), reserve_warn_) != Status::Ok) {
+    err = "bad --reserve-warn-wei: " + cfg_.reserve_warn_wei;
+    return false;
+  }
   if (u256_parse_decimal(cfg_.collateral_wei.c_str(), cfg_.collateral_wei.size(), collateral_) != Status::Ok) {
     err = "bad --collateral-wei: " + cfg_.collateral_wei;
     return false;
@@ -350,6 +359,7 @@ void Hub::worker() {
     chain_jobs();
     if (fatal_.load()) return;
     request_timers();
+    collateral_round();
     flush_status(false);
     evict();
   }
@@ -399,6 +409,7 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch) {
     if (leaf == "update") handle_update(*ch, m.payload, outs);
     else if (leaf == "reply") handle_reply(*ch, m.payload, outs);
     else if (leaf == "sync") handle_sync(*ch, outs);
+    else if (leaf == "collateral") handle_collateral(*ch, m.payload, outs);
     if (tx_failed_) break;
     if (ch->dirty) touched.push_back(ch);
   }
@@ -588,6 +599,11 @@ Hub::Chan* Hub::channel(const Address& user) {
     c->legacy_unsaved = true;  // passed: the legacy row is deleted with the next write
   }
   c->compact();
+  c->active_ms = now_ms();
+  if (!ok(ledger_->has_collateral(k, c->collateralized), err)) {
+    txerr_ = err;
+    return nullptr;
+  }
   Chan* raw = c.get();
   chans_[user] = std::move(c);
   lru_push_front(raw);
@@ -892,6 +908,7 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
   }
   ch.thread_count = ts.count;
   ch.compact();
+  const ChannelState prev_state = ch.latest.state;
   ch.latest = signed_state;
   if (ch.legacy_tx != 0 && ch.latest.state.txCountGlobal >= ch.legacy_tx) {
     ch.legacy_tx = 0;
@@ -910,6 +927,11 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
   }
   persist_channel(ch);
   if (tx_failed_) return false;
+  if (!ok(ledger_->insert_history(ch.key, history_row(history_entry(prev_state, next, u))), err)) {
+    txerr_ = err;
+    tx_failed_ = true;
+    return false;
+  }
   batch_done_[std::make_pair(ch.key, u.txCountGlobal)] = std::make_pair(payload, rep);
   Out o;
   o.topic = mqtt::topic_reply(ch.user);
@@ -943,8 +965,11 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
   // A collateral deposit the hub requested, now countersigned: a job for the chain,
   // stored in the same transaction as the countersignature, so a crash before
   // hubAuthorizedUpdate (or before the ConfirmPending) does not lose it.
-  if (u.reason == UpdateReason::ProposePendingDeposit &&
-      (!u.deposit.depositWeiHub.is_zero() || !u.deposit.depositTokenHub.is_zero())) {
+  // Likewise a hub-only withdrawal (collateral the hub takes back, docs/flows.md): the
+  // hub executes the user-signed state with hubAuthorizedUpdate.
+  if ((u.reason == UpdateReason::ProposePendingDeposit &&
+       (!u.deposit.depositWeiHub.is_zero() || !u.deposit.depositTokenHub.is_zero())) ||
+      hub_withdrawal(u)) {
     if (!ok(ledger_->save_deposit(ch.key, signed_state.state.txCountGlobal, st_wire), err)) {
       txerr_ = err;
       tx_failed_ = true;
@@ -957,6 +982,7 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
   }
   if (changed) persist_requests(ch);
   if (tx_failed_) return false;
+  note_activity(ch, u);
   after_accept(ch, u, outs);
   if (tx_failed_) return false;
   pump(ch, outs);
@@ -1047,6 +1073,9 @@ void Hub::ensure_collateral(Chan& payee, std::vector<Out>& outs) {
   ChannelUpdate p = channel_update_make(UpdateReason::ProposePendingDeposit);
   p.deposit.depositWeiHub = amount_for(need_wei, have_wei, collateral_);
   p.deposit.depositTokenHub = amount_for(need_tok, have_tok, collateral_tokens_);
+  // The reserve on chain is checked before anything is promised (logged with the command
+  // that funds it when short).
+  if (!p.deposit.depositWeiHub.is_zero() && !reserve_allows(p.deposit.depositWeiHub, payee.key)) return;
   logf("info", payee.key + ": requesting a deposit of " + json::amount_text(p.deposit.depositWeiHub) + " wei and " +
                    json::amount_text(p.deposit.depositTokenHub) + " token base units of hub collateral for threads to mirror (" +
                    json::amount_text(need_wei) + " wei, " + json::amount_text(need_tok) + " tokens; held " +
@@ -1112,6 +1141,8 @@ void Hub::pump(Chan& ch, std::vector<Out>& outs) {
       ch.requests.erase(ch.requests.begin() + static_cast<long>(i));
       if (r.update.reason == UpdateReason::ProposePendingDeposit)
         r.update.deposit.timeout = unix_now() + kDepositTimeoutSeconds;
+      if (r.update.reason == UpdateReason::ProposePendingWithdrawal)
+        r.update.withdrawal.timeout = unix_now() + kDepositTimeoutSeconds;
       r.id = ++ch.last_request_id;
       ch.requests.insert(ch.requests.begin(), r);
       persist_requests(ch);  // the id is stored before the request leaves (after COMMIT)
@@ -1430,12 +1461,14 @@ void Hub::crash_point(const char* name) const {
 
 bool Hub::run_deposit_job(DepositJob& j) {
   const std::string who = json::address_text(j.user);
+  const bool reclaim = !j.state.state.pendingWithdrawalWeiHub.is_zero() || !j.state.state.pendingWithdrawalTokenHub.is_zero();
+  const std::string what = reclaim ? "collateral withdrawal" : "collateral deposit";
   const ChannelState& want = j.state.state;
   auto retry = [&](const std::string& why) {
     ++j.failures;
     const uint64_t wait_ms = std::min<uint64_t>(60000, 1000ull << std::min(j.failures, 6u));
     j.next_try_ms = now_ms() + wait_ms;
-    logf("warn", "collateral deposit for " + who + " (txCountChain " + std::to_string(want.txCountChain) +
+    logf("warn", what + " for " + who + " (txCountChain " + std::to_string(want.txCountChain) +
                      "): " + why + "; retry in " + std::to_string(wait_ms / 1000) + " s");
     return false;
   };
@@ -1445,13 +1478,14 @@ bool Hub::run_deposit_job(DepositJob& j) {
   if (!oc.ok()) return retry("cannot read the chain: " + oc.error().to_string());
   Hash32 txh{};  // stays zero when the deposit was found already made (its hash is not kept)
   if (oc->txCountChain >= want.txCountChain) {
-    logf("info", "collateral deposit for " + who + " is already on chain (txCountChain " +
+    logf("info", what + " for " + who + " is already on chain (txCountChain " +
                      std::to_string(oc->txCountChain) + "): confirming");
   } else {
     auto rc = cm_->hub_authorized_update(want, j.state.sigUser);
     if (!rc.ok()) return retry("hubAuthorizedUpdate: " + rc.error().to_string());
     txh = rc->transactionHash;
-    logf("info", "collateral deposit for " + who + " on chain: " + json::hash_text(txh));
+    logf("info", what + " for " + who + " on chain: " + json::hash_text(txh) + " (gas " +
+                     std::to_string(rc->gasUsed) + ")");
     crash_point("deposit-sent");
   }
   std::vector<Out> outs;

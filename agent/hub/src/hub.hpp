@@ -81,6 +81,11 @@ class LazyMap {
   std::unique_ptr<M> m_;
 };
 
+// `picopay-hub history ...` (history.cpp): prints a user's history from the store.
+int history_main(int argc, char** argv);
+// The history table's row of an entry (history.cpp).
+Ledger::HistoryRow history_row(const agent::HistoryEntry& e);
+
 class Hub {
  public:
   Hub(Config cfg, const PrivateKey& key);
@@ -131,6 +136,17 @@ class Hub {
     Status last_nack = Status::Ok;
     bool dirty = false;
     std::chrono::steady_clock::time_point status_at{};  // last retained status publish
+    // volatile, collateral.cpp: the last update (steady ms), whether the hub funded this
+    // channel (history table), and for a payee only (allocated on its first thread
+    // settlement, so an idle channel pays 8 bytes): the thread payments it received
+    // (steady ms, wei) within the flow window and its last collateral request's time
+    uint64_t active_ms = 0;
+    bool collateralized = false;
+    struct PayeeFlow {
+      std::deque<std::pair<uint64_t, U256>> received;
+      uint64_t collateral_time = 0;
+    };
+    std::unique_ptr<PayeeFlow> flow;
     Chan* lru_prev = nullptr;  // the cache's recency list (most recent at the head)
     Chan* lru_next = nullptr;
     // The open threads with room for one more (up to kThreadCap), for the core's
@@ -321,6 +337,30 @@ class Hub {
   std::string crash_at_;
   std::vector<std::string> recover_users_;
   uint64_t last_tower_ms_ = 0;
+  // ---- flows (collateral.cpp, docs/flows.md) ----
+  // A hub-only ProposePendingWithdrawal (collateral the hub takes back; the user's fields
+  // zero): the hub executes it with hubAuthorizedUpdate like a collateral deposit.
+  static bool hub_withdrawal(const ChannelUpdate& u);
+  // A payee's signed collateral request (picopay/agent/collateral_request.hpp): sized from
+  // what it expects and its recent flow within [collateral_wei, collateral_max_wei],
+  // promised only if the reserve holds it (a deposit request ahead of the queue).
+  void handle_collateral(Chan& ch, const Bytes& payload, std::vector<Out>& outs);
+  // After a countersigned update: activity time, the payee's received flow.
+  void note_activity(Chan& ch, const ChannelUpdate& u);
+  // Worker loop: takes back the hub balance of channels idle for collateral_idle_seconds
+  // (a hub-only withdrawal request), and checks the reserve now and then.
+  void collateral_round();
+  // Whether the on-chain reserve, less deposits countersigned and not yet on chain, holds
+  // `amount` wei; logs a warning with the command that funds it when it does not or when
+  // it is low (reserve_warn_wei).
+  bool reserve_allows(const U256& amount, const std::string& who);
+  U256 collateral_max_ = U256::zero();
+  U256 reserve_warn_ = U256::zero();
+  uint64_t last_collateral_round_ms_ = 0;
+  uint64_t last_reserve_warn_ms_ = 0;
+  // The history row of a countersigned update (history.cpp): what it moved, from the
+  // hub's side of the user's channel, with the time.
+  static agent::HistoryEntry history_entry(const ChannelState& prev, const ChannelState& next, const ChannelUpdate& u);
   std::unique_ptr<Metrics> metrics_;  // --metrics-listen (null: off); last, so it stops first
 };
 

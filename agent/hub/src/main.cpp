@@ -36,6 +36,7 @@ void notify(const char* state) {
 
 int main(int argc, char** argv) {
   if (picopay::agent::version_requested(argc, argv)) return picopay::agent::print_version();
+  if (argc > 1 && std::strcmp(argv[1], "history") == 0) return picopay::hub::history_main(argc, argv);
   picopay::hub::Config cfg;
   std::string err;
   int rc = picopay::hub::parse_config(argc, argv, cfg, err);

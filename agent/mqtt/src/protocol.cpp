@@ -33,6 +33,7 @@ static std::string hub_channel(const Address& hub, const Address& user, const ch
 std::string topic_update(const Address& hub, const Address& user) { return hub_channel(hub, user, "update"); }
 std::string topic_hub_reply(const Address& hub, const Address& user) { return hub_channel(hub, user, "reply"); }
 std::string topic_sync(const Address& hub, const Address& user) { return hub_channel(hub, user, "sync"); }
+std::string topic_collateral(const Address& hub, const Address& user) { return hub_channel(hub, user, "collateral"); }
 std::string topic_reply(const Address& user) { return std::string(kTopicPrefix) + "/user/" + topic_address(user) + "/reply"; }
 std::string topic_request(const Address& user) {
   return std::string(kTopicPrefix) + "/user/" + topic_address(user) + "/request";

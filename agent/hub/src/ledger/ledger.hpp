@@ -44,6 +44,14 @@
 //                                          hubAuthorizedUpdate; stored with the payee's
 //                                          countersignature, deleted in the transaction
 //                                          that proposes (or queues) the ConfirmPending
+// Version 2 adds:
+//   history(user, tx, at, event, wei, counterparty, thread_id, balance_wei_user,
+//           balance_wei_hub, txhash, PK(user, tx))
+//                                          every countersigned update with its time (Unix
+//                                          seconds) and what it moved (history.cpp,
+//                                          docs/flows.md), written in the update's
+//                                          transaction; amounts as decimal wei text, ""
+//                                          and 0 where a column does not apply
 // `user` is the channel's user address as lowercase 0x-hex (mqtt::topic_address).
 //
 // Threads: one ledger object is used by one thread at a time (the hub's worker); the
@@ -82,7 +90,7 @@ struct [[nodiscard]] LedgerStatus {
 };
 
 // The newest schema version this binary writes.
-constexpr int kLedgerSchemaVersion = 1;
+constexpr int kLedgerSchemaVersion = 2;
 
 class Ledger {
  public:
@@ -137,6 +145,19 @@ class Ledger {
   virtual LedgerStatus save_deposit(const std::string& user, uint64_t tx, const Bytes& state) = 0;
   virtual LedgerStatus delete_deposit(const std::string& user) = 0;
   virtual LedgerStatus list_deposits(std::vector<std::pair<std::string, Bytes>>& out) = 0;
+
+  // One row of the history table (version 2). Amounts are decimal wei; counterparty and
+  // txhash are "" and thread_id 0 where they do not apply.
+  struct HistoryRow {
+    uint64_t tx = 0, at = 0, thread_id = 0;
+    std::string event, wei, counterparty, balance_wei_user, balance_wei_hub, txhash;
+  };
+  // Inserts or replaces the history row of (user, tx). Errors: Io.
+  virtual LedgerStatus insert_history(const std::string& user, const HistoryRow& row) = 0;
+  // The user's history rows in txCountGlobal order. Errors: Io, Corrupt.
+  virtual LedgerStatus load_history(const std::string& user, std::vector<HistoryRow>& out) = 0;
+  // Whether the hub ever proposed collateral into this channel (a "collateral-proposed" row).
+  virtual LedgerStatus has_collateral(const std::string& user, bool& yes) = 0;
 
   // Every channel row (user, state wire), streamed: `f` returns false to stop early. The
   // rows are not all held in memory at once. Used where every channel is needed (the

@@ -27,6 +27,11 @@ const char* const kMigrations[] = {
     " request BYTEA NOT NULL, PRIMARY KEY(\"user\", seq));"
     "CREATE TABLE IF NOT EXISTS request_ids(\"user\" TEXT PRIMARY KEY, last BIGINT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS deposits(\"user\" TEXT PRIMARY KEY, tx BIGINT NOT NULL, state BYTEA NOT NULL);",
+    // Version 2: the history table.
+    "CREATE TABLE IF NOT EXISTS history(\"user\" TEXT NOT NULL, tx BIGINT NOT NULL, at BIGINT NOT NULL,"
+    " event TEXT NOT NULL, wei TEXT NOT NULL, counterparty TEXT NOT NULL, thread_id BIGINT NOT NULL,"
+    " balance_wei_user TEXT NOT NULL, balance_wei_hub TEXT NOT NULL, txhash TEXT NOT NULL,"
+    " PRIMARY KEY(\"user\", tx));",
 };
 static_assert(sizeof kMigrations / sizeof kMigrations[0] == kLedgerSchemaVersion, "one migration per version");
 // pg_advisory_xact_lock key of the migrations ("picopay" in ASCII, folded).
@@ -60,6 +65,17 @@ const Stmt kStmts[] = {
      " tx=EXCLUDED.tx, state=EXCLUDED.state",
      3},
     {"del_dep", "DELETE FROM deposits WHERE \"user\"=$1", 1},
+    {"ins_hist",
+     "INSERT INTO history(\"user\", tx, at, event, wei, counterparty, thread_id, balance_wei_user, balance_wei_hub,"
+     " txhash) VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT (\"user\", tx) DO UPDATE SET at=EXCLUDED.at,"
+     " event=EXCLUDED.event, wei=EXCLUDED.wei, counterparty=EXCLUDED.counterparty, thread_id=EXCLUDED.thread_id,"
+     " balance_wei_user=EXCLUDED.balance_wei_user, balance_wei_hub=EXCLUDED.balance_wei_hub, txhash=EXCLUDED.txhash",
+     10},
+    {"load_hist",
+     "SELECT tx, at, event, wei, counterparty, thread_id, balance_wei_user, balance_wei_hub, txhash FROM history"
+     " WHERE \"user\"=$1 ORDER BY tx",
+     1},
+    {"has_coll", "SELECT 1 FROM history WHERE \"user\"=$1 AND event='collateral-proposed' LIMIT 1", 1},
 };
 
 // A parameter: bytes sent in binary format (text as its bytes, bigint as 8 bytes big-endian).
@@ -242,6 +258,39 @@ class PgLedger final : public Ledger {
     return check(r.r, PGRES_COMMAND_OK, "delete deposit");
   }
 
+  LedgerStatus insert_history(const std::string& user, const HistoryRow& h) override {
+    I64 tx(h.tx), at(h.at), tid(h.thread_id);
+    Res r(run("ins_hist", {text(user), tx.p(), at.p(), text(h.event), text(h.wei), text(h.counterparty), tid.p(),
+                           text(h.balance_wei_user), text(h.balance_wei_hub), text(h.txhash)}));
+    return check(r.r, PGRES_COMMAND_OK, "insert history");
+  }
+
+  LedgerStatus load_history(const std::string& user, std::vector<HistoryRow>& out) override {
+    out.clear();
+    Res r(run("load_hist", {text(user)}));
+    LedgerStatus s = check(r.r, PGRES_TUPLES_OK, "load history");
+    auto str = [&](int row, int c) { return std::string(PQgetvalue(r.r, row, c), PQgetlength(r.r, row, c)); };
+    for (int i = 0; s.ok() && i < PQntuples(r.r); ++i) {
+      HistoryRow h;
+      if (!i64(r.r, i, 0, h.tx) || !i64(r.r, i, 1, h.at) || !i64(r.r, i, 5, h.thread_id)) return corrupt("load history");
+      h.event = str(i, 2);
+      h.wei = str(i, 3);
+      h.counterparty = str(i, 4);
+      h.balance_wei_user = str(i, 6);
+      h.balance_wei_hub = str(i, 7);
+      h.txhash = str(i, 8);
+      out.push_back(std::move(h));
+    }
+    return s;
+  }
+
+  LedgerStatus has_collateral(const std::string& user, bool& yes) override {
+    Res r(run("has_coll", {text(user)}));
+    LedgerStatus s = check(r.r, PGRES_TUPLES_OK, "has collateral");
+    yes = s.ok() && PQntuples(r.r) > 0;
+    return s;
+  }
+
   LedgerStatus list_deposits(std::vector<std::pair<std::string, Bytes>>& out) override {
     Res r(query("SELECT \"user\", state FROM deposits ORDER BY tx"));
     LedgerStatus s = check(r.r, PGRES_TUPLES_OK, "list deposits");
@@ -285,8 +334,8 @@ class PgLedger final : public Ledger {
     return s;
   }
   PGresult* run(const char* name, std::initializer_list<P> ps) {
-    const char* vals[8];
-    int lens[8], fmts[8];
+    const char* vals[12];
+    int lens[12], fmts[12];
     int n = 0;
     for (const P& p : ps) {
       vals[n] = p.data ? p.data : "";

@@ -41,6 +41,10 @@ const char* const kMigrations[] = {
     " request BLOB NOT NULL, PRIMARY KEY(user, seq));"
     "CREATE TABLE IF NOT EXISTS request_ids(user TEXT PRIMARY KEY, last INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS deposits(user TEXT PRIMARY KEY, tx INTEGER NOT NULL, state BLOB NOT NULL);",
+    // Version 2: the history table.
+    "CREATE TABLE IF NOT EXISTS history(user TEXT NOT NULL, tx INTEGER NOT NULL, at INTEGER NOT NULL,"
+    " event TEXT NOT NULL, wei TEXT NOT NULL, counterparty TEXT NOT NULL, thread_id INTEGER NOT NULL,"
+    " balance_wei_user TEXT NOT NULL, balance_wei_hub TEXT NOT NULL, txhash TEXT NOT NULL, PRIMARY KEY(user, tx));",
 };
 static_assert(sizeof kMigrations / sizeof kMigrations[0] == kLedgerSchemaVersion, "one migration per version");
 
@@ -85,8 +89,15 @@ class SqliteLedger final : public Ledger {
     save_id_ = prep("INSERT OR REPLACE INTO request_ids(user, last) VALUES(?,?)");
     save_dep_ = prep("INSERT OR REPLACE INTO deposits(user, tx, state) VALUES(?,?,?)");
     del_dep_ = prep("DELETE FROM deposits WHERE user=?");
+    ins_hist_ = prep(
+        "INSERT OR REPLACE INTO history(user, tx, at, event, wei, counterparty, thread_id, balance_wei_user,"
+        " balance_wei_hub, txhash) VALUES(?,?,?,?,?,?,?,?,?,?)");
+    load_hist_ = prep(
+        "SELECT tx, at, event, wei, counterparty, thread_id, balance_wei_user, balance_wei_hub, txhash"
+        " FROM history WHERE user=? ORDER BY tx");
+    has_coll_ = prep("SELECT 1 FROM history WHERE user=? AND event='collateral-proposed' LIMIT 1");
     if (!(load_ch_ && save_ch_ && find_up_ && ins_up_ && load_pr_ && del_pr_ && del_q_ && load_q_ && load_rq_ &&
-          del_rq_ && ins_rq_ && load_id_ && save_id_ && save_dep_ && del_dep_))
+          del_rq_ && ins_rq_ && load_id_ && save_id_ && save_dep_ && del_dep_ && ins_hist_ && load_hist_ && has_coll_))
       return LedgerStatus::fail(LedgerCode::Io, prep_err_);
     ckpt_ = std::thread([this, path] { checkpointer(path); });
     return {};
@@ -250,6 +261,61 @@ class SqliteLedger final : public Ledger {
     });
   }
 
+  LedgerStatus insert_history(const std::string& user, const HistoryRow& h) override {
+    sqlite3_stmt* s = ins_hist_;
+    sqlite3_reset(s);
+    bind_user(s, user);
+    sqlite3_bind_int64(s, 2, static_cast<sqlite3_int64>(h.tx));
+    sqlite3_bind_int64(s, 3, static_cast<sqlite3_int64>(h.at));
+    int i = 4;
+    for (const std::string* t : {&h.event, &h.wei, &h.counterparty})
+      sqlite3_bind_text(s, i++, t->c_str(), static_cast<int>(t->size()), SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 7, static_cast<sqlite3_int64>(h.thread_id));
+    i = 8;
+    for (const std::string* t : {&h.balance_wei_user, &h.balance_wei_hub, &h.txhash})
+      sqlite3_bind_text(s, i++, t->c_str(), static_cast<int>(t->size()), SQLITE_TRANSIENT);
+    return step_done(s, "insert history");
+  }
+
+  LedgerStatus load_history(const std::string& user, std::vector<HistoryRow>& out) override {
+    out.clear();
+    sqlite3_stmt* s = load_hist_;
+    sqlite3_reset(s);
+    bind_user(s, user);
+    auto text = [&](int c) {
+      const unsigned char* t = sqlite3_column_text(s, c);
+      return t ? std::string(reinterpret_cast<const char*>(t)) : std::string();
+    };
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+      HistoryRow h;
+      h.tx = static_cast<uint64_t>(sqlite3_column_int64(s, 0));
+      h.at = static_cast<uint64_t>(sqlite3_column_int64(s, 1));
+      h.event = text(2);
+      h.wei = text(3);
+      h.counterparty = text(4);
+      h.thread_id = static_cast<uint64_t>(sqlite3_column_int64(s, 5));
+      h.balance_wei_user = text(6);
+      h.balance_wei_hub = text(7);
+      h.txhash = text(8);
+      out.push_back(std::move(h));
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) return fail(rc, "load history");
+    return {};
+  }
+
+  LedgerStatus has_collateral(const std::string& user, bool& yes) override {
+    sqlite3_stmt* s = has_coll_;
+    sqlite3_reset(s);
+    bind_user(s, user);
+    const int rc = sqlite3_step(s);
+    yes = rc == SQLITE_ROW;
+    sqlite3_reset(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return fail(rc, "has collateral");
+    return {};
+  }
+
   LedgerStatus for_each_channel(const std::function<bool(const std::string&, const Bytes&)>& f) override {
     return each_row("SELECT user, state FROM channels", "list channels", [&](sqlite3_stmt* s) {
       return f(reinterpret_cast<const char*>(sqlite3_column_text(s, 0)), col_blob(s, 1));
@@ -378,6 +444,7 @@ class SqliteLedger final : public Ledger {
   sqlite3_stmt *load_pr_ = nullptr, *del_pr_ = nullptr, *del_q_ = nullptr, *load_q_ = nullptr;
   sqlite3_stmt *load_rq_ = nullptr, *del_rq_ = nullptr, *ins_rq_ = nullptr, *load_id_ = nullptr, *save_id_ = nullptr;
   sqlite3_stmt *save_dep_ = nullptr, *del_dep_ = nullptr;
+  sqlite3_stmt *ins_hist_ = nullptr, *load_hist_ = nullptr, *has_coll_ = nullptr;
   std::thread ckpt_;
   std::mutex ckpt_mu_;
   std::condition_variable ckpt_cv_;

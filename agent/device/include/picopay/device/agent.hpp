@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 
+#include "picopay/signer.hpp"
 #include "picopay/types.hpp"
 #include "picopay/u256.hpp"
 
@@ -70,7 +71,21 @@ struct Config {
   uint64_t price_validity_s = 3600;
   uint64_t serve_margin_units = 10;
   std::string max_price_text;
+  // flows (docs/flows.md)
+  U256 refill_below_wei = U256::zero();   // payer: top up when the channel balance falls below this (0: off)
+  U256 refill_wei = U256::zero();         // ... by this much (on chain, from the device's wallet)
+  U256 cash_out_above_wei = U256::zero(); // withdraw the whole channel balance once it exceeds this (0: off)
+  Address cash_out_to{};                  // ... to this address (default: the user)
+  bool has_cash_out_to = false;
+  U256 expect_income_wei = U256::zero(); // payee: ask the hub for this much collateral (0: never ask)
+  bool oneshot = false;                   // carry out the command inbox, then exit (no metering)
+  bool history = true;                    // keep DIR/history.jsonl
+  int wait_seconds = 180;                 // deposit / withdraw: wait this long for the result
 };
+
+// The private key the config names (key_hex, or key_file with its passphrase). False with
+// one line in `err`.
+bool config_private_key(const Config& cfg, PrivateKey& key, std::string& err);
 
 // Parses `path` (JSON, cJSON) into `cfg` (fields present override defaults). A file
 // holding privateKey or broker.password must be mode 0600 or stricter: otherwise false

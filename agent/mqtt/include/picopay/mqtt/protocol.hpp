@@ -28,6 +28,9 @@ std::string topic_update(const Address& hub, const Address& user);
 std::string topic_hub_reply(const Address& hub, const Address& user);
 // user -> hub: empty payload, "send me your latest state". .../channel/{user}/sync
 std::string topic_sync(const Address& hub, const Address& user);
+// picopay/v1/hub/{hub}/channel/{user}/collateral: a payee's signed collateral request
+// (picopay/agent/collateral_request.hpp, docs/flows.md).
+std::string topic_collateral(const Address& hub, const Address& user);
 // hub -> user: Reply to a user-proposed update (and to sync). picopay/v1/user/{user}/reply
 std::string topic_reply(const Address& user);
 // hub -> user: ChannelUpdate proposed by the hub.   picopay/v1/user/{user}/request
