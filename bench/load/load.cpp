@@ -46,7 +46,19 @@
 // thread state); opening them through the hub is not part of this measurement. Each
 // sender keeps --thread-window updates in flight.
 //
+// The ledger (docs/benchmarks.md, "A million channels"): --store postgresql runs the hub on a
+// PostgreSQL server this tool starts on 127.0.0.1 (tests/support/postgres.hpp) instead of
+// a SQLite file. --preload N writes N idle channels into the ledger before the hub starts
+// (well-formed states of random users with placeholder signatures: nobody pays on them);
+// the devices' own channels are opened among them as usual. The report then has the
+// hub's start-up time with that ledger, and --idle-probe K asks the hub for the Sync of K
+// preloaded channels (each loads that channel into its cache) and reports the hub's RSS
+// growth per channel (idle_channel_bytes). --channel-cache N is passed to the hub.
+//
 // Output: --json FILE (see docs/benchmarks.md); a short summary on stderr.
+#include "ledger/ledger.hpp"
+#include "support/postgres.hpp"
+
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -132,6 +144,7 @@ std::string jnum(double v) {
 struct ProcSample {
   double cpu_s = 0;  // utime + stime
   long hwm_kb = -1;
+  long rss_kb = -1;
 };
 ProcSample proc_sample(pid_t pid) {
   ProcSample s;
@@ -154,6 +167,7 @@ ProcSample proc_sample(pid_t pid) {
   std::ifstream ss("/proc/" + std::to_string(pid) + "/status");
   while (std::getline(ss, line)) {
     if (line.rfind("VmHWM:", 0) == 0) s.hwm_kb = std::atol(line.c_str() + 6);
+    if (line.rfind("VmRSS:", 0) == 0) s.rss_kb = std::atol(line.c_str() + 6);
   }
   return s;
 }
@@ -182,6 +196,10 @@ struct Opts {
   int rate_devices = 0;   // > 0: after the closed-loop sweep, one fixed-rate run at this N
   double rate_load = 0.5; // ... offering this fraction of the best closed-loop payments/s
   bool even = false;      // arrivals evenly spaced (random phase) instead of Poisson
+  std::string store = "sqlite";  // or "postgresql" (a server started here)
+  long preload = 0;       // idle channels written into the ledger before the hub starts
+  long idle_probe = 0;    // preloaded channels synced to measure memory per cached channel
+  long channel_cache = 0; // --channel-cache for the hub (0: its default)
 };
 
 void usage() {
@@ -190,6 +208,7 @@ void usage() {
                "       [--work-dir DIR] [--quick] [--max-conns 100] [--inline-crypto] [--mosquitto PATH]\n"
                "       [--thread-senders 10] [--thread-window 16] [--batch-max 256]\n"
                "       [--rate R | --rate-devices N [--rate-load 0.5]] [--arrivals poisson|even]\n"
+               "       [--store sqlite|postgresql] [--preload N] [--idle-probe K] [--channel-cache N]\n"
                "  --rate R          fixed-rate (open-loop) runs: R payments/s per device for every --devices N\n"
                "  --rate-devices N  after the closed-loop sweep, one fixed-rate run at N devices offering\n"
                "                    --rate-load x the best closed-loop payments/s\n");
@@ -1043,6 +1062,126 @@ std::string find_exe(const std::string& name) {
   return "";
 }
 
+// ------------------------------------------------------------------ ledger preload
+
+// A user address for preloaded channel i (splitmix64: distinct, spread over the key space).
+Address filler_address(uint64_t i) {
+  Address a{};
+  uint64_t x = i * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull;
+  for (size_t k = 0; k < sizeof a.bytes; ++k) {
+    if (k % 8 == 0) {
+      x += 0x9E3779B97F4A7C15ull;
+      uint64_t z = x;
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+      x = z ^ (z >> 31);
+    }
+    a.bytes[k] = static_cast<uint8_t>(x >> (8 * (k % 8)));
+  }
+  return a;
+}
+
+// Writes n idle channels into the ledger `spec` (10,000 per transaction): a funded state
+// (user 1000 wei, txCountGlobal 2) with placeholder signatures, as wire kind 0x01. The
+// first `keep` users go to `kept`.
+bool preload_ledger(const std::string& spec, const Shared& S, long n, size_t keep, std::vector<Address>& kept,
+                    std::string& err) {
+  std::unique_ptr<hub::Ledger> l;
+  hub::LedgerStatus st = hub::Ledger::open(spec, l);
+  if (!st.ok()) {
+    err = st.message;
+    return false;
+  }
+  SignedChannelState s{};
+  s.state = channel_state_zero();
+  s.state.contractAddress = S.contract;
+  s.state.balanceWeiUser = U256::from_u64(1000);
+  s.state.txCountGlobal = 2;
+  s.state.txCountChain = 1;
+  s.hasSigUser = s.hasSigHub = true;
+  std::memset(s.sigUser.r, 0x11, sizeof s.sigUser.r);
+  std::memset(s.sigUser.s, 0x22, sizeof s.sigUser.s);
+  s.sigUser.v = 27;
+  s.sigHub = s.sigUser;
+  const hub::Bytes none;
+  for (long i = 0; i < n;) {
+    if (!(st = l->begin()).ok()) break;
+    for (long k = 0; k < 10000 && i < n; ++k, ++i) {
+      const Address a = filler_address(static_cast<uint64_t>(i));
+      if (kept.size() < keep) kept.push_back(a);
+      s.state.user = s.state.recipient = a;
+      uint8_t buf[kMaxChannelStateWire];
+      size_t len = 0;
+      if (encode_channel_state(s, buf, sizeof buf, &len) != Status::Ok) {
+        err = "cannot encode a preloaded state";
+        l->rollback();
+        return false;
+      }
+      if (!(st = l->save_channel(mqtt::topic_address(a), 2, hub::Bytes(buf, buf + len), none)).ok()) break;
+    }
+    if (!st.ok() || !(st = l->commit()).ok()) break;
+  }
+  if (!st.ok()) {
+    l->rollback();
+    err = st.message;
+    return false;
+  }
+  return true;
+}
+
+// Asks the hub for the Sync of every channel in `users` (each loads that channel into its
+// cache), 1000 in flight at a time, and reads the hub's VmRSS before and after.
+bool idle_probe(const Shared& S, int port, pid_t hub, const std::vector<Address>& users, long& rss0, long& rss1,
+                std::string& err) {
+  mqtt::Options mo;
+  mo.host = "127.0.0.1";
+  mo.port = port;
+  mo.client_id = "picopay-bench-idle-probe";
+  mo.clean_start = true;
+  mo.session_expiry_s = 10;
+  mo.max_inflight = 1000;
+  mqtt::Client c(mo);
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t replies = 0;
+  c.on_message([&](const mqtt::Message&) {
+    std::lock_guard<std::mutex> lk(mu);
+    ++replies;
+    cv.notify_all();
+  });
+  c.subscribe("picopay/v1/user/+/reply", 0);
+  if (!c.start(err) || !c.wait_connected(15000)) {
+    if (err.empty()) err = "MQTT client did not connect";
+    return false;
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the SUBSCRIBE settles
+  rss0 = proc_sample(hub).rss_kb;
+  for (size_t i = 0; i < users.size(); ++i) {
+    {
+      std::unique_lock<std::mutex> lk(mu);
+      if (!cv.wait_for(lk, std::chrono::seconds(60), [&] { return i < replies + 1000; })) {
+        err = "the hub answered " + std::to_string(replies) + " of " + std::to_string(i) + " Syncs within 60 s";
+        return false;
+      }
+    }
+    if (!c.publish(mqtt::topic_sync(S.hub, users[i]), std::string(), 1, false)) {
+      err = "publish failed";
+      return false;
+    }
+  }
+  {
+    std::unique_lock<std::mutex> lk(mu);
+    if (!cv.wait_for(lk, std::chrono::seconds(120), [&] { return replies >= users.size(); })) {
+      err = "the hub answered " + std::to_string(replies) + " of " + std::to_string(users.size()) + " Syncs";
+      return false;
+    }
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the status publishes of the batch settle
+  rss1 = proc_sample(hub).rss_kb;
+  c.stop();
+  return true;
+}
+
 int main_impl(int argc, char** argv) {
   Opts o;
   for (int i = 1; i < argc; ++i) {
@@ -1074,6 +1213,10 @@ int main_impl(int argc, char** argv) {
     else if (a == "--rate") o.rate = std::atof(val().c_str());
     else if (a == "--rate-devices") o.rate_devices = std::atoi(val().c_str());
     else if (a == "--rate-load") o.rate_load = std::atof(val().c_str());
+    else if (a == "--store") o.store = val();
+    else if (a == "--preload") o.preload = std::atol(val().c_str());
+    else if (a == "--idle-probe") o.idle_probe = std::atol(val().c_str());
+    else if (a == "--channel-cache") o.channel_cache = std::atol(val().c_str());
     else if (a == "--arrivals") {
       const std::string v = val();
       if (v != "poisson" && v != "even") {
@@ -1088,7 +1231,8 @@ int main_impl(int argc, char** argv) {
     }
   }
   if (o.devices.empty() || o.duration <= 0 || o.rate < 0 || o.rate_devices < 0 || o.rate_load <= 0 ||
-      (o.rate > 0 && o.rate_devices > 0)) {
+      (o.rate > 0 && o.rate_devices > 0) || (o.store != "sqlite" && o.store != "postgresql") || o.preload < 0 ||
+      o.idle_probe < 0 || o.idle_probe > o.preload || o.channel_cache < 0) {
     usage();
     return 2;
   }
@@ -1125,14 +1269,17 @@ int main_impl(int argc, char** argv) {
       std::to_string(o.max_conns) + ") MQTT v5 connections (QoS 1); " +
       (o.inline_crypto ? "device signing and countersignature checks inside the window"
                        : "device updates pre-signed before the window, hub countersignatures checked after it") +
-      (o.rate > 0 ? "" : "; closed-loop latency = publish to Ack received") + "; hub: picopay-hub --dev-skip-chain-checks, SQLite WAL synchronous=FULL, "
+      (o.rate > 0 ? "" : "; closed-loop latency = publish to Ack received") + "; hub: picopay-hub --dev-skip-chain-checks, " +
+      (o.store == "postgresql" ? std::string("PostgreSQL (libpq, synchronous_commit on, fsync on, 127.0.0.1)")
+                               : std::string("SQLite WAL synchronous=FULL")) + ", "
       "batch-max " + std::to_string(o.batch_max) + "; channels opened by ProposePendingDeposit + ConfirmPending";
   std::string report_head = "{\"tool\":\"picopay_bench_load\",\"method\":" + jstr(method) + ",\"cores\":" +
                             std::to_string(std::thread::hardware_concurrency()) + ",\"quick\":" +
                             (o.quick ? "true" : "false");
   std::string fixed_runs, fixed_choice;
+  std::string ledger_json = "null";  // the ledger's figures (store, preload, start-up, idle memory)
   auto finish = [&](bool available, const std::string& reason, const std::string& runs, const std::string& thread) {
-    std::string j = report_head + ",\"available\":" + (available ? "true" : "false") +
+    std::string j = report_head + ",\"ledger\":" + ledger_json + ",\"available\":" + (available ? "true" : "false") +
                     ",\"reason\":" + (reason.empty() ? "null" : jstr(reason)) + ",\"runs\":[" + runs +
                     "],\"fixed_rate_runs\":[" + fixed_runs + "],\"fixed_rate_choice\":" +
                     (fixed_choice.empty() ? "null" : fixed_choice) + ",\"thread\":" +
@@ -1161,25 +1308,55 @@ int main_impl(int argc, char** argv) {
     return finish(false, "mosquitto did not start (see " + o.work_dir + "/mosquitto.log)", "", "");
   logf("mosquitto pid %d on 127.0.0.1:%d", broker.pid(), port);
 
+  // ---- ledger
+  std::string store_spec = "sqlite:" + o.work_dir + "/hub.db";
+  std::unique_ptr<testsupport::PgServer> pg;
+  if (o.store == "postgresql") {
+    pg = std::make_unique<testsupport::PgServer>();
+    std::string perr;
+    if (!pg->start(perr)) return finish(false, "PostgreSQL: " + perr, "", "");
+    store_spec = pg->uri("postgres");
+    logf("PostgreSQL on 127.0.0.1:%d", pg->port());
+  }
+  std::vector<Address> filler;  // the first --idle-probe preloaded users
+  double preload_s = 0;
+  if (o.preload > 0) {
+    std::string perr;
+    const auto t = Clock::now();
+    if (!preload_ledger(store_spec, S, o.preload, static_cast<size_t>(o.idle_probe), filler, perr))
+      return finish(false, "preloading the ledger: " + perr, "", "");
+    preload_s = secs_since(t, Clock::now());
+    logf("%ld idle channels written into the %s ledger in %.1f s", o.preload, o.store.c_str(), preload_s);
+  }
+
   // ---- hub
   std::string hub_reason;
   testsupport::Process hub;
   const std::string hub_exe = o.bin_dir + "/picopay-hub";
+  Clock::time_point hub_spawned{}, hub_online{};
   if (access(hub_exe.c_str(), X_OK) != 0) {
     hub_reason = "picopay-hub is not built (" + hub_exe + " missing)";
   } else {
     char keyhex[67];
     hex_encode(kHubKey.bytes, 32, keyhex, true);
-    const std::vector<std::string> argv_hub = {hub_exe,
-                                               "--broker-host", "127.0.0.1",
-                                               "--broker-port", std::to_string(port),
-                                               "--private-key", keyhex,
-                                               "--contract", kContract,
-                                               "--db", o.work_dir + "/hub.db",
-                                               "--batch-max", std::to_string(o.batch_max),
-                                               "--dev-skip-chain-checks"};
+    std::vector<std::string> argv_hub = {hub_exe,
+                                         "--broker-host", "127.0.0.1",
+                                         "--broker-port", std::to_string(port),
+                                         "--private-key", keyhex,
+                                         "--contract", kContract,
+                                         "--store", store_spec,
+                                         "--db", o.work_dir + "/hub.db",
+                                         "--batch-max", std::to_string(o.batch_max),
+                                         "--dev-skip-chain-checks"};
+    if (o.channel_cache > 0) {
+      argv_hub.push_back("--channel-cache");
+      argv_hub.push_back(std::to_string(o.channel_cache));
+    }
+    hub_spawned = Clock::now();
     if (!hub.start(argv_hub, o.work_dir + "/hub.log")) hub_reason = "picopay-hub did not start";
   }
+  double idle_bytes = NAN;
+  long rss_idle_kb = -1, rss_probed_kb = -1;
 
   std::string runs;
   if (hub_reason.empty()) {
@@ -1231,6 +1408,7 @@ int main_impl(int argc, char** argv) {
         const std::string t(m.payload.begin(), m.payload.end());
         if (t.find("\"online\"") != std::string::npos) {
           std::lock_guard<std::mutex> lk(wmu);
+          if (!online) hub_online = Clock::now();
           online = true;
           wcv.notify_all();
         }
@@ -1249,6 +1427,16 @@ int main_impl(int argc, char** argv) {
       if (hub_reason.empty() && !c->wait_connected(15000)) hub_reason = "MQTT client did not connect: " + c->last_error();
     std::this_thread::sleep_for(std::chrono::milliseconds(500));  // SUBSCRIBEs settle
     if (hub_reason.empty() && !hub.running()) hub_reason = "picopay-hub exited: " + testsupport::read_file(o.work_dir + "/hub.log");
+    if (hub_reason.empty() && !filler.empty()) {
+      std::string perr;
+      if (!idle_probe(S, port, hub.pid(), filler, rss_idle_kb, rss_probed_kb, perr)) {
+        logf("idle probe: %s", perr.c_str());
+      } else {
+        idle_bytes = 1024.0 * static_cast<double>(rss_probed_kb - rss_idle_kb) / static_cast<double>(filler.size());
+        logf("idle probe: %zu channels cached, hub RSS %ld -> %ld kB: %.0f bytes per idle channel", filler.size(),
+             rss_idle_kb, rss_probed_kb, idle_bytes);
+      }
+    }
     // open and fund every channel (in parallel)
     if (hub_reason.empty()) {
       const auto t = Clock::now();
@@ -1309,6 +1497,14 @@ int main_impl(int argc, char** argv) {
     for (auto& c : S.conns) c->stop();
   }
   if (!hub_reason.empty()) logf("end to end through the hub unavailable: %s", hub_reason.c_str());
+  const double start_ms = hub_online == Clock::time_point{} ? NAN : 1000.0 * secs_since(hub_spawned, hub_online);
+  ledger_json = "{\"store\":" + jstr(o.store) + ",\"preload_channels\":" + std::to_string(o.preload) +
+                ",\"preload_s\":" + jnum(o.preload > 0 ? preload_s : NAN) + ",\"hub_start_ms\":" + jnum(start_ms) +
+                ",\"channel_cache\":" + (o.channel_cache > 0 ? std::to_string(o.channel_cache) : std::string("null")) +
+                ",\"idle_probe_channels\":" + std::to_string(filler.size()) + ",\"rss_idle_kb\":" +
+                std::to_string(rss_idle_kb) + ",\"rss_probed_kb\":" + std::to_string(rss_probed_kb) +
+                ",\"idle_channel_bytes\":" + jnum(idle_bytes) + "}";
+  if (!std::isnan(start_ms)) logf("hub start-up (spawn to online) %.0f ms", start_ms);
   if (hub.pid() > 0) hub.terminate(5000);
 
   const std::string th = run_threads(S, port, broker.pid());

@@ -526,4 +526,23 @@ Status thread_accept(const Signer& signer, const ThreadState& prev, const Thread
   return Status::Ok;
 }
 
+Status thread_accept_state(const Signer& signer, const ThreadState& prev, const SignedThreadState& in) noexcept {
+  const ThreadState& n = in.state;
+  if (!in.hasSigA) return Status::BadArgs;
+  if (n == prev) return Status::Duplicate;
+  if (n.contractAddress != prev.contractAddress) return Status::WrongContract;
+  if (n.sender != prev.sender || n.receiver != prev.receiver) return Status::WrongParty;
+  if (n.threadId != prev.threadId) return Status::BadArgs;
+  if (n.txCount < prev.txCount) return Status::StaleState;
+  if (n.txCount == prev.txCount) {
+    // Another state with our txCount: evidence only if the sender really signed it.
+    PP_TRY(signer.verify_eth(thread_hash(n), in.sigA, prev.sender));
+    return Status::StateConflict;
+  }
+  PP_TRY(thread_check_transition(prev, n));
+  if (n.balanceWeiReceiver == prev.balanceWeiReceiver && n.balanceTokenReceiver == prev.balanceTokenReceiver)
+    return Status::BadArgs;  // nothing paid
+  return signer.verify_eth(thread_hash(n), in.sigA, prev.sender);
+}
+
 }  // namespace picopay

@@ -315,7 +315,7 @@ void read_update_args(Reader& r, ChannelUpdate& u) noexcept {
 Status wire_peek_kind(const uint8_t* in, size_t len, WireKind& kind) noexcept {
   if (in == nullptr || len < 2) return Status::Truncated;
   if (in[0] != kWireVersion) return Status::BadVersion;
-  if ((in[1] < 1 || in[1] > 5) && (in[1] < 0x10 || in[1] > 0x13)) return Status::BadKind;
+  if ((in[1] < 1 || in[1] > 6) && (in[1] < 0x10 || in[1] > 0x13)) return Status::BadKind;
   kind = static_cast<WireKind>(in[1]);
   return Status::Ok;
 }
@@ -407,6 +407,23 @@ Status decode_thread_state(const uint8_t* in, size_t len, SignedThreadState& out
   SignedThreadState t;
   read_thread_body(r, t);
   const Status st = r.finish();
+  if (st == Status::Ok) out = t;
+  return st;
+}
+
+Status encode_thread_payment(const SignedThreadState& t, uint8_t* out, size_t cap, size_t* written) noexcept {
+  if (!t.hasSigA) return Status::BadArgs;
+  Writer w = writer(out, cap, WireKind::ThreadPayment);
+  write_thread_body(w, t);
+  return w.finish(written);
+}
+
+Status decode_thread_payment(const uint8_t* in, size_t len, SignedThreadState& out) noexcept {
+  Reader r = reader(in, len, WireKind::ThreadPayment);
+  SignedThreadState t;
+  read_thread_body(r, t);
+  Status st = r.finish();
+  if (st == Status::Ok && !t.hasSigA) st = Status::BadArgs;
   if (st == Status::Ok) out = t;
   return st;
 }

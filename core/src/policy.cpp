@@ -33,7 +33,21 @@ Status check_chain_fact(bool hasChainAccess, const ChainFacts& c, const ChannelS
       if (prev.timeout == 0 || c.blockTime < prev.timeout) return Status::NotOnChain;
       return Status::Ok;
     case UpdateReason::EmptyChannel:
-      return c.emptied ? Status::Ok : Status::NotOnChain;
+      // Connext's EmptyChannel records what emptyChannel(WithChallenge) left on chain:
+      // nothing in the channel, no dispute running, and the new state (txCountGlobal
+      // prev + 1, every balance and pending field zero, no threads, txCountChain prev's)
+      // supersedes the state the contract applied (txCount[0] <= prev's) and carries a
+      // txCountChain not behind the contract's txCount[1], so the next authorized update
+      // (a new deposit, txCountChain + 1) is one the contract takes.
+      if (!c.emptied || c.status != ChainChannelStatus::Open) return Status::NotOnChain;
+      if (c.txCountGlobal > prev.txCountGlobal || c.txCountChain > prev.txCountChain) return Status::NotOnChain;
+      // Pending operations of prev that the contract could still run (an authorized
+      // update takes a state newer than its txCount[0] until its timeout) would add funds
+      // the empty state does not show: only once they can no longer run.
+      if (channel_blocks_updates(prev) && c.txCountGlobal < prev.txCountGlobal &&
+          (prev.timeout == 0 || c.blockTime < prev.timeout))
+        return Status::NotOnChain;
+      return Status::Ok;
     default:
       return Status::BadReason;
   }
@@ -129,7 +143,9 @@ Status policy_check_chain_status(const ChainFacts& c, const ChannelState& prev, 
 
 Status policy_user_accepts_request(const UserPolicyInput& in, const ChannelState& prev,
                                    const ChannelUpdate& u) noexcept {
-  Status st = policy_check_chain_status(in.chain, prev, u.reason);
+  // A skip repeats prev's contents (b) whatever the chain did: it is how a proposal the
+  // hub refuses on an emptied channel is given up before EmptyChannel.
+  Status st = channel_is_skip(prev, u) ? Status::Ok : policy_check_chain_status(in.chain, prev, u.reason);
   if (st != Status::Ok) return st;
   const UserRequests* rq = in.requests;
   switch (u.reason) {
@@ -203,7 +219,7 @@ Status policy_user_accepts_request(const UserPolicyInput& in, const ChannelState
 }
 
 Status policy_hub_countersigns(const HubPolicyInput& in, const ChannelState& prev, const ChannelUpdate& u) noexcept {
-  Status st = policy_check_chain_status(in.chain, prev, u.reason);
+  Status st = channel_is_skip(prev, u) ? Status::Ok : policy_check_chain_status(in.chain, prev, u.reason);
   if (st != Status::Ok) return st;
   const bool requested = matches_any(in.requests, in.requestCount, u);
   switch (u.reason) {

@@ -435,6 +435,16 @@ Status Session::send_thread_state(const SessionThread& t, Effects& fx) noexcept 
   return encode_thread_state(t.latest, m->bytes, sizeof m->bytes, &m->len);
 }
 
+Status Session::send_thread_payment(const SessionThread& t, Effects& fx) noexcept {
+  OutMessage* m = add_out(fx, Route::ToThreadReceiver);
+  if (m == nullptr) return Status::BufferTooSmall;
+  m->to = t.initial.state.receiver;
+  m->correlation = t.latest.state.txCount;
+  const Status st = encode_thread_payment(t.latest, m->bytes, sizeof m->bytes, &m->len);
+  if (st != Status::Ok) --fx.count;
+  return st;
+}
+
 Status Session::verify_evidence() noexcept {
   if (!sigHubUnverified_) return Status::Ok;
   const Status st = signer_->verify_eth(channel_hash(channel_.state), channel_.sigHub, cfg_.hub);
@@ -693,12 +703,45 @@ Status Session::on_connect(uint64_t now, Effects& fx) noexcept {
   effects_clear(fx);
   synced_ = false;
   if (halted_) return Status::Halted;
+  for (size_t i = 0; i < storage_.capacity; ++i) {
+    SessionThread& t = storage_.threads[i];
+    if (t.used && t.sender) t.resendAt = 1;  // due at the next tick
+  }
   return send_sync(now, fx);
 }
 
 Status Session::tick(uint64_t now, Effects& fx) noexcept {
   effects_clear(fx);
   if (halted_) return Status::Halted;
+  const Status st = tick_channel(now, fx);
+  resend_thread_payments(now, fx);
+  return st;
+}
+
+void Session::resend_thread_payments(uint64_t now, Effects& fx) noexcept {
+  // The payee keeps no acknowledgement channel: the payer re-sends the latest state of
+  // an idle open thread (docs/soak.md finding 1). Re-sends are the same bytes (RFC 6979).
+  for (size_t i = 0; i < storage_.capacity; ++i) {
+    SessionThread& t = storage_.threads[i];
+    if (!t.used || !t.sender || !t.open || t.closing || t.latest.state.txCount == t.initial.state.txCount) continue;
+    if (t.latest.state.txCount != t.seenTxCount) {  // paid since: wait until idle
+      t.seenTxCount = t.latest.state.txCount;
+      if (t.resendAt != 1) {
+        t.resendGap = cfg_.resendSeconds > 0 ? cfg_.resendSeconds : 1;
+        t.resendAt = now + t.resendGap;
+        continue;
+      }
+    }
+    if (t.resendAt == 0 || now < t.resendAt) continue;
+    if (fx.count >= kSessionMaxOut) return;  // the next tick
+    if (send_thread_payment(t, fx) != Status::Ok) continue;
+    if (t.resendGap == 0) t.resendGap = cfg_.resendSeconds > 0 ? cfg_.resendSeconds : 1;
+    t.resendGap = t.resendGap * 2 > kThreadResendMaxSeconds ? kThreadResendMaxSeconds : t.resendGap * 2;
+    t.resendAt = now + t.resendGap;
+  }
+}
+
+Status Session::tick_channel(uint64_t now, Effects& fx) noexcept {
   if (!synced_) {
     if (now >= lastSync_ + cfg_.resendSeconds) return send_sync(now, fx);
     return Status::Ok;
@@ -785,10 +828,7 @@ Status Session::thread_pay(const Address& receiver, uint64_t threadId, const U25
   rec.latest.sigA = tu.sig;
   rec.latest.hasSigA = true;
   fx.persist = true;  // the thread's latest state is stored before its signature leaves
-  OutMessage* m = add_out(fx, Route::ToThreadReceiver);
-  m->to = receiver;
-  m->correlation = next.txCount;
-  return ret(encode_thread_update(tu, m->bytes, sizeof m->bytes, &m->len));
+  return ret(send_thread_payment(rec, fx));
 }
 
 Status Session::thread_close_request(const Address& receiver, uint64_t threadId, uint64_t now, Effects& fx) noexcept {
@@ -975,22 +1015,22 @@ Status Session::on_thread_message(const uint8_t* in, size_t len, uint64_t now, E
   if (signer_ == nullptr) return Status::BadArgs;
   WireKind kind;
   PP_TRY(ret(wire_peek_kind(in, len, kind)));
-  if (kind == WireKind::ThreadUpdate) {
-    ThreadUpdate u;
-    PP_TRY(ret(decode_thread_update(in, len, u)));
-    const long i = find_thread(u.sender, cfg_.user, u.threadId);
+  // The increment form (ThreadUpdate, kind 0x04) of older payers is refused: one lost
+  // increment made every later one unverifiable (docs/soak.md finding 1).
+  if (kind == WireKind::ThreadPayment) {
+    SignedThreadState ts;
+    PP_TRY(ret(decode_thread_payment(in, len, ts)));
+    if (ts.state.receiver != cfg_.user) return ret(Status::ThreadNotFound);
+    const long i = find_thread(ts.state.sender, cfg_.user, ts.state.threadId);
     if (i < 0 || storage_.threads[i].sender) return ret(Status::ThreadNotFound);
     SessionThread& rec = storage_.threads[i];
-    if (u.txCount <= rec.latest.state.txCount) return ret(Status::Duplicate);
-    ThreadState next;
-    PP_TRY(ret(thread_accept(*signer_, rec.latest.state, u, next)));
-    rec.latest.state = next;
-    rec.latest.sigA = u.sig;
-    rec.latest.hasSigA = true;
+    PP_TRY(ret(thread_accept_state(*signer_, rec.latest.state, ts)));
+    // thread_accept_state: the receiver's balances did not decrease.
+    (void)u256_sub(ts.state.balanceWeiReceiver, rec.latest.state.balanceWeiReceiver, fx.amountWei);
+    (void)u256_sub(ts.state.balanceTokenReceiver, rec.latest.state.balanceTokenReceiver, fx.amountToken);
+    rec.latest = ts;
     fx.persist = true;
     fx.event = SessionEvent::ThreadPaymentReceived;
-    fx.amountWei = u.amountWei;
-    fx.amountToken = u.amountToken;
     return Status::Ok;
   }
   if (kind != WireKind::ThreadState) return ret(Status::BadKind);
@@ -1001,13 +1041,15 @@ Status Session::on_thread_message(const uint8_t* in, size_t len, uint64_t now, E
   const long i = find_thread(ts.state.sender, cfg_.user, ts.state.threadId);
   if (i < 0 || storage_.threads[i].sender || ts.state.receiver != cfg_.user) return ret(Status::ThreadNotFound);
   SessionThread& rec = storage_.threads[i];
-  PP_TRY(ret(signer_->verify_eth(thread_hash(ts.state), ts.sigA, ts.state.sender)));
-  if (ts.state.txCount > rec.latest.state.txCount) {
-    PP_TRY(ret(thread_check_transition(rec.latest.state, ts.state)));
+  const Status a = thread_accept_state(*signer_, rec.latest.state, ts);
+  if (a == Status::Ok) {
     rec.latest = ts;  // newer: payments we missed
     fx.persist = true;
-  } else if (!(ts.state == rec.latest.state)) {
-    return ret(Status::StaleState);
+  } else if (a == Status::Duplicate) {
+    // The state we hold: closing on it needs the sender's word too.
+    PP_TRY(ret(signer_->verify_eth(thread_hash(ts.state), ts.sigA, rec.latest.state.sender)));
+  } else {
+    return ret(a);
   }
   if (!rec.closing) {
     rec.closing = true;

@@ -7,7 +7,12 @@
 // deposit=<wei> amount=<wei per payment> payments=<count> timeout=<Unix seconds: the
 // deposit's timeout> chain_tx_count_chain=<n> (chain facts read by a gateway: the
 // channel's txCount[1] on chain; enables ConfirmPending) provision=1 (only create the key,
-// print the address, stop).
+// print the address, stop). With a chain relay (docs/firmware.md "Opening the channel on
+// chain"): gateway=1 chain_id=<n> max_gas_price=<wei per gas> max_fee=<wei>
+// max_deposit_txs=<n, default 3>; linger=<seconds>: after the last payment, keep answering
+// the hub's requests until nothing changed for this long; until=<Unix seconds>: pay until
+// then (or `payments`, whichever comes first); pay_seconds=<s>: pay for s seconds from the
+// first payment of this boot.
 //
 // The image is the session's transport and port, nothing else:
 //  1. The key: loaded from the key sectors of the device's flash; on the first boot it is
@@ -26,13 +31,23 @@
 //     known).
 //  4. What it pays: ProposePendingDeposit(deposit) (Session::request_deposit), then
 //     ConfirmPending once the chain facts show the deposit executed
-//     (Session::propose_confirm_pending; tests run the hub with --dev-skip-chain-checks and
-//     pass the facts in the configuration), then `payments` Payments of `amount` wei.
+//     (Session::propose_confirm_pending), then `payments` Payments of `amount` wei. The
+//     chain facts come from the configuration (chain_tx_count_chain=, with a hub run with
+//     --dev-skip-chain-checks) or from a chain relay (gateway=1): the device signs its own
+//     deposit transaction (core eth_tx.hpp: userAuthorizedUpdate with the hub-countersigned
+//     state, legacy EIP-155) with the relay's nonce / gas price / chain id inside its own
+//     bounds, publishes the raw bytes on picopay/v1/user/<addr>/chain/up, and confirms
+//     once the relay's chain facts show it executed (the hub checks the chain itself).
+//  4b. The hub's requests (picopay/v1/user/<addr>/request): Session::on_hub_request
+//     proposes what the signing policy accepts (e.g. the hub's collateral deposit and
+//     its ConfirmPending, with the relay's chain facts) and answers the rest with a
+//     RequestNack, so a hub that asks something never stalls the device.
 //  5. Countersignatures: SessionConfig::verifyCountersigOnPayment = false (a Payment to
 //     the hub lowers only the device's balance; the session verifies lazily, before it
 //     relies on the state); Session::verify_evidence() before the device stops.
 // Output (semihosting console): ADDRESS, SIGNED <tx> <update hex> (each signature that
-// leaves the device), ACKED <tx>, FINAL <state hex>, METRIC lines, RESULT <status>.
+// leaves the device), ACKED <tx>, REQUEST <id> <status>, DEPOSIT_TX <nonce> <raw tx hex>,
+// TX_REFUSED <why>, RECEIPT <status> <tx hash hex>, FINAL <state hex>, METRIC lines, RESULT <status>.
 #include <cstring>
 #include <initializer_list>
 
@@ -41,6 +56,7 @@
 #include "device_board.hpp"
 #include "picopay/channel.hpp"
 #include "picopay/codec.hpp"
+#include "picopay/eth_tx.hpp"
 #include "picopay/hex.hpp"
 #include "picopay/keccak.hpp"
 #include "picopay/port/baremetal/flash_state_store.hpp"
@@ -83,15 +99,15 @@ Effects* g_fx = nullptr;
 
 // The session record; also the MQTT client's transmit buffer (never both at once: the
 // record is stored before the message is built). session_record_max(1) (2,636 B) bounds
-// a record holding a hub request and a thread; this device subscribes to no request
-// topic and opens no thread, so its record is at most the channel state, the pending
-// update and the fixed fields (1,521 B with a largest-possible update). Were it ever
-// larger, serialise() reports BufferTooSmall and the device stops (exit 3), nothing
-// half-written.
-constexpr size_t kRecordCap = 1536;
-static_assert(kRecordCap >= session_record_max(kThreads) - (2 + kMaxHubRequestWire) -
-                                kThreads * (2 * (2 + kMaxThreadStateWire)),
-              "the record buffer holds every record without a hub request or a thread");
+// a record holding a hub request and a thread; this device opens no thread and accepts
+// none, so its record is at most the channel state, the pending update, a hub request
+// and the fixed fields (2,080 B with largest-possible ones). Were it ever larger,
+// serialise() reports BufferTooSmall and the device stops (exit 3), nothing half-written.
+constexpr size_t kRecordCap = 2080;
+static_assert(kRecordCap >= session_record_max(kThreads) - kThreads * (2 * (2 + kMaxThreadStateWire)),
+              "the record buffer holds every record without a thread");
+static_assert(kRecordCap >= 1 + kMaxUserAuthorizedUpdateTx + 2 + 16 + 42 + 9 + 5,
+              "the MQTT transmit buffer holds the deposit transaction and its topic");
 static_assert(kRecordCap >= kSessionMaxMessage + 2 + 16 + 42 + 9 + 42 + 8 + 5,
               "the MQTT transmit buffer holds the largest message and its topic");
 uint8_t g_io[kRecordCap];
@@ -106,6 +122,21 @@ uint32_t g_boot_ms = 0;
 bool g_dirty = false;  // the session changed what its record holds since the last store
 bool g_refused = false;       // the session refused the next step (next_step)
 bool g_flash_failed = false;  // storing the record failed (next_step)
+
+// The chain relay (gateway=1).
+bool g_gateway = false;
+EthTxBounds g_bounds{};           // chain_id=, max_gas_price=, max_fee=
+uint64_t g_max_deposit_txs = 3;   // distinct deposit transactions signed per boot, at most
+uint64_t g_deposit_txs = 0;
+bool g_has_last_tx = false;       // the last deposit transaction signed (its offer, its hash)
+EthTxParams g_last_tx{};
+Hash32 g_deposit_tx_hash{};
+ChainFacts g_facts{};             // the latest chain facts (configuration or relay)
+uint32_t g_last_ask_ms = 0;
+uint64_t g_linger_s = 0;
+uint64_t g_until = 0;             // until=: no new payment from this Unix second on
+uint64_t g_pay_seconds = 0;       // pay_seconds=: until = the first payment + this
+uint32_t g_last_change_ms = 0;    // the channel state or a hub request changed
 
 uint64_t g_insn_pay_sum = 0, g_insn_pay_max = 0, g_insn_measured = 0;
 uint64_t g_insn_current = 0;  // instructions spent on the payment in flight
@@ -146,6 +177,16 @@ bool config_address(const char* key, Address& out) {
   return fw::config_value(key, v, sizeof v) && address_parse(v, std::strlen(v), out) == Status::Ok;
 }
 
+// Payments made so far: only payments lower the device's balance (it opens no thread and
+// withdraws nothing), so (deposit - balance) / amount, whatever else the hub asked for.
+uint64_t payments_done() {
+  const ChannelState& s = g_session.channel().state;
+  if (g_amount == 0 || !s.pendingDepositWeiUser.is_zero() || !s.balanceWeiUser.fits_u64() ||
+      s.balanceWeiUser.low64() > g_deposit)
+    return 0;
+  return (g_deposit - s.balanceWeiUser.low64()) / g_amount;
+}
+
 // Unix seconds: the time given at boot plus the board's clock since.
 uint64_t now_unix() { return g_boot_unix + (fw::serial().now_ms() - g_boot_ms) / 1000u; }
 
@@ -157,6 +198,9 @@ void build_topic(char* out, std::initializer_list<const char*> parts) {
   }
   *out = '\0';
 }
+
+// picopay/v1/user/<user>/<leaf> into out (80 bytes).
+void user_topic(char* out, const char* leaf) { build_topic(out, {"picopay/v1/user/", g_user_hex, "/", leaf}); }
 
 // ---- flash -----------------------------------------------------------------------------
 
@@ -193,6 +237,11 @@ Status store_record() {
 bool topic_is(const bm::MqttMessage& m, const char* t) {
   return m.topic_len == std::strlen(t) && std::memcmp(m.topic, t, m.topic_len) == 0;
 }
+bool user_topic_is(const bm::MqttMessage& m, const char* leaf) {
+  char t[80];
+  user_topic(t, leaf);
+  return topic_is(m, t);
+}
 
 // Carries out the session's effects: the record first (if anything will leave), then the
 // messages. Returns false if the record could not be stored (nothing was sent).
@@ -227,8 +276,12 @@ void connect_broker() {
   std::memcpy(client_id, "picopay-", 8);
   std::memcpy(client_id + 8, g_user_hex, kAddressTextSize);
   for (;;) {
+    char request[80], down[80];
+    user_topic(request, "request");
+    user_topic(down, "chain/down");
     if (g_mqtt->connect(client_id, g_user_hex, g_password, 30, 2000) == Status::Ok &&
-        g_mqtt->subscribe(g_topic_reply, 2000) == Status::Ok) {
+        g_mqtt->subscribe(g_topic_reply, 2000) == Status::Ok && g_mqtt->subscribe(request, 2000) == Status::Ok &&
+        (!g_gateway || g_mqtt->subscribe(down, 2000) == Status::Ok)) {
       (void)g_session.on_connect(now_unix(), *g_fx);
       (void)carry_out(*g_fx);
       return;
@@ -246,8 +299,7 @@ int finish(int status) {
     fw::metric("instructions_per_payment", g_insn_pay_sum / g_insn_measured);
     fw::metric("instructions_per_payment_max", g_insn_pay_max);
   }
-  const uint64_t tx = g_session.channel().state.txCountGlobal;
-  fw::metric("payments", tx > 2 ? tx - 2 : 0);
+  fw::metric("payments", payments_done());
   fw::metric("messages_sent", g_sends);
   if (g_pays_timed > 0 && g_pay_last_ms > g_pay_first_ms)  // from the first payment to the last Ack
     fw::metric("payments_per_second_x100", g_pays_timed * 100000u / (g_pay_last_ms - g_pay_first_ms));
@@ -261,9 +313,79 @@ int finish(int status) {
   return status;
 }
 
+// ---- the chain relay (gateway=1) ----------------------------------------------------------
+
+// Asks the relay for chain facts and transaction parameters (at most every 2 s).
+void ask_relay() {
+  const uint32_t now_ms = fw::serial().now_ms();
+  if (!g_gateway || (g_last_ask_ms != 0 && now_ms - g_last_ask_ms < 2000)) return;
+  g_last_ask_ms = now_ms;
+  char up[80];
+  user_topic(up, "chain/up");
+  const uint8_t ask = kRelayAsk;
+  (void)g_mqtt->publish(up, &ask, 1, 1);
+}
+
+// The user's deposit of the latest double-signed state is not on chain yet.
+bool deposit_waits_for_chain() {
+  const ChannelState& s = g_session.channel().state;
+  return !s.pendingDepositWeiUser.is_zero() && (!g_facts.known || g_facts.txCountChain < s.txCountChain);
+}
+
+// An offer from the relay: its chain facts go to the session (a hub request waiting for
+// them may be proposed now); if our own deposit is not on chain yet, the device signs
+// its deposit transaction with the offer's parameters, within its own bounds.
+void on_relay_offer(const RelayOfferMsg& o) {
+  g_facts = o.facts;
+  (void)g_session.on_chain_fact(o.facts, now_unix(), *g_fx);
+  if (!carry_out(*g_fx)) return;
+  if (!deposit_waits_for_chain() || !g_session.synced() || g_session.has_pending()) return;
+  const bool same = g_has_last_tx && o.tx.chainId == g_last_tx.chainId && o.tx.nonce == g_last_tx.nonce &&
+                    o.tx.gasPriceWei == g_last_tx.gasPriceWei && o.tx.gasLimit == g_last_tx.gasLimit;
+  if (!same && g_deposit_txs >= g_max_deposit_txs) {
+    fw::print("TX_REFUSED max_deposit_txs reached\n");
+    return;
+  }
+  uint8_t raw[1 + kMaxUserAuthorizedUpdateTx];
+  raw[0] = kRelayTx;
+  size_t n = 0;
+  Hash32 h{};
+  const Status e = sign_user_deposit_tx(g_signer, g_key, g_session.channel(), o.tx, g_bounds, raw + 1,
+                                        sizeof raw - 1, &n, &h);
+  if (e != Status::Ok) {
+    fw::print("TX_REFUSED ");
+    fw::print(status_name(e));
+    fw::print("\n");
+    return;
+  }
+  if (!same) ++g_deposit_txs;  // the same offer signs the same bytes again (RFC 6979): no new transaction
+  g_has_last_tx = true;
+  g_last_tx = o.tx;
+  g_deposit_tx_hash = h;
+  line("DEPOSIT_TX", o.tx.nonce, raw + 1, n);
+  char up[80];
+  user_topic(up, "chain/up");
+  (void)g_mqtt->publish(up, raw, n + 1, 1);
+}
+
+void on_relay_message(const uint8_t* p, size_t len) {
+  RelayOfferMsg o{};
+  RelayReceiptMsg r{};
+  if (relay_offer_decode(p, len, o) == Status::Ok) {
+    on_relay_offer(o);
+  } else if (relay_receipt_decode(p, len, r) == Status::Ok) {
+    // Information only: the device relies on the chain facts (and the hub checks the chain).
+    line("RECEIPT", r.status, r.txHash.bytes, sizeof r.txHash.bytes);
+    g_last_ask_ms = 0;  // ask for the facts at once
+    ask_relay();
+  }
+}
+
+enum class Step : uint8_t { Proposed, Waiting, Done };
+
 // What the device does next once the session is free (synced, nothing in flight):
-// open the channel, then pay. Returns false when there is nothing left to do.
-bool next_step(uint64_t payments_done) {
+// open the channel, then pay. Done when there is nothing left to do.
+Step next_step(uint64_t payments_done) {
   const ChannelState& s = g_session.channel().state;
   const uint64_t now = now_unix();
   const uint64_t t0 = fw::instructions();
@@ -272,14 +394,20 @@ bool next_step(uint64_t payments_done) {
   if (s.txCountGlobal == 0) {
     e = g_session.request_deposit(U256::from_u64(g_deposit), U256::zero(), g_timeout, now, *g_fx);
   } else if (!s.pendingDepositWeiUser.is_zero()) {
-    Hash32 tx_hash;
-    std::memset(tx_hash.bytes, 0xcc, sizeof tx_hash.bytes);  // the gateway's deposit transaction
+    if (g_gateway && deposit_waits_for_chain()) {
+      ask_relay();  // the offer signs the deposit transaction; later offers show it executed
+      return Step::Waiting;
+    }
+    Hash32 tx_hash;  // the deposit transaction (the relay's, or a gateway's outside the device)
+    if (g_has_last_tx) tx_hash = g_deposit_tx_hash;
+    else std::memset(tx_hash.bytes, 0xcc, sizeof tx_hash.bytes);
     e = g_session.propose_confirm_pending(tx_hash, now, *g_fx);
-  } else if (payments_done < g_payments) {
+  } else if (payments_done < g_payments && (g_until == 0 || now < g_until)) {
+    if (g_until == 0 && g_pay_seconds != 0) g_until = now + g_pay_seconds;
     e = g_session.propose_payment(U256::from_u64(g_amount), U256::zero(), now, *g_fx);
     payment = true;
   } else {
-    return false;
+    return Step::Done;
   }
   if (e != Status::Ok) {
     // E.g. Underflow (the balance does not cover the payment), NeedsChain (no chain
@@ -288,16 +416,16 @@ bool next_step(uint64_t payments_done) {
     fw::print(status_name(e));
     fw::print("\n");
     g_refused = true;
-    return false;
+    return Step::Done;
   }
   g_insn_current = fw::instructions() - t0;
   g_insn_whole = payment;
   if (payment && g_pays_timed == 0 && g_pay_first_ms == 0) g_pay_first_ms = fw::serial().now_ms();
   if (!carry_out(*g_fx)) {  // the record could not be stored: nothing left the device
     g_flash_failed = true;
-    return false;
+    return Step::Done;
   }
-  return true;
+  return Step::Proposed;
 }
 
 }  // namespace
@@ -327,6 +455,24 @@ int device_run() noexcept {
     facts.blockTime = g_boot_unix;
     cfg.hasChainAccess = true;
   }
+  char gw[4];
+  if (fw::config_value("gateway", gw, sizeof gw) && gw[0] == '1') {
+    // Chain facts and the deposit transaction through a relay: the bounds are required.
+    uint64_t max_gas_price = 0, max_fee = 0;
+    if (!config_u64("chain_id", g_bounds.chainId) || !config_u64("max_gas_price", max_gas_price) ||
+        !config_u64("max_fee", max_fee)) {
+      fw::print("config: gateway=1 needs chain_id=, max_gas_price= and max_fee=\n");
+      return finish(kExitConfig);
+    }
+    g_bounds.maxGasPriceWei = U256::from_u64(max_gas_price);
+    g_bounds.maxFeeWei = U256::from_u64(max_fee);
+    (void)config_u64("max_deposit_txs", g_max_deposit_txs);
+    g_gateway = true;
+    cfg.hasChainAccess = true;
+  }
+  (void)config_u64("linger", g_linger_s);
+  (void)config_u64("until", g_until);
+  (void)config_u64("pay_seconds", g_pay_seconds);
   cfg.verifyCountersigOnPayment = false;  // lazy: docs/device-session.md
   cfg.resendSeconds = 1;
   g_boot_ms = fw::serial().now_ms();
@@ -375,23 +521,47 @@ int device_run() noexcept {
   }
   line("RESUME", g_session.channel().state.txCountGlobal, nullptr, 0);
   if (facts.known) (void)g_session.on_chain_fact(facts, now_unix(), *g_fx);  // nothing to send yet
+  g_facts = facts;
 
   static bm::MqttClient mqtt(fw::serial(), g_rx, sizeof g_rx, g_io, sizeof g_io);
   g_mqtt = &mqtt;
   connect_broker();
 
   uint32_t last_tick = fw::serial().now_ms();
+  g_last_change_ms = last_tick;
+  uint64_t last_tx = g_session.channel().state.txCountGlobal;
   for (;;) {
     if (g_session.halted()) break;
     const uint64_t tx = g_session.channel().state.txCountGlobal;
+    if (tx != last_tx) {
+      last_tx = tx;
+      g_last_change_ms = fw::serial().now_ms();
+    }
     if (g_session.synced() && !g_session.has_pending() && !g_session.has_hub_request()) {
-      if (!next_step(tx > 2 ? tx - 2 : 0)) break;
+      const Step st = next_step(payments_done());
+      // Done: stop, unless lingering for the hub's requests (nothing changed for linger s).
+      if (st == Step::Done &&
+          (g_refused || g_flash_failed || g_linger_s == 0 ||
+           fw::serial().now_ms() - g_last_change_ms >= g_linger_s * 1000u || g_session.channel().state.txCountGlobal == 0))
+        break;
     }
     bm::MqttMessage m;
     bool got = false;
     if (mqtt.poll(m, &got) != Status::Ok) {
       ++g_reconnects;
       connect_broker();
+      continue;
+    }
+    if (got && user_topic_is(m, "request")) {
+      const Status r = g_session.on_hub_request(m.payload, m.payload_len, now_unix(), *g_fx);
+      line("REQUEST", static_cast<uint64_t>(r), nullptr, 0);
+      g_last_change_ms = fw::serial().now_ms();
+      if (g_fx->needsChain) ask_relay();
+      if (!carry_out(*g_fx)) return finish(kExitFlash);
+      continue;
+    }
+    if (got && g_gateway && user_topic_is(m, "chain/down")) {
+      on_relay_message(m.payload, m.payload_len);
       continue;
     }
     if (got && topic_is(m, g_topic_reply)) {
@@ -424,6 +594,11 @@ int device_run() noexcept {
       (void)g_session.tick(now_unix(), *g_fx);
       if (g_fx->count > 0) g_insn_whole = false;  // a re-send: not a clean measurement
       if (!carry_out(*g_fx)) return finish(kExitFlash);
+      // Waiting for the chain (our deposit, or a hub request that needs chain facts).
+      const ChannelState& cs = g_session.channel().state;
+      if (g_gateway && g_session.synced() &&
+          (deposit_waits_for_chain() || g_session.has_hub_request() || !cs.pendingDepositWeiHub.is_zero()))
+        ask_relay();
       // Nothing from the broker for 3 s while the session re-sends every second: the
       // stream is dead or was re-opened under us (QEMU reconnects its socket): CONNECT again.
       if (mqtt.idle_rx_ms() > 3000) {

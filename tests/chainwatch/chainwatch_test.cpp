@@ -39,7 +39,7 @@ namespace {
 const char* kDeposit = "1000000000000000000";
 const uint64_t kPrice = 1000;
 constexpr uint32_t kDeviceIndex = 1401;
-constexpr uint32_t kPayerIndex = 1402, kPayeeIndex = 1403;
+constexpr uint32_t kPayerIndex = 1402, kPayeeIndex = 1403, kReopenIndex = 1404;
 
 bool poll_until(const std::function<bool()>& f, int timeout_ms) {
   for (int w = 0; w <= timeout_ms; w += 100) {
@@ -97,7 +97,8 @@ class ChainWatch : public ::testing::Test {
     std::string err;
     chain_ = new DevChain;
     ASSERT_TRUE(chain_->start(work_, {hub_key_, dev_key_, key_hex(testsupport::test_key(kPayerIndex)),
-                                      key_hex(testsupport::test_key(kPayeeIndex))},
+                                      key_hex(testsupport::test_key(kPayeeIndex)),
+                                      key_hex(testsupport::test_key(kReopenIndex))},
                               err))
         << err;
     rpc_ = new chain::RpcClient(chain_->url());
@@ -113,7 +114,7 @@ class ChainWatch : public ::testing::Test {
     hub_cm_ = new chain::ChannelManagerClient(*hub_wallet_, contract_addr_);
     ASSERT_TRUE(hub_cm_->fund_reserve(U256::from_u64(1000000)).ok());  // the payee's collateral
     std::vector<BrokerUser> users = {{"hub", "hubpw"}, {"test", "testpw"}, {dev_addr_, "devpw"}};
-    for (uint32_t i : {kPayerIndex, kPayeeIndex})
+    for (uint32_t i : {kPayerIndex, kPayeeIndex, kReopenIndex})
       users.push_back({key_address(key_hex(testsupport::test_key(i))), "pw-" + std::to_string(i)});
     std::string acl = "user hub\ntopic readwrite picopay/v1/#\n\nuser test\ntopic read picopay/v1/#\n\n";
     acl += "pattern write picopay/v1/hub/+/channel/%u/update\npattern write picopay/v1/hub/+/channel/%u/reply\n";
@@ -168,63 +169,6 @@ class ChainWatch : public ::testing::Test {
     return it == status_->end() ? "" : it->second;
   }
 
-  // Sends one Payment (kPrice wei to the hub) on `from` as the device (its key and broker
-  // account) and returns the hub's Nack status (Ok for an Ack, IoError for no answer).
-  static Status pay_raw(const Address& user, const SignedChannelState& from) {
-    PrivateKey k = testsupport::test_key(kDeviceIndex);
-    Signer sg;
-    if (sg.init() != Status::Ok) return Status::CryptoUnavailable;
-    ChannelUpdate u = channel_update_make(UpdateReason::Payment);
-    u.payment.recipient = Party::Hub;
-    u.payment.amountWei = U256::from_u64(kPrice);
-    u.payment.amountToken = U256::zero();
-    std::vector<ThreadState> items(1);
-    std::vector<Hash32> scratch(3);
-    ThreadSet ts{items.data(), 0, items.size(), scratch.data()};
-    ChannelContext ctx{hub_wallet_->address()};
-    ChannelState next{};
-    Status st = channel_propose(ctx, sg, k, Party::User, from.state, ts, u, next);
-    if (st != Status::Ok) return st;
-    uint8_t buf[kMaxChannelUpdateWire];
-    size_t n = 0;
-    if (encode_channel_update(u, buf, sizeof buf, &n) != Status::Ok) return Status::IoError;
-    std::mutex m;
-    std::condition_variable cv;
-    bool got = false;
-    Reply r = reply_make(ReplyKind::Nack);
-    mqtt::Options o;
-    o.port = broker_->port();
-    o.client_id = "picopay-" + mqtt::topic_address(user);
-    o.username = mqtt::topic_address(user);
-    o.password = "devpw";
-    o.clean_start = true;
-    mqtt::Client c(o);
-    c.on_message([&](const mqtt::Message& msg) {
-      Reply x{};
-      if (decode_reply(msg.payload.data(), msg.payload.size(), x) != Status::Ok) return;
-      if (x.kind == ReplyKind::Sync || x.txCountGlobal != u.txCountGlobal) return;
-      std::lock_guard<std::mutex> l(m);
-      r = x;
-      got = true;
-      cv.notify_all();
-    });
-    c.subscribe(mqtt::topic_reply(user), 1);
-    std::string err;
-    if (!c.start(err) || !c.wait_connected(10000)) return Status::IoError;
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the subscription is in place
-    mqtt::PublishProps p;
-    p.response_topic = mqtt::topic_reply(user);
-    p.correlation = mqtt::correlation_encode(u.txCountGlobal);
-    Status out = Status::IoError;
-    if (c.publish(mqtt::topic_update(hub_wallet_->address(), user), buf, n, 1, false, &p)) {
-      std::unique_lock<std::mutex> l(m);
-      if (cv.wait_for(l, std::chrono::seconds(20), [&] { return got; }))
-        out = r.kind == ReplyKind::Ack ? Status::Ok : r.status;
-    }
-    c.stop();
-    return out;
-  }
-
   // A SimDevice (the core's Session) that reads the chain itself for its chain facts.
   struct ChainView {
     std::unique_ptr<chain::Wallet> wallet;
@@ -273,9 +217,12 @@ class ChainWatch : public ::testing::Test {
 
 // The hub starts an exit on a paying device's channel with an older double-signed state.
 // The device answers with its latest state (emptyChannelWithChallenge: the channel is
-// emptied at once at the newer balances), stops paying and says why; the hub marks the
-// channel, refuses a payment on it with ChannelInDispute, and still does after a restart.
-TEST_F(ChainWatch, StaleExitByHubIsAnsweredAndBothSidesStop) {
+// emptied at once at the newer balances) and stops paying; the hub marks the channel and
+// requests Connext's EmptyChannel, which the device proposes once its own chain read shows
+// the channel empty at the state it answered with: no payment is signed in between (the
+// EmptyChannel is the very next txCountGlobal). Then the device deposits again and the
+// payments go on in the same channel.
+TEST_F(ChainWatch, StaleExitByHubIsAnsweredThenEmptyChannelAndANewDepositReopen) {
   const std::string dir = work_ + "/dev";
   Address user{};
   ASSERT_EQ(address_parse(dev_addr_.c_str(), dev_addr_.size(), user), Status::Ok);
@@ -329,42 +276,175 @@ TEST_F(ChainWatch, StaleExitByHubIsAnsweredAndBothSidesStop) {
       << "the channel was not emptied before the challenge period ended";
   // Emptied by the device's answer, at a state newer than the hub's exit.
   EXPECT_GT(oc.txCountGlobal, old.state.txCountGlobal);
-  const std::string dlog = slurp(dir + ".log");
-  EXPECT_NE(dlog.find("stale exit answered: emptyChannelWithChallenge txCountGlobal " +
-                      std::to_string(oc.txCountGlobal)),
+  EXPECT_NE(slurp(dir + ".log").find("stale exit answered: emptyChannelWithChallenge txCountGlobal " +
+                                     std::to_string(oc.txCountGlobal)),
             std::string::npos)
-      << dlog;
+      << slurp(dir + ".log");
 
-  // The device reports it and stops paying.
+  // EmptyChannel right after the state put on chain: at the next txCountGlobal, or two
+  // later when a payment the device had proposed (refused: ChannelInDispute) was first
+  // given up by its Invalidation (a skip repeats the contents). Nothing was paid between.
+  const std::string empty_next = "EmptyChannel " + std::to_string(oc.txCountGlobal + 1) + " double-signed";
+  const std::string empty_skip = "EmptyChannel " + std::to_string(oc.txCountGlobal + 3) + " double-signed";
+  ASSERT_TRUE(poll_until(
+      [&] {
+        write_all(agent->stdin_fd(), "wh " + std::to_string(++wh) + "\n");
+        const std::string l = slurp(dir + ".log");
+        return l.find(empty_next) != std::string::npos || l.find(empty_skip) != std::string::npos;
+      },
+      60000))
+      << slurp(dir + ".log") << "\n" << slurp(work_ + "/hub.log");
+  const std::string dlog = slurp(dir + ".log");
+  EXPECT_NE(dlog.find("payments stopped"), std::string::npos) << dlog;
+  const std::string hlog = slurp(work_ + "/hub.log");
+  EXPECT_NE(hlog.find("only EmptyChannel is countersigned on it"), std::string::npos) << hlog;
+  EXPECT_NE(hlog.find("EmptyChannel requested"), std::string::npos) << hlog;
+
+  // A new deposit on chain, confirmed, and payments again in the same channel.
+  ASSERT_TRUE(poll_until(
+      [&] {
+        write_all(agent->stdin_fd(), "wh " + std::to_string(++wh) + "\n");
+        std::string err;
+        if (!device::state_load(dir, s, err)) return false;
+        const ChannelState& c = s.channel.state;
+        return c.txCountGlobal > oc.txCountGlobal + 4 && !channel_has_pending(c) && !c.balanceWeiHub.is_zero();
+      },
+      90000))
+      << slurp(dir + ".log");
+  auto after = hub_cm_->channel(user);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->status, chain::ChannelStatus::Open);
+  U256 both{};
+  ASSERT_EQ(u256_add(s.channel.state.balanceWeiHub, s.channel.state.balanceWeiUser, both), Status::Ok);
+  EXPECT_EQ(after->weiTotal, both);
+  EXPECT_GT(after->txCountChain, oc.txCountChain);
+  // The device says it is in use again (status JSON: no chain note).
   const std::string dev_topic = mqtt::topic_user_status(user);
-  ASSERT_TRUE(poll_until([&] { return json_str(status_of(dev_topic), "chain").find("emptied on chain") == 0; }, 20000))
+  EXPECT_TRUE(poll_until([&] { return json_str(status_of(dev_topic), "chain").empty(); }, 20000))
       << status_of(dev_topic);
-  std::string err;
-  ASSERT_TRUE(device::state_load(dir, s, err)) << err;
-  const uint64_t tx_after = s.channel.state.txCountGlobal;
-  EXPECT_EQ(tx_after, oc.txCountGlobal);  // nothing was paid after the state put on chain
-  for (int k = 0; k < 10; ++k) write_all(agent->stdin_fd(), "wh " + std::to_string(++wh) + "\n");
-  // Give it rounds to (wrongly) pay: it must not.
-  std::this_thread::sleep_for(std::chrono::seconds(3));
-  ASSERT_TRUE(device::state_load(dir, s, err)) << err;
-  EXPECT_EQ(s.channel.state.txCountGlobal, tx_after);
-  EXPECT_NE(slurp(dir + ".log").find("payments stopped"), std::string::npos);
-
-  // The hub marked the channel (its status says so).
-  const std::string hub_topic = mqtt::topic_hub_status(hub_wallet_->address(), user);
-  ASSERT_TRUE(poll_until([&] { return json_str(status_of(hub_topic), "chain").find("emptied on chain") == 0; }, 20000))
-      << status_of(hub_topic);
   agent->close_stdin();
   agent->stop(20000);
+}
 
-  // A payment on the emptied channel, signed with the device's key on its latest
-  // double-signed state, is refused; so it is by a restarted hub (the mark is stored).
-  ASSERT_TRUE(device::state_load(dir, s, err)) << err;
-  EXPECT_EQ(pay_raw(user, s.channel), Status::ChannelInDispute);
-  EXPECT_NE(slurp(work_ + "/hub.log").find("ChannelInDispute"), std::string::npos);
+// The hub's side of an emptied channel, with a device whose messages the test controls:
+// the channel takes no payment (also from a restarted hub: the mark is stored), the hub
+// requests EmptyChannel, and refuses EmptyChannel proposals whose state is not the empty
+// state at the chain's counts (a higher txCountChain, a balance left in it: the signature
+// is over another state); the honest EmptyChannel is countersigned at the next
+// txCountGlobal (nothing was stored at it), and a new deposit reopens the channel.
+TEST_F(ChainWatch, EmptiedChannelTakesOnlyTheProperEmptyChannel) {
+  ChainView v;
+  auto d = sim_device(kReopenIndex, v);
+  ASSERT_EQ(d->deposit(5000), Status::Ok);
+  {
+    const SignedChannelState st = d->latest();
+    auto rc = v.cm->user_authorized_update(st.state, st.sigHub);
+    ASSERT_TRUE(rc.ok()) << rc.error().to_string();
+    ASSERT_EQ(d->confirm_pending(rc->transactionHash), Status::Ok);
+  }
+  ASSERT_EQ(d->pay(100), Status::Ok);
+  const SignedChannelState old = d->latest();
+  ASSERT_EQ(d->pay(100), Status::Ok);
+  ASSERT_EQ(d->pay(100), Status::Ok);
+  const SignedChannelState last = d->latest();
+  // The hub's stale exit; the device answers at once (the user empties with its newer state).
+  d->pause_requests(true);
+  auto rc = hub_cm_->start_exit_with_update(old);
+  ASSERT_TRUE(rc.ok()) << rc.error().to_string();
+  auto ans = v.cm->empty_channel_with_challenge(last);
+  ASSERT_TRUE(ans.ok()) << ans.error().to_string();
+  auto oc = hub_cm_->channel(d->address());
+  ASSERT_TRUE(oc.ok());
+  ASSERT_EQ(oc->status, chain::ChannelStatus::Open);
+  ASSERT_TRUE(oc->weiTotal.is_zero());
+  ASSERT_EQ(oc->txCountGlobal, last.state.txCountGlobal);
+  const std::string key = mqtt::topic_address(d->address());
+  ASSERT_TRUE(poll_until([&] { return slurp(work_ + "/hub.log").find(key + ": emptied on chain") != std::string::npos; },
+                         30000))
+      << slurp(work_ + "/hub.log");
+
+  auto send = [&](std::vector<uint8_t> bytes, uint64_t tx) {
+    Reply r{};
+    if (bytes.empty() || !d->publish_raw(mqtt::topic_update(hub_wallet_->address(), d->address()), bytes, tx))
+      return Status::BadArgs;
+    if (!d->wait_reply(tx, r, 20000)) return Status::IoError;
+    return r.kind == ReplyKind::Ack ? Status::Ok : r.status;
+  };
+  const uint64_t next_tx = last.state.txCountGlobal + 1;
+  // A payment: refused (the off-chain state still holds what the chain paid out).
+  ChannelUpdate p = channel_update_make(UpdateReason::Payment);
+  p.payment.recipient = Party::Hub;
+  p.payment.amountWei = U256::from_u64(100);
+  ChannelState pn{};
+  EXPECT_EQ(send(d->build(p, pn), next_tx), Status::ChannelInDispute);
+  // EmptyChannel proposals signing another state than the empty one at the chain's counts.
+  Signer sg;
+  ASSERT_EQ(sg.init(), Status::Ok);
+  auto forged_empty = [&](const std::function<void(ChannelState&)>& change) {
+    ChannelState n = last.state;
+    n.balanceWeiHub = n.balanceWeiUser = n.balanceTokenHub = n.balanceTokenUser = U256::zero();
+    n.txCountGlobal = next_tx;
+    change(n);
+    ChannelUpdate u = channel_update_make(UpdateReason::EmptyChannel);
+    u.txCountGlobal = next_tx;
+    EXPECT_EQ(sg.sign_eth(d->key(), channel_hash(n), u.sig), Status::Ok);
+    uint8_t buf[kMaxChannelUpdateWire];
+    size_t len = 0;
+    EXPECT_EQ(encode_channel_update(u, buf, sizeof buf, &len), Status::Ok);
+    return std::vector<uint8_t>(buf, buf + len);
+  };
+  EXPECT_EQ(send(forged_empty([](ChannelState& n) { n.txCountChain += 1; }), next_tx), Status::WrongSigner);
+  EXPECT_EQ(send(forged_empty([&](ChannelState& n) { n.balanceWeiUser = last.state.balanceWeiUser; }), next_tx),
+            Status::WrongSigner);
+  EXPECT_EQ(send(forged_empty([&](ChannelState& n) { n.balanceWeiHub = last.state.balanceWeiHub; }), next_tx),
+            Status::WrongSigner);
+  // A restarted hub refuses the payment too (the mark is stored).
   hub_->stop(20000);
   start_hub();
-  EXPECT_EQ(pay_raw(user, s.channel), Status::ChannelInDispute);
+  EXPECT_EQ(send(d->build(p, pn), next_tx), Status::ChannelInDispute);
+
+  // The hub requested EmptyChannel; the device proposes it (its chain read shows the
+  // channel empty at its latest state's counts) and the hub countersigns it.
+  ASSERT_TRUE(poll_until(
+      [&] {
+        for (const auto& b : d->raw_requests()) {
+          HubRequest q{};
+          if (decode_hub_request(b.data(), b.size(), q) == Status::Ok && q.update.reason == UpdateReason::EmptyChannel)
+            return true;
+        }
+        return false;
+      },
+      30000))
+      << slurp(work_ + "/hub.log");
+  d->pause_requests(false);
+  ASSERT_TRUE(d->publish_raw(mqtt::topic_sync(hub_wallet_->address(), d->address()), {}, 0));  // the hub re-sends its head
+  ASSERT_TRUE(d->wait_until([](testsupport::SimDevice& x) { return x.completed(UpdateReason::EmptyChannel) == 1; },
+                            60000))
+      << slurp(work_ + "/hub.log");
+  const SignedChannelState e = d->latest();
+  EXPECT_EQ(e.state.txCountGlobal, next_tx);
+  EXPECT_EQ(e.state.txCountChain, oc->txCountChain);
+  EXPECT_TRUE(e.state.balanceWeiHub.is_zero() && e.state.balanceWeiUser.is_zero());
+  EXPECT_EQ(e.state.threadCount, 0u);
+  EXPECT_TRUE(e.hasSigHub && e.hasSigUser);
+
+  // A new deposit brings the channel back; payments continue.
+  ASSERT_EQ(d->deposit(2000), Status::Ok);
+  {
+    const SignedChannelState st = d->latest();
+    auto r2 = v.cm->user_authorized_update(st.state, st.sigHub);
+    ASSERT_TRUE(r2.ok()) << r2.error().to_string();
+    ASSERT_EQ(d->confirm_pending(r2->transactionHash), Status::Ok);
+  }
+  // The hub's follower sees the channel in use again (its next round), then payments go on.
+  const std::string open_line = "chain: channel " + json::address_text(d->address()) + " open";
+  ASSERT_TRUE(poll_until([&] { return slurp(work_ + "/hub.log").find(open_line) != std::string::npos; }, 30000))
+      << slurp(work_ + "/hub.log");
+  EXPECT_EQ(d->pay(100), Status::Ok);
+  EXPECT_EQ(d->pay(100), Status::Ok);
+  EXPECT_EQ(d->latest().state.balanceWeiHub, U256::from_u64(200));
+  EXPECT_EQ(d->latest().state.balanceWeiUser, U256::from_u64(1800));
+  d->stop();
 }
 
 // A payer pays a payee through a thread, the payee closes it (the hub pays the payee),

@@ -1110,3 +1110,82 @@ TEST_F(ThreadTest, WrongSenderSignature) {
   EXPECT_EQ(thread_accept(signer_, prev, forged, out), Status::BadArgs);
   EXPECT_EQ(thread_accept(signer_, prev, tu, out), Status::Ok);
 }
+
+// ================================================================== thread payments (full states)
+
+class ThreadStateAcceptTest : public ThreadTest {
+ protected:
+  // The sender's state after paying `wei` in all, txCount `tx`, signed by `key`.
+  SignedThreadState paid(uint64_t wei, uint64_t tx, const PrivateKey& key) {
+    SignedThreadState s;
+    s.state = initial();
+    s.state.balanceWeiSender = u(100 - wei);
+    s.state.balanceWeiReceiver = u(wei);
+    s.state.txCount = tx;
+    s.hasSigA = true;
+    EXPECT_EQ(signer_.sign_eth(key, thread_hash(s.state), s.sigA), Status::Ok);
+    return s;
+  }
+  SignedThreadState resign(SignedThreadState s) {
+    EXPECT_EQ(signer_.sign_eth(userKey_, thread_hash(s.state), s.sigA), Status::Ok);
+    return s;
+  }
+};
+
+TEST_F(ThreadStateAcceptTest, CumulativeStatesAcceptedAcrossGaps) {
+  const ThreadState prev = paid(10, 2, userKey_).state;
+  EXPECT_EQ(thread_accept_state(signer_, prev, paid(11, 3, userKey_)), Status::Ok);
+  EXPECT_EQ(thread_accept_state(signer_, prev, paid(60, 40, userKey_)), Status::Ok);  // 37 payments missed
+  EXPECT_EQ(thread_accept_state(signer_, prev, paid(100, kMaxCounter, userKey_)), Status::Ok);
+  EXPECT_EQ(thread_accept_state(signer_, thread_state_zero(), paid(10, 2, userKey_)), Status::WrongContract);
+  // The same state: a re-send.
+  EXPECT_EQ(thread_accept_state(signer_, prev, paid(10, 2, userKey_)), Status::Duplicate);
+  // The increment path agrees with the full-state path on what the sender signed.
+  ThreadUpdate tu;
+  ThreadState next;
+  ASSERT_EQ(thread_propose(signer_, userKey_, prev, u(5), u(0), tu, next), Status::Ok);
+  SignedThreadState full;
+  full.state = next;
+  full.sigA = tu.sig;
+  full.hasSigA = true;
+  EXPECT_EQ(thread_accept_state(signer_, prev, full), Status::Ok);
+}
+
+TEST_F(ThreadStateAcceptTest, EvilSenderRefused) {
+  const ThreadState prev = paid(10, 2, userKey_).state;
+  EXPECT_EQ(thread_accept_state(signer_, prev, paid(9, 3, userKey_)), Status::NotConserved);  // payee's balance lowered
+  EXPECT_EQ(thread_accept_state(signer_, prev, paid(10, 3, userKey_)), Status::BadArgs);      // nothing moves
+  EXPECT_EQ(thread_accept_state(signer_, prev, paid(50, 1, userKey_)), Status::StaleState);   // replayed / older
+  EXPECT_EQ(thread_accept_state(signer_, prev, paid(12, 2, userKey_)), Status::StateConflict);  // signed twice
+  EXPECT_EQ(thread_accept_state(signer_, prev, paid(12, 2, thirdKey_)), Status::WrongSigner);   // not evidence
+  EXPECT_EQ(thread_accept_state(signer_, prev, paid(12, 3, thirdKey_)), Status::WrongSigner);
+  EXPECT_EQ(thread_accept_state(signer_, prev, paid(12, 3, payeeKey_)), Status::WrongSigner);  // the receiver's own
+  SignedThreadState s = paid(12, 3, userKey_);
+  s.state.balanceWeiSender = u(89);  // total 101: the deposit raised
+  EXPECT_EQ(thread_accept_state(signer_, prev, resign(s)), Status::NotConserved);
+  s = paid(12, 3, userKey_);
+  s.state.balanceWeiSender = u(80);  // total 92
+  EXPECT_EQ(thread_accept_state(signer_, prev, resign(s)), Status::NotConserved);
+  s = paid(12, 3, userKey_);
+  s.state.balanceTokenSender = u(19);  // token total changed
+  EXPECT_EQ(thread_accept_state(signer_, prev, resign(s)), Status::NotConserved);
+  s = paid(12, 3, userKey_);
+  s.state.threadId = 5;
+  EXPECT_EQ(thread_accept_state(signer_, prev, resign(s)), Status::BadArgs);
+  s = paid(12, 3, userKey_);
+  s.state.receiver = third_;
+  EXPECT_EQ(thread_accept_state(signer_, prev, resign(s)), Status::WrongParty);
+  s = paid(12, 3, userKey_);
+  s.state.sender = third_;  // signed by the stored sender, naming another
+  EXPECT_EQ(thread_accept_state(signer_, prev, resign(s)), Status::WrongParty);
+  s = paid(12, 3, userKey_);
+  s.state.contractAddress = third_;
+  EXPECT_EQ(thread_accept_state(signer_, prev, resign(s)), Status::WrongContract);
+  s = paid(12, 3, userKey_);
+  s.hasSigA = false;
+  EXPECT_EQ(thread_accept_state(signer_, prev, s), Status::BadArgs);
+  s = paid(12, 3, userKey_);
+  s.state.balanceWeiReceiver = u(13);  // signature over another (valid) state
+  s.state.balanceWeiSender = u(87);
+  EXPECT_EQ(thread_accept_state(signer_, prev, s), Status::WrongSigner);
+}

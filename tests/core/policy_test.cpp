@@ -297,6 +297,77 @@ TEST_F(PolicyTest, HubChainFactsNeeded) {
   EXPECT_EQ(policy_hub_countersigns(hub_in_, pending, empty), Status::NotOnChain);
 }
 
+// EmptyChannel (c): both sides sign it only when the chain shows the channel emptied,
+// no dispute running, and the new state (txCountGlobal prev + 1, txCountChain prev's)
+// neither predates the state the contract applied nor lags its txCount[1].
+TEST_F(PolicyTest, EmptyChannelOnlyWithTheChainsCounts) {
+  user_in_.hasChainAccess = true;
+  ChannelUpdate empty = channel_update_make(UpdateReason::EmptyChannel);
+  auto both_u = [&](const ChannelUpdate& x) {
+    const Status a = user(x), b = hub(x);
+    EXPECT_EQ(a, b);
+    return a;
+  };
+  auto both = [&](const ChainFacts& f) {
+    user_in_.chain = f;
+    hub_in_.chain = f;
+    return both_u(empty);
+  };
+  ChainFacts f = facts(2, kNow);  // txCount [10, 2], as prev_
+  EXPECT_EQ(both(f), Status::NotOnChain);  // open with funds: not emptied
+  f.emptied = true;
+  EXPECT_EQ(both(f), Status::Ok);
+  f.txCountGlobal = 9;  // an older state applied, emptied (our newer one was never put on chain)
+  EXPECT_EQ(both(f), Status::Ok);
+  f.txCountChain = 1;  // an authorized update of ours never ran (invalidated): ours stays ahead
+  EXPECT_EQ(both(f), Status::Ok);
+  f = facts(2, kNow);
+  f.emptied = true;
+  f.txCountGlobal = 11;  // the chain holds a state newer than our latest: not ours to record
+  EXPECT_EQ(both(f), Status::NotOnChain);
+  f.txCountGlobal = 10;
+  f.txCountChain = 3;  // the contract ran an authorized update our latest does not know
+  EXPECT_EQ(both(f), Status::NotOnChain);
+  f.txCountChain = 2;
+  f.status = ChainChannelStatus::InDispute;  // ThreadDispute after an empty: threads still out
+  EXPECT_EQ(both(f), Status::ChannelInDispute);
+  f.status = ChainChannelStatus::Open;
+  f.known = false;
+  EXPECT_EQ(both(f), Status::NeedsChain);
+  // A pending deposit of the latest state that the contract could still run (its
+  // txCountGlobal above the chain's, its timeout ahead): emptying it off chain would
+  // lose the deposit once it runs. Not before the timeout has passed.
+  ChannelState pending = prev_;
+  pending.balanceWeiHub = pending.balanceWeiUser = pending.balanceTokenHub = pending.balanceTokenUser = U256::zero();
+  pending.pendingDepositWeiUser = u(700);
+  pending.txCountChain = 3;
+  pending.timeout = kNow + 100;
+  f = facts(2, kNow);
+  f.emptied = true;
+  f.txCountGlobal = 9;
+  user_in_.chain = hub_in_.chain = f;
+  EXPECT_EQ(policy_user_accepts_request(user_in_, pending, empty), Status::NotOnChain);
+  EXPECT_EQ(policy_hub_countersigns(hub_in_, pending, empty), Status::NotOnChain);
+  f.blockTime = kNow + 100;
+  user_in_.chain = hub_in_.chain = f;
+  EXPECT_EQ(policy_user_accepts_request(user_in_, pending, empty), Status::Ok);
+  EXPECT_EQ(policy_hub_countersigns(hub_in_, pending, empty), Status::Ok);
+  // A skip (the Invalidation of a half-signed latest + 1) repeats prev's contents: it
+  // passes on an emptied channel and in a dispute, so a refused proposal can be given up.
+  ChannelUpdate skip = channel_update_make(UpdateReason::Invalidation);
+  skip.txCountGlobal = prev_.txCountGlobal + 2;
+  skip.invalidation.previousValidTxCount = prev_.txCountGlobal;
+  skip.invalidation.lastInvalidTxCount = prev_.txCountGlobal + 1;
+  f = facts(2, kNow);
+  f.emptied = true;
+  user_in_.chain = hub_in_.chain = f;
+  EXPECT_EQ(both_u(skip), Status::Ok);
+  ChannelUpdate pay = channel_update_make(UpdateReason::Payment);
+  pay.payment.recipient = Party::Hub;
+  pay.payment.amountWei = u(1);
+  EXPECT_EQ(hub(pay), Status::ChannelInDispute);
+}
+
 TEST_F(PolicyTest, HubThreadRules) {
   // Payer channel: the payer locks its own funds.
   EXPECT_EQ(hub(thread_update(UpdateReason::OpenThread, user_, payee_, 0, 0)), Status::Ok);

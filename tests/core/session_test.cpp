@@ -860,6 +860,59 @@ TEST(SessionEvilHub, ChainFactsRequiredForConfirmEmptyInvalidation) {
   EXPECT_EQ(fx4.out[0].route, Route::ToHubUpdate);
 }
 
+// The hub asks for EmptyChannel on a channel the chain does not show emptied (or shows
+// emptied at counts the new state would not supersede): nothing is signed and nothing
+// stored changes; with the chain's true facts the device proposes it.
+TEST(SessionEvilHub, EmptyChannelOnlyWhenTheChainShowsItEmpty) {
+  Evil x;
+  Device& d = *x.p;
+  ASSERT_TRUE(d.cfg.hasChainAccess);
+  const ChannelState before = d.s->channel().state;
+  ASSERT_FALSE(before.balanceWeiUser.is_zero());
+  ChannelUpdate e = channel_update_make(UpdateReason::EmptyChannel);
+  // The chain shows the channel open with its funds: kept, unsigned, nothing sent.
+  ChainFacts open{true, before.txCountGlobal, before.txCountChain, ChainChannelStatus::Open, false, x.n.now};
+  Effects fx;
+  EXPECT_EQ(d.s->on_chain_fact(open, x.n.now, fx), Status::Ok);
+  x.expect_refused(d, x.request(d, e, ++x.id), Status::NotOnChain, true);
+  EXPECT_TRUE(d.s->has_hub_request());
+  // Emptied, but at a state newer than ours, or after an authorized update ours lacks.
+  ChainFacts bad = open;
+  bad.emptied = true;
+  bad.txCountGlobal = before.txCountGlobal + 1;
+  const Bytes stored = d.stored;
+  Effects fx2;
+  EXPECT_EQ(d.s->on_chain_fact(bad, x.n.now, fx2), Status::NotOnChain);
+  EXPECT_EQ(fx2.count, 0u);
+  bad.txCountGlobal = before.txCountGlobal;
+  bad.txCountChain = before.txCountChain + 1;
+  EXPECT_EQ(d.s->on_chain_fact(bad, x.n.now, fx2), Status::NotOnChain);
+  EXPECT_EQ(fx2.count, 0u);
+  EXPECT_FALSE(d.s->has_pending());
+  EXPECT_EQ(d.s->channel().state, before);
+  EXPECT_EQ(d.stored, stored);
+  // In dispute: refused for what it is.
+  bad = open;
+  bad.status = ChainChannelStatus::InDispute;
+  Effects fxd;
+  EXPECT_EQ(d.s->on_chain_fact(bad, x.n.now, fxd), Status::ChannelInDispute);
+  if (fxd.persist) d.persist();
+  EXPECT_FALSE(d.s->has_pending());
+  EXPECT_EQ(d.s->channel().state, before);
+  // Truly emptied at our counts: proposed, an empty state at txCountGlobal + 1.
+  ChainFacts good = open;
+  good.emptied = true;
+  Effects fx3;
+  EXPECT_EQ(d.s->on_chain_fact(open, x.n.now, fx3), Status::Ok);
+  x.expect_refused(d, x.request(d, e, ++x.id), Status::NotOnChain, true);
+  EXPECT_EQ(d.s->on_chain_fact(good, x.n.now, fx3), Status::Ok);
+  ASSERT_TRUE(d.s->has_pending());
+  EXPECT_EQ(d.s->pending().reason, UpdateReason::EmptyChannel);
+  EXPECT_EQ(d.s->pending().txCountGlobal, before.txCountGlobal + 1);
+  ASSERT_EQ(fx3.count, 1u);
+  EXPECT_EQ(fx3.out[0].route, Route::ToHubUpdate);
+}
+
 TEST(SessionEvilHub, ForgedRequestSignatureDroppedSilently) {
   Evil x;
   ChannelUpdate d = channel_update_make(UpdateReason::ProposePendingDeposit);
@@ -1138,14 +1191,246 @@ TEST(SessionThreads, PayeeCountsPaymentsAndIgnoresReplays) {
   EXPECT_EQ(x.r->s->on_thread_message(pay.data(), pay.size(), x.n.now, r2), Status::Duplicate);
   EXPECT_EQ(r2.event, SessionEvent::None);
   // A payment on the payer's own thread by someone else's key is refused.
-  ThreadUpdate forged;
-  ASSERT_EQ(decode_thread_update(pay.data(), pay.size(), forged), Status::Ok);
-  forged.txCount += 1;
-  ASSERT_EQ(signer().sign_eth(key_fill(0x44), Hash32{}, forged.sig), Status::Ok);
-  Bytes fb(kMaxThreadUpdateWire);
+  SignedThreadState forged;
+  ASSERT_EQ(decode_thread_payment(pay.data(), pay.size(), forged), Status::Ok);
+  forged.state.txCount += 1;
+  ASSERT_EQ(u256_sub(forged.state.balanceWeiSender, u(1), forged.state.balanceWeiSender), Status::Ok);
+  ASSERT_EQ(u256_add(forged.state.balanceWeiReceiver, u(1), forged.state.balanceWeiReceiver), Status::Ok);
+  ASSERT_EQ(signer().sign_eth(key_fill(0x44), thread_hash(forged.state), forged.sigA), Status::Ok);
+  Bytes fb(kMaxThreadStateWire);
   size_t n = 0;
-  ASSERT_EQ(encode_thread_update(forged, fb.data(), fb.size(), &n), Status::Ok);
+  ASSERT_EQ(encode_thread_payment(forged, fb.data(), fb.size(), &n), Status::Ok);
   EXPECT_EQ(x.r->s->on_thread_message(fb.data(), n, x.n.now, r2), Status::WrongSigner);
+}
+
+// A payer and a payee with an open thread locking 30 wei (mirror done).
+struct ThreadPair : Pair {
+  uint64_t id = 0;
+  ThreadPair() {
+    fund_payer(n, *p, 1000);
+    std::vector<Msg> out;
+    n.hub.request_collateral(r->addr, 100, n.now, out);
+    for (auto& m : out) n.inflight.push_back(m);
+    if (!n.quiesce()) ADD_FAILURE() << "collateral";
+    Effects fx;
+    if (p->s->propose_thread_open(r->addr, u(30), U256::zero(), n.now, fx, &id) != Status::Ok) ADD_FAILURE();
+    n.effects(*p, fx);
+    if (!n.quiesce()) ADD_FAILURE() << "thread open";
+  }
+  // Pays `wei` on the thread and returns the ThreadPayment the payer sent (not delivered).
+  Bytes pay(uint64_t wei) {
+    Effects fx;
+    EXPECT_EQ(p->s->thread_pay(r->addr, id, u(wei), U256::zero(), fx), Status::Ok);
+    EXPECT_EQ(fx.count, 1u);
+    if (fx.count != 1) return Bytes();
+    EXPECT_EQ(fx.out[0].route, Route::ToThreadReceiver);
+    return Bytes(fx.out[0].bytes, fx.out[0].bytes + fx.out[0].len);
+  }
+  const SessionThread& payer_thread() { return p->s->thread_slot(static_cast<size_t>(p->s->find_thread(p->addr, r->addr, id))); }
+  const SessionThread& payee_thread() { return r->s->thread_slot(static_cast<size_t>(r->s->find_thread(p->addr, r->addr, id))); }
+  Bytes payee_record() {
+    Bytes buf(session_record_max(Device::kCap));
+    size_t len = 0;
+    EXPECT_EQ(r->s->serialise(buf.data(), buf.size(), &len), Status::Ok);
+    buf.resize(len);
+    return buf;
+  }
+  // A state signed by the payer's own key (a payer that cheats).
+  Bytes signed_by_payer(const ThreadState& t) {
+    SignedThreadState s;
+    s.state = t;
+    s.hasSigA = true;
+    EXPECT_EQ(signer().sign_eth(p->key, thread_hash(t), s.sigA), Status::Ok);
+    Bytes b(kMaxThreadStateWire);
+    size_t len = 0;
+    EXPECT_EQ(encode_thread_payment(s, b.data(), b.size(), &len), Status::Ok);
+    b.resize(len);
+    return b;
+  }
+  Status deliver(const Bytes& b, Effects& fx) { return r->s->on_thread_message(b.data(), b.size(), n.now, fx); }
+};
+
+TEST(SessionThreads, DroppedPaymentsDoNotBlockLaterOnes) {
+  // docs/soak.md finding 1: payments 2..4 are lost; payment 5 carries them all.
+  ThreadPair x;
+  std::vector<Bytes> sent;
+  for (uint64_t i = 1; i <= 5; ++i) sent.push_back(x.pay(i));
+  Effects fx;
+  ASSERT_EQ(x.deliver(sent[0], fx), Status::Ok);
+  EXPECT_EQ(fx.amountWei, u(1));
+  ASSERT_EQ(x.deliver(sent[4], fx), Status::Ok);
+  EXPECT_EQ(fx.event, SessionEvent::ThreadPaymentReceived);
+  EXPECT_EQ(fx.amountWei, u(2 + 3 + 4 + 5));
+  EXPECT_EQ(x.payee_thread().latest.state, x.payer_thread().latest.state);
+  EXPECT_EQ(x.payee_thread().latest.state.balanceWeiReceiver, u(15));
+  // The lost ones arrive late (broker re-delivery): old states, nothing changes.
+  const Bytes before = x.payee_record();
+  EXPECT_EQ(x.deliver(sent[2], fx), Status::StaleState);
+  EXPECT_EQ(x.deliver(sent[4], fx), Status::Duplicate);
+  EXPECT_EQ(fx.persist, false);
+  EXPECT_EQ(x.payee_record(), before);
+  // The close carries the same totals: both channels settle 15 wei to the payee.
+  ASSERT_EQ(x.p->s->thread_close_request(x.r->addr, x.id, x.n.now, fx), Status::Ok);
+  x.n.effects(*x.p, fx);
+  ASSERT_TRUE(x.n.quiesce()) << x.n.dump();
+  EXPECT_EQ(x.r->s->channel().state.threadCount, 0u);
+  x.n.expect_ledgers_equal();
+}
+
+TEST(SessionThreads, LastPaymentLostIsResentWhenIdleAndOnReconnect) {
+  ThreadPair x;
+  Effects fx;
+  (void)x.pay(7);  // lost: the broker dropped it, or the payer died before the network write
+  // Paying again within resendSeconds: nothing re-sent while payments flow.
+  ASSERT_EQ(x.p->s->tick(x.n.now, fx), Status::Ok);
+  EXPECT_EQ(fx.count, 0u);
+  x.n.now += x.p->cfg.resendSeconds;
+  ASSERT_EQ(x.p->s->tick(x.n.now, fx), Status::Ok);
+  ASSERT_EQ(fx.count, 1u);
+  EXPECT_EQ(fx.out[0].route, Route::ToThreadReceiver);
+  const Bytes resent(fx.out[0].bytes, fx.out[0].bytes + fx.out[0].len);
+  ASSERT_EQ(x.deliver(resent, fx), Status::Ok);
+  EXPECT_EQ(fx.amountWei, u(7));
+  EXPECT_EQ(x.payee_thread().latest.state, x.payer_thread().latest.state);
+  // The next re-send comes later (backs off), and is a duplicate for the payee.
+  x.n.now += x.p->cfg.resendSeconds;
+  ASSERT_EQ(x.p->s->tick(x.n.now, fx), Status::Ok);
+  EXPECT_EQ(fx.count, 0u);
+  x.n.now += x.p->cfg.resendSeconds;
+  ASSERT_EQ(x.p->s->tick(x.n.now, fx), Status::Ok);
+  ASSERT_EQ(fx.count, 1u);
+  EXPECT_EQ(Bytes(fx.out[0].bytes, fx.out[0].bytes + fx.out[0].len), resent);  // same bytes (RFC 6979)
+  // A new payment is lost, the payer restarts from its record and reconnects: re-sent at
+  // the first tick.
+  (void)x.pay(3);
+  x.p->persist();
+  x.p->boot(true);
+  ASSERT_EQ(x.p->s->on_connect(x.n.now, fx), Status::Ok);
+  ASSERT_EQ(fx.count, 1u);  // the sync request
+  ASSERT_EQ(fx.out[0].route, Route::ToHubSync);
+  ASSERT_EQ(x.p->s->tick(x.n.now, fx), Status::Ok);
+  Bytes again;
+  for (size_t i = 0; i < fx.count; ++i)
+    if (fx.out[i].route == Route::ToThreadReceiver) again.assign(fx.out[i].bytes, fx.out[i].bytes + fx.out[i].len);
+  ASSERT_FALSE(again.empty());
+  ASSERT_EQ(x.deliver(again, fx), Status::Ok);
+  EXPECT_EQ(fx.amountWei, u(3));
+  EXPECT_EQ(x.payee_thread().latest.state.balanceWeiReceiver, u(10));
+}
+
+TEST(SessionThreads, PayeeTakesThreadPaymentsWhileItsChannelHasAPendingDeposit) {
+  ThreadPair x;
+  std::vector<Msg> out;
+  x.n.hub.request_collateral(x.r->addr, 100, x.n.now, out);
+  for (auto& m : out) x.n.inflight.push_back(m);
+  x.n.deliver_all_fifo();  // no chain facts: the deposit stays pending
+  ASSERT_TRUE(channel_blocks_updates(x.r->s->channel().state));
+  Effects fx;
+  ASSERT_EQ(x.deliver(x.pay(4), fx), Status::Ok);
+  EXPECT_EQ(x.payee_thread().latest.state.balanceWeiReceiver, u(4));
+}
+
+TEST(SessionThreadsEvilPayer, StatesThatTakeFromThePayeeOrChangeTheThreadAreRefused) {
+  ThreadPair x;
+  Effects fx;
+  ASSERT_EQ(x.deliver(x.pay(10), fx), Status::Ok);
+  ASSERT_EQ(x.deliver(x.pay(5), fx), Status::Ok);
+  const ThreadState held = x.payee_thread().latest.state;  // txCount 2, receiver 15 of 30
+  ASSERT_EQ(held.txCount, 2u);
+  const Bytes before = x.payee_record();
+  auto refused = [&](ThreadState t, Status want, const char* what) {
+    Effects f;
+    EXPECT_EQ(x.deliver(x.signed_by_payer(t), f), want) << what;
+    EXPECT_FALSE(f.persist) << what;
+    EXPECT_EQ(f.event, SessionEvent::None) << what;
+    EXPECT_EQ(x.payee_record(), before) << what;
+  };
+  ThreadState t = held;
+  t.txCount = 3;  // the payee's balance lowered, the total kept
+  t.balanceWeiReceiver = u(14);
+  t.balanceWeiSender = u(16);
+  refused(t, Status::NotConserved, "receiver balance lowered");
+  t = held;
+  t.txCount = 3;  // more for the payee but a larger thread deposit
+  t.balanceWeiReceiver = u(20);
+  refused(t, Status::NotConserved, "total raised");
+  t = held;
+  t.txCount = 3;  // the payee gains, the sender keeps more than the deposit allows
+  t.balanceWeiReceiver = u(16);
+  t.balanceWeiSender = u(10);
+  refused(t, Status::NotConserved, "total lowered");
+  t = held;
+  t.txCount = 3;
+  t.balanceTokenReceiver = u(1);  // tokens appear from nowhere
+  refused(t, Status::NotConserved, "token total");
+  t = held;
+  t.txCount = 3;
+  t.balanceWeiReceiver = u(16);
+  t.balanceWeiSender = u(14);
+  t.threadId = x.id + 1;
+  refused(t, Status::ThreadNotFound, "another threadId (no such thread)");
+  t.threadId = x.id;
+  t.receiver = x.p->addr;
+  refused(t, Status::ThreadNotFound, "another receiver");
+  t.receiver = x.r->addr;
+  t.contractAddress.bytes[0] ^= 1;
+  refused(t, Status::WrongContract, "another contract");
+  t = held;
+  t.txCount = 3;  // nothing paid
+  refused(t, Status::BadArgs, "no value moves");
+  t = held;
+  t.txCount = 1;  // an old state, re-signed with other balances
+  t.balanceWeiReceiver = u(30);
+  t.balanceWeiSender = u(0);
+  refused(t, Status::StaleState, "older txCount");
+  t = held;  // the payer signs a second state with the payee's txCount
+  t.balanceWeiReceiver = u(20);
+  t.balanceWeiSender = u(10);
+  refused(t, Status::StateConflict, "same txCount, other balances");
+  t = held;
+  t.txCount = kMaxCounter;  // a gap is allowed, but not the payer paying more than the thread holds
+  t.balanceWeiReceiver = u(31);
+  t.balanceWeiSender = u(0);
+  refused(t, Status::NotConserved, "overdraft with a txCount jump");
+  // The sender's signature is required: the payee's own key does not pass.
+  {
+    SignedThreadState s;
+    s.state = held;
+    s.state.txCount = 3;
+    s.state.balanceWeiReceiver = u(16);
+    s.state.balanceWeiSender = u(14);
+    s.hasSigA = true;
+    ASSERT_EQ(signer().sign_eth(x.r->key, thread_hash(s.state), s.sigA), Status::Ok);
+    Bytes b(kMaxThreadStateWire);
+    size_t len = 0;
+    ASSERT_EQ(encode_thread_payment(s, b.data(), b.size(), &len), Status::Ok);
+    b.resize(len);
+    Effects f;
+    EXPECT_EQ(x.deliver(b, f), Status::WrongSigner);
+    EXPECT_EQ(x.payee_record(), before);
+  }
+  // The old increment form (kind 0x04) is refused outright.
+  {
+    ThreadUpdate tu;
+    ThreadState next;
+    ASSERT_EQ(thread_propose(signer(), x.p->key, held, u(1), U256::zero(), tu, next), Status::Ok);
+    Bytes b(kMaxThreadUpdateWire);
+    size_t len = 0;
+    ASSERT_EQ(encode_thread_update(tu, b.data(), b.size(), &len), Status::Ok);
+    b.resize(len);
+    Effects f;
+    EXPECT_EQ(x.deliver(b, f), Status::BadKind);
+    EXPECT_EQ(x.payee_record(), before);
+  }
+  // A gap in txCount with a valid cumulative state is exactly a missed payment: taken.
+  t = held;
+  t.txCount = 9;
+  t.balanceWeiReceiver = u(18);
+  t.balanceWeiSender = u(12);
+  Effects f;
+  EXPECT_EQ(x.deliver(x.signed_by_payer(t), f), Status::Ok);
+  EXPECT_EQ(f.amountWei, u(3));
+  EXPECT_EQ(x.payee_thread().latest.state, t);
 }
 
 // ================================================================== persistence

@@ -5,6 +5,10 @@
 // no answer), nothing is signed, nothing stored changes, and the agent keeps working.
 // No timing assertions: every wait is a bounded poll.
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -44,7 +48,7 @@ struct Account {
   Address addr{};
 };
 
-constexpr int kUsers = 24;
+constexpr int kUsers = 28;
 constexpr uint64_t kTimeout = 4000000000ull;  // a pending op's timeout (far future)
 
 class MaliciousHub : public ::testing::Test {
@@ -307,8 +311,8 @@ class MaliciousHub : public ::testing::Test {
   // A payee agent with `wei` of hub collateral: the hub requests the deposit, the payee
   // proposes it, the hub executes it on chain (hubAuthorizedUpdate) and requests
   // ConfirmPending, which the payee proposes once it sees the deposit on chain.
-  void start_payee_with_collateral(uint64_t wei) {
-    start_agent("payee");
+  void start_payee_with_collateral(uint64_t wei, const std::vector<std::string>& extra = {}) {
+    start_agent("payee", extra);
     mqtt::Message m;
     ASSERT_TRUE(next("sync", m));
     send_sync();
@@ -349,9 +353,13 @@ class MaliciousHub : public ::testing::Test {
   }
   void send_thread_payment(const ThreadState& prev, uint64_t wei, ThreadState& nx, ThreadUpdate& tu) {
     ASSERT_EQ(thread_propose(signer_, payer_.key, prev, U256::from_u64(wei), U256::zero(), tu, nx), Status::Ok);
-    uint8_t buf[kMaxThreadUpdateWire];
+    SignedThreadState full{};  // a thread payment carries the whole state (wire kind 0x06)
+    full.state = nx;
+    full.sigA = tu.sig;
+    full.hasSigA = true;
+    uint8_t buf[kMaxThreadStateWire];
     size_t n = 0;
-    ASSERT_EQ(encode_thread_update(tu, buf, sizeof buf, &n), Status::Ok);
+    ASSERT_EQ(encode_thread_payment(full, buf, sizeof buf, &n), Status::Ok);
     ASSERT_TRUE(hub_client_->publish(mqtt::topic_thread_update(me_.addr), buf, n, 1, false));
   }
   void send_close_request(const SignedThreadState& st) {
@@ -638,6 +646,107 @@ TEST_F(MaliciousHub, ForgedOrStaleCloseRequestChangesNothing) {
   EXPECT_FALSE(agent_said_something());
 }
 
+// docs/soak.md finding 1: thread payments the payee never got (the broker lost them, the
+// payer died before sending) do not block the later ones: each carries the payer's whole
+// state. A payment in the old increment form (kind 0x04) is refused with a clear line.
+TEST_F(MaliciousHub, PayeeConvergesAfterLostThreadPaymentsAndRefusesTheOldForm) {
+  start_payee_with_collateral(1000);
+  ASSERT_FALSE(HasFailure());
+  ChannelUpdate open = channel_update_make(UpdateReason::OpenThread);
+  open.thread.thread = thread(100, 0, 0);
+  request(open);
+  ASSERT_EQ(take_update().reason, UpdateReason::OpenThread);
+  ThreadState t1{}, t2{}, t3{}, t4{};
+  ThreadUpdate tu{};
+  send_thread_payment(open.thread.thread.state, 10, t1, tu);
+  ASSERT_TRUE(poll_until([&] { auto s = load(); return s.threads.size() == 1 && s.threads[0].latest.state.txCount == 1; }, 20000)) << log();
+  // Payments 2 and 3 are signed but lost.
+  ASSERT_EQ(thread_propose(signer_, payer_.key, t1, U256::from_u64(5), U256::zero(), tu, t2), Status::Ok);
+  ASSERT_EQ(thread_propose(signer_, payer_.key, t2, U256::from_u64(7), U256::zero(), tu, t3), Status::Ok);
+  // The old form of payment 4 is refused.
+  ThreadUpdate old{};
+  ASSERT_EQ(thread_propose(signer_, payer_.key, t3, U256::from_u64(1), U256::zero(), old, t4), Status::Ok);
+  uint8_t buf[kMaxThreadUpdateWire];
+  size_t n = 0;
+  ASSERT_EQ(encode_thread_update(old, buf, sizeof buf, &n), Status::Ok);
+  ASSERT_TRUE(hub_client_->publish(mqtt::topic_thread_update(me_.addr), buf, n, 1, false));
+  ASSERT_TRUE(poll_until([&] { return log().find("wire kind 0x04") != std::string::npos; }, 20000)) << log();
+  EXPECT_EQ(load().threads[0].latest.state, t1);
+  // Payment 4 in the current form brings the payee to the payer's state.
+  send_thread_payment(t3, 1, t4, tu);
+  ASSERT_TRUE(poll_until([&] { auto s = load(); return s.threads[0].latest.state.txCount == 4; }, 20000)) << log();
+  EXPECT_EQ(load().threads[0].latest.state, t4);
+  EXPECT_EQ(load().threads[0].latest.state.balanceWeiReceiver, U256::from_u64(23));
+}
+
+// picopay-agent with a tower configured (docs/tower.md) hands its latest double-signed
+// state to the real picopay-tower and goes offline; the hub then exits with an older state
+// that gives the hub everything. The tower answers with the state the agent handed over:
+// on chain the exit is recorded at that state, the payee's 40 wei with it.
+TEST_F(MaliciousHub, TowerAnswersTheHubsStaleExitWithTheStateTheOfflineAgentHandedOver) {
+  const Account& tower = users_[kUsers - 2];  // a funded dev-chain account: pays gas only
+  Process tower_proc;
+  const std::vector<std::string> targv = {PICOPAY_TOWER_BIN,
+                                          "--broker-port", std::to_string(broker_->port()),
+                                          "--contract", mqtt::topic_address(contract_),
+                                          "--hub", mqtt::topic_address(hub_.addr),
+                                          "--rpc-url", chain_->url(),
+                                          "--interval-ms", "200",
+                                          "--db", dir_ + "/tower.db",
+                                          "--verbose"};
+  ASSERT_TRUE(tower_proc.start(targv, dir_ + "/tower.log", {"PICOPAY_TOWER_PRIVATE_KEY=" + tower.hex}));
+  ASSERT_TRUE(poll_until([&] { return read_file(dir_ + "/tower.log").find("guards") != std::string::npos; }, 30000))
+      << read_file(dir_ + "/tower.log");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // its SUBSCRIBE
+
+  start_payee_with_collateral(1000, {"--tower", mqtt::topic_address(tower.addr), "--tower-interval-ms", "200", "-v"});
+  ASSERT_FALSE(HasFailure());
+  const SignedChannelState stale = latest_;  // txCountGlobal 2: hub 1000, payee 0
+  ASSERT_EQ(stale.state.txCountGlobal, 2u);
+  ASSERT_EQ(stale.state.timeout, 0u);
+  // A thread pays the payee 40 wei and is closed: txCountGlobal 4, hub 960, payee 40.
+  ChannelUpdate open = channel_update_make(UpdateReason::OpenThread);
+  open.thread.thread = thread(100, 0, 0);
+  request(open);
+  ASSERT_EQ(take_update().reason, UpdateReason::OpenThread);
+  ThreadState t1{};
+  ThreadUpdate tu{};
+  send_thread_payment(open.thread.thread.state, 40, t1, tu);
+  ASSERT_TRUE(poll_until([&] { auto s = load(); return s.threads.size() == 1 && s.threads[0].latest.state.txCount == 1; }, 20000)) << log();
+  SignedThreadState closing{};
+  closing.state = t1;
+  closing.sigA = tu.sig;
+  closing.hasSigA = true;
+  send_close_request(closing);
+  ASSERT_EQ(take_update().reason, UpdateReason::CloseThread);
+  ASSERT_EQ(latest_.state.txCountGlobal, 4u);
+  ASSERT_EQ(latest_.state.balanceWeiUser, U256::from_u64(40));
+  // The agent hands txCountGlobal 4 over; the tower's signed ack says it holds it.
+  ASSERT_TRUE(poll_until([&] { return log().find("holds txCountGlobal 4") != std::string::npos; }, 30000))
+      << log() << read_file(dir_ + "/tower.log");
+  agent_.kill9();  // offline: it cannot answer the exit itself
+
+  auto rc = cm_->start_exit_with_update(stale);
+  ASSERT_TRUE(rc.ok()) << rc.error().to_string();
+  chain::OnchainChannel oc;
+  ASSERT_TRUE(poll_until(
+      [&] {
+        auto c = cm_->channel(me_.addr);
+        if (!c.ok()) return false;
+        oc = *c;
+        return oc.txCountGlobal == 4;
+      },
+      60000))
+      << "the tower did not answer: on chain txCountGlobal " << oc.txCountGlobal << "\n"
+      << read_file(dir_ + "/tower.log");
+  oc = *cm_->channel(me_.addr);  // both halves from one block
+  EXPECT_EQ(oc.status, chain::ChannelStatus::ChannelDispute);
+  EXPECT_EQ(oc.weiUser, U256::from_u64(40));
+  EXPECT_EQ(oc.weiHub, U256::from_u64(960));
+  EXPECT_TRUE(tower_proc.running()) << read_file(dir_ + "/tower.log");
+  tower_proc.terminate(5000);
+}
+
 // A payee that does not accept incoming threads (role payer) refuses the mirror
 // OpenThread: the hub's funds would be locked toward it for nothing.
 TEST_F(MaliciousHub, PayerRefusesAnIncomingThread) {
@@ -813,4 +922,67 @@ TEST_F(MaliciousHub, AgentRefusesAContractThatIsNotOurHubsChannelManager) {
   auto on = cm_->channel(me_.addr);
   ASSERT_TRUE(on.ok());
   EXPECT_TRUE(on->weiTotal.is_zero());
+}
+
+namespace {
+
+// Fills the file system holding `dir` to the last byte with `dir`/filler (ENOSPC then).
+bool fill_up(const std::string& dir) {
+  const int fd = ::open((dir + "/filler").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  std::vector<char> buf(4096, 'x');
+  for (size_t chunk : {size_t{4096}, size_t{1}})
+    while (::write(fd, buf.data(), chunk) == static_cast<ssize_t>(chunk)) {
+    }
+  const bool full = errno == ENOSPC;
+  ::fsync(fd);
+  ::close(fd);
+  return full;
+}
+
+}  // namespace
+
+// The state directory's file system fills up while the agent pays. The payment it was
+// about to propose cannot be persisted, so it never leaves (nothing is sent), the agent
+// says so in one line ("cannot persist state: No space left on device", not a misleading
+// "balance too low") and exits non-zero; the stored state is the last one, intact. With
+// space again, a restarted agent pays from that state.
+TEST_F(MaliciousHub, DiskFullStopsPayingWithOneClearLineAndCorruptsNothing) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a small tmpfs for the state directory";
+  const std::string mnt = dir_ + "/agent";
+  ASSERT_EQ(::mkdir(mnt.c_str(), 0700), 0);
+  ASSERT_EQ(::mount("tmpfs", mnt.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0700"), 0)
+      << std::strerror(errno);
+  struct Unmount {
+    std::string path;
+    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+  } unmount{mnt};
+  start_funded_payer();
+  ASSERT_FALSE(HasFailure());
+  meter_kwh("1.000");  // the meter's baseline, stored
+  ASSERT_TRUE(poll_until([&] { return load().meter.has_last; }, 20000)) << log();
+  const device::AgentState before = load();
+  const std::string status_before = status();
+  ASSERT_TRUE(fill_up(mnt));
+  (void)agent_said_something();  // drain
+  meter_kwh("1.005");  // 5 Wh due: the payment's record cannot be written
+  const int rc = agent_.wait(30000);
+  EXPECT_NE(rc, -2) << "the agent kept running on a full disk\n" << log();
+  EXPECT_NE(rc, 0);
+  const std::string l = log();
+  EXPECT_EQ(log_count("cannot persist state: No space left on device"), 1u) << l;
+  EXPECT_EQ(l.find("balance too low"), std::string::npos) << l;
+  EXPECT_FALSE(agent_said_something()) << "an update left without being persisted first";
+  // The stored record is the last one, readable and unchanged.
+  EXPECT_EQ(status(), status_before);
+  EXPECT_EQ(load().channel.state, before.channel.state);
+
+  // Space again: the agent resumes from the stored state and pays.
+  ASSERT_EQ(std::remove((mnt + "/filler").c_str()), 0);
+  start_agent("payer", payer_opts());
+  mqtt::Message m;
+  ASSERT_TRUE(next("sync", m));
+  send_sync();
+  expect_still_pays("1.000", "1.005");  // the lost reading comes again: the meter is cumulative
+  agent_.kill9();
 }

@@ -14,6 +14,10 @@
 //    payment Acks (verified lazily by the session): the device never relies on the
 //    unverified state (it halts); restarted on a clean link, the session's sync brings
 //    the real countersignature and the ledger agrees.
+//  - DeviceChainTest: a real dev chain, the hub WITH its chain checks and a keyless
+//    chain relay (agent/demo firmware_relay.hpp): the device signs its own deposit
+//    transaction, the relay submits it, the hub confirms only what the chain shows;
+//    a relay offering a gas price beyond the device's bounds gets nothing signed.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -27,6 +31,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <functional>
+#include <sys/stat.h>
 #include <map>
 #include <mutex>
 #include <random>
@@ -39,8 +45,14 @@
 #include <gtest/gtest.h>
 
 #include "hub/hub_ledger.hpp"
+#include "picopay/chain/manager.hpp"
+#include "picopay/chain/rpc.hpp"
+#include "picopay/chain/tx.hpp"
+#include "picopay/demo/firmware_relay.hpp"
+#include "picopay/demo/support.hpp"
 #include "picopay/codec.hpp"
 #include "picopay/hex.hpp"
+#include "picopay/keccak.hpp"
 #include "picopay/mqtt/protocol.hpp"
 #include "picopay/signer.hpp"
 #include "support/broker.hpp"
@@ -88,6 +100,25 @@ std::string metric(const std::string& log, const std::string& name) {
     if (line.compare(0, p.size(), p) == 0) v = line.substr(p.size());
   }
   return v;
+}
+
+// qemu-system-arm running the paying image on `flash`, its UART on 127.0.0.1:port (none
+// if port <= 0). The console (semihosting) goes to `console` through a file chardev:
+// written as it comes, so a SIGKILLed run keeps its log.
+std::vector<std::string> device_qemu_argv(const std::string& flash, int port, const std::string& extra,
+                                          const std::string& console) {
+  std::vector<std::string> a = {"qemu-system-arm", "-M", "mps2-an386", "-cpu", "cortex-m4", "-nographic",
+                                "-monitor", "none", "-chardev", "file,id=console,path=" + console,
+                                "-semihosting-config", "enable=on,target=native,chardev=console",
+                                "-icount", "shift=0"};
+  if (port > 0) {
+    a.insert(a.end(), {"-chardev", "socket,id=link,host=127.0.0.1,port=" + std::to_string(port) + ",reconnect=1",
+                       "-serial", "chardev:link"});
+  } else {
+    a.insert(a.end(), {"-serial", "none"});
+  }
+  a.insert(a.end(), {"-kernel", PICOPAY_DEVICE_ELF, "-append", "flash=" + flash + " " + extra});
+  return a;
 }
 
 // ---- a tampering TCP proxy for MQTT ----------------------------------------------------
@@ -350,21 +381,8 @@ class DevicePayTest : public ::testing::Test {
     else std::fprintf(stderr, "kept %s\n", dir_.c_str());
   }
 
-  // The console (semihosting) goes to `console` through a file chardev: written as it
-  // comes, so a SIGKILLed run keeps its log.
   std::vector<std::string> qemu_argv(int port, const std::string& extra, const std::string& console) {
-    std::vector<std::string> a = {"qemu-system-arm", "-M", "mps2-an386", "-cpu", "cortex-m4", "-nographic",
-                                  "-monitor", "none", "-chardev", "file,id=console,path=" + console,
-                                  "-semihosting-config", "enable=on,target=native,chardev=console",
-                                  "-icount", "shift=0"};
-    if (port > 0) {
-      a.insert(a.end(), {"-chardev", "socket,id=link,host=127.0.0.1,port=" + std::to_string(port) + ",reconnect=1",
-                         "-serial", "chardev:link"});
-    } else {
-      a.insert(a.end(), {"-serial", "none"});
-    }
-    a.insert(a.end(), {"-kernel", PICOPAY_DEVICE_ELF, "-append", "flash=" + flash_ + " " + extra});
-    return a;
+    return device_qemu_argv(flash_, port, extra, console);
   }
 
   std::string pay_config(uint64_t payments) {
@@ -542,4 +560,274 @@ TEST_F(DevicePayTest, ForgedCountersignatureIsCaught) {
   ASSERT_EQ(run_device(broker_->port(), 5, 60000), 0) << logs_;
   expect_signed_once_and_in_ledger();
   expect_reconciled(5);
+}
+
+// ---- the device on a real chain, through a keyless relay --------------------------------
+
+namespace {
+
+constexpr uint64_t kChainDeposit = 1000000000000000ULL;  // 0.001 ETH
+constexpr uint64_t kChainAmount = 1000000000000ULL;      // 1e12 wei per payment
+constexpr uint64_t kMaxGasPrice = 100000000000ULL;       // 100 gwei
+constexpr uint64_t kMaxFee = 40000000000000000ULL;       // 0.04 ETH
+constexpr uint64_t kCollateral = 5000000000000000ULL;    // 0.005 ETH of hub collateral
+constexpr uint64_t kThreadLock = 2000000000000000ULL;    // a payer's thread to the device
+
+class DeviceChainTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = make_temp_dir("picopay-fwchain");
+    flash_ = dir_ + "/device.flash";
+    Process q;
+    ASSERT_TRUE(q.start(argv(-1, "provision=1", dir_ + "/provision.log"), dir_ + "/provision.qemu.log"));
+    ASSERT_EQ(q.wait(60000), 0) << read_file(dir_ + "/provision.log");
+    const std::string log = read_file(dir_ + "/provision.log");
+    const size_t at = log.find("ADDRESS 0x");
+    ASSERT_NE(at, std::string::npos) << log;
+    addr_ = log.substr(at + 8, 42);
+    ASSERT_EQ(address_parse(addr_.c_str(), addr_.size(), user_), Status::Ok);
+
+    // The dev chain: the hub funded; the ChannelManager deployed; the device's address
+    // gets ETH for its deposit and gas from the hub (the device's key is on the device).
+    hub_key_ = demo::random_key_hex();
+    payer_key_ = demo::random_key_hex();
+    payer_addr_ = demo::key_address(payer_key_);
+    std::string err;
+    ASSERT_TRUE(chain_.start(dir_, {hub_key_, payer_key_}, err)) << err;
+    rpc_ = std::make_unique<chain::RpcClient>(chain_.url());
+    PrivateKey hk{};
+    ASSERT_EQ(private_key_parse(hub_key_.c_str(), hub_key_.size(), hk), Status::Ok);
+    wallet_ = std::make_unique<chain::Wallet>(*rpc_, hk);
+    ASSERT_TRUE(wallet_->init().ok());
+    auto art = chain::load_artifact(chain::default_artifact_dir() + "/ChannelManager.json");
+    ASSERT_TRUE(art.ok()) << art.error().to_string();
+    auto cm = chain::deploy_channel_manager(*wallet_, *art, wallet_->address(), 60, Address{});
+    ASSERT_TRUE(cm.ok()) << cm.error().to_string();
+    contract_ = *cm;
+    chain::TxRequest fund;
+    fund.has_to = true;
+    fund.to = user_;
+    fund.value = U256::from_u64(100000000000000000ULL);  // 0.1 ETH
+    auto fr = wallet_->send(fund);
+    ASSERT_TRUE(fr.ok()) << fr.error().to_string();
+    funded_ = fund.value;
+
+    BrokerOptions o;
+    o.users.push_back({"hub", "hub-pass"});
+    o.users.push_back({addr_, "device-pass"});
+    o.users.push_back({"relay", "relay-pass"});
+    o.users.push_back({payer_addr_, "payer-pass"});
+    o.acl = picopay_acl("hub") + demo::firmware_relay_acl("relay");
+    // The collateral of payee channels comes from the hub's reserve in the contract.
+    chain::ChannelManagerClient cmc(*wallet_, contract_);
+    auto res = cmc.fund_reserve(U256::from_u64(1000000000000000000ULL));
+    ASSERT_TRUE(res.ok()) << res.error().to_string();
+    o.dir = dir_ + "/broker";
+    broker_ = std::make_unique<Broker>(o);
+    ASSERT_TRUE(broker_->start(err)) << err;
+    // The hub with its chain checks (no --dev-skip-chain-checks).
+    ASSERT_TRUE(hub_proc_.start({PICOPAY_HUB_BIN, "--broker-host", "127.0.0.1", "--broker-port",
+                                 std::to_string(broker_->port()), "--broker-user", "hub", "--broker-password",
+                                 "hub-pass", "--contract", chain::address_hex(contract_), "--private-key", hub_key_,
+                                 "--rpc-url", chain_.url(), "--db", dir_ + "/hub.db", "--collateral-wei",
+                                 std::to_string(kCollateral), "--verbose"},
+                                dir_ + "/hub.log"));
+  }
+  void TearDown() override {
+    relay_.stop();
+    hub_proc_.kill9();
+    broker_.reset();
+    chain_.stop();
+    if (!HasFailure()) remove_tree(dir_);
+    else std::fprintf(stderr, "kept %s\n", dir_.c_str());
+  }
+
+  std::vector<std::string> argv(int port, const std::string& extra, const std::string& console) {
+    return device_qemu_argv(flash_, port, extra, console);
+  }
+
+  bool start_relay(bool lie_about_gas = false) {
+    demo::FirmwareRelayOptions ro;
+    ro.broker_port = broker_->port();
+    ro.username = "relay";
+    ro.password = "relay-pass";
+    ro.rpc_url = chain_.url();
+    ro.contract = contract_;
+    ro.devices = {user_};
+    ro.log_path = dir_ + "/relay.log";
+    if (lie_about_gas) {
+      ro.override_gas_price = true;
+      ro.gas_price = U256::from_u64(kMaxGasPrice + 1);
+    }
+    std::string err;
+    const bool ok = relay_.start(ro, err);
+    if (!ok) std::fprintf(stderr, "relay: %s\n", err.c_str());
+    return ok;
+  }
+
+  // Runs the device until it exits (or kills it after timeout_ms); its log in logs_.
+  int run(uint64_t payments, int timeout_ms, const std::string& extra = "",
+          const std::function<void(const std::string& log)>& while_running = nullptr) {
+    auto cid = rpc_->chain_id();
+    char hub[kAddressTextSize];
+    hex_encode(wallet_->address().bytes, 20, hub, true);
+    const std::string cfg = std::string("hub=") + hub + " contract=" + chain::address_hex(contract_) +
+                            " password=device-pass deposit=" + std::to_string(kChainDeposit) + " amount=" +
+                            std::to_string(kChainAmount) + " payments=" + std::to_string(payments) +
+                            " timeout=" + std::to_string(time(nullptr) + 3600) + " now=" +
+                            std::to_string(time(nullptr)) + " gateway=1 chain_id=" +
+                            std::to_string(cid.ok() ? *cid : 0) + " max_gas_price=" + std::to_string(kMaxGasPrice) +
+                            " max_fee=" + std::to_string(kMaxFee) + extra;
+    Process q;
+    const std::string log = dir_ + "/run" + std::to_string(runs_++) + ".log";
+    if (!q.start(argv(broker_->port(), cfg, log), log + ".qemu")) return -1;
+    if (while_running) while_running(log);
+    const int st = q.wait(timeout_ms);
+    if (st == -2) q.kill9();
+    logs_ += read_file(log);
+    return st;
+  }
+
+  std::string dir_, flash_, addr_, hub_key_, payer_key_, payer_addr_, logs_;
+  Address user_{}, contract_{};
+  U256 funded_ = U256::zero();
+  demo::DevChain chain_;
+  std::unique_ptr<chain::RpcClient> rpc_;
+  std::unique_ptr<chain::Wallet> wallet_;
+  std::unique_ptr<Broker> broker_;
+  Process hub_proc_;
+  demo::FirmwareRelay relay_;
+  int runs_ = 0;
+};
+
+}  // namespace
+
+TEST_F(DeviceChainTest, SignsItsOwnDepositAndPaysTheCheckingHub) {
+  ASSERT_TRUE(start_relay());
+  constexpr uint64_t kPayments = 10;
+  ASSERT_EQ(run(kPayments, 180000), 0) << logs_ << read_file(dir_ + "/hub.log");
+  // The device's own transaction: on chain, sent by the device's address, executed.
+  const auto txs = tagged(logs_, "DEPOSIT_TX");
+  ASSERT_FALSE(txs.empty()) << logs_;
+  const std::vector<uint8_t> raw = unhex(txs.back().second);
+  Hash32 h{};
+  keccak256(raw.data(), raw.size(), h.bytes);
+  auto j = rpc_->call("eth_getTransactionByHash", "[\"" + chain::hash_hex(h) + "\"]");
+  ASSERT_TRUE(j.ok());
+  auto from = chain::parse_address_json(cJSON_GetObjectItemCaseSensitive(j->get(), "from"), "from");
+  ASSERT_TRUE(from.ok());
+  EXPECT_EQ(*from, user_);
+  auto rc = rpc_->receipt(h);
+  ASSERT_TRUE(rc.ok());
+  EXPECT_TRUE(rc->status);
+  EXPECT_GE(relay_.executed(), 1u);
+  // The chain holds the deposit: txCount[1] = 1, the user's wei = the deposit.
+  PrivateKey hk{};
+  ASSERT_EQ(private_key_parse(hub_key_.c_str(), hub_key_.size(), hk), Status::Ok);
+  chain::ChannelManagerClient cm(*wallet_, contract_);
+  auto oc = cm.channel(user_);
+  ASSERT_TRUE(oc.ok());
+  EXPECT_EQ(oc->txCountChain, 1u);
+  EXPECT_EQ(oc->weiUser, U256::from_u64(kChainDeposit));
+  // The device paid only the deposit and a bounded fee from its address.
+  auto bal = rpc_->balance(user_);
+  ASSERT_TRUE(bal.ok());
+  U256 spent{}, fee{};
+  ASSERT_EQ(u256_sub(funded_, *bal, spent), Status::Ok);
+  ASSERT_EQ(u256_sub(spent, U256::from_u64(kChainDeposit), fee), Status::Ok);
+  EXPECT_LE(fee, U256::from_u64(kMaxFee));
+  // Ledger == device, exact balances.
+  const auto finals = tagged(logs_, "FINAL");
+  ASSERT_FALSE(finals.empty());
+  const std::vector<uint8_t> fin = unhex(finals.back().second);
+  SignedChannelState s{};
+  ASSERT_EQ(decode_channel_state(fin.data(), fin.size(), s), Status::Ok);
+  EXPECT_EQ(s.state.txCountGlobal, kPayments + 2);
+  EXPECT_EQ(s.state.balanceWeiUser, U256::from_u64(kChainDeposit - kPayments * kChainAmount));
+  EXPECT_EQ(s.state.balanceWeiHub, U256::from_u64(kPayments * kChainAmount));
+  const Ledger l = read_ledger(dir_ + "/hub.db", user_);
+  ASSERT_TRUE(l.found);
+  EXPECT_EQ(l.state, fin) << "hub ledger and device disagree";
+  std::printf("deposit tx %s: gas %llu; %s instructions per payment; stack %s B; %s payments/s x100\n",
+              chain::hash_hex(h).c_str(), static_cast<unsigned long long>(rc->gasUsed),
+              metric(logs_, "instructions_per_payment").c_str(), metric(logs_, "stack_device").c_str(),
+              metric(logs_, "payments_per_second_x100").c_str());
+}
+
+TEST_F(DeviceChainTest, RelayBeyondTheBoundsGetsNothingSigned) {
+  ASSERT_TRUE(start_relay(/*lie_about_gas=*/true));
+  // The device waits for an acceptable offer: it never gets one; it is stopped.
+  EXPECT_EQ(run(3, 15000), -2);
+  EXPECT_NE(logs_.find("TX_REFUSED OutOfBounds"), std::string::npos) << logs_;
+  EXPECT_TRUE(tagged(logs_, "DEPOSIT_TX").empty());
+  EXPECT_EQ(relay_.transactions(), 0u);
+  auto n = rpc_->transaction_count(user_, "pending");
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 0u);  // the device's address sent nothing
+  auto bal = rpc_->balance(user_);
+  ASSERT_TRUE(bal.ok());
+  EXPECT_EQ(*bal, funded_);
+  // The hub countersigned the deposit request but confirms nothing the chain lacks.
+  const Ledger l = read_ledger(dir_ + "/hub.db", user_);
+  ASSERT_TRUE(l.found);
+  EXPECT_EQ(l.updates, 1);
+}
+
+// The hub asks the paying device for things: a Linux payer (picopay-agent) opens a
+// thread to the device, so the hub requests a collateral deposit into the device's
+// channel (ProposePendingDeposit), puts it on chain (hubAuthorizedUpdate) and requests
+// its ConfirmPending; then it forwards the OpenThread. The device proposes the deposit
+// and, with the relay's chain facts, the ConfirmPending (its signing policy checks what
+// the chain shows), and refuses the OpenThread (it accepts no incoming threads) with a
+// RequestNack: it never stalls the hub, and its ledger still agrees.
+TEST_F(DeviceChainTest, AnswersTheHubsRequests) {
+  ASSERT_TRUE(start_relay());
+  constexpr uint64_t kPayments = 3;
+  demo::Child payer;
+  const auto start_payer = [&](const std::string& log) {
+    // Once the device has paid, the payer opens its thread to it.
+    for (int w = 0; w < 120000 && read_file(log).find("ACKED " + std::to_string(kPayments + 2)) == std::string::npos;
+         w += 100)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    char hub[kAddressTextSize];
+    hex_encode(wallet_->address().bytes, 20, hub, true);
+    const std::string cfg = dir_ + "/payer.json";
+    ASSERT_TRUE(demo::write_text(
+        cfg, "{\"name\": \"payer\", \"stateDir\": \"" + dir_ + "/payer\", \"broker\": {\"host\": \"127.0.0.1\", "
+             "\"port\": " + std::to_string(broker_->port()) + ", \"password\": \"payer-pass\"}, \"hub\": \"" + hub +
+             "\", \"contract\": \"" + chain::address_hex(contract_) + "\", \"privateKey\": \"" + payer_key_ +
+             "\", \"rpc\": \"" + chain_.url() + "\", \"role\": \"payer\", \"meter\": {\"source\": \"tasmota\", "
+             "\"topic\": \"tele/payer/SENSOR\"}, \"pricePerUnitWei\": \"1000000000\", \"depositWei\": \"" +
+             std::to_string(kThreadLock * 2) + "\", \"threadLockWei\": \"" + std::to_string(kThreadLock) +
+             "\", \"payTo\": \"" + addr_ + "\"}\n"));
+    ::chmod(cfg.c_str(), 0600);
+    ASSERT_TRUE(payer.start({demo::bin_dir() + "/picopay-agent", "--config", cfg}, dir_ + "/payer.log"));
+  };
+  // linger: after its payments the device serves the hub until nothing changed for 20 s.
+  const int st = run(kPayments, 240000, " linger=20", start_payer);
+  payer.stop(5000);
+  ASSERT_EQ(st, 0) << logs_ << read_file(dir_ + "/hub.log");
+  // The hub's requests reached the device and were answered (REQUEST lines: the session's
+  // status; 0 = proposed).
+  const auto reqs = tagged(logs_, "REQUEST");
+  EXPECT_GE(reqs.size(), 2u) << logs_;
+  for (auto& [status, hex] : reqs) std::printf("hub request answered: %s\n", status_name(static_cast<Status>(status)));
+  const auto finals = tagged(logs_, "FINAL");
+  ASSERT_FALSE(finals.empty()) << logs_;
+  const std::vector<uint8_t> fin = unhex(finals.back().second);
+  SignedChannelState s{};
+  ASSERT_EQ(decode_channel_state(fin.data(), fin.size(), s), Status::Ok);
+  // The collateral is in the device's channel, confirmed (nothing pending), on chain.
+  EXPECT_EQ(s.state.balanceWeiHub, U256::from_u64(kPayments * kChainAmount + kCollateral)) << logs_;
+  EXPECT_TRUE(s.state.pendingDepositWeiHub.is_zero());
+  EXPECT_EQ(s.state.txCountChain, 2u);
+  EXPECT_EQ(s.state.balanceWeiUser, U256::from_u64(kChainDeposit - kPayments * kChainAmount));
+  EXPECT_EQ(s.state.threadCount, 0u);  // the device accepts no incoming thread
+  chain::ChannelManagerClient cm(*wallet_, contract_);
+  auto oc = cm.channel(user_);
+  ASSERT_TRUE(oc.ok());
+  EXPECT_EQ(oc->txCountChain, 2u);
+  const Ledger l = read_ledger(dir_ + "/hub.db", user_);
+  ASSERT_TRUE(l.found);
+  EXPECT_EQ(l.state, fin) << "hub ledger and device disagree";
 }

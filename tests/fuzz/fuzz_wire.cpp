@@ -44,6 +44,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (dec_ok(decode_thread_state, v)) { any = true; FUZZ_CHECK(peek == Status::Ok && kind == WireKind::ThreadState); }
   }
   {
+    SignedThreadState v{};
+    if (dec_ok(decode_thread_payment, v)) {
+      any = true;
+      FUZZ_CHECK(peek == Status::Ok && kind == WireKind::ThreadPayment && v.hasSigA);
+    }
+  }
+  {
     ChannelUpdate v{};
     if (dec_ok(decode_channel_update, v)) { any = true; FUZZ_CHECK(peek == Status::Ok && kind == WireKind::ChannelUpdate); }
   }
@@ -54,6 +61,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)any;
   roundtrip<SignedChannelState>(data, size, decode_channel_state, encode_channel_state);
   roundtrip<SignedThreadState>(data, size, decode_thread_state, encode_thread_state);
+  roundtrip<SignedThreadState>(data, size, decode_thread_payment, encode_thread_payment);
   roundtrip<ChannelUpdate>(data, size, decode_channel_update, encode_channel_update);
   roundtrip<ThreadUpdate>(data, size, decode_thread_update, encode_thread_update);
   return 0;

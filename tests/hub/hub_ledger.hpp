@@ -1,10 +1,14 @@
-// Test helpers shared by the hub suites: what picopay-hub's SQLite ledger holds for a
-// channel (read with a separate read-only connection), and small encoders.
+// Test helpers shared by the hub suites: what picopay-hub's ledger holds for a channel
+// (SQLite: read with a separate read-only connection; PostgreSQL: read with psql), and
+// small encoders.
 #pragma once
 
 #include <sqlite3.h>
 
+#include <unistd.h>
+
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -13,6 +17,7 @@
 #include "picopay/codec.hpp"
 #include "picopay/hex.hpp"
 #include "picopay/mqtt/protocol.hpp"
+#include "support/process.hpp"
 
 namespace picopay::testsupport {
 
@@ -53,7 +58,42 @@ inline long long count_rows(sqlite3* h, const char* table, const std::string& us
   return n;
 }
 
+// The PostgreSQL ledger at libpq URI `uri` (one psql query).
+inline Ledger read_ledger_pg(const std::string& uri, const std::string& k) {
+  Ledger l;
+  const std::string out = "/tmp/picopay-pgread-" + std::to_string(::getpid()) + ".out";
+  const std::string w = "\"user\"='" + k + "'";
+  const std::string q = "SELECT coalesce((SELECT encode(state,'hex') FROM channels WHERE " + w + "),'-') || '|' ||"
+                        " (SELECT count(*) FROM updates WHERE " + w + ") || '|' ||"
+                        " (SELECT count(*) FROM requests WHERE " + w + ") || '|' ||"
+                        " (SELECT count(*) FROM deposits WHERE " + w + ") || '|' ||"
+                        " coalesce((SELECT last FROM request_ids WHERE " + w + "),0)";
+  ::unlink(out.c_str());
+  if (run_command({"psql", "-X", "-q", "-A", "-t", "-d", uri, "-c", q, "-o", out}) != 0) return l;
+  const std::string r = read_file(out);
+  ::unlink(out.c_str());
+  const size_t bar = r.find('|');
+  if (bar == std::string::npos) return l;
+  const std::string hex = r.substr(0, bar);
+  if (hex != "-") {
+    l.found = true;
+    for (size_t i = 0; i + 1 < hex.size(); i += 2)
+      l.state.push_back(static_cast<uint8_t>(std::strtoul(hex.substr(i, 2).c_str(), nullptr, 16)));
+  }
+  long long* fields[] = {&l.updates, &l.requests, &l.deposits, &l.last_request_id};
+  size_t p = bar + 1;
+  for (long long* f : fields) {
+    *f = std::atoll(r.c_str() + p);
+    const size_t nb = r.find('|', p);
+    if (nb == std::string::npos) break;
+    p = nb + 1;
+  }
+  return l;
+}
+
+// `db`: a SQLite file, or a postgresql:// URI.
 inline Ledger read_ledger(const std::string& db, const Address& user) {
+  if (db.rfind("postgresql://", 0) == 0) return read_ledger_pg(db, mqtt::topic_address(user));
   Ledger l;
   sqlite3* h = nullptr;
   if (sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {

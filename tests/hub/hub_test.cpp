@@ -14,6 +14,7 @@
 #include "hub_ledger.hpp"
 #include "sim_device.hpp"
 #include "support/broker.hpp"
+#include "support/postgres.hpp"
 
 using namespace picopay;
 using namespace picopay::testsupport;
@@ -67,7 +68,7 @@ class HubTest : public ::testing::Test {
                                      "--broker-password", "hub-pass",
                                      "--contract", kContract,
                                      "--private-key", hex_key(test_key(kHubIndex)),
-                                     "--db", db(),
+                                     store_uri_.empty() ? "--db" : "--store", db(),
                                      "--exchange-rate", "1000",
                                      "--verbose"};
     if (dev_skip) argv.push_back("--dev-skip-chain-checks");
@@ -100,7 +101,10 @@ class HubTest : public ::testing::Test {
     EXPECT_FALSE(d.halted());
   }
 
-  std::string db() const { return dir_ + "/hub.db"; }
+  // The ledger: a SQLite file, or the PostgreSQL URI of HubStore's postgresql runs
+  // (read_ledger reads either).
+  std::string db() const { return store_uri_.empty() ? dir_ + "/hub.db" : store_uri_; }
+  std::string store_uri_;
   std::string dir_;
   std::unique_ptr<Broker> broker_;
   Process hub_;
@@ -109,7 +113,29 @@ class HubTest : public ::testing::Test {
   std::vector<std::unique_ptr<SimDevice>> devices_;
 };
 
+// The tests that matter for the ledger, on both backends: "sqlite" (a file, as HubTest) and
+// "postgresql" (a real server started by the fixture on 127.0.0.1, one database per test).
+class HubStore : public HubTest, public ::testing::WithParamInterface<std::string> {
+ protected:
+  void SetUp() override {
+    HubTest::SetUp();
+    if (GetParam() != "postgresql") return;
+    pg_ = std::make_unique<PgServer>();
+    std::string err;
+    ASSERT_TRUE(pg_->start(err)) << err;
+    store_uri_ = pg_->uri("postgres");  // a fresh server per test: its default database
+  }
+  void TearDown() override {
+    HubTest::TearDown();
+    pg_.reset();
+  }
+  std::unique_ptr<PgServer> pg_;
+};
+
 }  // namespace
+
+INSTANTIATE_TEST_SUITE_P(On, HubStore, ::testing::Values("sqlite", "postgresql"),
+                         [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
 TEST_F(HubTest, HelpListsEveryOption) {
   std::string out = dir_ + "/help.txt";
@@ -117,14 +143,14 @@ TEST_F(HubTest, HelpListsEveryOption) {
   std::string h = read_file(out);
   for (const char* opt : {"--config", "--broker-host", "--broker-port", "--broker-user", "--broker-password",
                           "--broker-ca", "--client-id", "--hub-address", "--key", "--private-key", "--contract",
-                          "--rpc-url", "--event-state", "--confirmations", "--watchtower-interval", "--db",
+                          "--rpc-url", "--event-state", "--confirmations", "--watchtower-interval", "--db", "--store",
                           "--batch-max", "--collateral-wei", "--exchange-rate", "--exchange-rate-time",
                           "--dev-skip-chain-checks", "--verbose", "--help"})
     EXPECT_NE(h.find(opt), std::string::npos) << opt;
   EXPECT_EQ(run_command({PICOPAY_HUB_BIN, "--bogus"}, dir_ + "/bogus.txt"), 2);
 }
 
-TEST_F(HubTest, ManyDevicesPayAtOnce) {
+TEST_P(HubStore, ManyDevicesPayAtOnce) {
   constexpr uint32_t kDevices = 8;
   constexpr int kPayments = 40;
   start_broker(false, kDevices);
@@ -162,7 +188,7 @@ TEST_F(HubTest, ManyDevicesPayAtOnce) {
   }
 }
 
-TEST_F(HubTest, DuplicatedAndReorderedDeliveryIsIdempotent) {
+TEST_P(HubStore, DuplicatedAndReorderedDeliveryIsIdempotent) {
   start_broker();
   start_hub();
   SimDevice& d = device(1);
@@ -205,7 +231,7 @@ TEST_F(HubTest, DuplicatedAndReorderedDeliveryIsIdempotent) {
   EXPECT_EQ(l.updates, 4);
 }
 
-TEST_F(HubTest, ForgedReplayedForeignAndMalformedUpdatesAreRefusedAndChangeNothing) {
+TEST_P(HubStore, ForgedReplayedForeignAndMalformedUpdatesAreRefusedAndChangeNothing) {
   start_broker();
   start_hub();
   SimDevice& a = device(1);
@@ -321,7 +347,7 @@ TEST_F(HubTest, AclStopsPublishingOnAnotherChannelsTopic) {
   EXPECT_FALSE(read_ledger(db(), a.address()).found);
 }
 
-TEST_F(HubTest, Kill9OfTheHubMidStreamLosesNothing) {
+TEST_P(HubStore, Kill9OfTheHubMidStreamLosesNothing) {
   constexpr uint32_t kDevices = 4;
   constexpr int kPayments = 60;
   start_broker(false, kDevices);
@@ -434,7 +460,7 @@ Status send_raw(SimDevice& d, const Address& hub, const std::vector<uint8_t>& w,
 // it holds, and the hub requests the same close from the payer. A payer that closes in its
 // own channel (with an older state: a full refund) is refused (NotRequested), before and
 // after the mirror: it would leave the hub paying the payee more than it collects.
-TEST_F(HubTest, OnlyThePayeeClosesAThreadAndTheHubsBooksBalance) {
+TEST_P(HubStore, OnlyThePayeeClosesAThreadAndTheHubsBooksBalance) {
   start_broker();
   start_hub();
   SimDevice& a = device(1);  // payer
@@ -488,7 +514,7 @@ TEST_F(HubTest, OnlyThePayeeClosesAThreadAndTheHubsBooksBalance) {
 // The payee closes two threads while the payer does not answer the hub's requests: the
 // second CloseThread request waits behind the first, stored. kill -9 of the hub right then
 // must not lose it (the hub has paid the payee and must collect from the payer).
-TEST_F(HubTest, Kill9KeepsStoredRequestsAndTheBooksBalance) {
+TEST_P(HubStore, Kill9KeepsStoredRequestsAndTheBooksBalance) {
   start_broker();
   start_hub();
   SimDevice& a = device(1);  // payer
@@ -564,7 +590,7 @@ TEST_F(HubTest, OpenThreadBeyondCollateralIncludingRequestedMirrorsIsRefusedUpFr
 // real picopay-hub. Every harmful proposal class is refused with a Nack, nothing is
 // signed, nothing stored changes (the SQLite ledger of both channels is read before and
 // after), and the honest devices keep working afterwards.
-TEST_F(HubTest, MaliciousDeviceEveryHarmfulProposalIsRefusedAndChangesNothing) {
+TEST_P(HubStore, MaliciousDeviceEveryHarmfulProposalIsRefusedAndChangesNothing) {
   start_broker();
   start_hub();
   SimDevice& m = device(1);  // the malicious device (its session only for funding)
@@ -846,7 +872,7 @@ TEST_F(HubTest, HubRequestsRacedAgainstPaymentsNeverDeadlock) {
 // RequestNack (Unauthorized). The hub counts it and asks again after a backoff, never
 // dropping the request on an unsigned RequestNack; a RequestNack for another request id
 // (forged or stale) is ignored; nothing is signed in the payee's channel.
-TEST_F(HubTest, RequestNackIsRetriedWithBackoffAndNeverSignsAnything) {
+TEST_P(HubStore, RequestNackIsRetriedWithBackoffAndNeverSignsAnything) {
   start_broker();
   start_hub();
   SimOptions no_threads;
@@ -1001,4 +1027,78 @@ TEST_F(HubTest, AStaleExchangeRateCountersignsNoExchange) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   ASSERT_EQ(d.pay(1), Status::Ok);
   expect_ledger_agrees(d);
+}
+
+// --channel-cache 1: every batch evicts the channels it does not need, so each payment,
+// thread and replay reads its channel back from the ledger. Nothing is lost, nothing is
+// signed twice, a replay evicted from memory gets the stored answer, a conflicting update
+// at a stored txCountGlobal is refused, and threads survive eviction of both ends.
+TEST_P(HubStore, ATinyChannelCacheEvictsAndReloadsWithoutLosingOrSigningTwice) {
+  constexpr uint32_t kDevices = 5;
+  constexpr int kPayments = 20;
+  start_broker(false, kDevices);
+  start_hub(true, {"--channel-cache", "1"});
+  for (uint32_t i = 1; i <= kDevices; ++i) device(i);
+  for (auto& d : devices_) ASSERT_EQ(d->fund(100000), Status::Ok);
+
+  // A stored update, then its channel evicted by the others' payments.
+  SimDevice& r = *devices_[0];
+  ChannelUpdate up = channel_update_make(UpdateReason::Payment);
+  up.payment.recipient = Party::Hub;
+  up.payment.amountWei = U256::from_u64(5);
+  ChannelState nx{};
+  const uint64_t tx = r.latest().state.txCountGlobal + 1;
+  auto w = r.build(up, nx);
+  ASSERT_FALSE(w.empty());
+  const std::string topic = mqtt::topic_update(hub_addr_, r.address());
+  ASSERT_TRUE(r.publish_raw(topic, w, tx));
+  Reply first{};
+  ASSERT_TRUE(r.wait_reply(tx, first, 20000));
+  ASSERT_EQ(first.kind, ReplyKind::Ack);
+
+  std::atomic<int> failures{0};
+  std::vector<std::thread> th;
+  for (uint32_t i = 1; i < kDevices; ++i)
+    th.emplace_back([&, i] {
+      for (int k = 0; k < kPayments; ++k)
+        if (devices_[i]->pay(3) != Status::Ok) ++failures;
+    });
+  for (auto& t : th) t.join();
+  ASSERT_EQ(failures.load(), 0);
+
+  ASSERT_TRUE(r.publish_raw(topic, w, tx));  // the same bytes again: the stored Ack
+  Reply again{};
+  ASSERT_TRUE(r.wait_reply(tx, again, 20000));
+  EXPECT_EQ(again.kind, ReplyKind::Ack);
+  EXPECT_TRUE(again.sig == first.sig);
+  ChannelUpdate other = up;  // another state at the same txCountGlobal: refused
+  other.payment.amountWei = U256::from_u64(6);
+  ChannelState no{};
+  EXPECT_EQ(send_raw(r, hub_addr_, r.build(other, no), tx), Status::BadTxCount);
+  EXPECT_EQ(read_ledger(db(), r.address()).updates, static_cast<long long>(tx));
+
+  // Threads across evictions: the payer and the payee are evicted between every step.
+  SimDevice& a = *devices_[1];
+  SimDevice& b = *devices_[2];
+  ASSERT_EQ(b.pay(500), Status::Ok);  // hub collateral in the payee's channel
+  uint64_t id1 = 0, id2 = 0;
+  ASSERT_EQ(a.open_thread(b.address(), 100, &id1), Status::Ok);
+  ASSERT_EQ(devices_[3]->pay(1), Status::Ok);
+  ASSERT_EQ(a.open_thread(b.address(), 50, &id2), Status::Ok);
+  ASSERT_TRUE(b.wait_until([](SimDevice& d) { return d.completed(UpdateReason::OpenThread) == 2; }, 30000));
+  ASSERT_EQ(devices_[4]->pay(1), Status::Ok);
+  ASSERT_EQ(a.thread_pay(b.address(), id1, 30), Status::Ok);
+  ASSERT_TRUE(b.wait_until(
+      [&](SimDevice& d) {
+        SignedThreadState t{};
+        return d.thread_latest(a.address(), b.address(), id1, t) && t.state.txCount == 1;
+      },
+      30000));
+  ASSERT_EQ(a.close_thread(b.address(), id1), Status::Ok);
+  ASSERT_TRUE(a.wait_until([](SimDevice& d) { return d.completed(UpdateReason::CloseThread) == 1; }, 30000));
+  ASSERT_EQ(devices_[3]->pay(1), Status::Ok);
+  EXPECT_EQ(a.threads().size(), 1u);
+  EXPECT_EQ(b.threads().size(), 1u);
+  for (uint32_t i = 1; i < kDevices; ++i) expect_ledger_agrees(*devices_[i]);
+  EXPECT_NE(read_file(dir_ + "/hub.log").find("channel cache: evicted"), std::string::npos) << "nothing was evicted";
 }

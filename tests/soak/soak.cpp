@@ -175,15 +175,21 @@ class Observer {
     }
     const std::string pre_thread = "picopay/v1/thread/";
     if (m.topic.rfind(pre_thread, 0) == 0) {
+      // Thread payments (0x06) and close requests (0x02) both carry a sender-signed state.
       WireKind k{};
-      ThreadUpdate tu{};
-      if (wire_peek_kind(p, n, k) != Status::Ok || k != WireKind::ThreadUpdate ||
-          decode_thread_update(p, n, tu) != Status::Ok)
+      SignedThreadState ts{};
+      if (wire_peek_kind(p, n, k) != Status::Ok) return;
+      if (k == WireKind::ThreadPayment) {
+        if (decode_thread_payment(p, n, ts) != Status::Ok) return;
+      } else if (k == WireKind::ThreadState) {
+        if (decode_thread_state(p, n, ts) != Status::Ok || !ts.hasSigA) return;
+      } else {
         return;
-      const std::string key = mqtt::topic_address(tu.sender) + "/" + m.topic.substr(pre_thread.size(), 42) + "/" +
-                              std::to_string(tu.threadId) + "/" + std::to_string(tu.txCount);
+      }
+      const std::string key = mqtt::topic_address(ts.state.sender) + "/" + m.topic.substr(pre_thread.size(), 42) +
+                              "/" + std::to_string(ts.state.threadId) + "/" + std::to_string(ts.state.txCount);
       auto& s = threads_[key];
-      s.insert(sig_key(tu.sig));
+      s.insert(sig_key(ts.sigA));
       ++thread_updates_;
       if (s.size() == 2) anomalies_.push_back("thread " + key + ": two different sender signatures for one txCount");
     }

@@ -144,17 +144,8 @@ class TowerChainTest : public ::testing::Test {
     o.users.push_back({"tower", "tower-pass"});
     o.users.push_back({mqtt::topic_address(user_->address()), "user-pass"});
     o.users.push_back({mqtt::topic_address(user2_->address()), "user2-pass"});
-    // docs/tower.md: the tower's ACL lines, added to the picopay ACL.
-    o.acl = picopay_acl("hub") +
-            "\nuser tower\n"
-            "topic read picopay/v1/tower/+/user/+/state\n"
-            "topic read picopay/v1/tower/+/user/+/thread\n"
-            "topic write picopay/v1/tower/+/user/+/ack\n"
-            "topic write picopay/v1/tower/+/user/+/thread-ack\n"
-            "\npattern write picopay/v1/tower/+/user/%u/state\n"
-            "pattern write picopay/v1/tower/+/user/%u/thread\n"
-            "pattern read picopay/v1/tower/+/user/%u/ack\n"
-            "pattern read picopay/v1/tower/+/user/%u/thread-ack\n";
+    // The shipped ACL holds the tower's lines (docs/tower.md).
+    o.acl = picopay_acl("hub");
     o.dir = dir_ + "/broker";
     broker_ = std::make_unique<Broker>(o);
     std::string err;

@@ -208,8 +208,8 @@ Result<Receipt> ChannelManagerClient::tx(const Bytes& data, const U256& value) {
   return w_.send(req);
 }
 
-Result<Bytes> ChannelManagerClient::view(const Bytes& data) {
-  return w_.rpc().eth_call(contract_, data, &w_.address());
+Result<Bytes> ChannelManagerClient::view(const Bytes& data, const std::string& block) {
+  return w_.rpc().eth_call(contract_, data, &w_.address(), block);
 }
 
 static Error need_sig(const char* which) {
@@ -298,7 +298,9 @@ Result<Receipt> ChannelManagerClient::withdraw_owed_to(const Address& to) {
 
 Result<OnchainChannel> ChannelManagerClient::channel(const Address& user) {
   OnchainChannel c;
-  PPC_TRY(Bytes b, view(AbiEncoder().address(user).finish(selector("getChannelBalances(address)"))));
+  PPC_TRY(uint64_t at, w_.rpc().block_number());
+  const std::string block = hex_quantity(at);
+  PPC_TRY(Bytes b, view(AbiEncoder().address(user).finish(selector("getChannelBalances(address)")), block));
   AbiDecoder d(b);
   PPC_TRY(c.weiHub, d.u256(0));
   PPC_TRY(c.weiUser, d.u256(1));
@@ -306,7 +308,7 @@ Result<OnchainChannel> ChannelManagerClient::channel(const Address& user) {
   PPC_TRY(c.tokenHub, d.u256(3));
   PPC_TRY(c.tokenUser, d.u256(4));
   PPC_TRY(c.tokenTotal, d.u256(5));
-  PPC_TRY(Bytes b2, view(AbiEncoder().address(user).finish(selector("getChannelDetails(address)"))));
+  PPC_TRY(Bytes b2, view(AbiEncoder().address(user).finish(selector("getChannelDetails(address)")), block));
   AbiDecoder d2(b2);
   PPC_TRY(c.txCountGlobal, d2.u64(0));
   PPC_TRY(c.txCountChain, d2.u64(1));

@@ -270,8 +270,8 @@ Result<uint64_t> RpcClient::estimate_gas(const Address& from, const Address* to,
 }
 
 Result<std::vector<uint8_t>> RpcClient::eth_call(const Address& to, const std::vector<uint8_t>& data,
-                                                 const Address* from) {
-  PPC_TRY(Json r, call("eth_call", "[" + call_object(from, &to, U256::zero(), data) + ",\"latest\"]"));
+                                                 const Address* from, const std::string& block) {
+  PPC_TRY(Json r, call("eth_call", "[" + call_object(from, &to, U256::zero(), data) + ",\"" + block + "\"]"));
   return parse_data(r.get(), "eth_call");
 }
 

@@ -25,6 +25,7 @@
 #include "picopay/broker_files.hpp"
 #include "picopay/chain/manager.hpp"
 #include "picopay/codec.hpp"
+#include "demo_firmware.hpp"
 #include "picopay/demo.hpp"
 #include "picopay/demo/support.hpp"
 #include "picopay/device/state.hpp"
@@ -38,7 +39,7 @@ using namespace picopay::demo;
 
 const char* kHelp =
     "usage: picopay demo [--devices N] [--seconds S] [--workdir DIR] [--rate HZ] [--summary FILE]\n"
-    "                    [--plot FILE] [--wei] [--token]\n"
+    "                    [--plot FILE] [--wei] [--token] [--firmware N]\n"
     "\n"
     "Runs the pay-per-use demo end to end on 127.0.0.1: a private mosquitto (a password per\n"
     "client, client ids bound to usernames, the shipped ACL and limits of packaging/mosquitto/;\n"
@@ -74,6 +75,13 @@ const char* kHelp =
     "                the hub a 100 PPT token reserve; deposits, prices, payments, hub collateral\n"
     "                and the reconciliation are in PPT (docs/tokens.md). The summary's *Wei\n"
     "                amounts are then token base units; \"asset\" and \"paid\" name them\n"
+    "  --firmware N  also N Cortex-M4 devices under qemu-system-arm (examples/firmware, 0..8,\n"
+    "                default 0), paying the hub per payment until the telemetry ends: each\n"
+    "                makes its key on its first boot (it never leaves the device), signs its\n"
+    "                own deposit transaction, which a keyless relay of the demo submits\n"
+    "                (docs/firmware.md), and is reconciled and settled like the chargers.\n"
+    "                Without qemu-system-arm or the device image the demo says so in one\n"
+    "                line and runs without them\n"
     "  -h, --help    this help\n"
     "\n"
     "Amounts print in ETH (1 ETH = 10^18 wei, every significant digit kept: exact), parties by\n"
@@ -424,6 +432,9 @@ class Demo {
   bool write_outputs(bool reconciled, const std::string& error);
 
   int devices_ = 3, seconds_ = 10, rate_ = 20;
+  int firmware_ = 0;  // --firmware N (0 when qemu-system-arm or the image is missing)
+  std::string firmware_missing_;
+  FirmwareFleet fleet_;
   std::string work_;
   std::string hub_key_, hub_addr_, payee_key_, payee_addr_, contract_;
   std::vector<std::unique_ptr<Dev>> devs_;
@@ -452,6 +463,7 @@ class Demo {
   cJSON* chain_json_ = nullptr;
   cJSON* gas_json_ = nullptr;
   uint64_t gas_total_ = 0;
+  uint64_t chain_id_ = 0;
   U256 total_paid_ = U256::zero(), total_received_ = U256::zero();
   uint64_t total_wh_ = 0;
 
@@ -469,6 +481,8 @@ std::string Demo::name_of(const Address& a) const {
   if (t == payee_addr_) return "payee";
   for (const auto& d : devs_)
     if (t == d->addr) return d->name;
+  for (int i = 0; i < fleet_.count(); ++i)
+    if (t == fleet_.address(static_cast<size_t>(i))) return fleet_.name(static_cast<size_t>(i));
   return json::address_text(a);
 }
 
@@ -488,6 +502,8 @@ bool Demo::write_outputs(bool reconciled, const std::string& error) {
   cJSON_AddBoolToObject(j, "reconciled", reconciled);
   if (!error.empty()) cJSON_AddStringToObject(j, "error", error.c_str());
   cJSON_AddNumberToObject(j, "devices", devices_);
+  cJSON_AddNumberToObject(j, "firmwareDevices", firmware_);
+  if (!firmware_missing_.empty()) cJSON_AddStringToObject(j, "firmwareMissing", firmware_missing_.c_str());
   cJSON_AddNumberToObject(j, "seconds", seconds_);
   cJSON_AddNumberToObject(j, "rateHz", rate_);
   cJSON_AddStringToObject(j, "pricePerWhWei", std::to_string(kPriceWei).c_str());
@@ -584,6 +600,18 @@ bool Demo::setup(std::string& err) {
     d->total_kwh = 1000.0 + 137.25 * i;  // a used meter
     devs_.push_back(std::move(d));
   }
+  // The firmware devices make their keys on their first boot (QEMU); the demo learns
+  // only their addresses.
+  if (firmware_ > 0) {
+    firmware_missing_ = fleet_.check();
+    if (!firmware_missing_.empty()) {
+      std::printf("[demo] --firmware: missing %s; running without firmware devices\n", firmware_missing_.c_str());
+      firmware_ = 0;
+    } else {
+      std::printf("[demo] provisioning %d firmware devices under qemu-system-arm...\n", firmware_);
+      if (!fleet_.provision(work_, firmware_, err)) return false;
+    }
+  }
   // 1. The dev chain with every party funded, and the contract.
   std::printf("[demo] starting the dev chain...\n");
   std::vector<std::string> keys = {hub_key_, payee_key_};
@@ -663,6 +691,15 @@ bool Demo::setup(std::string& err) {
       std::printf("[demo] test token PPT %s (18 decimals): 10 PPT per charger, 100 PPT hub token reserve\n",
                   json::address_text(token_addr_).c_str());
     }
+    if (firmware_ > 0 && !fleet_.fund(w, err)) return false;
+    if (firmware_ > 0) {
+      auto cid = rpc.chain_id();
+      if (!cid) {
+        err = "chain id: " + cid.error().to_string();
+        return false;
+      }
+      chain_id_ = *cid;
+    }
   }
   std::printf("[demo] dev chain %s, ChannelManager %s (challenge period %llus)\n", chain_.url().c_str(),
               contract_.c_str(), static_cast<unsigned long long>(kChallenge));
@@ -671,11 +708,14 @@ bool Demo::setup(std::string& err) {
                                    {payee_addr_, random_key_hex().substr(2, 24)},
                                    {"demo", random_key_hex().substr(2, 24)}};
   for (auto& d : devs_) users.push_back({d->addr, random_key_hex().substr(2, 24)});
+  for (int i = 0; i < fleet_.count(); ++i) users.push_back({fleet_.address(static_cast<size_t>(i)), random_key_hex().substr(2, 24)});
+  if (fleet_.count() > 0) users.push_back({"relay", random_key_hex().substr(2, 24)});
   // The shipped ACL (packaging/mosquitto/picopay.acl; hub username "hub"), plus the
   // demo's observer (reads payments, writes telemetry) and each charger's meter topic.
   std::string acl = broker_files::kAcl;
   acl += "\nuser demo\ntopic write tele/#\ntopic read picopay/v1/#\n";
   for (auto& d : devs_) acl += "\nuser " + d->addr + "\ntopic read tele/" + d->name + "/SENSOR\n";
+  if (fleet_.count() > 0) acl += firmware_relay_acl("relay");
   if (!broker_.start(work_ + "/broker", users, acl, err)) return false;
   std::map<std::string, std::string> pw;
   for (auto& u : users) pw[u.name] = u.password;
@@ -700,12 +740,12 @@ bool Demo::setup(std::string& err) {
     const std::string pre_thread = "picopay/v1/thread/";
     if (m.topic.rfind(pre_thread, 0) == 0) {
       WireKind k{};
-      ThreadUpdate u{};
-      if (wire_peek_kind(m.payload.data(), m.payload.size(), k) != Status::Ok || k != WireKind::ThreadUpdate ||
-          decode_thread_update(m.payload.data(), m.payload.size(), u) != Status::Ok)
+      SignedThreadState u{};
+      if (wire_peek_kind(m.payload.data(), m.payload.size(), k) != Status::Ok || k != WireKind::ThreadPayment ||
+          decode_thread_payment(m.payload.data(), m.payload.size(), u) != Status::Ok)
         return;  // a close request (ThreadState) or garbage
-      long dev = lat_.device(mqtt::topic_address(u.sender));
-      if (dev >= 0) lat_.payment(static_cast<size_t>(dev), u.threadId, u.txCount, arrived);
+      long dev = lat_.device(mqtt::topic_address(u.state.sender));
+      if (dev >= 0) lat_.payment(static_cast<size_t>(dev), u.state.threadId, u.state.txCount, arrived);
       return;
     }
     Address hub{}, user{};
@@ -718,6 +758,7 @@ bool Demo::setup(std::string& err) {
         return;
       long dev = lat_.device(mqtt::topic_address(user));
       if (dev >= 0) lat_.payment(static_cast<size_t>(dev), 0, u.txCountGlobal, arrived);
+      fleet_.observe_payment(mqtt::topic_address(user), u.txCountGlobal);
       return;
     }
     std::string p(m.payload.begin(), m.payload.end());
@@ -786,6 +827,22 @@ bool Demo::setup(std::string& err) {
       return false;
     }
   }
+  if (fleet_.count() > 0) {
+    FirmwareFleet::Run fr;
+    fr.broker_port = broker_.port();
+    fr.passwords = pw;
+    fr.relay_user = "relay";
+    fr.relay_password = pw["relay"];
+    fr.rpc_url = chain_.url();
+    fr.hub_addr = hub_addr_;
+    fr.contract = contract_;
+    fr.chain_id = chain_id_;
+    fr.pay_seconds = static_cast<uint64_t>(seconds_);
+    if (!fleet_.start(work_, fr, err)) return false;
+    std::printf("[demo] %d firmware devices started (QEMU mps2-an386; logs %s/firmware/): each signs its own deposit "
+                "transaction, the relay submits it, then it pays the hub for %d s\n",
+                fleet_.count(), work_.c_str(), seconds_);
+  }
   std::printf("[demo] payee %s and %d chargers started; waiting for deposits and threads...\n", payee_addr_.c_str(),
               devices_);
   // Wait until every device has an open thread (deposit on chain + OpenThread done).
@@ -853,6 +910,7 @@ void Demo::progress_loop() {
         wh += d->wh;
         paid_units += d->units_paid;
       }
+      payments += fleet_.payments();  // the firmware devices' payments to the hub
       if (cJSON* s = user_status(payee_addr_)) {
         received = wei_of(json_str(s, "receivedWei"));
         cJSON_Delete(s);
@@ -883,6 +941,7 @@ void Demo::progress_loop() {
 }
 
 void Demo::stop_all() {
+  fleet_.stop();
   for (auto& d : devs_) d->proc.stop(5000);
   payee_.stop(5000);
   hub_.stop(5000);
@@ -906,6 +965,11 @@ int Demo::finish() {
       },
       30000);
   if (!paid) std::printf("[demo] WARNING: not every device caught up within 30 s\n");
+  if (fleet_.count() > 0) {
+    std::printf("[demo] waiting for the firmware devices' final states...\n");
+    fleet_.wait(90000);  // they stop paying when the telemetry ends, then verify and print FINAL
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the hub's last status messages
+  }
   std::printf("[demo] stopping the chargers (each closes its thread through the payee)...\n");
   for (auto& d : devs_) kill(d->proc.pid(), SIGTERM);
   for (auto& d : devs_) {
@@ -1005,6 +1069,55 @@ int Demo::finish() {
     if (!(hub_ok && dev_ok && payee_ok && conserved)) ++failures;
     finals.push_back(s.channel);
     users.push_back(s.user);
+  }
+  // The firmware devices pay the hub (no thread, no payee): the hub's status must name
+  // their final state, and their channel holds exactly the deposit.
+  for (const auto& r : fleet_.results()) {
+    const ChannelState& st = r.state.state;
+    const bool dev_ok = r.exit == 0 && r.has_final && r.state.hasSigHub && r.state.hasSigUser;
+    bool hub_ok = false;
+    {
+      std::lock_guard<std::mutex> l(st_.mu);
+      auto it = st_.hub.find(r.addr);
+      if (it != st_.hub.end() && r.has_final) {
+        cJSON* h = cJSON_Parse(it->second.c_str());
+        std::string bu = json_str(h, "balanceWeiUser"), bh = json_str(h, "balanceWeiHub");
+        hub_ok = json_u64(h, "txCountGlobal") == st.txCountGlobal &&
+                 (bu.empty() || bu == json::amount_text(st.balanceWeiUser)) &&
+                 (bh.empty() || bh == json::amount_text(st.balanceWeiHub));
+        cJSON_Delete(h);
+      }
+    }
+    U256 sum{};
+    (void)u256_add(st.balanceWeiUser, st.balanceWeiHub, sum);
+    const bool conserved = r.has_final && st.threadCount == 0 && sum == U256::from_u64(FirmwareFleet::kDepositWei) &&
+                           st.balanceWeiHub == U256::from_u64(r.payments * FirmwareFleet::kAmountWei);
+    cJSON* o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", r.name.c_str());
+    cJSON_AddStringToObject(o, "address", r.addr.c_str());
+    cJSON_AddBoolToObject(o, "firmware", true);
+    cJSON_AddNumberToObject(o, "payments", static_cast<double>(r.payments));
+    cJSON_AddStringToObject(o, "paidWei", json::amount_text(st.balanceWeiHub).c_str());
+    cJSON_AddStringToObject(o, "paidEth", eth_text(st.balanceWeiHub).c_str());
+    cJSON_AddNumberToObject(o, "txCountGlobal", static_cast<double>(st.txCountGlobal));
+    cJSON_AddStringToObject(o, "depositTx", r.deposit_tx.c_str());
+    cJSON_AddNumberToObject(o, "exitStatus", r.exit);
+    cJSON_AddBoolToObject(o, "hubAgrees", hub_ok);
+    cJSON_AddBoolToObject(o, "deviceConsistent", dev_ok);
+    cJSON_AddBoolToObject(o, "conserved", conserved);
+    cJSON_AddItemToArray(devices_json_, o);
+    std::printf("%-10s %10s %24s %8llu %6s %6s %6s %9s  (%llu payments to the hub; log %s)\n", r.name.c_str(), "-",
+                amount(st.balanceWeiHub).c_str(), static_cast<unsigned long long>(st.txCountGlobal),
+                hub_ok ? "ok" : "DIFF", dev_ok ? "ok" : "DIFF", "-", conserved ? "ok" : "NO",
+                static_cast<unsigned long long>(r.payments), r.log.c_str());
+    if (!(hub_ok && dev_ok && conserved)) ++failures;
+    if (r.has_final) {
+      Address a{};
+      if (address_parse(r.addr.c_str(), r.addr.size(), a) == Status::Ok) {
+        finals.push_back(r.state);
+        users.push_back(a);
+      }
+    }
   }
   bool totals = total_paid == total_received;
   total_paid_ = total_paid;
@@ -1145,13 +1258,18 @@ int Demo::run(int argc, char** argv) {
     else if (a == "--rate") rate_ = std::atoi(v);
     else if (a == "--summary") summary_path_ = v;
     else if (a == "--plot") plot_path_ = v;
+    else if (a == "--firmware") firmware_ = std::atoi(v);
     else {
       std::fprintf(stderr, "picopay demo: unknown option %s (see --help)\n", a.c_str());
       return 2;
     }
   }
-  if (devices_ < 1 || devices_ > 50 || seconds_ < 1 || rate_ < 1 || rate_ > 200) {
-    std::fprintf(stderr, "picopay demo: --devices 1..50, --seconds >= 1, --rate 1..200\n");
+  if (devices_ < 1 || devices_ > 50 || seconds_ < 1 || rate_ < 1 || rate_ > 200 || firmware_ < 0 || firmware_ > 8) {
+    std::fprintf(stderr, "picopay demo: --devices 1..50, --seconds >= 1, --rate 1..200, --firmware 0..8\n");
+    return 2;
+  }
+  if (token_ && firmware_ > 0) {
+    std::fprintf(stderr, "picopay demo: the firmware devices pay in ETH: --firmware cannot be combined with --token\n");
     return 2;
   }
   if (work_.empty()) {

@@ -30,6 +30,7 @@
 #include "picopay/device/agent.hpp"
 #include "asset.hpp"
 #include "price.hpp"
+#include "picopay/device/tower_client.hpp"
 #include "picopay/device/chain_follow.hpp"
 #include "picopay/device/meter.hpp"
 #include "picopay/device/state.hpp"
@@ -188,6 +189,9 @@ class Agent {
   Status last_refusal_ = Status::Ok;
   std::string chain_note_;  // why a rule that needs the chain cannot be satisfied (status JSON)
   std::unique_ptr<OwnChannelFollower> follow_;
+  std::unique_ptr<TowerClient> tower_;  // picopay-tower handovers (cfg_.has_tower)
+  void tower_step(bool flush);
+  void tower_log(bool warn, const std::string& line);
   uint64_t last_follow_ms_ = 0;
   bool chain_hold_ = false;  // the chain shows our channel in dispute or emptied: no payments
   static constexpr uint64_t kFollowMs = 2000;
@@ -338,6 +342,11 @@ void Agent::carry(Status st, const Effects& fx, const char* what) {
       st_.units_paid = st_.pending_units;
       st_.wei_paid = st_.pending_wei;
       ++payments_;
+    } else if (fx.reason == UpdateReason::EmptyChannel) {
+      // The contract paid the channel out; the configured deposit goes in again.
+      st_.deposited = false;
+      logf(port::LogLevel::Warn, "EmptyChannel %llu double-signed: the channel is empty, as on chain",
+           static_cast<unsigned long long>(fx.txCountGlobal));
     }
     logf(port::LogLevel::Debug, "%s %llu double-signed", update_reason_name(fx.reason),
          static_cast<unsigned long long>(fx.txCountGlobal));
@@ -409,6 +418,11 @@ void Agent::on_thread_message(const std::vector<uint8_t>& p) {
     early_.push_back(Early{p, now_ms()});
     return;
   }
+  if (st == Status::BadKind && p.size() >= 2 && p[1] == static_cast<uint8_t>(WireKind::ThreadUpdate)) {
+    carry(st, fx, "thread payment in the increment form of an older payer (wire kind 0x04; picopay now sends "
+                  "its whole thread state, kind 0x06: upgrade the payer)");
+    return;
+  }
   carry(st, fx, "thread message");
 }
 
@@ -474,7 +488,7 @@ bool Agent::read_chain(ChainFacts& f, std::string& err) {
   // After emptyChannel the contract holds nothing for the channel and has recorded a
   // state (txCount[0] > 0); a channel never used has txCount[0] = 0.
   f.emptied = on->status == chain::ChannelStatus::Open && on->weiTotal.is_zero() && on->tokenTotal.is_zero() &&
-              on->txCountGlobal > 0;
+              on->txCountGlobal > 0 && on->threadCount == 0;
   f.blockTime = blk->timestamp;
   return true;
 }
@@ -582,16 +596,24 @@ void Agent::follow_chain() {
   }
   if (!v->answered.empty()) logf(port::LogLevel::Warn, "chain: stale exit answered: %s", v->answered.c_str());
   if (!v->error.empty()) logf(port::LogLevel::Error, "chain: cannot answer the exit (retrying): %s", v->error.c_str());
-  const bool hold = v->dispute || v->emptied;
-  if (v->note != chain_note_ && (hold || chain_hold_)) {
+  // Held while an exit runs, or while the chain shows the channel emptied and our latest
+  // state still holds something: then only EmptyChannel (the hub requests it) brings it
+  // back; once our state is empty too, a new deposit reopens it.
+  const bool hold =
+      v->dispute || (v->emptied && policy_check_chain_status(v->facts, s_.channel().state, UpdateReason::Payment) !=
+                                       Status::Ok);
+  const std::string note = hold ? v->note : "";
+  if (note != chain_note_ && (hold || chain_hold_)) {
     if (hold)
-      logf(port::LogLevel::Warn, "chain: our channel is %s: payments stopped", v->note.c_str());
+      logf(port::LogLevel::Warn, "chain: our channel is %s: payments stopped", note.c_str());
+    else if (v->emptied)
+      logf(port::LogLevel::Info, "chain: EmptyChannel recorded the empty channel: it takes a new deposit");
     else
       logf(port::LogLevel::Info, "chain: our channel is open again");
-    chain_note_ = v->note;
+    chain_note_ = note;
     status_dirty_ = true;
   }
-  if (hold || chain_hold_) {
+  if (hold || chain_hold_ || v->emptied) {
     Effects fx;
     Status st = s_.on_chain_fact(v->facts, unix_now(), fx);
     carry(st, fx, "chain facts");
@@ -774,6 +796,34 @@ void Agent::step() {
   }
 }
 
+void Agent::tower_log(bool warn, const std::string& line) {
+  if (!warn) {
+    logf(port::LogLevel::Debug, "%s", line.c_str());
+    return;
+  }
+  // Rate-limited (the acks come through the broker); the Ok slot is the tower's own.
+  uint64_t suppressed = 0;
+  if (!ignored_log_.allow(Status::Ok, now_ms(), &suppressed)) return;
+  if (suppressed > 0)
+    logf(port::LogLevel::Warn, "%s (and %llu more tower warnings in the last 10 s)", line.c_str(),
+         static_cast<unsigned long long>(suppressed));
+  else
+    logf(port::LogLevel::Warn, "%s", line.c_str());
+}
+
+void Agent::tower_step(bool flush) {
+  if (!tower_ || !mq_) return;
+  auto pub = [this](const std::string& topic, const std::vector<uint8_t>& b) {
+    mq_->publish(topic, b.data(), b.size(), 1, false);
+  };
+  auto lg = [this](bool warn, const std::string& l) { tower_log(warn, l); };
+  const std::vector<SignedThreadState> incoming = TowerClient::incoming_threads(s_);
+  if (flush)
+    tower_->flush(s_.channel(), incoming, now_ms(), pub, lg);
+  else
+    tower_->step(s_.channel(), incoming, now_ms(), pub, lg);
+}
+
 void Agent::handle(const Event& e) {
   if (e.kind == Event::Connected) {
     Effects fx;
@@ -802,6 +852,7 @@ void Agent::handle(const Event& e) {
   }
   const std::string& t = e.msg.topic;
   const std::vector<uint8_t>& p = e.msg.payload;
+  if (tower_ && tower_->on_message(t, p, [this](bool warn, const std::string& l) { tower_log(warn, l); })) return;
   if (t == mqtt::topic_reply(st_.user)) {
     Effects fx;
     Status st = s_.on_reply(p.data(), p.size(), unix_now(), fx);
@@ -962,6 +1013,10 @@ int Agent::run() {
   if (ex_todo_) mq_->subscribe(mqtt::topic_hub_rate(st_.hub));
   if (by_list_) mq_->subscribe(mqtt::topic_payee_prices(cfg_.pay_to));
   if ((cfg_.meter == "tasmota" || cfg_.meter == "shelly") && !cfg_.meter_topic.empty()) mq_->subscribe(cfg_.meter_topic);
+  if (cfg_.has_tower) {
+    tower_ = std::make_unique<TowerClient>(cfg_.tower, st_.contract, me, signer_, key_, cfg_.tower_interval_ms);
+    for (const auto& topic : tower_->topics()) mq_->subscribe(topic);
+  }
   if (!mq_->start(err)) {
     std::fprintf(stderr, "picopay-agent: mqtt: %s\n", err.c_str());
     return 1;
@@ -1003,6 +1058,7 @@ int Agent::run() {
       if (done_) break;
     }
     step();
+    tower_step(false);
     if (stopping_ && !cfg_.payer && !s_.has_pending()) {
       bool closing = false;
       for (size_t i = 0; i < s_.thread_capacity(); ++i) {
@@ -1013,6 +1069,7 @@ int Agent::run() {
     }
     publish_status(false);
   }
+  tower_step(true);  // going to sleep: the tower gets our latest state now
   publish_status(true);
   mq_->publish(mqtt::topic_user_status(me), std::string("{\"state\":\"offline\"}"), 1, true);
   std::this_thread::sleep_for(std::chrono::milliseconds(100));

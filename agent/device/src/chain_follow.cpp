@@ -13,7 +13,7 @@ chain::Result<OwnChannelView> OwnChannelFollower::poll(const SignedChannelState&
   // After emptyChannel the contract holds nothing for the channel and has recorded a
   // state (txCount[0] > 0); a channel never used has txCount[0] = 0.
   v.emptied = oc.status == chain::ChannelStatus::Open && oc.weiTotal.is_zero() && oc.tokenTotal.is_zero() &&
-              oc.txCountGlobal > 0;
+              oc.txCountGlobal > 0 && oc.threadCount == 0;
   v.facts.known = true;
   v.facts.txCountGlobal = oc.txCountGlobal;
   v.facts.txCountChain = oc.txCountChain;

@@ -120,6 +120,22 @@ bool config_load_file(const std::string& path, Config& cfg, std::string& err) {
     cfg.exit_on_eof = cJSON_IsTrue(n);
   if (const cJSON* n = cJSON_GetObjectItemCaseSensitive(o, "statusIntervalMs"); cJSON_IsNumber(n))
     cfg.status_interval_ms = n->valueint;
+  if (const cJSON* t = cJSON_GetObjectItemCaseSensitive(o, "tower")) {
+    // {"address": "0x..", "intervalMs": 1000} (docs/tower.md)
+    std::string ta;
+    if (!cJSON_IsObject(t) || !str(t, "address", ta) || !parse_address_text(ta, cfg.tower))
+      fail("tower: {\"address\": the tower's 0x address, \"intervalMs\": N}");
+    else if (cfg.tower.is_zero())
+      fail("tower.address is the zero address: put your picopay-tower's address there, or remove \"tower\"");
+    else
+      cfg.has_tower = true;
+    if (const cJSON* n = cJSON_GetObjectItemCaseSensitive(t, "intervalMs")) {
+      if (!cJSON_IsNumber(n) || !(n->valuedouble >= 1 && n->valuedouble <= 3600000.0))
+        fail("tower.intervalMs: milliseconds, 1 .. 3600000");
+      else
+        cfg.tower_interval_ms = static_cast<uint64_t>(n->valuedouble);
+    }
+  }
   const cJSON* b = cJSON_GetObjectItemCaseSensitive(o, "broker");
   const bool holds_secret = cJSON_IsString(cJSON_GetObjectItemCaseSensitive(o, "privateKey")) ||
                             (cJSON_IsObject(b) && cJSON_IsString(cJSON_GetObjectItemCaseSensitive(b, "password")));

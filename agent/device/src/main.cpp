@@ -69,6 +69,11 @@ const char* kHelp =
     "  --no-exit-on-eof        stdin meter: keep running at end of input\n"
     "  --no-close-on-exit      leave threads open when stopping\n"
     "  --status-interval-ms N  retained status JSON at most this often (default 500)\n"
+    "  --tower ADDR            hand the latest double-signed channel state (and, as a payee,\n"
+    "                          the incoming threads' latest states) to the picopay-tower with\n"
+    "                          this address, which answers stale exits while we sleep\n"
+    "                          (docs/tower.md; config: \"tower\": {\"address\": ..})\n"
+    "  --tower-interval-ms N   hand a newer state over at most this often (default 1000)\n"
     "  -v, --verbose           debug logs\n"
     "  -h, --help              this help\n"
     "  --version               print the version and exit\n"
@@ -206,6 +211,14 @@ int agent_main(int argc, char** argv) {
       cfg.exchange_reference = v;
     } else if (a == "--status-interval-ms") {
       cfg.status_interval_ms = std::atoi(v.c_str());
+    } else if (a == "--tower") {
+      if (!parse_address_text(v, cfg.tower) || cfg.tower.is_zero()) return usage_error("--tower: not an address");
+      cfg.has_tower = true;
+    } else if (a == "--tower-interval-ms") {
+      char* end = nullptr;
+      const unsigned long long ms = std::strtoull(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || ms < 1 || ms > 3600000) return usage_error("--tower-interval-ms: 1 .. 3600000");
+      cfg.tower_interval_ms = ms;
     } else {
       return usage_error("unknown option " + a);
     }

@@ -243,7 +243,10 @@ bool state_save(const std::string& dir, const AgentState& s, std::string& err) {
   std::string text = state_to_json(s);
   Status st = store.save(reinterpret_cast<const uint8_t*>(text.data()), text.size());
   if (st != Status::Ok) {
-    err = std::string("cannot save state in ") + dir + ": " + status_message(st);
+    // The system's reason when a system call failed (ENOSPC: "No space left on device").
+    const int e = store.last_errno();
+    err = std::string("cannot persist state: ") + (e != 0 ? std::strerror(e) : status_message(st)) + " (" + dir +
+          "; the previous state is kept)";
     return false;
   }
   return true;

@@ -84,6 +84,11 @@ const ChainMark* ChainFollow::mark(const Address& user) const {
   return it == marks_.end() ? nullptr : &it->second.second;
 }
 
+Hash32 ChainFollow::empty_tx(const Address& user) const {
+  auto it = empty_tx_.find(chain::address_hex(user));
+  return it == empty_tx_.end() ? Hash32{} : it->second;
+}
+
 std::vector<Address> ChainFollow::marked() const {
   std::vector<Address> out;
   for (const auto& [k, v] : marks_) out.push_back(v.first);
@@ -150,9 +155,11 @@ chain::Result<std::vector<ChainChange>> ChainFollow::tick() {
   };
   PPC_TRY(size_t n, poller_.poll([&](const chain::ChannelEvent& e) {
     switch (e.kind) {
+      case chain::EventKind::DidEmptyChannel:
+        if (!e.user.is_zero()) empty_tx_[chain::address_hex(e.user)] = e.log.transactionHash;
+        [[fallthrough]];
       case chain::EventKind::DidUpdateChannel:
       case chain::EventKind::DidStartExitChannel:
-      case chain::EventKind::DidEmptyChannel:
       case chain::EventKind::DidStartExitThread:
       case chain::EventKind::DidEmptyThread:
       case chain::EventKind::DidNukeThreads:

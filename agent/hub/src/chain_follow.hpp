@@ -63,6 +63,9 @@ class ChainFollow {
   static ChainFacts facts(const ChainMark& m);
   // "in dispute since block N" / "emptied on chain at block N" / "".
   static std::string describe(const ChainMark& m);
+  // The transaction of the last DidEmptyChannel event this process read for `user`'s
+  // channel (the EmptyChannel request's transactionHash, informational), or zero.
+  Hash32 empty_tx(const Address& user) const;
 
  private:
   bool save(std::string& err) const;
@@ -72,6 +75,7 @@ class ChainFollow {
   std::string file_;
   std::chrono::steady_clock::time_point last_{};
   std::map<std::string, std::pair<Address, ChainMark>> marks_;  // by lowercase address
+  std::map<std::string, Hash32> empty_tx_;  // by lowercase address (volatile)
 };
 
 }  // namespace picopay::hub

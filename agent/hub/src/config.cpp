@@ -45,8 +45,15 @@ Chain:
   --confirmations N         blocks before an event counts [confirmations] (default 0)
   --watchtower-interval S   seconds between watchtower rounds [watchtowerIntervalSeconds] (default 5)
 Store and policy:
-  --db FILE                 SQLite ledger path [db] (default picopay-hub.db)
+  --store SPEC              the ledger [store]: sqlite:PATH (embedded, the default) or a libpq URI
+                            postgresql://USER@HOST:PORT/DB (docs/operations.md); the reply leaves
+                            only after the COMMIT is durable on either
+  --db FILE                 same as --store sqlite:FILE [db] (default picopay-hub.db); with any
+                            store also the prefix of the side files (<db>.events.json, <db>.chain-marks)
   --batch-max N             max updates committed per SQLite transaction [batchMax] (default 256)
+  --channel-cache N         channels held in memory at most [channelCache] (default 100000; an idle
+                            cached channel takes under 1 KB); the least recently used are evicted
+                            and read from the ledger again when next used
   --verify-threads N        extra threads validating and countersigning the payments of a
                             batch, one channel per job [verifyThreads] (default: CPUs - 1)
   --collateral-wei WEI      wei deposited into a payee channel lacking collateral [collateral.depositWei]
@@ -136,7 +143,9 @@ bool load_file(const std::string& path, Config& c, std::string& err) {
   c.confirmations = static_cast<uint64_t>(conf < 0 ? 0 : conf);
   num(j, c.watchtower_interval_s, "watchtowerIntervalSeconds");
   str(j, c.db, "db");
+  str(j, c.store, "store");
   num(j, c.batch_max, "batchMax");
+  num(j, c.channel_cache, "channelCache");
   num(j, c.verify_threads, "verifyThreads");
   str(j, c.collateral_wei, "collateral", "depositWei");
   str(j, c.collateral_tokens, "collateral", "depositTokens");
@@ -227,7 +236,9 @@ int parse_config(int argc, char** argv, Config& c, std::string& err) {
       c.confirmations = static_cast<uint64_t>(v);
     } else if (a == "--watchtower-interval") ok = ival(c.watchtower_interval_s);
     else if (a == "--db") ok = val(c.db);
+    else if (a == "--store") ok = val(c.store);
     else if (a == "--batch-max") ok = ival(c.batch_max);
+    else if (a == "--channel-cache") ok = ival(c.channel_cache);
     else if (a == "--verify-threads") ok = ival(c.verify_threads);
     else if (a == "--collateral-wei") ok = val(c.collateral_wei);
     else if (a == "--collateral-tokens") ok = val(c.collateral_tokens);
@@ -260,10 +271,13 @@ int parse_config(int argc, char** argv, Config& c, std::string& err) {
     return 2;
   }
   if (c.batch_max < 1) c.batch_max = 1;
+  if (c.channel_cache < 1) c.channel_cache = 1;
   if (c.broker_port <= 0 || c.broker_port > 65535) {
     err = "--broker-port out of range";
     return 2;
   }
+  if (c.store.rfind("sqlite:", 0) == 0 && c.store.size() > 7 && c.store.rfind("sqlite://", 0) != 0)
+    c.db = c.store.substr(7);  // the side files next to the SQLite ledger
   if (c.event_state.empty()) c.event_state = c.db + ".events.json";
   return 0;
 }

@@ -28,8 +28,15 @@ struct Config {
   std::string event_state;  // watchtower event poller progress file (default <db>.events.json)
   uint64_t confirmations = 0;
   // store
+  // the ledger (docs/operations.md): "sqlite:PATH" or "postgresql://..."; empty = sqlite:<db>
+  std::string store;
+  // the SQLite ledger's path when `store` is empty, and the prefix of the side files
+  // (event state, chain marks) with any store
   std::string db = "picopay-hub.db";
   int batch_max = 256;      // updates per SQLite transaction at most
+  // channels held in memory at most (least recently used evicted; their state is in the
+  // ledger); channels with requests, reordered updates or a pending status stay
+  int channel_cache = 100000;
   // threads that pre-validate and countersign payments besides the worker
   // (-1: one less than the CPU count)
   int verify_threads = -1;

@@ -87,7 +87,67 @@ constexpr uint64_t kNackBackoffMaxMs = 60000;
 constexpr uint64_t kDepositTimeoutSeconds = 3600;
 }  // namespace
 
+// The thread root's scratch space (kThreadCap + 2 hashes), one per thread: the core uses
+// it only during a call, so every channel of the worker shares it.
+static Hash32* thread_scratch() {
+  thread_local std::vector<Hash32> s(kThreadCap + 2);
+  return s.data();
+}
+
+ThreadSet Hub::Chan::set() {
+  const size_t room = std::min(thread_count + 1, kThreadCap);
+  if (threads.size() < room) threads.resize(room);
+  return ThreadSet{threads.data(), thread_count, threads.size(), thread_scratch()};
+}
+
+void Hub::lru_unlink(Chan* c) {
+  if (c->lru_prev) c->lru_prev->lru_next = c->lru_next;
+  else lru_head_ = c->lru_next;
+  if (c->lru_next) c->lru_next->lru_prev = c->lru_prev;
+  else lru_tail_ = c->lru_prev;
+  c->lru_prev = c->lru_next = nullptr;
+}
+
+void Hub::lru_push_front(Chan* c) {
+  c->lru_prev = nullptr;
+  c->lru_next = lru_head_;
+  if (lru_head_) lru_head_->lru_prev = c;
+  lru_head_ = c;
+  if (!lru_tail_) lru_tail_ = c;
+}
+
+bool Hub::pinned(const Chan* c) const {
+  return !c->requests.empty() || !c->future.empty() || c->dirty || c->legacy_tx != 0 || c->legacy_unsaved ||
+         status_dirty_.count(const_cast<Chan*>(c)) != 0 || timed_.count(const_cast<Chan*>(c)) != 0;
+}
+
+void Hub::evict() {
+  const size_t cap = static_cast<size_t>(cfg_.channel_cache);
+  const uint64_t before = evicted_;
+  Chan* c = lru_tail_;
+  while (chans_.size() > cap && c != nullptr) {
+    Chan* prev = c->lru_prev;
+    if (!pinned(c)) {
+      lru_unlink(c);
+      chans_.erase(c->user);  // destroys c
+      ++evicted_;
+    } else {
+      c->compact();
+    }
+    c = prev;
+  }
+  if (cfg_.verbose && evicted_ != before)
+    logf("info", "channel cache: evicted " + std::to_string(evicted_ - before) + " channel(s), " +
+                     std::to_string(chans_.size()) + " cached");
+}
+
 Hub::Hub(Config cfg, const PrivateKey& key) : cfg_(std::move(cfg)), key_(key) {}
+
+bool Hub::ok(LedgerStatus s, std::string& err) {
+  if (s.ok()) return true;
+  err = std::move(s.message);
+  return false;
+}
 
 Hub::~Hub() {
   stop();
@@ -162,9 +222,9 @@ bool Hub::start(std::string& err) {
     pool_ = std::make_unique<ParallelAcceptor>(n, key_, hub_);
   }
   if (const char* c = std::getenv("PICOPAY_HUB_CRASH_AT")) crash_at_ = c;
-  if (!store_.open(cfg_.db, err)) return false;
-  if (!store_.list_request_users(recover_users_, err)) return false;
-  if (!cfg_.metrics_listen.empty() && !(metrics_ = Metrics::start(cfg_.metrics_listen, store_, err))) return false;
+  if (!ok(Ledger::open(cfg_.store.empty() ? "sqlite:" + cfg_.db : cfg_.store, ledger_), err)) return false;
+  if (!ok(ledger_->list_request_users(recover_users_), err)) return false;
+  if (!cfg_.metrics_listen.empty() && !(metrics_ = Metrics::start(cfg_.metrics_listen, *ledger_, err))) return false;
 
   if (!cfg_.rpc_url.empty()) {
     rpc_ = std::make_unique<chain::RpcClient>(cfg_.rpc_url);
@@ -182,21 +242,25 @@ bool Hub::start(std::string& err) {
     follow_ = std::make_unique<ChainFollow>(*rpc_, *cm_, contract_, cfg_.confirmations, cfg_.event_state + ".follow",
                                             cfg_.db + ".chain-marks");
     if (!follow_->load(err)) return false;
-    std::vector<std::pair<std::string, Bytes>> rows;
-    if (store_.list_channels(rows, err)) {
-      for (auto& r : rows) {
-        Address u{};
-        if (address_parse(r.first.c_str(), r.first.size(), u) == Status::Ok) {
-          Chan* c = channel(u);
-          if (c) watch(*c);
-        }
-      }
-    }
+    // The watchtower watches every channel: each channel's latest state, streamed from
+    // the ledger (the channels are not loaded into the cache).
+    if (!ok(ledger_->for_each_channel([this](const std::string& k, const Bytes& state) {
+              chain::WatchedChannel w;
+              SignedChannelState s{};
+              if (address_parse(k.c_str(), k.size(), w.user) != Status::Ok ||
+                  decode_channel_state(state.data(), state.size(), s) != Status::Ok)
+                return true;  // a corrupt row is refused when its channel is used
+              if (s.hasSigHub && s.hasSigUser && s.state.timeout == 0) w.latest = s;
+              tower_->watch(w);
+              return true;
+            }),
+            err))
+      return false;
     if (!load_deposit_jobs(err)) return false;
     logf("info", "chain: " + cfg_.rpc_url + ", watchtower on");
   } else {
     std::vector<std::pair<std::string, Bytes>> deps;
-    if (!store_.list_deposits(deps, err)) return false;
+    if (!ok(ledger_->list_deposits(deps), err)) return false;
     if (!deps.empty())
       logf("warn", std::to_string(deps.size()) +
                        " countersigned collateral deposit(s) stored; without --rpc-url they wait (not sent)");
@@ -230,7 +294,7 @@ bool Hub::start(std::string& err) {
   mqtt_->subscribe(mqtt::topic_hub_filter(hub_), 1);
   worker_ = std::thread([this] { worker(); });
   if (!mqtt_->start(err)) return false;
-  logf("info", "hub " + json::address_text(hub_) + " contract " + json::address_text(contract_) + " db " + cfg_.db);
+  logf("info", "hub " + json::address_text(hub_) + " contract " + json::address_text(contract_) + " ledger " + ledger_->backend() + (cfg_.store.rfind("postgres", 0) == 0 ? std::string() : " " + cfg_.db));
   if (metrics_) logf("info", "metrics on " + cfg_.metrics_listen + " (port " + std::to_string(metrics_->port()) + "): /metrics, /dashboard");
   return true;
 }
@@ -287,6 +351,7 @@ void Hub::worker() {
     if (fatal_.load()) return;
     request_timers();
     flush_status(false);
+    evict();
   }
   flush_status(true);
 }
@@ -316,7 +381,7 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch) {
   batch_done_.clear();
   tx_failed_ = false;
   std::string err;
-  if (!store_.begin(err)) {
+  if (!ok(ledger_->begin(), err)) {
     fail(err);
     return false;
   }
@@ -338,12 +403,12 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch) {
     if (ch->dirty) touched.push_back(ch);
   }
   if (tx_failed_) {
-    store_.rollback();
+    ledger_->rollback();
     fail("store: " + txerr_);
     return false;
   }
-  if (!store_.commit(err)) {
-    store_.rollback();
+  if (!ok(ledger_->commit(), err)) {
+    ledger_->rollback();
     fail(err);
     return false;
   }
@@ -365,6 +430,7 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch) {
   flush_status(false);
   spec_.clear();
   spec_runs_.clear();
+  evict();
   if (metrics_) metrics_->replies_published(outs.size());
   if (metrics_) metrics_->batch_done(batch.size(), std::chrono::duration<double>(std::chrono::steady_clock::now() - metrics_t0).count(), chans_.size());
   return true;
@@ -430,18 +496,23 @@ const PaymentJob* Hub::precomputed(const Chan& ch, const ChannelUpdate& u, const
 }
 
 Hub::Chan* Hub::channel(const Address& user) {
-  std::string k = mqtt::topic_address(user);
-  auto it = chans_.find(k);
-  if (it != chans_.end()) return it->second.get();
+  auto it = chans_.find(user);
+  if (it != chans_.end()) {
+    Chan* c = it->second.get();
+    if (c != lru_head_) {
+      lru_unlink(c);
+      lru_push_front(c);
+    }
+    return c;
+  }
+  const std::string k = mqtt::topic_address(user);
   auto c = std::make_unique<Chan>();
   c->user = user;
   c->key = k;
-  c->threads.resize(kThreadCap);
-  c->scratch.resize(kThreadCap + 2);
   Bytes state, threads;
   bool found = false;
   std::string err;
-  if (!store_.load_channel(k, state, threads, found, err)) {
+  if (!ok(ledger_->load_channel(k, state, threads, found), err)) {
     txerr_ = err;
     return nullptr;
   }
@@ -459,7 +530,8 @@ Hub::Chan* Hub::channel(const Address& user) {
         txerr_ = "corrupt stored threads for " + k;
         return nullptr;
       }
-      c->threads[c->thread_count++] = st.state;
+      c->threads.push_back(st.state);
+      ++c->thread_count;
       p += n;
     }
   } else {
@@ -469,8 +541,8 @@ Hub::Chan* Hub::channel(const Address& user) {
     c->latest.state.user = user;
     c->latest.state.recipient = user;
   }
-  std::vector<Store::RequestRow> rows;
-  if (!store_.load_requests(k, c->last_request_id, rows, err)) {
+  std::vector<Ledger::RequestRow> rows;
+  if (!ok(ledger_->load_requests(k, c->last_request_id, rows), err)) {
     txerr_ = err;
     return nullptr;
   }
@@ -492,7 +564,7 @@ Hub::Chan* Hub::channel(const Address& user) {
   uint64_t ltx = 0;
   Bytes lprop;
   std::vector<Bytes> lqueue;
-  if (!store_.load_legacy(k, legacy, ltx, lprop, lqueue, err)) {
+  if (!ok(ledger_->load_legacy(k, legacy, ltx, lprop, lqueue), err)) {
     txerr_ = err;
     return nullptr;
   }
@@ -515,8 +587,10 @@ Hub::Chan* Hub::channel(const Address& user) {
   } else if (legacy && c->legacy_tx == 0) {
     c->legacy_unsaved = true;  // passed: the legacy row is deleted with the next write
   }
+  c->compact();
   Chan* raw = c.get();
-  chans_[k] = std::move(c);
+  chans_[user] = std::move(c);
+  lru_push_front(raw);
   if (raw->outstanding()) timed_.insert(raw);
   return raw;
 }
@@ -574,7 +648,7 @@ void Hub::handle_update(Chan& ch, const Bytes& payload, std::vector<Out>& outs) 
       found = true;
     } else {
       std::string err;
-      if (!store_.find_update(ch.key, u.txCountGlobal, req, rep, found, err)) {
+      if (!ok(ledger_->find_update(ch.key, u.txCountGlobal, req, rep, found), err)) {
         txerr_ = err;
         tx_failed_ = true;
         return;
@@ -748,7 +822,9 @@ Status Hub::check_policy(Chan& ch, const ChannelUpdate& u) {
       return Status::IoError;
     }
     if (payer == &ch) return Status::Unauthorized;
-    if (thread_set_find(payer->set(), t.sender, t.receiver, t.threadId) < 0) return Status::ThreadNotFound;
+    const long found = thread_set_find(payer->set(), t.sender, t.receiver, t.threadId);
+    payer->compact();
+    if (found < 0) return Status::ThreadNotFound;
   }
   return Status::Ok;
 }
@@ -763,6 +839,13 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
                      " tx " + std::to_string(u.txCountGlobal) + ": " + status_name(cs) + " (" +
                      ChainFollow::describe(*follow_->mark(ch.user)) + ")");
     nack(ch, u.txCountGlobal, cs, outs);
+    // Emptied on chain: the user's proposal at latest + 1 will never be countersigned
+    // (only EmptyChannel is); its Invalidation lets the user's session give it up so the
+    // requested EmptyChannel can follow (chain_empty.cpp).
+    const ChainMark* m = follow_->mark(ch.user);
+    if (m->emptied && !m->dispute && u.txCountGlobal == ch.latest.state.txCountGlobal + 1 &&
+        channel_accept(ctx, signer_, Party::Hub, ch.latest.state, ts, u, next, h) == Status::Ok)
+      request_skip(ch, outs);
     return false;
   }
   const PaymentJob* pre = precomputed(ch, u, payload);
@@ -808,6 +891,7 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
     return false;
   }
   ch.thread_count = ts.count;
+  ch.compact();
   ch.latest = signed_state;
   if (ch.legacy_tx != 0 && ch.latest.state.txCountGlobal >= ch.legacy_tx) {
     ch.legacy_tx = 0;
@@ -819,7 +903,7 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
   Bytes rep = reply_bytes(r);
   std::string err;
   const Bytes st_wire = encode_state(signed_state);
-  if (!store_.insert_update(ch.key, u.txCountGlobal, payload, rep, st_wire, err)) {
+  if (!ok(ledger_->insert_update(ch.key, u.txCountGlobal, payload, rep, st_wire), err)) {
     txerr_ = err;
     tx_failed_ = true;
     return false;
@@ -845,12 +929,23 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
     changed = true;
     break;
   }
+  // The channel records the empty channel now: any other EmptyChannel request is moot
+  // (one asked again, with another transaction hash, must not empty a new deposit).
+  for (size_t i = 0; u.reason == UpdateReason::EmptyChannel && i < ch.requests.size();) {
+    if (ch.requests[i].update.reason != UpdateReason::EmptyChannel) {
+      ++i;
+      continue;
+    }
+    if (i == 0 && ch.requests[0].id != 0) ch.resend_at_ms = 0;
+    ch.requests.erase(ch.requests.begin() + static_cast<long>(i));
+    changed = true;
+  }
   // A collateral deposit the hub requested, now countersigned: a job for the chain,
   // stored in the same transaction as the countersignature, so a crash before
   // hubAuthorizedUpdate (or before the ConfirmPending) does not lose it.
   if (u.reason == UpdateReason::ProposePendingDeposit &&
       (!u.deposit.depositWeiHub.is_zero() || !u.deposit.depositTokenHub.is_zero())) {
-    if (!store_.save_deposit(ch.key, signed_state.state.txCountGlobal, st_wire, err)) {
+    if (!ok(ledger_->save_deposit(ch.key, signed_state.state.txCountGlobal, st_wire), err)) {
       txerr_ = err;
       tx_failed_ = true;
       return false;
@@ -870,7 +965,7 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
 
 void Hub::persist_channel(Chan& ch) {
   std::string err;
-  if (!store_.save_channel(ch.key, ch.latest.state.txCountGlobal, encode_state(ch.latest), encode_threads(ch), err)) {
+  if (!ok(ledger_->save_channel(ch.key, ch.latest.state.txCountGlobal, encode_state(ch.latest), encode_threads(ch)), err)) {
     txerr_ = err;
     tx_failed_ = true;
   }
@@ -980,7 +1075,9 @@ Status Hub::request_applies(Chan& ch, const ChannelUpdate& u0) {
   u.txCountGlobal = ch.latest.state.txCountGlobal + (channel_is_skip(ch.latest.state, u0) ? 2 : 1);
   ChannelContext ctx{hub_};
   ChannelState next{};
-  return channel_next_state(ctx, ch.latest.state, ch.set(), u, next);
+  const Status s = channel_next_state(ctx, ch.latest.state, ch.set(), u, next);
+  ch.compact();
+  return s;
 }
 
 void Hub::pump(Chan& ch, std::vector<Out>& outs) {
@@ -994,7 +1091,7 @@ void Hub::pump(Chan& ch, std::vector<Out>& outs) {
     logf("warn", ch.key + ": request " + std::to_string(ch.requests.front().id) + " (" +
                      update_reason_name(ch.requests.front().update.reason) + ") no longer applies (" + status_name(s) +
                      "): dropped");
-    ch.requests.pop_front();
+    ch.requests.erase(ch.requests.begin());
     ch.resend_at_ms = 0;
     changed = true;
   }
@@ -1016,7 +1113,7 @@ void Hub::pump(Chan& ch, std::vector<Out>& outs) {
       if (r.update.reason == UpdateReason::ProposePendingDeposit)
         r.update.deposit.timeout = unix_now() + kDepositTimeoutSeconds;
       r.id = ++ch.last_request_id;
-      ch.requests.push_front(r);
+      ch.requests.insert(ch.requests.begin(), r);
       persist_requests(ch);  // the id is stored before the request leaves (after COMMIT)
       if (tx_failed_) return;
       Out o;
@@ -1045,10 +1142,10 @@ void Hub::pump(Chan& ch, std::vector<Out>& outs) {
 }
 
 void Hub::persist_requests(Chan& ch) {
-  std::vector<Store::RequestRow> rows;
+  std::vector<Ledger::RequestRow> rows;
   rows.reserve(ch.requests.size());
   for (const auto& r : ch.requests) {
-    Store::RequestRow row;
+    Ledger::RequestRow row;
     row.id = r.id;
     if (!update_wire(r.update, row.update)) {
       txerr_ = ch.key + ": cannot encode a request";
@@ -1058,13 +1155,13 @@ void Hub::persist_requests(Chan& ch) {
     rows.push_back(std::move(row));
   }
   std::string err;
-  if (!store_.save_requests(ch.key, ch.last_request_id, rows, err)) {
+  if (!ok(ledger_->save_requests(ch.key, ch.last_request_id, rows), err)) {
     txerr_ = err;
     tx_failed_ = true;
     return;
   }
   if (ch.legacy_unsaved && ch.legacy_tx == 0) {
-    if (!store_.delete_legacy(ch.key, err)) {
+    if (!ok(ledger_->delete_legacy(ch.key), err)) {
       txerr_ = err;
       tx_failed_ = true;
       return;
@@ -1118,7 +1215,7 @@ void Hub::handle_reply(Chan& ch, const Bytes& payload, std::vector<Out>& outs) {
   ch.last_nack = r.status;
   ch.dirty = true;
   Request q = ch.requests.front();
-  ch.requests.pop_front();
+  ch.requests.erase(ch.requests.begin());
   ch.resend_at_ms = 0;
   if (channel_is_skip(ch.latest.state, q.update)) {
     // The user holds no such proposal (or will not give it up): nothing to invalidate.
@@ -1166,7 +1263,7 @@ void Hub::request_skip(Chan& ch, std::vector<Out>& outs) {
   }
   Request r;
   r.update = iv;
-  ch.requests.push_front(r);
+  ch.requests.insert(ch.requests.begin(), r);
   persist_requests(ch);
   if (!tx_failed_) pump(ch, outs);
 }
@@ -1198,7 +1295,7 @@ void Hub::request_timers() {
   if (!due.empty()) {
     std::string err;
     tx_failed_ = false;
-    if (!store_.begin(err)) {
+    if (!ok(ledger_->begin(), err)) {
       fail(err);
       return;
     }
@@ -1208,8 +1305,8 @@ void Hub::request_timers() {
       pump(*c, outs);
       if (tx_failed_) break;
     }
-    if (tx_failed_ || !store_.commit(err)) {
-      store_.rollback();
+    if (tx_failed_ || !ok(ledger_->commit(), err)) {
+      ledger_->rollback();
       fail("store: " + (err.empty() ? txerr_ : err));
       return;
     }
@@ -1235,7 +1332,7 @@ void Hub::recover() {
   std::vector<Out> outs;
   std::string err;
   tx_failed_ = false;
-  if (!store_.begin(err)) {
+  if (!ok(ledger_->begin(), err)) {
     fail(err);
     return;
   }
@@ -1261,8 +1358,8 @@ void Hub::recover() {
     if (tx_failed_) break;
   }
   recover_users_.clear();
-  if (tx_failed_ || !store_.commit(err)) {
-    store_.rollback();
+  if (tx_failed_ || !ok(ledger_->commit(), err)) {
+    ledger_->rollback();
     fail("store: " + (err.empty() ? txerr_ : err));
     return;
   }
@@ -1310,7 +1407,7 @@ void Hub::watch(Chan& ch) {
 
 bool Hub::load_deposit_jobs(std::string& err) {
   std::vector<std::pair<std::string, Bytes>> rows;
-  if (!store_.list_deposits(rows, err)) return false;
+  if (!ok(ledger_->list_deposits(rows), err)) return false;
   for (auto& r : rows) {
     DepositJob j;
     if (address_parse(r.first.c_str(), r.first.size(), j.user) != Status::Ok ||
@@ -1360,7 +1457,7 @@ bool Hub::run_deposit_job(DepositJob& j) {
   std::vector<Out> outs;
   std::string err;
   tx_failed_ = false;
-  if (!store_.begin(err)) {
+  if (!ok(ledger_->begin(), err)) {
     fail(err);
     return false;
   }
@@ -1370,15 +1467,15 @@ bool Hub::run_deposit_job(DepositJob& j) {
     std::memcpy(c.chainTx.transactionHash.bytes, txh.bytes, 32);
     add_request(*ch, c, true);  // ahead of the OpenThreads that wait for it
     if (!tx_failed_) pump(*ch, outs);
-    if (!tx_failed_ && !store_.delete_deposit(ch->key, err)) {
+    if (!tx_failed_ && !ok(ledger_->delete_deposit(ch->key), err)) {
       txerr_ = err;
       tx_failed_ = true;
     }
   } else {
     tx_failed_ = true;
   }
-  if (tx_failed_ || !store_.commit(err)) {
-    store_.rollback();
+  if (tx_failed_ || !ok(ledger_->commit(), err)) {
+    ledger_->rollback();
     fail("store: " + (err.empty() ? txerr_ : err));
     return false;
   }
@@ -1421,6 +1518,12 @@ void Hub::chain_jobs() {
 Status Hub::chain_refusal(const Chan& ch, const ChannelUpdate& u) const {
   const ChainMark* m = follow_ ? follow_->mark(ch.user) : nullptr;
   if (!m) return Status::Ok;
+  // An update asserting a chain fact is checked against the chain read at once
+  // (check_policy), not against the mark of the last round: a ConfirmPending of the new
+  // deposit that reopens an emptied channel is not refused for a mark a second old.
+  if (cm_ && (u.reason == UpdateReason::ConfirmPending || u.reason == UpdateReason::Invalidation ||
+              u.reason == UpdateReason::EmptyChannel))
+    return Status::Ok;
   return policy_check_chain_status(ChainFollow::facts(*m), ch.latest.state, u.reason);
 }
 
@@ -1441,8 +1544,10 @@ void Hub::follow_chain() {
   }
   for (const Address& u : follow_->marked()) {
     const ChainMark* m = follow_->mark(u);
-    Chan* ch = m && m->dispute ? channel(u) : nullptr;
-    if (ch) dispute_threads(*ch);
+    Chan* ch = m && (m->dispute || m->emptied) ? channel(u) : nullptr;
+    if (ch && m->dispute) dispute_threads(*ch);
+    if (ch && m->emptied) request_empty_channel(*ch);
+    if (fatal_.load()) return;
   }
 }
 

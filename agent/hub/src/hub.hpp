@@ -6,7 +6,9 @@
 #include <chrono>
 #include <set>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
+#include <unordered_map>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -21,7 +23,7 @@
 #include "picopay/mqtt/protocol.hpp"
 #include "picopay/policy.hpp"
 #include "picopay/signer.hpp"
-#include "store.hpp"
+#include "ledger/ledger.hpp"
 
 namespace picopay::chain {
 class RpcClient;
@@ -35,6 +37,49 @@ namespace picopay::hub {
 
 class Metrics;
 class ChainFollow;
+
+// A channel's key, its user as "0x" + 40 lowercase hex digits (mqtt::topic_address),
+// held inline (a std::string of 42 characters would take a heap block per cached channel);
+// it converts to std::string wherever one is wanted.
+struct ChanKey {
+  char text[43] = {};
+  ChanKey& operator=(const std::string& v) {
+    const size_t n = v.size() < sizeof text - 1 ? v.size() : sizeof text - 1;
+    std::memcpy(text, v.data(), n);
+    text[n] = 0;
+    return *this;
+  }
+  operator std::string() const { return std::string(text); }
+};
+inline std::string operator+(const ChanKey& k, const char* t) { return std::string(k) + t; }
+inline std::string operator+(const ChanKey& k, const std::string& t) { return std::string(k) + t; }
+inline std::string operator+(const std::string& t, const ChanKey& k) { return t + std::string(k); }
+inline std::string operator+(const char* t, const ChanKey& k) { return t + std::string(k); }
+
+// A map allocated on its first insert and freed when emptied by erase(): 8 bytes while
+// empty (the channel cache holds many channels with an empty reorder buffer).
+template <class M>
+class LazyMap {
+ public:
+  bool empty() const { return !m_ || m_->empty(); }
+  typename M::iterator begin() { return m_ ? m_->begin() : none().begin(); }
+  typename M::iterator end() { return m_ ? m_->end() : none().end(); }
+  typename M::mapped_type& operator[](const typename M::key_type& k) {
+    if (!m_) m_ = std::make_unique<M>();
+    return (*m_)[k];
+  }
+  void erase(typename M::iterator it) {
+    m_->erase(it);
+    if (m_->empty()) m_.reset();
+  }
+
+ private:
+  static M& none() {
+    static M empty;
+    return empty;
+  }
+  std::unique_ptr<M> m_;
+};
 
 class Hub {
  public:
@@ -61,15 +106,18 @@ class Hub {
     uint64_t not_before_ms = 0;
     uint64_t nacked_at_tx = 0;
   };
+  // A cached channel (the channel cache: at most --channel-cache of them, least recently
+  // used evicted first; see evict()). An idle channel holds its latest state and small
+  // empty containers, under 1 KB; its open threads are held only while it has any, and the
+  // thread root's scratch space is one buffer of the worker (thread_scratch()).
   struct Chan {
     Address user{};
-    std::string key;  // lowercase 0x user
+    ChanKey key;  // lowercase 0x user
     SignedChannelState latest{};
-    std::vector<ThreadState> threads;  // capacity kThreadCap
+    std::vector<ThreadState> threads;  // the open threads (size thread_count when compact)
     size_t thread_count = 0;
-    std::vector<Hash32> scratch;
-    std::map<uint64_t, std::vector<Bytes>> future;  // reorder buffer (unsigned, in memory)
-    std::deque<Request> requests;  // stored (table requests) with the update that changes them
+    LazyMap<std::map<uint64_t, std::vector<Bytes>>> future;  // reorder buffer (unsigned, in memory)
+    std::vector<Request> requests;  // stored (table requests) with the update that changes them
     uint64_t last_request_id = 0;  // stored (table request_ids)
     // A hub-signed proposal of an earlier version is outstanding for this txCountGlobal:
     // there the hub countersigns only a proposal of exactly that update (the same state),
@@ -77,13 +125,21 @@ class Hub {
     uint64_t legacy_tx = 0;
     bool legacy_unsaved = false;  // legacy rows converted in memory, not yet stored as requests
     // volatile: the outstanding request's re-send schedule and RequestNack counters
+    // (an evicted channel's counters start again at 0)
     uint64_t resend_at_ms = 0;
     uint64_t nacks_total = 0;
     Status last_nack = Status::Ok;
     bool dirty = false;
     std::chrono::steady_clock::time_point status_at{};  // last retained status publish
-    ThreadSet set() {
-      return ThreadSet{threads.data(), thread_count, threads.size(), scratch.data()};
+    Chan* lru_prev = nullptr;  // the cache's recency list (most recent at the head)
+    Chan* lru_next = nullptr;
+    // The open threads with room for one more (up to kThreadCap), for the core's
+    // ThreadSet: grows `threads` on demand; compact() gives the room back.
+    ThreadSet set();
+    void compact() {
+      if (threads.size() == thread_count && threads.capacity() == thread_count) return;
+      threads.resize(thread_count);
+      threads.shrink_to_fit();
     }
     bool outstanding() const { return !requests.empty() && requests.front().id != 0; }
   };
@@ -167,6 +223,11 @@ class Hub {
   // payee's close, else the initial state), so nukeThreads cannot take back what was paid
   // through a thread; the watchtower empties the threads after their timer.
   void dispute_threads(Chan& ch);
+  // A channel emptied on chain while the hub's latest state still holds funds, pending
+  // operations or threads (chain_empty.cpp): requests Connext's EmptyChannel (ahead of the
+  // queue, once), which the user proposes when its own chain facts show the same.
+  void request_empty_channel(Chan& ch);
+  std::set<std::string> empty_refused_;  // channel@block whose chain counts were reported ahead of ours
   std::set<std::string> threads_disputed_;  // channels whose thread exits were started (this run)
   std::set<std::string> threads_emptying_;  // channels emptied (or waited for) before their threads
   // ChannelInDispute if the chain shows `ch` in dispute, or emptied while the hub's
@@ -195,9 +256,30 @@ class Hub {
   // per batch: the pool's runs and, by (channel, txCountGlobal), the job and its payload
   std::vector<ChannelRun> spec_runs_;
   std::map<std::pair<const Chan*, uint64_t>, std::pair<const PaymentJob*, Bytes>> spec_;
-  Store store_;
+  std::unique_ptr<Ledger> ledger_;
+  // Ok: true; else err = the ledger's message.
+  static bool ok(LedgerStatus s, std::string& err);
   std::unique_ptr<mqtt::Client> mqtt_;
-  std::map<std::string, std::unique_ptr<Chan>> chans_;
+  // Addresses are keccak-derived: their first bytes are a good hash.
+  struct AddressHash {
+    size_t operator()(const Address& a) const noexcept {
+      size_t h = 0;
+      std::memcpy(&h, a.bytes, sizeof h);
+      return h;
+    }
+  };
+  std::unordered_map<Address, std::unique_ptr<Chan>, AddressHash> chans_;  // the channel cache
+  Chan* lru_head_ = nullptr;  // most recently used
+  Chan* lru_tail_ = nullptr;  // least recently used
+  void lru_unlink(Chan* c);
+  void lru_push_front(Chan* c);
+  // Whether `c` holds what the ledger does not (or what must stay in memory): requests,
+  // reordered updates, unsaved legacy rows, a pending status publish, a timer.
+  bool pinned(const Chan* c) const;
+  // Drops least recently used unpinned channels until at most --channel-cache remain
+  // (between batches only: no Chan* is held then). Their state is in the ledger.
+  void evict();
+  uint64_t evicted_ = 0;
   // per batch: replies released in this batch by (user, tx) for duplicates
   std::map<std::pair<std::string, uint64_t>, std::pair<Bytes, Bytes>> batch_done_;
   std::string txerr_;

@@ -303,23 +303,31 @@ Metrics::~Metrics() {
   g_live.compare_exchange_strong(self, nullptr);
 }
 
-std::unique_ptr<Metrics> Metrics::start(const std::string& listen, Store& store, std::string& err) {
+std::unique_ptr<Metrics> Metrics::start(const std::string& listen, Ledger& ledger, std::string& err) {
   if (!valid_listen(listen)) {
     err = "--metrics-listen: expected IPv4-HOST:PORT (e.g. 127.0.0.1:9464), got '" + listen + "'";
     return nullptr;
   }
   std::unique_ptr<Metrics> m(new Metrics());
-  std::vector<std::pair<std::string, Bytes>> rows;
-  if (!store.list_channels(rows, err)) return nullptr;
   {
     std::lock_guard<std::mutex> lk(m->impl_->mu);
-    for (const auto& r : rows) {
+    std::string bad;
+    LedgerStatus ls = ledger.for_each_channel([&](const std::string& user, const Bytes& state) {
       SignedChannelState s{};
-      if (decode_channel_state(r.second.data(), r.second.size(), s) != Status::Ok) {
-        err = "metrics: corrupt stored state for " + r.first;
-        return nullptr;
+      if (decode_channel_state(state.data(), state.size(), s) != Status::Ok) {
+        bad = user;
+        return false;
       }
-      m->impl_->set_channel(r.first, s.state.balanceWeiHub, s.state.threadCount);
+      m->impl_->set_channel(user, s.state.balanceWeiHub, s.state.threadCount);
+      return true;
+    });
+    if (!ls.ok()) {
+      err = "metrics: " + ls.message;
+      return nullptr;
+    }
+    if (!bad.empty()) {
+      err = "metrics: corrupt stored state for " + bad;
+      return nullptr;
     }
     m->impl_->publish_sums();
   }

@@ -25,7 +25,7 @@
 #include "picopay/channel.hpp"
 #include "picopay/status.hpp"
 #include "picopay/types.hpp"
-#include "store.hpp"
+#include "ledger/ledger.hpp"
 
 namespace picopay::chain {
 class RpcClient;
@@ -43,7 +43,7 @@ class Metrics {
   // malformed, the address cannot be bound, another Metrics is live in this process (the
   // HTTP callback finds its instance through one process-wide pointer), or the store
   // cannot be read.
-  static std::unique_ptr<Metrics> start(const std::string& listen, Store& store, std::string& err);
+  static std::unique_ptr<Metrics> start(const std::string& listen, Ledger& ledger, std::string& err);
   ~Metrics();
   Metrics(const Metrics&) = delete;
   Metrics& operator=(const Metrics&) = delete;

@@ -62,7 +62,7 @@ void Hub::dispute_threads(Chan& ch) {
       Bytes req, rep;
       bool found = false;
       std::string err;
-      if (!store_.find_update(ch.key, tx, req, rep, found, err) || !found) continue;
+      if (!ok(ledger_->find_update(ch.key, tx, req, rep, found), err) || !found) continue;
       ChannelUpdate u{};
       if (decode_channel_update(req.data(), req.size(), u) != Status::Ok || u.reason != UpdateReason::OpenThread)
         continue;

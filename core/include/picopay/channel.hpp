@@ -260,9 +260,33 @@ struct ThreadUpdate {
                                     const U256& amountWei, const U256& amountToken, ThreadUpdate& u,
                                     ThreadState& next) noexcept;
 
-// Receiver side: rebuilds `next` and checks u.sig is prev.sender's.
+// Receiver side of the increment form (ThreadUpdate): rebuilds `next` and checks u.sig
+// is prev.sender's. Not used on the thread topic any more (one lost increment made every
+// later one unverifiable, docs/soak.md finding 1): payees take thread_accept_state.
 // Errors: as thread_next_state and thread_check_transition, plus signature errors.
 [[nodiscard]] Status thread_accept(const Signer& signer, const ThreadState& prev, const ThreadUpdate& u,
                                    ThreadState& next) noexcept;
+
+// Receiver side of a thread payment (wire kind 0x06, docs/wire-format.md): `in` is the
+// sender's latest thread state, cumulative, with the sender's signature; `prev` is the
+// latest state the receiver holds for that thread (its initial state or a state it
+// accepted before). `in` is accepted when it is a later state of the same thread that
+// moves value only from sender to receiver: thread_check_transition(prev, in.state) (same
+// contract, sender, receiver, threadId; txCount higher, by any step, so the payments the
+// receiver missed are included; the receiver's wei and token balances never decrease; both
+// totals, the thread's deposit, unchanged), at least one receiver balance higher, and
+// in.sigA by prev.sender (not by in.state.sender: the stored state names the sender).
+// The receiver then stores `in` as its latest state; nothing is stored on any error.
+// Returns Ok (accept), or:
+//   Duplicate      in.state equals prev (a re-send; nothing to do, signature not checked)
+//   StaleState     in.state.txCount < prev.txCount (a replayed or re-delivered old state)
+//   StateConflict  same txCount as prev, other contents, validly signed by the sender
+//                  (the sender signed two states with one txCount)
+//   BadArgs        no sigA, a threadId other than prev's, or no value moves
+//   WrongContract, WrongParty, BadTxCount (over kMaxCounter), NotConserved (a receiver
+//   balance lower, or a total changed): as thread_check_transition
+//   the signature errors of Signer::verify_eth (WrongSigner, HighS, BadSignature, BadRecoveryId).
+[[nodiscard]] Status thread_accept_state(const Signer& signer, const ThreadState& prev,
+                                         const SignedThreadState& in) noexcept;
 
 }  // namespace picopay

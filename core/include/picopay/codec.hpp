@@ -28,6 +28,7 @@ enum class WireKind : uint8_t {
   ChannelUpdate = 3,  // ChannelUpdate (update request)
   ThreadUpdate = 4,   // ThreadUpdate (thread payment request)
   HubRequest = 5,     // HubRequest (the hub asks the user to propose an update)
+  ThreadPayment = 6,  // SignedThreadState, sigA required (thread payment: the sender's latest state)
   ReplyAck = 0x10,    // Reply kinds (docs/mqtt-protocol.md): Ack
   ReplyNack = 0x11,   //   Nack
   ReplySync = 0x12,   //   Sync
@@ -74,7 +75,15 @@ constexpr size_t kMaxWireMessage =
                                            size_t* written) noexcept;
 [[nodiscard]] Status decode_channel_update(const uint8_t* in, size_t len, ChannelUpdate& out) noexcept;
 
-// Thread payment request. Errors as above.
+// A thread payment (kind 0x06): the sender's latest, cumulative thread state with its
+// sigA, the same body as a ThreadState message. Errors as encode/decode_thread_state,
+// plus BadArgs (no sigA: encode refuses it, decode refuses the flag byte without it).
+[[nodiscard]] Status encode_thread_payment(const SignedThreadState& s, uint8_t* out, size_t cap,
+                                           size_t* written) noexcept;
+[[nodiscard]] Status decode_thread_payment(const uint8_t* in, size_t len, SignedThreadState& out) noexcept;
+
+// Thread payment request in the increment form (kind 0x04), no longer taken by payees on
+// the thread topic (docs/wire-format.md). Errors as above.
 [[nodiscard]] Status encode_thread_update(const ThreadUpdate& u, uint8_t* out, size_t cap, size_t* written) noexcept;
 [[nodiscard]] Status decode_thread_update(const uint8_t* in, size_t len, ThreadUpdate& out) noexcept;
 

@@ -133,7 +133,12 @@ struct UserPolicyInput {
 //   ConfirmPending: the chain shows the pending operation executed
 //     (chain.txCountChain >= prev.txCountChain); Invalidation: it was not executed and
 //     can no longer be (chain.txCountChain < prev.txCountChain and chain.blockTime >=
-//     prev.timeout); EmptyChannel: chain.emptied. No chain access or facts not read:
+//     prev.timeout); EmptyChannel: chain.emptied with status Open, chain.txCountGlobal
+//     <= prev.txCountGlobal (the new state supersedes the one the contract applied) and
+//     chain.txCountChain <= prev.txCountChain (the state's txCountChain is not behind
+//     the contract's txCount[1]); pending operations of prev only once the contract
+//     can no longer run them (chain.txCountGlobal >= prev's, or prev.timeout passed at
+//     chain.blockTime). No chain access or facts not read:
 //     NeedsChain; facts say otherwise: NotOnChain. An Invalidation of a half-signed state
 //     (channel_is_skip) repeats prev's contents: Ok without chain facts (the session
 //     proposes it only for its own refused proposal).
@@ -145,7 +150,8 @@ struct UserPolicyInput {
 //     never signed it); payee channel (receiver = user): equal to or newer than
 //     threadLatest (StaleState: an older state would take back received payments).
 //   Any reason with chain facts showing a dispute: ChannelInDispute; an emptied channel
-//   takes only EmptyChannel.
+//   takes only EmptyChannel. An Invalidation of a half-signed state (a skip) passes both
+//   (it repeats prev's contents).
 [[nodiscard]] Status policy_user_accepts_request(const UserPolicyInput& in, const ChannelState& prev,
                                                  const ChannelUpdate& u) noexcept;
 

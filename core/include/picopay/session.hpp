@@ -44,7 +44,7 @@ enum class Route : uint8_t {
   ToHubUpdate = 1,       // a ChannelUpdate (wire kind 0x03) proposed by the user
   ToHubReply = 2,        // a Reply (RequestNack) to a HubRequest
   ToHubSync = 3,         // "send me your latest state" (len 0)
-  ToThreadReceiver = 4,  // a ThreadUpdate (0x04) or a close request (ThreadState, 0x02) to `to`
+  ToThreadReceiver = 4,  // a thread payment (ThreadPayment, 0x06) or a close request (ThreadState, 0x02) to `to`
 };
 
 constexpr size_t kSessionMaxMessage = kMaxReplyWire > kMaxChannelUpdateWire ? kMaxReplyWire : kMaxChannelUpdateWire;
@@ -62,7 +62,8 @@ struct OutMessage {
 enum class SessionEvent : uint8_t {
   None = 0,
   UpdateCompleted = 1,        // our proposal is double-signed: `reason`, `txCountGlobal` (Payment: the amounts)
-  ThreadPaymentReceived = 2,  // payee: a thread payment was accepted: `amountWei`, `amountToken`
+  ThreadPaymentReceived = 2,  // payee: a thread payment was accepted: `amountWei`, `amountToken` (what the
+                              // receiver's balances grew by: one payment, or several the payee had missed)
   Synced = 3,                 // the hub's latest state is ours: the session signs again
 };
 
@@ -87,7 +88,15 @@ struct SessionThread {
   bool closing;  // a close was requested (payer: asked the payee; payee: the payer asked)
   SignedThreadState initial;
   SignedThreadState latest;
+  // Volatile (not in the record; zero after init/restore). Payer: the re-sending of the
+  // latest thread payment (see Session::tick).
+  uint64_t seenTxCount;  // latest.state.txCount when tick last looked
+  uint64_t resendAt;     // Unix seconds of the next re-send (0: none planned)
+  uint64_t resendGap;    // seconds until the one after (doubles, at most kThreadResendMaxSeconds)
 };
+
+// A payer re-sends an idle thread's latest payment at most this far apart (seconds).
+constexpr uint64_t kThreadResendMaxSeconds = 300;
 
 // Caller-owned storage: `threads[capacity]`, `setItems[capacity]` and
 // `setScratch[capacity + 2]` (the core's ThreadSet is built there).
@@ -145,10 +154,16 @@ class Session {
   [[nodiscard]] Status serialise(uint8_t* out, size_t cap, size_t* written) const noexcept;
 
   // The transport (re)connected: asks the hub for its latest state (ToHubSync); the
-  // session signs nothing until the answer shows the hub at our state.
+  // session signs nothing until the answer shows the hub at our state. Payer: the latest
+  // payment of every open thread is re-sent at the next tick.
   Status on_connect(uint64_t now, Effects& fx) noexcept;
   // Re-sends: the pending proposal (same bytes), the sync request, the payer's close
-  // requests, every cfg.resendSeconds. `now`: Unix seconds.
+  // requests, every cfg.resendSeconds; the payer's latest thread payment (the same bytes:
+  // the state is cumulative, a payee takes it whatever it missed) once a thread has been
+  // idle for cfg.resendSeconds, then after 2x, 4x ... that (at most
+  // kThreadResendMaxSeconds), and at the first tick after on_connect: a payment the broker
+  // lost, the payee refused or the payer never sent (killed after persisting) reaches the
+  // payee without a new payment. `now`: Unix seconds.
   Status tick(uint64_t now, Effects& fx) noexcept;
 
   // Pays the hub (a Payment, recipient hub). Errors: Busy (a proposal in flight),
@@ -162,8 +177,9 @@ class Session {
   Status propose_thread_open(const Address& receiver, const U256& wei, const U256& token, uint64_t now,
                              Effects& fx, uint64_t* threadId) noexcept;
   // Payer: pays on an open thread (signs the next thread state, persisted before it
-  // leaves; no hub involvement). Errors: ThreadNotFound (not open, or closing),
-  // Underflow, BadArgs, Halted, thread_propose's errors.
+  // leaves as a ThreadPayment, wire kind 0x06, carrying the whole cumulative state; no hub
+  // involvement). Errors: ThreadNotFound (not open, or closing), Underflow, BadArgs,
+  // Halted, thread_propose's errors.
   Status thread_pay(const Address& receiver, uint64_t threadId, const U256& wei, const U256& token,
                     Effects& fx) noexcept;
   // Payer: asks the payee to close the thread (sends the latest signed thread state;
@@ -201,10 +217,13 @@ class Session {
   // hub refusing our pending proposal for good: it replaces that proposal at once (a
   // skip of anything but our pending proposal: NotRequested).
   Status on_hub_request(const uint8_t* in, size_t len, uint64_t now, Effects& fx) noexcept;
-  // A message on the user's thread topic: a ThreadUpdate (payee: a payment) or a
-  // ThreadState (payee: the payer asks to close; the session proposes CloseThread with
-  // the latest state it holds). Errors: decode errors, ThreadNotFound, Duplicate, the
-  // thread rules and signature errors.
+  // A message on the user's thread topic: a ThreadPayment (payee: the payer's latest
+  // state, checked by thread_accept_state; it is accepted whatever the channel is doing,
+  // pending deposits included) or a ThreadState (payee: the payer asks to close; the
+  // session proposes CloseThread with the latest state it holds). Errors: decode errors,
+  // BadKind (also for the retired increment form, kind 0x04, of older payers),
+  // ThreadNotFound, and those of thread_accept_state (Duplicate: a re-send, StaleState,
+  // StateConflict, the thread rules, signature errors); nothing is stored on error.
   Status on_thread_message(const uint8_t* in, size_t len, uint64_t now, Effects& fx) noexcept;
   // Chain facts the caller read (all at one block); re-evaluates a hub request waiting
   // for them, then proposes it (Ok) or keeps it (NeedsChain / NotOnChain with
@@ -249,6 +268,9 @@ class Session {
   Status send_sync(uint64_t now, Effects& fx) noexcept;
   Status send_request_nack(uint64_t requestId, Status why, Effects& fx) noexcept;
   Status send_thread_state(const SessionThread& t, Effects& fx) noexcept;
+  Status send_thread_payment(const SessionThread& t, Effects& fx) noexcept;
+  Status tick_channel(uint64_t now, Effects& fx) noexcept;
+  void resend_thread_payments(uint64_t now, Effects& fx) noexcept;
   OutMessage* add_out(Effects& fx, Route r) noexcept;
   long free_slot() const noexcept;
   Status ret(Status s) noexcept {

@@ -118,7 +118,13 @@ PosixStateStore::PosixStateStore(const char* dir, const char* name) noexcept {
   while (n > 1 && dir_[n - 1] == '/') dir_[--n] = '\0';
 }
 
+Status PosixStateStore::io_error() noexcept {
+  errno_ = errno != 0 ? errno : EIO;
+  return Status::IoError;
+}
+
 Status PosixStateStore::ensure_directory() noexcept {
+  errno_ = 0;
   if (config_ != Status::Ok) return config_;
   char path[kMaxPath];
   std::memcpy(path, dir_, sizeof path);
@@ -128,12 +134,13 @@ Status PosixStateStore::ensure_directory() noexcept {
     *p = '\0';
     const bool ok = mkdir_one(path);
     *p = '/';
-    if (!ok) return Status::IoError;
+    if (!ok) return io_error();
   }
-  return mkdir_one(path) ? Status::Ok : Status::IoError;
+  return mkdir_one(path) ? Status::Ok : io_error();
 }
 
 Status PosixStateStore::save(const uint8_t* data, size_t len) noexcept {
+  errno_ = 0;
   if (config_ != Status::Ok) return config_;
   if (len > kMaxRecordSize) return Status::OutOfBounds;
   if (len > 0 && data == nullptr) return Status::BadArgs;
@@ -151,18 +158,20 @@ Status PosixStateStore::save(const uint8_t* data, size_t len) noexcept {
 
   // A leftover temp file (crash mid-save, or anything else with that name, even a
   // symlink) is removed and a fresh one created exclusively.
-  if (::unlink(temp_) != 0 && errno != ENOENT) return Status::IoError;
+  if (::unlink(temp_) != 0 && errno != ENOENT) return io_error();
   const int fd = ::open(temp_, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) return Status::IoError;
+  if (fd < 0) return io_error();
+  errno = 0;
   bool ok = ::fchmod(fd, 0600) == 0 && write_all(fd, header, sizeof header) &&
             (len == 0 || write_all(fd, data, len)) && write_all(fd, trailer, sizeof trailer);
   ok = ok && fsync_retry(fd);
   if (close_keep_errno(fd) != 0) ok = false;
   if (!ok || ::rename(temp_, final_) != 0) {
+    const Status st = io_error();  // before unlink() can change errno
     ::unlink(temp_);
-    return Status::IoError;
+    return st;
   }
-  return fsync_dir(dir_) ? Status::Ok : Status::IoError;
+  return fsync_dir(dir_) ? Status::Ok : io_error();
 }
 
 Status PosixStateStore::load(uint8_t* out, size_t cap, size_t* len) noexcept {

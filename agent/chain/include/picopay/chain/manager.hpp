@@ -142,6 +142,8 @@ class ChannelManagerClient {
   Result<Receipt> withdraw_owed_to(const Address& to);
 
   // -- views --
+  // getChannelBalances + getChannelDetails, both read at one block number (the latest
+  // when called), so a transaction mined between the two calls cannot mix two states.
   Result<OnchainChannel> channel(const Address& user);
   Result<OnchainThread> thread(const Address& sender, const Address& receiver, uint64_t threadId);
   Result<U256> hub_reserve_wei();
@@ -161,7 +163,7 @@ class ChannelManagerClient {
 
  private:
   Result<Receipt> tx(const Bytes& data, const U256& value = U256::zero());
-  Result<Bytes> view(const Bytes& data);
+  Result<Bytes> view(const Bytes& data, const std::string& block = "latest");
   Wallet& w_;
   Address contract_;
   Address expected_hub_{};

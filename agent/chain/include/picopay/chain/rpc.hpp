@@ -91,8 +91,11 @@ class RpcClient {
   Result<U256> max_priority_fee();  // eth_maxPriorityFeePerGas, 1 gwei if unsupported
   Result<uint64_t> estimate_gas(const Address& from, const Address* to, const U256& value,
                                 const std::vector<uint8_t>& data);
+  // eth_call at `block` ("latest", or a block number as a hex quantity, e.g. from
+  // hex_quantity(block_number())): reading several views at one block number gives one
+  // consistent picture of the contract.
   Result<std::vector<uint8_t>> eth_call(const Address& to, const std::vector<uint8_t>& data,
-                                        const Address* from = nullptr);
+                                        const Address* from = nullptr, const std::string& block = "latest");
   Result<Hash32> send_raw_transaction(const std::vector<uint8_t>& raw);
   // NotFound while the transaction is not mined.
   Result<Receipt> receipt(const Hash32& tx);

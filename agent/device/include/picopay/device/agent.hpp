@@ -39,6 +39,10 @@ struct Config {
   bool exit_on_eof = true;                // stdin meter: at EOF pay what is due, close, exit
   bool close_on_exit = true;              // payer: close open threads before exiting
   int status_interval_ms = 500;           // retained status JSON at most this often
+  // picopay-tower (docs/tower.md): hand the latest double-signed states to this tower
+  Address tower{};
+  bool has_tower = false;
+  uint64_t tower_interval_ms = 1000;      // a newer state is handed over at most this often
   bool verbose = false;
   // ERC-20 (docs/tokens.md): the channel pays in the ChannelManager's token instead of ETH.
   // The token must be the contract's approvedToken(); its symbol and decimals are read from

@@ -120,8 +120,15 @@ class PosixStateStore final : public StateStore {
   const char* record_path() const noexcept { return final_; }
   const char* temp_path() const noexcept { return temp_; }
 
+  // The errno of the system call that made the last save() or ensure_directory() return
+  // IoError (e.g. ENOSPC: the file system is full, EACCES, EROFS), or 0 (Ok, or an error
+  // that is not a failed system call). For one clear line: strerror(last_errno()).
+  int last_errno() const noexcept { return errno_; }
+
  private:
+  Status io_error() noexcept;  // records errno, returns IoError
   Status config_ = Status::Ok;
+  int errno_ = 0;
   char dir_[kMaxPath] = {};
   char final_[kMaxPath] = {};
   char temp_[kMaxPath] = {};

@@ -1,0 +1,36 @@
+#include "ledger.hpp"
+
+namespace picopay::hub {
+
+const char* ledger_code_name(LedgerCode c) {
+  switch (c) {
+    case LedgerCode::Ok: return "ok";
+    case LedgerCode::BadSpec: return "bad-spec";
+    case LedgerCode::Unavailable: return "unavailable";
+    case LedgerCode::Io: return "io";
+    case LedgerCode::Conflict: return "conflict";
+    case LedgerCode::Corrupt: return "corrupt";
+    case LedgerCode::SchemaTooNew: return "schema-too-new";
+  }
+  return "?";
+}
+
+LedgerStatus Ledger::open(const std::string& spec, std::unique_ptr<Ledger>& out) {
+  out.reset();
+  auto starts = [&](const char* p) { return spec.rfind(p, 0) == 0; };
+  if (starts("postgresql://") || starts("postgres://")) return open_pg_ledger(spec, out);
+  if (starts("sqlite:")) {
+    std::string path = spec.substr(7);
+    if (path.rfind("//", 0) == 0) path = path.substr(2);  // sqlite://PATH too
+    if (path.empty()) return LedgerStatus::fail(LedgerCode::BadSpec, "--store sqlite: needs a path (sqlite:PATH)");
+    return open_sqlite_ledger(path, out);
+  }
+  if (spec.empty()) return LedgerStatus::fail(LedgerCode::BadSpec, "--store: empty");
+  const size_t colon = spec.find("://");
+  if (colon != std::string::npos)
+    return LedgerStatus::fail(LedgerCode::BadSpec, "--store " + spec.substr(0, colon) +
+                                                       "://...: unknown backend (sqlite:PATH or postgresql://...)");
+  return open_sqlite_ledger(spec, out);  // a bare path: SQLite (the old --db FILE)
+}
+
+}  // namespace picopay::hub

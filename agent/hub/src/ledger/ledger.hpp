@@ -1,0 +1,154 @@
+// picopay-hub's ledger: the hub's durable store behind one interface, with two backends:
+//   sqlite:PATH            the embedded default (SQLite, WAL, synchronous=FULL; a bare path
+//                          means the same); sqlite_ledger.cpp
+//   postgresql://...       a PostgreSQL server through libpq (any libpq connection URI, also
+//                          postgres://...); synchronous_commit stays on; pg_ledger.cpp
+// docs/operations.md ("The ledger") tells an operator how to choose.
+//
+// Durability, both backends: commit() returns Ok only once the transaction is durable
+// (SQLite: the WAL is fsynced; PostgreSQL: the server flushed its WAL), so the hub releases
+// a signature only after commit() returned Ok (the invariant "persist before signing out").
+//
+// Errors are values: every call returns a LedgerStatus (a LedgerCode and one line of
+// text naming the backend and the operation). Nothing is sticky inside the ledger: after an
+// error inside a transaction the caller calls rollback() and decides what to do (the hub
+// stops without releasing anything of that transaction).
+//
+// Schema and migrations: the table schema_version holds one row, the schema's version.
+// open() applies the missing migrations in order, each in its own transaction (PostgreSQL:
+// under an advisory lock, so two hubs opening one database migrate it once), and refuses a
+// database whose version is newer than this binary knows (SchemaTooNew: an older hub must
+// not write a newer ledger). A database of the versions before schema_version existed
+// (the tables without the version row) is taken as version 1 (same tables).
+//
+// Tables (version 1; columns are the same on both backends, BLOB = bytea on PostgreSQL):
+//   channels(user PK, tx, state, threads)  latest double-signed state (wire kind 0x01),
+//                                          open threads (u16 length-prefixed thread wires)
+//   updates(user, tx, request, reply, state, PK(user, tx))  every countersigned update:
+//                                          the request bytes, the reply bytes that were
+//                                          released, the resulting double-signed state
+//   requests(user, seq, id, request, PK(user, seq))
+//                                          the HubRequests the hub wants from this user, in
+//                                          order (docs/mqtt-protocol.md): seq 0 first; `id`
+//                                          the request id once sent (0 = not sent yet; at most
+//                                          one per channel is sent and outstanding); `request`
+//                                          the update's reason and args as a ChannelUpdate wire
+//                                          (txCountGlobal 0, no meaningful sig); rewritten in
+//                                          the same transaction as the update that changes them
+//   request_ids(user PK, last)             the last request id sent to this user (ids only grow)
+//   proposals, queued                      legacy (hub-signed proposals of earlier versions):
+//                                          read once at start, turned into requests, emptied
+//   deposits(user PK, tx, state)           collateral deposits the payee countersigned and
+//                                          the hub has not yet confirmed: the double-signed
+//                                          ProposePendingDeposit state (wire kind 0x01) for
+//                                          hubAuthorizedUpdate; stored with the payee's
+//                                          countersignature, deleted in the transaction
+//                                          that proposes (or queues) the ConfirmPending
+// `user` is the channel's user address as lowercase 0x-hex (mqtt::topic_address).
+//
+// Threads: one ledger object is used by one thread at a time (the hub's worker); the
+// SQLite backend's WAL checkpointer runs on its own thread with its own connection.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace picopay::hub {
+
+using Bytes = std::vector<uint8_t>;
+
+enum class LedgerCode : uint8_t {
+  Ok = 0,
+  BadSpec,       // the --store text names no backend this build has, or is malformed
+  Unavailable,   // cannot open the file / connect to the server (at open)
+  Io,            // a read, write or commit failed (disk, connection lost, server error)
+  Conflict,      // a unique key already holds a row (e.g. an update's (user, tx) twice)
+  Corrupt,       // a stored row is not what this binary wrote (wrong type, wrong size)
+  SchemaTooNew,  // the database's schema version is newer than this binary knows
+};
+
+// Stable lowercase name of a code ("io", "conflict", ...).
+const char* ledger_code_name(LedgerCode c);
+
+struct [[nodiscard]] LedgerStatus {
+  LedgerCode code = LedgerCode::Ok;
+  std::string message;  // one line: "<backend>: <operation>: <the backend's reason>"; empty when Ok
+  bool ok() const { return code == LedgerCode::Ok; }
+  static LedgerStatus fail(LedgerCode c, std::string m) { return LedgerStatus{c, std::move(m)}; }
+};
+
+// The newest schema version this binary writes.
+constexpr int kLedgerSchemaVersion = 1;
+
+class Ledger {
+ public:
+  virtual ~Ledger() = default;
+
+  // Opens the ledger named by `spec` ("sqlite:PATH", a bare PATH, "postgresql://..." or
+  // "postgres://..."), creating or migrating its schema. Errors: BadSpec, Unavailable,
+  // Io, SchemaTooNew (out stays null).
+  static LedgerStatus open(const std::string& spec, std::unique_ptr<Ledger>& out);
+
+  // "sqlite" or "postgresql".
+  virtual const char* backend() const = 0;
+  // The schema version of the open database (after migrations: kLedgerSchemaVersion).
+  virtual int schema_version() const = 0;
+
+  // One write transaction at a time. commit(): Ok once durable (see above); Io otherwise
+  // (the transaction is then rolled back or must be: call rollback()).
+  virtual LedgerStatus begin() = 0;
+  virtual LedgerStatus commit() = 0;
+  virtual void rollback() = 0;
+
+  // The channel's latest state wire and thread wires; found=false if the channel has no row.
+  virtual LedgerStatus load_channel(const std::string& user, Bytes& state, Bytes& threads, bool& found) = 0;
+  // Inserts or replaces the channel row (tx = the state's txCountGlobal).
+  virtual LedgerStatus save_channel(const std::string& user, uint64_t tx, const Bytes& state,
+                                    const Bytes& threads) = 0;
+  // The stored update (request and reply bytes) of (user, tx); found=false if none.
+  virtual LedgerStatus find_update(const std::string& user, uint64_t tx, Bytes& request, Bytes& reply,
+                                   bool& found) = 0;
+  // Errors: Conflict if (user, tx) is stored already; Io.
+  virtual LedgerStatus insert_update(const std::string& user, uint64_t tx, const Bytes& request, const Bytes& reply,
+                                     const Bytes& state) = 0;
+
+  // One stored request: its id (0 = not sent yet) and its update wire.
+  struct RequestRow {
+    uint64_t id = 0;
+    Bytes update;
+  };
+  // The channel's requests in order and the last id sent (0 if none ever).
+  virtual LedgerStatus load_requests(const std::string& user, uint64_t& last_id, std::vector<RequestRow>& items) = 0;
+  // Replaces the channel's requests and (if last_id != 0) its last id.
+  virtual LedgerStatus save_requests(const std::string& user, uint64_t last_id,
+                                     const std::vector<RequestRow>& items) = 0;
+  // Users with stored requests, or with legacy proposals (to re-send / convert at start).
+  virtual LedgerStatus list_request_users(std::vector<std::string>& out) = 0;
+  // Legacy rows of earlier versions: the outstanding hub-signed proposal (its update wire
+  // and txCountGlobal; found=false if none) and the queued update wires, in order.
+  virtual LedgerStatus load_legacy(const std::string& user, bool& found, uint64_t& tx, Bytes& proposal,
+                                   std::vector<Bytes>& queued) = 0;
+  virtual LedgerStatus delete_legacy(const std::string& user) = 0;
+  // Collateral deposit jobs (see the deposits table). One per channel.
+  virtual LedgerStatus save_deposit(const std::string& user, uint64_t tx, const Bytes& state) = 0;
+  virtual LedgerStatus delete_deposit(const std::string& user) = 0;
+  virtual LedgerStatus list_deposits(std::vector<std::pair<std::string, Bytes>>& out) = 0;
+
+  // Every channel row (user, state wire), streamed: `f` returns false to stop early. The
+  // rows are not all held in memory at once. Used where every channel is needed (the
+  // watchtower with --rpc-url, the metrics' collateral sums), never on the payment path.
+  virtual LedgerStatus for_each_channel(const std::function<bool(const std::string&, const Bytes&)>& f) = 0;
+  // The number of channel rows.
+  virtual LedgerStatus count_channels(uint64_t& n) = 0;
+};
+
+// The backends (ledger.cpp's open() picks one). `path`: the SQLite file; `uri`: a libpq
+// connection string.
+LedgerStatus open_sqlite_ledger(const std::string& path, std::unique_ptr<Ledger>& out);
+LedgerStatus open_pg_ledger(const std::string& uri, std::unique_ptr<Ledger>& out);
+
+}  // namespace picopay::hub

@@ -1,0 +1,385 @@
+// The PostgreSQL ledger (ledger.hpp) on libpq: the same tables as the SQLite ledger
+// (BLOB = bytea, INTEGER = bigint; `user` is quoted, a reserved word in PostgreSQL), one
+// connection, prepared statements with binary parameters and results. The session sets
+// synchronous_commit=on, so COMMIT returns only after the server flushed its WAL, whatever
+// the server's default. Schema migrations run under a transaction-scoped advisory lock.
+#include <libpq-fe.h>
+
+#include <cstring>
+
+#include "ledger.hpp"
+
+namespace picopay::hub {
+
+namespace {
+
+// Version 1: the tables of the SQLite ledger, in PostgreSQL's types.
+const char* const kMigrations[] = {
+    "CREATE TABLE IF NOT EXISTS channels(\"user\" TEXT PRIMARY KEY, tx BIGINT NOT NULL, state BYTEA NOT NULL,"
+    " threads BYTEA NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS updates(\"user\" TEXT NOT NULL, tx BIGINT NOT NULL, request BYTEA NOT NULL,"
+    " reply BYTEA NOT NULL, state BYTEA NOT NULL, PRIMARY KEY(\"user\", tx));"
+    "CREATE TABLE IF NOT EXISTS proposals(\"user\" TEXT PRIMARY KEY, tx BIGINT NOT NULL, request BYTEA NOT NULL,"
+    " state BYTEA NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS queued(\"user\" TEXT NOT NULL, seq BIGINT NOT NULL, request BYTEA NOT NULL,"
+    " PRIMARY KEY(\"user\", seq));"
+    "CREATE TABLE IF NOT EXISTS requests(\"user\" TEXT NOT NULL, seq BIGINT NOT NULL, id BIGINT NOT NULL,"
+    " request BYTEA NOT NULL, PRIMARY KEY(\"user\", seq));"
+    "CREATE TABLE IF NOT EXISTS request_ids(\"user\" TEXT PRIMARY KEY, last BIGINT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS deposits(\"user\" TEXT PRIMARY KEY, tx BIGINT NOT NULL, state BYTEA NOT NULL);",
+};
+static_assert(sizeof kMigrations / sizeof kMigrations[0] == kLedgerSchemaVersion, "one migration per version");
+// pg_advisory_xact_lock key of the migrations ("picopay" in ASCII, folded).
+constexpr long long kMigrationLock = 0x7069636f706179LL;
+
+struct Stmt {
+  const char* name;
+  const char* sql;
+  int nparams;
+};
+const Stmt kStmts[] = {
+    {"load_ch", "SELECT state, threads FROM channels WHERE \"user\"=$1", 1},
+    {"save_ch",
+     "INSERT INTO channels(\"user\", tx, state, threads) VALUES($1,$2,$3,$4) ON CONFLICT (\"user\") DO UPDATE SET"
+     " tx=EXCLUDED.tx, state=EXCLUDED.state, threads=EXCLUDED.threads",
+     4},
+    {"find_up", "SELECT request, reply FROM updates WHERE \"user\"=$1 AND tx=$2", 2},
+    {"ins_up", "INSERT INTO updates(\"user\", tx, request, reply, state) VALUES($1,$2,$3,$4,$5)", 5},
+    {"load_pr", "SELECT tx, request FROM proposals WHERE \"user\"=$1", 1},
+    {"del_pr", "DELETE FROM proposals WHERE \"user\"=$1", 1},
+    {"del_q", "DELETE FROM queued WHERE \"user\"=$1", 1},
+    {"load_q", "SELECT request FROM queued WHERE \"user\"=$1 ORDER BY seq", 1},
+    {"load_rq", "SELECT id, request FROM requests WHERE \"user\"=$1 ORDER BY seq", 1},
+    {"del_rq", "DELETE FROM requests WHERE \"user\"=$1", 1},
+    {"ins_rq", "INSERT INTO requests(\"user\", seq, id, request) VALUES($1,$2,$3,$4)", 4},
+    {"load_id", "SELECT last FROM request_ids WHERE \"user\"=$1", 1},
+    {"save_id",
+     "INSERT INTO request_ids(\"user\", last) VALUES($1,$2) ON CONFLICT (\"user\") DO UPDATE SET last=EXCLUDED.last", 2},
+    {"save_dep",
+     "INSERT INTO deposits(\"user\", tx, state) VALUES($1,$2,$3) ON CONFLICT (\"user\") DO UPDATE SET"
+     " tx=EXCLUDED.tx, state=EXCLUDED.state",
+     3},
+    {"del_dep", "DELETE FROM deposits WHERE \"user\"=$1", 1},
+};
+
+// A parameter: bytes sent in binary format (text as its bytes, bigint as 8 bytes big-endian).
+struct P {
+  const char* data;
+  int len;
+};
+struct I64 {
+  char b[8];
+  explicit I64(uint64_t v) {
+    for (int i = 0; i < 8; ++i) b[i] = static_cast<char>(v >> (56 - 8 * i));
+  }
+  P p() const { return P{b, 8}; }
+};
+P text(const std::string& s) { return P{s.data(), static_cast<int>(s.size())}; }
+P blob(const Bytes& b) { return P{reinterpret_cast<const char*>(b.data()), static_cast<int>(b.size())}; }
+
+// RAII for a PGresult.
+struct Res {
+  PGresult* r = nullptr;
+  explicit Res(PGresult* p) : r(p) {}
+  ~Res() { PQclear(r); }
+  Res(const Res&) = delete;
+  Res& operator=(const Res&) = delete;
+};
+
+class PgLedger final : public Ledger {
+ public:
+  ~PgLedger() override {
+    if (conn_) PQfinish(conn_);
+  }
+
+  LedgerStatus open(const std::string& uri) {
+    conn_ = PQconnectdb(uri.c_str());
+    if (!conn_ || PQstatus(conn_) != CONNECTION_OK)
+      return LedgerStatus::fail(LedgerCode::Unavailable,
+                                "postgresql: cannot connect: " + one_line(conn_ ? PQerrorMessage(conn_) : "out of memory"));
+    PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);  // "relation exists, skipping" etc.
+    LedgerStatus s = exec("SET synchronous_commit = on", "session");
+    if (s.ok()) s = migrate();
+    for (const Stmt& st : kStmts) {
+      if (!s.ok()) break;
+      Res r(PQprepare(conn_, st.name, st.sql, st.nparams, nullptr));
+      s = check(r.r, PGRES_COMMAND_OK, st.name);
+    }
+    return s;
+  }
+
+  const char* backend() const override { return "postgresql"; }
+  int schema_version() const override { return version_; }
+
+  LedgerStatus begin() override { return exec("BEGIN", "begin"); }
+  LedgerStatus commit() override {
+    // COMMIT of a failed transaction answers "ROLLBACK": not durable, so not Ok.
+    Res r(PQexec(conn_, "COMMIT"));
+    LedgerStatus s = check(r.r, PGRES_COMMAND_OK, "commit");
+    if (s.ok() && std::strcmp(PQcmdStatus(r.r), "COMMIT") != 0)
+      s = LedgerStatus::fail(LedgerCode::Io, "postgresql: commit: the transaction was rolled back");
+    return s;
+  }
+  void rollback() override { (void)exec("ROLLBACK", "rollback"); }
+
+  LedgerStatus load_channel(const std::string& user, Bytes& state, Bytes& threads, bool& found) override {
+    Res r(run("load_ch", {text(user)}));
+    LedgerStatus s = check(r.r, PGRES_TUPLES_OK, "load channel");
+    found = s.ok() && PQntuples(r.r) > 0;
+    if (found) {
+      state = col(r.r, 0, 0);
+      threads = col(r.r, 0, 1);
+    }
+    return s;
+  }
+
+  LedgerStatus save_channel(const std::string& user, uint64_t tx, const Bytes& state, const Bytes& threads) override {
+    I64 t(tx);
+    Res r(run("save_ch", {text(user), t.p(), blob(state), blob(threads)}));
+    return check(r.r, PGRES_COMMAND_OK, "save channel");
+  }
+
+  LedgerStatus find_update(const std::string& user, uint64_t tx, Bytes& request, Bytes& reply, bool& found) override {
+    I64 t(tx);
+    Res r(run("find_up", {text(user), t.p()}));
+    LedgerStatus s = check(r.r, PGRES_TUPLES_OK, "find update");
+    found = s.ok() && PQntuples(r.r) > 0;
+    if (found) {
+      request = col(r.r, 0, 0);
+      reply = col(r.r, 0, 1);
+    }
+    return s;
+  }
+
+  LedgerStatus insert_update(const std::string& user, uint64_t tx, const Bytes& request, const Bytes& reply,
+                             const Bytes& state) override {
+    I64 t(tx);
+    Res r(run("ins_up", {text(user), t.p(), blob(request), blob(reply), blob(state)}));
+    return check(r.r, PGRES_COMMAND_OK, "insert update");
+  }
+
+  LedgerStatus load_requests(const std::string& user, uint64_t& last_id, std::vector<RequestRow>& items) override {
+    items.clear();
+    last_id = 0;
+    {
+      Res r(run("load_id", {text(user)}));
+      LedgerStatus s = check(r.r, PGRES_TUPLES_OK, "load request id");
+      if (!s.ok()) return s;
+      if (PQntuples(r.r) > 0 && !i64(r.r, 0, 0, last_id)) return corrupt("load request id");
+    }
+    Res r(run("load_rq", {text(user)}));
+    LedgerStatus s = check(r.r, PGRES_TUPLES_OK, "load requests");
+    for (int i = 0; s.ok() && i < PQntuples(r.r); ++i) {
+      RequestRow row;
+      if (!i64(r.r, i, 0, row.id)) return corrupt("load requests");
+      row.update = col(r.r, i, 1);
+      items.push_back(std::move(row));
+    }
+    return s;
+  }
+
+  LedgerStatus save_requests(const std::string& user, uint64_t last_id, const std::vector<RequestRow>& items) override {
+    {
+      Res r(run("del_rq", {text(user)}));
+      LedgerStatus s = check(r.r, PGRES_COMMAND_OK, "delete requests");
+      if (!s.ok()) return s;
+    }
+    for (size_t i = 0; i < items.size(); ++i) {
+      I64 seq(i), id(items[i].id);
+      Res r(run("ins_rq", {text(user), seq.p(), id.p(), blob(items[i].update)}));
+      LedgerStatus s = check(r.r, PGRES_COMMAND_OK, "insert request");
+      if (!s.ok()) return s;
+    }
+    if (last_id == 0) return {};
+    I64 l(last_id);
+    Res r(run("save_id", {text(user), l.p()}));
+    return check(r.r, PGRES_COMMAND_OK, "save request id");
+  }
+
+  LedgerStatus list_request_users(std::vector<std::string>& out) override {
+    Res r(query("SELECT \"user\" FROM requests UNION SELECT \"user\" FROM proposals UNION SELECT \"user\" FROM queued"));
+    LedgerStatus s = check(r.r, PGRES_TUPLES_OK, "list requests");
+    for (int i = 0; s.ok() && i < PQntuples(r.r); ++i) out.emplace_back(PQgetvalue(r.r, i, 0), PQgetlength(r.r, i, 0));
+    return s;
+  }
+
+  LedgerStatus load_legacy(const std::string& user, bool& found, uint64_t& tx, Bytes& proposal,
+                           std::vector<Bytes>& queued) override {
+    {
+      Res r(run("load_pr", {text(user)}));
+      LedgerStatus s = check(r.r, PGRES_TUPLES_OK, "load legacy proposal");
+      if (!s.ok()) return s;
+      found = PQntuples(r.r) > 0;
+      if (found) {
+        if (!i64(r.r, 0, 0, tx)) return corrupt("load legacy proposal");
+        proposal = col(r.r, 0, 1);
+      }
+    }
+    Res r(run("load_q", {text(user)}));
+    LedgerStatus s = check(r.r, PGRES_TUPLES_OK, "load legacy queue");
+    for (int i = 0; s.ok() && i < PQntuples(r.r); ++i) queued.push_back(col(r.r, i, 0));
+    return s;
+  }
+
+  LedgerStatus delete_legacy(const std::string& user) override {
+    {
+      Res r(run("del_pr", {text(user)}));
+      LedgerStatus s = check(r.r, PGRES_COMMAND_OK, "delete legacy proposal");
+      if (!s.ok()) return s;
+    }
+    Res r(run("del_q", {text(user)}));
+    return check(r.r, PGRES_COMMAND_OK, "delete legacy queue");
+  }
+
+  LedgerStatus save_deposit(const std::string& user, uint64_t tx, const Bytes& state) override {
+    I64 t(tx);
+    Res r(run("save_dep", {text(user), t.p(), blob(state)}));
+    return check(r.r, PGRES_COMMAND_OK, "save deposit");
+  }
+
+  LedgerStatus delete_deposit(const std::string& user) override {
+    Res r(run("del_dep", {text(user)}));
+    return check(r.r, PGRES_COMMAND_OK, "delete deposit");
+  }
+
+  LedgerStatus list_deposits(std::vector<std::pair<std::string, Bytes>>& out) override {
+    Res r(query("SELECT \"user\", state FROM deposits ORDER BY tx"));
+    LedgerStatus s = check(r.r, PGRES_TUPLES_OK, "list deposits");
+    for (int i = 0; s.ok() && i < PQntuples(r.r); ++i)
+      out.emplace_back(std::string(PQgetvalue(r.r, i, 0), PQgetlength(r.r, i, 0)), col(r.r, i, 1));
+    return s;
+  }
+
+  LedgerStatus for_each_channel(const std::function<bool(const std::string&, const Bytes&)>& f) override {
+    // Single-row mode: one row in memory at a time.
+    if (!PQsendQueryParams(conn_, "SELECT \"user\", state FROM channels", 0, nullptr, nullptr, nullptr, nullptr, 1))
+      return LedgerStatus::fail(LedgerCode::Io, "postgresql: list channels: " + one_line(PQerrorMessage(conn_)));
+    PQsetSingleRowMode(conn_);
+    LedgerStatus s;
+    bool more = true;
+    while (PGresult* raw = PQgetResult(conn_)) {
+      Res r(raw);
+      const ExecStatusType st = PQresultStatus(raw);
+      if (st == PGRES_SINGLE_TUPLE) {
+        if (more && s.ok()) more = f(std::string(PQgetvalue(raw, 0, 0), PQgetlength(raw, 0, 0)), col(raw, 0, 1));
+      } else if (st != PGRES_TUPLES_OK && s.ok()) {
+        s = check(raw, PGRES_TUPLES_OK, "list channels");
+      }
+    }
+    return s;
+  }
+
+  LedgerStatus count_channels(uint64_t& n) override {
+    Res r(query("SELECT count(*) FROM channels"));
+    LedgerStatus s = check(r.r, PGRES_TUPLES_OK, "count channels");
+    if (s.ok() && (PQntuples(r.r) != 1 || !i64(r.r, 0, 0, n))) return corrupt("count channels");
+    return s;
+  }
+
+ private:
+  static std::string one_line(const char* m) {
+    std::string s = m ? m : "";
+    while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+    for (auto& c : s)
+      if (c == '\n') c = ' ';
+    return s;
+  }
+  PGresult* run(const char* name, std::initializer_list<P> ps) {
+    const char* vals[8];
+    int lens[8], fmts[8];
+    int n = 0;
+    for (const P& p : ps) {
+      vals[n] = p.data ? p.data : "";
+      lens[n] = p.len;
+      fmts[n] = 1;
+      ++n;
+    }
+    return PQexecPrepared(conn_, name, n, vals, lens, fmts, 1);
+  }
+  PGresult* query(const char* sql) { return PQexecParams(conn_, sql, 0, nullptr, nullptr, nullptr, nullptr, 1); }
+  LedgerStatus exec(const char* sql, const char* what) {
+    Res r(PQexec(conn_, sql));
+    return check(r.r, PGRES_COMMAND_OK, what);
+  }
+  LedgerStatus check(PGresult* r, ExecStatusType want, const char* what) const {
+    if (r && PQresultStatus(r) == want) return {};
+    const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+    LedgerCode c = LedgerCode::Io;
+    if (state && std::strncmp(state, "23", 2) == 0) c = LedgerCode::Conflict;        // integrity constraint
+    else if (state && std::strncmp(state, "22", 2) == 0) c = LedgerCode::Corrupt;    // data exception
+    else if (state && std::strcmp(state, "XX001") == 0) c = LedgerCode::Corrupt;     // data_corrupted
+    const char* msg = r ? PQresultErrorMessage(r) : nullptr;
+    return LedgerStatus::fail(c, std::string("postgresql: ") + what + ": " +
+                                     one_line(msg && *msg ? msg : PQerrorMessage(conn_)));
+  }
+  static LedgerStatus corrupt(const char* what) {
+    return LedgerStatus::fail(LedgerCode::Corrupt, std::string("postgresql: ") + what + ": unexpected column format");
+  }
+  static Bytes col(PGresult* r, int row, int c) {
+    const auto* p = reinterpret_cast<const uint8_t*>(PQgetvalue(r, row, c));
+    const int n = PQgetlength(r, row, c);
+    return p && n > 0 ? Bytes(p, p + n) : Bytes();
+  }
+  static bool i64(PGresult* r, int row, int c, uint64_t& out) {
+    if (PQgetlength(r, row, c) != 8 || PQfformat(r, c) != 1) return false;
+    const auto* p = reinterpret_cast<const uint8_t*>(PQgetvalue(r, row, c));
+    out = 0;
+    for (int i = 0; i < 8; ++i) out = (out << 8) | p[i];
+    return true;
+  }
+
+  LedgerStatus migrate() {
+    LedgerStatus s = exec("BEGIN", "migrate");
+    if (!s.ok()) return s;
+    const std::string lock = "SELECT pg_advisory_xact_lock(" + std::to_string(kMigrationLock) + ")";
+    {
+      Res r(PQexec(conn_, lock.c_str()));
+      s = check(r.r, PGRES_TUPLES_OK, "migration lock");
+    }
+    if (s.ok()) s = exec("CREATE TABLE IF NOT EXISTS schema_version(version BIGINT NOT NULL)", "schema version");
+    uint64_t v = 0;
+    bool have_row = false;
+    if (s.ok()) {
+      Res r(query("SELECT version FROM schema_version"));
+      s = check(r.r, PGRES_TUPLES_OK, "schema version");
+      if (s.ok() && PQntuples(r.r) > 0) {
+        have_row = true;
+        if (!i64(r.r, 0, 0, v)) s = corrupt("schema version");
+      }
+    }
+    if (s.ok() && v > static_cast<uint64_t>(kLedgerSchemaVersion))
+      s = LedgerStatus::fail(LedgerCode::SchemaTooNew,
+                             "postgresql: ledger schema version " + std::to_string(v) +
+                                 " is newer than this picopay-hub knows (" + std::to_string(kLedgerSchemaVersion) +
+                                 "): use a newer picopay-hub");
+    for (uint64_t next = v + 1; s.ok() && next <= static_cast<uint64_t>(kLedgerSchemaVersion); ++next) {
+      s = exec(kMigrations[next - 1], "migration");
+      const std::string up = have_row ? "UPDATE schema_version SET version=" + std::to_string(next)
+                                      : "INSERT INTO schema_version(version) VALUES(" + std::to_string(next) + ")";
+      if (s.ok()) s = exec(up.c_str(), "migration");
+      have_row = true;
+      v = next;
+    }
+    if (s.ok()) s = commit();
+    if (!s.ok()) {
+      rollback();
+      return s;
+    }
+    version_ = static_cast<int>(v);
+    return {};
+  }
+
+  PGconn* conn_ = nullptr;
+  int version_ = 0;
+};
+
+}  // namespace
+
+LedgerStatus open_pg_ledger(const std::string& uri, std::unique_ptr<Ledger>& out) {
+  auto l = std::make_unique<PgLedger>();
+  LedgerStatus s = l->open(uri);
+  if (s.ok()) out = std::move(l);
+  return s;
+}
+
+}  // namespace picopay::hub

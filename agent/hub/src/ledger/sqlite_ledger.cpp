@@ -1,0 +1,396 @@
+// The SQLite ledger (ledger.hpp): WAL, synchronous=FULL. One writer: the hub's worker.
+// WAL checkpoints run on a background thread with its own connection (PASSIVE, a few
+// times a second), so the writer's COMMIT never pays for copying the WAL into the
+// database file and fsyncing it; that used to stall a batch for tens of ms every few
+// thousand updates.
+#include <sqlite3.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "ledger.hpp"
+
+namespace picopay::hub {
+
+namespace {
+
+void bind_blob(sqlite3_stmt* s, int i, const Bytes& b) {
+  sqlite3_bind_blob(s, i, b.empty() ? "" : static_cast<const void*>(b.data()), static_cast<int>(b.size()),
+                    SQLITE_TRANSIENT);
+}
+Bytes col_blob(sqlite3_stmt* s, int i) {
+  const auto* p = static_cast<const uint8_t*>(sqlite3_column_blob(s, i));
+  int n = sqlite3_column_bytes(s, i);
+  return p && n > 0 ? Bytes(p, p + n) : Bytes();
+}
+
+// Version 1: the tables of the releases before schema_version (IF NOT EXISTS: such a
+// database is adopted as version 1 unchanged).
+const char* const kMigrations[] = {
+    "CREATE TABLE IF NOT EXISTS channels(user TEXT PRIMARY KEY, tx INTEGER NOT NULL, state BLOB NOT NULL,"
+    " threads BLOB NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS updates(user TEXT NOT NULL, tx INTEGER NOT NULL, request BLOB NOT NULL,"
+    " reply BLOB NOT NULL, state BLOB NOT NULL, PRIMARY KEY(user, tx));"
+    "CREATE TABLE IF NOT EXISTS proposals(user TEXT PRIMARY KEY, tx INTEGER NOT NULL, request BLOB NOT NULL,"
+    " state BLOB NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS queued(user TEXT NOT NULL, seq INTEGER NOT NULL, request BLOB NOT NULL,"
+    " PRIMARY KEY(user, seq));"
+    "CREATE TABLE IF NOT EXISTS requests(user TEXT NOT NULL, seq INTEGER NOT NULL, id INTEGER NOT NULL,"
+    " request BLOB NOT NULL, PRIMARY KEY(user, seq));"
+    "CREATE TABLE IF NOT EXISTS request_ids(user TEXT PRIMARY KEY, last INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS deposits(user TEXT PRIMARY KEY, tx INTEGER NOT NULL, state BLOB NOT NULL);",
+};
+static_assert(sizeof kMigrations / sizeof kMigrations[0] == kLedgerSchemaVersion, "one migration per version");
+
+class SqliteLedger final : public Ledger {
+ public:
+  ~SqliteLedger() override {
+    if (ckpt_.joinable()) {
+      {
+        std::lock_guard<std::mutex> lk(ckpt_mu_);
+        ckpt_stop_ = true;
+      }
+      ckpt_cv_.notify_all();
+      ckpt_.join();
+    }
+    for (auto* s : stmts_) sqlite3_finalize(s);
+    if (db_) sqlite3_close(db_);
+  }
+
+  LedgerStatus open(const std::string& path) {
+    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                        nullptr) != SQLITE_OK)
+      return LedgerStatus::fail(LedgerCode::Unavailable,
+                                "sqlite: cannot open " + path + ": " + (db_ ? sqlite3_errmsg(db_) : "out of memory"));
+    sqlite3_busy_timeout(db_, 5000);
+    LedgerStatus s = exec("PRAGMA journal_mode=WAL");
+    if (s.ok()) s = exec("PRAGMA synchronous=FULL");
+    if (s.ok()) s = exec("PRAGMA wal_autocheckpoint=0");
+    if (s.ok()) s = migrate();
+    if (!s.ok()) return s;
+    load_ch_ = prep("SELECT state, threads FROM channels WHERE user=?");
+    save_ch_ = prep("INSERT OR REPLACE INTO channels(user, tx, state, threads) VALUES(?,?,?,?)");
+    find_up_ = prep("SELECT request, reply FROM updates WHERE user=? AND tx=?");
+    ins_up_ = prep("INSERT INTO updates(user, tx, request, reply, state) VALUES(?,?,?,?,?)");
+    load_pr_ = prep("SELECT tx, request FROM proposals WHERE user=?");
+    del_pr_ = prep("DELETE FROM proposals WHERE user=?");
+    del_q_ = prep("DELETE FROM queued WHERE user=?");
+    load_q_ = prep("SELECT request FROM queued WHERE user=? ORDER BY seq");
+    load_rq_ = prep("SELECT id, request FROM requests WHERE user=? ORDER BY seq");
+    del_rq_ = prep("DELETE FROM requests WHERE user=?");
+    ins_rq_ = prep("INSERT INTO requests(user, seq, id, request) VALUES(?,?,?,?)");
+    load_id_ = prep("SELECT last FROM request_ids WHERE user=?");
+    save_id_ = prep("INSERT OR REPLACE INTO request_ids(user, last) VALUES(?,?)");
+    save_dep_ = prep("INSERT OR REPLACE INTO deposits(user, tx, state) VALUES(?,?,?)");
+    del_dep_ = prep("DELETE FROM deposits WHERE user=?");
+    if (!(load_ch_ && save_ch_ && find_up_ && ins_up_ && load_pr_ && del_pr_ && del_q_ && load_q_ && load_rq_ &&
+          del_rq_ && ins_rq_ && load_id_ && save_id_ && save_dep_ && del_dep_))
+      return LedgerStatus::fail(LedgerCode::Io, prep_err_);
+    ckpt_ = std::thread([this, path] { checkpointer(path); });
+    return {};
+  }
+
+  const char* backend() const override { return "sqlite"; }
+  int schema_version() const override { return version_; }
+
+  LedgerStatus begin() override { return exec("BEGIN IMMEDIATE"); }
+  LedgerStatus commit() override { return exec("COMMIT"); }
+  void rollback() override { (void)exec("ROLLBACK"); }
+
+  LedgerStatus load_channel(const std::string& user, Bytes& state, Bytes& threads, bool& found) override {
+    sqlite3_reset(load_ch_);
+    bind_user(load_ch_, user);
+    int rc = sqlite3_step(load_ch_);
+    found = rc == SQLITE_ROW;
+    if (found) {
+      state = col_blob(load_ch_, 0);
+      threads = col_blob(load_ch_, 1);
+    }
+    sqlite3_reset(load_ch_);
+    if (!found && rc != SQLITE_DONE) return fail(rc, "load channel");
+    return {};
+  }
+
+  LedgerStatus save_channel(const std::string& user, uint64_t tx, const Bytes& state, const Bytes& threads) override {
+    sqlite3_reset(save_ch_);
+    bind_user(save_ch_, user);
+    sqlite3_bind_int64(save_ch_, 2, static_cast<sqlite3_int64>(tx));
+    bind_blob(save_ch_, 3, state);
+    bind_blob(save_ch_, 4, threads);
+    return step_done(save_ch_, "save channel");
+  }
+
+  LedgerStatus find_update(const std::string& user, uint64_t tx, Bytes& request, Bytes& reply, bool& found) override {
+    sqlite3_reset(find_up_);
+    bind_user(find_up_, user);
+    sqlite3_bind_int64(find_up_, 2, static_cast<sqlite3_int64>(tx));
+    int rc = sqlite3_step(find_up_);
+    found = rc == SQLITE_ROW;
+    if (found) {
+      request = col_blob(find_up_, 0);
+      reply = col_blob(find_up_, 1);
+    }
+    sqlite3_reset(find_up_);
+    if (!found && rc != SQLITE_DONE) return fail(rc, "find update");
+    return {};
+  }
+
+  LedgerStatus insert_update(const std::string& user, uint64_t tx, const Bytes& request, const Bytes& reply,
+                             const Bytes& state) override {
+    sqlite3_reset(ins_up_);
+    bind_user(ins_up_, user);
+    sqlite3_bind_int64(ins_up_, 2, static_cast<sqlite3_int64>(tx));
+    bind_blob(ins_up_, 3, request);
+    bind_blob(ins_up_, 4, reply);
+    bind_blob(ins_up_, 5, state);
+    return step_done(ins_up_, "insert update");
+  }
+
+  LedgerStatus load_requests(const std::string& user, uint64_t& last_id, std::vector<RequestRow>& items) override {
+    items.clear();
+    last_id = 0;
+    sqlite3_reset(load_id_);
+    bind_user(load_id_, user);
+    int rc = sqlite3_step(load_id_);
+    if (rc == SQLITE_ROW) last_id = static_cast<uint64_t>(sqlite3_column_int64(load_id_, 0));
+    sqlite3_reset(load_id_);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return fail(rc, "load request id");
+    sqlite3_reset(load_rq_);
+    bind_user(load_rq_, user);
+    while ((rc = sqlite3_step(load_rq_)) == SQLITE_ROW) {
+      RequestRow r;
+      r.id = static_cast<uint64_t>(sqlite3_column_int64(load_rq_, 0));
+      r.update = col_blob(load_rq_, 1);
+      items.push_back(std::move(r));
+    }
+    sqlite3_reset(load_rq_);
+    if (rc != SQLITE_DONE) return fail(rc, "load requests");
+    return {};
+  }
+
+  LedgerStatus save_requests(const std::string& user, uint64_t last_id, const std::vector<RequestRow>& items) override {
+    sqlite3_reset(del_rq_);
+    bind_user(del_rq_, user);
+    LedgerStatus s = step_done(del_rq_, "delete requests");
+    if (!s.ok()) return s;
+    for (size_t i = 0; i < items.size(); ++i) {
+      sqlite3_reset(ins_rq_);
+      bind_user(ins_rq_, user);
+      sqlite3_bind_int64(ins_rq_, 2, static_cast<sqlite3_int64>(i));
+      sqlite3_bind_int64(ins_rq_, 3, static_cast<sqlite3_int64>(items[i].id));
+      bind_blob(ins_rq_, 4, items[i].update);
+      s = step_done(ins_rq_, "insert request");
+      if (!s.ok()) return s;
+    }
+    if (last_id == 0) return {};
+    sqlite3_reset(save_id_);
+    bind_user(save_id_, user);
+    sqlite3_bind_int64(save_id_, 2, static_cast<sqlite3_int64>(last_id));
+    return step_done(save_id_, "save request id");
+  }
+
+  LedgerStatus list_request_users(std::vector<std::string>& out) override {
+    return each_row("SELECT user FROM requests UNION SELECT user FROM proposals UNION SELECT user FROM queued",
+                    "list requests", [&](sqlite3_stmt* s) {
+                      out.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(s, 0)));
+                      return true;
+                    });
+  }
+
+  LedgerStatus load_legacy(const std::string& user, bool& found, uint64_t& tx, Bytes& proposal,
+                           std::vector<Bytes>& queued) override {
+    sqlite3_reset(load_pr_);
+    bind_user(load_pr_, user);
+    int rc = sqlite3_step(load_pr_);
+    found = rc == SQLITE_ROW;
+    if (found) {
+      tx = static_cast<uint64_t>(sqlite3_column_int64(load_pr_, 0));
+      proposal = col_blob(load_pr_, 1);
+    }
+    sqlite3_reset(load_pr_);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return fail(rc, "load legacy proposal");
+    sqlite3_reset(load_q_);
+    bind_user(load_q_, user);
+    while ((rc = sqlite3_step(load_q_)) == SQLITE_ROW) queued.push_back(col_blob(load_q_, 0));
+    sqlite3_reset(load_q_);
+    if (rc != SQLITE_DONE) return fail(rc, "load legacy queue");
+    return {};
+  }
+
+  LedgerStatus delete_legacy(const std::string& user) override {
+    sqlite3_reset(del_pr_);
+    bind_user(del_pr_, user);
+    LedgerStatus s = step_done(del_pr_, "delete legacy proposal");
+    if (!s.ok()) return s;
+    sqlite3_reset(del_q_);
+    bind_user(del_q_, user);
+    return step_done(del_q_, "delete legacy queue");
+  }
+
+  LedgerStatus save_deposit(const std::string& user, uint64_t tx, const Bytes& state) override {
+    sqlite3_reset(save_dep_);
+    bind_user(save_dep_, user);
+    sqlite3_bind_int64(save_dep_, 2, static_cast<sqlite3_int64>(tx));
+    bind_blob(save_dep_, 3, state);
+    return step_done(save_dep_, "save deposit");
+  }
+
+  LedgerStatus delete_deposit(const std::string& user) override {
+    sqlite3_reset(del_dep_);
+    bind_user(del_dep_, user);
+    return step_done(del_dep_, "delete deposit");
+  }
+
+  LedgerStatus list_deposits(std::vector<std::pair<std::string, Bytes>>& out) override {
+    return each_row("SELECT user, state FROM deposits ORDER BY tx", "list deposits", [&](sqlite3_stmt* s) {
+      out.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(s, 0)), col_blob(s, 1));
+      return true;
+    });
+  }
+
+  LedgerStatus for_each_channel(const std::function<bool(const std::string&, const Bytes&)>& f) override {
+    return each_row("SELECT user, state FROM channels", "list channels", [&](sqlite3_stmt* s) {
+      return f(reinterpret_cast<const char*>(sqlite3_column_text(s, 0)), col_blob(s, 1));
+    });
+  }
+
+  LedgerStatus count_channels(uint64_t& n) override {
+    n = 0;
+    return each_row("SELECT count(*) FROM channels", "count channels", [&](sqlite3_stmt* s) {
+      n = static_cast<uint64_t>(sqlite3_column_int64(s, 0));
+      return true;
+    });
+  }
+
+ private:
+  LedgerStatus fail(int rc, const char* what) const {
+    const int prim = rc & 0xff;
+    const LedgerCode c = prim == SQLITE_CONSTRAINT ? LedgerCode::Conflict
+                         : prim == SQLITE_CORRUPT || prim == SQLITE_NOTADB || prim == SQLITE_MISMATCH
+                             ? LedgerCode::Corrupt
+                             : LedgerCode::Io;
+    return LedgerStatus::fail(c, std::string("sqlite: ") + what + ": " + sqlite3_errmsg(db_));
+  }
+  void bind_user(sqlite3_stmt* s, const std::string& user) {
+    sqlite3_bind_text(s, 1, user.c_str(), static_cast<int>(user.size()), SQLITE_TRANSIENT);
+  }
+  LedgerStatus exec(const char* sql) {
+    char* msg = nullptr;
+    const int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &msg);
+    if (rc != SQLITE_OK) {
+      LedgerStatus s = fail(rc, "exec");
+      s.message = std::string("sqlite: ") + (msg ? msg : "error") + " in: " + sql;
+      sqlite3_free(msg);
+      return s;
+    }
+    return {};
+  }
+  sqlite3_stmt* prep(const char* sql) {
+    sqlite3_stmt* s = nullptr;
+    if (sqlite3_prepare_v2(db_, sql, -1, &s, nullptr) != SQLITE_OK) {
+      if (prep_err_.empty()) prep_err_ = std::string("sqlite: prepare: ") + sqlite3_errmsg(db_) + " in: " + sql;
+      return nullptr;
+    }
+    stmts_.push_back(s);
+    return s;
+  }
+  LedgerStatus step_done(sqlite3_stmt* s, const char* what) {
+    const int rc = sqlite3_step(s);
+    LedgerStatus r = rc == SQLITE_DONE ? LedgerStatus{} : fail(rc, what);
+    sqlite3_reset(s);
+    return r;
+  }
+  template <class F>
+  LedgerStatus each_row(const char* sql, const char* what, F&& f) {
+    sqlite3_stmt* s = nullptr;
+    if (sqlite3_prepare_v2(db_, sql, -1, &s, nullptr) != SQLITE_OK) return fail(sqlite3_errcode(db_), what);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+      if (!f(s)) {
+        rc = SQLITE_DONE;
+        break;
+      }
+    LedgerStatus r = rc == SQLITE_DONE ? LedgerStatus{} : fail(rc, what);
+    sqlite3_finalize(s);
+    return r;
+  }
+
+  LedgerStatus migrate() {
+    LedgerStatus s = exec("BEGIN IMMEDIATE");
+    if (!s.ok()) return s;
+    s = exec("CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL)");
+    int v = 0;
+    bool have_row = false;
+    if (s.ok())
+      s = each_row("SELECT version FROM schema_version", "schema version", [&](sqlite3_stmt* st) {
+        v = sqlite3_column_int(st, 0);
+        have_row = true;
+        return false;
+      });
+    if (s.ok() && v > kLedgerSchemaVersion)
+      s = LedgerStatus::fail(LedgerCode::SchemaTooNew,
+                             "sqlite: ledger schema version " + std::to_string(v) +
+                                 " is newer than this picopay-hub knows (" + std::to_string(kLedgerSchemaVersion) +
+                                 "): use a newer picopay-hub");
+    for (int next = v + 1; s.ok() && next <= kLedgerSchemaVersion; ++next) {
+      s = exec(kMigrations[next - 1]);
+      if (s.ok())
+        s = exec(have_row ? ("UPDATE schema_version SET version=" + std::to_string(next)).c_str()
+                          : ("INSERT INTO schema_version(version) VALUES(" + std::to_string(next) + ")").c_str());
+      have_row = true;
+      v = next;
+    }
+    if (s.ok()) s = exec("COMMIT");
+    if (!s.ok()) {
+      (void)exec("ROLLBACK");
+      return s;
+    }
+    version_ = v;
+    return {};
+  }
+
+  void checkpointer(std::string path) {
+    sqlite3* db = nullptr;
+    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, nullptr) != SQLITE_OK) {
+      if (db) sqlite3_close(db);
+      return;
+    }
+    sqlite3_busy_timeout(db, 1000);
+    sqlite3_exec(db, "PRAGMA synchronous=FULL", nullptr, nullptr, nullptr);
+    std::unique_lock<std::mutex> lk(ckpt_mu_);
+    while (!ckpt_cv_.wait_for(lk, std::chrono::milliseconds(250), [this] { return ckpt_stop_; })) {
+      lk.unlock();
+      // PASSIVE: copies what it can without blocking the writer or readers.
+      sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+      lk.lock();
+    }
+    lk.unlock();
+    sqlite3_close(db);
+  }
+
+  sqlite3* db_ = nullptr;
+  int version_ = 0;
+  std::string prep_err_;
+  std::vector<sqlite3_stmt*> stmts_;
+  sqlite3_stmt *load_ch_ = nullptr, *save_ch_ = nullptr, *find_up_ = nullptr, *ins_up_ = nullptr;
+  sqlite3_stmt *load_pr_ = nullptr, *del_pr_ = nullptr, *del_q_ = nullptr, *load_q_ = nullptr;
+  sqlite3_stmt *load_rq_ = nullptr, *del_rq_ = nullptr, *ins_rq_ = nullptr, *load_id_ = nullptr, *save_id_ = nullptr;
+  sqlite3_stmt *save_dep_ = nullptr, *del_dep_ = nullptr;
+  std::thread ckpt_;
+  std::mutex ckpt_mu_;
+  std::condition_variable ckpt_cv_;
+  bool ckpt_stop_ = false;
+};
+
+}  // namespace
+
+LedgerStatus open_sqlite_ledger(const std::string& path, std::unique_ptr<Ledger>& out) {
+  auto l = std::make_unique<SqliteLedger>();
+  LedgerStatus s = l->open(path);
+  if (s.ok()) out = std::move(l);
+  return s;
+}
+
+}  // namespace picopay::hub
