@@ -27,6 +27,7 @@
 #include "picopay/mqtt/client.hpp"
 #include "picopay/mqtt/protocol.hpp"
 #include "picopay/policy.hpp"
+#include "sim_device.hpp"
 
 using namespace picopay;
 using namespace picopay::demo;
@@ -77,6 +78,7 @@ class TokenE2E : public ::testing::Test {
     for (int i = 0; i < kKeys; ++i) keys_.push_back(random_key_hex());
     std::vector<std::string> all = keys_;
     all.push_back(hub_key_);
+    all.push_back(key_hex(testsupport::test_key(kSimKey)));
     std::string err;
     chain_ = new DevChain;
     ASSERT_TRUE(chain_->start(work_, all, err)) << err;
@@ -107,8 +109,17 @@ class TokenE2E : public ::testing::Test {
       ASSERT_TRUE(chain::erc20_mint(*hub_wallet_, token_, a, mul(kUnit, 10)).ok());
     }
     ASSERT_TRUE(chain::erc20_mint(*hub_wallet_, token_, cm_addr_, mul(kUnit, 100)).ok());
+    {
+      Signer sg;
+      ASSERT_EQ(sg.init(), Status::Ok);
+      Address sim{};
+      ASSERT_EQ(sg.address_of(testsupport::test_key(kSimKey), sim), Status::Ok);
+      ASSERT_TRUE(chain::erc20_mint(*hub_wallet_, token_, sim, mul(kUnit, 10)).ok());
+      sim_addr_ = mqtt::topic_address(sim);
+    }
     std::vector<BrokerUser> users = {{"hub", "hubpw"}, {"test", "testpw"}};
     for (auto& k : keys_) users.push_back({key_address(k), "pw-" + key_address(k).substr(2, 8)});
+    users.push_back({sim_addr_, "pw-sim"});
     std::string acl = "user hub\ntopic readwrite picopay/v1/#\n\nuser test\ntopic readwrite picopay/v1/#\n\n";
     acl += "pattern write picopay/v1/hub/+/channel/%u/update\npattern write picopay/v1/hub/+/channel/%u/reply\n";
     acl += "pattern write picopay/v1/hub/+/channel/%u/sync\npattern read picopay/v1/user/%u/reply\n";
@@ -198,6 +209,17 @@ class TokenE2E : public ::testing::Test {
   }
 
   static constexpr int kKeys = 16;  // one channel per test
+  static constexpr uint32_t kSimKey = 4242;  // testsupport::test_key index of the withdrawal test's device
+  static inline std::string sim_addr_;
+  static std::string key_hex(const PrivateKey& k) {
+    static const char* h = "0123456789abcdef";
+    std::string s = "0x";
+    for (uint8_t b : k.bytes) {
+      s += h[b >> 4];
+      s += h[b & 15];
+    }
+    return s;
+  }
   static inline std::string work_, hub_key_, hub_addr_, contract_;
   static inline std::vector<std::string> keys_;
   static inline Address token_{}, other_token_{}, cm_addr_{};
@@ -634,6 +656,85 @@ TEST_F(TokenE2E, AnExpiredPriceListIsRefused) {
                   return a;
                 }()),
                 std::string(), 1, true);
+}
+
+}  // namespace
+
+namespace {
+
+// A cooperative token withdrawal (no exit, no challenge period): the device deposits
+// 3 PPT (approve + userAuthorizedUpdate), withdraws 1 PPT to another address
+// (ProposePendingWithdrawal with the token fields, countersigned by the hub, executed by
+// userAuthorizedUpdate, which transfers the tokens to the recipient), then ConfirmPending.
+// A withdrawal above its balance is refused by its own session; nothing is stored.
+TEST_F(TokenE2E, CooperativeTokenWithdrawalPaysTheRecipient) {
+  start_hub({});
+  chain::RpcClient rpc(chain_->url());
+  chain::Wallet w(rpc, testsupport::test_key(kSimKey));
+  ASSERT_TRUE(w.init());
+  chain::ChannelManagerClient cm(w, cm_addr_);
+  testsupport::SimOptions so;
+  so.chain = [&](const Address& user, ChainFacts& f) {
+    auto oc = cm.channel(user);
+    auto blk = rpc.block_by_number("latest");
+    if (!oc.ok() || !blk.ok()) return false;
+    f.known = true;
+    f.txCountGlobal = oc->txCountGlobal;
+    f.txCountChain = oc->txCountChain;
+    f.status = oc->status == chain::ChannelStatus::Open ? ChainChannelStatus::Open : ChainChannelStatus::InDispute;
+    f.emptied = false;
+    f.blockTime = blk->timestamp;
+    return true;
+  };
+  Address hub{};
+  ASSERT_EQ(address_parse(hub_addr_.c_str(), hub_addr_.size(), hub), Status::Ok);
+  testsupport::SimDevice d(kSimKey, hub, cm_addr_, so);
+  mqtt::Options o;
+  o.port = broker_->port();
+  std::string err;
+  ASSERT_TRUE(d.start(o, "pw-sim", err)) << err;
+  const uint64_t three = 3000000000000000000ull, one = 1000000000000000000ull;
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(d.deposit(0, three), Status::Ok);
+  SignedChannelState s = d.latest();
+  auto ap = chain::erc20_approve(w, token_, cm_addr_, s.state.pendingDepositTokenUser);
+  ASSERT_TRUE(ap.ok()) << ap.error().to_string();
+  auto dep = cm.user_authorized_update(s.state, s.sigHub);
+  ASSERT_TRUE(dep.ok()) << dep.error().to_string();
+  ASSERT_EQ(d.confirm_pending(dep->transactionHash), Status::Ok);
+  EXPECT_EQ(d.latest().state.balanceTokenUser, U256::from_u64(three));
+  // Above the balance: the device's own session refuses; nothing changes.
+  Address to{};
+  to.bytes[0] = 0x5a;
+  to.bytes[19] = 0x01;
+  const SignedChannelState before = d.latest();
+  EXPECT_NE(d.withdraw_tokens(to, 0, 4 * one), Status::Ok);
+  EXPECT_EQ(d.latest().state, before.state);
+  // 1 PPT to `to`.
+  const auto t1 = std::chrono::steady_clock::now();
+  ASSERT_EQ(d.withdraw_tokens(to, 0, one), Status::Ok);
+  s = d.latest();
+  EXPECT_EQ(s.state.pendingWithdrawalTokenUser, U256::from_u64(one));
+  auto wd = cm.user_authorized_update(s.state, s.sigHub);
+  ASSERT_TRUE(wd.ok()) << wd.error().to_string();
+  ASSERT_EQ(d.confirm_pending(wd->transactionHash), Status::Ok);
+  const auto t2 = std::chrono::steady_clock::now();
+  auto got = chain::erc20_balance(rpc, token_, to);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, U256::from_u64(one)) << "the recipient received exactly the withdrawal";
+  auto on = cm.channel(d.address());
+  ASSERT_TRUE(on.ok());
+  EXPECT_EQ(on->tokenUser, U256::from_u64(2 * one));
+  EXPECT_EQ(on->tokenTotal, U256::from_u64(2 * one));
+  EXPECT_EQ(d.latest().state.balanceTokenUser, U256::from_u64(2 * one));
+  EXPECT_TRUE(d.latest().state.pendingWithdrawalTokenUser.is_zero());
+  std::printf("[gas] ERC-20 approve: %llu\n[gas] userAuthorizedUpdate (token deposit): %llu\n"
+              "[gas] userAuthorizedUpdate (token withdrawal to a recipient): %llu\n",
+              static_cast<unsigned long long>(ap->gasUsed), static_cast<unsigned long long>(dep->gasUsed),
+              static_cast<unsigned long long>(wd->gasUsed));
+  std::printf("[time] token deposit round trip %.2f s, cooperative token withdrawal round trip %.2f s\n",
+              std::chrono::duration<double>(t1 - t0).count(), std::chrono::duration<double>(t2 - t1).count());
+  d.stop();
 }
 
 }  // namespace

@@ -325,6 +325,14 @@ Status SimDevice::withdraw(const Address& recipient, uint64_t wei, int timeout_m
       timeout_ms);
 }
 
+Status SimDevice::withdraw_tokens(const Address& recipient, uint64_t wei, uint64_t token, int timeout_ms) {
+  return run_op(
+      [&](Session& s, Effects& fx) {
+        return s.request_withdrawal(recipient, U256::from_u64(wei), U256::from_u64(token), now() + 3600, now(), fx);
+      },
+      timeout_ms);
+}
+
 Status SimDevice::exchange(bool sell_wei, uint64_t amount, uint64_t rate, uint64_t min_rate, uint64_t max_rate,
                            int timeout_ms) {
   return run_op(

@@ -72,6 +72,8 @@ class SimDevice {
   // requests the CloseThread in this channel). Returns at once.
   Status close_thread(const Address& receiver, uint64_t thread_id);
   Status withdraw(const Address& recipient, uint64_t wei, int timeout_ms = 30000);
+  // The same with token base units too (ERC-20 channels, docs/tokens.md).
+  Status withdraw_tokens(const Address& recipient, uint64_t wei, uint64_t token, int timeout_ms = 30000);
   // Sells `amount` wei (sell_wei) or tokens at `rate` (tolerance [min_rate, max_rate]).
   Status exchange(bool sell_wei, uint64_t amount, uint64_t rate, uint64_t min_rate, uint64_t max_rate,
                   int timeout_ms = 30000);
