@@ -24,6 +24,7 @@
 #include "picopay/policy.hpp"
 #include "picopay/signer.hpp"
 #include "ledger/ledger.hpp"
+#include "picopay/agent/history.hpp"
 
 namespace picopay::chain {
 class RpcClient;
