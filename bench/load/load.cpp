@@ -59,6 +59,7 @@
 #include "ledger/ledger.hpp"
 #include "support/postgres.hpp"
 
+#include <dirent.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -171,6 +172,32 @@ ProcSample proc_sample(pid_t pid) {
   }
   return s;
 }
+// The PostgreSQL server's CPU (its postmaster and every child: the hub's backend, the WAL
+// writer, the checkpointer, ...), utime + stime in seconds; 0 without a server.
+pid_t g_postmaster = -1;
+double pg_cpu_s() {
+  if (g_postmaster <= 0) return 0;
+  double sum = proc_sample(g_postmaster).cpu_s;
+  DIR* d = opendir("/proc");
+  if (!d) return sum;
+  while (dirent* e = readdir(d)) {
+    const pid_t pid = static_cast<pid_t>(std::atol(e->d_name));
+    if (pid <= 0) continue;
+    std::ifstream st("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    if (!std::getline(st, line)) continue;
+    const size_t rp = line.rfind(')');
+    if (rp == std::string::npos) continue;
+    std::istringstream is(line.substr(rp + 2));
+    std::string state;
+    long ppid = 0;
+    is >> state >> ppid;
+    if (ppid == g_postmaster) sum += proc_sample(pid).cpu_s;
+  }
+  closedir(d);
+  return sum;
+}
+
 // Resets the peak RSS (VmHWM) to the current RSS (Linux: "5" > clear_refs).
 void reset_hwm(pid_t pid) {
   std::ofstream f("/proc/" + std::to_string(pid) + "/clear_refs");
@@ -766,10 +793,12 @@ std::string run_channels(Shared& S, ProcPair pp, size_t n, double& rate_out, dou
   std::this_thread::sleep_until(S.win_start);
   const ProcSample h0 = pp.hub > 0 ? proc_sample(pp.hub) : ProcSample{};
   const ProcSample b0 = pp.broker > 0 ? proc_sample(pp.broker) : ProcSample{};
+  const double pg0 = pg_cpu_s();
   const double self0 = self_cpu_s();
   std::this_thread::sleep_until(S.win_end);
   const ProcSample h1 = pp.hub > 0 ? proc_sample(pp.hub) : ProcSample{};
   const ProcSample b1 = pp.broker > 0 ? proc_sample(pp.broker) : ProcSample{};
+  const double pg1 = pg_cpu_s();
   const double self1 = self_cpu_s();
   // Closed loop: stop sending now. Fixed rate: nothing is scheduled after the window,
   // but what is due still leaves and its latency counts.
@@ -863,6 +892,10 @@ std::string run_channels(Shared& S, ProcPair pp, size_t n, double& rate_out, dou
        ",\"devices_out_of_presigned\":" + std::to_string(S.exhausted.load()) +
        ",\"devices_stuck\":" + std::to_string(stuck.load()) +
        ",\"hub\":" + proc_json(pp.hub, h0, h1, dur) + ",\"broker\":" + proc_json(pp.broker, b0, b1, dur) +
+       ",\"postgresql\":" +
+       (g_postmaster > 0 ? "{\"pid\":" + std::to_string(g_postmaster) + ",\"cpu_s\":" + jnum(pg1 - pg0) +
+                               ",\"cpu_pct\":" + jnum(100.0 * (pg1 - pg0) / dur) + "}"
+                         : std::string("null")) +
        ",\"load_tool_cpu_pct\":" + jnum(100 * (self1 - self0) / dur) + "}";
   return j;
 }
@@ -1316,7 +1349,8 @@ int main_impl(int argc, char** argv) {
     std::string perr;
     if (!pg->start(perr)) return finish(false, "PostgreSQL: " + perr, "", "");
     store_spec = pg->uri("postgres");
-    logf("PostgreSQL on 127.0.0.1:%d", pg->port());
+    g_postmaster = pg->postmaster_pid();
+    logf("PostgreSQL on 127.0.0.1:%d (postmaster pid %d)", pg->port(), static_cast<int>(g_postmaster));
   }
   std::vector<Address> filler;  // the first --idle-probe preloaded users
   double preload_s = 0;

@@ -143,7 +143,7 @@ TEST_F(HubTest, HelpListsEveryOption) {
   std::string h = read_file(out);
   for (const char* opt : {"--config", "--broker-host", "--broker-port", "--broker-user", "--broker-password",
                           "--broker-ca", "--client-id", "--hub-address", "--key", "--private-key", "--contract",
-                          "--rpc-url", "--event-state", "--confirmations", "--watchtower-interval", "--db", "--store",
+                          "--rpc-url", "--event-state", "--confirmations", "--watchtower-interval", "--db", "--store", "--channel-cache",
                           "--batch-max", "--collateral-wei", "--collateral-max-wei", "--collateral-window", "--collateral-idle",
                           "--reserve-warn-wei", "--exchange-rate", "--exchange-rate-time",
                           "--dev-skip-chain-checks", "--verbose", "--help"})

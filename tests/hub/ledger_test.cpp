@@ -171,6 +171,8 @@ TEST_P(LedgerTest, ASecondUpdateWithTheSameTxCountIsAConflictAndRollbackKeepsThe
   ASSERT_TRUE(ledger_->begin().ok());
   ASSERT_TRUE(ledger_->save_channel("0xaa", 2, Bytes{9}, Bytes{}).ok());
   LedgerStatus s = ledger_->insert_update("0xaa", 1, Bytes{2}, Bytes{2}, Bytes{9});
+  // PostgreSQL pipelines the writes of a transaction: the error comes with commit().
+  if (s.ok()) s = ledger_->commit();
   EXPECT_EQ(s.code, LedgerCode::Conflict) << s.message;
   EXPECT_NE(s.message.find(GetParam()), std::string::npos) << s.message;
   ledger_->rollback();
@@ -185,6 +187,44 @@ TEST_P(LedgerTest, ASecondUpdateWithTheSameTxCountIsAConflictAndRollbackKeepsThe
   ASSERT_TRUE(ledger_->begin().ok());
   ASSERT_TRUE(ledger_->insert_update("0xaa", 2, Bytes{2}, Bytes{2}, Bytes{9}).ok());
   ASSERT_TRUE(ledger_->commit().ok());
+}
+
+// Writes inside a transaction (pipelined on PostgreSQL) are seen by the reads that follow
+// them in the same transaction, and a failing write among many loses all of them.
+TEST_P(LedgerTest, ATransactionReadsItsOwnWritesAndAFailedWriteAmongManyLosesThemAll) {
+  open();
+  ASSERT_TRUE(ledger_->begin().ok());
+  for (int i = 0; i < 300; ++i)
+    ASSERT_TRUE(ledger_->save_channel("0x" + std::to_string(i), 1, kState, Bytes{}).ok());
+  std::vector<Ledger::RequestRow> rq(3);
+  for (size_t i = 0; i < rq.size(); ++i) rq[i].update = {static_cast<uint8_t>(i)};
+  ASSERT_TRUE(ledger_->save_requests("0x7", 9, rq).ok());
+  uint64_t last = 0;
+  std::vector<Ledger::RequestRow> back;
+  ASSERT_TRUE(ledger_->load_requests("0x7", last, back).ok());
+  EXPECT_EQ(last, 9u);
+  EXPECT_EQ(back.size(), 3u);
+  Bytes st, th;
+  bool found = false;
+  ASSERT_TRUE(ledger_->load_channel("0x299", st, th, found).ok());
+  EXPECT_TRUE(found);
+  ASSERT_TRUE(ledger_->commit().ok());
+
+  ASSERT_TRUE(ledger_->begin().ok());
+  LedgerStatus s;
+  for (int i = 0; i < 100 && s.ok(); ++i) s = ledger_->save_channel("0xnew" + std::to_string(i), 1, kState, Bytes{});
+  if (s.ok()) s = ledger_->insert_update("0x1", 1, Bytes{1}, Bytes{1}, kState);
+  if (s.ok()) s = ledger_->insert_update("0x1", 1, Bytes{2}, Bytes{2}, kState);  // the same (user, tx)
+  for (int i = 100; i < 200 && s.ok(); ++i) s = ledger_->save_channel("0xnew" + std::to_string(i), 1, kState, Bytes{});
+  if (s.ok()) s = ledger_->commit();
+  EXPECT_EQ(s.code, LedgerCode::Conflict) << s.message;
+  ledger_->rollback();
+  uint64_t n = 0;
+  ASSERT_TRUE(ledger_->count_channels(n).ok());
+  EXPECT_EQ(n, 300u);
+  Bytes req, rep;
+  ASSERT_TRUE(ledger_->find_update("0x1", 1, req, rep, found).ok());
+  EXPECT_FALSE(found);
 }
 
 TEST_P(LedgerTest, UncommittedWritesAreNotVisibleToAnotherConnectionAndVanishWithTheirs) {

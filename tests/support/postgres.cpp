@@ -137,6 +137,13 @@ void PgServer::stop() {
   running_ = false;
 }
 
+int PgServer::postmaster_pid() const {
+  if (!running_) return -1;
+  const std::string t = read_file(dir_ + "/data/postmaster.pid");
+  const int pid = std::atoi(t.c_str());
+  return pid > 0 ? pid : -1;
+}
+
 std::string PgServer::uri(const std::string& db) const {
   return "postgresql://postgres@127.0.0.1:" + std::to_string(port_) + "/" + db;
 }

@@ -29,6 +29,8 @@ class PgServer {
   void stop();
   bool running() const { return running_; }
   int port() const { return port_; }
+  // The postmaster's pid (the first line of postmaster.pid), -1 if not running.
+  int postmaster_pid() const;
   // A libpq URI for database `db` on this server.
   std::string uri(const std::string& db = "postgres") const;
   // CREATE DATABASE `name` (a plain identifier); false with `err` on failure.

@@ -10,9 +10,12 @@
 // a signature only after commit() returned Ok (the invariant "persist before signing out").
 //
 // Errors are values: every call returns a LedgerStatus (a LedgerCode and one line of
-// text naming the backend and the operation). Nothing is sticky inside the ledger: after an
-// error inside a transaction the caller calls rollback() and decides what to do (the hub
-// stops without releasing anything of that transaction).
+// text naming the backend and the operation). Nothing is sticky across transactions: after
+// an error inside a transaction the caller calls rollback() and decides what to do (the hub
+// stops without releasing anything of that transaction). A write inside a transaction may
+// report its error late: SQLite reports it at once, PostgreSQL pipelines the writes and
+// reports the first failed one at the next read or at commit() (then with that write's
+// code, e.g. Conflict); either way the transaction cannot commit.
 //
 // Schema and migrations: the table schema_version holds one row, the schema's version.
 // open() applies the missing migrations in order, each in its own transaction (PostgreSQL:
@@ -120,7 +123,8 @@ class Ledger {
   // The stored update (request and reply bytes) of (user, tx); found=false if none.
   virtual LedgerStatus find_update(const std::string& user, uint64_t tx, Bytes& request, Bytes& reply,
                                    bool& found) = 0;
-  // Errors: Conflict if (user, tx) is stored already; Io.
+  // Errors: Conflict if (user, tx) is stored already (PostgreSQL: possibly from the next
+  // read or commit()); Io.
   virtual LedgerStatus insert_update(const std::string& user, uint64_t tx, const Bytes& request, const Bytes& reply,
                                      const Bytes& state) = 0;
 

@@ -1,6 +1,11 @@
 // The PostgreSQL ledger (ledger.hpp) on libpq: the same tables as the SQLite ledger
 // (BLOB = bytea, INTEGER = bigint; `user` is quoted, a reserved word in PostgreSQL), one
-// connection, prepared statements with binary parameters and results. The session sets
+// connection, prepared statements with binary parameters and results. Inside a transaction
+// the writes are pipelined (libpq pipeline mode): they are sent without waiting for their
+// answers, which are read at the next read or at commit(), so a batch of updates costs one
+// round trip to the server plus the COMMIT instead of one per statement; a write's error
+// is then reported by that read or by commit() (the transaction is lost either way and the
+// caller rolls back). The session sets
 // synchronous_commit=on, so COMMIT returns only after the server flushed its WAL, whatever
 // the server's default. Schema migrations run under a transaction-scoped advisory lock.
 #include <libpq-fe.h>
@@ -127,8 +132,18 @@ class PgLedger final : public Ledger {
   const char* backend() const override { return "postgresql"; }
   int schema_version() const override { return version_; }
 
-  LedgerStatus begin() override { return exec("BEGIN", "begin"); }
+  LedgerStatus begin() override {
+    (void)drain();
+    deferred_ = {};
+    LedgerStatus s = exec("BEGIN", "begin");
+    in_tx_ = s.ok();
+    return s;
+  }
   LedgerStatus commit() override {
+    in_tx_ = false;
+    LedgerStatus d = drain();
+    deferred_ = {};
+    if (!d.ok()) return d;  // not committed: the caller rolls back
     // COMMIT of a failed transaction answers "ROLLBACK": not durable, so not Ok.
     Res r(PQexec(conn_, "COMMIT"));
     LedgerStatus s = check(r.r, PGRES_COMMAND_OK, "commit");
@@ -136,7 +151,12 @@ class PgLedger final : public Ledger {
       s = LedgerStatus::fail(LedgerCode::Io, "postgresql: commit: the transaction was rolled back");
     return s;
   }
-  void rollback() override { (void)exec("ROLLBACK", "rollback"); }
+  void rollback() override {
+    in_tx_ = false;
+    (void)drain();
+    deferred_ = {};
+    (void)exec("ROLLBACK", "rollback");
+  }
 
   LedgerStatus load_channel(const std::string& user, Bytes& state, Bytes& threads, bool& found) override {
     Res r(run("load_ch", {text(user)}));
@@ -151,8 +171,7 @@ class PgLedger final : public Ledger {
 
   LedgerStatus save_channel(const std::string& user, uint64_t tx, const Bytes& state, const Bytes& threads) override {
     I64 t(tx);
-    Res r(run("save_ch", {text(user), t.p(), blob(state), blob(threads)}));
-    return check(r.r, PGRES_COMMAND_OK, "save channel");
+    return write("save_ch", {text(user), t.p(), blob(state), blob(threads)}, "save channel");
   }
 
   LedgerStatus find_update(const std::string& user, uint64_t tx, Bytes& request, Bytes& reply, bool& found) override {
@@ -170,8 +189,7 @@ class PgLedger final : public Ledger {
   LedgerStatus insert_update(const std::string& user, uint64_t tx, const Bytes& request, const Bytes& reply,
                              const Bytes& state) override {
     I64 t(tx);
-    Res r(run("ins_up", {text(user), t.p(), blob(request), blob(reply), blob(state)}));
-    return check(r.r, PGRES_COMMAND_OK, "insert update");
+    return write("ins_up", {text(user), t.p(), blob(request), blob(reply), blob(state)}, "insert update");
   }
 
   LedgerStatus load_requests(const std::string& user, uint64_t& last_id, std::vector<RequestRow>& items) override {
@@ -196,20 +214,17 @@ class PgLedger final : public Ledger {
 
   LedgerStatus save_requests(const std::string& user, uint64_t last_id, const std::vector<RequestRow>& items) override {
     {
-      Res r(run("del_rq", {text(user)}));
-      LedgerStatus s = check(r.r, PGRES_COMMAND_OK, "delete requests");
+      LedgerStatus s = write("del_rq", {text(user)}, "delete requests");
       if (!s.ok()) return s;
     }
     for (size_t i = 0; i < items.size(); ++i) {
       I64 seq(i), id(items[i].id);
-      Res r(run("ins_rq", {text(user), seq.p(), id.p(), blob(items[i].update)}));
-      LedgerStatus s = check(r.r, PGRES_COMMAND_OK, "insert request");
+      LedgerStatus s = write("ins_rq", {text(user), seq.p(), id.p(), blob(items[i].update)}, "insert request");
       if (!s.ok()) return s;
     }
     if (last_id == 0) return {};
     I64 l(last_id);
-    Res r(run("save_id", {text(user), l.p()}));
-    return check(r.r, PGRES_COMMAND_OK, "save request id");
+    return write("save_id", {text(user), l.p()}, "save request id");
   }
 
   LedgerStatus list_request_users(std::vector<std::string>& out) override {
@@ -239,30 +254,27 @@ class PgLedger final : public Ledger {
 
   LedgerStatus delete_legacy(const std::string& user) override {
     {
-      Res r(run("del_pr", {text(user)}));
-      LedgerStatus s = check(r.r, PGRES_COMMAND_OK, "delete legacy proposal");
+      LedgerStatus s = write("del_pr", {text(user)}, "delete legacy proposal");
       if (!s.ok()) return s;
     }
-    Res r(run("del_q", {text(user)}));
-    return check(r.r, PGRES_COMMAND_OK, "delete legacy queue");
+    return write("del_q", {text(user)}, "delete legacy queue");
   }
 
   LedgerStatus save_deposit(const std::string& user, uint64_t tx, const Bytes& state) override {
     I64 t(tx);
-    Res r(run("save_dep", {text(user), t.p(), blob(state)}));
-    return check(r.r, PGRES_COMMAND_OK, "save deposit");
+    return write("save_dep", {text(user), t.p(), blob(state)}, "save deposit");
   }
 
   LedgerStatus delete_deposit(const std::string& user) override {
-    Res r(run("del_dep", {text(user)}));
-    return check(r.r, PGRES_COMMAND_OK, "delete deposit");
+    return write("del_dep", {text(user)}, "delete deposit");
   }
 
   LedgerStatus insert_history(const std::string& user, const HistoryRow& h) override {
     I64 tx(h.tx), at(h.at), tid(h.thread_id);
-    Res r(run("ins_hist", {text(user), tx.p(), at.p(), text(h.event), text(h.wei), text(h.counterparty), tid.p(),
-                           text(h.balance_wei_user), text(h.balance_wei_hub), text(h.txhash)}));
-    return check(r.r, PGRES_COMMAND_OK, "insert history");
+    return write("ins_hist",
+                 {text(user), tx.p(), at.p(), text(h.event), text(h.wei), text(h.counterparty), tid.p(),
+                  text(h.balance_wei_user), text(h.balance_wei_hub), text(h.txhash)},
+                 "insert history");
   }
 
   LedgerStatus load_history(const std::string& user, std::vector<HistoryRow>& out) override {
@@ -301,6 +313,7 @@ class PgLedger final : public Ledger {
 
   LedgerStatus for_each_channel(const std::function<bool(const std::string&, const Bytes&)>& f) override {
     // Single-row mode: one row in memory at a time.
+    if (LedgerStatus d = drain(); !d.ok()) return d;
     if (!PQsendQueryParams(conn_, "SELECT \"user\", state FROM channels", 0, nullptr, nullptr, nullptr, nullptr, 1))
       return LedgerStatus::fail(LedgerCode::Io, "postgresql: list channels: " + one_line(PQerrorMessage(conn_)));
     PQsetSingleRowMode(conn_);
@@ -333,7 +346,9 @@ class PgLedger final : public Ledger {
       if (c == '\n') c = ' ';
     return s;
   }
+  // A read: the pipelined writes' answers first (their first error is kept for commit()).
   PGresult* run(const char* name, std::initializer_list<P> ps) {
+    if (!drain().ok()) return nullptr;
     const char* vals[12];
     int lens[12], fmts[12];
     int n = 0;
@@ -345,13 +360,74 @@ class PgLedger final : public Ledger {
     }
     return PQexecPrepared(conn_, name, n, vals, lens, fmts, 1);
   }
-  PGresult* query(const char* sql) { return PQexecParams(conn_, sql, 0, nullptr, nullptr, nullptr, nullptr, 1); }
+  PGresult* query(const char* sql) {
+    if (!drain().ok()) return nullptr;
+    return PQexecParams(conn_, sql, 0, nullptr, nullptr, nullptr, nullptr, 1);
+  }
+
+  // A write: inside a transaction sent in pipeline mode without waiting for its answer;
+  // outside one, executed at once.
+  LedgerStatus write(const char* name, std::initializer_list<P> ps, const char* what) {
+    if (!deferred_.ok()) return deferred_;
+    if (!in_tx_) {
+      Res r(run(name, ps));
+      return check(r.r, PGRES_COMMAND_OK, what);
+    }
+    if (PQpipelineStatus(conn_) == PQ_PIPELINE_OFF && !PQenterPipelineMode(conn_))
+      return LedgerStatus::fail(LedgerCode::Io, std::string("postgresql: ") + what + ": " + one_line(PQerrorMessage(conn_)));
+    const char* vals[12];
+    int lens[12], fmts[12];
+    int n = 0;
+    for (const P& p : ps) {
+      vals[n] = p.data ? p.data : "";
+      lens[n] = p.len;
+      fmts[n] = 1;
+      ++n;
+    }
+    if (!PQsendQueryPrepared(conn_, name, n, vals, lens, fmts, 1))
+      return deferred_ = LedgerStatus::fail(LedgerCode::Io, std::string("postgresql: ") + what + ": " +
+                                                                 one_line(PQerrorMessage(conn_)));
+    pending_.push_back(what);
+    return {};
+  }
+
+  // Reads the answers of the pipelined writes and leaves pipeline mode. Returns (and
+  // keeps, for commit()) the first error.
+  LedgerStatus drain() {
+    if (PQpipelineStatus(conn_) == PQ_PIPELINE_OFF) return deferred_;
+    if (!PQpipelineSync(conn_) && deferred_.ok())
+      deferred_ = LedgerStatus::fail(LedgerCode::Io, "postgresql: pipeline: " + one_line(PQerrorMessage(conn_)));
+    size_t done = 0;  // commands whose results ended (a null result ends each)
+    while (true) {
+      PGresult* r = PQgetResult(conn_);
+      if (r == nullptr) {
+        if (PQstatus(conn_) != CONNECTION_OK || ++done > pending_.size() + 1) {
+          if (deferred_.ok())
+            deferred_ = LedgerStatus::fail(LedgerCode::Io, "postgresql: pipeline: " + one_line(PQerrorMessage(conn_)));
+          break;
+        }
+        continue;
+      }
+      const ExecStatusType st = PQresultStatus(r);
+      if (st == PGRES_PIPELINE_SYNC) {
+        PQclear(r);
+        break;
+      }
+      if (st != PGRES_COMMAND_OK && st != PGRES_PIPELINE_ABORTED && deferred_.ok())
+        deferred_ = check(r, PGRES_COMMAND_OK, done < pending_.size() ? pending_[done] : "pipelined write");
+      PQclear(r);
+    }
+    pending_.clear();
+    PQexitPipelineMode(conn_);
+    return deferred_;
+  }
   LedgerStatus exec(const char* sql, const char* what) {
     Res r(PQexec(conn_, sql));
     return check(r.r, PGRES_COMMAND_OK, what);
   }
   LedgerStatus check(PGresult* r, ExecStatusType want, const char* what) const {
     if (r && PQresultStatus(r) == want) return {};
+    if (!r && !deferred_.ok()) return deferred_;  // a pipelined write failed before this read
     const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
     LedgerCode c = LedgerCode::Io;
     if (state && std::strncmp(state, "23", 2) == 0) c = LedgerCode::Conflict;        // integrity constraint
@@ -420,6 +496,9 @@ class PgLedger final : public Ledger {
 
   PGconn* conn_ = nullptr;
   int version_ = 0;
+  bool in_tx_ = false;
+  std::vector<const char*> pending_;  // the pipelined writes not yet answered (their names)
+  LedgerStatus deferred_;             // the first error of a pipelined write (this transaction)
 };
 
 }  // namespace
