@@ -40,9 +40,9 @@
 // CPUs; here they would otherwise compete with the hub for the same 2 cores.
 // --inline-crypto proposes and verifies inside the window instead.
 //
-// Thread payments: S senders stream ThreadUpdates (wire 0x04) to one payee on
-// picopay/v1/thread/{payee}/update; the payee (in this process) checks each with
-// thread_accept. The threads are set up directly (both ends hold the same initial
+// Thread payments: S senders stream ThreadPayments (wire 0x06, the whole thread state)
+// to one payee on picopay/v1/thread/{payee}/update; the payee (in this process) checks
+// each with thread_accept_state. The threads are set up directly (both ends hold the same initial
 // thread state); opening them through the hub is not part of this measurement. Each
 // sender keeps --thread-window updates in flight.
 //
@@ -952,10 +952,13 @@ std::string run_threads(Shared& S, int port, pid_t broker) {
       u.amountToken = U256::zero();
       ThreadState next;
       if (thread_next_state(prev, u, next) != Status::Ok) std::abort();
-      if (S.signer.sign_eth(s.key, thread_hash(next), u.sig) != Status::Ok) std::abort();
-      Bytes w(kMaxThreadUpdateWire);
+      SignedThreadState pay{};  // on the wire: the whole state (ThreadPayment, kind 0x06)
+      pay.state = next;
+      pay.hasSigA = true;
+      if (S.signer.sign_eth(s.key, thread_hash(next), pay.sigA) != Status::Ok) std::abort();
+      Bytes w(kMaxThreadStateWire);
       size_t n = 0;
-      if (encode_thread_update(u, w.data(), w.size(), &n) != Status::Ok) std::abort();
+      if (encode_thread_payment(pay, w.data(), w.size(), &n) != Status::Ok) std::abort();
       w.resize(n);
       s.wires.push_back(std::move(w));
       prev = next;
@@ -988,35 +991,34 @@ std::string run_threads(Shared& S, int port, pid_t broker) {
   auto payee_conn = std::make_unique<mqtt::Client>(po);
   Signer& signer = S.signer;
   payee_conn->on_message([&](const mqtt::Message& m) {
-    ThreadUpdate u;
-    if (decode_thread_update(m.payload.data(), m.payload.size(), u) != Status::Ok) {
+    SignedThreadState u;
+    if (decode_thread_payment(m.payload.data(), m.payload.size(), u) != Status::Ok) {
       rejected++;
       return;
     }
     Sender* s = nullptr;
     for (auto& x : snd)
-      if (x->addr == u.sender) s = x.get();
+      if (x->addr == u.state.sender) s = x.get();
     if (s == nullptr) {
       rejected++;
       return;
     }
-    ThreadState next;
-    const Status st = thread_accept(signer, s->payee_view, u, next);
-    if (st == Status::BadTxCount && u.txCount <= s->payee_view.txCount) {
-      duplicates++;  // a replay of an update already taken (MQTT may duplicate)
+    const Status st = thread_accept_state(signer, s->payee_view, u);
+    if (st == Status::Duplicate || st == Status::StaleState) {
+      duplicates++;  // a replay of a payment already taken (MQTT may duplicate)
       return;
     }
     if (st != Status::Ok) {
       if (rejected++ < 3)
-        S.note_error(std::string("payee refused thread update tx ") + std::to_string(u.txCount) + " (at " +
+        S.note_error(std::string("payee refused thread payment tx ") + std::to_string(u.state.txCount) + " (at " +
                      std::to_string(s->payee_view.txCount) + "): " + status_name(st));
       return;
     }
-    s->payee_view = next;
+    s->payee_view = u.state;
     const auto now = Clock::now();
     total++;
     std::lock_guard<std::mutex> lk(mu);
-    const size_t k = static_cast<size_t>(u.txCount - 1);
+    const size_t k = static_cast<size_t>(u.state.txCount - 1);
     if (s->sent_at[k] >= win_start && now <= win_end) {
       lat.push_back(static_cast<float>(std::chrono::duration<double, std::milli>(now - s->sent_at[k]).count()));
       in_window++;

@@ -14,8 +14,8 @@
 //                            encodes the Ack; the user decodes the Ack and checks the
 //                            countersignature. Two signatures and two recoveries.
 //   payment_hub_side         the hub's share of the cycle only (decode .. encode Ack)
-//   thread_payment           sender builds, signs and encodes a ThreadUpdate; the payee
-//                            decodes it and checks it (thread_accept)
+//   thread_payment           sender builds, signs and encodes a ThreadPayment (kind 0x06);
+//                            the payee decodes it and checks it (thread_accept_state)
 //   secp_sign / secp_recover bare libsecp256k1 (secp256k1_ecdsa_sign_recoverable on a
 //                            32-byte digest; parse_compact + secp256k1_ecdsa_recover):
 //                            the crypto bound. A payment cycle needs 2 x (sign + recover);
@@ -481,20 +481,23 @@ BENCHMARK(BM_payment_hub_side);
 void BM_thread_payment(benchmark::State& st) {
   World& w = world();
   ThreadState senderPrev = w.thread0, payeePrev = w.thread0;
-  uint8_t wire[kMaxThreadUpdateWire];
+  uint8_t wire[kMaxThreadStateWire];
   size_t n = 0;
   const U256 amount = U256::from_u64(1000), zero = U256::zero();
   for (auto _ : st) {
     ThreadUpdate u;
     ThreadState next;
     check(thread_propose(w.userSigner, w.userKey, senderPrev, amount, zero, u, next), "thread_propose");
-    check(encode_thread_update(u, wire, sizeof wire, &n), "encode_thread_update");
-    ThreadUpdate ru;
-    check(decode_thread_update(wire, n, ru), "decode_thread_update");
-    ThreadState rnext;
-    check(thread_accept(w.payeeSigner, payeePrev, ru, rnext), "thread_accept");
+    SignedThreadState pay{};  // the payment on the wire: the whole state (kind 0x06)
+    pay.state = next;
+    pay.sigA = u.sig;
+    pay.hasSigA = true;
+    check(encode_thread_payment(pay, wire, sizeof wire, &n), "encode_thread_payment");
+    SignedThreadState got;
+    check(decode_thread_payment(wire, n, got), "decode_thread_payment");
+    check(thread_accept_state(w.payeeSigner, payeePrev, got), "thread_accept_state");
     senderPrev = next;
-    payeePrev = rnext;
+    payeePrev = got.state;
   }
   st.counters["bytes"] = static_cast<double>(n);
 }

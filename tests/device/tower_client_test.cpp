@@ -2,11 +2,15 @@
 // scripted tower and an untrusted broker: what it hands over and when, and which acks it
 // believes (only the tower's signature over a state it handed, or a newer one).
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <fstream>
 
 #include <string>
 #include <vector>
 
 #include "picopay/codec.hpp"
+#include "picopay/device/agent.hpp"
 #include "picopay/device/tower_client.hpp"
 #include "picopay/tower/protocol.hpp"
 
@@ -176,6 +180,38 @@ TEST_F(TowerClientTest, HandsTheLatestStateOverUntilTheTowersSignedAckNamesIt) {
   EXPECT_TRUE(tc.on_message(tat, thread_ack(t3, towerKey_), lg_));
   tc.step(s7, {t3}, 300000, pub_, lg_);
   EXPECT_EQ(out_.size(), n + 2);
+}
+
+// The agent's config: "tower": {"address", "intervalMs"}; anything else is one clear error.
+TEST(TowerConfig, AddressAndIntervalParsedBadValuesRefused) {
+  char tmpl[] = "/tmp/picopay-towercfg-XXXXXX";
+  const int fd = mkstemp(tmpl);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  auto load = [&](const std::string& json, device::Config& c, std::string& err) {
+    std::ofstream(tmpl) << json;
+    c = device::Config{};
+    return device::config_load_file(tmpl, c, err);
+  };
+  device::Config c;
+  std::string err;
+  ASSERT_TRUE(load(R"({"tower": {"address": "0x00000000000000000000000000000000000000aa", "intervalMs": 250}})", c, err))
+      << err;
+  EXPECT_TRUE(c.has_tower);
+  EXPECT_EQ(c.tower.bytes[19], 0xaa);
+  EXPECT_EQ(c.tower_interval_ms, 250u);
+  ASSERT_TRUE(load(R"({"name": "x"})", c, err)) << err;
+  EXPECT_FALSE(c.has_tower);
+  for (const char* bad : {R"({"tower": "0x00000000000000000000000000000000000000aa"})",
+                          R"({"tower": {"address": "0x0000000000000000000000000000000000000000"}})",
+                          R"({"tower": {"address": "tower.example"}})",
+                          R"({"tower": {"address": "0x00000000000000000000000000000000000000aa", "intervalMs": 0}})",
+                          R"({"tower": {"address": "0x00000000000000000000000000000000000000aa", "intervalMs": "1"}})"}) {
+    err.clear();
+    EXPECT_FALSE(load(bad, c, err)) << bad;
+    EXPECT_NE(err.find("tower"), std::string::npos) << err;
+  }
+  std::remove(tmpl);
 }
 
 }  // namespace

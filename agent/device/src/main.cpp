@@ -321,7 +321,7 @@ int agent_main(int argc, char** argv) {
     } else if (a == "--status-interval-ms") {
       cfg.status_interval_ms = std::atoi(v.c_str());
     } else if (a == "--tower") {
-      if (!parse_address_text(v, cfg.tower) || cfg.tower.is_zero()) return usage_error("--tower: not an address");
+      if (!parse_address_text(v, cfg.tower) || cfg.tower.is_zero()) return usage_error("--tower: the tower's non-zero 0x address");
       cfg.has_tower = true;
     } else if (a == "--tower-interval-ms") {
       char* end = nullptr;
