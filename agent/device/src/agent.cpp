@@ -856,6 +856,34 @@ void Agent::step() {
   }
 }
 
+void Agent::tower_log(bool warn, const std::string& line) {
+  if (!warn) {
+    logf(port::LogLevel::Debug, "%s", line.c_str());
+    return;
+  }
+  // Rate-limited (the acks come through the broker); the Ok slot is the tower's own.
+  uint64_t suppressed = 0;
+  if (!ignored_log_.allow(Status::Ok, now_ms(), &suppressed)) return;
+  if (suppressed > 0)
+    logf(port::LogLevel::Warn, "%s (and %llu more tower warnings in the last 10 s)", line.c_str(),
+         static_cast<unsigned long long>(suppressed));
+  else
+    logf(port::LogLevel::Warn, "%s", line.c_str());
+}
+
+void Agent::tower_step(bool flush) {
+  if (!tower_ || !mq_) return;
+  auto pub = [this](const std::string& topic, const std::vector<uint8_t>& b) {
+    mq_->publish(topic, b.data(), b.size(), 1, false);
+  };
+  auto lg = [this](bool warn, const std::string& l) { tower_log(warn, l); };
+  const std::vector<SignedThreadState> incoming = TowerClient::incoming_threads(s_);
+  if (flush)
+    tower_->flush(s_.channel(), incoming, now_ms(), pub, lg);
+  else
+    tower_->step(s_.channel(), incoming, now_ms(), pub, lg);
+}
+
 // ---------------------------------------------------------------- flows (docs/flows.md)
 
 // Takes the next inbox command, or starts a refill / cash-out, when nothing else is in
