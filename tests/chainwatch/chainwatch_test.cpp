@@ -31,7 +31,10 @@
 #include "picopay/signer.hpp"
 #include "sim_device.hpp"
 
+#include "../support/wait.hpp"
+
 using namespace picopay;
+using namespace picopay::testsupport;
 using namespace picopay::demo;
 
 namespace {
@@ -40,23 +43,6 @@ const char* kDeposit = "1000000000000000000";
 const uint64_t kPrice = 1000;
 constexpr uint32_t kDeviceIndex = 1401;
 constexpr uint32_t kPayerIndex = 1402, kPayeeIndex = 1403, kReopenIndex = 1404;
-
-bool poll_until(const std::function<bool()>& f, int timeout_ms) {
-  for (int w = 0; w <= timeout_ms; w += 100) {
-    if (f()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return false;
-}
-
-void write_all(int fd, const std::string& s) {
-  size_t off = 0;
-  while (off < s.size()) {
-    ssize_t n = ::write(fd, s.data() + off, s.size() - off);
-    if (n <= 0) return;
-    off += static_cast<size_t>(n);
-  }
-}
 
 std::string key_hex(const PrivateKey& k) {
   static const char* d = "0123456789abcdef";

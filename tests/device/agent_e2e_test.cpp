@@ -23,30 +23,16 @@
 #include "picopay/mqtt/client.hpp"
 #include "picopay/mqtt/protocol.hpp"
 
+#include "../support/wait.hpp"
+
 using namespace picopay;
+using namespace picopay::testsupport;
 using namespace picopay::demo;
 
 namespace {
 
 const char* kDeposit = "1000000000000000000";
 const uint64_t kPrice = 1000;
-
-bool poll_until(const std::function<bool()>& f, int timeout_ms) {
-  for (int w = 0; w <= timeout_ms; w += 100) {
-    if (f()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return false;
-}
-
-void write_all(int fd, const std::string& s) {
-  size_t off = 0;
-  while (off < s.size()) {
-    ssize_t n = ::write(fd, s.data() + off, s.size() - off);
-    if (n <= 0) return;
-    off += static_cast<size_t>(n);
-  }
-}
 
 class AgentE2E : public ::testing::Test {
  protected:

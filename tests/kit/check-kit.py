@@ -4,7 +4,9 @@ step, while the dev chain still runs):
   check-kit.py KIT_DIR BIN_DIR [HUB_DB]   (HUB_DB: another copy of the ledger to check)
 1. the charger paid: unitsPaid > 0 and weiPaid = unitsPaid * pricePerUnitWei, no thread
    left open;
-2. the operator received exactly that: its last double-signed channel holds weiPaid;
+2. the operator received exactly that: its last double-signed channel holds weiPaid (or,
+   when the agent followed the settlement on chain, it is the EmptyChannel state that
+   records the emptied channel: nothing left off chain, and 4. checks the payout);
 3. the hub's ledger (hub.db, table channels) holds the very same double-signed channel
    state as each agent (decoded with `picopay decode channel`);
 4. on chain, both channels were emptied (status Open, weiTotal 0) and each account got
@@ -34,11 +36,17 @@ check(ch["unitsPaid"] > 0, f"the charger paid for {ch['unitsPaid']} Wh")
 check(paid == ch["unitsPaid"] * price, f"weiPaid {paid} = unitsPaid x {price} wei")
 check(all(not t["open"] for t in ch["threads"]), "the charger's threads are closed")
 check(ch["channel"] is not None and op["channel"] is not None, "both agents hold a double-signed channel")
+def emptied(c):  # the EmptyChannel state after the on-chain settlement (docs/chain.md)
+    return (all(int(c[k]) == 0 for k in ("balanceWeiUser", "balanceWeiHub", "balanceTokenUser", "balanceTokenHub"))
+            and c["threadCount"] == 0)
 if ch["channel"] and op["channel"]:
-    check(int(op["channel"]["balanceWeiUser"]) == paid,
-          f"the operator's channel holds {op['channel']['balanceWeiUser']} wei = what the charger paid")
-    check(int(ch["channel"]["balanceWeiUser"]) == deposit - paid,
-          f"the charger's channel holds {ch['channel']['balanceWeiUser']} wei = deposit - paid")
+    for who, c, want, what in (("operator", op["channel"], paid, "what the charger paid"),
+                                ("charger", ch["channel"], deposit - paid, "deposit - paid")):
+        if int(c["balanceWeiUser"]) == want:
+            check(True, f"the {who}'s channel holds {c['balanceWeiUser']} wei = {what}")
+        else:
+            check(emptied(c), f"the {who}'s channel holds {c['balanceWeiUser']} wei = {what}, or is the "
+                              f"EmptyChannel state after the settlement (txCountGlobal {c['txCountGlobal']})")
 
 # 3. the hub's ledger
 hub_db = sys.argv[3] if len(sys.argv) > 3 else os.path.join(kit, "hub.db")

@@ -51,19 +51,11 @@ void Hub::request_empty_channel(Chan& ch) {
   in.limits = policy_limits_default();
   if (policy_hub_countersigns(in, ch.latest.state, u) != Status::Ok) return;
   std::vector<Out> outs;
-  std::string err;
-  tx_failed_ = false;
-  if (!ok(ledger_->begin(), err)) {
-    fail(err);
+  if (!in_transaction([&] {
+        add_request(ch, u, true);  // right after an outstanding one: nothing else applies now
+        if (!tx_failed_) pump(ch, outs);
+      }))
     return;
-  }
-  add_request(ch, u, true);  // right after an outstanding one: nothing else applies now
-  if (!tx_failed_) pump(ch, outs);
-  if (tx_failed_ || !ok(ledger_->commit(), err)) {
-    ledger_->rollback();
-    fail("store: " + (err.empty() ? txerr_ : err));
-    return;
-  }
   logf("info", ch.key + ": emptied on chain (txCount [" + std::to_string(m->tx_count_global) + ", " +
                    std::to_string(m->tx_count_chain) + "]): EmptyChannel requested");
   publish_outs(outs);

@@ -157,30 +157,22 @@ void Hub::collateral_round() {
   }
   if (idle.empty()) return;
   std::vector<Out> outs;
-  std::string err;
-  tx_failed_ = false;
-  if (!ok(ledger_->begin(), err)) {
-    fail(err);
+  if (!in_transaction([&] {
+        for (Chan* ch : idle) {
+          const ChannelState& s = ch->latest.state;
+          ChannelUpdate p = channel_update_make(UpdateReason::ProposePendingWithdrawal);
+          p.withdrawal.recipient = ch->user;  // a hub-only withdrawal names the user (docs/signing-policy.md)
+          p.withdrawal.withdrawalWeiHub = s.balanceWeiHub;
+          p.withdrawal.timeout = static_cast<uint64_t>(std::time(nullptr)) + 3600;  // set again when sent
+          logf("info", ch->key + ": idle for " + std::to_string((now - ch->active_ms) / 1000) + " s: taking back " +
+                           json::amount_text(s.balanceWeiHub) + " wei of hub balance to the reserve");
+          ch->active_ms = now;  // once per idle period
+          add_request(*ch, p);
+          if (!tx_failed_) pump(*ch, outs);
+          if (tx_failed_) break;
+        }
+      }))
     return;
-  }
-  for (Chan* ch : idle) {
-    const ChannelState& s = ch->latest.state;
-    ChannelUpdate p = channel_update_make(UpdateReason::ProposePendingWithdrawal);
-    p.withdrawal.recipient = ch->user;  // a hub-only withdrawal names the user (docs/signing-policy.md)
-    p.withdrawal.withdrawalWeiHub = s.balanceWeiHub;
-    p.withdrawal.timeout = static_cast<uint64_t>(std::time(nullptr)) + 3600;  // set again when sent
-    logf("info", ch->key + ": idle for " + std::to_string((now - ch->active_ms) / 1000) + " s: taking back " +
-                     json::amount_text(s.balanceWeiHub) + " wei of hub balance to the reserve");
-    ch->active_ms = now;  // once per idle period
-    add_request(*ch, p);
-    if (!tx_failed_) pump(*ch, outs);
-    if (tx_failed_) break;
-  }
-  if (tx_failed_ || !ok(ledger_->commit(), err)) {
-    ledger_->rollback();
-    fail("store: " + (err.empty() ? txerr_ : err));
-    return;
-  }
   publish_outs(outs);
 }
 

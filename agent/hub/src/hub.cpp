@@ -1324,25 +1324,33 @@ void Hub::request_timers() {
     ++it;
   }
   if (!due.empty()) {
-    std::string err;
-    tx_failed_ = false;
-    if (!ok(ledger_->begin(), err)) {
-      fail(err);
+    if (!in_transaction([&] {
+          for (Chan* c : due) {
+            for (auto& r : c->requests)
+              if (r.not_before_ms != 0 && r.not_before_ms <= now) r.not_before_ms = 0;
+            pump(*c, outs);
+            if (tx_failed_) break;
+          }
+        }))
       return;
-    }
-    for (Chan* c : due) {
-      for (auto& r : c->requests)
-        if (r.not_before_ms != 0 && r.not_before_ms <= now) r.not_before_ms = 0;
-      pump(*c, outs);
-      if (tx_failed_) break;
-    }
-    if (tx_failed_ || !ok(ledger_->commit(), err)) {
-      ledger_->rollback();
-      fail("store: " + (err.empty() ? txerr_ : err));
-      return;
-    }
   }
   publish_outs(outs);
+}
+
+bool Hub::in_transaction(const std::function<void()>& body) {
+  std::string err;
+  tx_failed_ = false;
+  if (!ok(ledger_->begin(), err)) {
+    fail(err);
+    return false;
+  }
+  body();
+  if (tx_failed_ || !ok(ledger_->commit(), err)) {
+    ledger_->rollback();
+    fail("store: " + (err.empty() ? txerr_ : err));
+    return false;
+  }
+  return true;
 }
 
 void Hub::publish_outs(std::vector<Out>& outs) {

@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <unordered_map>
 #include <map>
 #include <memory>
@@ -220,6 +221,10 @@ class Hub {
   // At start: re-sends stored outstanding requests, sends the next of stored queues.
   void recover();
   void publish_outs(std::vector<Out>& outs);
+  // One write transaction outside a batch: begin, `body` (which stores requests and pumps
+  // them into outs), commit. False when a write or the commit failed: everything is rolled
+  // back and the hub stops (fail()); the caller publishes only after true.
+  bool in_transaction(const std::function<void()>& body);
   // Publishes the exchange rate, signed, retained (rate.cpp; docs/tokens.md).
   void publish_rate();
   void publish_status(Chan& ch);

@@ -346,19 +346,26 @@ class PgLedger final : public Ledger {
       if (c == '\n') c = ' ';
     return s;
   }
-  // A read: the pipelined writes' answers first (their first error is kept for commit()).
-  PGresult* run(const char* name, std::initializer_list<P> ps) {
-    if (!drain().ok()) return nullptr;
+  // A prepared statement's parameters in libpq's arrays (binary format, at most 12).
+  struct Params {
     const char* vals[12];
     int lens[12], fmts[12];
     int n = 0;
-    for (const P& p : ps) {
-      vals[n] = p.data ? p.data : "";
-      lens[n] = p.len;
-      fmts[n] = 1;
-      ++n;
+    explicit Params(std::initializer_list<P> ps) {
+      for (const P& p : ps) {
+        if (n == 12) break;  // the statements of kStmts take at most 10
+        vals[n] = p.data ? p.data : "";
+        lens[n] = p.len;
+        fmts[n] = 1;
+        ++n;
+      }
     }
-    return PQexecPrepared(conn_, name, n, vals, lens, fmts, 1);
+  };
+  // A read: the pipelined writes' answers first (their first error is kept for commit()).
+  PGresult* run(const char* name, std::initializer_list<P> ps) {
+    if (!drain().ok()) return nullptr;
+    const Params a(ps);
+    return PQexecPrepared(conn_, name, a.n, a.vals, a.lens, a.fmts, 1);
   }
   PGresult* query(const char* sql) {
     if (!drain().ok()) return nullptr;
@@ -375,16 +382,8 @@ class PgLedger final : public Ledger {
     }
     if (PQpipelineStatus(conn_) == PQ_PIPELINE_OFF && !PQenterPipelineMode(conn_))
       return LedgerStatus::fail(LedgerCode::Io, std::string("postgresql: ") + what + ": " + one_line(PQerrorMessage(conn_)));
-    const char* vals[12];
-    int lens[12], fmts[12];
-    int n = 0;
-    for (const P& p : ps) {
-      vals[n] = p.data ? p.data : "";
-      lens[n] = p.len;
-      fmts[n] = 1;
-      ++n;
-    }
-    if (!PQsendQueryPrepared(conn_, name, n, vals, lens, fmts, 1))
+    const Params a(ps);
+    if (!PQsendQueryPrepared(conn_, name, a.n, a.vals, a.lens, a.fmts, 1))
       return deferred_ = LedgerStatus::fail(LedgerCode::Io, std::string("postgresql: ") + what + ": " +
                                                                  one_line(PQerrorMessage(conn_)));
     pending_.push_back(what);
