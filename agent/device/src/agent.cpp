@@ -22,6 +22,8 @@
 #include <thread>
 
 #include "picopay/agent/json_state.hpp"
+#include "picopay/agent/log.hpp"
+#include "picopay/agent/options.hpp"
 #include "picopay/chain/manager.hpp"
 #include "picopay/codec.hpp"
 #include "picopay/device/agent.hpp"
@@ -195,7 +197,12 @@ void Agent::logf(port::LogLevel lv, const char* fmt, ...) {
   va_start(ap, fmt);
   std::vsnprintf(buf + n, sizeof buf - static_cast<size_t>(n), fmt, ap);
   va_end(ap);
-  log_.write(lv, buf);
+  // The one log format of every picopay program (agent/common log.hpp).
+  const agent::LogLevel l = lv == port::LogLevel::Debug  ? agent::LogLevel::Debug
+                            : lv == port::LogLevel::Info ? agent::LogLevel::Info
+                            : lv == port::LogLevel::Warn ? agent::LogLevel::Warn
+                                                         : agent::LogLevel::Error;
+  agent::log(l, buf);
 }
 
 void Agent::log_ignored(const char* what, Status why) {
@@ -769,24 +776,13 @@ int Agent::run() {
     std::fprintf(stderr, "picopay-agent: signer unavailable\n");
     return 1;
   }
-  if (!cfg_.key_hex.empty()) {
-    if (private_key_parse(cfg_.key_hex.c_str(), cfg_.key_hex.size(), key_) != Status::Ok) {
-      std::fprintf(stderr, "picopay-agent: privateKey must be 0x + 64 hex\n");
+  {
+    // a hex key, a picopay sealed key file or a Web3 v3 JSON keystore (agent/common options.hpp)
+    std::string kerr;
+    if (!agent::load_key(agent::KeyOptions{cfg_.key_hex, cfg_.key_file}, key_, kerr)) {
+      std::fprintf(stderr, "picopay-agent: %s\n", kerr.c_str());
       return 2;
     }
-  } else if (!cfg_.key_file.empty()) {
-    char pass[1024];
-    size_t plen = 0;
-    if (passphrase_obtain(pass, sizeof pass, &plen, false) != Status::Ok ||
-        keyfile_read(cfg_.key_file.c_str(), pass, plen, key_) != Status::Ok) {
-      std::memset(pass, 0, sizeof pass);
-      std::fprintf(stderr, "picopay-agent: cannot open key file %s\n", cfg_.key_file.c_str());
-      return 2;
-    }
-    std::memset(pass, 0, sizeof pass);
-  } else {
-    std::fprintf(stderr, "picopay-agent: no key (privateKey or keyFile / --key-file)\n");
-    return 2;
   }
   Address me{};
   if (signer_.address_of(key_, me) != Status::Ok) {

@@ -12,6 +12,7 @@
 #include <ctime>
 
 #include "picopay/agent/json_state.hpp"
+#include "picopay/agent/log.hpp"
 #include "picopay/chain/events.hpp"
 #include "picopay/chain/manager.hpp"
 #include "picopay/chain/rpc.hpp"
@@ -24,14 +25,7 @@
 
 namespace picopay::hub {
 
-void logf(const char* level, const std::string& msg) {
-  std::time_t t = std::time(nullptr);
-  char ts[32];
-  std::tm tmv{};
-  localtime_r(&t, &tmv);  // thread-safe: the hub logs from several threads
-  std::strftime(ts, sizeof ts, "%H:%M:%S", &tmv);
-  std::fprintf(stderr, "%s picopay-hub %s: %s\n", ts, level, msg.c_str());
-}
+void logf(const char* level, const std::string& msg) { agent::log_named(level, msg); }
 
 namespace {
 constexpr size_t kThreadCap = 256;

@@ -39,12 +39,16 @@ struct Config {
   bool exit_on_eof = true;                // stdin meter: at EOF pay what is due, close, exit
   bool close_on_exit = true;              // payer: close open threads before exiting
   int status_interval_ms = 500;           // retained status JSON at most this often
+  int no_reading_warn_s = 60;             // tasmota/shelly: warn after this long without a reading (0: never)
+  int connect_timeout_s = 30;             // exit 1 if the broker does not accept us within this at start
   bool verbose = false;
 };
 
-// Parses `path` (JSON, cJSON) into `cfg` (fields present override defaults). A file
-// holding privateKey or broker.password must be mode 0600 or stricter: otherwise false
-// with err = one line naming the mode and the chmod that fixes it.
+// Parses `path` (JSON) into `cfg` (fields present override defaults), strictly: unknown
+// keys and bad values are errors naming the key and the file; relative paths resolve
+// against the file's directory (agent/common config_file.hpp). A file holding
+// privateKey or broker.password must be mode 0600 or stricter: otherwise false with
+// err = one line naming the mode and the chmod that fixes it.
 bool config_load_file(const std::string& path, Config& cfg, std::string& err);
 
 // `picopay-agent run` (the default command). Returns the process exit code.
