@@ -95,10 +95,7 @@ void add_key_options(CLI::App& app, KeyOptions& k, const std::string& program) {
          "--private-key",
          [pk, prog](const std::string& v) {
            pk->private_key = v;
-           std::fprintf(stderr,
-                        "%s: warning: --private-key is visible to every local user (ps, /proc); prefer "
-                        "--keystore FILE or env PICOPAY_PRIVATE_KEY\n",
-                        prog.c_str());
+           pk->warn_argv = prog;
          },
          "raw private key 0x + 64 hex (tests/dev only: argv is visible to every local user; prefer "
          "--keystore or env PICOPAY_PRIVATE_KEY)")
@@ -116,10 +113,7 @@ void add_key_options(CLI::App& app, KeyOptions& k, const std::string& program) {
          [pk, prog](const std::string& v) {
            if (looks_like_hex_key(v)) {
              pk->private_key = v;
-             std::fprintf(stderr,
-                          "%s: warning: --key 0xHEX is now --private-key, and argv is visible to every local "
-                          "user: prefer --keystore FILE\n",
-                          prog.c_str());
+             pk->warn_argv = prog;
            } else {
              pk->keystore = v;
            }
@@ -185,6 +179,14 @@ bool load_keystore_file(const std::string& path, PrivateKey& out, std::string& e
   return true;
 }
 
+void warn_key_on_argv(const KeyOptions& k) {
+  if (!k.warn_argv.empty() && !k.private_key.empty())
+    std::fprintf(stderr,
+                 "%s: warning: the private key on the command line is visible to every local user (ps, /proc); "
+                 "prefer --keystore FILE or env PICOPAY_PRIVATE_KEY\n",
+                 k.warn_argv.c_str());
+}
+
 bool load_key(const KeyOptions& k, PrivateKey& out, std::string& err) {
   std::memset(&out, 0, sizeof out);
   std::string hex = k.private_key;
@@ -207,6 +209,7 @@ bool load_key(const KeyOptions& k, PrivateKey& out, std::string& err) {
       std::memset(&out, 0, sizeof out);
       return false;
     }
+    warn_key_on_argv(k);
     return true;
   }
   return load_keystore_file(k.keystore, out, err);

@@ -124,6 +124,8 @@ class Agent {
  private:
   void logf(port::LogLevel lv, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
   void log_ignored(const char* what, Status why);
+  uint64_t last_meter_ms_ = 0;    // the last message on the meter topic (or the connect)
+  uint64_t meter_warned_ms_ = 0;  // the last "no meter reading" warning
   bool save();
   void fatal(const std::string& m) {
     logf(port::LogLevel::Error, "%s", m.c_str());
@@ -333,6 +335,8 @@ void Agent::carry(Status st, const Effects& fx, const char* what) {
          "our pending proposal (state dir restored from a backup? the key used elsewhere?), or the hub's "
          "countersignature did not verify; a person has to look (picopay-agent status)");
     status_dirty_ = true;
+    exit_code_ = 1;  // a state conflict the agent cannot resolve: stop, non-zero
+    done_ = true;
   }
 }
 
@@ -759,6 +763,7 @@ void Agent::handle(const Event& e) {
   } else if (cfg_.payee && t == mqtt::topic_thread_update(st_.user)) {
     on_thread_message(p);
   } else if (!cfg_.meter_topic.empty() && t == cfg_.meter_topic) {
+    last_meter_ms_ = now_ms();
     std::string payload(p.begin(), p.end());
     MeterReading r;
     std::string err;
@@ -779,7 +784,7 @@ int Agent::run() {
   {
     // a hex key, a picopay sealed key file or a Web3 v3 JSON keystore (agent/common options.hpp)
     std::string kerr;
-    if (!agent::load_key(agent::KeyOptions{cfg_.key_hex, cfg_.key_file}, key_, kerr)) {
+    if (!agent::load_key(agent::KeyOptions{cfg_.key_hex, cfg_.key_file, ""}, key_, kerr)) {
       std::fprintf(stderr, "picopay-agent: %s\n", kerr.c_str());
       return 2;
     }
@@ -868,10 +873,36 @@ int Agent::run() {
   mq_->subscribe(mqtt::topic_request(me));
   if (cfg_.payee) mq_->subscribe(mqtt::topic_thread_update(me));
   if ((cfg_.meter == "tasmota" || cfg_.meter == "shelly") && !cfg_.meter_topic.empty()) mq_->subscribe(cfg_.meter_topic);
+  mq_->on_disconnect([this](const std::string& why) {
+    logf(port::LogLevel::Warn, "broker %s:%d: %s", cfg_.host.c_str(), cfg_.port, why.c_str());
+  });
   if (!mq_->start(err)) {
     std::fprintf(stderr, "picopay-agent: mqtt: %s\n", err.c_str());
     return 1;
   }
+  // Loud at start: refused credentials or an unreachable broker end the agent (exit 1).
+  {
+    const uint64_t deadline = now_ms() + static_cast<uint64_t>(cfg_.connect_timeout_s) * 1000;
+    while (!mq_->connected()) {
+      const std::string why = mq_->last_error();
+      if (mq_->refused_reason() != 0) {
+        std::fprintf(stderr,
+                     "picopay-agent: the broker at %s:%d refused the connection: %s (check the broker username, "
+                     "the password file and the broker's password file)\n",
+                     cfg_.host.c_str(), cfg_.port, why.c_str());
+        mq_->stop();
+        return 1;
+      }
+      if (now_ms() > deadline || g_stop) {
+        std::fprintf(stderr, "picopay-agent: cannot connect to the broker at %s:%d within %d s: %s\n",
+                     cfg_.host.c_str(), cfg_.port, cfg_.connect_timeout_s, why.empty() ? "no answer" : why.c_str());
+        mq_->stop();
+        return 1;
+      }
+      (void)mq_->wait_connected(100);
+    }
+  }
+  last_meter_ms_ = now_ms();
   logf(port::LogLevel::Info, "user %s, channel txCount %llu, state dir %s", json::address_text(me).c_str(),
        static_cast<unsigned long long>(s_.channel().state.txCountGlobal), cfg_.state_dir.c_str());
   std::thread reader;
@@ -894,6 +925,20 @@ int Agent::run() {
     if (stopping_ && now_ms() > stop_deadline) {
       logf(port::LogLevel::Warn, "stop deadline reached with work left (state is saved; resumes on restart)");
       break;
+    }
+    if (mq_->session_taken_over())
+      fatal("another client connected to the broker with this agent's client id (the same key running twice?)");
+    // A meter topic the broker's ACL does not let us read delivers nothing, silently.
+    if ((cfg_.meter == "tasmota" || cfg_.meter == "shelly") && cfg_.no_reading_warn_s > 0 && !stopping_) {
+      const uint64_t quiet = static_cast<uint64_t>(cfg_.no_reading_warn_s) * 1000;
+      const uint64_t t = now_ms();
+      if (t - last_meter_ms_ >= quiet && t - meter_warned_ms_ >= quiet) {
+        meter_warned_ms_ = t;
+        logf(port::LogLevel::Warn,
+             "no meter reading on %s for %d s: check that the meter publishes there and that the broker ACL lets "
+             "user '%s' read that topic (docs/operations.md)",
+             cfg_.meter_topic.c_str(), cfg_.no_reading_warn_s, mq_->options().username.c_str());
+      }
     }
     Event e;
     int drained = 0;

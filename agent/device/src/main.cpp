@@ -80,6 +80,7 @@ int agent_main(int argc, char** argv) {
   }
   // A key on the command line replaces whatever key the config file named.
   if (!keys.private_key.empty() || !keys.keystore.empty()) {
+    agent::warn_key_on_argv(keys);
     cfg.key_hex = keys.private_key;
     cfg.key_file = keys.keystore;
   }

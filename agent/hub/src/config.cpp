@@ -103,6 +103,7 @@ int parse_config(int argc, char** argv, Config& c, std::string& err) {
   if (rc != 0) return rc;
   // A key on the command line replaces whatever key the config file named.
   if (!o.keys.private_key.empty() || !o.keys.keystore.empty()) {
+    agent::warn_key_on_argv(o.keys);
     c.private_key = o.keys.private_key;
     c.key_file = o.keys.keystore;
   }

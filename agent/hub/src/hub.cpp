@@ -214,7 +214,16 @@ bool Hub::start(std::string& err) {
     mqtt_->publish(mqtt::topic_hub_online(hub_), online, 1, true);
     logf("info", "connected to broker " + cfg_.broker_host + ":" + std::to_string(cfg_.broker_port));
   });
-  mqtt_->on_disconnect([](const std::string& why) { logf("warn", "broker: " + why); });
+  mqtt_->on_disconnect([this](const std::string& why) {
+    if (mqtt_->session_taken_over()) {
+      // Two hubs with one client id would take the session from each other forever.
+      logf("FATAL", "broker: " + why + ": a second picopay-hub with the same client id (the same key or "
+                    "--client-id)? Stopping this one");
+      fatal_.store(true);
+      return;
+    }
+    logf("warn", "broker: " + why);
+  });
   mqtt_->subscribe(mqtt::topic_hub_filter(hub_), 1);
   worker_ = std::thread([this] { worker(); });
   if (!mqtt_->start(err)) return false;

@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
   }
   // The key: a hex key, a picopay sealed key file or a Web3 v3 JSON keystore (options.hpp).
   picopay::PrivateKey key{};
-  const picopay::agent::KeyOptions keys{cfg.private_key, cfg.key_file};
+  const picopay::agent::KeyOptions keys{cfg.private_key, cfg.key_file, ""};
   if (!cfg.private_key.empty()) picopay::secure_wipe(&cfg.private_key[0], cfg.private_key.size());
   if (!picopay::agent::load_key(keys, key, err)) {
     std::fprintf(stderr, "picopay-hub: %s\n", err.c_str());

@@ -53,9 +53,10 @@ CLI::Option* add_rpc_url(CLI::App& app, std::string& url, const std::string& wha
 struct KeyOptions {
   std::string private_key;  // 0x + 64 hex (from argv or PICOPAY_PRIVATE_KEY)
   std::string keystore;     // a file: picopay sealed key file, Web3 v3 JSON keystore, or 0x-hex text
+  std::string warn_argv;    // set (the program name) when the hex key came from argv: load_key warns
 };
-// --private-key HEX (also env PICOPAY_PRIVATE_KEY; on argv a warning is printed: every
-// local user sees argv in ps), --keystore FILE; the old --key (hex or file, decided by its
+// --private-key HEX (also env PICOPAY_PRIVATE_KEY; from argv, load_key() prints a warning
+// once the key parsed: every local user sees argv in ps), --keystore FILE; the old --key (hex or file, decided by its
 // shape) and --key-file (= --keystore). `program` prefixes the warning.
 void add_key_options(CLI::App& app, KeyOptions& k, const std::string& program);
 
@@ -65,6 +66,8 @@ void add_key_options(CLI::App& app, KeyOptions& k, const std::string& program);
 // passphrase comes from PICOPAY_PASSPHRASE, the file named by PICOPAY_PASSPHRASE_FILE, or
 // the terminal. False with `err` (one line) on any failure; `out` zeroed then.
 bool load_key(const KeyOptions& k, PrivateKey& out, std::string& err);
+// Prints the argv warning if the hex key came from the command line (load_key calls it).
+void warn_key_on_argv(const KeyOptions& k);
 // The same for one file.
 bool load_keystore_file(const std::string& path, PrivateKey& out, std::string& err);
 
