@@ -165,9 +165,10 @@ int agent_main(int argc, char** argv) {
   };
   CLI::App* deposit =
       app.add_subcommand("deposit", "top up the channel by AMOUNT wei (through the running agent, or one-shot)");
-  deposit->add_option("amount", amount_arg, "wei")->required()->type_name("AMOUNT");
+  deposit->add_option("amount", amount_arg, "wei")->type_name("AMOUNT");
+  add_to(deposit);  // refused below with a clear line
   CLI::App* withdraw = app.add_subcommand("withdraw", "cooperative withdrawal of AMOUNT wei or all; the channel stays open");
-  withdraw->add_option("amount", amount_arg, "wei, or all")->required()->type_name("AMOUNT|all");
+  withdraw->add_option("amount", amount_arg, "wei, or all")->type_name("AMOUNT|all");
   add_to(withdraw);
   CLI::App* withdraw_owed_cmd = app.add_subcommand(
       "withdraw-owed", "collect payouts the contract credited (needs --rpc, --contract and a key)");
@@ -203,6 +204,9 @@ int agent_main(int argc, char** argv) {
   if (deposit->parsed() || withdraw->parsed()) {
     Command c;
     c.op = deposit->parsed() ? "deposit" : "withdraw";
+    if (amount_arg.empty())
+      return usage_error(c.op + " needs an amount in wei" + (c.op == "withdraw" ? " or all" : ""));
+    if (has_to && c.op != "withdraw") return usage_error("--to is for withdraw");
     if (withdraw->parsed() && amount_arg == "all") {
       c.all = true;
     } else if (!parse_amount_text(amount_arg, c.wei) || c.wei.is_zero()) {
