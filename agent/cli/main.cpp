@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <iterator>
@@ -16,11 +17,14 @@
 #include <vector>
 
 #include "picopay/agent/install.hpp"
+#include "picopay/agent/options.hpp"
+#include "picopay/agent/secret_file.hpp"
 #include "picopay/agent/json_state.hpp"
 #include "picopay/codec.hpp"
 #include "picopay/hex.hpp"
 #include "picopay/keccak.hpp"
 #include "picopay/keyfile.hpp"
+#include "picopay/keystore_v3.hpp"
 #include "picopay/signer.hpp"
 #include "picopay/state.hpp"
 #ifdef PICOPAY_HAVE_CHAIN
@@ -37,117 +41,9 @@ using namespace picopay;
 constexpr int kExitFail = 1;
 constexpr int kExitUsage = 2;
 
-struct Failure {
-  int code;
-};
-
 [[noreturn]] void die(int code, const std::string& msg) {
   std::fprintf(stderr, "picopay: %s\n", msg.c_str());
   std::exit(code);
-}
-
-const char* const kUsage =
-    "usage: picopay COMMAND [options]\n"
-    "\n"
-    "Keys and signatures (Connext v1 states as JSON on stdin, docs/design.md §3):\n"
-    "  address  (--private-key 0x<64 hex> | --key FILE)  print the EIP-55 address\n"
-    "  hash     channel|thread                            print the state hash (no eth_sign prefix)\n"
-    "  sign     channel|thread (--private-key K | --key FILE)\n"
-    "                                                     print the eth_sign signature (0x + 130 hex)\n"
-    "  recover  --hash 0x<64 hex> --sig 0x<130 hex>       print the address that signed the hash\n"
-    "  keccak                                             keccak-256 of hex bytes on stdin\n"
-    "  encode   channel|thread                            JSON on stdin -> wire bytes as hex\n"
-    "  decode   channel|thread                            wire hex on stdin -> JSON\n"
-    "  keygen   --out FILE [--import-hex 0x<64 hex>]      write a sealed key file (Argon2id + secretbox)\n"
-#ifdef PICOPAY_HAVE_CHAIN
-    "\n"
-    "On chain (ChannelManager over JSON-RPC; see docs/chain.md):\n"
-    "  deploy, deposit, withdraw, exit, challenge, empty-channel, thread-exit,\n"
-    "  thread-challenge, empty-thread, nuke-threads, channel\n"
-#endif
-#ifdef PICOPAY_HAVE_DEMO
-    "\n"
-    "  demo [--devices N] [--seconds S] [--workdir DIR]   run the pay-per-use demo end to end\n"
-#endif
-    "\n"
-    "The passphrase of a key file comes from PICOPAY_PASSPHRASE, the file named by\n"
-    "PICOPAY_PASSPHRASE_FILE, or a prompt on the terminal.\n"
-    "Run 'picopay COMMAND --help' for one command; 'picopay --version' prints the version.\n";
-
-struct Help {
-  const char* command;
-  const char* text;
-};
-const Help kHelp[] = {
-    {"address",
-     "usage: picopay address (--private-key 0x<64 hex> | --key FILE)\n"
-     "Prints the EIP-55 checksummed Ethereum address of the key.\n"},
-    {"hash",
-     "usage: picopay hash channel|thread < state.json\n"
-     "Prints 0x + 64 hex: keccak256 of the state's abi.encodePacked preimage\n"
-     "(ChannelManager._verifySig / _verifyThread), without the eth_sign prefix.\n"},
-    {"sign",
-     "usage: picopay sign channel|thread (--private-key 0x<64 hex> | --key FILE) < state.json\n"
-     "Prints 0x + 130 hex (r || s || v, v = 27/28): the eth_sign signature (EIP-191) of the\n"
-     "state hash, RFC 6979 deterministic, low-S.\n"},
-    {"recover",
-     "usage: picopay recover --hash 0x<64 hex> --sig 0x<130 hex>\n"
-     "Prints the EIP-55 address whose eth_sign signature over HASH is SIG.\n"
-     "Refuses high-S (EIP-2) and v outside {0, 1, 27, 28}.\n"},
-    {"keccak",
-     "usage: picopay keccak < hex\n"
-     "Reads hex bytes (optional 0x, surrounding whitespace ignored) and prints their keccak-256.\n"},
-    {"encode",
-     "usage: picopay encode channel|thread < state.json\n"
-     "Prints the lowercase hex of the full-state wire encoding (docs/wire-format.md), with the\n"
-     "signatures the JSON carries (sigUser/sigHub, or sigA).\n"},
-    {"decode",
-     "usage: picopay decode channel|thread < hex\n"
-     "Reads a wire encoding as hex and prints the state as Connext v1 JSON.\n"},
-    {"keygen",
-     "usage: picopay keygen --out FILE [--import-hex 0x<64 hex>]\n"
-     "Writes a new (or the imported) private key to FILE (mode 0600), sealed with a key derived\n"
-     "from the passphrase by Argon2id (libsodium crypto_pwhash) and crypto_secretbox. The\n"
-     "passphrase comes from PICOPAY_PASSPHRASE, the file named by PICOPAY_PASSPHRASE_FILE or\n"
-     "a prompt. Prints the key's address.\n"},
-};
-
-bool wants_help(int argc, char** argv) {
-  for (int i = 0; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) return true;
-  }
-  return false;
-}
-
-// A tiny option parser: --name value pairs and positionals.
-struct Args {
-  std::vector<std::string> positional;
-  std::vector<std::pair<std::string, std::string>> options;
-
-  const std::string* get(const char* name) const {
-    for (const auto& o : options) {
-      if (o.first == name) return &o.second;
-    }
-    return nullptr;
-  }
-};
-
-Args parse_args(int argc, char** argv, std::initializer_list<const char*> allowed) {
-  Args a;
-  for (int i = 0; i < argc; ++i) {
-    std::string s = argv[i];
-    if (s.rfind("--", 0) == 0) {
-      bool ok = false;
-      for (const char* name : allowed) ok = ok || s == name;
-      if (!ok) die(kExitUsage, "unknown option " + s + " (see --help)");
-      if (i + 1 >= argc) die(kExitUsage, "option " + s + " needs a value");
-      if (a.get(s.c_str())) die(kExitUsage, "option " + s + " given twice");
-      a.options.emplace_back(s, argv[++i]);
-    } else {
-      a.positional.push_back(s);
-    }
-  }
-  return a;
 }
 
 std::string read_stdin() {
@@ -169,12 +65,7 @@ Signer& signer() {
 }
 
 enum class Kind { Channel, Thread };
-Kind parse_kind(const Args& a, const char* cmd) {
-  if (a.positional.size() != 1) die(kExitUsage, std::string(cmd) + " needs exactly one of: channel, thread");
-  if (a.positional[0] == "channel") return Kind::Channel;
-  if (a.positional[0] == "thread") return Kind::Thread;
-  die(kExitUsage, std::string(cmd) + ": unknown state kind \"" + a.positional[0] + "\" (channel or thread)");
-}
+Kind parse_kind(const std::string& k) { return k == "thread" ? Kind::Thread : Kind::Channel; }
 
 // Reads a channel or thread state JSON from stdin.
 void read_state(Kind kind, SignedChannelState& c, SignedThreadState& t) {
@@ -188,59 +79,64 @@ void read_state(Kind kind, SignedChannelState& c, SignedThreadState& t) {
   if (st != Status::Ok) die(kExitFail, status_message(st));
 }
 
-PrivateKey load_key(const Args& a) {
-  const std::string* hex = a.get("--private-key");
-  const std::string* file = a.get("--key");
-  if ((hex == nullptr) == (file == nullptr)) die(kExitUsage, "give exactly one of --private-key or --key");
+// The key of --private-key / --keystore (a sealed key file, a Web3 v3 JSON keystore or a
+// private 0x-hex file; agent/common options.hpp).
+PrivateKey load_key(const agent::KeyOptions& k) {
   PrivateKey key;
-  if (hex != nullptr) {
-    if (private_key_parse(hex->data(), hex->size(), key) != Status::Ok)
-      die(kExitFail, "--private-key must be 0x followed by 64 hex digits");
-  } else {
-    char pass[1024];
-    size_t len = 0;
-    if (passphrase_obtain(pass, sizeof pass, &len, false) != Status::Ok)
-      die(kExitFail, "no passphrase: set PICOPAY_PASSPHRASE or PICOPAY_PASSPHRASE_FILE, or run on a terminal");
-    const Status st = keyfile_read(file->c_str(), pass, len, key);
-    secure_wipe(pass, sizeof pass);
-    if (st == Status::IoError) die(kExitFail, "cannot read key file " + *file);
-    if (st != Status::Ok) die(kExitFail, "cannot open key file " + *file + ": wrong passphrase or damaged file");
-  }
+  std::string err;
+  if (k.private_key.empty() && k.keystore.empty() && !std::getenv("PICOPAY_PRIVATE_KEY"))
+    die(kExitUsage, "give exactly one of --private-key or --keystore");
+  agent::KeyOptions quiet = k;  // warn only once the key is known good: one line on failure
+  quiet.warn_argv.clear();
+  if (!agent::load_key(quiet, key, err)) die(kExitFail, err);
   Address addr;
   if (signer().address_of(key, addr) != Status::Ok) {
     secure_wipe(&key, sizeof key);
     die(kExitFail, "private key is zero or not below the secp256k1 group order");
   }
+  agent::warn_key_on_argv(k);
   return key;
 }
 
-int cmd_address(int argc, char** argv) {
-  const Args a = parse_args(argc, argv, {"--private-key", "--key"});
-  if (!a.positional.empty()) die(kExitUsage, "address takes no positional arguments");
-  PrivateKey key = load_key(a);
+// Prints `value` as one line, or as {"<name>": "<value>"} with --json.
+void print_value(bool json, const char* name, const std::string& value) {
+  if (json) std::printf("{\"%s\":\"%s\"}\n", name, value.c_str());
+  else std::printf("%s\n", value.c_str());
+}
+
+// What the subcommands were given (one runs per process).
+struct Opts {
+  agent::KeyOptions keys;
+  std::string kind = "channel";  // channel | thread
+  std::string hash, sig, out, in, import_hex, kdf = "scrypt";
+  uint64_t scrypt_n = 262144;
+  uint32_t pbkdf2_c = 262144;
+  bool json = false;
+};
+
+int cmd_address(const Opts& o) {
+  PrivateKey key = load_key(o.keys);
   Address addr;
   const Status st = signer().address_of(key, addr);
   secure_wipe(&key, sizeof key);
   if (st != Status::Ok) die(kExitFail, status_message(st));
-  std::printf("%s\n", json::address_text(addr).c_str());
+  print_value(o.json, "address", json::address_text(addr));
   return 0;
 }
 
-int cmd_hash(int argc, char** argv) {
-  const Args a = parse_args(argc, argv, {});
-  const Kind k = parse_kind(a, "hash");
+int cmd_hash(const Opts& o) {
+  const Kind k = parse_kind(o.kind);
   SignedChannelState c;
   SignedThreadState t;
   read_state(k, c, t);
   const Hash32 h = k == Kind::Channel ? channel_hash(c.state) : thread_hash(t.state);
-  std::printf("%s\n", json::hash_text(h).c_str());
+  print_value(o.json, "hash", json::hash_text(h));
   return 0;
 }
 
-int cmd_sign(int argc, char** argv) {
-  const Args a = parse_args(argc, argv, {"--private-key", "--key"});
-  const Kind k = parse_kind(a, "sign");
-  PrivateKey key = load_key(a);
+int cmd_sign(const Opts& o) {
+  const Kind k = parse_kind(o.kind);
+  PrivateKey key = load_key(o.keys);
   SignedChannelState c;
   SignedThreadState t;
   read_state(k, c, t);
@@ -249,26 +145,22 @@ int cmd_sign(int argc, char** argv) {
   const Status st = signer().sign_eth(key, h, sig);
   secure_wipe(&key, sizeof key);
   if (st != Status::Ok) die(kExitFail, status_message(st));
-  std::printf("%s\n", json::signature_text(sig).c_str());
+  print_value(o.json, "signature", json::signature_text(sig));
   return 0;
 }
 
-int cmd_recover(int argc, char** argv) {
-  const Args a = parse_args(argc, argv, {"--hash", "--sig"});
-  if (!a.positional.empty()) die(kExitUsage, "recover takes no positional arguments");
-  const std::string* hs = a.get("--hash");
-  const std::string* ss = a.get("--sig");
-  if (!hs || !ss) die(kExitUsage, "recover needs --hash and --sig");
+int cmd_recover(const Opts& o) {
   Hash32 h;
-  if (hash32_parse(hs->data(), hs->size(), h) != Status::Ok) die(kExitFail, "--hash must be 0x followed by 64 hex digits");
+  if (hash32_parse(o.hash.data(), o.hash.size(), h) != Status::Ok)
+    die(kExitFail, "--hash must be 0x followed by 64 hex digits");
   Signature sig;
-  const Status ps = signature_parse(ss->data(), ss->size(), sig);
+  const Status ps = signature_parse(o.sig.data(), o.sig.size(), sig);
   if (ps == Status::BadRecoveryId) die(kExitFail, "--sig: v must be 0, 1, 27 or 28");
   if (ps != Status::Ok) die(kExitFail, "--sig must be 0x followed by 130 hex digits");
   Address addr;
   const Status st = signer().recover_eth(h, sig, addr);
   if (st != Status::Ok) die(kExitFail, std::string("--sig: ") + status_message(st));
-  std::printf("%s\n", json::address_text(addr).c_str());
+  print_value(o.json, "address", json::address_text(addr));
   return 0;
 }
 
@@ -283,19 +175,16 @@ std::vector<uint8_t> read_hex_stdin() {
   return bytes;
 }
 
-int cmd_keccak(int argc, char** argv) {
-  const Args a = parse_args(argc, argv, {});
-  if (!a.positional.empty()) die(kExitUsage, "keccak takes no arguments");
+int cmd_keccak(const Opts& o) {
   const std::vector<uint8_t> in = read_hex_stdin();
   Hash32 h;
   keccak256(in.data(), in.size(), h.bytes);
-  std::printf("%s\n", json::hash_text(h).c_str());
+  print_value(o.json, "hash", json::hash_text(h));
   return 0;
 }
 
-int cmd_encode(int argc, char** argv) {
-  const Args a = parse_args(argc, argv, {});
-  const Kind k = parse_kind(a, "encode");
+int cmd_encode(const Opts& o) {
+  const Kind k = parse_kind(o.kind);
   SignedChannelState c;
   SignedThreadState t;
   read_state(k, c, t);
@@ -307,13 +196,12 @@ int cmd_encode(int argc, char** argv) {
   std::string hex(2 * n + 1, '\0');
   hex_encode(buf, n, hex.data(), false);
   hex.resize(2 * n);
-  std::printf("%s\n", hex.c_str());
+  print_value(o.json, "hex", hex);
   return 0;
 }
 
-int cmd_decode(int argc, char** argv) {
-  const Args a = parse_args(argc, argv, {});
-  const Kind k = parse_kind(a, "decode");
+int cmd_decode(const Opts& o) {
+  const Kind k = parse_kind(o.kind);
   const std::vector<uint8_t> in = read_hex_stdin();
   cJSON* out = nullptr;
   if (k == Kind::Channel) {
@@ -332,17 +220,46 @@ int cmd_decode(int argc, char** argv) {
   return 0;
 }
 
-int cmd_keygen(int argc, char** argv) {
-  const Args a = parse_args(argc, argv, {"--out", "--import-hex"});
-  if (!a.positional.empty()) die(kExitUsage, "keygen takes no positional arguments");
-  const std::string* out = a.get("--out");
-  if (!out) die(kExitUsage, "keygen needs --out FILE");
+void refuse_existing(const std::string& path) {
   struct stat sb;
-  if (::stat(out->c_str(), &sb) == 0) die(kExitFail, "refusing to overwrite " + *out);
+  if (::stat(path.c_str(), &sb) == 0) die(kExitFail, "refusing to overwrite " + path);
+}
+
+// The passphrase of a new file: PICOPAY_NEW_PASSPHRASE, the file named by
+// PICOPAY_NEW_PASSPHRASE_FILE, else the usual sources (keyfile.hpp passphrase_obtain).
+size_t new_passphrase(char* pass, size_t cap) {
+  std::string p;
+  std::string err;
+  if (const char* e = std::getenv("PICOPAY_NEW_PASSPHRASE")) {
+    p = e;
+  } else if (const char* f = std::getenv("PICOPAY_NEW_PASSPHRASE_FILE"); f && *f) {
+    if (!agent::secret_file_read(f, p, err)) die(kExitFail, err);
+  } else {
+    size_t len = 0;
+    if (passphrase_obtain(pass, cap, &len, true) != Status::Ok)
+      die(kExitFail, "no passphrase: set PICOPAY_PASSPHRASE or PICOPAY_PASSPHRASE_FILE, or run on a terminal");
+    return len;
+  }
+  if (p.empty() || p.size() >= cap) die(kExitFail, "the new passphrase must be 1 to 1023 bytes");
+  std::memcpy(pass, p.data(), p.size());
+  pass[p.size()] = '\0';
+  secure_wipe(&p[0], p.size());
+  return p.size();
+}
+
+void print_written(bool as_json, const Address& addr, const std::string& file) {
+  if (as_json)
+    std::printf("{\"address\":\"%s\",\"file\":\"%s\"}\n", json::address_text(addr).c_str(), file.c_str());
+  else
+    std::printf("%s\n", json::address_text(addr).c_str());
+}
+
+int cmd_keygen(const Opts& o) {
+  refuse_existing(o.out);
   PrivateKey key;
   Address addr;
-  if (const std::string* imp = a.get("--import-hex")) {
-    if (private_key_parse(imp->data(), imp->size(), key) != Status::Ok)
+  if (!o.import_hex.empty()) {
+    if (private_key_parse(o.import_hex.data(), o.import_hex.size(), key) != Status::Ok)
       die(kExitFail, "--import-hex must be 0x followed by 64 hex digits");
     if (signer().address_of(key, addr) != Status::Ok)
       die(kExitFail, "--import-hex: key is zero or not below the secp256k1 group order");
@@ -360,52 +277,175 @@ int cmd_keygen(int argc, char** argv) {
     secure_wipe(&key, sizeof key);
     die(kExitFail, "no passphrase: set PICOPAY_PASSPHRASE or PICOPAY_PASSPHRASE_FILE, or run on a terminal");
   }
-  const Status st = keyfile_write(out->c_str(), key, pass, len);
+  const Status st = keyfile_write(o.out.c_str(), key, pass, len);
   secure_wipe(pass, sizeof pass);
   secure_wipe(&key, sizeof key);
-  if (st != Status::Ok) die(kExitFail, "cannot write key file " + *out + ": " + status_message(st));
-  std::printf("%s\n", json::address_text(addr).c_str());
+  if (st != Status::Ok) die(kExitFail, "cannot write key file " + o.out + ": " + status_message(st));
+  print_written(o.json, addr, o.out);
   return 0;
 }
 
-struct Command {
-  const char* name;
-  int (*run)(int, char**);
-};
-const Command kCommands[] = {
-    {"address", cmd_address}, {"hash", cmd_hash},     {"sign", cmd_sign},     {"recover", cmd_recover},
-    {"keccak", cmd_keccak},   {"encode", cmd_encode}, {"decode", cmd_decode}, {"keygen", cmd_keygen},
-};
+// keystore import: any key file (v3 JSON keystore, sealed file, private hex file) ->
+// a picopay sealed key file.
+int cmd_keystore_import(const Opts& o) {
+  refuse_existing(o.out);
+  PrivateKey key;
+  std::string err;
+  if (!agent::load_keystore_file(o.in, key, err)) die(kExitFail, err);
+  Address addr;
+  if (signer().address_of(key, addr) != Status::Ok) {
+    secure_wipe(&key, sizeof key);
+    die(kExitFail, o.in + ": the key is zero or not below the secp256k1 group order");
+  }
+  char pass[1024];
+  const size_t len = new_passphrase(pass, sizeof pass);
+  const Status st = keyfile_write(o.out.c_str(), key, pass, len);
+  secure_wipe(pass, sizeof pass);
+  secure_wipe(&key, sizeof key);
+  if (st != Status::Ok) die(kExitFail, "cannot write key file " + o.out + ": " + status_message(st));
+  print_written(o.json, addr, o.out);
+  return 0;
+}
+
+// keystore export: any key file -> a Web3 Secret Storage v3 JSON keystore (geth, foundry).
+int cmd_keystore_export(const Opts& o) {
+  refuse_existing(o.out);
+  KeystoreParams prm;
+  prm.kdf = o.kdf == "pbkdf2" ? KeystoreKdf::Pbkdf2 : KeystoreKdf::Scrypt;
+  prm.scrypt_n = o.scrypt_n;
+  prm.pbkdf2_c = o.pbkdf2_c;
+  if (prm.scrypt_n < 2 || (prm.scrypt_n & (prm.scrypt_n - 1)) != 0 || prm.scrypt_n > (1u << 20))
+    die(kExitUsage, "--scrypt-n must be a power of two from 2 to 2^20");
+  PrivateKey key;
+  std::string err;
+  if (!agent::load_keystore_file(o.in, key, err)) die(kExitFail, err);
+  Address addr;
+  if (signer().address_of(key, addr) != Status::Ok) {
+    secure_wipe(&key, sizeof key);
+    die(kExitFail, o.in + ": the key is zero or not below the secp256k1 group order");
+  }
+  char pass[1024];
+  const size_t len = new_passphrase(pass, sizeof pass);
+  std::string text;
+  const Status st = keystore_v3_encrypt(key, addr, pass, len, prm, text);
+  secure_wipe(pass, sizeof pass);
+  secure_wipe(&key, sizeof key);
+  if (st != Status::Ok) die(kExitFail, std::string("cannot encrypt the keystore: ") + status_message(st));
+  if (!agent::secret_file_write(o.out, text, err)) die(kExitFail, err);
+  print_written(o.json, addr, o.out);
+  return 0;
+}
+
+const char* kDescription =
+    "picopay: keys, hashes, signatures and the wire codec of Connext v1 states (JSON on stdin,\n"
+    "docs/design.md §3), the on-chain subcommands (ChannelManager over JSON-RPC, docs/chain.md)\n"
+    "and the demo.";
+
+const char* kFooter =
+    "The passphrase of a key file comes from PICOPAY_PASSPHRASE, the file named by\n"
+    "PICOPAY_PASSPHRASE_FILE, or a prompt on the terminal. --keystore takes a picopay sealed key\n"
+    "file or a Web3 Secret Storage v3 JSON keystore (geth, foundry). Amounts take units:\n"
+    "1000 (wei), 2gwei, 1.5ether. --json prints data as JSON.\n"
+    "Run 'picopay COMMAND --help' for one command. Exit: 0 ok, 1 failure, 2 usage error.";
+
+void add_kind(CLI::App* c, Opts& o) {
+  c->add_option("kind", o.kind, "channel or thread")->required()->check(CLI::IsMember({"channel", "thread"}));
+}
+
+void add_json(CLI::App* c, Opts& o) { c->add_flag("--json", o.json, "print the result as JSON"); }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
-    std::fputs(kUsage, stderr);
-    return kExitUsage;
-  }
-  const std::string cmd = argv[1];
-  if (cmd == "--version") return picopay::agent::print_version();
-  if (cmd == "--help" || cmd == "-h" || cmd == "help") {
-    std::fputs(kUsage, stdout);
-    return 0;
-  }
-  for (const Command& c : kCommands) {
-    if (cmd != c.name) continue;
-    if (wants_help(argc - 2, argv + 2)) {
-      for (const Help& h : kHelp) {
-        if (cmd == h.command) std::fputs(h.text, stdout);
-      }
-      return 0;
-    }
-    return c.run(argc - 2, argv + 2);
-  }
+  using namespace picopay;
+  // The chain subcommands and the demo parse their own arguments (same vocabulary).
+  if (argc >= 2) {
+    const std::string cmd = argv[1];
 #ifdef PICOPAY_HAVE_DEMO
-  if (cmd == "demo") return picopay_demo_main(argc - 1, argv + 1);
+    if (cmd == "demo") return picopay_demo_main(argc - 1, argv + 1);
 #endif
 #ifdef PICOPAY_HAVE_CHAIN
-  if (picopay_chain_cli_handles(cmd.c_str())) return picopay_chain_cli(argc - 1, argv + 1);
+    if (picopay_chain_cli_handles(cmd.c_str())) return picopay_chain_cli(argc - 1, argv + 1);
 #endif
-  std::fprintf(stderr, "picopay: unknown command \"%s\" (see picopay --help)\n", cmd.c_str());
-  return kExitUsage;
+  }
+  CLI::App app{kDescription, "picopay"};
+  app.get_formatter()->label("Usage", "usage");
+  app.footer(kFooter);
+  agent::CommonOptions common;
+  agent::add_common(app, common);
+  app.require_subcommand(1, 1);
+  Opts o;
+  using Run = int (*)(const Opts&);
+  std::vector<std::pair<CLI::App*, Run>> cmds;
+  auto sub = [&](const char* name, const char* help, Run run) {
+    CLI::App* c = app.add_subcommand(name, help);
+    c->get_formatter()->label("Usage", "usage");
+    cmds.emplace_back(c, run);
+    return c;
+  };
+  CLI::App* c = sub("address", "print the EIP-55 address of a key", cmd_address);
+  agent::add_key_options(*c, o.keys, "picopay");
+  add_json(c, o);
+  c = sub("hash", "print the state hash of a channel|thread state on stdin (no eth_sign prefix)", cmd_hash);
+  add_kind(c, o);
+  add_json(c, o);
+  c = sub("sign", "print the eth_sign signature (EIP-191, RFC 6979, low-S) of a state on stdin", cmd_sign);
+  add_kind(c, o);
+  agent::add_key_options(*c, o.keys, "picopay");
+  add_json(c, o);
+  c = sub("recover", "print the address whose eth_sign signature over --hash is --sig", cmd_recover);
+  c->add_option("--hash", o.hash, "0x + 64 hex")->required();
+  c->add_option("--sig", o.sig, "0x + 130 hex (v = 0, 1, 27 or 28; high-S refused)")->required();
+  add_json(c, o);
+  c = sub("keccak", "keccak-256 of hex bytes on stdin (optional 0x)", cmd_keccak);
+  add_json(c, o);
+  c = sub("encode", "channel|thread JSON on stdin -> wire bytes as hex (docs/wire-format.md)", cmd_encode);
+  add_kind(c, o);
+  add_json(c, o);
+  c = sub("decode", "channel|thread wire hex on stdin -> Connext v1 JSON", cmd_decode);
+  add_kind(c, o);
+  add_json(c, o);
+  c = sub("keygen", "write a new (or the imported) key to a sealed key file (Argon2id + secretbox), mode 0600; "
+                    "prints its address", cmd_keygen);
+  c->add_option("--out", o.out, "the new key file (never overwritten)")->required();
+  c->add_option("--import-hex", o.import_hex, "seal this key (0x + 64 hex) instead of a new one");
+  add_json(c, o);
+  CLI::App* ks = app.add_subcommand("keystore", "import and export Web3 Secret Storage v3 JSON keystores");
+  ks->get_formatter()->label("Usage", "usage");
+  ks->require_subcommand(1, 1);
+  c = ks->add_subcommand("import",
+                         "a key file (v3 JSON keystore from geth/foundry, sealed file, or 0x-hex file) -> a picopay "
+                         "sealed key file; passphrase of --in from PICOPAY_PASSPHRASE(_FILE), of --out from "
+                         "PICOPAY_NEW_PASSPHRASE(_FILE) or the same");
+  c->get_formatter()->label("Usage", "usage");
+  cmds.emplace_back(c, cmd_keystore_import);
+  c->add_option("--in", o.in, "the key file to read")->required()->check(CLI::ExistingFile);
+  c->add_option("--out", o.out, "the sealed key file to write (never overwritten)")->required();
+  add_json(c, o);
+  c = ks->add_subcommand("export",
+                         "a key file -> a Web3 Secret Storage v3 JSON keystore (geth, foundry: cast wallet import), "
+                         "mode 0600; passphrases as for import");
+  c->get_formatter()->label("Usage", "usage");
+  cmds.emplace_back(c, cmd_keystore_export);
+  c->add_option("--in", o.in, "the key file to read")->required()->check(CLI::ExistingFile);
+  c->add_option("--out", o.out, "the JSON keystore to write (never overwritten)")->required();
+  c->add_option("--kdf", o.kdf, "scrypt (default, as geth) or pbkdf2")->check(CLI::IsMember({"scrypt", "pbkdf2"}));
+  c->add_option("--scrypt-n", o.scrypt_n, "scrypt cost N, a power of two (default 262144 as geth; r = 8, p = 1)");
+  c->add_option("--pbkdf2-c", o.pbkdf2_c, "PBKDF2 iterations (default 262144)")->check(CLI::Range(1000, 10000000));
+  add_json(c, o);
+#ifdef PICOPAY_HAVE_CHAIN
+  app.add_subcommand("deploy", "deploy a ChannelManager (see 'picopay deploy --help'; docs/chain.md)");
+  for (const char* n : {"deposit", "withdraw", "exit", "challenge", "empty-channel", "thread-exit", "thread-challenge",
+                        "empty-thread", "nuke-threads", "withdraw-owed", "channel"})
+    app.add_subcommand(n, "on chain: see 'picopay " + std::string(n) + " --help' (docs/chain.md)");
+#endif
+#ifdef PICOPAY_HAVE_DEMO
+  app.add_subcommand("demo", "run the pay-per-use demo end to end (see 'picopay demo --help')");
+#endif
+  const int rc = agent::parse(app, argc, argv);
+  if (rc >= 0) return rc;
+  for (const auto& [cmd, run] : cmds) {
+    if (cmd->parsed()) return run(o);
+  }
+  die(kExitUsage, "no command (see picopay --help)");
 }

@@ -245,3 +245,44 @@ TEST_F(Cli, HelpForEveryCommand) {
 }
 
 }  // namespace
+
+namespace {
+// The Web3 Secret Storage spec's PBKDF2 vector (also in geth's v3_test_vector.json).
+const char* kV3Pbkdf2 = R"({"crypto":{"cipher":"aes-128-ctr","cipherparams":{"iv":"6087dab2f9fdbbfaddc31a909735c1e6"},
+"ciphertext":"5318b4d5bcd28de64ee5559e671353e16f075ecae9f99c7a79a38af5f869aa46","kdf":"pbkdf2",
+"kdfparams":{"c":262144,"dklen":32,"prf":"hmac-sha256","salt":"ae3cd4e7013836a3df6bd7241b12db061dbe2c6785853cce422d148a624ce0bd"},
+"mac":"517ead924a9d0dc3124507e3393d175ce3ff7c1e96529c6c555ce9e51205e9b2"},"id":"3198bc9c-6672-5ab3-d995-4942343ae5b6","version":3})";
+}  // namespace
+
+TEST_F(Cli, KeystoreImportExportAndJson) {
+  const std::string v3 = dir_ + "/geth.json";
+  { std::ofstream(v3) << kV3Pbkdf2; }
+  const std::string addr = "0x008AeEda4D805471dF9b2A5B0f38A0C3bCBA786b";
+  // every program reads a v3 keystore directly
+  RunResult r = run("address --keystore " + v3, "", "PICOPAY_PASSPHRASE=testpassword");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out, addr + "\n");
+  r = run("address --json --keystore " + v3, "", "PICOPAY_PASSPHRASE=testpassword");
+  EXPECT_EQ(r.out, "{\"address\":\"" + addr + "\"}\n");
+  expect_clean_failure(run("address --keystore " + v3, "", "PICOPAY_PASSPHRASE=wrong"));
+  // import: v3 -> sealed, under a new passphrase
+  r = run("keystore import --in " + v3 + " --out " + dir_ + "/sealed.key", "",
+          "PICOPAY_PASSPHRASE=testpassword PICOPAY_NEW_PASSPHRASE=new");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out, addr + "\n");
+  EXPECT_EQ(run("address --keystore " + dir_ + "/sealed.key", "", "PICOPAY_PASSPHRASE=new").out, addr + "\n");
+  // export: sealed -> v3 (light scrypt) -> reads back; never overwrites
+  r = run("keystore export --in " + dir_ + "/sealed.key --out " + dir_ + "/out.json --scrypt-n 1024", "",
+          "PICOPAY_PASSPHRASE=new PICOPAY_NEW_PASSPHRASE=again");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(run("address --keystore " + dir_ + "/out.json", "", "PICOPAY_PASSPHRASE=again").out, addr + "\n");
+  r = run("keystore export --kdf pbkdf2 --pbkdf2-c 1000 --in " + dir_ + "/sealed.key --out " + dir_ + "/p.json", "",
+          "PICOPAY_PASSPHRASE=new PICOPAY_NEW_PASSPHRASE=again");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(run("address --keystore " + dir_ + "/p.json", "", "PICOPAY_PASSPHRASE=again").out, addr + "\n");
+  expect_clean_failure(run("keystore export --in " + dir_ + "/sealed.key --out " + dir_ + "/out.json", "",
+                           "PICOPAY_PASSPHRASE=new"));
+  // --json on the other data commands
+  EXPECT_EQ(run("keccak --json", "0x616263\n").out,
+            "{\"hash\":\"0x4e03657aea45a94fc7d47ba826c8d667c0d1e6e33a64a036ec44f58fa12d6c45\"}\n");
+}

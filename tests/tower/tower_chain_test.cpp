@@ -7,6 +7,7 @@
 // printed (and written to <build>/tower-answer-ms.txt by the first test).
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -151,6 +152,7 @@ class TowerChainTest : public ::testing::Test {
     std::string err;
     ASSERT_TRUE(broker_->start(err)) << err;
     ASSERT_TRUE(write_file(dir_ + "/broker.pass", "tower-pass\n"));
+    ASSERT_EQ(::chmod((dir_ + "/broker.pass").c_str(), 0600), 0);  // a password file must be private
   }
 
   void TearDown() override {

@@ -2,12 +2,15 @@
 #include "picopay/chain/cli.hpp"
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <string>
 #include <vector>
 
+#include "picopay/agent/amount.hpp"
 #include "picopay/agent/json_state.hpp"
+#include "picopay/agent/options.hpp"
 #include "picopay/chain/manager.hpp"
 #include "picopay/hex.hpp"
 #include "picopay/keyfile.hpp"
@@ -62,7 +65,7 @@ const Cmd* find(const char* name) {
 int usage(const Cmd& c, const std::string& why) {
   if (!why.empty()) std::fprintf(stderr, "picopay %s: %s\n", c.name, why.c_str());
   std::fprintf(stderr,
-               "usage: picopay %s\n  KEY is --key FILE or --private-key 0xHEX\n"
+               "usage: picopay %s\n  URL: --rpc-url (or --rpc, env ETH_RPC_URL). KEY: --keystore FILE (a sealed key file or a v3 JSON\n  keystore; env ETH_KEYSTORE; old --key FILE) or --private-key 0xHEX. Amounts take units: 2gwei, 1.5ether.\n"
                "  --hub ADDR (not for deploy): the hub the contract must belong to; without it, the signer of the\n"
                "  state's sigHub, or this key's address for hub actions (--as-hub, reserves); otherwise the address\n"
                "  must only be a ChannelManager. Checked before anything is sent.\n",
@@ -119,7 +122,7 @@ Result<std::vector<Hash32>> read_leaves(const std::string& path) {
 
 int run(const Cmd& c, std::map<std::string, std::string>& o) {
   auto has = [&](const char* k) { return o.count(k) > 0; };
-  if (!has("rpc")) return usage(c, "--rpc is required");
+  if (!has("rpc")) return usage(c, "--rpc-url is required (or env ETH_RPC_URL)");
   RpcClient rpc(o["rpc"]);
   bool view_only = std::strcmp(c.name, "channel") == 0;
   PrivateKey key{};
@@ -129,24 +132,11 @@ int run(const Cmd& c, std::map<std::string, std::string>& o) {
     if (!k) return fail(c, k.error());
     key = *k;
   } else if (has("key")) {
-    // A sealed key file (picopay keygen; passphrase from PICOPAY_PASSPHRASE or the
-    // terminal), or a plain file whose first line is 0x + 64 hex digits.
-    auto k = read_private_key_file(o["key"]);
-    if (k) {
-      key = *k;
-    } else {
-      char pass[1024];
-      size_t plen = 0;
-      if (picopay::passphrase_obtain(pass, sizeof pass, &plen, false) != picopay::Status::Ok)
-        return fail(c, make_error(ErrorKind::BadInput, "no passphrase for key file " + o["key"] +
-                                                           ": set PICOPAY_PASSPHRASE or run on a terminal"));
-      const picopay::Status st = picopay::keyfile_read(o["key"].c_str(), pass, plen, key);
-      secure_wipe(pass, sizeof pass);
-      if (st != picopay::Status::Ok)
-        return fail(c, make_error(ErrorKind::BadInput, "cannot open key file " + o["key"] +
-                                                           ": not a hex key, and as a sealed key file: " +
-                                                           picopay::status_message(st)));
-    }
+    // A sealed key file (picopay keygen), a Web3 v3 JSON keystore (geth, foundry) or a
+    // private file whose first line is 0x + 64 hex (agent/common options.hpp).
+    std::string kerr;
+    if (!picopay::agent::load_keystore_file(o["key"], key, kerr))
+      return fail(c, make_error(ErrorKind::BadInput, kerr));
   } else if (!view_only) {
     return usage(c, "a key is required (--key FILE or --private-key 0xHEX)");
   } else {
@@ -376,8 +366,18 @@ int picopay_chain_cli(int argc, char** argv) {
     if (a.rfind("--", 0) != 0) return usage(c, "unexpected argument '" + a + "'");
     std::string k = a.substr(2);
     auto eq = k.find('=');
-    if (eq != std::string::npos) {
-      o[k.substr(0, eq)] = k.substr(eq + 1);
+    std::string inline_value;
+    const bool has_inline = eq != std::string::npos;
+    if (has_inline) {
+      inline_value = k.substr(eq + 1);
+      k = k.substr(0, eq);
+    }
+    // The shared vocabulary (agent/common options.hpp): --rpc-url (old --rpc), --keystore
+    // (old --key-file / --key FILE), --private-key.
+    if (k == "rpc-url") k = "rpc";
+    if (k == "keystore" || k == "key-file") k = "key";
+    if (has_inline) {
+      o[k] = inline_value;
       continue;
     }
     bool flag = false;
@@ -388,6 +388,21 @@ int picopay_chain_cli(int argc, char** argv) {
     }
     if (i + 1 >= argc) return usage(c, "--" + k + " needs a value");
     o[k] = argv[++i];
+  }
+  if (!o.count("rpc")) {
+    if (const char* e = std::getenv("ETH_RPC_URL"); e && *e) o["rpc"] = e;
+  }
+  if (!o.count("key") && !o.count("private-key")) {
+    if (const char* e = std::getenv("ETH_KEYSTORE"); e && *e) o["key"] = e;
+  }
+  // Amounts take units (agent/common amount.hpp): 1000 (wei), 2gwei, 1.5ether.
+  for (const char* k : {"reserve", "reserve-wei", "reserve-tokens"}) {
+    if (!o.count(k)) continue;
+    picopay::U256 v;
+    std::string err;
+    if (!picopay::agent::amount_parse(o[k], v, err)) return usage(c, std::string("--") + k + ": " + err);
+    char buf[100];
+    if (picopay::u256_to_decimal(v, buf, sizeof buf, nullptr) == picopay::Status::Ok) o[k] = buf;
   }
   return run(c, o);
 }

@@ -28,6 +28,8 @@
 #include "picopay/agent/json_state.hpp"
 #include "picopay/agent/quotes.hpp"
 #include "picopay/agent/units.hpp"
+#include "picopay/agent/log.hpp"
+#include "picopay/agent/options.hpp"
 #include "picopay/chain/manager.hpp"
 #include "picopay/chain/token.hpp"
 #include "picopay/codec.hpp"
@@ -133,6 +135,8 @@ class Agent {
  private:
   void logf(port::LogLevel lv, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
   void log_ignored(const char* what, Status why);
+  uint64_t last_meter_ms_ = 0;    // the last message on the meter topic (or the connect)
+  uint64_t meter_warned_ms_ = 0;  // the last "no meter reading" warning
   bool save();
   void fatal(const std::string& m) {
     logf(port::LogLevel::Error, "%s", m.c_str());
@@ -266,7 +270,12 @@ void Agent::logf(port::LogLevel lv, const char* fmt, ...) {
   va_start(ap, fmt);
   std::vsnprintf(buf + n, sizeof buf - static_cast<size_t>(n), fmt, ap);
   va_end(ap);
-  log_.write(lv, buf);
+  // The one log format of every picopay program (agent/common log.hpp).
+  const agent::LogLevel l = lv == port::LogLevel::Debug  ? agent::LogLevel::Debug
+                            : lv == port::LogLevel::Info ? agent::LogLevel::Info
+                            : lv == port::LogLevel::Warn ? agent::LogLevel::Warn
+                                                         : agent::LogLevel::Error;
+  agent::log(l, buf);
 }
 
 void Agent::log_ignored(const char* what, Status why) {
@@ -410,6 +419,8 @@ void Agent::carry(Status st, const Effects& fx, const char* what) {
          "our pending proposal (state dir restored from a backup? the key used elsewhere?), or the hub's "
          "countersignature did not verify; a person has to look (picopay-agent status)");
     status_dirty_ = true;
+    exit_code_ = 1;  // a state conflict the agent cannot resolve: stop, non-zero
+    done_ = true;
   }
 }
 
@@ -1230,6 +1241,7 @@ void Agent::handle(const Event& e) {
   } else if (cfg_.payee && t == mqtt::topic_thread_update(st_.user)) {
     on_thread_message(p);
   } else if (!cfg_.meter_topic.empty() && t == cfg_.meter_topic) {
+    last_meter_ms_ = now_ms();
     std::string payload(p.begin(), p.end());
     MeterReading r;
     std::string err;
@@ -1381,10 +1393,36 @@ int Agent::run() {
     tower_ = std::make_unique<TowerClient>(cfg_.tower, st_.contract, me, signer_, key_, cfg_.tower_interval_ms);
     for (const auto& topic : tower_->topics()) mq_->subscribe(topic);
   }
+  mq_->on_disconnect([this](const std::string& why) {
+    logf(port::LogLevel::Warn, "broker %s:%d: %s", cfg_.host.c_str(), cfg_.port, why.c_str());
+  });
   if (!mq_->start(err)) {
     std::fprintf(stderr, "picopay-agent: mqtt: %s\n", err.c_str());
     return 1;
   }
+  // Loud at start: refused credentials or an unreachable broker end the agent (exit 1).
+  {
+    const uint64_t deadline = now_ms() + static_cast<uint64_t>(cfg_.connect_timeout_s) * 1000;
+    while (!mq_->connected()) {
+      const std::string why = mq_->last_error();
+      if (mq_->refused_reason() != 0) {
+        std::fprintf(stderr,
+                     "picopay-agent: the broker at %s:%d refused the connection: %s (check the broker username, "
+                     "the password file and the broker's password file)\n",
+                     cfg_.host.c_str(), cfg_.port, why.c_str());
+        mq_->stop();
+        return 1;
+      }
+      if (now_ms() > deadline || g_stop) {
+        std::fprintf(stderr, "picopay-agent: cannot connect to the broker at %s:%d within %d s: %s\n",
+                     cfg_.host.c_str(), cfg_.port, cfg_.connect_timeout_s, why.empty() ? "no answer" : why.c_str());
+        mq_->stop();
+        return 1;
+      }
+      (void)mq_->wait_connected(100);
+    }
+  }
+  last_meter_ms_ = now_ms();
   const std::string price_note =
       !cfg_.payer ? (sell_price_.is_zero() ? std::string("payee") : "payee selling at " + fmt(sell_price_) + " per Wh")
       : by_list_  ? "price by the payee's signed list, at most " + fmt(max_price_) + " per Wh"
@@ -1419,6 +1457,20 @@ int Agent::run() {
     if (stopping_ && now_ms() > stop_deadline) {
       logf(port::LogLevel::Warn, "stop deadline reached with work left (state is saved; resumes on restart)");
       break;
+    }
+    if (mq_->session_taken_over())
+      fatal("another client connected to the broker with this agent's client id (the same key running twice?)");
+    // A meter topic the broker's ACL does not let us read delivers nothing, silently.
+    if ((cfg_.meter == "tasmota" || cfg_.meter == "shelly") && cfg_.no_reading_warn_s > 0 && !stopping_) {
+      const uint64_t quiet = static_cast<uint64_t>(cfg_.no_reading_warn_s) * 1000;
+      const uint64_t t = now_ms();
+      if (t - last_meter_ms_ >= quiet && t - meter_warned_ms_ >= quiet) {
+        meter_warned_ms_ = t;
+        logf(port::LogLevel::Warn,
+             "no meter reading on %s for %d s: check that the meter publishes there and that the broker ACL lets "
+             "user '%s' read that topic (docs/operations.md)",
+             cfg_.meter_topic.c_str(), cfg_.no_reading_warn_s, mq_->options().username.c_str());
+      }
     }
     Event e;
     int drained = 0;
@@ -1748,24 +1800,12 @@ bool Agent::resolve_amounts() {
 }  // namespace
 
 bool config_private_key(const Config& cfg, PrivateKey& key, std::string& err) {
-  if (!cfg.key_hex.empty()) {
-    if (private_key_parse(cfg.key_hex.c_str(), cfg.key_hex.size(), key) != Status::Ok) {
-      err = "privateKey must be 0x + 64 hex";
-      return false;
-    }
-    return true;
+  if (cfg.key_hex.empty() && cfg.key_file.empty()) {
+    err = "no key (privateKey or keyFile / --key-file)";
+    return false;
   }
-  if (!cfg.key_file.empty()) {
-    char pass[1024];
-    size_t plen = 0;
-    const bool ok = passphrase_obtain(pass, sizeof pass, &plen, false) == Status::Ok &&
-                    keyfile_read(cfg.key_file.c_str(), pass, plen, key) == Status::Ok;
-    std::memset(pass, 0, sizeof pass);
-    if (!ok) err = "cannot open key file " + cfg.key_file;
-    return ok;
-  }
-  err = "no key (privateKey or keyFile / --key-file)";
-  return false;
+  // a hex key, a picopay sealed key file or a Web3 v3 JSON keystore (agent/common options.hpp)
+  return agent::load_key(agent::KeyOptions{cfg.key_hex, cfg.key_file, ""}, key, err);
 }
 
 int agent_run(const Config& cfg) {

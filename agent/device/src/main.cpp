@@ -18,96 +18,37 @@ bool parse_amount_text(const std::string& s, U256& v);
 }
 
 namespace {
-
-const char* kHelp =
-    "usage: picopay-agent [run] [options]\n"
-    "       picopay-agent status --state-dir DIR\n"
-    "       picopay-agent deposit WEI [options]          top up the channel (docs/flows.md)\n"
-    "       picopay-agent withdraw WEI|all [--to ADDR] [options]\n"
-    "                                                    cooperative withdrawal, channel stays open\n"
-    "       picopay-agent withdraw-owed [--to ADDR] --rpc URL --contract ADDR --key-file FILE\n"
-    "                                                    collect payouts the contract credited\n"
-    "       picopay-agent history --state-dir DIR [--json|--csv]\n"
-    "\n"
-    "A picopay device or gateway agent (payer and/or payee) over MQTT (docs/mqtt-protocol.md).\n"
-    "The state dir keeps the channel; every state is persisted before its signature leaves.\n"
-    "\n"
-    "options (override the config file):\n"
-    "  --config FILE           JSON config (see examples/ev-charger/*.json)\n"
-    "  --name NAME             name in logs and status\n"
-    "  --state-dir DIR         state directory (created; required)\n"
-    "  --broker HOST:PORT      MQTT broker (default 127.0.0.1:1883)\n"
-    "  --username U            broker username (default: the lowercase address)\n"
-    "  --password-file FILE    broker password: FILE's first line; FILE must be mode 0600\n"
-    "  --password P            broker password (or env PICOPAY_MQTT_PASSWORD; on the command\n"
-    "                          line every local user sees it: prefer --password-file)\n"
-    "  --tls-ca FILE           connect with TLS, verify the broker against this CA\n"
-    "  --hub ADDR              the hub's address\n"
-    "  --contract ADDR         the ChannelManager address\n"
-    "  --key 0xHEX             private key (tests only: visible to every local user; use\n"
-    "                          --key-file, or privateKey in a mode 0600 config file)\n"
-    "  --key-file FILE         sealed key file (passphrase: PICOPAY_PASSPHRASE, the file named\n"
-    "                          by PICOPAY_PASSPHRASE_FILE, or the tty)\n"
-    "  --rpc URL               Ethereum JSON-RPC (needed for the deposit)\n"
-    "  --role payer|payee|both role (default payer)\n"
-    "  --meter SRC[:TOPIC]     none | stdin | tasmota:tele/<t>/SENSOR | shelly:<prefix>/status/switch:0\n"
-    "  --price-wei N           price per unit (1 unit = 1 Wh) in wei\n"
-    "  --min-units N           pay once N units are due (default 1)\n"
-    "  --deposit-wei N         deposit on chain when the channel is new\n"
-    "  --pay-to ADDR           pay this payee through a thread (default: pay the hub)\n"
-    "  --thread-lock-wei N     wei locked per thread (default: the whole balance)\n"
-    "  --token ADDR            pay in the ChannelManager's ERC-20 token (its approvedToken();\n"
-    "                          symbol and decimals are read from the chain; needs --rpc).\n"
-    "                          The *-wei amounts are then token base units\n"
-    "  --price AMOUNT          price per unit in the channel's units: '0.001 ETH', '0.5 PPT',\n"
-    "                          or whole base units (replaces --price-wei)\n"
-    "  --deposit AMOUNT        as --deposit-wei, in units ('2.5 PPT')\n"
-    "  --thread-lock AMOUNT    as --thread-lock-wei, in units\n"
-    "  --sell-price AMOUNT     payee: publish a signed price list, AMOUNT per Wh (docs/tokens.md)\n"
-    "  --price-validity S      payee: each list is valid S seconds (default 3600, re-published at S/2)\n"
-    "  --serve-margin N        payee with a meter: stop serving when payers are more than N Wh\n"
-    "                          behind what it delivered (default 10)\n"
-    "  --max-price AMOUNT      payer with --pay-to: pay by the payee's signed price list, never\n"
-    "                          above AMOUNT per Wh (replaces --price)\n"
-    "  --exchange AMOUNT       once synced, sell AMOUNT ('0.01 ETH' for tokens, '5 PPT' for wei)\n"
-    "                          at the hub's signed published rate, once the hub holds what\n"
-    "                          it gives out in our channel (docs/tokens.md)\n"
-    "  --exchange-max-age S    refuse a rate set more than S seconds ago (default 3600)\n"
-    "  --exchange-reference-rate R  token base units per wei we expect; with\n"
-    "  --exchange-max-deviation-bps N  refuse a rate further than N bps from it (default 100)\n"
-    "  --no-exit-on-eof        stdin meter: keep running at end of input\n"
-    "  --no-close-on-exit      leave threads open when stopping\n"
-    "  --status-interval-ms N  retained status JSON at most this often (default 500)\n"
-    "  --tower ADDR            hand the latest double-signed channel state (and, as a payee,\n"
-    "                          the incoming threads' latest states) to the picopay-tower with\n"
-    "                          this address, which answers stale exits while we sleep\n"
-    "                          (docs/tower.md; config: \"tower\": {\"address\": ..})\n"
-    "  --tower-interval-ms N   hand a newer state over at most this often (default 1000)\n"
-    "  --refill-below-wei N    payer: top up when the channel balance falls below N wei\n"
-    "  --refill-wei N          ... by N wei (on chain, from the device's wallet)\n"
-    "  --cash-out-above-wei N  withdraw the whole channel balance once it exceeds N wei\n"
-    "  --cash-out-to ADDR      ... to ADDR (default: the device's own address)\n"
-    "  --expect-income-wei N   payee: ask the hub to hold N wei of collateral in the channel\n"
-    "  --to ADDR               withdraw, withdraw-owed: the recipient (default: the device)\n"
-    "  --wait SECONDS          deposit, withdraw: wait this long for the result (default 180)\n"
-    "  --json, --csv           history: machine-readable output\n"
-    "  -v, --verbose           debug logs\n"
-    "  -h, --help              this help\n"
-    "  --version               print the version and exit\n"
-    "\n"
-    "stdin meter line protocol: 'wh <cumulative Wh>', 'kwh <cumulative kWh>', 'units <n>', 'quit';\n"
-    "'#' comments. At end of input the agent pays what is due, closes its thread and exits.\n"
-    "deposit / withdraw hand the command to the agent running on --state-dir (its command\n"
-    "inbox); with no agent running they connect themselves (same options as run), carry it\n"
-    "out and exit. They print the result as JSON (gasUsed, elapsedMs) and exit 0 on success.\n"
-    "SIGINT/SIGTERM: pay what is due, close threads, exit (state is kept for a restart).\n"
-    "A config file holding privateKey or broker.password must be mode 0600 (refused otherwise).\n"
-    "Exit status: 0 ok, 1 runtime error, 2 usage error.\n";
-
 int usage_error(const std::string& m) {
   std::fprintf(stderr, "picopay-agent: %s (see --help)\n", m.c_str());
   return 2;
 }
+}  // namespace
+
+#include "picopay/agent/log.hpp"
+#include "picopay/device/options.hpp"
+
+namespace {
+
+const char* kDescription =
+    "picopay-agent: a picopay device or gateway agent (payer and/or payee) over MQTT\n"
+    "(docs/mqtt-protocol.md). The state dir keeps the channel; every state is persisted\n"
+    "before its signature leaves.\n"
+    "Commands: run (the default), status (print the channel of --state-dir as JSON),\n"
+    "deposit, withdraw, withdraw-owed, history (docs/flows.md).";
+
+const char* kFooter =
+    "Precedence: defaults < config file (--config; keys in brackets) < environment < command line.\n"
+    "Unknown config keys and bad values are errors; relative paths in a config file resolve\n"
+    "against its directory (docs/operations.md \"Config files\").\n"
+    "deposit / withdraw hand the command to the agent running on --state-dir (its command\n"
+    "inbox); with no agent running they connect themselves (same options as run), carry it\n"
+    "out and exit. They print the result as JSON (gasUsed, elapsedMs) and exit 0 on success.\n"
+    "stdin meter line protocol: 'wh <cumulative Wh>', 'kwh <cumulative kWh>', 'units <n>', 'quit';\n"
+    "'#' comments. At end of input the agent pays what is due, closes its thread and exits.\n"
+    "SIGINT/SIGTERM: pay what is due, close threads, exit (state is kept for a restart).\n"
+    "A config file holding privateKey or broker.password must be mode 0600 (refused otherwise).\n"
+    "Exit status: 0 ok, 1 runtime error (broker or RPC unreachable at start, refused credentials,\n"
+    "a state conflict it cannot resolve), 2 usage error.";
 
 }  // namespace
 
@@ -115,14 +56,17 @@ namespace picopay::device {
 namespace {
 
 bool read_password(Config& cfg) {
+  agent::BrokerRefs b;
+  b.host = &cfg.host;
+  b.port = &cfg.port;
+  b.user = &cfg.username;
+  b.password = &cfg.password;
+  b.password_file = &cfg.password_file;
+  b.ca = &cfg.tls_ca;
   std::string err;
-  if (!cfg.password_file.empty()) {
-    if (!agent::secret_file_read(cfg.password_file, cfg.password, err)) {
-      std::fprintf(stderr, "picopay-agent: %s\n", err.c_str());
-      return false;
-    }
-  } else if (cfg.password.empty()) {
-    if (const char* p = std::getenv("PICOPAY_MQTT_PASSWORD")) cfg.password = p;
+  if (!agent::broker_password_finish(b, err)) {
+    std::fprintf(stderr, "picopay-agent: %s\n", err.c_str());
+    return false;
   }
   return true;
 }
@@ -196,195 +140,91 @@ int withdraw_owed(const Config& cfg, const Address* to) {
 namespace picopay::device {
 
 int agent_main(int argc, char** argv) {
-  if (agent::version_requested(argc, argv)) return agent::print_version();
-  int i = 1;
-  std::string cmd = "run";
-  if (argc > 1 && argv[1][0] != '-') {
-    cmd = argv[1];
-    i = 2;
-  }
+  Config cfg;
+  CLI::App app{kDescription, "picopay-agent"};
+  app.footer(kFooter);
+  agent::Settings s(&app);
+  agent::CommonOptions common;
+  agent::KeyOptions keys;
+  agent::BrokerRefs broker;
+  agent::add_common(app, common, &cfg.verbose);
+  s.config_option();
+  bind_settings(s, &app, cfg, keys, broker, common);
+  app.fallthrough();
+  app.require_subcommand(0, 1);
+  CLI::App* run = app.add_subcommand("run", "run the agent (the default)");
+  CLI::App* status = app.add_subcommand("status", "print the channel of --state-dir as JSON");
+  bool json_flag = true;
+  status->add_flag("--json", json_flag, "JSON output (the only format; accepted for uniformity)");
+  // deposit / withdraw / withdraw-owed / history (docs/flows.md)
   std::string amount_arg;
-  if ((cmd == "deposit" || cmd == "withdraw") && i < argc && argv[i][0] != '-') amount_arg = argv[i++];
   Address to{};
   bool has_to = false;
-  std::string format = "table";
-  Config cfg;
-  std::string config_file;
-  // Pass 1: config file first so options override it.
-  for (int k = i; k < argc; ++k)
-    if (std::strcmp(argv[k], "--config") == 0 && k + 1 < argc) config_file = argv[k + 1];
+  auto add_to = [&](CLI::App* sub) {
+    agent::add_address(*sub, "--to", to, "the recipient (default: the device's own address)", &has_to);
+  };
+  CLI::App* deposit =
+      app.add_subcommand("deposit", "top up the channel by AMOUNT wei (through the running agent, or one-shot)");
+  deposit->add_option("amount", amount_arg, "wei")->type_name("AMOUNT");
+  add_to(deposit);  // refused below with a clear line
+  CLI::App* withdraw = app.add_subcommand("withdraw", "cooperative withdrawal of AMOUNT wei or all; the channel stays open");
+  withdraw->add_option("amount", amount_arg, "wei, or all")->type_name("AMOUNT|all");
+  add_to(withdraw);
+  CLI::App* withdraw_owed_cmd = app.add_subcommand(
+      "withdraw-owed", "collect payouts the contract credited (needs --rpc, --contract and a key)");
+  add_to(withdraw_owed_cmd);
+  CLI::App* history = app.add_subcommand("history", "print the payment history of --state-dir");
+  bool hist_json = false, hist_csv = false;
+  history->add_flag("--json", hist_json, "JSON output");
+  history->add_flag("--csv", hist_csv, "CSV output");
+  app.add_option("--wait", cfg.wait_seconds, "deposit, withdraw: wait this long for the result (default 180)")
+      ->check(CLI::Range(1, 2147483))
+      ->type_name("SECONDS");
+  (void)run;
+  const int rc = agent::parse(app, argc, argv);
+  if (rc >= 0) return rc;
   std::string err;
-  if (!config_file.empty() && !config_load_file(config_file, cfg, err)) return usage_error(err);
-  for (; i < argc; ++i) {
-    std::string a = argv[i];
-    auto val = [&](std::string& out) {
-      if (i + 1 >= argc) return false;
-      out = argv[++i];
-      return true;
-    };
-    std::string v;
-    if (a == "-h" || a == "--help") {
-      std::fputs(kHelp, stdout);
-      return 0;
-    } else if (a == "-v" || a == "--verbose") {
-      cfg.verbose = true;
-    } else if (a == "--no-exit-on-eof") {
-      cfg.exit_on_eof = false;
-    } else if (a == "--no-close-on-exit") {
-      cfg.close_on_exit = false;
-    } else if (a == "--json" || a == "--csv") {
-      format = a.substr(2);
-    } else if (!val(v)) {
-      return usage_error("unknown option or missing value: " + a);
-    } else if (a == "--config") {
-    } else if (a == "--name") {
-      cfg.name = v;
-    } else if (a == "--state-dir") {
-      cfg.state_dir = v;
-    } else if (a == "--broker") {
-      size_t c = v.rfind(':');
-      if (c == std::string::npos) return usage_error("--broker HOST:PORT");
-      cfg.host = v.substr(0, c);
-      cfg.port = std::atoi(v.c_str() + c + 1);
-    } else if (a == "--username") {
-      cfg.username = v;
-    } else if (a == "--password") {
-      cfg.password = v;
-      std::fprintf(stderr, "picopay-agent: warning: --password is visible to every local user (ps); "
-                           "use --password-file (mode 0600) or PICOPAY_MQTT_PASSWORD\n");
-    } else if (a == "--password-file") {
-      cfg.password_file = v;
-    } else if (a == "--tls-ca") {
-      cfg.tls_ca = v;
-    } else if (a == "--hub") {
-      if (!parse_address_text(v, cfg.hub)) return usage_error("--hub: not an address");
-      cfg.has_hub = true;
-    } else if (a == "--contract") {
-      if (!parse_address_text(v, cfg.contract)) return usage_error("--contract: not an address");
-      cfg.has_contract = true;
-    } else if (a == "--key") {
-      cfg.key_hex = v;
-      std::fprintf(stderr, "picopay-agent: warning: --key is visible to every local user (ps); "
-                           "use --key-file or privateKey in a mode 0600 config file\n");
-    } else if (a == "--key-file") {
-      cfg.key_file = v;
-    } else if (a == "--rpc") {
-      cfg.rpc_url = v;
-    } else if (a == "--role") {
-      cfg.payer = v == "payer" || v == "both";
-      cfg.payee = v == "payee" || v == "both";
-      if (!cfg.payer && !cfg.payee) return usage_error("--role payer|payee|both");
-    } else if (a == "--meter") {
-      size_t c = v.find(':');
-      cfg.meter = v.substr(0, c);
-      cfg.meter_topic = c == std::string::npos ? "" : v.substr(c + 1);
-      if (cfg.meter != "none" && cfg.meter != "stdin" && cfg.meter != "tasmota" && cfg.meter != "shelly")
-        return usage_error("--meter none|stdin|tasmota:TOPIC|shelly:TOPIC");
-    } else if (a == "--price-wei") {
-      if (!parse_amount_text(v, cfg.price_wei)) return usage_error("--price-wei: decimal wei");
-    } else if (a == "--min-units") {
-      cfg.min_units = std::strtoull(v.c_str(), nullptr, 10);
-      if (cfg.min_units == 0) cfg.min_units = 1;
-    } else if (a == "--deposit-wei") {
-      if (!parse_amount_text(v, cfg.deposit_wei)) return usage_error("--deposit-wei: decimal wei");
-    } else if (a == "--pay-to") {
-      if (!parse_address_text(v, cfg.pay_to)) return usage_error("--pay-to: not an address");
-      cfg.has_pay_to = true;
-    } else if (a == "--thread-lock-wei") {
-      if (!parse_amount_text(v, cfg.thread_lock_wei)) return usage_error("--thread-lock-wei: decimal wei");
-    } else if (a == "--token") {
-      if (!parse_address_text(v, cfg.token)) return usage_error("--token: not an address");
-      cfg.has_token = true;
-    } else if (a == "--price") {
-      cfg.price_text = v;
-    } else if (a == "--deposit") {
-      cfg.deposit_text = v;
-    } else if (a == "--thread-lock") {
-      cfg.thread_lock_text = v;
-    } else if (a == "--sell-price") {
-      cfg.sell_price_text = v;
-    } else if (a == "--price-validity") {
-      cfg.price_validity_s = std::strtoull(v.c_str(), nullptr, 10);
-      if (cfg.price_validity_s < 60) return usage_error("--price-validity: 60 seconds or more");
-    } else if (a == "--serve-margin") {
-      cfg.serve_margin_units = std::strtoull(v.c_str(), nullptr, 10);
-    } else if (a == "--max-price") {
-      cfg.max_price_text = v;
-    } else if (a == "--exchange") {
-      cfg.exchange_text = v;
-    } else if (a == "--exchange-max-age") {
-      cfg.exchange_max_age_s = std::strtoull(v.c_str(), nullptr, 10);
-    } else if (a == "--exchange-max-deviation-bps") {
-      cfg.exchange_max_deviation_bps = static_cast<uint32_t>(std::strtoul(v.c_str(), nullptr, 10));
-    } else if (a == "--exchange-reference-rate") {
-      cfg.exchange_reference = v;
-    } else if (a == "--status-interval-ms") {
-      cfg.status_interval_ms = std::atoi(v.c_str());
-    } else if (a == "--tower") {
-      if (!parse_address_text(v, cfg.tower) || cfg.tower.is_zero()) return usage_error("--tower: the tower's non-zero 0x address");
-      cfg.has_tower = true;
-    } else if (a == "--tower-interval-ms") {
-      char* end = nullptr;
-      const unsigned long long ms = std::strtoull(v.c_str(), &end, 10);
-      if (v.empty() || *end != '\0' || ms < 1 || ms > 3600000) return usage_error("--tower-interval-ms: 1 .. 3600000");
-      cfg.tower_interval_ms = ms;
-    } else if (a == "--refill-below-wei") {
-      if (!parse_amount_text(v, cfg.refill_below_wei)) return usage_error("--refill-below-wei: decimal wei");
-    } else if (a == "--refill-wei") {
-      if (!parse_amount_text(v, cfg.refill_wei)) return usage_error("--refill-wei: decimal wei");
-    } else if (a == "--cash-out-above-wei") {
-      if (!parse_amount_text(v, cfg.cash_out_above_wei)) return usage_error("--cash-out-above-wei: decimal wei");
-    } else if (a == "--cash-out-to") {
-      if (!parse_address_text(v, cfg.cash_out_to)) return usage_error("--cash-out-to: not an address");
-      cfg.has_cash_out_to = true;
-    } else if (a == "--expect-income-wei") {
-      if (!parse_amount_text(v, cfg.expect_income_wei)) return usage_error("--expect-income-wei: decimal wei");
-    } else if (a == "--to") {
-      if (!parse_address_text(v, to)) return usage_error("--to: not an address");
-      has_to = true;
-    } else if (a == "--wait") {
-      cfg.wait_seconds = std::atoi(v.c_str());
-      if (cfg.wait_seconds <= 0) return usage_error("--wait: seconds, 1 or more");
-    } else {
-      return usage_error("unknown option " + a);
-    }
+  // A key on the command line replaces whatever key the config file named.
+  if (!keys.private_key.empty() || !keys.keystore.empty()) {
+    agent::warn_key_on_argv(keys);
+    cfg.key_hex = keys.private_key;
+    cfg.key_file = keys.keystore;
   }
-  if (cmd == "withdraw-owed") return withdraw_owed(cfg, has_to ? &to : nullptr);
+  if (withdraw_owed_cmd->parsed()) return withdraw_owed(cfg, has_to ? &to : nullptr);
   if (cfg.state_dir.empty()) return usage_error("--state-dir is required");
-  if (cmd == "history") {
+  if (history->parsed()) {
     std::vector<HistoryEntry> h;
     if (!history_load(cfg.state_dir, h, err)) {
       std::fprintf(stderr, "picopay-agent: %s\n", err.c_str());
       return 1;
     }
-    std::fputs(history_format(h, format).c_str(), stdout);
+    std::fputs(history_format(h, hist_csv ? "csv" : hist_json ? "json" : "table").c_str(), stdout);
     return 0;
   }
-  if (cmd == "deposit" || cmd == "withdraw") {
+  if (deposit->parsed() || withdraw->parsed()) {
     Command c;
-    c.op = cmd;
-    if (amount_arg.empty()) return usage_error(cmd + " needs an amount in wei" + (cmd == "withdraw" ? " or all" : ""));
-    if (cmd == "withdraw" && amount_arg == "all") {
+    c.op = deposit->parsed() ? "deposit" : "withdraw";
+    if (amount_arg.empty())
+      return usage_error(c.op + " needs an amount in wei" + (c.op == "withdraw" ? " or all" : ""));
+    if (has_to && c.op != "withdraw") return usage_error("--to is for withdraw");
+    if (withdraw->parsed() && amount_arg == "all") {
       c.all = true;
     } else if (!parse_amount_text(amount_arg, c.wei) || c.wei.is_zero()) {
-      return usage_error(cmd + ": the amount must be a positive decimal number of wei");
+      return usage_error(c.op + ": the amount must be a positive decimal number of wei");
     }
-    if (has_to && cmd != "withdraw") return usage_error("--to is for withdraw");
     c.has_to = has_to;
     c.to = to;
     return run_command(cfg, c);
   }
-  if (cmd == "status") {
-    AgentState s;
-    if (!state_load(cfg.state_dir, s, err)) {
+  if (status->parsed()) {
+    AgentState st;
+    if (!state_load(cfg.state_dir, st, err)) {
       std::fprintf(stderr, "picopay-agent: %s\n", err.c_str());
       return 1;
     }
-    std::string out = status_json(s);
-    std::printf("%s\n", out.c_str());
+    std::printf("%s\n", status_json(st).c_str());
     return 0;
   }
-  if (cmd != "run") return usage_error("unknown command " + cmd);
   if (!read_password(cfg)) return 2;
   return agent_run(cfg);
 }

@@ -12,6 +12,7 @@
 #include <ctime>
 
 #include "picopay/agent/json_state.hpp"
+#include "picopay/agent/log.hpp"
 #include "picopay/chain/events.hpp"
 #include "picopay/chain/manager.hpp"
 #include "picopay/chain/rpc.hpp"
@@ -24,14 +25,7 @@
 
 namespace picopay::hub {
 
-void logf(const char* level, const std::string& msg) {
-  std::time_t t = std::time(nullptr);
-  char ts[32];
-  std::tm tmv{};
-  localtime_r(&t, &tmv);  // thread-safe: the hub logs from several threads
-  std::strftime(ts, sizeof ts, "%H:%M:%S", &tmv);
-  std::fprintf(stderr, "%s picopay-hub %s: %s\n", ts, level, msg.c_str());
-}
+void logf(const char* level, const std::string& msg) { agent::log_named(level, msg); }
 
 namespace {
 constexpr size_t kThreadCap = 256;
@@ -299,7 +293,16 @@ bool Hub::start(std::string& err) {
     publish_rate();
     logf("info", "connected to broker " + cfg_.broker_host + ":" + std::to_string(cfg_.broker_port));
   });
-  mqtt_->on_disconnect([](const std::string& why) { logf("warn", "broker: " + why); });
+  mqtt_->on_disconnect([this](const std::string& why) {
+    if (mqtt_->session_taken_over()) {
+      // Two hubs with one client id would take the session from each other forever.
+      logf("FATAL", "broker: " + why + ": a second picopay-hub with the same client id (the same key or "
+                    "--client-id)? Stopping this one");
+      fatal_.store(true);
+      return;
+    }
+    logf("warn", "broker: " + why);
+  });
   mqtt_->subscribe(mqtt::topic_hub_filter(hub_), 1);
   worker_ = std::thread([this] { worker(); });
   if (!mqtt_->start(err)) return false;

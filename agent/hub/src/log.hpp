@@ -1,5 +1,5 @@
-// picopay-hub's log line: "HH:MM:SS picopay-hub <level>: <msg>" on stderr (local time,
-// thread-safe: the hub logs from its MQTT, worker, verify and chain threads).
+// picopay-hub's log line: the one format of every picopay program (agent/common log.hpp),
+// with the level by name; thread-safe (the hub logs from several threads).
 #pragma once
 
 #include <string>

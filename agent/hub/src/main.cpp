@@ -12,6 +12,7 @@
 #include "config.hpp"
 #include "hub.hpp"
 #include "picopay/agent/install.hpp"
+#include "picopay/agent/options.hpp"
 #include "picopay/hex.hpp"
 #include "picopay/keyfile.hpp"
 
@@ -48,27 +49,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "picopay-hub: %s\n", err.c_str());
     return 2;
   }
+  // The key: a hex key, a picopay sealed key file or a Web3 v3 JSON keystore (options.hpp).
   picopay::PrivateKey key{};
-  if (!cfg.private_key.empty()) {
-    if (picopay::private_key_parse(cfg.private_key.c_str(), cfg.private_key.size(), key) != picopay::Status::Ok) {
-      std::fprintf(stderr, "picopay-hub: --private-key must be 0x + 64 hex digits\n");
-      return 2;
-    }
-    picopay::secure_wipe(&cfg.private_key[0], cfg.private_key.size());
-  } else {
-    char pass[1024];
-    size_t plen = 0;
-    picopay::Status s = picopay::passphrase_obtain(pass, sizeof pass, &plen, false);
-    if (s != picopay::Status::Ok) {
-      std::fprintf(stderr, "picopay-hub: no passphrase (set PICOPAY_PASSPHRASE or PICOPAY_PASSPHRASE_FILE): %s\n", picopay::status_name(s));
-      return 2;
-    }
-    s = picopay::keyfile_read(cfg.key_file.c_str(), pass, plen, key);
-    picopay::secure_wipe(pass, sizeof pass);
-    if (s != picopay::Status::Ok) {
-      std::fprintf(stderr, "picopay-hub: key file %s: %s\n", cfg.key_file.c_str(), picopay::status_message(s));
-      return 2;
-    }
+  const picopay::agent::KeyOptions keys{cfg.private_key, cfg.key_file, ""};
+  if (!cfg.private_key.empty()) picopay::secure_wipe(&cfg.private_key[0], cfg.private_key.size());
+  if (!picopay::agent::load_key(keys, key, err)) {
+    std::fprintf(stderr, "picopay-hub: %s\n", err.c_str());
+    return 2;
   }
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);

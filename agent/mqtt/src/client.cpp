@@ -30,10 +30,13 @@ struct ClientCallbacks {
   static void on_connect(struct mosquitto* m, void* obj, int rc, int flags, const mosquitto_property*) {
     auto* c = static_cast<Client*>(obj);
     if (rc != 0) {
-      std::string why = std::string("CONNACK refused: ") + mosquitto_reason_string(rc);
+      // MQTT v5: a CONNACK reason code (>= 0x80); a v3.1.1 broker answers 1..5.
+      std::string why = std::string("CONNACK refused: ") +
+                        (rc >= 128 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc));
       {
         std::lock_guard<std::mutex> lk(c->mu_);
         c->last_error_ = why;
+        c->refused_ = rc;
       }
       return;  // the broker closes the connection; the network thread retries
     }
@@ -48,19 +51,33 @@ struct ClientCallbacks {
     // us, harmless otherwise (the same filter and options replace the old ones).
     for (auto& s : subs)
       mosquitto_subscribe_v5(m, nullptr, s.first.c_str(), s.second, sub_options(s.first), nullptr);
+    {
+      std::lock_guard<std::mutex> lk(c->mu_);
+      c->refused_ = 0;
+    }
     c->connects_.fetch_add(1);
     c->connected_.store(true);
     c->cv_.notify_all();
     if (c->on_connect_) c->on_connect_(session_present);
   }
 
+  // `rc` is a v5 DISCONNECT reason code the broker sent (>= 0x80), or a libmosquitto
+  // MOSQ_ERR_* when the connection ended locally (e.g. after a refused CONNACK): the two
+  // number spaces overlap (MOSQ_ERR_PROTOCOL = 2 is "Granted QoS 2" as a reason code).
   static void on_disconnect(struct mosquitto*, void* obj, int rc, const mosquitto_property*) {
     auto* c = static_cast<Client*>(obj);
     c->connected_.store(false);
-    if (rc != 0) {
-      std::lock_guard<std::mutex> lk(c->mu_);
-      c->last_error_ = std::string("disconnected: ") + mosquitto_reason_string(rc);
+    if (rc == 0) return;
+    std::lock_guard<std::mutex> lk(c->mu_);
+    if (rc == MQTT_RC_SESSION_TAKEN_OVER) {
+      c->taken_over_.store(true);
+      c->last_error_ = "disconnected by the broker: " + std::string(mosquitto_reason_string(rc)) +
+                       ": another client connected with client id '" + c->opts_.client_id + "'";
+      return;
     }
+    if (c->refused_ != 0) return;  // keep the CONNACK reason, the real cause
+    c->last_error_ = rc >= 128 ? std::string("disconnected by the broker: ") + mosquitto_reason_string(rc)
+                               : "disconnected: " + mosq_error(rc);
   }
 
   static void on_message(struct mosquitto*, void* obj, const struct mosquitto_message* msg,
@@ -115,6 +132,11 @@ void Client::subscribe(const std::string& filter, int qos) {
     mosquitto_subscribe_v5(mosq_, nullptr, filter.c_str(), qos, sub_options(filter), nullptr);
 }
 
+int Client::refused_reason() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return refused_;
+}
+
 std::string Client::last_error() const {
   std::lock_guard<std::mutex> lk(mu_);
   return last_error_;
@@ -122,6 +144,8 @@ std::string Client::last_error() const {
 
 bool Client::start(std::string& err) {
   if (running_.load()) return true;
+  refused_ = 0;
+  taken_over_.store(false);
   if (opts_.client_id.empty()) {
     err = "mqtt: client_id is required";
     return false;
@@ -231,6 +255,9 @@ void Client::run() {
       last_error_ = err;
     }
     if (on_disconnect_) on_disconnect_(err);
+    // Another client took our client id: reconnecting would take it back, and the two
+    // would take turns forever. Stop; the owner decides (picopay-hub: a fatal error).
+    if (taken_over_.load()) break;
     sleep_backoff(backoff);
     backoff = backoff * 2 > backoff_max ? backoff_max : backoff * 2;
   }

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "picopay/agent/install.hpp"
+#include "picopay/agent/options.hpp"
 #include "picopay/hex.hpp"
 #include "picopay/keyfile.hpp"
 #include "picopay/tower/config.hpp"
@@ -19,18 +20,10 @@ void on_signal(int) { g_quit.store(true); }
 bool load_key(const picopay::tower::Config& cfg, picopay::PrivateKey& key) {
   using picopay::Status;
   if (!cfg.key_file.empty()) {
-    char pass[1024];
-    size_t plen = 0;
-    Status s = picopay::passphrase_obtain(pass, sizeof pass, &plen, false);
-    if (s != Status::Ok) {
-      std::fprintf(stderr, "picopay-tower: no passphrase for %s (set PICOPAY_PASSPHRASE): %s\n", cfg.key_file.c_str(),
-                   picopay::status_name(s));
-      return false;
-    }
-    s = picopay::keyfile_read(cfg.key_file.c_str(), pass, plen, key);
-    picopay::secure_wipe(pass, sizeof pass);
-    if (s != Status::Ok) {
-      std::fprintf(stderr, "picopay-tower: key file %s: %s\n", cfg.key_file.c_str(), picopay::status_message(s));
+    // a picopay sealed key file or a Web3 v3 JSON keystore (agent/common options.hpp)
+    std::string err;
+    if (!picopay::agent::load_keystore_file(cfg.key_file, key, err)) {
+      std::fprintf(stderr, "picopay-tower: %s\n", err.c_str());
       return false;
     }
     return true;

@@ -6,6 +6,7 @@
 #include <ctime>
 
 #include "picopay/agent/json_state.hpp"
+#include "picopay/agent/log.hpp"
 #include "picopay/codec.hpp"
 #include "picopay/hex.hpp"
 #include "picopay/mqtt/protocol.hpp"
@@ -28,14 +29,7 @@ uint64_t now_ms() {
 std::string addr(const Address& a) { return json::address_text(a); }
 }  // namespace
 
-void log_line(const char* level, const std::string& msg) {
-  std::time_t t = std::time(nullptr);
-  char ts[32];
-  std::tm tmv{};
-  localtime_r(&t, &tmv);  // thread-safe: the hub logs from several threads
-  std::strftime(ts, sizeof ts, "%H:%M:%S", &tmv);
-  std::fprintf(stderr, "%s picopay-tower %s: %s\n", ts, level, msg.c_str());
-}
+void log_line(const char* level, const std::string& msg) { agent::log_named(level, msg); }
 
 Tower::Tower(Config cfg, const PrivateKey& key) : cfg_(std::move(cfg)), key_(key) {}
 

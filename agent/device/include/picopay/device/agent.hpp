@@ -44,6 +44,8 @@ struct Config {
   Address tower{};
   bool has_tower = false;
   uint64_t tower_interval_ms = 1000;      // a newer state is handed over at most this often
+  int no_reading_warn_s = 60;             // tasmota/shelly: warn after this long without a reading (0: never)
+  int connect_timeout_s = 30;             // exit 1 if the broker does not accept us within this at start
   bool verbose = false;
   // ERC-20 (docs/tokens.md): the channel pays in the ChannelManager's token instead of ETH.
   // The token must be the contract's approvedToken(); its symbol and decimals are read from
@@ -87,9 +89,11 @@ struct Config {
 // one line in `err`.
 bool config_private_key(const Config& cfg, PrivateKey& key, std::string& err);
 
-// Parses `path` (JSON, cJSON) into `cfg` (fields present override defaults). A file
-// holding privateKey or broker.password must be mode 0600 or stricter: otherwise false
-// with err = one line naming the mode and the chmod that fixes it.
+// Parses `path` (JSON) into `cfg` (fields present override defaults), strictly: unknown
+// keys and bad values are errors naming the key and the file; relative paths resolve
+// against the file's directory (agent/common config_file.hpp). A file holding
+// privateKey or broker.password must be mode 0600 or stricter: otherwise false with
+// err = one line naming the mode and the chmod that fixes it.
 bool config_load_file(const std::string& path, Config& cfg, std::string& err);
 
 // `picopay-agent run` (the default command). Returns the process exit code.

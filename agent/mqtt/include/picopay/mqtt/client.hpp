@@ -129,7 +129,15 @@ class Client {
   uint64_t connect_count() const noexcept { return connects_.load(); }
   // Messages dropped because they arrived retained on a never-retained topic.
   uint64_t dropped_retained() const noexcept { return dropped_retained_.load(); }
-  // The last connection error, for logs ("" if none).
+  // The reason code of the broker's last CONNACK refusal (v5, e.g. 0x86 Bad user name or
+  // password, 0x87 Not authorized), 0 since a successful connect or if none.
+  int refused_reason() const;
+  // True once the broker disconnected us because another client connected with our client
+  // id (v5 reason 0x8E Session taken over). The client then stops reconnecting (two
+  // clients with one id would take the session from each other forever).
+  bool session_taken_over() const noexcept { return taken_over_.load(); }
+  // The last connection error, for logs ("" if none); reason strings from libmosquitto
+  // (mosquitto_reason_string for v5 codes, mosquitto_connack_string for v3 CONNACK codes).
   std::string last_error() const;
   const Options& options() const noexcept { return opts_; }
 
@@ -149,6 +157,8 @@ class Client {
   std::atomic<bool> want_disconnect_{true};
   std::atomic<uint64_t> connects_{0};
   std::atomic<uint64_t> dropped_retained_{0};
+  std::atomic<bool> taken_over_{false};
+  int refused_ = 0;  // guarded by mu_
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::string last_error_;
