@@ -70,7 +70,7 @@ const char* kHelp =
     "                and latency p50/p99/max over time, one sample per second\n"
     "  --wei         print amounts in exact wei instead of ETH (the summary has both)\n"
     "  --firmware N  also N Cortex-M4 devices under qemu-system-arm (examples/firmware, 0..8,\n"
-    "                default 0), paying the hub per payment until the telemetry ends: each\n"
+    "                default 0), paying the hub for S seconds from its first payment: each\n"
     "                makes its key on its first boot (it never leaves the device), signs its\n"
     "                own deposit transaction, which a keyless relay of the demo submits\n"
     "                (docs/firmware.md), and is reconciled and settled like the chargers.\n"
