@@ -544,9 +544,14 @@ int device_run() noexcept {
     if (g_session.synced() && !g_session.has_pending() && !g_session.has_hub_request()) {
       const Step st = next_step(payments_done());
       // Done: stop, unless lingering for the hub's requests (nothing changed for linger s).
+      // A pending operation in the channel (e.g. the hub's collateral deposit on its way
+      // to the chain) keeps a lingering device until the operation's timeout.
+      const ChannelState& cs = g_session.channel().state;
+      const bool ops_pending = channel_has_pending(cs) && (cs.timeout == 0 || now_unix() < cs.timeout);
       if (st == Step::Done &&
           (g_refused || g_flash_failed || g_linger_s == 0 ||
-           fw::serial().now_ms() - g_last_change_ms >= g_linger_s * 1000u || g_session.channel().state.txCountGlobal == 0))
+           (fw::serial().now_ms() - g_last_change_ms >= g_linger_s * 1000u && !ops_pending) ||
+           cs.txCountGlobal == 0))
         break;
     }
     bm::MqttMessage m;
