@@ -46,7 +46,7 @@
 //     the hub lowers only the device's balance; the session verifies lazily, before it
 //     relies on the state); Session::verify_evidence() before the device stops.
 // Output (semihosting console): ADDRESS, SIGNED <tx> <update hex> (each signature that
-// leaves the device), ACKED <tx>, REQUEST <id> <status>, DEPOSIT_TX <nonce> <raw tx hex>,
+// leaves the device), ACKED <tx>, REQUEST <session status number>, DEPOSIT_TX <nonce> <raw tx hex>,
 // TX_REFUSED <why>, RECEIPT <status> <tx hash hex>, FINAL <state hex>, METRIC lines, RESULT <status>.
 #include <cstring>
 #include <initializer_list>
@@ -335,16 +335,17 @@ bool deposit_waits_for_chain() {
 // An offer from the relay: its chain facts go to the session (a hub request waiting for
 // them may be proposed now); if our own deposit is not on chain yet, the device signs
 // its deposit transaction with the offer's parameters, within its own bounds.
-void on_relay_offer(const RelayOfferMsg& o) {
+// Returns false if the record could not be stored (nothing was sent).
+bool on_relay_offer(const RelayOfferMsg& o) {
   g_facts = o.facts;
   (void)g_session.on_chain_fact(o.facts, now_unix(), *g_fx);
-  if (!carry_out(*g_fx)) return;
-  if (!deposit_waits_for_chain() || !g_session.synced() || g_session.has_pending()) return;
+  if (!carry_out(*g_fx)) return false;
+  if (!deposit_waits_for_chain() || !g_session.synced() || g_session.has_pending()) return true;
   const bool same = g_has_last_tx && o.tx.chainId == g_last_tx.chainId && o.tx.nonce == g_last_tx.nonce &&
                     o.tx.gasPriceWei == g_last_tx.gasPriceWei && o.tx.gasLimit == g_last_tx.gasLimit;
   if (!same && g_deposit_txs >= g_max_deposit_txs) {
     fw::print("TX_REFUSED max_deposit_txs reached\n");
-    return;
+    return true;
   }
   uint8_t raw[1 + kMaxUserAuthorizedUpdateTx];
   raw[0] = kRelayTx;
@@ -356,7 +357,7 @@ void on_relay_offer(const RelayOfferMsg& o) {
     fw::print("TX_REFUSED ");
     fw::print(status_name(e));
     fw::print("\n");
-    return;
+    return true;
   }
   if (!same) ++g_deposit_txs;  // the same offer signs the same bytes again (RFC 6979): no new transaction
   g_has_last_tx = true;
@@ -366,19 +367,22 @@ void on_relay_offer(const RelayOfferMsg& o) {
   char up[80];
   user_topic(up, "chain/up");
   (void)g_mqtt->publish(up, raw, n + 1, 1);
+  return true;
 }
 
-void on_relay_message(const uint8_t* p, size_t len) {
+// Returns false if the record could not be stored.
+bool on_relay_message(const uint8_t* p, size_t len) {
   RelayOfferMsg o{};
   RelayReceiptMsg r{};
   if (relay_offer_decode(p, len, o) == Status::Ok) {
-    on_relay_offer(o);
+    return on_relay_offer(o);
   } else if (relay_receipt_decode(p, len, r) == Status::Ok) {
     // Information only: the device relies on the chain facts (and the hub checks the chain).
     line("RECEIPT", r.status, r.txHash.bytes, sizeof r.txHash.bytes);
     g_last_ask_ms = 0;  // ask for the facts at once
     ask_relay();
   }
+  return true;
 }
 
 enum class Step : uint8_t { Proposed, Waiting, Done };
@@ -540,9 +544,14 @@ int device_run() noexcept {
     if (g_session.synced() && !g_session.has_pending() && !g_session.has_hub_request()) {
       const Step st = next_step(payments_done());
       // Done: stop, unless lingering for the hub's requests (nothing changed for linger s).
+      // A pending operation in the channel (e.g. the hub's collateral deposit on its way
+      // to the chain) keeps a lingering device until the operation's timeout.
+      const ChannelState& cs = g_session.channel().state;
+      const bool ops_pending = channel_has_pending(cs) && (cs.timeout == 0 || now_unix() < cs.timeout);
       if (st == Step::Done &&
           (g_refused || g_flash_failed || g_linger_s == 0 ||
-           fw::serial().now_ms() - g_last_change_ms >= g_linger_s * 1000u || g_session.channel().state.txCountGlobal == 0))
+           (fw::serial().now_ms() - g_last_change_ms >= g_linger_s * 1000u && !ops_pending) ||
+           cs.txCountGlobal == 0))
         break;
     }
     bm::MqttMessage m;
@@ -561,7 +570,7 @@ int device_run() noexcept {
       continue;
     }
     if (got && g_gateway && user_topic_is(m, "chain/down")) {
-      on_relay_message(m.payload, m.payload_len);
+      if (!on_relay_message(m.payload, m.payload_len)) return finish(kExitFlash);
       continue;
     }
     if (got && topic_is(m, g_topic_reply)) {

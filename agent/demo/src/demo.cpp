@@ -78,7 +78,7 @@ const char* kHelp =
     "                and the reconciliation are in PPT (docs/tokens.md). The summary's *Wei\n"
     "                amounts are then token base units; \"asset\" and \"paid\" name them\n"
     "  --firmware N  also N Cortex-M4 devices under qemu-system-arm (examples/firmware, 0..8,\n"
-    "                default 0), paying the hub per payment until the telemetry ends: each\n"
+    "                default 0), paying the hub for S seconds from its first payment: each\n"
     "                makes its key on its first boot (it never leaves the device), signs its\n"
     "                own deposit transaction, which a keyless relay of the demo submits\n"
     "                (docs/firmware.md), and is reconciled and settled like the chargers.\n"
