@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -522,8 +523,21 @@ TEST_F(TokenE2E, ExchangeIgnoresAForgedRate) {
   std::string payload;
   ASSERT_TRUE(quotes::rate_sign(r, sg, evil, payload));
   ASSERT_TRUE(obs_->publish(mqtt::topic_hub_rate(r.hub), payload, 1, true));
+  // The hub cleared its retained rate when it connected; that clear may reach the broker
+  // after the forgery (two clients, no order between them): the forger keeps publishing
+  // while the exchanger runs, as an attacker would.
+  std::atomic<bool> forging{true};
+  std::thread forger([&] {
+    while (forging) {
+      obs_->publish(mqtt::topic_hub_rate(r.hub), payload, 1, true);
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  });
   const std::string dir = work_ + "/forged";
-  ASSERT_EQ(run_exchanger(8, dir, "0.2 PPT", 150), 1) << read_text(dir + ".log");
+  const int rc = run_exchanger(8, dir, "0.2 PPT", 150);
+  forging = false;
+  forger.join();
+  ASSERT_EQ(rc, 1) << read_text(dir + ".log");
   const std::string log = read_text(dir + ".log");
   EXPECT_NE(log.find("hub rate ignored: not signed by"), std::string::npos) << log;
   EXPECT_NE(log.find("exchange refused: no rate signed by the hub"), std::string::npos) << log;
