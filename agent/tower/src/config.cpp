@@ -43,13 +43,7 @@ struct TowerOptions {
     app.footer(kFooter);
     agent::add_common(app, common, &c.verbose);
     s.config_option();
-    broker.host = &c.broker_host;
-    broker.port = &c.broker_port;
-    broker.user = &c.broker_user;
-    broker.password = &c.broker_password;
-    broker.password_file = &password_file;
-    broker.ca = &c.broker_ca;
-    broker.client_id = &c.client_id;
+    broker = agent::service_broker_refs(c, &password_file);
     broker.password_on_argv = false;
     agent::ServiceRefs r;
     r.broker = broker;

@@ -106,6 +106,21 @@ struct BrokerRefs {
 //   --broker-ca FILE           broker.tlsCaFile     (old flag: --tls-ca; old key: broker.tlsCa)
 //   --client-id ID             broker.clientId
 // After parsing, call broker_password_finish() to read the password file or env.
+// The BrokerRefs of a service config with the fields broker_host, broker_port,
+// broker_user, broker_password, broker_ca and client_id (picopay-hub, picopay-tower);
+// `password_file` is where --broker-password-file goes.
+template <class ServiceConfig>
+BrokerRefs service_broker_refs(ServiceConfig& c, std::string* password_file) {
+  BrokerRefs b;
+  b.host = &c.broker_host;
+  b.port = &c.broker_port;
+  b.user = &c.broker_user;
+  b.password = &c.broker_password;
+  b.password_file = password_file;
+  b.ca = &c.broker_ca;
+  b.client_id = &c.client_id;
+  return b;
+}
 void add_broker_settings(Settings& s, CLI::App* app, const BrokerRefs& b, const std::string& program);
 // Reads *password_file into *password if set, else env PICOPAY_BROKER_PASSWORD (or
 // PICOPAY_MQTT_PASSWORD) when no password was given. False with `err` on a bad file.
