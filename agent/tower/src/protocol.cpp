@@ -17,6 +17,20 @@ constexpr const char kThreadDomain[] = "picopay-tower-thr-v1";
 static_assert(sizeof kThreadDomain - 1 == 20, "thread domain is 20 bytes");
 constexpr const char kThreadAckDomain[] = "picopay-tower-tha-v1";
 static_assert(sizeof kThreadAckDomain - 1 == 20, "thread ack domain is 20 bytes");
+constexpr const char kReleaseDomain[] = "picopay-tower-rel-v1";
+static_assert(sizeof kReleaseDomain - 1 == 20, "release domain is 20 bytes");
+
+void put_u64_be(uint8_t* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * (7 - i)));
+}
+
+// A Released ack names no state: txCountGlobal 0 and a zero stateHash.
+bool names_no_state(uint64_t tx, const Hash32& h) {
+  if (tx != 0) return false;
+  for (uint8_t b : h.bytes)
+    if (b != 0) return false;
+  return true;
+}
 
 bool parse_lower_address(const std::string& s, Address& out) {
   if (s.size() != 42 || s[0] != '0' || s[1] != 'x') return false;
@@ -118,6 +132,76 @@ Status check_thread_handover(const ThreadHandover& h, const Address& contract, c
   return signer.verify_eth(thread_handover_digest(contract, th), h.sigReceiver, user);
 }
 
+Hash32 thread_release_digest(const Address& contract, const Address& receiver, const Address& sender,
+                             uint64_t threadId) noexcept {
+  uint8_t pre[20 + 20 + 20 + 20 + 32] = {};
+  std::memcpy(pre, kReleaseDomain, 20);
+  std::memcpy(pre + 20, contract.bytes, 20);
+  std::memcpy(pre + 40, receiver.bytes, 20);
+  std::memcpy(pre + 60, sender.bytes, 20);
+  put_u64_be(pre + 80 + 24, threadId);
+  Hash32 out{};
+  keccak256(pre, sizeof pre, out.bytes);
+  return out;
+}
+
+bool is_thread_release(const uint8_t* in, size_t len) noexcept {
+  return len >= 2 && in[0] == kWireVersion && in[1] == kThreadReleaseKind;
+}
+
+Status make_thread_release(const Address& contract, const Address& sender, uint64_t threadId,
+                           const PrivateKey& receiver_key, const Signer& signer, ThreadRelease& out) noexcept {
+  ThreadRelease r;
+  r.sender = sender;
+  r.threadId = threadId;
+  Address receiver{};
+  Status s = signer.address_of(receiver_key, receiver);
+  if (s != Status::Ok) return s;
+  s = signer.sign_eth(receiver_key, thread_release_digest(contract, receiver, sender, threadId), r.sigReceiver);
+  if (s != Status::Ok) return s;
+  out = r;
+  return Status::Ok;
+}
+
+Status encode_thread_release(const ThreadRelease& r, std::vector<uint8_t>& out) {
+  if (r.sigReceiver.v != 27 && r.sigReceiver.v != 28) return Status::BadRecoveryId;
+  uint8_t b[kThreadReleaseWireSize];
+  b[0] = kWireVersion;
+  b[1] = kThreadReleaseKind;
+  std::memcpy(b + 2, r.sender.bytes, 20);
+  put_u64_be(b + 22, r.threadId);
+  std::memcpy(b + 30, r.sigReceiver.r, 32);
+  std::memcpy(b + 62, r.sigReceiver.s, 32);
+  b[94] = r.sigReceiver.v;
+  out.insert(out.end(), b, b + sizeof b);
+  return Status::Ok;
+}
+
+Status decode_thread_release(const uint8_t* in, size_t len, ThreadRelease& out) {
+  if (len < 2) return Status::Truncated;
+  if (in[0] != kWireVersion) return Status::BadVersion;
+  if (in[1] != kThreadReleaseKind) return Status::BadKind;
+  if (len < kThreadReleaseWireSize) return Status::Truncated;
+  if (len > kThreadReleaseWireSize) return Status::TrailingBytes;
+  ThreadRelease r;
+  std::memcpy(r.sender.bytes, in + 2, 20);
+  r.threadId = 0;
+  for (int i = 0; i < 8; ++i) r.threadId = (r.threadId << 8) | in[22 + i];
+  std::memcpy(r.sigReceiver.r, in + 30, 32);
+  std::memcpy(r.sigReceiver.s, in + 62, 32);
+  r.sigReceiver.v = in[94];
+  if (r.sigReceiver.v != 27 && r.sigReceiver.v != 28) return Status::BadRecoveryId;
+  if (!signature_s_is_low(r.sigReceiver.s)) return Status::HighS;
+  out = r;
+  return Status::Ok;
+}
+
+Status check_thread_release(const ThreadRelease& r, const Address& contract, const Address& user,
+                            const Signer& signer) noexcept {
+  if (r.sender == user) return Status::WrongParty;
+  return signer.verify_eth(thread_release_digest(contract, user, r.sender, r.threadId), r.sigReceiver, user);
+}
+
 bool thread_state_better(const ThreadState& c, const ThreadState& cur) noexcept {
   const bool better = c.txCount > cur.txCount || c.balanceWeiReceiver > cur.balanceWeiReceiver ||
                       c.balanceTokenReceiver > cur.balanceTokenReceiver;
@@ -160,6 +244,8 @@ const char* ack_result_name(AckResult r) noexcept {
       return "held";
     case AckResult::Refused:
       return "refused";
+    case AckResult::Released:
+      return "released";
   }
   return "unknown";
 }
@@ -201,9 +287,10 @@ Status make_thread_handover(const SignedThreadState& t, const PrivateKey& receiv
 
 Status encode_ack(const Ack& a, std::vector<uint8_t>& out) {
   const auto res = static_cast<uint8_t>(a.result);
-  if (res > static_cast<uint8_t>(AckResult::Refused)) return Status::BadArgs;
+  if (res > static_cast<uint8_t>(AckResult::Released)) return Status::BadArgs;
   if (!status_known(static_cast<uint8_t>(a.reason))) return Status::BadArgs;
   if ((a.result == AckResult::Refused) != (a.reason != Status::Ok)) return Status::BadArgs;
+  if (a.result == AckResult::Released && !names_no_state(a.txCountGlobal, a.stateHash)) return Status::BadArgs;
   if (a.txCountGlobal > kMaxCounter) return Status::OutOfBounds;
   if (a.sig.v != 27 && a.sig.v != 28) return Status::BadRecoveryId;
   uint8_t b[kAckWireSize];
@@ -227,7 +314,7 @@ Status decode_ack(const uint8_t* in, size_t len, Ack& out) {
   if (len < kAckWireSize) return Status::Truncated;
   if (len > kAckWireSize) return Status::TrailingBytes;
   Ack a;
-  if (in[2] > static_cast<uint8_t>(AckResult::Refused) || !status_known(in[3])) return Status::BadArgs;
+  if (in[2] > static_cast<uint8_t>(AckResult::Released) || !status_known(in[3])) return Status::BadArgs;
   a.result = static_cast<AckResult>(in[2]);
   a.reason = static_cast<Status>(in[3]);
   if ((a.result == AckResult::Refused) != (a.reason != Status::Ok)) return Status::BadArgs;
@@ -235,6 +322,7 @@ Status decode_ack(const uint8_t* in, size_t len, Ack& out) {
   for (int i = 0; i < 8; ++i) a.txCountGlobal = (a.txCountGlobal << 8) | in[4 + i];
   if (a.txCountGlobal > kMaxCounter) return Status::OutOfBounds;
   std::memcpy(a.stateHash.bytes, in + 12, 32);
+  if (a.result == AckResult::Released && !names_no_state(a.txCountGlobal, a.stateHash)) return Status::BadArgs;
   std::memcpy(a.sig.r, in + 44, 32);
   std::memcpy(a.sig.s, in + 76, 32);
   a.sig.v = in[108];

@@ -233,7 +233,41 @@ bool Tower::store_error(const std::string& err) {
   return false;
 }
 
+bool Tower::handle_release(const Address& user, const uint8_t* payload, size_t len, Ack& ack) {
+  ack = Ack{};
+  ThreadRelease r;
+  Status st = decode_thread_release(payload, len, r);
+  if (st == Status::Ok) st = check_thread_release(r, contract_, user, verifier_);
+  const ThreadKey k{r.sender, user, r.threadId};
+  std::string err;
+  if (st != Status::Ok) {
+    refused("thread release for " + addr(user) + " refused: " + status_name(st) + " (" + status_message(st) + ")");
+    ack.result = AckResult::Refused;
+    ack.reason = st;
+    Held held;
+    if (!store_->thread_held(k, held, err)) return store_error(err);
+    if (held.found) {
+      ack.txCountGlobal = held.txCountGlobal;
+      ack.stateHash = held.stateHash;
+    }
+  } else {
+    bool dropped = false;
+    if (!store_->drop_thread(k, dropped, err)) return store_error(err);
+    ack.result = AckResult::Released;
+    if (cfg_.verbose && dropped)
+      log_line("info", "released thread " + std::to_string(k.threadId) + " " + addr(k.sender) + " -> " + addr(user));
+  }
+  auto sig = wallet_->sign_eth(thread_ack_digest(contract_, user, r.threadId, ack.txCountGlobal, ack.stateHash));
+  if (!sig.ok()) {
+    log_line("error", "cannot sign the ack: " + sig.error().to_string());
+    return true;
+  }
+  ack.sig = *sig;
+  return true;
+}
+
 bool Tower::handle_thread(const Address& user, const uint8_t* payload, size_t len, Ack& ack) {
+  if (is_thread_release(payload, len)) return handle_release(user, payload, len, ack);
   ack = Ack{};
   ThreadHandover h;
   Status st = decode_thread_handover(payload, len, h);
