@@ -1,0 +1,279 @@
+// picopay-hub across a PostgreSQL primary failover (docs/postgresql-ha.md): a
+// pg_auto_failover monitor and a primary/secondary pair with synchronous replication on
+// 127.0.0.1 (tests/support/pg_auto_failover.hpp), the real picopay-hub on the multi-host URI
+// (target_session_attrs=read-write), a real mosquitto, simulated devices paying without
+// pause. The test stands in for systemd (Restart=on-failure): it starts the hub again
+// whenever it exits. Two failovers, mid-stream:
+//   A. planned: `pg_autoctl perform failover` (node1 -> node2);
+//   B. a crash of the primary's machine: kill -9 of node2's keeper and postgres; the monitor
+//      promotes node1.
+// Afterwards: every payment a device made was answered and is in the ledger, no device holds
+// two hub signatures for one txCountGlobal, every device's latest state equals the ledger's,
+// and every exit of the hub was exit 3 (restartable; exit 2 would stop systemd's restarts).
+// The pauses (failover start -> first Ack after it) are printed, not asserted.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+#include "hub_ledger.hpp"
+#include "picopay/codec.hpp"
+#include "sim_device.hpp"
+#include "support/broker.hpp"
+#include "support/pg_auto_failover.hpp"
+
+using namespace picopay;
+using namespace picopay::testsupport;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+const char* kContract = "0x7d73424a8256c0b2ba245e5d5a3de8820e45f390";
+constexpr uint32_t kHubIndex = 0xABCDEF;
+constexpr uint32_t kDevices = 4;
+constexpr uint64_t kFunds = 1000000;
+// The test's RestartSec: the shipped unit waits 5 s (packaging/systemd/picopay-hub.service.in).
+constexpr int kRestartDelayMs = 1000;
+
+double ms_since(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+class PostgresHa : public ::testing::Test {
+ protected:
+  void SetUp() override { dir_ = make_temp_dir("picopay-pghatest"); }
+  void TearDown() override {
+    stop_supervisor();
+    hub_.kill9();
+    devices_.clear();
+    broker_.reset();
+    pg_.reset();
+    if (!HasFailure()) remove_tree(dir_);
+    else std::fprintf(stderr, "kept %s\n", dir_.c_str());
+  }
+
+  void start_broker() {
+    BrokerOptions o;
+    o.users.push_back({"hub", "hub-pass"});
+    for (uint32_t i = 1; i <= kDevices; ++i) {
+      Address a{};
+      Signer s;
+      ASSERT_EQ(s.init(), Status::Ok);
+      ASSERT_EQ(s.address_of(test_key(i), a), Status::Ok);
+      o.users.push_back({mqtt::topic_address(a), "pw-" + std::to_string(i)});
+    }
+    o.acl = picopay_acl("hub");
+    o.dir = dir_ + "/broker";
+    broker_ = std::make_unique<Broker>(o);
+    std::string err;
+    ASSERT_TRUE(broker_->start(err)) << err;
+    Signer s;
+    ASSERT_EQ(s.init(), Status::Ok);
+    ASSERT_EQ(s.address_of(test_key(kHubIndex), hub_addr_), Status::Ok);
+    ASSERT_EQ(address_parse(kContract, std::strlen(kContract), contract_), Status::Ok);
+  }
+
+  bool start_hub() {
+    return hub_.start({PICOPAY_HUB_BIN, "--broker-host", "127.0.0.1", "--broker-port", std::to_string(broker_->port()),
+                       "--broker-user", "hub", "--broker-password", "hub-pass", "--contract", kContract,
+                       "--private-key", hex_key(test_key(kHubIndex)), "--store", pg_->uri(), "--db",
+                       dir_ + "/hub.db", "--exchange-rate", "1000", "--dev-skip-chain-checks", "--verbose"},
+                      dir_ + "/hub.log");
+  }
+
+  // systemd's part: the hub is started again kRestartDelayMs after each exit; every exit
+  // status is kept.
+  void start_supervisor() {
+    supervise_ = std::thread([this] {
+      while (!stop_.load()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        std::lock_guard<std::mutex> lk(mu_);
+        if (hub_.running()) continue;
+        const int st = hub_.wait(0);
+        exits_.push_back(st);
+        std::this_thread::sleep_for(std::chrono::milliseconds(kRestartDelayMs));
+        if (!stop_.load()) start_hub();
+      }
+    });
+  }
+  void stop_supervisor() {
+    stop_.store(true);
+    if (supervise_.joinable()) supervise_.join();
+  }
+
+  SimDevice& device(uint32_t i) {
+    auto d = std::make_unique<SimDevice>(i, hub_addr_, contract_);
+    mqtt::Options o;
+    o.port = broker_->port();
+    std::string err;
+    EXPECT_TRUE(d->start(o, "pw-" + std::to_string(i), err)) << err;
+    devices_.push_back(std::move(d));
+    return *devices_.back();
+  }
+
+  // The time of the first Ack (any device) at or after t; false if none within timeout_ms.
+  bool first_ack_after(Clock::time_point t, int timeout_ms, Clock::time_point& out) {
+    for (int waited = 0; waited <= timeout_ms; waited += 50) {
+      {
+        std::lock_guard<std::mutex> lk(acks_mu_);
+        auto it = std::lower_bound(acks_.begin(), acks_.end(), t);
+        if (it != acks_.end()) {
+          out = *it;
+          return true;
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+  // The outage an event at `t` caused: the longest silence between two consecutive Acks
+  // (any device) that ends after t. gap_ms is its length, pause_ms the time from t to the
+  // Ack that ended it (Acks right after t belong to COMMITs made before the primary went).
+  void outage(Clock::time_point t, double& gap_ms, double& pause_ms) {
+    std::lock_guard<std::mutex> lk(acks_mu_);
+    gap_ms = pause_ms = -1;
+    auto it = std::lower_bound(acks_.begin(), acks_.end(), t);
+    if (it == acks_.end()) return;
+    Clock::time_point prev = it == acks_.begin() ? t : *(it - 1);
+    for (; it != acks_.end(); prev = *it, ++it) {
+      const double g = ms_since(std::max(prev, t), *it);
+      if (g > gap_ms) {
+        gap_ms = ms_since(prev, *it);
+        pause_ms = ms_since(t, *it);
+      }
+    }
+  }
+  // Until every device completed `n` more payments than it had at the call (bounded).
+  bool each_pays(uint64_t n, int timeout_ms) {
+    uint64_t base[kDevices];
+    for (uint32_t i = 0; i < kDevices; ++i) base[i] = paid_[i].load();
+    for (int waited = 0; waited <= timeout_ms; waited += 50) {
+      bool all = true;
+      for (uint32_t i = 0; i < kDevices; ++i) all = all && paid_[i].load() >= base[i] + n;
+      if (all) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+
+  std::string dir_;
+  std::unique_ptr<Broker> broker_;
+  std::unique_ptr<PgAutoFailover> pg_;
+  std::mutex mu_;  // hub_ and exits_
+  Process hub_;
+  std::vector<int> exits_;
+  std::atomic<bool> stop_{false};
+  std::thread supervise_;
+  Address hub_addr_{}, contract_{};
+  std::vector<std::unique_ptr<SimDevice>> devices_;
+  std::mutex acks_mu_;
+  std::vector<Clock::time_point> acks_;  // every completed payment, in time order
+  std::atomic<uint64_t> paid_[kDevices]{};
+};
+
+}  // namespace
+
+TEST_F(PostgresHa, HubAcrossPrimaryFailoverLosesNothing) {
+  const auto t_setup = Clock::now();
+  pg_ = std::make_unique<PgAutoFailover>();
+  std::string err;
+  ASSERT_TRUE(pg_->start("picopay", err)) << err;
+  std::fprintf(stderr, "pg_auto_failover up in %.1f s: %s\n", ms_since(t_setup, Clock::now()) / 1000,
+               pg_->states().c_str());
+  // Synchronous replication is on: a COMMIT waits for node2's flush.
+  EXPECT_NE(pg_->query(0, "picopay", "SHOW synchronous_standby_names"), "");
+  EXPECT_EQ(pg_->query(0, "picopay", "SELECT sync_state FROM pg_stat_replication"), "quorum");
+
+  start_broker();
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    ASSERT_TRUE(start_hub());
+  }
+  start_supervisor();
+  for (uint32_t i = 1; i <= kDevices; ++i) device(i);
+  for (auto& d : devices_) ASSERT_EQ(d->fund(kFunds), Status::Ok);
+
+  std::atomic<bool> done{false};
+  std::atomic<int> failures{0};
+  std::vector<std::thread> payers;
+  for (uint32_t i = 0; i < kDevices; ++i)
+    payers.emplace_back([&, i] {
+      while (!done.load()) {
+        if (devices_[i]->pay(1, nullptr, 180000) != Status::Ok) {
+          ++failures;
+          return;
+        }
+        ++paid_[i];
+        std::lock_guard<std::mutex> lk(acks_mu_);
+        acks_.push_back(Clock::now());
+      }
+    });
+  ASSERT_TRUE(each_pays(5, 60000));
+
+  // A. Planned failover, mid-stream.
+  const auto t_a = Clock::now();
+  const size_t exits_before_a = exits_.size();
+  EXPECT_EQ(pg_->perform_failover(), 0) << pg_->states();
+  Clock::time_point ack_a{};
+  ASSERT_TRUE(first_ack_after(t_a, 120000, ack_a)) << "no Ack after the failover: " << pg_->states();
+  ASSERT_TRUE(pg_->wait_primary_secondary(1, 180000)) << pg_->states();
+  ASSERT_TRUE(each_pays(5, 60000));
+  double gap_a = 0, pause_a = 0;
+  outage(t_a, gap_a, pause_a);
+  size_t exits_a = 0;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    exits_a = exits_.size() - exits_before_a;
+  }
+  EXPECT_GE(exits_a, 1u) << "the failover did not reach the hub's connection";
+  EXPECT_EQ(pg_->query(1, "picopay", "SELECT sync_state FROM pg_stat_replication"), "quorum");
+
+  // B. The primary's machine crashes (keeper and postgres, kill -9), mid-stream.
+  const auto t_b = Clock::now();
+  pg_->crash(1);
+  Clock::time_point ack_b{};
+  ASSERT_TRUE(first_ack_after(t_b, 180000, ack_b)) << "no Ack after the crash: " << pg_->states();
+  ASSERT_TRUE(each_pays(5, 60000));
+  double gap_b = 0, pause_b = 0;
+  outage(t_b, gap_b, pause_b);
+  EXPECT_EQ(pg_->query(0, "picopay", "SELECT pg_is_in_recovery()"), "f") << pg_->states();
+
+  done.store(true);
+  for (auto& t : payers) t.join();
+  stop_supervisor();
+  EXPECT_EQ(failures.load(), 0);
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    ASSERT_TRUE(hub_.running()) << "the hub is not serving at the end";
+    for (int st : exits_) EXPECT_EQ(st, 3) << "a hub exit systemd would not restart (or a crash)";
+  }
+
+  uint64_t total = 0;
+  for (uint32_t i = 0; i < kDevices; ++i) {
+    SimDevice& d = *devices_[i];
+    ASSERT_TRUE(d.wait_idle(30000));
+    const SignedChannelState s = d.latest();
+    // fund = 2 updates (deposit, ConfirmPending), then one per payment: none lost, none extra.
+    EXPECT_EQ(s.state.txCountGlobal, 2u + paid_[i].load());
+    EXPECT_TRUE(s.state.balanceWeiUser == U256::from_u64(kFunds - paid_[i].load()));
+    EXPECT_EQ(d.double_signed(), 0u);
+    EXPECT_FALSE(d.halted());
+    const Ledger l = read_ledger(pg_->uri(), d.address());
+    ASSERT_TRUE(l.found);
+    EXPECT_EQ(l.state, wire(s)) << "ledger and device disagree for " << mqtt::topic_address(d.address());
+    EXPECT_EQ(static_cast<uint64_t>(l.updates), s.state.txCountGlobal);
+    total += paid_[i].load();
+  }
+  std::fprintf(stderr,
+               "pgha: %llu payments by %u devices; hub exits %zu (planned failover %zu); planned failover: "
+               "%.0f ms from its start to the first Ack after the outage (longest silence %.0f ms); primary crash: "
+               "%.0f ms (longest silence %.0f ms); restart delay %d ms\n",
+               static_cast<unsigned long long>(total), kDevices, exits_.size(), exits_a, pause_a, gap_a, pause_b,
+               gap_b, kRestartDelayMs);
+  RecordProperty("pause_failover_ms", static_cast<int>(pause_a));
+  RecordProperty("pause_crash_ms", static_cast<int>(pause_b));
+}
