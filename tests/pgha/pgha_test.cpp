@@ -36,8 +36,8 @@ const char* kContract = "0x7d73424a8256c0b2ba245e5d5a3de8820e45f390";
 constexpr uint32_t kHubIndex = 0xABCDEF;
 constexpr uint32_t kDevices = 4;
 constexpr uint64_t kFunds = 1000000;
-// The test's RestartSec: the shipped unit waits 5 s (packaging/systemd/picopay-hub.service.in).
-constexpr int kRestartDelayMs = 1000;
+// The test's RestartSec, as the shipped unit (packaging/systemd/picopay-hub.service.in).
+constexpr int kRestartDelayMs = 5000;
 
 double ms_since(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
