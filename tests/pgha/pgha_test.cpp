@@ -6,7 +6,8 @@
 // whenever it exits. Two failovers, mid-stream:
 //   A. planned: `pg_autoctl perform failover` (node1 -> node2);
 //   B. a crash of the primary's machine: kill -9 of node2's keeper and postgres; the monitor
-//      promotes node1.
+//      promotes node1;
+//   C. kill -9 of node1's postgres alone: its keeper restarts it in place.
 // Afterwards: every payment a device made was answered and is in the ledger, no device holds
 // two hub signatures for one txCountGlobal, every device's latest state equals the ledger's,
 // and every exit of the hub was exit 3 (restartable; exit 2 would stop systemd's restarts).
@@ -25,6 +26,7 @@
 #include "sim_device.hpp"
 #include "support/broker.hpp"
 #include "support/pg_auto_failover.hpp"
+#include "support/postgres.hpp"
 
 using namespace picopay;
 using namespace picopay::testsupport;
@@ -242,6 +244,25 @@ TEST_F(PostgresHa, HubAcrossPrimaryFailoverLosesNothing) {
   outage(t_b, gap_b, pause_b);
   EXPECT_EQ(pg_->query(0, "picopay", "SELECT pg_is_in_recovery()"), "f") << pg_->states();
 
+  // C. kill -9 of the (new) primary's postgres alone: its keeper starts it again in place
+  // (crash recovery from its WAL; no standby is left to fail over to), mid-stream.
+  const auto t_c = Clock::now();
+  size_t exits_before_c = 0;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    exits_before_c = exits_.size();
+  }
+  ASSERT_TRUE(pg_->kill_postgres(0));
+  Clock::time_point ack_c{};
+  ASSERT_TRUE(first_ack_after(t_c, 180000, ack_c)) << "no Ack after the postgres crash: " << pg_->states();
+  ASSERT_TRUE(each_pays(5, 120000));
+  double gap_c = 0, pause_c = 0;
+  outage(t_c, gap_c, pause_c);
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    EXPECT_GE(exits_.size() - exits_before_c, 1u) << "the postgres crash did not reach the hub's connection";
+  }
+
   done.store(true);
   for (auto& t : payers) t.join();
   stop_supervisor();
@@ -271,9 +292,83 @@ TEST_F(PostgresHa, HubAcrossPrimaryFailoverLosesNothing) {
   std::fprintf(stderr,
                "pgha: %llu payments by %u devices; hub exits %zu (planned failover %zu); planned failover: "
                "%.0f ms from its start to the first Ack after the outage (longest silence %.0f ms); primary crash: "
-               "%.0f ms (longest silence %.0f ms); restart delay %d ms\n",
+               "%.0f ms (longest silence %.0f ms); postgres crash: %.0f ms (longest silence %.0f ms); restart "
+               "delay %d ms\n",
                static_cast<unsigned long long>(total), kDevices, exits_.size(), exits_a, pause_a, gap_a, pause_b,
-               gap_b, kRestartDelayMs);
+               gap_b, pause_c, gap_c, kRestartDelayMs);
   RecordProperty("pause_failover_ms", static_cast<int>(pause_a));
   RecordProperty("pause_crash_ms", static_cast<int>(pause_b));
+  RecordProperty("pause_postgres_crash_ms", static_cast<int>(pause_c));
+}
+
+// At start, a PostgreSQL ledger no node of which accepts writes (a failover in progress) is
+// exit 3, which systemd restarts; exit 2 (a configuration error) would stop the restarts
+// and leave the hub down after the failover.
+class PostgresHaStart : public ::testing::Test {
+ protected:
+  void SetUp() override { dir_ = make_temp_dir("picopay-pghastart"); }
+  void TearDown() override {
+    if (!HasFailure()) remove_tree(dir_);
+    else std::fprintf(stderr, "kept %s\n", dir_.c_str());
+  }
+  // Runs the hub on `store` (a broker that is never reached: the ledger is opened first);
+  // its exit status and log.
+  int run_hub(const std::string& store, std::string& log) {
+    Process p;
+    const std::string lf = dir_ + "/hub-" + std::to_string(++runs_) + ".log";
+    if (!p.start({PICOPAY_HUB_BIN, "--broker-host", "127.0.0.1", "--broker-port", std::to_string(free_port()),
+                  "--contract", kContract, "--private-key", hex_key(test_key(kHubIndex)), "--store", store, "--db",
+                  dir_ + "/hub.db"},
+                 lf))
+      return -1;
+    const int st = p.wait(60000);
+    log = read_file(lf);
+    return st;
+  }
+  std::string dir_;
+  int runs_ = 0;
+};
+
+TEST_F(PostgresHaStart, NoServerListeningIsExit3) {
+  std::string log;
+  const int port = free_port();  // nothing listens there
+  EXPECT_EQ(run_hub("postgresql://postgres@127.0.0.1:" + std::to_string(port) + "/picopay?connect_timeout=5", log), 3)
+      << log;
+  EXPECT_NE(log.find("cannot connect"), std::string::npos) << log;
+}
+
+TEST_F(PostgresHaStart, OnlyReadOnlyNodesIsExit3ThenServesOnceWritable) {
+  PgServer pg;
+  std::string err;
+  ASSERT_TRUE(pg.start(err)) << err;
+  // The only node refuses writes, as a standby (or a demoted primary) does.
+  ASSERT_EQ(pg.psql("postgres", "ALTER SYSTEM SET default_transaction_read_only = on"), 0);
+  ASSERT_EQ(pg.psql("postgres", "SELECT pg_reload_conf()"), 0);
+  const std::string uri = "postgresql://postgres@127.0.0.1:" + std::to_string(free_port()) + ",127.0.0.1:" +
+                          std::to_string(pg.port()) + "/postgres?target_session_attrs=read-write&connect_timeout=5";
+  std::string log;
+  EXPECT_EQ(run_hub(uri, log), 3) << log;
+  EXPECT_NE(log.find("read-only"), std::string::npos) << log;
+  EXPECT_EQ(pg.query("postgres", "SELECT count(*) FROM pg_tables WHERE tablename = 'channels'"), "0");
+  // Writable again (the promotion): the same URI opens the ledger and creates its tables
+  // (the hub then waits for its broker, which this test does not run).
+  ASSERT_EQ(pg.psql("postgres", "ALTER SYSTEM SET default_transaction_read_only = off"), 0);
+  ASSERT_EQ(pg.psql("postgres", "SELECT pg_reload_conf()"), 0);
+  Process hub;
+  ASSERT_TRUE(hub.start({PICOPAY_HUB_BIN, "--broker-host", "127.0.0.1", "--broker-port", std::to_string(free_port()),
+                         "--contract", kContract, "--private-key", hex_key(test_key(kHubIndex)), "--store", uri,
+                         "--db", dir_ + "/hub.db"},
+                        dir_ + "/hub-writable.log"));
+  bool tables = false;
+  for (int i = 0; i < 300 && !tables && hub.running(); ++i) {
+    tables = pg.query("postgres", "SELECT count(*) FROM pg_tables WHERE tablename = 'channels'") == "1";
+    if (!tables) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_TRUE(tables) << read_file(dir_ + "/hub-writable.log");
+  hub.kill9();
+}
+
+TEST_F(PostgresHaStart, BadStoreSpecStaysExit2) {
+  std::string log;
+  EXPECT_EQ(run_hub("mysql://127.0.0.1/picopay", log), 2) << log;
 }

@@ -210,6 +210,11 @@ void PgAutoFailover::crash(int node) {
   keeper_[node].kill9();  // reaps runuser
 }
 
+bool PgAutoFailover::kill_postgres(int node) {
+  const int pm = std::atoi(read_file(node_dir(node) + "/postmaster.pid").c_str());
+  return pm > 0 && ::kill(pm, SIGKILL) == 0;
+}
+
 bool PgAutoFailover::restart(int node) {
   return keeper_[node].start(autoctl({"run", "--pgdata", node_dir(node)}), dir_ + "/" + kNames[node] + ".log");
 }

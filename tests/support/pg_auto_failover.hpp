@@ -50,6 +50,9 @@ class PgAutoFailover {
   // A crash of node `node`'s machine: SIGKILL to its keeper's process group (pg_autoctl,
   // its services and its postgres) and to its postmaster.
   void crash(int node);
+  // kill -9 of node `node`'s postmaster only: its keeper starts postgres again (crash
+  // recovery from its own WAL), no failover. False if it was not running.
+  bool kill_postgres(int node);
   // Starts node `node`'s keeper again (`pg_autoctl run`): it rejoins as a secondary.
   bool restart(int node);
   // psql -At on `db` at node `node` (output; "" on failure).
