@@ -11,8 +11,15 @@
 // Afterwards: every payment a device made was answered and is in the ledger, no device holds
 // two hub signatures for one txCountGlobal, every device's latest state equals the ledger's,
 // and every exit of the hub was exit 3 (restartable; exit 2 would stop systemd's restarts).
-// The pauses (failover start -> first Ack after it) are printed, not asserted.
+// The pauses (failover start -> first Ack after it) are printed, not asserted. Below: exit 3
+// at start, and a COMMIT cut on purpose by a proxy (UncertainCommit).
 #include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -82,7 +89,7 @@ class PostgresHa : public ::testing::Test {
   bool start_hub() {
     return hub_.start({PICOPAY_HUB_BIN, "--broker-host", "127.0.0.1", "--broker-port", std::to_string(broker_->port()),
                        "--broker-user", "hub", "--broker-password", "hub-pass", "--contract", kContract,
-                       "--private-key", hex_key(test_key(kHubIndex)), "--store", pg_->uri(), "--db",
+                       "--private-key", hex_key(test_key(kHubIndex)), "--store", store_.empty() ? pg_->uri() : store_, "--db",
                        dir_ + "/hub.db", "--exchange-rate", "1000", "--dev-skip-chain-checks", "--verbose"},
                       dir_ + "/hub.log");
   }
@@ -163,6 +170,7 @@ class PostgresHa : public ::testing::Test {
   }
 
   std::string dir_;
+  std::string store_;  // the hub's --store when not the HA pair's URI
   std::unique_ptr<Broker> broker_;
   std::unique_ptr<PgAutoFailover> pg_;
   std::mutex mu_;  // hub_ and exits_
@@ -379,3 +387,179 @@ TEST_F(PostgresHaStart, BadStoreSpecStaysExit2) {
   std::string log;
   EXPECT_EQ(run_hub("mysql://127.0.0.1/picopay", log), 2) << log;
 }
+
+// The COMMIT whose answer never comes, made on purpose: a TCP proxy between the hub and
+// PostgreSQL (127.0.0.1) that relays the protocol until it is armed, then cuts the
+// connection at the next COMMIT (a simple Query "COMMIT"), either after handing it to the
+// server (the COMMIT lands: the hub cannot know) or before (it does not). The server's
+// answer never reaches the hub. The hub must release nothing of that transaction, exit 3,
+// and after its restart the device must get exactly one hub signature for its update.
+namespace {
+
+class CommitCutProxy {
+ public:
+  explicit CommitCutProxy(int server_port) : server_port_(server_port) {}
+  ~CommitCutProxy() {
+    stop_.store(true);
+    if (listen_fd_ >= 0) ::shutdown(listen_fd_, SHUT_RDWR);
+    if (accept_.joinable()) accept_.join();
+    for (auto& t : conns_) t.join();
+    if (listen_fd_ >= 0) ::close(listen_fd_);
+  }
+  bool start() {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t n = sizeof a;
+    if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        ::listen(listen_fd_, 16) != 0 || ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &n) != 0)
+      return false;
+    port_ = ntohs(a.sin_port);
+    accept_ = std::thread([this] {
+      while (!stop_.load()) {
+        pollfd p{listen_fd_, POLLIN, 0};
+        if (::poll(&p, 1, 100) <= 0) continue;
+        const int c = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+        if (c < 0) continue;
+        conns_.emplace_back([this, c] { relay(c); });
+      }
+    });
+    return true;
+  }
+  int port() const { return port_; }
+  // Cut the next COMMIT; `land`: hand it to the server first.
+  void arm(bool land) {
+    land_.store(land);
+    armed_.store(true);
+  }
+  bool cut() const { return cut_.load(); }
+
+ private:
+  static bool send_all(int fd, const uint8_t* p, size_t n) {
+    while (n > 0) {
+      const ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
+      if (w <= 0) return false;
+      p += w;
+      n -= static_cast<size_t>(w);
+    }
+    return true;
+  }
+  void relay(int c) {
+    const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(server_port_));
+    if (s < 0 || ::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      ::close(c);
+      if (s >= 0) ::close(s);
+      return;
+    }
+    std::vector<uint8_t> in;  // client bytes not yet forwarded (whole messages are forwarded)
+    bool startup = true;      // the first message has no type byte
+    uint8_t buf[16384];
+    while (!stop_.load()) {
+      pollfd p[2] = {{c, POLLIN, 0}, {s, POLLIN, 0}};
+      if (::poll(p, 2, 100) < 0) break;
+      if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+        const ssize_t r = ::recv(s, buf, sizeof buf, 0);
+        if (r <= 0 || !send_all(c, buf, static_cast<size_t>(r))) break;
+      }
+      if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      const ssize_t r = ::recv(c, buf, sizeof buf, 0);
+      if (r <= 0) break;
+      in.insert(in.end(), buf, buf + r);
+      bool done = false;
+      while (!done) {
+        const size_t hdr = startup ? 0 : 1;
+        if (in.size() < hdr + 4) break;
+        const uint32_t len = (uint32_t{in[hdr]} << 24) | (uint32_t{in[hdr + 1]} << 16) |
+                             (uint32_t{in[hdr + 2]} << 8) | uint32_t{in[hdr + 3]};
+        const size_t total = hdr + len;
+        if (len < 4 || in.size() < total) break;
+        const bool commit = !startup && in[0] == 'Q' && len == 4 + 7 && std::memcmp(&in[5], "COMMIT", 7) == 0;
+        if (commit && armed_.load()) {
+          armed_.store(false);
+          if (land_.load()) {
+            send_all(s, in.data(), total);
+            // The server commits and answers; the answer is never relayed.
+            std::this_thread::sleep_for(std::chrono::milliseconds(500));
+          }
+          cut_.store(true);
+          done = true;
+          in.clear();
+          break;
+        }
+        if (!send_all(s, in.data(), total)) {
+          done = true;
+          break;
+        }
+        in.erase(in.begin(), in.begin() + static_cast<long>(total));
+        startup = false;
+      }
+      if (done) break;
+    }
+    ::close(c);
+    ::close(s);
+  }
+
+  int server_port_;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false}, armed_{false}, land_{false}, cut_{false};
+  std::thread accept_;
+  std::vector<std::thread> conns_;
+};
+
+class UncertainCommit : public PostgresHa, public ::testing::WithParamInterface<bool> {};
+
+}  // namespace
+
+TEST_P(UncertainCommit, NothingReleasedAndOneSignatureAfterTheRestart) {
+  const bool lands = GetParam();
+  PgServer pg;
+  std::string err;
+  ASSERT_TRUE(pg.start(err)) << err;
+  CommitCutProxy proxy(pg.port());
+  ASSERT_TRUE(proxy.start());
+  const std::string direct = pg.uri("postgres");
+  const std::string via = "postgresql://postgres@127.0.0.1:" + std::to_string(proxy.port()) +
+                          "/postgres?sslmode=disable&gssencmode=disable";
+  start_broker();
+  store_ = via;
+  ASSERT_TRUE(start_hub());
+  SimDevice& d = device(1);
+  ASSERT_EQ(d.fund(kFunds), Status::Ok);
+  ASSERT_EQ(d.pay(5), Status::Ok);
+  const uint64_t n = d.latest().state.txCountGlobal + 1;  // the payment whose COMMIT is cut
+
+  proxy.arm(lands);
+  std::atomic<int> paid{-1};
+  std::thread payer([&] { paid.store(static_cast<int>(d.pay(7, nullptr, 120000))); });
+  EXPECT_EQ(hub_.wait(60000), 3) << "the hub did not stop on the cut COMMIT: " << read_file(dir_ + "/hub.log");
+  EXPECT_TRUE(proxy.cut());
+  // The hub is gone and released nothing: the device still waits, at n - 1.
+  EXPECT_EQ(d.latest().state.txCountGlobal, n - 1);
+  EXPECT_EQ(paid.load(), -1);
+  // Whether the COMMIT landed is what the ledger says now.
+  const Ledger before = read_ledger(direct, d.address());
+  EXPECT_EQ(static_cast<uint64_t>(before.updates), lands ? n : n - 1);
+
+  ASSERT_TRUE(start_hub());  // systemd's restart
+  payer.join();
+  EXPECT_EQ(paid.load(), static_cast<int>(Status::Ok));
+  ASSERT_TRUE(d.wait_idle(30000));
+  const SignedChannelState s = d.latest();
+  EXPECT_EQ(s.state.txCountGlobal, n);
+  EXPECT_TRUE(s.state.balanceWeiUser == U256::from_u64(kFunds - 12));
+  EXPECT_EQ(d.double_signed(), 0u);
+  EXPECT_FALSE(d.halted());
+  const Ledger after = read_ledger(direct, d.address());
+  EXPECT_EQ(after.state, wire(s));
+  EXPECT_EQ(static_cast<uint64_t>(after.updates), n);
+  hub_.terminate();
+}
+
+INSTANTIATE_TEST_SUITE_P(Commit, UncertainCommit, ::testing::Values(true, false),
+                         [](const ::testing::TestParamInfo<bool>& i) { return i.param ? "landed" : "lost"; });
