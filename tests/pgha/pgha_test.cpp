@@ -60,6 +60,10 @@ class PostgresHa : public ::testing::Test {
     hub_.kill9();
     devices_.clear();
     broker_.reset();
+    if (pg_ && HasFailure()) {
+      pg_->keep_files();
+      std::fprintf(stderr, "kept %s (pg_auto_failover logs)\n", pg_->dir().c_str());
+    }
     pg_.reset();
     if (!HasFailure()) remove_tree(dir_);
     else std::fprintf(stderr, "kept %s\n", dir_.c_str());

@@ -52,7 +52,7 @@ PgAutoFailover::~PgAutoFailover() {
     const int pid = std::atoi(read_file(pidfile).c_str());
     if (pid > 0 && ::kill(pid, 0) == 0) ::kill(pid, SIGKILL);
   }
-  if (!dir_.empty()) remove_tree(dir_);
+  if (!dir_.empty() && !keep_) remove_tree(dir_);
 }
 
 std::vector<std::string> PgAutoFailover::autoctl(std::vector<std::string> args) const {

@@ -55,6 +55,9 @@ class PgAutoFailover {
   bool kill_postgres(int node);
   // Starts node `node`'s keeper again (`pg_autoctl run`): it rejoins as a secondary.
   bool restart(int node);
+  // Keeps the temp dir (logs, data dirs) when the fixture is destroyed: for a failed test.
+  void keep_files() { keep_ = true; }
+  const std::string& dir() const { return dir_; }
   // psql -At on `db` at node `node` (output; "" on failure).
   std::string query(int node, const std::string& db, const std::string& sql);
 
@@ -63,6 +66,7 @@ class PgAutoFailover {
   std::string node_dir(int node) const;
   std::string dir_, bindir_, db_;
   int monitor_port_ = 0;
+  bool keep_ = false;
   int ports_[2] = {0, 0};
   Process monitor_;
   Process keeper_[2];

@@ -257,7 +257,7 @@ bool Hub::start(std::string& err) {
     if (!follow_->load(err)) return false;
     // The watchtower watches every channel: each channel's latest state, streamed from
     // the ledger (the channels are not loaded into the cache).
-    if (!ok(ledger_->for_each_channel([this](const std::string& k, const Bytes& state) {
+    if (!ok(pg_transient(ledger_->for_each_channel([this](const std::string& k, const Bytes& state) {
               chain::WatchedChannel w;
               SignedChannelState s{};
               if (address_parse(k.c_str(), k.size(), w.user) != Status::Ok ||
@@ -266,14 +266,14 @@ bool Hub::start(std::string& err) {
               if (s.hasSigHub && s.hasSigUser && s.state.timeout == 0) w.latest = s;
               tower_->watch(w);
               return true;
-            }),
+            })),
             err))
       return false;
     if (!load_deposit_jobs(err)) return false;
     logf("info", "chain: " + cfg_.rpc_url + ", watchtower on");
   } else {
     std::vector<std::pair<std::string, Bytes>> deps;
-    if (!ok(ledger_->list_deposits(deps), err)) return false;
+    if (!ok(pg_transient(ledger_->list_deposits(deps)), err)) return false;
     if (!deps.empty())
       logf("warn", std::to_string(deps.size()) +
                        " countersigned collateral deposit(s) stored; without --rpc-url they wait (not sent)");
