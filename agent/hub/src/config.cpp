@@ -21,7 +21,8 @@ picopay/v1/hub/<hub>/status/<user> and picopay/v1/hub/<hub>/status (Last Will "o
 A config file holding hub.privateKey or broker.password must be mode 0600 (refused otherwise).
 Signals: SIGINT/SIGTERM stop the hub cleanly; SIGHUP is ignored with a log line (no reload:
 restart to apply a new config). Under systemd (Type=notify) READY=1 is sent once serving.
-Exit: 0 after SIGINT/SIGTERM, 2 on a configuration error, 3 on a fatal store error.
+Exit: 0 after SIGINT/SIGTERM, 2 on a configuration error, 3 on a fatal store error (also a PostgreSQL
+ledger unreachable at start; nothing of the batch in flight was released: restart, docs/postgresql-ha.md).
 )";
 
 // Declares every hub setting once: flag, config key, type, help (agent/common settings.hpp).

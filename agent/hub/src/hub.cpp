@@ -225,8 +225,18 @@ bool Hub::start(std::string& err) {
     pool_ = std::make_unique<ParallelAcceptor>(n, key_, hub_);
   }
   if (const char* c = std::getenv("PICOPAY_HUB_CRASH_AT")) crash_at_ = c;
-  if (!ok(Ledger::open(cfg_.store.empty() ? "sqlite:" + cfg_.db : cfg_.store, ledger_), err)) return false;
-  if (!ok(ledger_->list_request_users(recover_users_), err)) return false;
+  // A PostgreSQL server that cannot be reached or drops the connection at start (a failover
+  // in progress: no node accepts read-write yet) is a store error, not a configuration one:
+  // fatal() tells main to exit 3, which the shipped systemd unit restarts (docs/postgresql-ha.md).
+  auto pg_transient = [this](LedgerStatus s) {
+    if (!s.ok() && (s.code == LedgerCode::Unavailable || s.code == LedgerCode::Io) &&
+        (cfg_.store.rfind("postgresql://", 0) == 0 || cfg_.store.rfind("postgres://", 0) == 0))
+      fatal_.store(true);
+    return s;
+  };
+  if (!ok(pg_transient(Ledger::open(cfg_.store.empty() ? "sqlite:" + cfg_.db : cfg_.store, ledger_)), err))
+    return false;
+  if (!ok(pg_transient(ledger_->list_request_users(recover_users_)), err)) return false;
   if (!cfg_.metrics_listen.empty() && !(metrics_ = Metrics::start(cfg_.metrics_listen, *ledger_, err))) return false;
 
   if (!cfg_.rpc_url.empty()) {
@@ -247,7 +257,7 @@ bool Hub::start(std::string& err) {
     if (!follow_->load(err)) return false;
     // The watchtower watches every channel: each channel's latest state, streamed from
     // the ledger (the channels are not loaded into the cache).
-    if (!ok(ledger_->for_each_channel([this](const std::string& k, const Bytes& state) {
+    if (!ok(pg_transient(ledger_->for_each_channel([this](const std::string& k, const Bytes& state) {
               chain::WatchedChannel w;
               SignedChannelState s{};
               if (address_parse(k.c_str(), k.size(), w.user) != Status::Ok ||
@@ -256,14 +266,14 @@ bool Hub::start(std::string& err) {
               if (s.hasSigHub && s.hasSigUser && s.state.timeout == 0) w.latest = s;
               tower_->watch(w);
               return true;
-            }),
+            })),
             err))
       return false;
     if (!load_deposit_jobs(err)) return false;
     logf("info", "chain: " + cfg_.rpc_url + ", watchtower on");
   } else {
     std::vector<std::pair<std::string, Bytes>> deps;
-    if (!ok(ledger_->list_deposits(deps), err)) return false;
+    if (!ok(pg_transient(ledger_->list_deposits(deps)), err)) return false;
     if (!deps.empty())
       logf("warn", std::to_string(deps.size()) +
                        " countersigned collateral deposit(s) stored; without --rpc-url they wait (not sent)");

@@ -65,7 +65,7 @@ int main(int argc, char** argv) {
   picopay::secure_wipe(&key, sizeof key);
   if (!hub.start(err)) {
     std::fprintf(stderr, "picopay-hub: %s\n", err.c_str());
-    return 2;
+    return hub.fatal() ? 3 : 2;  // 3: the PostgreSQL ledger unreachable (a restart may find it)
   }
   notify("READY=1\nSTATUS=serving");
   hub.wait_until_stopped(g_quit);
