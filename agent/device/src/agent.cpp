@@ -1013,6 +1013,10 @@ bool Agent::start_command(const Command& cmd, const ChannelState& c) {
       finish_command(false, "an exchange needs a ChannelManager that takes a token (and --rpc)");
       return false;
     }
+    if (ex_todo_) {  // one exchange at a time: the amounts of the one asked for at start are kept
+      finish_command(false, "the exchange asked for at start (--exchange) is not done yet");
+      return false;
+    }
     if (!parse_either(cmd.amount, is_token, ex_amount_, err) || ex_amount_.is_zero()) {
       finish_command(false, "exchange: " + (err.empty() ? std::string("the amount must be above 0") : err));
       return false;
@@ -1859,6 +1863,13 @@ bool Agent::resolve_amounts() {
       std::fprintf(stderr, "picopay-agent: sell price: %s\n", err.empty() ? "must be above 0" : err.c_str());
       return false;
     }
+  }
+  if (tok() && !cfg_.expect_income_wei.is_zero()) {
+    // The signed collateral request names wei (collateral_request.hpp): a token payee gets
+    // token collateral when a thread to it needs some (docs/flows.md).
+    std::fprintf(stderr, "picopay-agent: expectIncomeWei: collateral requests are for ETH channels; a token payee "
+                         "gets token collateral when a thread needs it\n");
+    return false;
   }
   if (!cfg_.serve_switch.empty()) {
     std::string err;

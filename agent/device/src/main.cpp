@@ -35,15 +35,16 @@ const char* kDescription =
     "(docs/mqtt-protocol.md). The state dir keeps the channel; every state is persisted\n"
     "before its signature leaves.\n"
     "Commands: run (the default), status (print the channel of --state-dir as JSON),\n"
-    "deposit, withdraw, withdraw-owed, history (docs/flows.md).";
+    "deposit, withdraw, exchange, withdraw-owed, history (docs/flows.md).";
 
 const char* kFooter =
     "Precedence: defaults < config file (--config; keys in brackets) < environment < command line.\n"
     "Unknown config keys and bad values are errors; relative paths in a config file resolve\n"
     "against its directory (docs/operations.md \"Config files\").\n"
-    "deposit / withdraw hand the command to the agent running on --state-dir (its command\n"
+    "deposit / withdraw / exchange hand the command to the agent running on --state-dir (its command\n"
     "inbox); with no agent running they connect themselves (same options as run), carry it\n"
     "out and exit. They print the result as JSON (gasUsed, elapsedMs) and exit 0 on success.\n"
+    "AMOUNT: whole base units of the channel's asset, or with its unit: \"0.01 ETH\", \"2.5 PPT\".\n"
     "stdin meter line protocol: 'wh <cumulative Wh>', 'kwh <cumulative kWh>', 'units <n>', 'quit';\n"
     "'#' comments. At end of input the agent pays what is due, closes its thread and exits.\n"
     "SIGINT/SIGTERM: pay what is due, close threads, exit (state is kept for a restart).\n"
