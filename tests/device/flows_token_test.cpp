@@ -845,6 +845,15 @@ TEST_F(TokenFlows, ExchangeCommandAndReloadedRate) {
   write_rate("two hundred");
   ASSERT_EQ(::kill(hub_->pid(), SIGHUP), 0);
   ASSERT_TRUE(poll_until([&] { return read_text(hub_log).find("the rate stays 250", hb) != std::string::npos; }, 20000));
+  // A rate file others may write (anyone could set the hub's price): refused, stays 250.
+  hb = read_text(hub_log).size();
+  write_rate("1");
+  ASSERT_EQ(::chmod(rate_file_.c_str(), 0666), 0);
+  ASSERT_EQ(::kill(hub_->pid(), SIGHUP), 0);
+  ASSERT_TRUE(poll_until([&] { return read_text(hub_log).find("not be writable by group or others", hb) != std::string::npos; },
+                         20000));
+  EXPECT_NE(read_text(hub_log).find("the rate stays 250", hb), std::string::npos);
+  EXPECT_EQ(read_text(hub_log).find("exchange rate reloaded", hb), std::string::npos);
   // 201 by a plain change of the file (no signal): inside the tolerance, taken.
   hb = read_text(hub_log).size();
   write_rate("201");

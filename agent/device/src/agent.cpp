@@ -915,7 +915,8 @@ bool Agent::flows_step(const ChannelState& c) {
   if (cmd_ && cmd_->cmd.op == "exchange" && cmd_->proposal_tx == 0) {
     // An exchange command: at the hub's signed rate within our tolerance, once the hub
     // holds what it would give out (our payments go on meanwhile).
-    const bool last = stopping_ || now_ms() - cmd_->started_ms >= (cfg_.oneshot ? kExchangeOneshotWaitMs : kExchangeCommandWaitMs);
+    const uint64_t wait = cfg_.oneshot ? kExchangeOneshotWaitMs : kExchangeCommandWaitMs;
+    const bool last = stopping_ || now_ms() - cmd_->started_ms >= wait;
     if (!exchange_step(unix_now(), last)) return false;
     if (cmd_) cmd_->proposal_tx = s_.pending().txCountGlobal;
     return true;
@@ -1107,8 +1108,9 @@ void Agent::finish_command(bool ok, const std::string& error) {
   r.elapsedMs = now_ms() - cmd_->started_ms;
   r.error = error;
   if (ok)
-    logf(port::LogLevel::Info, "%s of %s done: txCountGlobal %llu, gas %llu, %llu ms", r.op.c_str(), r.amount.c_str(), static_cast<unsigned long long>(r.txCountGlobal),
-         static_cast<unsigned long long>(r.gasUsed), static_cast<unsigned long long>(r.elapsedMs));
+    logf(port::LogLevel::Info, "%s of %s done: txCountGlobal %llu, gas %llu, %llu ms", r.op.c_str(), r.amount.c_str(),
+         static_cast<unsigned long long>(r.txCountGlobal), static_cast<unsigned long long>(r.gasUsed),
+         static_cast<unsigned long long>(r.elapsedMs));
   else
     logf(port::LogLevel::Error, "%s of %s failed: %s", r.op.c_str(), r.amount.c_str(), error.c_str());
   if (!cmd_->cmd.id.empty()) {
@@ -1151,7 +1153,8 @@ void Agent::history_update(const Effects& fx) {
       HistoryEntry e;
       e.event = "thread-received";
       U256 d{};
-      if (u256_sub(receiver_balance(tok(), t.latest.state), seen, d) != Status::Ok) d = receiver_balance(tok(), t.latest.state);
+      const U256& got = receiver_balance(tok(), t.latest.state);
+      if (u256_sub(got, seen, d) != Status::Ok) d = got;
       e.wei = d;
       seen = receiver_balance(tok(), t.latest.state);
       e.has_counterparty = true;

@@ -96,7 +96,7 @@ struct HubOptions {
               "Unix seconds the rate was set (default: start)");
     s.str("--exchange-rate-file", "exchange.rateFile", c.exchange_rate_file,
           "a file holding the rate, \"TOKENS_PER_WEI [UNIX_TIME]\" (the time defaults to when the hub read it), "
-          "owned by the hub's account and not writable by others; read at start and again when it changes or on "
+          "owned by the hub's account or root and not writable by group or others; read at start and again when it changes or on "
           "SIGHUP, and published at once; overrides --exchange-rate (docs/tokens.md)");
     s.flag("--dev-skip-chain-checks", "devSkipChainChecks", c.dev_skip_chain_checks,
            "TESTS/DEV ONLY: countersign ConfirmPending without checking the chain");

@@ -41,7 +41,7 @@ uint64_t rate_steady_ms() {
 void rate_reload_request() { g_rate_reload.store(true); }
 
 // The rate file: "TOKENS_PER_WEI [UNIX_TIME]" (decimal; 0 = no exchanges), owned by the
-// hub's account and not writable by group or others (whoever writes it sets the price the
+// hub's account or root and not writable by group or others (whoever writes it sets the price the
 // hub countersigns at). A bad file changes nothing: the hub keeps its rate and says why.
 bool Hub::rate_file_load(bool at_start, std::string& err) {
   const std::string& path = cfg_.exchange_rate_file;
@@ -54,8 +54,9 @@ bool Hub::rate_file_load(bool at_start, std::string& err) {
   if (!at_start && mtime == rate_file_mtime_ns_ && !g_rate_reload.load()) return true;
   g_rate_reload.store(false);
   rate_file_mtime_ns_ = mtime;
-  if ((st.st_mode & 022) != 0 || st.st_uid != ::geteuid()) {
-    err = "exchange rate file " + path + " must belong to the hub's account and not be writable by others (chmod 644)";
+  if ((st.st_mode & 022) != 0 || (st.st_uid != ::geteuid() && st.st_uid != 0)) {
+    err = "exchange rate file " + path + " must belong to the hub's account or root and not be writable by group or "
+          "others (chmod 644)";
     return false;
   }
   std::ifstream f(path);
