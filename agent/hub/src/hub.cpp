@@ -218,6 +218,7 @@ bool Hub::start(std::string& err) {
     rate_.known = !r.is_zero();
     rate_.tokensPerWei = r;
     rate_.time = cfg_.exchange_rate_time != 0 ? cfg_.exchange_rate_time : unix_now();
+    if (!cfg_.exchange_rate_file.empty() && !rate_file_load(true, err)) return false;  // rate.cpp
   }
   {
     unsigned n = cfg_.verify_threads >= 0 ? static_cast<unsigned>(cfg_.verify_threads)
@@ -373,6 +374,7 @@ void Hub::worker() {
     if (fatal_.load()) return;
     request_timers();
     collateral_round();
+    rate_round();
     flush_status(false);
     evict();
   }

@@ -19,11 +19,17 @@
 namespace {
 std::atomic<bool> g_quit{false};
 void on_signal(int) { g_quit.store(true); }
-// No reload: a documented refusal (docs/install.md) instead of dying on SIGHUP.
+// SIGHUP: with --exchange-rate-file, reread it (rate.cpp); nothing else is reloaded: a
+// documented refusal (docs/install.md) instead of dying on SIGHUP.
+volatile sig_atomic_t g_has_rate_file = 0;
 void on_sighup(int) {
-  static const char kMsg[] = "picopay-hub: SIGHUP ignored: no reload, restart the hub to apply a new config\n";
-  ssize_t n = ::write(STDERR_FILENO, kMsg, sizeof kMsg - 1);
+  static const char kIgnored[] = "picopay-hub: SIGHUP ignored: no reload, restart the hub to apply a new config\n";
+  static const char kRate[] =
+      "picopay-hub: SIGHUP: rereading the exchange rate file (nothing else is reloaded: restart to apply a new config)\n";
+  ssize_t n = g_has_rate_file ? ::write(STDERR_FILENO, kRate, sizeof kRate - 1)
+                              : ::write(STDERR_FILENO, kIgnored, sizeof kIgnored - 1);
   (void)n;
+  if (g_has_rate_file) picopay::hub::rate_reload_request();
 }
 // systemd's notify protocol (Type=notify); a no-op when not started by systemd.
 void notify(const char* state) {
@@ -60,6 +66,7 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   std::signal(SIGPIPE, SIG_IGN);
+  g_has_rate_file = cfg.exchange_rate_file.empty() ? 0 : 1;
   std::signal(SIGHUP, on_sighup);
   picopay::hub::Hub hub(cfg, key);
   picopay::secure_wipe(&key, sizeof key);
