@@ -119,3 +119,30 @@ TEST_F(Errors, DISABLED_ASecondHubWithTheSameClientIdStopsTheFirst) {
   EXPECT_TRUE(second.running());
   second.terminate();
 }
+
+// The same under the shipped broker setup (packaging/mosquitto: passwords, ACL, client id
+// = username): a device's claim lives under its own username (the ACL's
+// picopay/v1/claim/%u/+), so a second agent with the same key stops the first.
+TEST_F(Errors, ASecondAgentWithTheSameKeyStopsTheFirstUnderTheShippedAcl) {
+  BrokerOptions o;
+  o.users = {{"hub", "hub-pass"}, {kAddr, "dev-pass"}};
+  o.acl = picopay_acl("hub");
+  Broker b(o);
+  std::string err;
+  ASSERT_TRUE(b.start(err)) << err;
+  auto agent_in = [&](const std::string& name) {
+    std::vector<std::string> a = agent(b.port(), {"--broker-user", kAddr, "--broker-password", "dev-pass"});
+    a[2] = dir_ + "/" + name;  // --state-dir
+    return a;
+  };
+  Process first, second;
+  ASSERT_TRUE(first.start(agent_in("a"), dir_ + "/a.log"));
+  ASSERT_TRUE(wait_for(dir_ + "/a.log", "connected to broker")) << read_file(dir_ + "/a.log");
+  ASSERT_TRUE(second.start(agent_in("b"), dir_ + "/b.log"));
+  EXPECT_EQ(first.wait(30000), 1) << read_file(dir_ + "/a.log");
+  const std::string a = read_file(dir_ + "/a.log");
+  EXPECT_NE(a.find("is in use by another process"), std::string::npos) << a;
+  EXPECT_NE(a.find("picopay/v1/claim/" + std::string(kAddr) + "/"), std::string::npos) << a;
+  EXPECT_TRUE(second.running()) << read_file(dir_ + "/b.log");
+  second.terminate();
+}

@@ -1195,6 +1195,7 @@ void Agent::history_update(const Effects& fx) {
 
 void Agent::handle(const Event& e) {
   if (e.kind == Event::Connected) {
+    logf(port::LogLevel::Info, "connected to broker %s:%d", cfg_.host.c_str(), cfg_.port);
     Effects fx;
     Status st = s_.on_connect(unix_now(), fx);
     carry(st, fx, "connect");
@@ -1373,6 +1374,7 @@ int Agent::run() {
   o.host = cfg_.host;
   o.port = cfg_.port;
   o.client_id = "picopay-" + mqtt::topic_address(me);
+  o.claim_client_id = true;  // the same key running twice: a clear fatal error (client.hpp)
   o.username = cfg_.username.empty() ? mqtt::topic_address(me) : cfg_.username;
   o.password = cfg_.password;
   if (cfg_.password.empty() && cfg_.username.empty()) o.username.clear();
@@ -1459,7 +1461,7 @@ int Agent::run() {
       break;
     }
     if (mq_->session_taken_over())
-      fatal("another client connected to the broker with this agent's client id (the same key running twice?)");
+      fatal("broker: " + mq_->last_error() + ": the same key running twice? Stopping this agent");
     // A meter topic the broker's ACL does not let us read delivers nothing, silently.
     if ((cfg_.meter == "tasmota" || cfg_.meter == "shelly") && cfg_.no_reading_warn_s > 0 && !stopping_) {
       const uint64_t quiet = static_cast<uint64_t>(cfg_.no_reading_warn_s) * 1000;

@@ -282,6 +282,7 @@ bool Hub::start(std::string& err) {
   o.will_topic = mqtt::topic_hub_online(hub_);
   o.will_payload = "{\"state\":\"offline\"}";
   o.will_retain = true;
+  o.claim_client_id = true;  // a second hub with this client id: a clear fatal error (client.hpp)
   o.receive_maximum = 65535;  // absorb bursts from many devices: the shipped broker queues at most 1000 messages per client
   mqtt_ = std::make_unique<mqtt::Client>(o);
   mqtt_->on_message([this](const mqtt::Message& m) { on_message(m); });
