@@ -3,6 +3,7 @@
 // --connect-timeout-s and when the RPC URL is dead; a meter topic the ACL hides gives a
 // warning; a second hub with the same client id stops the first one (no flapping).
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <string>
 #include <vector>
@@ -145,4 +146,21 @@ TEST_F(Errors, ASecondAgentWithTheSameKeyStopsTheFirstUnderTheShippedAcl) {
   EXPECT_NE(a.find("picopay/v1/claim/" + std::string(kAddr) + "/"), std::string::npos) << a;
   EXPECT_TRUE(second.running()) << read_file(dir_ + "/b.log");
   second.terminate();
+}
+
+// SIGHUP is refused, not fatal: the agent does not reload its config, says so in one
+// line and keeps running (the default action would end it; docs/install.md).
+TEST_F(Errors, AgentRefusesSighupAndKeepsRunning) {
+  Broker b;
+  std::string err;
+  ASSERT_TRUE(b.start(err)) << err;
+  const std::string log = dir_ + "/agent.log";
+  Process p;
+  ASSERT_TRUE(p.start(agent(b.port(), {}), log));
+  ASSERT_TRUE(wait_for(log, "connected to broker")) << read_file(log);
+  ASSERT_EQ(::kill(p.pid(), SIGHUP), 0);
+  EXPECT_TRUE(wait_for(log, "picopay-agent: SIGHUP ignored: no reload, restart the agent to apply a new config"))
+      << read_file(log);
+  EXPECT_TRUE(p.running()) << read_file(log);
+  p.terminate();
 }

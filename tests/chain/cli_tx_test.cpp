@@ -307,3 +307,26 @@ TEST_F(CliTx, ConfigFileEnvironmentAndFlags) {
   r = picopay({"deposit", "--config", cfg, "--reserve", "1"}, "");
   expect_one_line(r, 1, "127.0.0.1:1");
 }
+
+// picopay-hub checks at start that --contract is the ChannelManager of its key's address
+// (and, through require_hub, again before each transaction): a contract of another hub is
+// one clear line and a non-zero exit before the hub serves anyone.
+TEST_F(CliTx, HubRefusesAChannelManagerOfAnotherHub) {
+  CliRun r = picopay({"deploy", "--rpc-url", chain_->url(), "--hub", kUserAddr, "--challenge-period", "60",
+                      "--artifact", std::string(PICOPAY_TEST_CONTRACTS_DIR) + "/ChannelManager.json", "--json"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  cJSON* j = cJSON_Parse(r.out.c_str());
+  ASSERT_NE(j, nullptr);
+  const std::string other = str(j, "contract");
+  cJSON_Delete(j);
+  const std::string log = dir_ + "/hub.log";
+  const std::string cmd = std::string("PICOPAY_PRIVATE_KEY=") + kHubKey + " timeout 60 " + PICOPAY_HUB_BIN + " --rpc-url " +
+                          chain_->url() + " --contract " + other + " --db " + dir_ + "/hub.db --broker 127.0.0.1:1 > " +
+                          log + " 2>&1";
+  const int status = std::system(cmd.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_NE(WEXITSTATUS(status), 0);
+  const std::string text = slurp(log);
+  EXPECT_NE(text.find("is the ChannelManager of hub"), std::string::npos) << text;
+  EXPECT_EQ(text.find("connected to broker"), std::string::npos) << text;
+}

@@ -27,6 +27,7 @@
 #include "picopay/agent/collateral_request.hpp"
 #include "picopay/agent/json_state.hpp"
 #include "picopay/agent/quotes.hpp"
+#include "picopay/agent/signals.hpp"
 #include "picopay/agent/units.hpp"
 #include "picopay/agent/log.hpp"
 #include "picopay/agent/options.hpp"
@@ -1817,6 +1818,7 @@ int agent_run(const Config& cfg) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  agent::refuse_sighup("picopay-agent", "the agent");  // no reload (docs/install.md)
   Agent a(cfg);
   return a.run();
 }

@@ -113,7 +113,10 @@ int withdraw_owed(const Config& cfg, const Address* to) {
     return 1;
   }
   chain::ChannelManagerClient cm(w, cfg.contract);
-  cm.require_channel_manager();
+  // The contract must be a ChannelManager (of --hub when given): checked before the
+  // transaction.
+  if (cfg.has_hub) cm.require_hub(cfg.hub);
+  else cm.require_channel_manager();
   auto owed = cm.owed_wei(w.address());
   if (!owed) {
     std::fprintf(stderr, "picopay-agent: %s\n", owed.error().to_string().c_str());

@@ -237,7 +237,13 @@ bool Hub::start(std::string& err) {
       err = "chain: " + st.error().to_string();
       return false;
     }
+    // The contract must be this hub's ChannelManager: checked now and before each transaction.
+    if (auto chk = chain::check_channel_manager(*rpc_, contract_, &hub_); !chk) {
+      err = "chain: " + chk.error().message;
+      return false;
+    }
     cm_ = std::make_unique<chain::ChannelManagerClient>(*wallet_, contract_);
+    cm_->require_hub(hub_);
     poller_ = std::make_unique<chain::EventPoller>(*rpc_, contract_, cfg_.confirmations, cfg_.event_state);
     auto ls = poller_->load();
     if (!ls.ok()) logf("warn", "watchtower: event state: " + ls.error().to_string());

@@ -13,18 +13,13 @@
 #include "hub.hpp"
 #include "picopay/agent/install.hpp"
 #include "picopay/agent/options.hpp"
+#include "picopay/agent/signals.hpp"
 #include "picopay/hex.hpp"
 #include "picopay/keyfile.hpp"
 
 namespace {
 std::atomic<bool> g_quit{false};
 void on_signal(int) { g_quit.store(true); }
-// No reload: a documented refusal (docs/install.md) instead of dying on SIGHUP.
-void on_sighup(int) {
-  static const char kMsg[] = "picopay-hub: SIGHUP ignored: no reload, restart the hub to apply a new config\n";
-  ssize_t n = ::write(STDERR_FILENO, kMsg, sizeof kMsg - 1);
-  (void)n;
-}
 // systemd's notify protocol (Type=notify); a no-op when not started by systemd.
 void notify(const char* state) {
 #ifdef PICOPAY_HAVE_SYSTEMD
@@ -60,7 +55,8 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   std::signal(SIGPIPE, SIG_IGN);
-  std::signal(SIGHUP, on_sighup);
+  // No reload: a documented refusal (docs/install.md) instead of dying on SIGHUP.
+  picopay::agent::refuse_sighup("picopay-hub", "the hub");
   picopay::hub::Hub hub(cfg, key);
   picopay::secure_wipe(&key, sizeof key);
   if (!hub.start(err)) {

@@ -91,6 +91,7 @@ bool Tower::start(std::string& err) {
     err = "the contract's hub is " + addr(hub_) + ", not --hub " + cfg_.hub;
     return false;
   }
+  cm_->require_hub(hub_);  // checked again before each transaction
   store_ = Store::open(cfg_.db, contract_, hub_, err);
   if (!store_) return false;
   if (!store_->check_all(err)) return false;  // the chain may have moved while we were down
