@@ -27,7 +27,7 @@
 #include "picopay/agent/collateral_request.hpp"
 #include "picopay/agent/json_state.hpp"
 #include "picopay/agent/quotes.hpp"
-#include "picopay/agent/signals.hpp"
+#include "picopay/agent/service.hpp"
 #include "picopay/agent/units.hpp"
 #include "picopay/agent/log.hpp"
 #include "picopay/agent/options.hpp"
@@ -138,6 +138,7 @@ class Agent {
   void log_ignored(const char* what, Status why);
   uint64_t last_meter_ms_ = 0;    // the last message on the meter topic (or the connect)
   uint64_t meter_warned_ms_ = 0;  // the last "no meter reading" warning
+  bool notified_ready_ = false;   // READY=1 sent to systemd
   bool save();
   void fatal(const std::string& m) {
     logf(port::LogLevel::Error, "%s", m.c_str());
@@ -1197,6 +1198,10 @@ void Agent::history_update(const Effects& fx) {
 void Agent::handle(const Event& e) {
   if (e.kind == Event::Connected) {
     logf(port::LogLevel::Info, "connected to broker %s:%d", cfg_.host.c_str(), cfg_.port);
+    if (!notified_ready_) {  // Type=notify (picopay-agent@.service): the channel is loaded, the broker connected
+      notified_ready_ = true;
+      agent::service_notify("READY=1\nSTATUS=serving");
+    }
     Effects fx;
     Status st = s_.on_connect(unix_now(), fx);
     carry(st, fx, "connect");
@@ -1448,6 +1453,7 @@ int Agent::run() {
   while (!done_) {
     if (g_stop && !stopping_) {
       stopping_ = true;
+      agent::service_notify("STOPPING=1");
       stop_deadline = now_ms() + 15000;
       logf(port::LogLevel::Info, "stopping: paying what is due%s", cfg_.close_on_exit ? " and closing threads" : "");
       if (!cfg_.payer) done_ = !s_.has_pending();

@@ -5,29 +5,18 @@
 #include <cstring>
 
 #include <unistd.h>
-#ifdef PICOPAY_HAVE_SYSTEMD
-#include <systemd/sd-daemon.h>
-#endif
 
 #include "config.hpp"
 #include "hub.hpp"
 #include "picopay/agent/install.hpp"
 #include "picopay/agent/options.hpp"
-#include "picopay/agent/signals.hpp"
+#include "picopay/agent/service.hpp"
 #include "picopay/hex.hpp"
 #include "picopay/keyfile.hpp"
 
 namespace {
 std::atomic<bool> g_quit{false};
 void on_signal(int) { g_quit.store(true); }
-// systemd's notify protocol (Type=notify); a no-op when not started by systemd.
-void notify(const char* state) {
-#ifdef PICOPAY_HAVE_SYSTEMD
-  sd_notify(0, state);
-#else
-  (void)state;
-#endif
-}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -63,10 +52,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "picopay-hub: %s\n", err.c_str());
     return 2;
   }
-  notify("READY=1\nSTATUS=serving");
+  picopay::agent::service_notify("READY=1\nSTATUS=serving");
   hub.wait_until_stopped(g_quit);
   bool fatal = hub.fatal();
-  notify("STOPPING=1");
+  picopay::agent::service_notify("STOPPING=1");
   hub.stop();
   return fatal ? 3 : 0;
 }

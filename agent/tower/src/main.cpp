@@ -7,7 +7,7 @@
 
 #include "picopay/agent/install.hpp"
 #include "picopay/agent/options.hpp"
-#include "picopay/agent/signals.hpp"
+#include "picopay/agent/service.hpp"
 #include "picopay/hex.hpp"
 #include "picopay/keyfile.hpp"
 #include "picopay/tower/config.hpp"

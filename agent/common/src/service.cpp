@@ -1,10 +1,14 @@
 // SIGHUP refused with one line (see signals.hpp).
-#include "picopay/agent/signals.hpp"
+#include "picopay/agent/service.hpp"
 
 #include <signal.h>
 #include <unistd.h>
 
 #include <cstring>
+
+#ifdef PICOPAY_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
 
 namespace picopay::agent {
 namespace {
@@ -26,6 +30,14 @@ void refuse_sighup(const std::string& program, const std::string& what) {
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;
   sigaction(SIGHUP, &sa, nullptr);
+}
+
+void service_notify(const char* state) {
+#ifdef PICOPAY_HAVE_SYSTEMD
+  (void)sd_notify(0, state);
+#else
+  (void)state;
+#endif
 }
 
 }  // namespace picopay::agent
