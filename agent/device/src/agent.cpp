@@ -27,6 +27,7 @@
 #include "picopay/agent/collateral_request.hpp"
 #include "picopay/agent/json_state.hpp"
 #include "picopay/agent/quotes.hpp"
+#include "picopay/agent/service.hpp"
 #include "picopay/agent/units.hpp"
 #include "picopay/agent/log.hpp"
 #include "picopay/agent/options.hpp"
@@ -143,6 +144,7 @@ class Agent {
   void log_ignored(const char* what, Status why);
   uint64_t last_meter_ms_ = 0;    // the last message on the meter topic (or the connect)
   uint64_t meter_warned_ms_ = 0;  // the last "no meter reading" warning
+  bool notified_ready_ = false;   // READY=1 sent to systemd
   bool save();
   void fatal(const std::string& m) {
     logf(port::LogLevel::Error, "%s", m.c_str());
@@ -1263,6 +1265,11 @@ void Agent::history_update(const Effects& fx) {
 
 void Agent::handle(const Event& e) {
   if (e.kind == Event::Connected) {
+    logf(port::LogLevel::Info, "connected to broker %s:%d", cfg_.host.c_str(), cfg_.port);
+    if (!notified_ready_) {  // Type=notify (picopay-agent@.service): the channel is loaded, the broker connected
+      notified_ready_ = true;
+      agent::service_notify("READY=1\nSTATUS=serving");
+    }
     Effects fx;
     Status st = s_.on_connect(unix_now(), fx);
     carry(st, fx, "connect");
@@ -1441,6 +1448,7 @@ int Agent::run() {
   o.host = cfg_.host;
   o.port = cfg_.port;
   o.client_id = "picopay-" + mqtt::topic_address(me);
+  o.claim_client_id = true;  // the same key running twice: a clear fatal error (client.hpp)
   o.username = cfg_.username.empty() ? mqtt::topic_address(me) : cfg_.username;
   o.password = cfg_.password;
   if (cfg_.password.empty() && cfg_.username.empty()) o.username.clear();
@@ -1513,6 +1521,7 @@ int Agent::run() {
   while (!done_) {
     if (g_stop && !stopping_) {
       stopping_ = true;
+      agent::service_notify("STOPPING=1");
       stop_deadline = now_ms() + 15000;
       logf(port::LogLevel::Info, "stopping: paying what is due%s", cfg_.close_on_exit ? " and closing threads" : "");
       if (!cfg_.payer) done_ = !s_.has_pending();
@@ -1527,7 +1536,7 @@ int Agent::run() {
       break;
     }
     if (mq_->session_taken_over())
-      fatal("another client connected to the broker with this agent's client id (the same key running twice?)");
+      fatal("broker: " + mq_->last_error() + ": the same key running twice? Stopping this agent");
     // A meter topic the broker's ACL does not let us read delivers nothing, silently.
     if ((cfg_.meter == "tasmota" || cfg_.meter == "shelly") && cfg_.no_reading_warn_s > 0 && !stopping_) {
       const uint64_t quiet = static_cast<uint64_t>(cfg_.no_reading_warn_s) * 1000;
@@ -1922,6 +1931,7 @@ int agent_run(const Config& cfg) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  agent::refuse_sighup("picopay-agent", "the agent");  // no reload (docs/install.md)
   Agent a(cfg);
   return a.run();
 }

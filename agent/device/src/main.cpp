@@ -127,8 +127,10 @@ int withdraw_owed(const Config& cfg, const Address* to) {
     return 1;
   }
   chain::ChannelManagerClient cm(w, cfg.contract);
-  cm.require_channel_manager();
-  // What the contract credited instead of pushing it: wei and tokens (docs/chain.md).
+  // The contract must be a ChannelManager (of --hub when given): checked before the
+  // transaction. What it credited instead of pushing: wei and tokens (docs/chain.md).
+  if (cfg.has_hub) cm.require_hub(cfg.hub);
+  else cm.require_channel_manager();
   auto owed = cm.owed_wei(w.address());
   auto owed_tok = owed ? cm.owed_tokens(w.address()) : chain::Result<U256>(owed.error());
   if (!owed || !owed_tok) {

@@ -248,7 +248,13 @@ bool Hub::start(std::string& err) {
       err = "chain: " + st.error().to_string();
       return false;
     }
+    // The contract must be this hub's ChannelManager: checked now and before each transaction.
+    if (auto chk = chain::check_channel_manager(*rpc_, contract_, &hub_); !chk) {
+      err = "chain: " + chk.error().message;
+      return false;
+    }
     cm_ = std::make_unique<chain::ChannelManagerClient>(*wallet_, contract_);
+    cm_->require_hub(hub_);
     poller_ = std::make_unique<chain::EventPoller>(*rpc_, contract_, cfg_.confirmations, cfg_.event_state);
     auto ls = poller_->load();
     if (!ls.ok()) logf("warn", "watchtower: event state: " + ls.error().to_string());
@@ -293,6 +299,7 @@ bool Hub::start(std::string& err) {
   o.will_topic = mqtt::topic_hub_online(hub_);
   o.will_payload = "{\"state\":\"offline\"}";
   o.will_retain = true;
+  o.claim_client_id = true;  // a second hub with this client id: a clear fatal error (client.hpp)
   o.receive_maximum = 65535;  // absorb bursts from many devices: the shipped broker queues at most 1000 messages per client
   mqtt_ = std::make_unique<mqtt::Client>(o);
   mqtt_->on_message([this](const mqtt::Message& m) { on_message(m); });

@@ -91,6 +91,7 @@ bool Tower::start(std::string& err) {
     err = "the contract's hub is " + addr(hub_) + ", not --hub " + cfg_.hub;
     return false;
   }
+  cm_->require_hub(hub_);  // checked again before each transaction
   store_ = Store::open(cfg_.db, contract_, hub_, err);
   if (!store_) return false;
   if (!store_->check_all(err)) return false;  // the chain may have moved while we were down
@@ -123,9 +124,17 @@ bool Tower::start(std::string& err) {
   o.password = cfg_.broker_password;
   o.tls_ca_file = cfg_.broker_ca;
   o.client_id = cfg_.client_id.empty() ? "picopay-tower-" + mqtt::topic_address(wallet_->address()) : cfg_.client_id;
+  o.claim_client_id = true;  // a second tower with this client id: a clear fatal error (client.hpp)
   mqtt_ = std::make_unique<mqtt::Client>(o);
   mqtt_->on_message([this](const mqtt::Message& m) { on_message(m); });
-  mqtt_->on_disconnect([](const std::string& why) { log_line("warn", "broker: " + why); });
+  mqtt_->on_disconnect([this](const std::string& why) {
+    if (mqtt_->session_taken_over()) {
+      log_line("error", "broker: " + why + ": a second picopay-tower with the same client id? Stopping this one");
+      fatal_.store(true);
+      return;
+    }
+    log_line("warn", "broker: " + why);
+  });
   mqtt_->subscribe(topic_state_filter(wallet_->address()), 1);
   mqtt_->subscribe(topic_thread_filter(wallet_->address()), 1);
   if (!mqtt_->start(err)) {
