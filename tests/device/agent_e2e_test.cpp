@@ -6,11 +6,14 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -243,3 +246,63 @@ TEST_F(AgentE2E, BrokerRestartMidStream) {
 }
 
 }  // namespace
+
+namespace {
+std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+}  // namespace
+
+// A state conflict the agent cannot resolve: its state dir restored from an older backup
+// while the hub holds later double-signed states. The agent must not sign on from the old
+// state; it stops with one clear line and exit status 1 (not 0, not a retry loop), and the
+// restored state on disk is left as it was.
+TEST_F(AgentE2E, AStateDirRestoredFromAnOldBackupStopsWithExit1) {
+  const std::string dir = work_ + "/restored", backup = work_ + "/restored.bak";
+  uint64_t wh = 0;
+  {
+    Child a;
+    ASSERT_TRUE(a.start(agent_argv(6, dir), dir + ".1.log", true));
+    write_all(a.stdin_fd(), "wh 0\n");
+    ASSERT_TRUE(poll_until(
+        [&] {
+          wh += 2;
+          write_all(a.stdin_fd(), "wh " + std::to_string(wh) + "\n");
+          device::AgentState s;
+          return load(dir, s) && s.channel.state.txCountGlobal >= 3 && !s.has_pending;
+        },
+        60000))
+        << slurp(dir + ".1.log");
+    a.close_stdin();
+    ASSERT_EQ(a.wait(120000), 0) << slurp(dir + ".1.log");
+  }
+  ASSERT_EQ(std::system(("cp -a '" + dir + "' '" + backup + "'").c_str()), 0);
+  device::AgentState old;
+  ASSERT_TRUE(load(backup, old));
+  {
+    Child b;  // more payments after the backup
+    ASSERT_TRUE(b.start(agent_argv(6, dir), dir + ".2.log", true));
+    for (int k = 1; k <= 10; ++k) write_all(b.stdin_fd(), "wh " + std::to_string(wh + static_cast<uint64_t>(k)) + "\n");
+    wh += 10;
+    b.close_stdin();
+    ASSERT_EQ(b.wait(120000), 0) << slurp(dir + ".2.log");
+  }
+  device::AgentState later;
+  ASSERT_TRUE(load(dir, later));
+  ASSERT_GT(later.channel.state.txCountGlobal, old.channel.state.txCountGlobal);
+  ASSERT_EQ(std::system(("rm -rf '" + dir + "' && cp -a '" + backup + "' '" + dir + "'").c_str()), 0);
+  Child c;  // on the restored (older) state
+  ASSERT_TRUE(c.start(agent_argv(6, dir), dir + ".3.log", true));
+  write_all(c.stdin_fd(), "wh " + std::to_string(wh + 5) + "\n");
+  const int rc = c.wait(60000);
+  const std::string log = slurp(dir + ".3.log");
+  EXPECT_EQ(rc, 1) << log;
+  EXPECT_NE(log.find("not signing any channel update"), std::string::npos) << log;
+  EXPECT_NE(log.find("restored from a backup"), std::string::npos) << log;
+  device::AgentState after;
+  ASSERT_TRUE(load(dir, after));
+  EXPECT_EQ(after.channel.state.txCountGlobal, old.channel.state.txCountGlobal);  // nothing signed on
+}

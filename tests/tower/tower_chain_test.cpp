@@ -7,7 +7,9 @@
 // printed (and written to <build>/tower-answer-ms.txt by the first test).
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -628,3 +630,27 @@ TEST_F(TowerChainTest, StaleThreadDisputeIsAnsweredWithTheReceiversLatestThreadS
 }
 
 }  // namespace
+
+// SIGHUP is refused, not fatal (no reload; agent/common service.hpp): one line, and the
+// tower keeps guarding: a state handed over afterwards is stored and acked.
+TEST_F(TowerChainTest, SighupIsRefusedAndTheTowerKeepsGuarding) {
+  start_tower();
+  const std::string log = dir_ + "/tower.log";
+  ASSERT_EQ(::kill(tower_proc_.pid(), SIGHUP), 0);
+  for (int i = 0; i < 100 && read_file(log).find("SIGHUP ignored") == std::string::npos; ++i) ::usleep(100000);
+  EXPECT_NE(read_file(log).find("picopay-tower: SIGHUP ignored: no reload, restart the tower to apply a new config"),
+            std::string::npos)
+      << read_file(log);
+  ASSERT_TRUE(tower_proc_.running()) << read_file(log);
+  std::vector<SignedChannelState> st = pay(*user_, 2, 40);
+  AckClient device;
+  std::string err;
+  ASSERT_TRUE(device.start(broker_->port(), mqtt::topic_address(user_->address()), "user-pass",
+                           ack_topic(user_->address()), err))
+      << err;
+  device.publish(state_topic(user_->address()), wire(st.back()));
+  tower::Ack a;
+  ASSERT_TRUE(device.next(a)) << read_file(log);
+  expect_ack(a, tower::AckResult::Stored, Status::Ok, user_->address(), &st.back());
+  device.stop();
+}
