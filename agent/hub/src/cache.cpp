@@ -56,7 +56,7 @@ void Hub::lru_push_front(Chan* c) {
 }
 
 bool Hub::pinned(const Chan* c) const {
-  return !c->requests.empty() || !c->future.empty() || c->dirty || c->legacy_tx != 0 || c->legacy_unsaved ||
+  return !c->requests.empty() || !c->future.empty() || c->parked || c->dirty || c->legacy_tx != 0 || c->legacy_unsaved ||
          status_dirty_.count(const_cast<Chan*>(c)) != 0 || timed_.count(const_cast<Chan*>(c)) != 0;
 }
 

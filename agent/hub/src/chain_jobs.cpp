@@ -1,37 +1,37 @@
-// picopay-hub chain jobs: collateral deposits (hubAuthorizedUpdate, then ConfirmPending),
-// the watchtower, following the chain.
+// picopay-hub: the engine's side of chain work (chain_worker.hpp does the JSON-RPC): the
+// jobs it posts (collateral deposits, the watchtower's states) and what it does with the
+// results (ConfirmPending after a deposit, the reserve reading, the follower's marks).
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "chain_follow.hpp"
 #include "hub.hpp"
 #include "hub_internal.hpp"
 #include "log.hpp"
-
-#include <cjson/cJSON.h>
-#include <algorithm>
-#include <chrono>
-#include <csignal>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <ctime>
-#include "picopay/agent/json_state.hpp"
-#include "picopay/agent/log.hpp"
-#include "picopay/chain/events.hpp"
-#include "picopay/chain/manager.hpp"
-#include "picopay/chain/rpc.hpp"
-#include "picopay/chain/tx.hpp"
-#include "picopay/chain/watchtower.hpp"
-#include "chain_follow.hpp"
-#include "picopay/codec.hpp"
-#include "picopay/hex.hpp"
 #include "metrics.hpp"
+#include "picopay/agent/json_state.hpp"
+#include "picopay/codec.hpp"
 
 namespace picopay::hub {
 
 void Hub::watch(Chan& ch) {
-  if (!tower_) return;
-  chain::WatchedChannel w;
-  w.user = ch.user;
-  if (ch.latest.hasSigHub && ch.latest.hasSigUser && ch.latest.state.timeout == 0) w.latest = ch.latest;
-  tower_->watch(w);
+  if (!chain_) return;
+  ChainJob j;
+  j.kind = ChainJob::Kind::Watch;
+  j.watched.user = ch.user;
+  if (ch.latest.hasSigHub && ch.latest.hasSigUser && ch.latest.state.timeout == 0) j.watched.latest = ch.latest;
+  chain_->post(std::move(j));
+}
+
+void Hub::post_deposit(const DepositJob& d) {
+  deposit_jobs_.push_back(d);
+  if (!chain_) return;  // stored; sent by a hub with --rpc-url
+  ChainJob j;
+  j.kind = ChainJob::Kind::Deposit;
+  j.user = d.user;
+  j.state = d.state;
+  chain_->post(std::move(j));
 }
 
 bool Hub::load_deposit_jobs(std::string& err) {
@@ -44,111 +44,102 @@ bool Hub::load_deposit_jobs(std::string& err) {
       err = "corrupt stored deposit job for " + r.first;
       return false;
     }
-    deposit_jobs_.push_back(j);
+    post_deposit(j);
   }
   if (!rows.empty())
     logf("info", "recovered " + std::to_string(rows.size()) + " countersigned collateral deposit(s): checking the chain");
   return true;
 }
 
-bool Hub::run_deposit_job(DepositJob& j) {
-  const std::string who = json::address_text(j.user);
-  const bool reclaim = !j.state.state.pendingWithdrawalWeiHub.is_zero() || !j.state.state.pendingWithdrawalTokenHub.is_zero();
-  const std::string what = reclaim ? "collateral withdrawal" : "collateral deposit";
-  const ChannelState& want = j.state.state;
-  auto retry = [&](const std::string& why) {
-    ++j.failures;
-    const uint64_t wait_ms = std::min<uint64_t>(60000, 1000ull << std::min(j.failures, 6u));
-    j.next_try_ms = now_ms() + wait_ms;
-    logf("warn", what + " for " + who + " (txCountChain " + std::to_string(want.txCountChain) +
-                     "): " + why + "; retry in " + std::to_string(wait_ms / 1000) + " s");
-    return false;
-  };
-  // Idempotent: the contract refuses a txCount it has already seen, and a deposit sent
-  // before a crash may have been mined, so look at the channel on chain first.
-  auto oc = cm_->channel(j.user);
-  if (!oc.ok()) return retry("cannot read the chain: " + oc.error().to_string());
-  Hash32 txh{};  // stays zero when the deposit was found already made (its hash is not kept)
-  if (oc->txCountChain >= want.txCountChain) {
-    logf("info", what + " for " + who + " is already on chain (txCountChain " +
-                     std::to_string(oc->txCountChain) + "): confirming");
-  } else {
-    auto rc = cm_->hub_authorized_update(want, j.state.sigUser);
-    if (!rc.ok()) return retry("hubAuthorizedUpdate: " + rc.error().to_string());
-    txh = rc->transactionHash;
-    logf("info", what + " for " + who + " on chain: " + json::hash_text(txh) + " (gas " +
-                     std::to_string(rc->gasUsed) + ")");
-    crash_point("deposit-sent");
+bool Hub::deposit_done(const ChainResult& r) {
+  for (size_t i = 0; i < deposit_jobs_.size(); ++i) {
+    if (deposit_jobs_[i].user != r.user) continue;
+    deposit_jobs_.erase(deposit_jobs_.begin() + static_cast<long>(i));
+    break;
   }
   std::vector<Out> outs;
-  std::string err;
-  tx_failed_ = false;
-  if (!ok(ledger_->begin(), err)) {
-    fail(err);
+  if (!in_transaction([&] {
+        Chan* ch = channel(r.user);
+        if (!ch) {
+          tx_failed_ = true;
+          return;
+        }
+        ChannelUpdate c = channel_update_make(UpdateReason::ConfirmPending);
+        std::memcpy(c.chainTx.transactionHash.bytes, r.tx.bytes, 32);
+        add_request(*ch, c, true);  // ahead of the OpenThreads that wait for it
+        if (!tx_failed_) pump(*ch, outs);
+        std::string err;
+        if (!tx_failed_ && !ok(ledger_->delete_deposit(ch->key), err)) {
+          txerr_ = err;
+          tx_failed_ = true;
+        }
+      }))
     return false;
-  }
-  Chan* ch = channel(j.user);
-  if (ch) {
-    ChannelUpdate c = channel_update_make(UpdateReason::ConfirmPending);
-    std::memcpy(c.chainTx.transactionHash.bytes, txh.bytes, 32);
-    add_request(*ch, c, true);  // ahead of the OpenThreads that wait for it
-    if (!tx_failed_) pump(*ch, outs);
-    if (!tx_failed_ && !ok(ledger_->delete_deposit(ch->key), err)) {
-      txerr_ = err;
-      tx_failed_ = true;
-    }
-  } else {
-    tx_failed_ = true;
-  }
-  if (tx_failed_ || !ok(ledger_->commit(), err)) {
-    ledger_->rollback();
-    fail("store: " + (err.empty() ? txerr_ : err));
-    return false;
-  }
   publish_outs(outs);
   return true;
 }
 
-void Hub::chain_jobs() {
-  if (!cm_) return;
-  // Collateral deposits the payee countersigned: execute them on chain, then confirm.
-  if (!deposit_jobs_.empty()) crash_point("deposit-countersigned");
-  auto jobs = std::move(deposit_jobs_);
-  deposit_jobs_.clear();
-  const uint64_t now = now_ms();
-  for (auto& j : jobs) {
-    if (j.next_try_ms <= now) {
-      if (run_deposit_job(j)) continue;  // done: ConfirmPending requested, row deleted
-      if (fatal_.load()) return;
-    }
-    deposit_jobs_.push_back(j);  // kept (stored) for a later retry
-  }
-  if (metrics_) metrics_->deposit_backlog(deposit_jobs_.size());
-  if (tower_ && now_ms() - last_tower_ms_ >= static_cast<uint64_t>(cfg_.watchtower_interval_s) * 1000) {
-    last_tower_ms_ = now_ms();
-    auto acts = tower_->tick();
-    if (!acts.ok()) {
-      logf("warn", "watchtower: " + acts.error().to_string());
-    } else {
-      for (auto& a : *acts) {
-        if (metrics_) metrics_->watchtower_action(a.what, a.ok);
-        logf(a.ok ? "info" : "warn", "watchtower: " + a.what + " " + json::address_text(a.user) +
-                                         (a.ok ? " ok" : " failed: " + a.error));
-      }
-    }
-    if (metrics_) metrics_->chain_round(*rpc_, *cm_, hub_, poller_->last_block(), acts.ok());
-  }
-  follow_chain();
+const ChainMark* Hub::mark(const Address& user) const {
+  if (marks_.empty()) return nullptr;
+  auto it = marks_.find(user);
+  return it == marks_.end() ? nullptr : &it->second;
 }
 
-void Hub::follow_chain() {
-  if (!follow_ || !follow_->due()) return;
-  auto changes = follow_->tick();
-  if (!changes.ok()) {
-    logf("warn", "chain follow: " + changes.error().to_string());
-    return;
+bool Hub::chain_results(std::vector<ChainResult>& results, std::vector<ChainResult>& facts) {
+  for (ChainResult& r : results) {
+    switch (r.kind) {
+      case ChainResult::Kind::Facts: facts.push_back(std::move(r)); break;
+      case ChainResult::Kind::DepositDone:
+        if (!deposit_done(r)) return false;
+        break;
+      case ChainResult::Kind::Reserve: {
+        reserve_known_ = r.known;
+        if (!r.known) break;
+        reserve_wei_ = r.wei;
+        reserve_at_ms_ = now_ms();
+        if (reserve_waiters_.empty()) break;
+        // Channels whose collateral waited for a reading: their requests again.
+        std::vector<Out> outs;
+        std::set<std::string> waiters;
+        waiters.swap(reserve_waiters_);
+        if (!in_transaction([&] {
+              for (const std::string& k : waiters) {
+                Address u{};
+                if (address_parse(k.c_str(), k.size(), u) != Status::Ok) continue;
+                Chan* ch = channel(u);
+                if (!ch) {
+                  tx_failed_ = true;
+                  return;
+                }
+                pump(*ch, outs);
+                if (tx_failed_) return;
+              }
+            }))
+          return false;
+        publish_outs(outs);
+        break;
+      }
+      case ChainResult::Kind::Marks:
+        follow_chain(r);
+        if (fatal_.load()) return false;
+        break;
+      case ChainResult::Kind::Disputed: {
+        const std::string k = mqtt::topic_address(r.user);
+        disputes_posted_.erase(k);
+        if (r.done) threads_disputed_.insert(k);
+        break;
+      }
+    }
   }
-  for (const ChainChange& c : *changes) {
+  return true;
+}
+
+void Hub::follow_chain(ChainResult& r) {
+  marks_.clear();
+  for (const auto& m : r.marks) marks_[m.first] = m.second;
+  empty_tx_.clear();
+  for (const auto& e : r.empty_tx) empty_tx_[e.first] = e.second;
+  for (const ChainChange& c : r.changes) {
     const std::string who = json::address_text(c.user);
     logf(c.what == "open" ? "info" : "warn",
          "chain: channel " + who + " " + c.what +
@@ -156,9 +147,9 @@ void Hub::follow_chain() {
     Chan* ch = channel(c.user);
     if (ch) status_dirty_.insert(ch);
   }
-  for (const Address& u : follow_->marked()) {
-    const ChainMark* m = follow_->mark(u);
-    Chan* ch = m && (m->dispute || m->emptied) ? channel(u) : nullptr;
+  for (const auto& kv : r.marks) {
+    const ChainMark* m = mark(kv.first);
+    Chan* ch = m && (m->dispute || m->emptied) ? channel(kv.first) : nullptr;
     if (ch && m->dispute) dispute_threads(*ch);
     if (ch && m->emptied) request_empty_channel(*ch);
     if (fatal_.load()) return;

@@ -27,19 +27,37 @@
 
 namespace picopay::hub {
 
-bool Hub::process_batch(std::vector<mqtt::Message>& batch) {
-  const auto metrics_t0 = std::chrono::steady_clock::now();
-  std::vector<Out> outs;
-  batch_done_.clear();
-  tx_failed_ = false;
+bool Hub::begin_write() {
   std::string err;
   if (!ok(ledger_->begin(), err)) {
     fail(err);
     return false;
   }
+  return true;
+}
+
+bool Hub::process_batch(std::vector<mqtt::Message>& batch, std::vector<ChainResult>& facts) {
+  const auto metrics_t0 = std::chrono::steady_clock::now();
+  std::vector<Out> outs;
+  batch_done_.clear();
+  new_deposits_.clear();
+  tx_failed_ = false;
+  std::string err;
+  if (!begin_write()) return false;
   precompute(batch);
   std::vector<Chan*> touched;
+  for (const ChainResult& f : facts) {
+    Chan* ch = channel(f.user);
+    if (!ch) {
+      tx_failed_ = true;
+      break;
+    }
+    replay_parked(*ch, f.facts, outs);
+    if (tx_failed_) break;
+    if (ch->dirty) touched.push_back(ch);
+  }
   for (auto& m : batch) {
+    if (tx_failed_) break;
     Address hub{}, user{};
     std::string leaf;
     if (!mqtt::parse_channel_topic(m.topic, hub, user, leaf) || hub != hub_) continue;
@@ -65,7 +83,9 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch) {
     fail(err);
     return false;
   }
-  // Committed: now the signatures may leave.
+  // Committed: now the signatures may leave, and the chain worker may send the deposits.
+  for (const DepositJob& j : new_deposits_) post_deposit(j);
+  new_deposits_.clear();
   for (auto& o : outs) {
     mqtt::PublishProps p;
     p.response_topic = o.response_topic;
@@ -78,14 +98,14 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch) {
     if (!c->dirty) continue;
     c->dirty = false;
     status_dirty_.insert(c);
-    if (tower_) watch(*c);
+    if (chain_) watch(*c);
   }
   flush_status(false);
   spec_.clear();
   spec_runs_.clear();
   evict();
   if (metrics_) metrics_->replies_published(outs.size());
-  if (metrics_) metrics_->batch_done(batch.size(), std::chrono::duration<double>(std::chrono::steady_clock::now() - metrics_t0).count(), chans_.size());
+  if (metrics_ && !batch.empty()) metrics_->batch_done(batch.size(), std::chrono::duration<double>(std::chrono::steady_clock::now() - metrics_t0).count(), chans_.size());
   return true;
 }
 
@@ -219,6 +239,12 @@ void Hub::handle_update(Chan& ch, const Bytes& payload, std::vector<Out>& outs) 
     }
     return;
   }
+  if (ch.parked && !ch.parked->replaying) {
+    // An update of this channel waits for the chain: this one waits behind it (a re-sent
+    // copy is dropped: no answer until the chain's, and never a second signature).
+    park(ch, payload);
+    return;
+  }
   if (u.txCountGlobal == latest + 2 && channel_is_skip(ch.latest.state, u)) {
     // The user's Invalidation of its half-signed latest + 1 (a skip): it follows the
     // latest state directly.
@@ -274,6 +300,10 @@ void Hub::handle_update(Chan& ch, const Bytes& payload, std::vector<Out>& outs) 
 }
 
 bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, std::vector<Out>& outs) {
+  if (ch.parked && !ch.parked->replaying) {
+    park(ch, payload);  // behind the update that waits for the chain
+    return false;
+  }
   ChannelContext ctx{hub_};
   ThreadSet ts = ch.set();
   ChannelState next{};
@@ -281,12 +311,12 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
   if (Status cs = chain_refusal(ch, u); cs != Status::Ok) {
     logf("warn", ch.key + ": refused the user's " + std::string(update_reason_name(u.reason) ? update_reason_name(u.reason) : "?") +
                      " tx " + std::to_string(u.txCountGlobal) + ": " + status_name(cs) + " (" +
-                     ChainFollow::describe(*follow_->mark(ch.user)) + ")");
+                     ChainFollow::describe(*mark(ch.user)) + ")");
     nack(ch, u.txCountGlobal, cs, outs);
     // Emptied on chain: the user's proposal at latest + 1 will never be countersigned
     // (only EmptyChannel is); its Invalidation lets the user's session give it up so the
     // requested EmptyChannel can follow (chain_empty.cpp).
-    const ChainMark* m = follow_->mark(ch.user);
+    const ChainMark* m = mark(ch.user);
     if (m->emptied && !m->dispute && u.txCountGlobal == ch.latest.state.txCountGlobal + 1 &&
         channel_accept(ctx, signer_, Party::Hub, ch.latest.state, ts, u, next, h) == Status::Ok)
       request_skip(ch, outs);
@@ -301,6 +331,12 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
   } else if (s == Status::Ok) {
     s = check_policy(ch, u);
     if (tx_failed_) return false;
+    if (park_) {
+      // The chain must answer first (chain worker): no reply now.
+      park_ = false;
+      park(ch, payload);
+      return false;
+    }
     // The user signed it (channel_accept checked its signature) and the hub will never
     // countersign it: after the Nack, ask the user to invalidate it, so its session can
     // go on.
@@ -406,7 +442,7 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
     DepositJob j;
     j.user = ch.user;
     j.state = signed_state;
-    deposit_jobs_.push_back(j);
+    new_deposits_.push_back(j);  // to the chain worker after COMMIT
   }
   if (changed) persist_requests(ch);
   if (tx_failed_) return false;
@@ -502,17 +538,55 @@ void Hub::handle_reply(Chan& ch, const Bytes& payload, std::vector<Out>& outs) {
 bool Hub::in_transaction(const std::function<void()>& body) {
   std::string err;
   tx_failed_ = false;
-  if (!ok(ledger_->begin(), err)) {
-    fail(err);
-    return false;
-  }
+  new_deposits_.clear();
+  if (!begin_write()) return false;
   body();
   if (tx_failed_ || !ok(ledger_->commit(), err)) {
     ledger_->rollback();
     fail("store: " + (err.empty() ? txerr_ : err));
     return false;
   }
+  for (const DepositJob& j : new_deposits_) post_deposit(j);
+  new_deposits_.clear();
   return true;
+}
+
+void Hub::park(Chan& ch, const Bytes& payload) {
+  const bool ask = !ch.parked || ch.parked->replaying;
+  if (!ch.parked) ch.parked = std::make_unique<Chan::Parked>();
+  Chan::Parked& p = *ch.parked;
+  if (ask) {
+    p.replaying = false;
+    p.answered = false;
+    ChainJob j;
+    j.kind = ChainJob::Kind::ReadChannel;
+    j.user = ch.user;
+    chain_->post(std::move(j));
+    if (cfg_.verbose) logf("info", ch.key + ": an update waits for the chain's answer");
+  }
+  for (const auto& b : p.updates)
+    if (b == payload) return;  // a re-sent copy
+  if (p.updates.size() >= kFutureMax) return;  // the device re-sends it later
+  p.updates.push_back(payload);
+}
+
+void Hub::replay_parked(Chan& ch, const ChainFacts& f, std::vector<Out>& outs) {
+  if (!ch.parked) return;  // nothing waits (answered already)
+  std::vector<Bytes> updates = std::move(ch.parked->updates);
+  ch.parked->updates.clear();
+  ch.parked->replaying = true;
+  ch.parked->answered = true;
+  ch.parked->facts = f;
+  for (size_t i = 0; i < updates.size(); ++i) {
+    if (ch.parked && !ch.parked->replaying) {
+      // Parked again (a second update asserting chain facts): the rest waits behind it.
+      ch.parked->updates.push_back(updates[i]);
+      continue;
+    }
+    handle_update(ch, updates[i], outs);
+    if (tx_failed_) return;
+  }
+  if (ch.parked && ch.parked->replaying) ch.parked.reset();
 }
 
 }  // namespace picopay::hub

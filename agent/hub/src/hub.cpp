@@ -123,21 +123,27 @@ bool Hub::start(std::string& err) {
   if (!cfg_.metrics_listen.empty() && !(metrics_ = Metrics::start(cfg_.metrics_listen, *ledger_, err))) return false;
 
   if (!cfg_.rpc_url.empty()) {
-    rpc_ = std::make_unique<chain::RpcClient>(cfg_.rpc_url);
-    wallet_ = std::make_unique<chain::Wallet>(*rpc_, key_);
-    auto st = wallet_->init();
-    if (!st.ok()) {
-      err = "chain: " + st.error().to_string();
-      return false;
-    }
-    cm_ = std::make_unique<chain::ChannelManagerClient>(*wallet_, contract_);
-    poller_ = std::make_unique<chain::EventPoller>(*rpc_, contract_, cfg_.confirmations, cfg_.event_state);
-    auto ls = poller_->load();
-    if (!ls.ok()) logf("warn", "watchtower: event state: " + ls.error().to_string());
-    tower_ = std::make_unique<chain::Watchtower>(*cm_, *poller_);
-    follow_ = std::make_unique<ChainFollow>(*rpc_, *cm_, contract_, cfg_.confirmations, cfg_.event_state + ".follow",
-                                            cfg_.db + ".chain-marks");
-    if (!follow_->load(err)) return false;
+    // Every JSON-RPC call happens on the chain worker's thread (chain_worker.hpp); its
+    // results come back through inbox_.
+    ChainWorker::Options co;
+    co.rpc_url = cfg_.rpc_url;
+    co.contract = contract_;
+    co.hub = hub_;
+    co.confirmations = cfg_.confirmations;
+    co.event_state = cfg_.event_state;
+    co.follow_state = cfg_.event_state + ".follow";
+    co.marks_file = cfg_.db + ".chain-marks";
+    co.watchtower_interval_ms = static_cast<uint64_t>(cfg_.watchtower_interval_s) * 1000;
+    co.crash_at = crash_at_;
+    chain_ = std::make_unique<ChainWorker>(co, key_, metrics_.get(), [this](ChainResult r) {
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        inbox_.push_back(std::move(r));
+      }
+      cv_.notify_one();
+    });
+    if (!chain_->open(err)) return false;
+    for (auto& m : chain_->marks()) marks_[m.first] = m.second;
     // The watchtower watches every channel: each channel's latest state, streamed from
     // the ledger (the channels are not loaded into the cache).
     if (!ok(ledger_->for_each_channel([this](const std::string& k, const Bytes& state) {
@@ -147,7 +153,7 @@ bool Hub::start(std::string& err) {
                   decode_channel_state(state.data(), state.size(), s) != Status::Ok)
                 return true;  // a corrupt row is refused when its channel is used
               if (s.hasSigHub && s.hasSigUser && s.state.timeout == 0) w.latest = s;
-              tower_->watch(w);
+              chain_->watch(w);
               return true;
             }),
             err))
@@ -198,6 +204,7 @@ bool Hub::start(std::string& err) {
   });
   mqtt_->subscribe(mqtt::topic_hub_filter(hub_), 1);
   worker_ = std::thread([this] { worker(); });
+  if (chain_) chain_->start();
   if (!mqtt_->start(err)) return false;
   logf("info", "hub " + json::address_text(hub_) + " contract " + json::address_text(contract_) + " ledger " + ledger_->backend() + (cfg_.store.rfind("postgres", 0) == 0 ? std::string() : " " + cfg_.db));
   if (metrics_) logf("info", "metrics on " + cfg_.metrics_listen + " (port " + std::to_string(metrics_->port()) + "): /metrics, /dashboard");
@@ -216,6 +223,7 @@ void Hub::stop() {
   }
   cv_.notify_all();
   if (worker_.joinable()) worker_.join();
+  if (chain_) chain_->stop();  // after the worker: it posts jobs until it stops
   if (mqtt_) mqtt_->stop();
 }
 
@@ -228,22 +236,29 @@ void Hub::worker() {
   if (fatal_.load()) return;
   while (true) {
     std::vector<mqtt::Message> batch;
+    std::vector<ChainResult> results;
     {
       std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait_for(lk, std::chrono::milliseconds(500), [this] { return stop_.load() || !queue_.empty(); });
+      cv_.wait_for(lk, std::chrono::milliseconds(500),
+                   [this] { return stop_.load() || !queue_.empty() || !inbox_.empty(); });
       if (stop_.load() && queue_.empty()) break;
       while (!queue_.empty() && batch.size() < static_cast<size_t>(cfg_.batch_max)) {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
+      for (auto& r : inbox_) results.push_back(std::move(r));
+      inbox_.clear();
       if (metrics_) metrics_->queue_depth(queue_.size());
     }
-    if (!batch.empty() && !process_batch(batch)) return;
+    // The chain's answers first (between batches, never inside one): a deposit done, a
+    // reserve reading, the follower's marks; answers to parked updates go into the batch.
+    std::vector<ChainResult> facts;
+    if (!results.empty() && !chain_results(results, facts)) return;
+    if ((!batch.empty() || !facts.empty()) && !process_batch(batch, facts)) return;
     if (stop_.load()) {
       std::lock_guard<std::mutex> lk(mu_);
       if (queue_.empty()) break;
     }
-    chain_jobs();
     if (fatal_.load()) return;
     request_timers();
     collateral_round();
@@ -258,10 +273,5 @@ void Hub::fail(const std::string& what) {
   fatal_.store(true);
 }
 
-void Hub::crash_point(const char* name) const {
-  if (crash_at_.empty() || crash_at_ != name) return;
-  logf("warn", std::string("PICOPAY_HUB_CRASH_AT=") + name + ": SIGKILL");
-  std::raise(SIGKILL);
-}
 
 }  // namespace picopay::hub

@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "chain_worker.hpp"
 #include "config.hpp"
 #include "parallel.hpp"
 #include "picopay/channel.hpp"
@@ -26,14 +27,6 @@
 #include "picopay/signer.hpp"
 #include "ledger/ledger.hpp"
 #include "picopay/agent/history.hpp"
-
-namespace picopay::chain {
-class RpcClient;
-class Wallet;
-class ChannelManagerClient;
-class EventPoller;
-class Watchtower;
-}  // namespace picopay::chain
 
 namespace picopay::hub {
 
@@ -101,6 +94,14 @@ class Hub {
   void wait_until_stopped(const std::atomic<bool>& quit);
 
  private:
+  // Addresses are keccak-derived: their first bytes are a good hash.
+  struct AddressHash {
+    size_t operator()(const Address& a) const noexcept {
+      size_t h = 0;
+      std::memcpy(&h, a.bytes, sizeof h);
+      return h;
+    }
+  };
   // A change the hub wants in a channel, asked for with a HubRequest (the user proposes
   // it; docs/mqtt-protocol.md). `id` is 0 until the request is sent; at most one request
   // per channel is sent and outstanding, and it is always the first.
@@ -149,6 +150,17 @@ class Hub {
       uint64_t collateral_time = 0;
     };
     std::unique_ptr<PayeeFlow> flow;
+    // An update asserting chain facts waits here (unanswered) for the chain worker's read
+    // of the channel (ChainJob ReadChannel), and so do the channel's later updates that
+    // arrive meanwhile (at most kFutureMax, identical bytes once): no reply, no signature
+    // until the answer (engine.cpp replay_parked). Null: nothing waits.
+    struct Parked {
+      std::vector<Bytes> updates;
+      bool replaying = false;  // the answer is being applied
+      bool answered = false;   // `facts` is the answer, not used yet
+      ChainFacts facts{};
+    };
+    std::unique_ptr<Parked> parked;
     Chan* lru_prev = nullptr;  // the cache's recency list (most recent at the head)
     Chan* lru_next = nullptr;
     // The open threads with room for one more (up to kThreadCap), for the core's
@@ -172,7 +184,18 @@ class Hub {
 
   void on_message(const mqtt::Message& m);
   void worker();
-  bool process_batch(std::vector<mqtt::Message>& batch);
+  // One write transaction: the chain's answers to parked updates (`facts`), then the
+  // batch's messages; replies and requests leave after COMMIT.
+  bool process_batch(std::vector<mqtt::Message>& batch, std::vector<ChainResult>& facts);
+  // Every write transaction of the ledger begins here (false: fail() was called).
+  bool begin_write();
+  // An update that needs the chain's answer first: kept unanswered in ch.parked and a
+  // read of the channel asked of the chain worker (once per wait).
+  void park(Chan& ch, const Bytes& payload);
+  // The chain worker's answer for a channel with parked updates: the updates again, in
+  // their order, with `f` as the chain facts of the first one that asserts any.
+  void replay_parked(Chan& ch, const ChainFacts& f, std::vector<Out>& outs);
+  bool park_ = false;  // set by chain_facts(): the update must wait for the chain
   Chan* channel(const Address& user);
   void handle_update(Chan& ch, const Bytes& payload, std::vector<Out>& outs);
   bool apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, std::vector<Out>& outs);
@@ -185,8 +208,10 @@ class Hub {
   // (policy_hub_countersigns with the channel's requests, the rate, inventory and chain
   // facts) and the cross-channel rules of threads.
   Status check_policy(Chan& ch, const ChannelUpdate& u);
-  // The chain facts of `ch` for an update asserting one (reads the chain; dev: synthesised
-  // for ConfirmPending with --dev-skip-chain-checks). `has_access` false: no chain at all.
+  // The chain facts of `ch` for an update asserting one: the chain worker's answer for
+  // this update (ch.parked), else park_ is set and the update waits for one (dev:
+  // synthesised for ConfirmPending with --dev-skip-chain-checks). `has_access` false: no
+  // chain at all.
   ChainFacts chain_facts(const Chan& ch, UpdateReason reason, bool& has_access);
   void after_accept(Chan& ch, const ChannelUpdate& u, std::vector<Out>& outs);
   // Payee channel: if the OpenThread mirrors requested need more hub wei than the channel
@@ -234,11 +259,18 @@ class Hub {
   void flush_status(bool all);
   static constexpr std::chrono::milliseconds kStatusInterval{1000};
   std::set<Chan*> status_dirty_;
-  void chain_jobs();
+  // The chain worker's results other than Facts (those go to process_batch): deposits
+  // done, reserve readings, follow rounds, disputes. False: the hub stopped (fail()).
+  bool chain_results(std::vector<ChainResult>& results, std::vector<ChainResult>& facts);
+  // The watchtower's state of `ch` (posted to the chain worker).
   void watch(Chan& ch);
-  // Following the chain (chain_follow.hpp): one round of the follower, logs and status of
-  // the channels whose mark changed.
-  void follow_chain();
+  // A round of the follower (chain_follow.hpp) arrived: the engine's copy of the marks,
+  // logs and status of the channels whose mark changed, disputes, EmptyChannel requests.
+  void follow_chain(ChainResult& r);
+  // The engine's copy of the follower's marks (updated from Marks results).
+  const ChainMark* mark(const Address& user) const;
+  std::unordered_map<Address, ChainMark, AddressHash> marks_;
+  std::unordered_map<Address, Hash32, AddressHash> empty_tx_;
   // A payer's channel in dispute with open threads (thread_dispute.cpp): empties it at
   // once when the chain already holds the hub's latest state and the user started the
   // exit, then starts each thread's dispute with the latest thread state the hub has (the
@@ -251,7 +283,7 @@ class Hub {
   void request_empty_channel(Chan& ch);
   std::set<std::string> empty_refused_;  // channel@block whose chain counts were reported ahead of ours
   std::set<std::string> threads_disputed_;  // channels whose thread exits were started (this run)
-  std::set<std::string> threads_emptying_;  // channels emptied (or waited for) before their threads
+  std::set<std::string> disputes_posted_;   // channels with a dispute job at the chain worker
   // ChannelInDispute if the chain shows `ch` in dispute, or emptied while the hub's
   // latest state still holds funds (any reason but EmptyChannel); else Ok.
   Status chain_refusal(const Chan& ch, const ChannelUpdate& u) const;
@@ -282,21 +314,13 @@ class Hub {
   // Ok: true; else err = the ledger's message.
   static bool ok(LedgerStatus s, std::string& err);
   std::unique_ptr<mqtt::Client> mqtt_;
-  // Addresses are keccak-derived: their first bytes are a good hash.
-  struct AddressHash {
-    size_t operator()(const Address& a) const noexcept {
-      size_t h = 0;
-      std::memcpy(&h, a.bytes, sizeof h);
-      return h;
-    }
-  };
   std::unordered_map<Address, std::unique_ptr<Chan>, AddressHash> chans_;  // the channel cache
   Chan* lru_head_ = nullptr;  // most recently used
   Chan* lru_tail_ = nullptr;  // least recently used
   void lru_unlink(Chan* c);
   void lru_push_front(Chan* c);
   // Whether `c` holds what the ledger does not (or what must stay in memory): requests,
-  // reordered updates, unsaved legacy rows, a pending status publish, a timer.
+  // reordered or parked updates, unsaved legacy rows, a pending status publish, a timer.
   bool pinned(const Chan* c) const;
   // Drops least recently used unpinned channels until at most --channel-cache remain
   // (between batches only: no Chan* is held then). Their state is in the ledger.
@@ -310,37 +334,31 @@ class Hub {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<mqtt::Message> queue_;
+  std::deque<ChainResult> inbox_;  // the chain worker's results (drained between batches)
   std::thread worker_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> fatal_{false};
   std::atomic<bool> stopped_{false};
 
-  // chain (optional)
-  std::unique_ptr<chain::RpcClient> rpc_;
-  std::unique_ptr<chain::Wallet> wallet_;
-  std::unique_ptr<chain::ChannelManagerClient> cm_;
-  std::unique_ptr<chain::EventPoller> poller_;
-  std::unique_ptr<chain::Watchtower> tower_;
-  std::unique_ptr<ChainFollow> follow_;
+  // The chain (--rpc-url; null: none): every JSON-RPC call happens on its thread.
+  std::unique_ptr<ChainWorker> chain_;
   // A collateral deposit the payee countersigned (stored in the deposits table with the
-  // countersignature): chain_jobs() checks the chain, calls hubAuthorizedUpdate if the
-  // deposit has not happened, then requests ConfirmPending and deletes the stored job.
+  // countersignature, in the transaction of the countersignature): posted to the chain
+  // worker after COMMIT, which checks the chain, calls hubAuthorizedUpdate if the deposit
+  // has not happened and answers DepositDone; then deposit_done() requests ConfirmPending
+  // and deletes the stored job in one transaction.
   struct DepositJob {
     Address user;
     SignedChannelState state;
-    uint64_t next_try_ms = 0;  // steady clock; retry after a chain error
-    unsigned failures = 0;
   };
-  std::vector<DepositJob> deposit_jobs_;
+  std::vector<DepositJob> deposit_jobs_;  // at the chain worker, not done yet
+  std::vector<DepositJob> new_deposits_;  // this transaction's (posted after COMMIT)
+  void post_deposit(const DepositJob& j);
   // Loads the stored deposit jobs (start).
   bool load_deposit_jobs(std::string& err);
-  // One job: true when it is finished (ConfirmPending requested, row deleted),
-  // false to keep it for a later retry.
-  bool run_deposit_job(DepositJob& j);
-  // Test-only fault injection (env PICOPAY_HUB_CRASH_AT): SIGKILLs this process at a
-  // named point, as a kill -9 arriving exactly there would.
-  void crash_point(const char* name) const;
-  std::string crash_at_;
+  // DepositDone: ConfirmPending requested (ahead of the queue), the row deleted.
+  bool deposit_done(const ChainResult& r);
+  std::string crash_at_;  // PICOPAY_HUB_CRASH_AT (test-only fault injection, chain_worker.cpp)
   std::vector<std::string> recover_users_;
   uint64_t last_tower_ms_ = 0;
   // ---- flows (collateral.cpp, docs/flows.md) ----
@@ -356,10 +374,17 @@ class Hub {
   // Worker loop: takes back the hub balance of channels idle for collateral_idle_seconds
   // (a hub-only withdrawal request), and checks the reserve now and then.
   void collateral_round();
-  // Whether the on-chain reserve, less deposits countersigned and not yet on chain, holds
-  // `amount` wei; logs a warning with the command that funds it when it does not or when
-  // it is low (reserve_warn_wei).
-  bool reserve_allows(const U256& amount, const std::string& who);
+  // Whether the chain worker's latest reading of the reserve (at most kReserveFreshMs
+  // old), less deposits countersigned and not yet on chain, holds `amount` wei; logs a
+  // warning with the command that funds it when it does not or when it is low
+  // (reserve_warn_wei). Without a fresh reading: false, and `ch` (if any) is pumped again
+  // when the next reading arrives.
+  bool reserve_allows(const U256& amount, const std::string& who, Chan* ch = nullptr);
+  static constexpr uint64_t kReserveFreshMs = 10000;
+  bool reserve_known_ = false;
+  U256 reserve_wei_ = U256::zero();
+  uint64_t reserve_at_ms_ = 0;
+  std::set<std::string> reserve_waiters_;  // channel keys
   U256 collateral_max_ = U256::zero();
   U256 reserve_warn_ = U256::zero();
   uint64_t last_collateral_round_ms_ = 0;

@@ -68,8 +68,7 @@ void Hub::publish_status(Chan& ch) {
   if (ch.outstanding())
     cJSON_AddStringToObject(j, "outstandingRequest", update_reason_name(ch.requests.front().update.reason));
   cJSON_AddNumberToObject(j, "requestNacks", static_cast<double>(ch.nacks_total));
-  if (follow_ && follow_->mark(ch.user))
-    cJSON_AddStringToObject(j, "chain", ChainFollow::describe(*follow_->mark(ch.user)).c_str());
+  if (const ChainMark* m = mark(ch.user)) cJSON_AddStringToObject(j, "chain", ChainFollow::describe(*m).c_str());
   if (ch.last_nack != Status::Ok) cJSON_AddStringToObject(j, "lastRequestNack", status_name(ch.last_nack));
   char* txt = cJSON_PrintUnformatted(j);
   if (txt) {

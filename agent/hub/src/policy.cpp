@@ -30,11 +30,11 @@ namespace picopay::hub {
 ChainFacts Hub::chain_facts(const Chan& ch, UpdateReason reason, bool& has_access) {
   ChainFacts f{};
   f.known = false;
-  has_access = cm_ != nullptr;
+  has_access = chain_ != nullptr;
   const bool asserts = reason == UpdateReason::ConfirmPending || reason == UpdateReason::Invalidation ||
                        reason == UpdateReason::EmptyChannel;
   if (!asserts) return f;
-  if (!cm_) {
+  if (!chain_) {
     if (cfg_.dev_skip_chain_checks && reason == UpdateReason::ConfirmPending) {
       // DEV: as if the chain showed the pending operations executed.
       has_access = true;
@@ -47,25 +47,13 @@ ChainFacts Hub::chain_facts(const Chan& ch, UpdateReason reason, bool& has_acces
     }
     return f;
   }
-  auto oc = cm_->channel(ch.user);
-  if (!oc.ok()) {
-    logf("warn", ch.key + ": " + update_reason_name(reason) + ": cannot read the chain: " + oc.error().to_string());
-    return f;
+  // The chain worker's read of the channel, made after this update arrived (each answer
+  // serves one update); without one the update waits for it (park_).
+  if (ch.parked && ch.parked->replaying && ch.parked->answered) {
+    ch.parked->answered = false;
+    return ch.parked->facts;
   }
-  auto blk = rpc_->block_by_number("latest");
-  if (!blk.ok()) {
-    logf("warn", ch.key + ": cannot read the latest block: " + blk.error().to_string());
-    return f;
-  }
-  f.known = true;
-  f.txCountGlobal = oc->txCountGlobal;
-  f.txCountChain = oc->txCountChain;
-  f.status = oc->status == chain::ChannelStatus::Open ? ChainChannelStatus::Open : ChainChannelStatus::InDispute;
-  // emptyChannel(WithChallenge) completed: no dispute, nothing left in the channel, and a
-  // state was applied on chain (txCount[0] > 0).
-  f.emptied = oc->status == chain::ChannelStatus::Open && oc->weiTotal.is_zero() && oc->tokenTotal.is_zero() &&
-              oc->txCountGlobal > 0 && oc->channelClosingTime == 0 && oc->threadCount == 0;
-  f.blockTime = blk->timestamp;
+  park_ = true;
   return f;
 }
 
@@ -88,7 +76,8 @@ Status Hub::check_policy(Chan& ch, const ChannelUpdate& u) {
   if (u256_sub(prev.balanceWeiHub, mwei, in.inventoryWei) != Status::Ok) in.inventoryWei = U256::zero();
   if (u256_sub(prev.balanceTokenHub, mtok, in.inventoryToken) != Status::Ok) in.inventoryToken = U256::zero();
   in.chain = chain_facts(ch, u.reason, in.hasChainAccess);
-  if (!in.chain.known && follow_ && follow_->mark(ch.user)) in.chain = ChainFollow::facts(*follow_->mark(ch.user));
+  if (park_) return Status::Ok;  // the caller parks the update
+  if (!in.chain.known && mark(ch.user)) in.chain = ChainFollow::facts(*mark(ch.user));
   in.limits = policy_limits_default();
   in.limits.maxSpreadBps = 0;  // only at the rate it publishes (rate.cpp; docs/tokens.md)
   Status s = policy_hub_countersigns(in, prev, u);
@@ -112,7 +101,7 @@ Status Hub::check_policy(Chan& ch, const ChannelUpdate& u) {
     if (u256_add(wei, t.balanceWeiSender, need_wei) != Status::Ok ||
         u256_add(tok, t.balanceTokenSender, need_tok) != Status::Ok)
       return Status::Overflow;
-    if (!cm_ && (need_tok > payee->latest.state.balanceTokenHub || need_wei > payee->latest.state.balanceWeiHub)) {
+    if (!chain_ && (need_tok > payee->latest.state.balanceTokenHub || need_wei > payee->latest.state.balanceWeiHub)) {
       logf("warn", ch.key + ": OpenThread refused: payee " + payee->key + " lacks hub collateral (" +
                        json::amount_text(need_wei) + " wei and " + json::amount_text(need_tok) + " tokens needed, " +
                        json::amount_text(payee->latest.state.balanceWeiHub) + " wei and " +
@@ -150,7 +139,7 @@ U256 Hub::mirrored_wei(const Chan& ch, U256* tokens) const {
 }
 
 void Hub::ensure_collateral(Chan& payee, std::vector<Out>& outs) {
-  if (!cm_) return;
+  if (!chain_) return;
   // Wei and tokens alike (docs/tokens.md): what the mirrored threads need against what the
   // hub holds in the channel, deposited in multiples of the configured chunk.
   U256 need_tok = U256::zero();
@@ -184,7 +173,7 @@ void Hub::ensure_collateral(Chan& payee, std::vector<Out>& outs) {
   p.deposit.depositTokenHub = amount_for(need_tok, have_tok, collateral_tokens_);
   // The reserve on chain is checked before anything is promised (logged with the command
   // that funds it when short).
-  if (!p.deposit.depositWeiHub.is_zero() && !reserve_allows(p.deposit.depositWeiHub, payee.key)) return;
+  if (!p.deposit.depositWeiHub.is_zero() && !reserve_allows(p.deposit.depositWeiHub, payee.key, &payee)) return;
   logf("info", payee.key + ": requesting a deposit of " + json::amount_text(p.deposit.depositWeiHub) + " wei and " +
                    json::amount_text(p.deposit.depositTokenHub) + " token base units of hub collateral for threads to mirror (" +
                    json::amount_text(need_wei) + " wei, " + json::amount_text(need_tok) + " tokens; held " +
@@ -195,12 +184,12 @@ void Hub::ensure_collateral(Chan& payee, std::vector<Out>& outs) {
 }
 
 Status Hub::chain_refusal(const Chan& ch, const ChannelUpdate& u) const {
-  const ChainMark* m = follow_ ? follow_->mark(ch.user) : nullptr;
+  const ChainMark* m = mark(ch.user);
   if (!m) return Status::Ok;
   // An update asserting a chain fact is checked against the chain read at once
   // (check_policy), not against the mark of the last round: a ConfirmPending of the new
   // deposit that reopens an emptied channel is not refused for a mark a second old.
-  if (cm_ && (u.reason == UpdateReason::ConfirmPending || u.reason == UpdateReason::Invalidation ||
+  if (chain_ && (u.reason == UpdateReason::ConfirmPending || u.reason == UpdateReason::Invalidation ||
               u.reason == UpdateReason::EmptyChannel))
     return Status::Ok;
   return policy_check_chain_status(ChainFollow::facts(*m), ch.latest.state, u.reason);

@@ -243,10 +243,8 @@ void Hub::recover() {
   std::vector<Out> outs;
   std::string err;
   tx_failed_ = false;
-  if (!ok(ledger_->begin(), err)) {
-    fail(err);
-    return;
-  }
+  new_deposits_.clear();
+  if (!begin_write()) return;
   size_t resent = 0, resumed = 0;
   for (const auto& k : recover_users_) {
     Address u{};

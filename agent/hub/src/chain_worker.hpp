@@ -1,0 +1,160 @@
+// picopay-hub chain worker: every JSON-RPC call of the hub on its own thread
+// (docs/operations.md, "Threads"). The engine (the payment worker) posts jobs and never
+// waits for the chain; the worker posts results back, which the engine drains between
+// batches like inbound MQTT messages. No RPC, and no wait for a receipt, happens inside
+// a batch or an open write transaction of the ledger.
+//
+// Jobs: a collateral deposit (or hub withdrawal) the user countersigned
+// (hubAuthorizedUpdate, then DepositDone), a read of one channel for an update asserting
+// chain facts (ConfirmPending, Invalidation, EmptyChannel: Facts), a payer's thread
+// dispute, and the latest state the watchtower watches for a channel. On its own the
+// worker refreshes the hub's reserve (Reserve), follows the chain (Marks) and runs the
+// watchtower rounds.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "chain_follow.hpp"
+#include "picopay/chain/watchtower.hpp"
+#include "picopay/policy.hpp"
+#include "picopay/signer.hpp"
+
+namespace picopay::chain {
+class RpcClient;
+class Wallet;
+class ChannelManagerClient;
+class EventPoller;
+}  // namespace picopay::chain
+
+namespace picopay::hub {
+
+class Metrics;
+
+// What the engine asks of the chain.
+struct ChainJob {
+  enum class Kind {
+    Deposit,     // state: the user-countersigned ProposePendingDeposit / hub-only withdrawal
+    ReadChannel, // user: read the channel and the latest block (answered with Facts)
+    Watch,       // watched: the state the watchtower answers a dispute with
+    Dispute,     // dispute: a payer's channel in dispute with open threads
+  };
+  Kind kind = Kind::ReadChannel;
+  Address user{};
+  SignedChannelState state{};
+  chain::WatchedChannel watched;
+  // Dispute: the hub's latest state of the channel and, for a thread dispute, each of the
+  // payer's threads with its signed initial state and the payee's close (if any).
+  struct Thread {
+    SignedThreadState initial{};
+    bool has_latest = false;
+    SignedThreadState latest{};
+  };
+  struct DisputeInfo {
+    SignedChannelState latest{};
+    std::vector<Hash32> leaves;  // the thread root's leaves (every open thread)
+    std::vector<Thread> threads;
+    bool missing_initial = false;  // a thread's initial state is not stored
+  };
+  DisputeInfo dispute;
+};
+
+// What the chain answers.
+struct ChainResult {
+  enum class Kind {
+    DepositDone,  // user: the deposit is on chain (tx: its hash, zero when found made already)
+    Facts,        // user, facts: the chain's view of the channel (known false: unreadable)
+    Reserve,      // known, wei: the hub's reserve (hubReserveWei)
+    Marks,        // changes, marks, empty_tx: a round of following the chain
+    Disputed,     // user, done: a dispute job finished (done: every thread disputed)
+  };
+  Kind kind = Kind::Facts;
+  Address user{};
+  Hash32 tx{};
+  ChainFacts facts{};
+  bool known = false;
+  U256 wei = U256::zero();
+  bool done = false;
+  std::vector<ChainChange> changes;
+  std::vector<std::pair<Address, ChainMark>> marks;
+  std::vector<std::pair<Address, Hash32>> empty_tx;
+};
+
+class ChainWorker {
+ public:
+  struct Options {
+    std::string rpc_url;
+    Address contract{};
+    Address hub{};
+    uint64_t confirmations = 0;
+    std::string event_state;   // the watchtower poller's progress file
+    std::string follow_state;  // the follower's poller progress file
+    std::string marks_file;    // the follower's marks
+    uint64_t watchtower_interval_ms = 5000;
+    std::string crash_at;      // PICOPAY_HUB_CRASH_AT (test-only fault injection)
+  };
+  // post: called on the worker's thread with each result (the engine queues it).
+  ChainWorker(Options o, const PrivateKey& key, Metrics* metrics, std::function<void(ChainResult)> post);
+  ~ChainWorker();
+  // Connects (eth_chainId, the account nonce), loads the follower's marks and the
+  // watchtower's progress. Errors: the chain's or a file's, as one line in err.
+  bool open(std::string& err);
+  // Before start(): the stored marks and the last empty-channel transactions (the engine's
+  // copy), and every channel the watchtower watches (the ledger's channels at start).
+  std::vector<std::pair<Address, ChainMark>> marks() const;
+  void watch(const chain::WatchedChannel& w);
+  void start();
+  // Stops after the current job (a receipt wait included) and joins the thread.
+  void stop();
+  void post(ChainJob job);
+  // The hub's reserve is read every kReserveRefreshMs and posted as Reserve.
+  static constexpr uint64_t kReserveRefreshMs = 2000;
+
+ private:
+  void run();
+  // Whether this process may do chain work now (one sender of the hub's transactions).
+  bool chain_role() const { return true; }
+  void deposit(ChainJob& j);
+  void read_channel(const Address& user);
+  void dispute(const ChainJob& j);
+  void rounds();
+  void crash_point(const char* name) const;
+
+  Options o_;
+  PrivateKey key_{};
+  Metrics* metrics_ = nullptr;
+  std::function<void(ChainResult)> post_;
+  std::unique_ptr<chain::RpcClient> rpc_;
+  std::unique_ptr<chain::Wallet> wallet_;
+  std::unique_ptr<chain::ChannelManagerClient> cm_;
+  std::unique_ptr<chain::EventPoller> poller_;
+  std::unique_ptr<chain::Watchtower> tower_;
+  std::unique_ptr<ChainFollow> follow_;
+
+  struct Pending {
+    ChainJob job;
+    uint64_t next_try_ms = 0;
+    unsigned failures = 0;
+  };
+  std::vector<Pending> deposits_;             // worker thread only
+  std::set<std::string> threads_emptying_;    // worker thread only
+  uint64_t last_tower_ms_ = 0;
+  uint64_t last_reserve_ms_ = 0;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<ChainJob> jobs_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace picopay::hub
