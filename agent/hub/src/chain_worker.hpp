@@ -89,7 +89,14 @@ struct ChainResult {
   std::vector<std::pair<Address, Hash32>> empty_tx;
 };
 
-class ChainWorker {
+// Where the engine posts chain jobs: the chain worker, or a test's fake (engine tests).
+class ChainPort {
+ public:
+  virtual ~ChainPort() = default;
+  virtual void post(ChainJob job) = 0;
+};
+
+class ChainWorker : public ChainPort {
  public:
   struct Options {
     std::string rpc_url;
@@ -104,7 +111,7 @@ class ChainWorker {
   };
   // post: called on the worker's thread with each result (the engine queues it).
   ChainWorker(Options o, const PrivateKey& key, Metrics* metrics, std::function<void(ChainResult)> post);
-  ~ChainWorker();
+  ~ChainWorker() override;
   // Connects (eth_chainId, the account nonce), loads the follower's marks and the
   // watchtower's progress. Errors: the chain's or a file's, as one line in err.
   bool open(std::string& err);
@@ -115,7 +122,7 @@ class ChainWorker {
   void start();
   // Stops after the current job (a receipt wait included) and joins the thread.
   void stop();
-  void post(ChainJob job);
+  void post(ChainJob job) override;
   // The hub's reserve is read every kReserveRefreshMs and posted as Reserve.
   static constexpr uint64_t kReserveRefreshMs = 2000;
 

@@ -86,14 +86,7 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch, std::vector<ChainResu
   // Committed: now the signatures may leave, and the chain worker may send the deposits.
   for (const DepositJob& j : new_deposits_) post_deposit(j);
   new_deposits_.clear();
-  for (auto& o : outs) {
-    mqtt::PublishProps p;
-    p.response_topic = o.response_topic;
-    if (o.has_corr) p.correlation = mqtt::correlation_encode(o.corr);
-    std::string perr;
-    if (!mqtt_->publish(o.topic, o.payload.data(), o.payload.size(), 1, o.retain, &p, &perr))
-      logf("warn", perr);
-  }
+  publish_outs(outs);
   for (Chan* c : touched) {
     if (!c->dirty) continue;
     c->dirty = false;

@@ -64,7 +64,7 @@ Bytes Hub::encode_threads(const Chan& ch) {
   return out;
 }
 
-bool Hub::start(std::string& err) {
+bool Hub::prepare(std::string& err) {
   if (signer_.init() != Status::Ok) {
     err = "signer init failed";
     return false;
@@ -120,6 +120,28 @@ bool Hub::start(std::string& err) {
   if (const char* c = std::getenv("PICOPAY_HUB_CRASH_AT")) crash_at_ = c;
   if (!ok(Ledger::open(cfg_.store.empty() ? "sqlite:" + cfg_.db : cfg_.store, ledger_), err)) return false;
   if (!ok(ledger_->list_request_users(recover_users_), err)) return false;
+  return true;
+}
+
+bool Hub::open_engine(ChainPort* chain, Sink sink, std::string& err) {
+  if (!prepare(err)) return false;
+  chain_ = chain;
+  sink_ = std::move(sink);
+  recover_users_.clear();
+  return true;
+}
+
+bool Hub::engine_turn(std::vector<mqtt::Message> batch, std::vector<ChainResult> results) {
+  std::vector<ChainResult> facts;
+  if (!results.empty() && !chain_results(results, facts)) return false;
+  if ((!batch.empty() || !facts.empty()) && !process_batch(batch, facts)) return false;
+  request_timers();
+  flush_status(true);
+  return !fatal_.load();
+}
+
+bool Hub::start(std::string& err) {
+  if (!prepare(err)) return false;
   if (!cfg_.metrics_listen.empty() && !(metrics_ = Metrics::start(cfg_.metrics_listen, *ledger_, err))) return false;
 
   if (!cfg_.rpc_url.empty()) {
@@ -135,15 +157,16 @@ bool Hub::start(std::string& err) {
     co.marks_file = cfg_.db + ".chain-marks";
     co.watchtower_interval_ms = static_cast<uint64_t>(cfg_.watchtower_interval_s) * 1000;
     co.crash_at = crash_at_;
-    chain_ = std::make_unique<ChainWorker>(co, key_, metrics_.get(), [this](ChainResult r) {
+    chain_worker_ = std::make_unique<ChainWorker>(co, key_, metrics_.get(), [this](ChainResult r) {
       {
         std::lock_guard<std::mutex> lk(mu_);
         inbox_.push_back(std::move(r));
       }
       cv_.notify_one();
     });
-    if (!chain_->open(err)) return false;
-    for (auto& m : chain_->marks()) marks_[m.first] = m.second;
+    if (!chain_worker_->open(err)) return false;
+    chain_ = chain_worker_.get();
+    for (auto& m : chain_worker_->marks()) marks_[m.first] = m.second;
     // The watchtower watches every channel: each channel's latest state, streamed from
     // the ledger (the channels are not loaded into the cache).
     if (!ok(ledger_->for_each_channel([this](const std::string& k, const Bytes& state) {
@@ -153,7 +176,7 @@ bool Hub::start(std::string& err) {
                   decode_channel_state(state.data(), state.size(), s) != Status::Ok)
                 return true;  // a corrupt row is refused when its channel is used
               if (s.hasSigHub && s.hasSigUser && s.state.timeout == 0) w.latest = s;
-              chain_->watch(w);
+              chain_worker_->watch(w);
               return true;
             }),
             err))
@@ -204,7 +227,7 @@ bool Hub::start(std::string& err) {
   });
   mqtt_->subscribe(mqtt::topic_hub_filter(hub_), 1);
   worker_ = std::thread([this] { worker(); });
-  if (chain_) chain_->start();
+  if (chain_worker_) chain_worker_->start();
   if (!mqtt_->start(err)) return false;
   logf("info", "hub " + json::address_text(hub_) + " contract " + json::address_text(contract_) + " ledger " + ledger_->backend() + (cfg_.store.rfind("postgres", 0) == 0 ? std::string() : " " + cfg_.db));
   if (metrics_) logf("info", "metrics on " + cfg_.metrics_listen + " (port " + std::to_string(metrics_->port()) + "): /metrics, /dashboard");
@@ -223,7 +246,7 @@ void Hub::stop() {
   }
   cv_.notify_all();
   if (worker_.joinable()) worker_.join();
-  if (chain_) chain_->stop();  // after the worker: it posts jobs until it stops
+  if (chain_worker_) chain_worker_->stop();  // after the worker: it posts jobs until it stops
   if (mqtt_) mqtt_->stop();
 }
 

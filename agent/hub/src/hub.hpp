@@ -93,6 +93,16 @@ class Hub {
   bool fatal() const { return fatal_.load(); }
   void wait_until_stopped(const std::atomic<bool>& quit);
 
+  // ---- the engine without a broker or a chain (tests/hub/engine_test.cpp) ----
+  // What the outbox would publish (after COMMIT), in order.
+  using Sink = std::function<void(const std::string& topic, const Bytes& payload, uint64_t corr)>;
+  // Opens the ledger and checks the config as start() does, no MQTT, no chain worker, no
+  // thread: chain jobs go to `chain` (null: no chain), publishes to `sink`.
+  bool open_engine(ChainPort* chain, Sink sink, std::string& err);
+  // One turn of the payment worker: the chain's results, then `batch` in one transaction.
+  // False when the hub stopped (a ledger error).
+  bool engine_turn(std::vector<mqtt::Message> batch, std::vector<ChainResult> results = {});
+
  private:
   // Addresses are keccak-derived: their first bytes are a good hash.
   struct AddressHash {
@@ -340,8 +350,13 @@ class Hub {
   std::atomic<bool> fatal_{false};
   std::atomic<bool> stopped_{false};
 
-  // The chain (--rpc-url; null: none): every JSON-RPC call happens on its thread.
-  std::unique_ptr<ChainWorker> chain_;
+  // The chain (--rpc-url; null: none): every JSON-RPC call happens on its thread; the
+  // engine posts to chain_ (the worker, or a test's fake).
+  std::unique_ptr<ChainWorker> chain_worker_;
+  ChainPort* chain_ = nullptr;
+  Sink sink_;  // engine tests: instead of MQTT
+  // start() and open_engine(): the key, the config's amounts, the ledger.
+  bool prepare(std::string& err);
   // A collateral deposit the payee countersigned (stored in the deposits table with the
   // countersignature, in the transaction of the countersignature): posted to the chain
   // worker after COMMIT, which checks the chain, calls hubAuthorizedUpdate if the deposit

@@ -42,6 +42,10 @@ void Hub::flush_status(bool all) {
 
 void Hub::publish_outs(std::vector<Out>& outs) {
   for (auto& o : outs) {
+    if (sink_) {
+      sink_(o.topic, o.payload, o.corr);
+      continue;
+    }
     mqtt::PublishProps p;
     p.response_topic = o.response_topic;
     if (o.has_corr) p.correlation = mqtt::correlation_encode(o.corr);
@@ -72,7 +76,8 @@ void Hub::publish_status(Chan& ch) {
   if (ch.last_nack != Status::Ok) cJSON_AddStringToObject(j, "lastRequestNack", status_name(ch.last_nack));
   char* txt = cJSON_PrintUnformatted(j);
   if (txt) {
-    mqtt_->publish(mqtt::topic_hub_status(hub_, ch.user), std::string(txt), 1, true);
+    if (sink_) sink_(mqtt::topic_hub_status(hub_, ch.user), Bytes(txt, txt + std::strlen(txt)), 0);
+    else mqtt_->publish(mqtt::topic_hub_status(hub_, ch.user), std::string(txt), 1, true);
     cJSON_free(txt);
   }
   cJSON_Delete(j);
