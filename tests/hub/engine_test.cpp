@@ -16,6 +16,7 @@
 #include "hub.hpp"
 #include "picopay/codec.hpp"
 #include "picopay/mqtt/protocol.hpp"
+#include "sim_device.hpp"
 #include "support/process.hpp"
 
 using namespace picopay;
@@ -23,15 +24,7 @@ using namespace picopay::hub;
 
 namespace {
 
-PrivateKey key_of(uint32_t index) {
-  PrivateKey k{};
-  std::memset(k.bytes, 0x11, 32);
-  k.bytes[28] = static_cast<uint8_t>(index >> 24);
-  k.bytes[29] = static_cast<uint8_t>(index >> 16);
-  k.bytes[30] = static_cast<uint8_t>(index >> 8);
-  k.bytes[31] = static_cast<uint8_t>(index);
-  return k;
-}
+PrivateKey key_of(uint32_t index) { return testsupport::test_key(index); }
 
 struct FakeChain : ChainPort {
   std::vector<ChainJob> jobs;
