@@ -83,7 +83,6 @@ void ChainWorker::run() {
       std::unique_lock<std::mutex> lk(mu_);
       cv_.wait_for(lk, std::chrono::milliseconds(200), [this] { return stop_ || !jobs_.empty(); });
       if (stop_) break;
-      if (!chain_role()) continue;  // another process sends the hub's transactions: wait
       jobs.swap(jobs_);
     }
     // Reads first (an update is parked until its answer), then the watched states,
@@ -91,6 +90,9 @@ void ChainWorker::run() {
     std::stable_sort(jobs.begin(), jobs.end(), [](const ChainJob& a, const ChainJob& b) {
       return (a.kind == ChainJob::Kind::ReadChannel) > (b.kind == ChainJob::Kind::ReadChannel);
     });
+    // Reads need no role; transactions (deposits, disputes, the watchtower's) only the
+    // process that sends the hub's transactions.
+    const bool role = chain_role();
     for (auto& j : jobs) {
       switch (j.kind) {
         case ChainJob::Kind::ReadChannel: read_channel(j.user); break;
@@ -103,12 +105,21 @@ void ChainWorker::run() {
           deposits_.push_back(std::move(p));
           break;
         }
-        case ChainJob::Kind::Dispute: dispute(j); break;
+        case ChainJob::Kind::Dispute:
+          if (role) {
+            dispute(j);
+          } else {
+            ChainResult r;  // not ours: asked again after the next round
+            r.kind = ChainResult::Kind::Disputed;
+            r.user = j.user;
+            post_(std::move(r));
+          }
+          break;
       }
     }
     // Due deposits, one at a time; a read posted meanwhile is served before the next.
     const uint64_t now = now_ms();
-    for (size_t i = 0; i < deposits_.size();) {
+    for (size_t i = 0; role && i < deposits_.size();) {
       {
         std::lock_guard<std::mutex> lk(mu_);
         if (stop_) return;
@@ -125,7 +136,7 @@ void ChainWorker::run() {
       else ++i;
     }
     if (metrics_) metrics_->deposit_backlog(deposits_.size());
-    rounds();
+    rounds(role);
   }
 }
 
@@ -264,7 +275,7 @@ void ChainWorker::dispute(const ChainJob& j) {
   post_(std::move(res));
 }
 
-void ChainWorker::rounds() {
+void ChainWorker::rounds(bool role) {
   const uint64_t now = now_ms();
   if (now - last_reserve_ms_ >= kReserveRefreshMs) {
     last_reserve_ms_ = now;
@@ -276,7 +287,7 @@ void ChainWorker::rounds() {
     else logf("warn", "cannot read the hub's reserve: " + reserve.error().to_string());
     post_(std::move(r));
   }
-  if (now_ms() - last_tower_ms_ >= o_.watchtower_interval_ms) {
+  if (role && now_ms() - last_tower_ms_ >= o_.watchtower_interval_ms) {
     last_tower_ms_ = now_ms();
     auto acts = tower_->tick();
     if (!acts.ok()) {

@@ -128,12 +128,15 @@ class ChainWorker : public ChainPort {
 
  private:
   void run();
-  // Whether this process may do chain work now (one sender of the hub's transactions).
+  // Whether this process may send the hub's transactions now (deposits, disputes, the
+  // watchtower's): one sender of the account's nonces. Checked once per round of jobs;
+  // reads (channels, the reserve, following the chain) need no role.
   bool chain_role() const { return true; }
   void deposit(ChainJob& j);
   void read_channel(const Address& user);
   void dispute(const ChainJob& j);
-  void rounds();
+  // The reserve reading, the watchtower (role only) and the follower, when due.
+  void rounds(bool role);
   void crash_point(const char* name) const;
 
   Options o_;
