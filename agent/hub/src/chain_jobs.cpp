@@ -1,6 +1,6 @@
 // picopay-hub: the engine's side of chain work (chain_worker.hpp does the JSON-RPC): the
-// jobs it posts (collateral deposits, the watchtower's states) and what it does with the
-// results (ConfirmPending after a deposit, the reserve reading, the follower's marks).
+// collateral deposits it posts and what it does with the results (ConfirmPending after a
+// deposit, the reserve reading, the follower's marks).
 #include <cstring>
 #include <string>
 #include <vector>
@@ -14,15 +14,6 @@
 #include "picopay/codec.hpp"
 
 namespace picopay::hub {
-
-void Hub::watch(Chan& ch) {
-  if (!chain_) return;
-  ChainJob j;
-  j.kind = ChainJob::Kind::Watch;
-  j.watched.user = ch.user;
-  if (ch.latest.hasSigHub && ch.latest.hasSigUser && ch.latest.state.timeout == 0) j.watched.latest = ch.latest;
-  chain_->post(std::move(j));
-}
 
 void Hub::post_deposit(const DepositJob& d) {
   deposit_jobs_.push_back(d);

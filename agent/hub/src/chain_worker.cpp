@@ -39,7 +39,36 @@ bool ChainWorker::open(std::string& err) {
   if (!ls.ok()) logf("warn", "watchtower: event state: " + ls.error().to_string());
   tower_ = std::make_unique<chain::Watchtower>(*cm_, *poller_);
   follow_ = std::make_unique<ChainFollow>(*rpc_, *cm_, o_.contract, o_.confirmations, o_.follow_state, o_.marks_file);
-  return follow_->load(err);
+  if (!follow_->load(err)) return false;
+  if (!o_.store.empty()) {
+    LedgerStatus s = Ledger::open(o_.store, ledger_);
+    if (!s.ok()) {
+      err = s.message;
+      return false;
+    }
+    tower_->set_lookup([this](const Address& u, chain::WatchedChannel& w, bool& found) { return lookup(u, w, found); });
+  }
+  return true;
+}
+
+bool ChainWorker::lookup(const Address& user, chain::WatchedChannel& out, bool& found) {
+  const std::string k = mqtt::topic_address(user);
+  Bytes state, threads;
+  found = false;
+  LedgerStatus s = ledger_->load_channel(k, state, threads, found);
+  if (!s.ok()) {
+    logf("warn", "watchtower: cannot read " + k + " from the ledger: " + s.message);
+    return false;
+  }
+  if (!found) return true;
+  SignedChannelState st{};
+  if (decode_channel_state(state.data(), state.size(), st) != Status::Ok) {
+    logf("ERROR", "watchtower: corrupt stored state for " + k);
+    return false;
+  }
+  out.user = user;
+  if (st.hasSigHub && st.hasSigUser && st.state.timeout == 0) out.latest = st;
+  return true;
 }
 
 std::vector<std::pair<Address, ChainMark>> ChainWorker::marks() const {
@@ -48,8 +77,6 @@ std::vector<std::pair<Address, ChainMark>> ChainWorker::marks() const {
     if (const ChainMark* m = follow_->mark(u)) out.emplace_back(u, *m);
   return out;
 }
-
-void ChainWorker::watch(const chain::WatchedChannel& w) { tower_->watch(w); }
 
 void ChainWorker::start() { thread_ = std::thread([this] { run(); }); }
 
@@ -85,8 +112,7 @@ void ChainWorker::run() {
       if (stop_) break;
       jobs.swap(jobs_);
     }
-    // Reads first (an update is parked until its answer), then the watched states,
-    // deposits, disputes.
+    // Reads first (an update is parked until its answer), then deposits and disputes.
     std::stable_sort(jobs.begin(), jobs.end(), [](const ChainJob& a, const ChainJob& b) {
       return (a.kind == ChainJob::Kind::ReadChannel) > (b.kind == ChainJob::Kind::ReadChannel);
     });
@@ -96,7 +122,6 @@ void ChainWorker::run() {
     for (auto& j : jobs) {
       switch (j.kind) {
         case ChainJob::Kind::ReadChannel: read_channel(j.user); break;
-        case ChainJob::Kind::Watch: tower_->watch(j.watched); break;
         case ChainJob::Kind::Deposit: {
           // The countersignature is committed; nothing is on chain yet.
           crash_point("deposit-countersigned");

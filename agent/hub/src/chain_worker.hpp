@@ -6,10 +6,10 @@
 //
 // Jobs: a collateral deposit (or hub withdrawal) the user countersigned
 // (hubAuthorizedUpdate, then DepositDone), a read of one channel for an update asserting
-// chain facts (ConfirmPending, Invalidation, EmptyChannel: Facts), a payer's thread
-// dispute, and the latest state the watchtower watches for a channel. On its own the
-// worker refreshes the hub's reserve (Reserve), follows the chain (Marks) and runs the
-// watchtower rounds.
+// chain facts (ConfirmPending, Invalidation, EmptyChannel: Facts) and a payer's thread
+// dispute. On its own the worker refreshes the hub's reserve (Reserve), follows the chain
+// (Marks) and runs the watchtower rounds (which read a channel's latest state from the
+// ledger, on the worker's own connection, when an exit starts on it).
 #pragma once
 
 #include <condition_variable>
@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "chain_follow.hpp"
+#include "ledger/ledger.hpp"
 #include "picopay/chain/watchtower.hpp"
 #include "picopay/policy.hpp"
 #include "picopay/signer.hpp"
@@ -45,13 +46,11 @@ struct ChainJob {
   enum class Kind {
     Deposit,     // state: the user-countersigned ProposePendingDeposit / hub-only withdrawal
     ReadChannel, // user: read the channel and the latest block (answered with Facts)
-    Watch,       // watched: the state the watchtower answers a dispute with
     Dispute,     // dispute: a payer's channel in dispute with open threads
   };
   Kind kind = Kind::ReadChannel;
   Address user{};
   SignedChannelState state{};
-  chain::WatchedChannel watched;
   // Dispute: the hub's latest state of the channel and, for a thread dispute, each of the
   // payer's threads with its signed initial state and the payee's close (if any).
   struct Thread {
@@ -108,17 +107,19 @@ class ChainWorker : public ChainPort {
     std::string marks_file;    // the follower's marks
     uint64_t watchtower_interval_ms = 5000;
     std::string crash_at;      // PICOPAY_HUB_CRASH_AT (test-only fault injection)
+    // The ledger (as --store): the watchtower reads a channel's latest state from it, on
+    // its own connection, when an exit starts on the channel (no channel read at start).
+    std::string store;
   };
   // post: called on the worker's thread with each result (the engine queues it).
   ChainWorker(Options o, const PrivateKey& key, Metrics* metrics, std::function<void(ChainResult)> post);
   ~ChainWorker() override;
   // Connects (eth_chainId, the account nonce), loads the follower's marks and the
-  // watchtower's progress. Errors: the chain's or a file's, as one line in err.
+  // watchtower's progress, opens its ledger connection. Errors: the chain's, a file's or
+  // the ledger's, as one line in err.
   bool open(std::string& err);
-  // Before start(): the stored marks and the last empty-channel transactions (the engine's
-  // copy), and every channel the watchtower watches (the ledger's channels at start).
+  // The follower's marks (before start(): the stored ones, the engine's first copy).
   std::vector<std::pair<Address, ChainMark>> marks() const;
-  void watch(const chain::WatchedChannel& w);
   void start();
   // Stops after the current job (a receipt wait included) and joins the thread.
   void stop();
@@ -149,6 +150,9 @@ class ChainWorker : public ChainPort {
   std::unique_ptr<chain::EventPoller> poller_;
   std::unique_ptr<chain::Watchtower> tower_;
   std::unique_ptr<ChainFollow> follow_;
+  std::unique_ptr<Ledger> ledger_;  // worker thread only (after open)
+  // The watchtower's lookup: the channel's latest double-signed state from the ledger.
+  bool lookup(const Address& user, chain::WatchedChannel& out, bool& found);
 
   struct Pending {
     ChainJob job;

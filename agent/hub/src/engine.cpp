@@ -91,7 +91,6 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch, std::vector<ChainResu
     if (!c->dirty) continue;
     c->dirty = false;
     status_dirty_.insert(c);
-    if (chain_) watch(*c);
   }
   flush_status(false);
   spec_.clear();

@@ -157,6 +157,7 @@ bool Hub::start(std::string& err) {
     co.marks_file = cfg_.db + ".chain-marks";
     co.watchtower_interval_ms = static_cast<uint64_t>(cfg_.watchtower_interval_s) * 1000;
     co.crash_at = crash_at_;
+    co.store = cfg_.store.empty() ? "sqlite:" + cfg_.db : cfg_.store;
     chain_worker_ = std::make_unique<ChainWorker>(co, key_, metrics_.get(), [this](ChainResult r) {
       {
         std::lock_guard<std::mutex> lk(mu_);
@@ -167,20 +168,8 @@ bool Hub::start(std::string& err) {
     if (!chain_worker_->open(err)) return false;
     chain_ = chain_worker_.get();
     for (auto& m : chain_worker_->marks()) marks_[m.first] = m.second;
-    // The watchtower watches every channel: each channel's latest state, streamed from
-    // the ledger (the channels are not loaded into the cache).
-    if (!ok(ledger_->for_each_channel([this](const std::string& k, const Bytes& state) {
-              chain::WatchedChannel w;
-              SignedChannelState s{};
-              if (address_parse(k.c_str(), k.size(), w.user) != Status::Ok ||
-                  decode_channel_state(state.data(), state.size(), s) != Status::Ok)
-                return true;  // a corrupt row is refused when its channel is used
-              if (s.hasSigHub && s.hasSigUser && s.state.timeout == 0) w.latest = s;
-              chain_worker_->watch(w);
-              return true;
-            }),
-            err))
-      return false;
+    // The watchtower reads a channel from the ledger when an exit starts on it
+    // (ChainWorker::lookup): no channel is read at start.
     if (!load_deposit_jobs(err)) return false;
     logf("info", "chain: " + cfg_.rpc_url + ", watchtower on");
   } else {

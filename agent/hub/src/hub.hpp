@@ -272,8 +272,6 @@ class Hub {
   // The chain worker's results other than Facts (those go to process_batch): deposits
   // done, reserve readings, follow rounds, disputes. False: the hub stopped (fail()).
   bool chain_results(std::vector<ChainResult>& results, std::vector<ChainResult>& facts);
-  // The watchtower's state of `ch` (posted to the chain worker).
-  void watch(Chan& ch);
   // A round of the follower (chain_follow.hpp) arrived: the engine's copy of the marks,
   // logs and status of the channels whose mark changed, disputes, EmptyChannel requests.
   void follow_chain(ChainResult& r);
