@@ -341,7 +341,9 @@ class Hub {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<mqtt::Message> queue_;
+  std::deque<mqtt::Message> queue_;  // the intake queue (intake.cpp), at most kIntakeMax
+  static constexpr size_t kIntakeMax = 200000;
+  uint64_t intake_dropped_ = 0;
   std::deque<ChainResult> inbox_;  // the chain worker's results (drained between batches)
   std::thread worker_;
   std::atomic<bool> stop_{false};

@@ -27,12 +27,24 @@
 namespace picopay::hub {
 
 void Hub::on_message(const mqtt::Message& m) {
-  // MQTT thread: only enqueue.
+  // MQTT thread: only enqueue. A full queue drops the message (the device re-sends an
+  // unanswered update, docs/mqtt-protocol.md): memory stays bounded when the worker
+  // cannot keep up, and the broker's connection is never held up.
+  uint64_t dropped = 0;
   {
     std::lock_guard<std::mutex> lk(mu_);
-    queue_.push_back(m);
+    if (queue_.size() >= kIntakeMax) {
+      dropped = ++intake_dropped_;
+    } else {
+      queue_.push_back(m);
+    }
   }
-  cv_.notify_one();
+  if (dropped == 0) {
+    cv_.notify_one();
+  } else if ((dropped & (dropped - 1)) == 0) {  // 1, 2, 4, 8, ...: not a line per message
+    logf("warn", "intake queue full (" + std::to_string(kIntakeMax) + " messages): " + std::to_string(dropped) +
+                     " message(s) dropped so far; the devices re-send");
+  }
 }
 
 }  // namespace picopay::hub
