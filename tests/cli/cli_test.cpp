@@ -242,6 +242,18 @@ TEST_F(Cli, HelpForEveryCommand) {
     EXPECT_EQ(h.rc, 0) << c;
     EXPECT_NE(h.out.find(std::string("usage: picopay ") + c), std::string::npos) << c;
   }
+#ifdef PICOPAY_CLI_HAS_CHAIN
+  // the chain subcommands, on the same parser: usage on stdout, exit 0, and --json offered
+  for (const char* c : {"deploy", "deposit", "withdraw", "exit", "challenge", "empty-channel", "thread-exit",
+                        "thread-challenge", "empty-thread", "nuke-threads", "withdraw-owed", "channel"}) {
+    EXPECT_NE(r.out.find(c), std::string::npos) << c;
+    const RunResult h = run(std::string(c) + " --help", "");
+    EXPECT_EQ(h.rc, 0) << c;
+    EXPECT_NE(h.out.find(std::string("usage: picopay ") + c), std::string::npos) << c << h.out;
+    EXPECT_NE(h.out.find("--json"), std::string::npos) << c;
+    EXPECT_NE(h.out.find("--rpc-url"), std::string::npos) << c;
+  }
+#endif
 }
 
 }  // namespace

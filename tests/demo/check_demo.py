@@ -73,19 +73,17 @@ def main():
         fail("no hub reserve in the summary", work)
     # The money flows (docs/flows.md): a charger topped up while charging, the payee cashed
     # out cooperatively exactly what it received, the hub took its idle collateral back.
-    # They run in ETH: with --token the summary says they were skipped.
+    # The same in ETH and with --token (amounts then in token base units).
     flows = s.get("flows", {})
-    if token:
-        if not flows.get("skipped"):
-            fail(f"token mode: flows should say they were skipped: {flows}", work)
-    else:
-        for k in ("topUp", "cashOut", "collateral"):
-            if flows.get(k, {}).get("reconciled") is not True:
-                fail(f"flow {k} does not reconcile: {flows.get(k)}", work)
-        if flows["cashOut"]["cashedOutWei"] != s["receivedWei"]:
-            fail(f"payee cashed out {flows['cashOut']['cashedOutWei']}, received {s['receivedWei']}", work)
-        if not (flows["topUp"]["gasUsed"] > 0 and flows["cashOut"]["gasUsed"] > 0):
-            fail(f"flow gas {flows}", work)
+    for k in ("topUp", "cashOut", "collateral"):
+        if flows.get(k, {}).get("reconciled") is not True:
+            fail(f"flow {k} does not reconcile: {flows.get(k)}", work)
+    if flows["cashOut"]["cashedOutWei"] != s["receivedWei"]:
+        fail(f"payee cashed out {flows['cashOut']['cashedOutWei']}, received {s['receivedWei']}", work)
+    if not (flows["topUp"]["gasUsed"] > 0 and flows["cashOut"]["gasUsed"] > 0):
+        fail(f"flow gas {flows}", work)
+    if int(flows["collateral"]["reclaimedWei"]) <= 0:
+        fail(f"no collateral taken back: {flows['collateral']}", work)
     try:
         root = ET.parse(f"{work}/demo.svg").getroot()
     except (OSError, ET.ParseError) as e:
@@ -94,10 +92,9 @@ def main():
         fail("demo.svg has no plotted series", work)
     print(f"check_demo: reconciled; {s['wh']} Wh, paid {s['paidEth']}, {s['paymentsPerSecond']['avg']:.1f} payments/s "
           f"avg, latency p50/p99/max {lat['p50']:.1f}/{lat['p99']:.1f}/{lat['max']:.1f} ms, gas {s['gas']['total']}; " +
-          ("flows skipped (token mode)" if token else
-           f"top-up {flows['topUp']['gasUsed']} gas / {flows['topUp']['elapsedMs']} ms, cash-out "
-           f"{flows['cashOut']['gasUsed']} gas / {flows['cashOut']['elapsedMs']} ms, collateral back "
-           f"{flows['collateral']['reclaimedWei']} wei"))
+          f"top-up {flows['topUp']['gasUsed']} gas / {flows['topUp']['elapsedMs']} ms, cash-out "
+          f"{flows['cashOut']['gasUsed']} gas / {flows['cashOut']['elapsedMs']} ms, collateral back "
+          f"{flows['collateral']['reclaimedWei']} " + ("token base units" if token else "wei"))
     shutil.rmtree(work, ignore_errors=True)
 
 

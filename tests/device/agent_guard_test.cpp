@@ -713,6 +713,9 @@ TEST_F(MaliciousHub, TowerAnswersTheHubsStaleExitWithTheStateTheOfflineAgentHand
   ThreadUpdate tu{};
   send_thread_payment(open.thread.thread.state, 40, t1, tu);
   ASSERT_TRUE(poll_until([&] { auto s = load(); return s.threads.size() == 1 && s.threads[0].latest.state.txCount == 1; }, 20000)) << log();
+  // The tower holds the open thread's state (the payee handed it over, signed).
+  ASSERT_TRUE(poll_until([&] { return log().find("tower holds thread") != std::string::npos; }, 30000))
+      << log() << read_file(dir_ + "/tower.log");
   SignedThreadState closing{};
   closing.state = t1;
   closing.sigA = tu.sig;
@@ -724,6 +727,11 @@ TEST_F(MaliciousHub, TowerAnswersTheHubsStaleExitWithTheStateTheOfflineAgentHand
   // The agent hands txCountGlobal 4 over; the tower's signed ack says it holds it.
   ASSERT_TRUE(poll_until([&] { return log().find("holds txCountGlobal 4") != std::string::npos; }, 30000))
       << log() << read_file(dir_ + "/tower.log");
+  // The thread is closed in state 4, which the tower holds: the payee releases it and the
+  // tower frees its row (its signed Released ack is what the agent logs).
+  ASSERT_TRUE(poll_until([&] { return log().find("tower released thread") != std::string::npos; }, 30000))
+      << log() << read_file(dir_ + "/tower.log");
+  EXPECT_NE(read_file(dir_ + "/tower.log").find("released thread " + std::to_string(open.thread.thread.state.threadId) + " "), std::string::npos) << read_file(dir_ + "/tower.log");
   agent_.kill9();  // offline: it cannot answer the exit itself
 
   auto rc = cm_->start_exit_with_update(stale);

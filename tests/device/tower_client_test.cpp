@@ -182,6 +182,75 @@ TEST_F(TowerClientTest, HandsTheLatestStateOverUntilTheTowersSignedAckNamesIt) {
   EXPECT_EQ(out_.size(), n + 2);
 }
 
+// A closed thread is released, but only once the tower acked a channel state at or after
+// the one that closed it (before, an exit with the older state would still contain the
+// thread, and the tower must keep guarding it); the release is believed done only on the
+// tower's signed Released ack, not on a forged one or one about a thread still open.
+TEST_F(TowerClientTest, ReleasesAClosedThreadOnlyAfterTheTowerHoldsTheClosingState) {
+  device::TowerClient tc(tower_, contract_, user_, signer_, userKey_, 1000);
+  const std::string ackt = tower::topic_ack(tower_, user_);
+  const std::string tat = tower::topic_thread_ack(tower_, user_);
+  const SignedChannelState s5 = at(5);
+  tc.flush(s5, none_, 1000, pub_, lg_);
+  ASSERT_TRUE(tc.on_message(ackt, ack(s5, tower::AckResult::Stored, Status::Ok, towerKey_), lg_));
+  const SignedThreadState t = paid(20, 2);
+  tc.flush(s5, {t}, 1001, pub_, lg_);
+  ASSERT_EQ(out_.back().topic, tower::topic_thread(tower_, user_));
+  ASSERT_FALSE(tower::is_thread_release(out_.back().payload.data(), out_.back().payload.size()));
+  auto thread_ack = [&](tower::AckResult res, uint64_t tx, const Hash32& h, const PrivateKey& k) {
+    tower::Ack a;
+    a.result = res;
+    a.txCountGlobal = tx;
+    a.stateHash = h;
+    EXPECT_EQ(signer_.sign_eth(k, tower::thread_ack_digest(contract_, user_, 1, tx, h), a.sig), Status::Ok);
+    std::vector<uint8_t> w;
+    EXPECT_EQ(tower::encode_ack(a, w), Status::Ok);
+    return w;
+  };
+  ASSERT_TRUE(tc.on_message(tat, thread_ack(tower::AckResult::Stored, 2, thread_hash(t.state), towerKey_), lg_));
+
+  // A Released ack while the thread is open (a replay, or a broker's forgery with a
+  // genuine signature over "holds nothing"): the thread stays handed, nothing released.
+  ASSERT_TRUE(tc.on_message(tat, thread_ack(tower::AckResult::Released, 0, Hash32{}, towerKey_), lg_));
+  size_t n = out_.size();
+  tc.step(s5, {t}, 500000, pub_, lg_);
+  EXPECT_EQ(out_.size(), n) << "the open, acked thread is neither re-handed nor released";
+
+  // The thread closes at txCountGlobal 6; the tower still holds 5: no release yet.
+  const SignedChannelState s6 = at(6);
+  tc.step(s6, none_, 501000, pub_, lg_);
+  ASSERT_EQ(out_.size(), n + 1);
+  EXPECT_EQ(out_.back().topic, ackt.substr(0, ackt.size() - 3) + "state") << "only the closing channel state goes out";
+  EXPECT_FALSE(tower::is_thread_release(out_.back().payload.data(), out_.back().payload.size()));
+  tc.step(s6, none_, 900000, pub_, lg_);
+  for (size_t i = n; i < out_.size(); ++i)
+    EXPECT_FALSE(tower::is_thread_release(out_[i].payload.data(), out_[i].payload.size()));
+
+  // The tower acks state 6: the release goes out, signed by us, naming the thread.
+  ASSERT_TRUE(tc.on_message(ackt, ack(s6, tower::AckResult::Stored, Status::Ok, towerKey_), lg_));
+  n = out_.size();
+  tc.step(s6, none_, 900001, pub_, lg_);
+  ASSERT_EQ(out_.size(), n + 1);
+  ASSERT_EQ(out_.back().topic, tower::topic_thread(tower_, user_));
+  tower::ThreadRelease r;
+  ASSERT_EQ(tower::decode_thread_release(out_.back().payload.data(), out_.back().payload.size(), r), Status::Ok);
+  EXPECT_EQ(r.sender, t.state.sender);
+  EXPECT_EQ(r.threadId, 1u);
+  EXPECT_EQ(tower::check_thread_release(r, contract_, user_, signer_), Status::Ok);  // what the tower checks
+
+  // Unanswered, it is sent again after 5 intervals; a Released ack signed by another key
+  // does not stop it; the tower's does, and the thread is forgotten.
+  tc.step(s6, none_, 902000, pub_, lg_);
+  EXPECT_EQ(out_.size(), n + 1);
+  ASSERT_TRUE(tc.on_message(tat, thread_ack(tower::AckResult::Released, 0, Hash32{}, otherKey_), lg_));
+  tc.step(s6, none_, 906001, pub_, lg_);
+  ASSERT_EQ(out_.size(), n + 2);
+  EXPECT_TRUE(tower::is_thread_release(out_.back().payload.data(), out_.back().payload.size()));
+  ASSERT_TRUE(tc.on_message(tat, thread_ack(tower::AckResult::Released, 0, Hash32{}, towerKey_), lg_));
+  tc.step(s6, none_, 2000000, pub_, lg_);
+  EXPECT_EQ(out_.size(), n + 2) << "a released thread is not released again";
+}
+
 // The agent's config: "tower": {"address", "intervalMs"}; anything else is one clear error.
 TEST(TowerConfig, AddressAndIntervalParsedBadValuesRefused) {
   char tmpl[] = "/tmp/picopay-towercfg-XXXXXX";

@@ -13,6 +13,7 @@
 #include "picopay/chain/abi.hpp"
 #include "picopay/chain/manager.hpp"
 #include "picopay/codec.hpp"
+#include "picopay/eth_tx.hpp"
 #include "picopay/device/state.hpp"
 #include "picopay/mqtt/protocol.hpp"
 #include "picopay/port/baremetal/flash_state_store.hpp"
@@ -134,7 +135,7 @@ void channel_seeds() {
     u.payment = {Party::User, amount(5000), amount(3)};
     propose(0, "payment-hub-to-user", Party::Hub, u);
     u.payment = {Party::Hub, amount(0), amount(7)};
-    propose(1, "payment-token-pending", Party::User, u);
+    propose(0, "payment-token", Party::User, u);  // scenario 1 has operations pending: only ConfirmPending or Invalidation may follow
   }
   {
     ChannelUpdate u = channel_update_make(UpdateReason::Exchange);
@@ -267,6 +268,31 @@ void reply_seeds() {
   out.clear();
   must(mqtt::encode_reply(r, out), "nack genesis");
   put("reply", "nack-genesis", out);
+}
+
+void relay_seeds() {
+  RelayOfferMsg o{};
+  o.tx.chainId = 1337;
+  o.tx.nonce = 0;
+  o.tx.gasPriceWei = U256::from_u64(1000000000ULL);
+  o.tx.gasLimit = 300000;
+  o.facts.known = true;
+  o.facts.txCountGlobal = 3;
+  o.facts.txCountChain = 3;
+  Bytes b(kRelayOfferSize);
+  relay_offer_encode(o, b.data());
+  put("relay", "offer", b);
+  o.tx.gasPriceWei = U256::from_u64(100000000001ULL);  // one wei over the fuzz target's bound
+  relay_offer_encode(o, b.data());
+  put("relay", "offer-over-bound", b);
+  RelayReceiptMsg r{};
+  for (int i = 0; i < 32; ++i) r.txHash.bytes[i] = static_cast<uint8_t>(0xA0 + i);
+  r.status = 1;
+  r.gasUsed = 218400;
+  r.blockNumber = 42;
+  Bytes c(kRelayReceiptSize);
+  relay_receipt_encode(r, c.data());
+  put("relay", "receipt", c);
 }
 
 void meter_seeds() {
@@ -406,6 +432,7 @@ int main(int argc, char** argv) {
   channel_seeds();
   thread_seeds();
   reply_seeds();
+  relay_seeds();
   meter_seeds();
   config_seeds(argv[2]);
   rpc_seeds();

@@ -340,3 +340,49 @@ TEST(MqttClient, TlsConnectionWithGeneratedCertificates) {
   ASSERT_TRUE(p.start(err));
   EXPECT_FALSE(p.wait_connected(1000));
 }
+
+// The client-id claim (client.hpp claim_client_id; docs/mqtt-protocol.md "One process per
+// client id"): one topic level per id whatever its characters; the claim is retained and
+// never reaches the message handler; a foreign claim after our own (here forged by
+// another client on a broker without ACL, as a lying broker could) stops the client
+// with the one-line reason instead of a reconnect loop.
+TEST(MqttClient, ClientIdClaimIsRetainedAndAForeignClaimStopsTheClient) {
+  EXPECT_EQ(topic_client_claim("hub", "picopay-hub-0xab"), "picopay/v1/claim/hub/picopay-hub-0xab");
+  EXPECT_EQ(topic_client_claim("", "a/b+c#d%"), "picopay/v1/claim/-/a%2Fb%2Bc%23d%25");
+  EXPECT_FALSE(topic_never_retained(topic_client_claim("hub", "x")));
+  Broker b;
+  std::string err;
+  ASSERT_TRUE(b.start(err)) << err;
+  Options o = opts_for(b, "claimer");
+  o.claim_client_id = true;
+  Client a(o);
+  Inbox ia;
+  a.on_message([&](const Message& m) { ia.push(m); });
+  ASSERT_TRUE(a.start(err)) << err;
+  ASSERT_TRUE(a.wait_connected(10000));
+  ASSERT_EQ(a.instance().size(), 32u);
+  Client obs(opts_for(b, "observer"));
+  Inbox io;
+  obs.on_message([&](const Message& m) { io.push(m); });
+  obs.subscribe(a.claim_topic());
+  ASSERT_TRUE(obs.start(err)) << err;
+  ASSERT_TRUE(io.wait_count(1));  // the retained claim names a's instance
+  {
+    std::lock_guard<std::mutex> lk(io.mu);
+    const std::string p(io.msgs[0].payload.begin(), io.msgs[0].payload.end());
+    EXPECT_NE(p.find("\"instance\":\"" + a.instance() + "\""), std::string::npos) << p;
+    EXPECT_TRUE(io.msgs[0].retain);
+  }
+  EXPECT_EQ(ia.size(), 0u);  // the claim is the client's own business
+  EXPECT_FALSE(a.session_taken_over());
+  ASSERT_TRUE(obs.publish(a.claim_topic(), "{\"instance\":\"00000000000000000000000000000000\",\"pid\":\"1\"}", 1,
+                          true, nullptr, &err))
+      << err;
+  for (int i = 0; i < 100 && !a.session_taken_over(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_TRUE(a.session_taken_over());
+  EXPECT_NE(a.last_error().find("client id 'claimer' is in use by another process"), std::string::npos)
+      << a.last_error();
+  for (int i = 0; i < 100 && a.connected(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_FALSE(a.connected());
+  EXPECT_EQ(ia.size(), 0u);
+}

@@ -14,8 +14,9 @@
 #     PICOPAY_PASSPHRASE_FILE) and NOTIFY_SOCKET, against a private mosquitto on
 #     127.0.0.1: READY=1 arrives, the hub's retained status says online, SIGHUP is
 #     refused and logged, SIGTERM sends STOPPING=1 and exits 0;
-#   - picopay-agent@charger1.service the same way (a payee agent): online on the broker
-#     under its name, exit 0 on SIGTERM, its state in the unit's StateDirectory.
+#   - picopay-agent@charger1.service the same way (a payee agent, Type=notify too): READY=1,
+#     online on the broker under its name, SIGHUP refused and logged, STOPPING=1 and exit 0
+#     on SIGTERM, its state in the unit's StateDirectory.
 # usage: deb_test.sh BUILD_DIR SOURCE_DIR VERSION
 set -euo pipefail
 build=$(cd "$1" && pwd); src=$(cd "$2" && pwd); version=$3
@@ -180,7 +181,7 @@ if [ "$root" = / ] && [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; then
 else
   python3 "$src/tests/install/run_unit.py" "$root/usr/lib/systemd/system/picopay-agent@.service" \
     --instance charger1 --root "$root" --state "$work/state" --creds "$work/creds-agent" --log "$work/agent.log" \
-    --check bash -c "$check" || fail "picopay-agent@charger1.service by hand"
+    --then-sighup --check bash -c "$check" || fail "picopay-agent@charger1.service by hand"
   [ -d "$work/state/picopay-agent/charger1" ] || fail "the agent state is not in the unit's StateDirectory"
   [ -n "$(ls -A "$work/state/picopay-agent/charger1")" ] || fail "the agent wrote no state"
 fi

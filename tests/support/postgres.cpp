@@ -44,16 +44,70 @@ std::string find_bindir() {
 }
 }  // namespace
 
+std::string postgres_bindir() { return find_bindir(); }
+
+std::vector<std::string> postgres_as_owner(std::vector<std::string> argv) {
+  if (::geteuid() != 0) return argv;
+  std::vector<std::string> r = {"runuser", "-u", "postgres", "--"};
+  r.insert(r.end(), argv.begin(), argv.end());
+  return r;
+}
+
+bool copy_template_cluster(const std::string& dest, const std::string& log, std::string& err) {
+  const std::string bindir = find_bindir();
+  if (bindir.empty()) {
+    err = "PostgreSQL not found (Debian package postgresql: initdb in PATH or /usr/lib/postgresql/N/bin)";
+    return false;
+  }
+  // initdb takes seconds (it bootstraps the template databases): it runs once per machine
+  // and PostgreSQL version into a template cluster (under a lock file, so parallel tests
+  // wait for one initdb), which each server copies. --no-sync: only initdb's own fsyncs
+  // are skipped (the server runs with fsync on, as in production).
+  const char* tmp = std::getenv("TMPDIR");
+  std::string base = (tmp && *tmp ? tmp : "/tmp");
+  std::string tag = bindir;
+  for (auto& ch : tag)
+    if (ch == '/') ch = '_';
+  const std::string tmpl = base + "/picopay-pg-template" + tag + "-uid" + std::to_string(::geteuid());
+  {
+    const int lk = ::open((tmpl + ".lock").c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+    if (lk >= 0) ::flock(lk, LOCK_EX);
+    if (::access((tmpl + "/data/PG_VERSION").c_str(), F_OK) != 0) {
+      remove_tree(tmpl);
+      ::mkdir(tmpl.c_str(), 0700);
+      if (::geteuid() == 0) {
+        const passwd* pw = ::getpwnam("postgres");
+        if (!pw || ::chown(tmpl.c_str(), pw->pw_uid, pw->pw_gid) != 0) {
+          err = "cannot hand " + tmpl + " to user postgres (Debian package postgresql)";
+          if (lk >= 0) ::close(lk);
+          return false;
+        }
+      }
+      const int rc = run_command(postgres_as_owner({bindir + "/initdb", "-D", tmpl + "/data.new", "-U", "postgres",
+                                                    "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"}),
+                                 log);
+      if (rc != 0 || ::rename((tmpl + "/data.new").c_str(), (tmpl + "/data").c_str()) != 0) {
+        err = "initdb failed: " + read_file(log);
+        if (lk >= 0) ::close(lk);
+        return false;
+      }
+    }
+    if (lk >= 0) ::close(lk);
+  }
+  if (run_command(postgres_as_owner({"cp", "-a", tmpl + "/data", dest}), log) != 0) {
+    err = "cannot copy the template cluster " + tmpl + ": " + read_file(log);
+    return false;
+  }
+  return true;
+}
+
 PgServer::~PgServer() {
   stop();
   if (!dir_.empty()) remove_tree(dir_);
 }
 
 std::vector<std::string> PgServer::as_owner(std::vector<std::string> argv) const {
-  if (::geteuid() != 0) return argv;
-  std::vector<std::string> r = {"runuser", "-u", "postgres", "--"};
-  r.insert(r.end(), argv.begin(), argv.end());
-  return r;
+  return postgres_as_owner(std::move(argv));
 }
 
 std::string PgServer::bin(const char* name) const { return bindir_ + "/" + name; }
@@ -77,45 +131,7 @@ bool PgServer::start(std::string& err) {
     }
   }
   const std::string log = dir_ + "/server.log";
-  // initdb takes seconds (it bootstraps the template databases): it runs once per machine
-  // and PostgreSQL version into a template cluster (under a lock file, so parallel tests
-  // wait for one initdb), which each server copies. --no-sync: only initdb's own fsyncs
-  // are skipped (the server runs with fsync on, as in production).
-  const char* tmp = std::getenv("TMPDIR");
-  std::string base = (tmp && *tmp ? tmp : "/tmp");
-  std::string tag = bindir_;
-  for (auto& ch : tag)
-    if (ch == '/') ch = '_';
-  const std::string tmpl = base + "/picopay-pg-template" + tag + "-uid" + std::to_string(::geteuid());
-  {
-    const int lk = ::open((tmpl + ".lock").c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
-    if (lk >= 0) ::flock(lk, LOCK_EX);
-    if (::access((tmpl + "/data/PG_VERSION").c_str(), F_OK) != 0) {
-      remove_tree(tmpl);
-      ::mkdir(tmpl.c_str(), 0700);
-      if (::geteuid() == 0) {
-        const passwd* pw = ::getpwnam("postgres");
-        if (!pw || ::chown(tmpl.c_str(), pw->pw_uid, pw->pw_gid) != 0) {
-          err = "cannot hand " + tmpl + " to user postgres (Debian package postgresql)";
-          if (lk >= 0) ::close(lk);
-          return false;
-        }
-      }
-      const int rc = run_command(as_owner({bin("initdb"), "-D", tmpl + "/data.new", "-U", "postgres", "--auth=trust",
-                                           "-E", "UTF8", "--no-sync", "--no-instructions"}),
-                                 dir_ + "/initdb.log");
-      if (rc != 0 || ::rename((tmpl + "/data.new").c_str(), (tmpl + "/data").c_str()) != 0) {
-        err = "initdb failed: " + read_file(dir_ + "/initdb.log");
-        if (lk >= 0) ::close(lk);
-        return false;
-      }
-    }
-    if (lk >= 0) ::close(lk);
-  }
-  if (run_command(as_owner({"cp", "-a", tmpl + "/data", dir_ + "/data"}), dir_ + "/initdb.log") != 0) {
-    err = "cannot copy the template cluster " + tmpl + ": " + read_file(dir_ + "/initdb.log");
-    return false;
-  }
+  if (!copy_template_cluster(dir_ + "/data", dir_ + "/initdb.log", err)) return false;
   for (int attempt = 0; attempt < 3 && !running_; ++attempt) {
     port_ = free_port();
     const std::string opts = "-p " + std::to_string(port_) + " -k " + dir_ +

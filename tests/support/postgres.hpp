@@ -15,6 +15,15 @@
 
 namespace picopay::testsupport {
 
+// The directory holding PostgreSQL's initdb and pg_ctl ("" if not installed).
+std::string postgres_bindir();
+// argv run as the system user "postgres" when the caller is root (runuser), else unchanged.
+std::vector<std::string> postgres_as_owner(std::vector<std::string> argv);
+// Copies the per-machine template cluster (initdb'd once, see above) to `dest` (a data
+// directory that must not exist; owned by "postgres" when root). Output goes to `log`.
+// False with `err` if PostgreSQL is missing or initdb or the copy fails.
+bool copy_template_cluster(const std::string& dest, const std::string& log, std::string& err);
+
 class PgServer {
  public:
   PgServer() = default;

@@ -305,6 +305,100 @@ TEST_F(TowerUnit, ThreadHandoverNeedsTheSendersAndTheReceiversSignatures) {
             thread_ack_digest(contract_, user_, 2, 2, thread_hash(t)));
 }
 
+// A release names one thread of the receiver and carries the receiver's signature; the
+// tower deletes that row only (the slot is free again), and a Released ack names no state.
+TEST_F(TowerUnit, ThreadReleaseIsTheReceiversAndFreesOnlyItsThread) {
+  ThreadRelease r;
+  ASSERT_EQ(make_thread_release(contract_, other_, 7, user_key_, signer_, r), Status::Ok);
+  std::vector<uint8_t> w;
+  ASSERT_EQ(encode_thread_release(r, w), Status::Ok);
+  ASSERT_EQ(w.size(), kThreadReleaseWireSize);
+  EXPECT_TRUE(is_thread_release(w.data(), w.size()));
+  ThreadRelease d;
+  ASSERT_EQ(decode_thread_release(w.data(), w.size(), d), Status::Ok);
+  EXPECT_EQ(d.sender, other_);
+  EXPECT_EQ(d.threadId, 7u);
+  EXPECT_EQ(check_thread_release(d, contract_, user_, signer_), Status::Ok);
+  // Someone else's signature, another receiver, another contract, another thread id:
+  // the signature does not recover to the receiver.
+  ThreadRelease forged;
+  ASSERT_EQ(make_thread_release(contract_, other_, 7, hub_key_, signer_, forged), Status::Ok);
+  EXPECT_EQ(check_thread_release(forged, contract_, user_, signer_), Status::WrongSigner);
+  EXPECT_EQ(check_thread_release(d, contract_, hub_, signer_), Status::WrongSigner);
+  Address c2 = contract_;
+  c2.bytes[3] ^= 1;
+  EXPECT_EQ(check_thread_release(d, c2, user_, signer_), Status::WrongSigner);
+  ThreadRelease other_id = d;
+  other_id.threadId = 8;
+  EXPECT_EQ(check_thread_release(other_id, contract_, user_, signer_), Status::WrongSigner);
+  ThreadRelease self;
+  ASSERT_EQ(make_thread_release(contract_, user_, 7, user_key_, signer_, self), Status::Ok);
+  EXPECT_EQ(check_thread_release(self, contract_, user_, signer_), Status::WrongParty);
+  // Malformed bytes.
+  EXPECT_EQ(decode_thread_release(w.data(), w.size() - 1, d), Status::Truncated);
+  std::vector<uint8_t> longer = w;
+  longer.push_back(0);
+  EXPECT_EQ(decode_thread_release(longer.data(), longer.size(), d), Status::TrailingBytes);
+  std::vector<uint8_t> badv = w;
+  badv[94] = 29;
+  EXPECT_EQ(decode_thread_release(badv.data(), badv.size(), d), Status::BadRecoveryId);
+  std::vector<uint8_t> kind = w;
+  kind[1] = 0x02;
+  EXPECT_EQ(decode_thread_release(kind.data(), kind.size(), d), Status::BadKind);
+  EXPECT_FALSE(is_thread_release(kind.data(), kind.size()));
+  // The release digest is none of the other signed digests.
+  EXPECT_NE(thread_release_digest(contract_, user_, other_, 7), thread_ack_digest(contract_, user_, 7, 0, Hash32{}));
+
+  // A Released ack names no state.
+  Ack a;
+  a.result = AckResult::Released;
+  ASSERT_EQ(signer_.sign_eth(other_key_, thread_ack_digest(contract_, user_, 7, 0, Hash32{}), a.sig), Status::Ok);
+  std::vector<uint8_t> aw;
+  ASSERT_EQ(encode_ack(a, aw), Status::Ok);
+  Ack ad;
+  ASSERT_EQ(decode_ack(aw.data(), aw.size(), ad), Status::Ok);
+  EXPECT_EQ(ad.result, AckResult::Released);
+  a.txCountGlobal = 3;
+  std::vector<uint8_t> bad;
+  EXPECT_EQ(encode_ack(a, bad), Status::BadArgs);
+  aw[11] = 3;  // txCountGlobal's last byte
+  EXPECT_EQ(decode_ack(aw.data(), aw.size(), ad), Status::BadArgs);
+
+  // The store: two threads of this receiver at a limit of 2; releasing one frees a slot
+  // for a third and leaves the other held.
+  std::string err;
+  auto st = Store::open(dir_ + "/rel.db", contract_, hub_, err);
+  ASSERT_TRUE(st) << err;
+  auto thread = [&](uint64_t id) {
+    SignedThreadState t{};
+    t.state = thread_state_zero();
+    t.state.contractAddress = contract_;
+    t.state.sender = other_;
+    t.state.receiver = user_;
+    t.state.threadId = id;
+    t.state.balanceWeiSender = U256::from_u64(10);
+    t.state.txCount = 1;
+    t.hasSigA = true;
+    EXPECT_EQ(signer_.sign_eth(other_key_, thread_hash(t.state), t.sigA), Status::Ok);
+    return t;
+  };
+  PutResult res;
+  Held held;
+  ASSERT_TRUE(st->put_thread(thread(7), 2, res, held, err)) << err;
+  ASSERT_TRUE(st->put_thread(thread(8), 2, res, held, err)) << err;
+  ASSERT_TRUE(st->put_thread(thread(9), 2, res, held, err)) << err;
+  EXPECT_EQ(res, PutResult::Full);
+  bool dropped = false;
+  ASSERT_TRUE(st->drop_thread(ThreadKey{other_, user_, 7}, dropped, err)) << err;
+  EXPECT_TRUE(dropped);
+  ASSERT_TRUE(st->drop_thread(ThreadKey{other_, user_, 7}, dropped, err)) << err;
+  EXPECT_FALSE(dropped) << "a replayed release finds nothing";
+  ASSERT_TRUE(st->thread_held(ThreadKey{other_, user_, 8}, held, err));
+  EXPECT_TRUE(held.found);
+  ASSERT_TRUE(st->put_thread(thread(9), 2, res, held, err)) << err;
+  EXPECT_EQ(res, PutResult::Stored);
+}
+
 TEST_F(TowerUnit, ConfigRefusesSecretsOnTheCommandLine) {
   auto parse = [](std::vector<std::string> args, Config& c, std::string& err) {
     std::vector<char*> av;

@@ -796,8 +796,8 @@ bool Demo::setup(std::string& err) {
                                     "\"},\n  \"hub\": {\"privateKey\": \"" + hub_key_ + "\"},\n  \"contract\": \"" +
                                     contract_ + "\",\n  \"rpcUrl\": \"" + chain_.url() + "\",\n  \"db\": \"" + work_ +
                                     "/hub.db\",\n  \"collateral\": {\"" + (token_ ? "depositTokens" : "depositWei") +
-                                    "\": \"" + kCollateralWei + "\"" +
-                                    (token_ ? std::string() : ", \"idleSeconds\": " + std::to_string(kCollateralIdleSeconds)) +
+                                    "\": \"" + kCollateralWei + "\", \"idleSeconds\": " +
+                                    std::to_string(kCollateralIdleSeconds) +
                                     "}\n}\n",
                                 err))
     return false;
@@ -1000,7 +1000,7 @@ int Demo::finish() {
       20000);
   // The payee cashes out everything it received, cooperatively (no exit, no challenge
   // period), then the hub takes back its idle collateral (docs/flows.md).
-  if (!token_) {  // the flows run in ETH (docs/flows.md)
+  {  // in ETH, or in the token with --token (docs/flows.md, docs/tokens.md)
     std::printf("[demo] the payee cashes out (cooperative withdrawal, channel stays open)...\n");
     cashout_ = run_agent_flow(bin_dir() + "/picopay-agent", "withdraw", "all", work_ + "/payee.json",
                               work_ + "/payee.cashout.log");
@@ -1013,8 +1013,8 @@ int Demo::finish() {
           // The payee's record: nothing left, and the hub's withdrawal confirmed.
           device::AgentState p;
           std::string perr;
-          return device::state_load(work_ + "/payee", p, perr) && p.channel.state.balanceWeiHub.is_zero() &&
-                 p.channel.state.balanceWeiUser.is_zero() && !channel_has_pending(p.channel.state) && !p.has_pending;
+          return device::state_load(work_ + "/payee", p, perr) && bal_hub(p.channel.state).is_zero() &&
+                 bal_user(p.channel.state).is_zero() && !channel_has_pending(p.channel.state) && !p.has_pending;
         },
         60000);
     if (!reclaimed) std::printf("[demo] WARNING: the payee's collateral was not taken back within 60 s\n");
@@ -1075,7 +1075,7 @@ int Demo::finish() {
     U256 sum{}, dep{};
     (void)u256_add(bal_user(s.channel.state), bal_hub(s.channel.state), sum);
     (void)u256_parse_decimal(kDepositWei, std::strlen(kDepositWei), dep);
-    if (!token_ && d == devs_.front() && topup_.ok) {  // charger1's top-up is in its channel too
+    if (d == devs_.front() && topup_.ok) {  // charger1's top-up is in its channel too
       U256 t{};
       (void)u256_parse_decimal(kTopUpWei, std::strlen(kTopUpWei), t);
       (void)u256_add(dep, t, dep);
@@ -1163,13 +1163,9 @@ int Demo::finish() {
               totals ? "totals conserved" : "TOTALS DIFFER");
   if (!totals) ++failures;
   // The flows (docs/flows.md): the top-up confirmed, the payee cashed out exactly what it
-  // received, the hub's collateral back in its reserve; both histories show them. They run
-  // in ETH only: with --token the summary says so.
-  if (token_) {
-    cJSON_Delete(flows_json_);
-    flows_json_ = cJSON_CreateObject();
-    cJSON_AddStringToObject(flows_json_, "skipped", "the flows run in ETH (docs/flows.md), not with --token");
-  } else {
+  // received, the hub's collateral back in its reserve; both histories show them (in ETH,
+  // or with --token in token base units: the histories' "wei" counts the channel's asset).
+  {
     cJSON_Delete(flows_json_);
     flows_json_ = cJSON_CreateObject();
     std::vector<device::HistoryEntry> ph, dh;
@@ -1193,8 +1189,8 @@ int Demo::finish() {
     const U256 out = sum_of(ph, "withdrawal-confirmed", &n_out);
     const bool top_ok = topup_.ok && n_top >= 2;  // the first deposit and the top-up
     const bool cash_ok = cashout_.ok && n_out == 1 && out == total_received;
-    const bool coll_ok = n_back >= 1 && payee.channel.state.balanceWeiHub.is_zero() &&
-                         payee.channel.state.balanceWeiUser.is_zero() && !channel_has_pending(payee.channel.state);
+    const bool coll_ok = n_back >= 1 && bal_hub(payee.channel.state).is_zero() &&
+                         bal_user(payee.channel.state).is_zero() && !channel_has_pending(payee.channel.state);
     cJSON* t = flow_json(topup_);
     cJSON_AddStringToObject(t, "device", devs_.empty() ? "" : devs_[0]->name.c_str());
     cJSON_AddBoolToObject(t, "reconciled", top_ok);
@@ -1403,7 +1399,7 @@ int Demo::run(int argc, char** argv) {
     std::thread topup([this] {
       for (int i = 0; i < seconds_ * 5 && !g_interrupted; ++i)  // about a third of the run
         std::this_thread::sleep_for(std::chrono::milliseconds(66));
-      if (devs_.empty() || g_interrupted || token_) return;  // the flows run in ETH (docs/flows.md)
+      if (devs_.empty() || g_interrupted) return;
       topup_ = run_agent_flow(bin_dir() + "/picopay-agent", "deposit", kTopUpWei,
                               work_ + "/" + devs_[0]->name + ".json", work_ + "/" + devs_[0]->name + ".topup.log");
       U256 t{};

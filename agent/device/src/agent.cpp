@@ -27,6 +27,7 @@
 #include "picopay/agent/collateral_request.hpp"
 #include "picopay/agent/json_state.hpp"
 #include "picopay/agent/quotes.hpp"
+#include "picopay/agent/service.hpp"
 #include "picopay/agent/units.hpp"
 #include "picopay/agent/log.hpp"
 #include "picopay/agent/options.hpp"
@@ -35,6 +36,7 @@
 #include "picopay/codec.hpp"
 #include "picopay/device/agent.hpp"
 #include "asset.hpp"
+#include "serve_switch.hpp"
 #include "price.hpp"
 #include "picopay/device/tower_client.hpp"
 #include "picopay/device/chain_follow.hpp"
@@ -73,6 +75,11 @@ constexpr size_t kClosedHistory = 1024;
 // expiring: any device can publish on the thread topic).
 constexpr size_t kEarlyMax = 256;
 constexpr uint64_t kEarlyTtlMs = 60000;
+// An exchange command waits this long for the hub's rate and for the hub to hold what it
+// would give out (running agent: our payments grow it), then is refused.
+constexpr uint64_t kExchangeCommandWaitMs = 30000;
+constexpr uint64_t kExchangeOneshotWaitMs = 5000;
+constexpr uint64_t kSwitchResendMs = 30000;  // while not serving, the switch-off command again
 
 struct Event {
   enum Kind { Mqtt, Line, Eof, Connected } kind;
@@ -137,6 +144,7 @@ class Agent {
   void log_ignored(const char* what, Status why);
   uint64_t last_meter_ms_ = 0;    // the last message on the meter topic (or the connect)
   uint64_t meter_warned_ms_ = 0;  // the last "no meter reading" warning
+  bool notified_ready_ = false;   // READY=1 sent to systemd
   bool save();
   void fatal(const std::string& m) {
     logf(port::LogLevel::Error, "%s", m.c_str());
@@ -165,6 +173,7 @@ class Agent {
   // flows_step: true if it proposed something (the caller does nothing else this round).
   bool flows_step(const ChannelState& c);
   bool start_command(const Command& cmd, const ChannelState& c);
+  bool parse_either(const std::string& text, bool& is_token, U256& v, std::string& err) const;
   void finish_command(bool ok, const std::string& error);
   void flows_on_effects(const Effects& fx);
   void history(HistoryEntry e);
@@ -176,6 +185,7 @@ class Agent {
     uint64_t proposal_tx = 0;      // txCountGlobal of our proposal
     uint64_t started_ms = 0;
     bool automatic = false;        // refill / cash-out (no inbox file)
+    units::Asset asset = units::eth();  // what cmd.wei counts (the channel's asset; exchange: the asset sold)
   };
   std::unique_ptr<Running> cmd_;
   uint64_t last_inbox_ms_ = 0;
@@ -259,6 +269,9 @@ class Agent {
   std::string list_refusal_;
   uint64_t prices_until_ = 0;
   bool serving_ = true, baseline_set_ = false;
+  ServeSwitch switch_;               // --serve-switch (kind empty: none)
+  uint64_t switch_sent_ms_ = 0;      // the last OFF sent (re-sent while not serving)
+  void serve_switch_send(bool on);
   U256 received_base_ = U256::zero();
   ServeCheck serve_{};
 };
@@ -900,7 +913,16 @@ void Agent::tower_step(bool flush) {
 // Takes the next inbox command, or starts a refill / cash-out, when nothing else is in
 // flight (no proposal, no pending operation).
 bool Agent::flows_step(const ChannelState& c) {
-  if (stopping_) return false;
+  if (stopping_ && !(cmd_ && cmd_->cmd.op == "exchange" && cmd_->proposal_tx == 0)) return false;
+  if (cmd_ && cmd_->cmd.op == "exchange" && cmd_->proposal_tx == 0) {
+    // An exchange command: at the hub's signed rate within our tolerance, once the hub
+    // holds what it would give out (our payments go on meanwhile).
+    const uint64_t wait = cfg_.oneshot ? kExchangeOneshotWaitMs : kExchangeCommandWaitMs;
+    const bool last = stopping_ || now_ms() - cmd_->started_ms >= wait;
+    if (!exchange_step(unix_now(), last)) return false;
+    if (cmd_) cmd_->proposal_tx = s_.pending().txCountGlobal;
+    return true;
+  }
   if (cmd_) {
     // Our proposal was given up (the hub refused it for good and asked for its
     // Invalidation): the session moved past it without completing it.
@@ -948,7 +970,7 @@ bool Agent::flows_step(const ChannelState& c) {
       u256_mul(cfg_.price_wei, U256::from_u64(st_.meter.units() - st_.units_paid), due_wei) != Status::Ok)
     due_wei = U256::zero();
   if (cfg_.payer && !cfg_.refill_wei.is_zero() && !refill_failed_ &&
-      (c.balanceWeiUser < cfg_.refill_below_wei || (!cfg_.has_pay_to && c.balanceWeiUser < due_wei)) &&
+      (user_balance(tok(), c) < cfg_.refill_below_wei || (!cfg_.has_pay_to && user_balance(tok(), c) < due_wei)) &&
       (st_.deposited || cfg_.deposit_wei.is_zero()) && now_ms() >= deposit_retry_ms_) {
     Command r;
     r.op = "deposit";
@@ -960,7 +982,7 @@ bool Agent::flows_step(const ChannelState& c) {
     refill_failed_ = true;  // e.g. the wallet is empty: pay what the channel holds, then stop
     return false;
   }
-  if (!cfg_.cash_out_above_wei.is_zero() && c.balanceWeiUser > cfg_.cash_out_above_wei &&
+  if (!cfg_.cash_out_above_wei.is_zero() && user_balance(tok(), c) > cfg_.cash_out_above_wei &&
       now_ms() >= deposit_retry_ms_) {
     Command r;
     r.op = "withdraw";
@@ -980,48 +1002,94 @@ bool Agent::start_command(const Command& cmd, const ChannelState& c) {
   cmd_ = std::make_unique<Running>();
   cmd_->cmd = cmd;
   cmd_->started_ms = now_ms();
+  cmd_->asset = asset_;
   has_last_tx_ = false;
   last_tx_gas_ = 0;
   const uint64_t now = unix_now();
   Effects fx;
   Status st = Status::Ok;
+  if (cmd.op == "exchange") {
+    // Proposed by flows_step once the rate and the hub's inventory allow (exchange_step).
+    bool is_token = false;
+    std::string err;
+    if (!token_asset_.token) {
+      finish_command(false, "an exchange needs a ChannelManager that takes a token (and --rpc)");
+      return false;
+    }
+    if (ex_todo_) {  // one exchange at a time: the amounts of the one asked for at start are kept
+      finish_command(false, "the exchange asked for at start (--exchange) is not done yet");
+      return false;
+    }
+    if (!parse_either(cmd.amount, is_token, ex_amount_, err) || ex_amount_.is_zero()) {
+      finish_command(false, "exchange: " + (err.empty() ? std::string("the amount must be above 0") : err));
+      return false;
+    }
+    ex_sell_wei_ = !is_token;
+    ex_waiting_logged_ = false;
+    cmd_->cmd.wei = ex_amount_;
+    cmd_->asset = is_token ? token_asset_ : units::eth();
+    logf(port::LogLevel::Info, "exchange of %s asked for (command)", units::format(ex_amount_, cmd_->asset).c_str());
+    return true;
+  }
+  // Deposit and withdrawal move the channel's asset (docs/tokens.md): wei, or the token.
+  U256 want = cmd.wei;
+  if (!cmd.amount.empty()) {
+    std::string err;
+    if (!units::parse(cmd.amount, asset_, want, err) || want.is_zero()) {
+      finish_command(false, cmd.op + ": " + (err.empty() ? std::string("the amount must be above 0") : err));
+      return false;
+    }
+  }
+  cmd_->cmd.wei = want;
   if (cmd.op == "deposit") {
     if (!cm_) {
       finish_command(false, "a deposit needs the chain: no rpc URL configured");
       return false;
     }
-    auto bal = wallet_->rpc().balance(st_.user);
-    if (bal && *bal < cmd.wei) {
-      finish_command(false, "the wallet " + json::address_text(st_.user) + " holds " + json::amount_text(*bal) +
-                                " wei, less than the deposit of " + json::amount_text(cmd.wei) + " wei (plus gas)");
-      return false;
+    if (tok()) {
+      auto bal = chain::erc20_balance(wallet_->rpc(), asset_.address, st_.user);
+      if (bal && *bal < want) {
+        finish_command(false, "the wallet " + json::address_text(st_.user) + " holds " + fmt(*bal) +
+                                  ", less than the deposit of " + fmt(want));
+        return false;
+      }
+    } else {
+      auto bal = wallet_->rpc().balance(st_.user);
+      if (bal && *bal < want) {
+        finish_command(false, "the wallet " + json::address_text(st_.user) + " holds " + json::amount_text(*bal) +
+                                  " wei, less than the deposit of " + json::amount_text(want) + " wei (plus gas)");
+        return false;
+      }
     }
-    st = s_.request_deposit(cmd.wei, U256::zero(), now + 3600, now, fx);
+    const AssetAmounts d = in_asset(tok(), want);
+    st = s_.request_deposit(d.wei, d.token, now + 3600, now, fx);
   } else {
     if (!cm_) {
       finish_command(false, "a withdrawal needs the chain: no rpc URL configured");
       return false;
     }
-    U256 amount = cmd.all ? c.balanceWeiUser : cmd.wei;
+    const U256& have = user_balance(tok(), c);
+    U256 amount = cmd.all ? have : want;
     if (amount.is_zero()) {
-      finish_command(false, "nothing to withdraw: the channel balance is 0 wei");
+      finish_command(false, "nothing to withdraw: the channel balance is " + fmt(U256::zero()));
       return false;
     }
-    if (c.balanceWeiUser < amount) {
-      finish_command(false, "the channel balance is " + json::amount_text(c.balanceWeiUser) + " wei, less than " +
-                                json::amount_text(amount) + " wei (wei locked in open threads is not withdrawable)");
+    if (have < amount) {
+      finish_command(false, "the channel balance is " + fmt(have) + ", less than " + fmt(amount) +
+                                " (what is locked in open threads is not withdrawable)");
       return false;
     }
     cmd_->cmd.wei = amount;
-    st = s_.request_withdrawal(cmd.has_to ? cmd.to : st_.user, amount, U256::zero(), now + 3600, now, fx);
+    const AssetAmounts w = in_asset(tok(), amount);
+    st = s_.request_withdrawal(cmd.has_to ? cmd.to : st_.user, w.wei, w.token, now + 3600, now, fx);
   }
   if (st != Status::Ok) {
     finish_command(false, std::string("cannot propose it: ") + status_message(st));
     return false;
   }
   cmd_->proposal_tx = s_.pending().txCountGlobal;
-  logf(port::LogLevel::Info, "%s%s of %s wei proposed (txCountGlobal %llu)", cmd_->automatic ? "automatic " : "",
-       cmd.op.c_str(), json::amount_text(cmd_->cmd.wei).c_str(), static_cast<unsigned long long>(cmd_->proposal_tx));
+  logf(port::LogLevel::Info, "%s%s of %s proposed (txCountGlobal %llu)", cmd_->automatic ? "automatic " : "",
+       cmd.op.c_str(), fmt(cmd_->cmd.wei).c_str(), static_cast<unsigned long long>(cmd_->proposal_tx));
   carry(st, fx, cmd.op.c_str());
   return true;
 }
@@ -1032,6 +1100,8 @@ void Agent::finish_command(bool ok, const std::string& error) {
   r.ok = ok;
   r.op = cmd_->cmd.op;
   r.wei = cmd_->cmd.wei;
+  r.amount = units::format(r.wei, cmd_->asset);
+  r.asset = cmd_->asset.symbol;
   r.txCountGlobal = s_.channel().state.txCountGlobal;
   if (has_last_tx_) {
     r.transaction = json::hash_text(last_tx_);
@@ -1040,12 +1110,11 @@ void Agent::finish_command(bool ok, const std::string& error) {
   r.elapsedMs = now_ms() - cmd_->started_ms;
   r.error = error;
   if (ok)
-    logf(port::LogLevel::Info, "%s of %s wei done: txCountGlobal %llu, gas %llu, %llu ms", r.op.c_str(),
-         json::amount_text(r.wei).c_str(), static_cast<unsigned long long>(r.txCountGlobal),
-         static_cast<unsigned long long>(r.gasUsed), static_cast<unsigned long long>(r.elapsedMs));
+    logf(port::LogLevel::Info, "%s of %s done: txCountGlobal %llu, gas %llu, %llu ms", r.op.c_str(), r.amount.c_str(),
+         static_cast<unsigned long long>(r.txCountGlobal), static_cast<unsigned long long>(r.gasUsed),
+         static_cast<unsigned long long>(r.elapsedMs));
   else
-    logf(port::LogLevel::Error, "%s of %s wei failed: %s", r.op.c_str(), json::amount_text(r.wei).c_str(),
-         error.c_str());
+    logf(port::LogLevel::Error, "%s of %s failed: %s", r.op.c_str(), r.amount.c_str(), error.c_str());
   if (!cmd_->cmd.id.empty()) {
     std::string err;
     if (!command_finish(cfg_.state_dir, cmd_->cmd.id, r, err)) logf(port::LogLevel::Error, "%s", err.c_str());
@@ -1082,13 +1151,14 @@ void Agent::history_update(const Effects& fx) {
       if (!t.used || t.sender) continue;
       auto key = std::make_pair(json::address_text(t.initial.state.sender), t.initial.state.threadId);
       U256& seen = received_seen_[key];
-      if (t.latest.state.balanceWeiReceiver == seen) continue;
+      if (receiver_balance(tok(), t.latest.state) == seen) continue;
       HistoryEntry e;
       e.event = "thread-received";
       U256 d{};
-      if (u256_sub(t.latest.state.balanceWeiReceiver, seen, d) != Status::Ok) d = t.latest.state.balanceWeiReceiver;
+      const U256& got = receiver_balance(tok(), t.latest.state);
+      if (u256_sub(got, seen, d) != Status::Ok) d = got;
       e.wei = d;
-      seen = t.latest.state.balanceWeiReceiver;
+      seen = receiver_balance(tok(), t.latest.state);
       e.has_counterparty = true;
       e.counterparty = t.initial.state.sender;
       e.threadId = t.initial.state.threadId;
@@ -1097,7 +1167,7 @@ void Agent::history_update(const Effects& fx) {
     return;
   }
   if (fx.event != SessionEvent::UpdateCompleted) return;
-  const ChannelState& n = s_.channel().state;
+  const ChannelState n = asset_view(tok(), s_.channel().state);  // amounts in the channel's asset
   const ChannelState& p = hist_prev_;
   HistoryEntry e;
   e.txCountGlobal = n.txCountGlobal;
@@ -1108,7 +1178,7 @@ void Agent::history_update(const Effects& fx) {
   switch (fx.reason) {
     case UpdateReason::Payment:
       e.event = "payment";
-      e.wei = fx.amountWei;
+      e.wei = tok() ? fx.amountToken : fx.amountWei;
       e.has_counterparty = true;
       e.counterparty = st_.hub;
       break;
@@ -1162,15 +1232,15 @@ void Agent::history_update(const Effects& fx) {
         e.has_counterparty = true;
         e.counterparty = t.sender ? t.initial.state.receiver : t.initial.state.sender;
         e.threadId = t.initial.state.threadId;
-        e.wei = fx.reason == UpdateReason::OpenThread ? t.initial.state.balanceWeiSender
-                                                      : t.latest.state.balanceWeiReceiver;
+        e.wei = fx.reason == UpdateReason::OpenThread ? sender_balance(tok(), t.initial.state)
+                                                      : receiver_balance(tok(), t.latest.state);
         if (fx.reason == UpdateReason::CloseThread && !t.sender) {
           // Payee: what the payer's close request carried beyond the payments seen (those
           // that came before the mirror opened are adopted at close).
           U256& seen = received_seen_[std::make_pair(json::address_text(t.initial.state.sender), t.initial.state.threadId)];
           U256 d{};
-          if (t.latest.state.balanceWeiReceiver != seen &&
-              u256_sub(t.latest.state.balanceWeiReceiver, seen, d) == Status::Ok) {
+          if (receiver_balance(tok(), t.latest.state) != seen &&
+              u256_sub(receiver_balance(tok(), t.latest.state), seen, d) == Status::Ok) {
             HistoryEntry r;
             r.event = "thread-received";
             r.wei = d;
@@ -1178,7 +1248,7 @@ void Agent::history_update(const Effects& fx) {
             r.counterparty = t.initial.state.sender;
             r.threadId = t.initial.state.threadId;
             history(r);
-            seen = t.latest.state.balanceWeiReceiver;
+            seen = receiver_balance(tok(), t.latest.state);
           }
         }
         break;
@@ -1195,6 +1265,11 @@ void Agent::history_update(const Effects& fx) {
 
 void Agent::handle(const Event& e) {
   if (e.kind == Event::Connected) {
+    logf(port::LogLevel::Info, "connected to broker %s:%d", cfg_.host.c_str(), cfg_.port);
+    if (!notified_ready_) {  // Type=notify (picopay-agent@.service): the channel is loaded, the broker connected
+      notified_ready_ = true;
+      agent::service_notify("READY=1\nSTATUS=serving");
+    }
     Effects fx;
     Status st = s_.on_connect(unix_now(), fx);
     carry(st, fx, "connect");
@@ -1357,7 +1432,7 @@ int Agent::run() {
     }
   }
   if (!save()) return 1;
-  hist_prev_ = s_.channel().state;
+  hist_prev_ = asset_view(tok(), s_.channel().state);
   for (size_t i = 0; i < s_.thread_capacity(); ++i) {  // history: what is already known
     const SessionThread& t = s_.thread_slot(i);
     if (!t.used) continue;
@@ -1373,6 +1448,7 @@ int Agent::run() {
   o.host = cfg_.host;
   o.port = cfg_.port;
   o.client_id = "picopay-" + mqtt::topic_address(me);
+  o.claim_client_id = true;  // the same key running twice: a clear fatal error (client.hpp)
   o.username = cfg_.username.empty() ? mqtt::topic_address(me) : cfg_.username;
   o.password = cfg_.password;
   if (cfg_.password.empty() && cfg_.username.empty()) o.username.clear();
@@ -1386,7 +1462,7 @@ int Agent::run() {
   mq_->subscribe(mqtt::topic_reply(me));
   mq_->subscribe(mqtt::topic_request(me));
   if (cfg_.payee) mq_->subscribe(mqtt::topic_thread_update(me));
-  if (ex_todo_) mq_->subscribe(mqtt::topic_hub_rate(st_.hub));
+  if (ex_todo_ || token_asset_.token) mq_->subscribe(mqtt::topic_hub_rate(st_.hub));  // exchange, or an exchange command
   if (by_list_) mq_->subscribe(mqtt::topic_payee_prices(cfg_.pay_to));
   if ((cfg_.meter == "tasmota" || cfg_.meter == "shelly") && !cfg_.meter_topic.empty()) mq_->subscribe(cfg_.meter_topic);
   if (cfg_.has_tower) {
@@ -1445,6 +1521,7 @@ int Agent::run() {
   while (!done_) {
     if (g_stop && !stopping_) {
       stopping_ = true;
+      agent::service_notify("STOPPING=1");
       stop_deadline = now_ms() + 15000;
       logf(port::LogLevel::Info, "stopping: paying what is due%s", cfg_.close_on_exit ? " and closing threads" : "");
       if (!cfg_.payer) done_ = !s_.has_pending();
@@ -1459,7 +1536,7 @@ int Agent::run() {
       break;
     }
     if (mq_->session_taken_over())
-      fatal("another client connected to the broker with this agent's client id (the same key running twice?)");
+      fatal("broker: " + mq_->last_error() + ": the same key running twice? Stopping this agent");
     // A meter topic the broker's ACL does not let us read delivers nothing, silently.
     if ((cfg_.meter == "tasmota" || cfg_.meter == "shelly") && cfg_.no_reading_warn_s > 0 && !stopping_) {
       const uint64_t quiet = static_cast<uint64_t>(cfg_.no_reading_warn_s) * 1000;
@@ -1525,6 +1602,10 @@ void Agent::on_rate(const std::vector<uint8_t>& p) {
 
 void Agent::exchange_refused(const std::string& why) {
   logf(port::LogLevel::Error, "exchange refused: %s (nothing signed)", why.c_str());
+  if (cmd_ && cmd_->cmd.op == "exchange" && cmd_->proposal_tx == 0) {
+    finish_command(false, "exchange refused: " + why + " (nothing signed)");  // the agent goes on
+    return;
+  }
   ex_todo_ = false;
   exit_code_ = 1;
   status_dirty_ = true;
@@ -1677,8 +1758,13 @@ void Agent::payee_duties(uint64_t now) {
   U256 got{};
   if (u256_sub(received, received_base_, got) != Status::Ok) got = U256::zero();
   serve_ = serve_check(st_.meter.units(), sell_price_, got, cfg_.serve_margin_units);
-  if (serve_.serving == serving_) return;
+  if (serve_.serving == serving_) {
+    // Still off: the OFF again now and then (a meter restarted meanwhile, a lost message).
+    if (!serving_ && !switch_.kind.empty() && now_ms() - switch_sent_ms_ >= kSwitchResendMs) serve_switch_send(false);
+    return;
+  }
   serving_ = serve_.serving;
+  if (!switch_.kind.empty()) serve_switch_send(serving_);
   std::string payers, last;
   for (const auto& th : st_.threads) {
     if (th.sender) continue;
@@ -1695,6 +1781,29 @@ void Agent::payee_duties(uint64_t now) {
     logf(port::LogLevel::Info, "serving again: paid for %llu of %llu Wh delivered",
          static_cast<unsigned long long>(serve_.paid_units), static_cast<unsigned long long>(serve_.delivered_units));
   status_dirty_ = true;
+}
+
+void Agent::serve_switch_send(bool on) {
+  const SwitchCommand c = serve_switch_command(switch_, on);
+  mq_->publish(c.topic, c.payload, 1, false);
+  if (!on) switch_sent_ms_ = now_ms();
+  logf(on ? port::LogLevel::Info : port::LogLevel::Warn, "serve switch: %s %s on %s", on ? "on" : "off",
+       c.payload.c_str(), c.topic.c_str());
+}
+
+// An amount in either asset of the contract: ours first, then the other one.
+bool Agent::parse_either(const std::string& text, bool& is_token, U256& v, std::string& err) const {
+  if (units::parse(text, asset_, v, err)) {
+    is_token = asset_.token;
+    return true;
+  }
+  std::string err2;
+  const units::Asset other = asset_.token ? units::eth() : token_asset_;
+  if ((asset_.token || token_asset_.token) && text.find(' ') != std::string::npos && units::parse(text, other, v, err2)) {
+    is_token = other.token;
+    return true;
+  }
+  return false;
 }
 
 // The amounts written in units (--price, --deposit, --thread-lock) once the asset is known.
@@ -1714,20 +1823,8 @@ bool Agent::resolve_amounts() {
       return false;
     }
   }
-  // An amount in either asset of the contract: ours first, then the other one.
   auto parse_any = [&](const std::string& text, bool& is_token, U256& v, std::string& err) {
-    if (units::parse(text, asset_, v, err)) {
-      is_token = asset_.token;
-      return true;
-    }
-    std::string err2;
-    const units::Asset other = asset_.token ? units::eth() : token_asset_;
-    if ((asset_.token || token_asset_.token) && text.find(' ') != std::string::npos &&
-        units::parse(text, other, v, err2)) {
-      is_token = other.token;
-      return true;
-    }
-    return false;
+    return parse_either(text, is_token, v, err);
   };
   // The deposit: "2.5 PPT", or both assets: "0.01 ETH + 5 PPT".
   if (cfg_.deposit_text.empty()) {
@@ -1765,16 +1862,35 @@ bool Agent::resolve_amounts() {
     }
     ex_sell_wei_ = !is_token;
     ex_todo_ = true;
-    if (!cfg_.exchange_reference.empty() &&
-        u256_parse_decimal(cfg_.exchange_reference.c_str(), cfg_.exchange_reference.size(), ex_reference_) != Status::Ok) {
-      std::fprintf(stderr, "picopay-agent: exchange reference rate: token base units per wei (decimal)\n");
-      return false;
-    }
+  }
+  // The tolerance binds every exchange: the one asked for at start and the commands.
+  if (!cfg_.exchange_reference.empty() &&
+      u256_parse_decimal(cfg_.exchange_reference.c_str(), cfg_.exchange_reference.size(), ex_reference_) != Status::Ok) {
+    std::fprintf(stderr, "picopay-agent: exchange reference rate: token base units per wei (decimal)\n");
+    return false;
   }
   if (!cfg_.sell_price_text.empty()) {
     std::string err;
     if (!units::parse(cfg_.sell_price_text, asset_, sell_price_, err) || sell_price_.is_zero()) {
       std::fprintf(stderr, "picopay-agent: sell price: %s\n", err.empty() ? "must be above 0" : err.c_str());
+      return false;
+    }
+  }
+  if (tok() && !cfg_.expect_income_wei.is_zero()) {
+    // The signed collateral request names wei (collateral_request.hpp): a token payee gets
+    // token collateral when a thread to it needs some (docs/flows.md).
+    std::fprintf(stderr, "picopay-agent: expectIncomeWei: collateral requests are for ETH channels; a token payee "
+                         "gets token collateral when a thread needs it\n");
+    return false;
+  }
+  if (!cfg_.serve_switch.empty()) {
+    std::string err;
+    if (!serve_switch_parse(cfg_.serve_switch, switch_, err)) {
+      std::fprintf(stderr, "picopay-agent: %s\n", err.c_str());
+      return false;
+    }
+    if (!cfg_.payee || cfg_.sell_price_text.empty() || cfg_.meter == "none") {
+      std::fprintf(stderr, "picopay-agent: serve switch: for a payee with --sell-price and a meter\n");
       return false;
     }
   }
@@ -1815,6 +1931,7 @@ int agent_run(const Config& cfg) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  agent::refuse_sighup("picopay-agent", "the agent");  // no reload (docs/install.md)
   Agent a(cfg);
   return a.run();
 }

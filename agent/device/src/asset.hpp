@@ -22,6 +22,18 @@ inline const U256& user_balance(bool token, const ChannelState& c) {
 inline const U256& pending_user_deposit(bool token, const ChannelState& c) {
   return token ? c.pendingDepositTokenUser : c.pendingDepositWeiUser;
 }
+// `c` with the asset's fields in the wei fields (a token channel's history and reports
+// read one set of fields whatever the asset).
+inline ChannelState asset_view(bool token, ChannelState c) {
+  if (!token) return c;
+  c.balanceWeiHub = c.balanceTokenHub;
+  c.balanceWeiUser = c.balanceTokenUser;
+  c.pendingDepositWeiHub = c.pendingDepositTokenHub;
+  c.pendingDepositWeiUser = c.pendingDepositTokenUser;
+  c.pendingWithdrawalWeiHub = c.pendingWithdrawalTokenHub;
+  c.pendingWithdrawalWeiUser = c.pendingWithdrawalTokenUser;
+  return c;
+}
 inline const U256& sender_balance(bool token, const ThreadState& t) {
   return token ? t.balanceTokenSender : t.balanceWeiSender;
 }

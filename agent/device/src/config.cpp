@@ -95,6 +95,9 @@ void bind_settings(agent::Settings& s, CLI::App* app, Config& cfg, agent::KeyOpt
             "payee: each price list is valid S seconds (default 3600, re-published at S/2)");
   s.integer("--serve-margin", "serveMarginUnits", cfg.serve_margin_units, 0, 9000000000000000ULL,
             "payee with a meter: stop serving when payers are more than N Wh behind what it delivered (default 10)");
+  s.str("--serve-switch", "serveSwitch", cfg.serve_switch,
+        "payee with a meter: while not serving, switch the energy source off: tasmota:TOPIC (cmnd/TOPIC/POWER OFF) "
+        "or shelly:ID (Shelly Gen2 Switch.Set over ID/rpc); on again when the payers caught up");
   s.str("--max-price", "maxPrice", cfg.max_price_text,
         "payer with --pay-to: pay by the payee's signed price list, never above AMOUNT per Wh (replaces --price)");
   s.str("--exchange", "exchange.sell", cfg.exchange_text,

@@ -112,19 +112,31 @@ bool parse_command(const std::string& text, Command& c, std::string& err) {
   bool ok = true;
   const cJSON* op = cJSON_GetObjectItemCaseSensitive(o, "op");
   const cJSON* wei = cJSON_GetObjectItemCaseSensitive(o, "wei");
+  const cJSON* amount = cJSON_GetObjectItemCaseSensitive(o, "amount");
   const cJSON* to = cJSON_GetObjectItemCaseSensitive(o, "to");
-  if (!cJSON_IsString(op) || (std::strcmp(op->valuestring, "deposit") != 0 && std::strcmp(op->valuestring, "withdraw") != 0)) {
-    err = "op must be deposit or withdraw";
+  if (!cJSON_IsString(op) || (std::strcmp(op->valuestring, "deposit") != 0 && std::strcmp(op->valuestring, "withdraw") != 0 &&
+                              std::strcmp(op->valuestring, "exchange") != 0)) {
+    err = "op must be deposit, withdraw or exchange";
     ok = false;
   } else {
     c.op = op->valuestring;
   }
-  if (ok && cJSON_IsString(wei) && std::strcmp(wei->valuestring, "all") == 0 && c.op == "withdraw") {
+  if (ok && cJSON_IsString(amount) && !cJSON_IsString(wei)) {
+    c.amount = amount->valuestring;
+    if (c.amount.empty() || c.amount.size() > 100) {
+      err = "amount must be an amount in units (e.g. \"2.5 PPT\")";
+      ok = false;
+    }
+  } else if (ok && cJSON_IsString(wei) && std::strcmp(wei->valuestring, "all") == 0 && c.op == "withdraw") {
     c.all = true;
   } else if (ok && (!cJSON_IsString(wei) ||
                     u256_parse_decimal(wei->valuestring, std::strlen(wei->valuestring), c.wei) != Status::Ok ||
                     c.wei.is_zero())) {
     err = "wei must be a positive decimal amount";
+    ok = false;
+  }
+  if (ok && c.op == "exchange" && c.amount.empty()) {
+    err = "an exchange names the asset it sells: \"amount\":\"0.01 ETH\" or \"5 PPT\"";
     ok = false;
   }
   if (ok && cJSON_IsString(to)) {
@@ -165,6 +177,8 @@ std::string command_result_json(const CommandResult& r) {
   cJSON_AddBoolToObject(o, "ok", r.ok);
   cJSON_AddStringToObject(o, "op", r.op.c_str());
   cJSON_AddStringToObject(o, "wei", json::amount_text(r.wei).c_str());
+  if (!r.amount.empty()) cJSON_AddStringToObject(o, "amount", r.amount.c_str());
+  if (!r.asset.empty()) cJSON_AddStringToObject(o, "asset", r.asset.c_str());
   cJSON_AddNumberToObject(o, "txCountGlobal", static_cast<double>(r.txCountGlobal));
   if (!r.transaction.empty()) cJSON_AddStringToObject(o, "transaction", r.transaction.c_str());
   if (r.gasUsed) cJSON_AddNumberToObject(o, "gasUsed", static_cast<double>(r.gasUsed));
@@ -185,7 +199,10 @@ bool command_submit(const std::string& dir, Command& c, std::string& err) {
   c.id = id;
   cJSON* o = cJSON_CreateObject();
   cJSON_AddStringToObject(o, "op", c.op.c_str());
-  cJSON_AddStringToObject(o, "wei", c.all ? "all" : json::amount_text(c.wei).c_str());
+  if (!c.amount.empty())
+    cJSON_AddStringToObject(o, "amount", c.amount.c_str());
+  else
+    cJSON_AddStringToObject(o, "wei", c.all ? "all" : json::amount_text(c.wei).c_str());
   if (c.has_to) cJSON_AddStringToObject(o, "to", json::address_text(c.to).c_str());
   std::string text = json::print(o, false);
   cJSON_Delete(o);
@@ -258,6 +275,8 @@ bool command_wait(const std::string& dir, const std::string& id, int timeout_ms,
           (void)u256_parse_decimal(v->valuestring, std::strlen(v->valuestring), r.wei);
         if (auto* v = cJSON_GetObjectItemCaseSensitive(o, "txCountGlobal"); cJSON_IsNumber(v))
           r.txCountGlobal = static_cast<uint64_t>(v->valuedouble);
+        if (auto* v = cJSON_GetObjectItemCaseSensitive(o, "amount"); cJSON_IsString(v)) r.amount = v->valuestring;
+        if (auto* v = cJSON_GetObjectItemCaseSensitive(o, "asset"); cJSON_IsString(v)) r.asset = v->valuestring;
         if (auto* v = cJSON_GetObjectItemCaseSensitive(o, "transaction"); cJSON_IsString(v)) r.transaction = v->valuestring;
         if (auto* v = cJSON_GetObjectItemCaseSensitive(o, "error"); cJSON_IsString(v)) r.error = v->valuestring;
         if (auto* v = cJSON_GetObjectItemCaseSensitive(o, "gasUsed"); cJSON_IsNumber(v))

@@ -1,4 +1,5 @@
 // picopay-agent: see `picopay-agent --help`.
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -34,15 +35,16 @@ const char* kDescription =
     "(docs/mqtt-protocol.md). The state dir keeps the channel; every state is persisted\n"
     "before its signature leaves.\n"
     "Commands: run (the default), status (print the channel of --state-dir as JSON),\n"
-    "deposit, withdraw, withdraw-owed, history (docs/flows.md).";
+    "deposit, withdraw, exchange, withdraw-owed, history (docs/flows.md).";
 
 const char* kFooter =
     "Precedence: defaults < config file (--config; keys in brackets) < environment < command line.\n"
     "Unknown config keys and bad values are errors; relative paths in a config file resolve\n"
     "against its directory (docs/operations.md \"Config files\").\n"
-    "deposit / withdraw hand the command to the agent running on --state-dir (its command\n"
+    "deposit / withdraw / exchange hand the command to the agent running on --state-dir (its command\n"
     "inbox); with no agent running they connect themselves (same options as run), carry it\n"
     "out and exit. They print the result as JSON (gasUsed, elapsedMs) and exit 0 on success.\n"
+    "AMOUNT: whole base units of the channel's asset, or with its unit: \"0.01 ETH\", \"2.5 PPT\".\n"
     "stdin meter line protocol: 'wh <cumulative Wh>', 'kwh <cumulative kWh>', 'units <n>', 'quit';\n"
     "'#' comments. At end of input the agent pays what is due, closes its thread and exits.\n"
     "SIGINT/SIGTERM: pay what is due, close threads, exit (state is kept for a restart).\n"
@@ -71,7 +73,19 @@ bool read_password(Config& cfg) {
   return true;
 }
 
-// deposit / withdraw: through the running agent's inbox, or one-shot when none runs.
+// "2.5 PPT", "0.01 ETH": a number, one space, a unit (the agent checks the unit against
+// its channel's asset, units.hpp).
+bool amount_in_units(const std::string& s) {
+  const size_t sp = s.find(' ');
+  if (sp == 0 || sp == std::string::npos || sp + 1 >= s.size() || s.size() > 100) return false;
+  for (size_t i = 0; i < sp; ++i)
+    if (!((s[i] >= '0' && s[i] <= '9') || s[i] == '.')) return false;
+  for (size_t i = sp + 1; i < s.size(); ++i)
+    if (!std::isalnum(static_cast<unsigned char>(s[i]))) return false;
+  return true;
+}
+
+// deposit / withdraw / exchange: through the running agent's inbox, or one-shot when none runs.
 int run_command(Config cfg, Command& c) {
   std::string err;
   const bool alone = state_dir_lock(cfg.state_dir, err);
@@ -113,23 +127,30 @@ int withdraw_owed(const Config& cfg, const Address* to) {
     return 1;
   }
   chain::ChannelManagerClient cm(w, cfg.contract);
-  cm.require_channel_manager();
+  // The contract must be a ChannelManager (of --hub when given): checked before the
+  // transaction. What it credited instead of pushing: wei and tokens (docs/chain.md).
+  if (cfg.has_hub) cm.require_hub(cfg.hub);
+  else cm.require_channel_manager();
   auto owed = cm.owed_wei(w.address());
-  if (!owed) {
-    std::fprintf(stderr, "picopay-agent: %s\n", owed.error().to_string().c_str());
+  auto owed_tok = owed ? cm.owed_tokens(w.address()) : chain::Result<U256>(owed.error());
+  if (!owed || !owed_tok) {
+    std::fprintf(stderr, "picopay-agent: %s\n", (!owed ? owed : owed_tok).error().to_string().c_str());
     return 1;
   }
-  if (owed->is_zero()) {
-    std::printf("{\"ok\":true,\"owedWei\":\"0\",\"note\":\"nothing owed\"}\n");
+  if (owed->is_zero() && owed_tok->is_zero()) {
+    std::printf("{\"ok\":true,\"owedWei\":\"0\",\"owedTokens\":\"0\",\"note\":\"nothing owed\"}\n");
     return 0;
   }
   auto rc = to ? cm.withdraw_owed_to(*to) : cm.withdraw_owed();
   if (!rc) {
-    std::fprintf(stderr, "picopay-agent: withdrawOwed: %s\n", rc.error().to_string().c_str());
+    std::fprintf(stderr, "picopay-agent: withdrawOwed%s: %s (the credit stays: %s wei, %s token base units)\n",
+                 to ? "To" : "", rc.error().to_string().c_str(), json::amount_text(*owed).c_str(),
+                 json::amount_text(*owed_tok).c_str());
     return 1;
   }
-  std::printf("{\"ok\":true,\"owedWei\":\"%s\",\"transaction\":\"%s\",\"gasUsed\":%llu}\n",
-              json::amount_text(*owed).c_str(), json::hash_text(rc->transactionHash).c_str(),
+  std::printf("{\"ok\":true,\"owedWei\":\"%s\",\"owedTokens\":\"%s\",\"to\":\"%s\",\"transaction\":\"%s\",\"gasUsed\":%llu}\n",
+              json::amount_text(*owed).c_str(), json::amount_text(*owed_tok).c_str(),
+              json::address_text(to ? *to : w.address()).c_str(), json::hash_text(rc->transactionHash).c_str(),
               static_cast<unsigned long long>(rc->gasUsed));
   return 0;
 }
@@ -164,12 +185,16 @@ int agent_main(int argc, char** argv) {
     agent::add_address(*sub, "--to", to, "the recipient (default: the device's own address)", &has_to);
   };
   CLI::App* deposit =
-      app.add_subcommand("deposit", "top up the channel by AMOUNT wei (through the running agent, or one-shot)");
-  deposit->add_option("amount", amount_arg, "wei")->type_name("AMOUNT");
+      app.add_subcommand("deposit", "top up the channel by AMOUNT (through the running agent, or one-shot)");
+  deposit->add_option("amount", amount_arg, "base units (wei, or token base units), or units: \"2.5 PPT\", \"0.01 ETH\"")
+      ->type_name("AMOUNT");
   add_to(deposit);  // refused below with a clear line
-  CLI::App* withdraw = app.add_subcommand("withdraw", "cooperative withdrawal of AMOUNT wei or all; the channel stays open");
-  withdraw->add_option("amount", amount_arg, "wei, or all")->type_name("AMOUNT|all");
+  CLI::App* withdraw = app.add_subcommand("withdraw", "cooperative withdrawal of AMOUNT or all; the channel stays open");
+  withdraw->add_option("amount", amount_arg, "base units, units (\"1 PPT\"), or all")->type_name("AMOUNT|all");
   add_to(withdraw);
+  CLI::App* exchange = app.add_subcommand(
+      "exchange", "exchange AMOUNT (\"0.01 ETH\" or \"5 PPT\") at the hub's published rate, within the tolerance");
+  exchange->add_option("amount", amount_arg, "the amount sold, in units: \"0.01 ETH\" or \"5 PPT\"")->type_name("AMOUNT");
   CLI::App* withdraw_owed_cmd = app.add_subcommand(
       "withdraw-owed", "collect payouts the contract credited (needs --rpc, --contract and a key)");
   add_to(withdraw_owed_cmd);
@@ -177,7 +202,7 @@ int agent_main(int argc, char** argv) {
   bool hist_json = false, hist_csv = false;
   history->add_flag("--json", hist_json, "JSON output");
   history->add_flag("--csv", hist_csv, "CSV output");
-  app.add_option("--wait", cfg.wait_seconds, "deposit, withdraw: wait this long for the result (default 180)")
+  app.add_option("--wait", cfg.wait_seconds, "deposit, withdraw, exchange: wait this long for the result (default 180)")
       ->check(CLI::Range(1, 2147483))
       ->type_name("SECONDS");
   (void)run;
@@ -201,16 +226,25 @@ int agent_main(int argc, char** argv) {
     std::fputs(history_format(h, hist_csv ? "csv" : hist_json ? "json" : "table").c_str(), stdout);
     return 0;
   }
-  if (deposit->parsed() || withdraw->parsed()) {
+  if (deposit->parsed() || withdraw->parsed() || exchange->parsed()) {
     Command c;
-    c.op = deposit->parsed() ? "deposit" : "withdraw";
+    c.op = deposit->parsed() ? "deposit" : withdraw->parsed() ? "withdraw" : "exchange";
     if (amount_arg.empty())
-      return usage_error(c.op + " needs an amount in wei" + (c.op == "withdraw" ? " or all" : ""));
+      return usage_error(c.op + " needs an amount" + (c.op == "withdraw" ? " or all" : ""));
     if (has_to && c.op != "withdraw") return usage_error("--to is for withdraw");
     if (withdraw->parsed() && amount_arg == "all") {
       c.all = true;
-    } else if (!parse_amount_text(amount_arg, c.wei) || c.wei.is_zero()) {
-      return usage_error(c.op + ": the amount must be a positive decimal number of wei");
+    } else if (c.op != "exchange" && amount_arg.find_first_not_of("0123456789") == std::string::npos &&
+               parse_amount_text(amount_arg, c.wei)) {
+      // Whole base units of the channel's asset; an amount with a unit is read by the
+      // agent, which knows the asset (a PPT channel refuses "0.01 ETH").
+      if (c.wei.is_zero()) return usage_error(c.op + ": the amount must be positive");
+    } else if (amount_in_units(amount_arg)) {
+      c.amount = amount_arg;  // read by the agent in its channel's asset (units.hpp)
+    } else {
+      return usage_error(c.op + ": the amount must be " +
+                         (c.op == "exchange" ? std::string("a number and a unit (\"0.01 ETH\", \"5 PPT\")")
+                                             : std::string("a positive number of base units or a number and a unit (\"2.5 PPT\")")));
     }
     c.has_to = has_to;
     c.to = to;

@@ -60,9 +60,11 @@ void TowerClient::run(const SignedChannelState& c, const std::vector<SignedThrea
     }
   }
   if (acked_tx_ == 0) return;  // the tower takes threads only of a channel it holds
+  release_closed(c, incoming, now_ms, force, pub, log);
   for (const SignedThreadState& latest : incoming) {
     if (!latest.hasSigA || latest.state.receiver != user_ || latest.state.txCount == 0) continue;
     ThreadMark& m = threads_[std::make_tuple(key_of(latest.state.sender), latest.state.threadId)];
+    m.sender = latest.state.sender;
     if (latest.state.txCount <= m.acked_tx) continue;
     const bool newer = latest.state.txCount > m.handed_tx;
     const bool due = newer ? (force || now_ms >= m.handed_ms + interval_ms_) : now_ms >= m.handed_ms + 5 * interval_ms_;
@@ -78,6 +80,43 @@ void TowerClient::run(const SignedChannelState& c, const std::vector<SignedThrea
     m.handed_tx = latest.state.txCount;
     m.handed_hash = thread_hash(latest.state);
     m.handed_ms = now_ms;
+  }
+}
+
+void TowerClient::release_closed(const SignedChannelState& c, const std::vector<SignedThreadState>& incoming,
+                                 uint64_t now_ms, bool force, const Publish& pub, const Log& log) {
+  for (auto it = threads_.begin(); it != threads_.end();) {
+    ThreadMark& m = it->second;
+    const uint64_t threadId = std::get<1>(it->first);
+    bool open = false;
+    for (const SignedThreadState& t : incoming) open = open || (t.state.threadId == threadId && t.state.sender == m.sender);
+    if (open) {
+      ++it;
+      continue;
+    }
+    if (m.handed_tx == 0) {  // never handed: the tower holds nothing of it
+      it = threads_.erase(it);
+      continue;
+    }
+    if (!m.closed) {
+      // The channel state that closed it (or a later one): the thread is safe to release
+      // once the tower holds that state, since an exit with it no longer has the thread.
+      m.closed = true;
+      m.closed_at_tx = c.state.txCountGlobal;
+    }
+    const bool due = acked_tx_ >= m.closed_at_tx &&
+                     (m.release_ms == 0 || force || now_ms >= m.release_ms + 5 * interval_ms_);
+    ++it;
+    if (!due) continue;
+    tower::ThreadRelease r;
+    std::vector<uint8_t> wire;
+    if (tower::make_thread_release(contract_, m.sender, threadId, key_, signer_, r) != Status::Ok ||
+        tower::encode_thread_release(r, wire) != Status::Ok) {
+      log(true, "tower: cannot build a thread release");
+      continue;
+    }
+    pub(tower::topic_thread(tower_, user_), wire);
+    m.release_ms = now_ms == 0 ? 1 : now_ms;
   }
 }
 
@@ -110,9 +149,19 @@ bool TowerClient::on_message(const std::string& topic, const std::vector<uint8_t
   }
   // A thread ack names the threadId (in its signature) but not the sender: it is ours if
   // it verifies for a thread we handed and names the state we handed (its hash).
-  for (auto& kv : threads_) {
+  for (auto it = threads_.begin(); it != threads_.end(); ++it) {
+    auto& kv = *it;
     const uint64_t threadId = std::get<1>(kv.first);
     if (tower::verify_thread_ack(a, contract_, tower_, user_, threadId, signer_) != Status::Ok) continue;
+    if (a.result == tower::AckResult::Released) {
+      // Signed over (threadId, 0, zero hash): the tower holds nothing for this thread.
+      // Only a thread we are releasing is forgotten; the same threadId of another sender
+      // that is still open keeps its mark.
+      if (!kv.second.closed || kv.second.release_ms == 0) continue;
+      log(false, "tower released thread " + std::get<0>(kv.first) + "/" + std::to_string(threadId));
+      threads_.erase(it);
+      return true;
+    }
     if (a.result == tower::AckResult::Refused) {
       log(true, std::string("tower refused a thread state: ") + status_message(a.reason));
       return true;

@@ -33,7 +33,13 @@ bool ChainWorker::open(std::string& err) {
     err = "chain: " + st.error().to_string();
     return false;
   }
+  // The contract must be this hub's ChannelManager: checked now and before each transaction.
+  if (auto chk = chain::check_channel_manager(*rpc_, o_.contract, &o_.hub); !chk) {
+    err = "chain: " + chk.error().message;
+    return false;
+  }
   cm_ = std::make_unique<chain::ChannelManagerClient>(*wallet_, o_.contract);
+  cm_->require_hub(o_.hub);
   poller_ = std::make_unique<chain::EventPoller>(*rpc_, o_.contract, o_.confirmations, o_.event_state);
   auto ls = poller_->load();
   if (!ls.ok()) logf("warn", "watchtower: event state: " + ls.error().to_string());

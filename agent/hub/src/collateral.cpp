@@ -42,7 +42,9 @@ bool Hub::hub_withdrawal(const ChannelUpdate& u) {
 void Hub::note_activity(Chan& ch, const ChannelUpdate& u) {
   const uint64_t now = steady_ms();
   ch.active_ms = now;
-  if (u.reason == UpdateReason::ProposePendingDeposit && !u.deposit.depositWeiHub.is_zero()) ch.collateralized = true;
+  if (u.reason == UpdateReason::ProposePendingDeposit &&
+      (!u.deposit.depositWeiHub.is_zero() || !u.deposit.depositTokenHub.is_zero()))
+    ch.collateralized = true;
   const ThreadState& t = u.thread.thread.state;
   if (u.reason == UpdateReason::CloseThread && t.receiver == ch.user && !t.balanceWeiReceiver.is_zero()) {
     if (!ch.flow) ch.flow = std::make_unique<Chan::PayeeFlow>();
@@ -153,7 +155,7 @@ void Hub::collateral_round() {
     // Only collateral: hub balance in channels the hub funded (a payer's channel holds
     // what the payer paid; the hub leaves it there).
     if (!ch.collateralized || now - ch.active_ms < cfg_.collateral_idle_seconds * 1000) continue;
-    if (s.balanceWeiHub.is_zero() || channel_has_pending(s) || !ch.requests.empty() || !ch.future.empty()) continue;
+    if ((s.balanceWeiHub.is_zero() && s.balanceTokenHub.is_zero()) || channel_has_pending(s) || !ch.requests.empty() || !ch.future.empty()) continue;
     if (chain_refusal(ch, channel_update_make(UpdateReason::ProposePendingWithdrawal)) != Status::Ok) continue;
     bool job = false;
     for (const auto& j : deposit_jobs_) job = job || j.user == ch.user;
@@ -167,9 +169,11 @@ void Hub::collateral_round() {
           ChannelUpdate p = channel_update_make(UpdateReason::ProposePendingWithdrawal);
           p.withdrawal.recipient = ch->user;  // a hub-only withdrawal names the user (docs/signing-policy.md)
           p.withdrawal.withdrawalWeiHub = s.balanceWeiHub;
+          p.withdrawal.withdrawalTokenHub = s.balanceTokenHub;  // token collateral too (docs/tokens.md)
           p.withdrawal.timeout = static_cast<uint64_t>(std::time(nullptr)) + 3600;  // set again when sent
           logf("info", ch->key + ": idle for " + std::to_string((now - ch->active_ms) / 1000) + " s: taking back " +
-                           json::amount_text(s.balanceWeiHub) + " wei of hub balance to the reserve");
+                           json::amount_text(s.balanceWeiHub) + " wei and " + json::amount_text(s.balanceTokenHub) +
+                           " token base units of hub balance to the reserve");
           ch->active_ms = now;  // once per idle period
           add_request(*ch, p);
           if (!tx_failed_) pump(*ch, outs);

@@ -19,9 +19,10 @@ picopay/v1/user/<user>/reply ; sends HubRequests (signed; the user proposes what
 picopay/v1/user/<user>/request and reads RequestNacks on picopay/v1/hub/<hub>/channel/<user>/reply ; retained status on
 picopay/v1/hub/<hub>/status/<user> and picopay/v1/hub/<hub>/status (Last Will "offline").
 A config file holding hub.privateKey or broker.password must be mode 0600 (refused otherwise).
-Signals: SIGINT/SIGTERM stop the hub cleanly; SIGHUP is ignored with a log line (no reload:
-restart to apply a new config). Under systemd (Type=notify) READY=1 is sent once serving.
-Exit: 0 after SIGINT/SIGTERM, 2 on a configuration error, 3 on a fatal store error.
+Signals: SIGINT/SIGTERM stop the hub cleanly; SIGHUP rereads --exchange-rate-file (nothing else
+is reloaded: restart to apply a new config). Under systemd (Type=notify) READY=1 is sent once serving.
+Exit: 0 after SIGINT/SIGTERM, 2 on a configuration error, 3 on a fatal store error (also a PostgreSQL
+ledger unreachable at start; nothing of the batch in flight was released: restart, docs/postgresql-ha.md).
 )";
 
 // Declares every hub setting once: flag, config key, type, help (agent/common settings.hpp).
@@ -94,6 +95,10 @@ struct HubOptions {
           "hub holds in that channel beyond its thread mirrors");
     s.integer("--exchange-rate-time", "exchange.rateTime", c.exchange_rate_time, 0, 9007199254740992ULL,
               "Unix seconds the rate was set (default: start)");
+    s.str("--exchange-rate-file", "exchange.rateFile", c.exchange_rate_file,
+          "a file holding the rate, \"TOKENS_PER_WEI [UNIX_TIME]\" (the time defaults to when the hub read it), "
+          "owned by the hub's account or root and not writable by group or others; read at start and again when it changes or on "
+          "SIGHUP, and published at once; overrides --exchange-rate (docs/tokens.md)");
     s.flag("--dev-skip-chain-checks", "devSkipChainChecks", c.dev_skip_chain_checks,
            "TESTS/DEV ONLY: countersign ConfirmPending without checking the chain");
     s.group("Monitoring");

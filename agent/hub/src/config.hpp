@@ -58,6 +58,10 @@ struct Config {
   // exchange_rate_time (Unix seconds; 0 = when the hub started), within 2 % and 24 h
   std::string exchange_rate = "0";
   uint64_t exchange_rate_time = 0;
+  // a file holding the rate ("TOKENS_PER_WEI [UNIX_TIME]"), read at start and again when
+  // it changes (checked every 2 s) or on SIGHUP: the new rate is published at once
+  // (agent/hub rate.cpp, docs/tokens.md); empty = the rate above, fixed
+  std::string exchange_rate_file;
   // tests/dev only: accept ConfirmPending without checking the chain (no rpc needed)
   bool dev_skip_chain_checks = false;
   int watchtower_interval_s = 5;

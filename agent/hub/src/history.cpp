@@ -42,6 +42,13 @@ static agent::HistoryEntry history_entry_of(const Ledger::HistoryRow& h) {
   return e;
 }
 
+namespace {
+// A channel may hold ETH and the contract's token: an event is classified by either
+// asset, and its amount is the wei, or the token base units when it moved no wei.
+bool nz(const U256& wei, const U256& token) { return !wei.is_zero() || !token.is_zero(); }
+const U256& pick(const U256& wei, const U256& token) { return wei.is_zero() ? token : wei; }
+}  // namespace
+
 // What a countersigned update moved, from the hub's side of the user's channel.
 agent::HistoryEntry Hub::history_entry(const ChannelState& prev, const ChannelState& next, const ChannelUpdate& u) {
   agent::HistoryEntry e;
@@ -55,35 +62,38 @@ agent::HistoryEntry Hub::history_entry(const ChannelState& prev, const ChannelSt
   switch (u.reason) {
     case UpdateReason::Payment:
       e.event = "payment";
-      e.wei = u.payment.amountWei;
+      e.wei = pick(u.payment.amountWei, u.payment.amountToken);
       break;
     case UpdateReason::ProposePendingDeposit:
-      e.event = next.pendingDepositWeiUser.is_zero() ? "collateral-proposed" : "deposit-proposed";
-      e.wei = next.pendingDepositWeiUser.is_zero() ? next.pendingDepositWeiHub : next.pendingDepositWeiUser;
+      e.event = nz(next.pendingDepositWeiUser, next.pendingDepositTokenUser) ? "deposit-proposed" : "collateral-proposed";
+      e.wei = nz(next.pendingDepositWeiUser, next.pendingDepositTokenUser) ? pick(next.pendingDepositWeiUser, next.pendingDepositTokenUser)
+                                                                          : pick(next.pendingDepositWeiHub, next.pendingDepositTokenHub);
       break;
     case UpdateReason::ProposePendingWithdrawal:
-      e.event = next.pendingWithdrawalWeiUser.is_zero() ? "collateral-reclaim-proposed" : "withdrawal-proposed";
-      e.wei = next.pendingWithdrawalWeiUser.is_zero() ? next.pendingWithdrawalWeiHub : next.pendingWithdrawalWeiUser;
-      if (!next.pendingWithdrawalWeiUser.is_zero()) {
+      e.event = nz(next.pendingWithdrawalWeiUser, next.pendingWithdrawalTokenUser) ? "withdrawal-proposed" : "collateral-reclaim-proposed";
+      e.wei = nz(next.pendingWithdrawalWeiUser, next.pendingWithdrawalTokenUser)
+                  ? pick(next.pendingWithdrawalWeiUser, next.pendingWithdrawalTokenUser)
+                  : pick(next.pendingWithdrawalWeiHub, next.pendingWithdrawalTokenHub);
+      if (nz(next.pendingWithdrawalWeiUser, next.pendingWithdrawalTokenUser)) {
         e.has_counterparty = true;
         e.counterparty = next.recipient;
       }
       break;
     case UpdateReason::ConfirmPending:
-      if (!prev.pendingDepositWeiUser.is_zero()) {
+      if (nz(prev.pendingDepositWeiUser, prev.pendingDepositTokenUser)) {
         e.event = "deposit-confirmed";
-        e.wei = prev.pendingDepositWeiUser;
-      } else if (!prev.pendingWithdrawalWeiUser.is_zero()) {
+        e.wei = pick(prev.pendingDepositWeiUser, prev.pendingDepositTokenUser);
+      } else if (nz(prev.pendingWithdrawalWeiUser, prev.pendingWithdrawalTokenUser)) {
         e.event = "withdrawal-confirmed";
-        e.wei = prev.pendingWithdrawalWeiUser;
+        e.wei = pick(prev.pendingWithdrawalWeiUser, prev.pendingWithdrawalTokenUser);
         e.has_counterparty = true;
         e.counterparty = prev.recipient;
-      } else if (!prev.pendingDepositWeiHub.is_zero()) {
+      } else if (nz(prev.pendingDepositWeiHub, prev.pendingDepositTokenHub)) {
         e.event = "collateral";
-        e.wei = prev.pendingDepositWeiHub;
-      } else if (!prev.pendingWithdrawalWeiHub.is_zero()) {
+        e.wei = pick(prev.pendingDepositWeiHub, prev.pendingDepositTokenHub);
+      } else if (nz(prev.pendingWithdrawalWeiHub, prev.pendingWithdrawalTokenHub)) {
         e.event = "collateral-reclaimed";
-        e.wei = prev.pendingWithdrawalWeiHub;
+        e.wei = pick(prev.pendingWithdrawalWeiHub, prev.pendingWithdrawalTokenHub);
       } else {
         e.event = "confirm";
       }
@@ -91,7 +101,7 @@ agent::HistoryEntry Hub::history_entry(const ChannelState& prev, const ChannelSt
       break;
     case UpdateReason::OpenThread:
       e.event = "thread-open";
-      e.wei = t.balanceWeiSender;
+      e.wei = pick(t.balanceWeiSender, t.balanceTokenSender);
       e.has_counterparty = true;
       e.counterparty = t.sender == next.user ? t.receiver : t.sender;
       e.threadId = t.threadId;
@@ -99,7 +109,7 @@ agent::HistoryEntry Hub::history_entry(const ChannelState& prev, const ChannelSt
     case UpdateReason::CloseThread:
       // Counted in the running totals: what went through the thread to the payee.
       e.event = "thread-settled";
-      e.wei = t.balanceWeiReceiver;
+      e.wei = pick(t.balanceWeiReceiver, t.balanceTokenReceiver);
       e.has_counterparty = true;
       e.counterparty = t.sender == next.user ? t.receiver : t.sender;
       e.threadId = t.threadId;

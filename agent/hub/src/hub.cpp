@@ -111,6 +111,7 @@ bool Hub::prepare(std::string& err) {
     rate_.known = !r.is_zero();
     rate_.tokensPerWei = r;
     rate_.time = cfg_.exchange_rate_time != 0 ? cfg_.exchange_rate_time : unix_now();
+    if (!cfg_.exchange_rate_file.empty() && !rate_file_load(true, err)) return false;  // rate.cpp
   }
   {
     unsigned n = cfg_.verify_threads >= 0 ? static_cast<unsigned>(cfg_.verify_threads)
@@ -118,9 +119,20 @@ bool Hub::prepare(std::string& err) {
     pool_ = std::make_unique<ParallelAcceptor>(n, key_, hub_);
   }
   if (const char* c = std::getenv("PICOPAY_HUB_CRASH_AT")) crash_at_ = c;
-  if (!ok(Ledger::open(cfg_.store.empty() ? "sqlite:" + cfg_.db : cfg_.store, ledger_), err)) return false;
-  if (!ok(ledger_->list_request_users(recover_users_), err)) return false;
+  if (!ok(pg_transient(Ledger::open(cfg_.store.empty() ? "sqlite:" + cfg_.db : cfg_.store, ledger_)), err))
+    return false;
+  if (!ok(pg_transient(ledger_->list_request_users(recover_users_)), err)) return false;
   return true;
+}
+
+// A PostgreSQL server that cannot be reached or drops the connection at start (a failover
+// in progress: no node accepts read-write yet) is a store error, not a configuration one:
+// fatal() tells main to exit 3, which the shipped systemd unit restarts (docs/postgresql-ha.md).
+LedgerStatus Hub::pg_transient(LedgerStatus s) {
+  if (!s.ok() && (s.code == LedgerCode::Unavailable || s.code == LedgerCode::Io) &&
+      (cfg_.store.rfind("postgresql://", 0) == 0 || cfg_.store.rfind("postgres://", 0) == 0))
+    fatal_.store(true);
+  return s;
 }
 
 bool Hub::open_engine(ChainPort* chain, Sink sink, std::string& err) {
@@ -174,7 +186,7 @@ bool Hub::start(std::string& err) {
     logf("info", "chain: " + cfg_.rpc_url + ", watchtower on");
   } else {
     std::vector<std::pair<std::string, Bytes>> deps;
-    if (!ok(ledger_->list_deposits(deps), err)) return false;
+    if (!ok(pg_transient(ledger_->list_deposits(deps)), err)) return false;
     if (!deps.empty())
       logf("warn", std::to_string(deps.size()) +
                        " countersigned collateral deposit(s) stored; without --rpc-url they wait (not sent)");
@@ -193,6 +205,7 @@ bool Hub::start(std::string& err) {
   o.will_topic = mqtt::topic_hub_online(hub_);
   o.will_payload = "{\"state\":\"offline\"}";
   o.will_retain = true;
+  o.claim_client_id = true;  // a second hub with this client id: a clear fatal error (client.hpp)
   o.receive_maximum = 65535;  // absorb bursts from many devices: the shipped broker queues at most 1000 messages per client
   mqtt_ = std::make_unique<mqtt::Client>(o);
   mqtt_->on_message([this](const mqtt::Message& m) { on_message(m); });
@@ -274,6 +287,7 @@ void Hub::worker() {
     if (fatal_.load()) return;
     request_timers();
     collateral_round();
+    rate_round();
     flush_status(false);
     evict();
   }

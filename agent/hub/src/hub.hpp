@@ -78,6 +78,9 @@ class LazyMap {
 
 // `picopay-hub history ...` (history.cpp): prints a user's history from the store.
 int history_main(int argc, char** argv);
+// From a SIGHUP handler (async-signal-safe): the hub rereads its exchange rate file on its
+// next round (rate.cpp).
+void rate_reload_request();
 // The history table's row of an entry (history.cpp).
 Ledger::HistoryRow history_row(const agent::HistoryEntry& e);
 
@@ -262,6 +265,13 @@ class Hub {
   bool in_transaction(const std::function<void()>& body);
   // Publishes the exchange rate, signed, retained (rate.cpp; docs/tokens.md).
   void publish_rate();
+  // --exchange-rate-file: reread when it changed (every 2 s) or after SIGHUP; a new rate
+  // replaces rate_ and is published (rate.cpp). False with `err` on a bad file at start.
+  bool rate_file_load(bool at_start, std::string& err);
+  void rate_round();
+  int64_t rate_file_mtime_ns_ = -1;
+  std::mutex rate_mu_;  // rate_ is written by the loop, read by publish_rate() on the MQTT thread
+  uint64_t last_rate_round_ms_ = 0;
   void publish_status(Chan& ch);
   // Publishes the retained status of channels changed since their last publish, at most
   // once per kStatusInterval per channel (all of them if `all`): a status message per
@@ -357,6 +367,9 @@ class Hub {
   Sink sink_;  // engine tests: instead of MQTT
   // start() and open_engine(): the key, the config's amounts, the ledger.
   bool prepare(std::string& err);
+  // A ledger error at start that a restart may cure (PostgreSQL unreachable): sets fatal_
+  // (main exits 3); returns `s`.
+  LedgerStatus pg_transient(LedgerStatus s);
   // A collateral deposit the payee countersigned (stored in the deposits table with the
   // countersignature, in the transaction of the countersignature): posted to the chain
   // worker after COMMIT, which checks the chain, calls hubAuthorizedUpdate if the deposit

@@ -5,33 +5,26 @@
 #include <cstring>
 
 #include <unistd.h>
-#ifdef PICOPAY_HAVE_SYSTEMD
-#include <systemd/sd-daemon.h>
-#endif
 
 #include "config.hpp"
 #include "hub.hpp"
 #include "picopay/agent/install.hpp"
 #include "picopay/agent/options.hpp"
+#include "picopay/agent/service.hpp"
 #include "picopay/hex.hpp"
 #include "picopay/keyfile.hpp"
 
 namespace {
 std::atomic<bool> g_quit{false};
 void on_signal(int) { g_quit.store(true); }
-// No reload: a documented refusal (docs/install.md) instead of dying on SIGHUP.
-void on_sighup(int) {
-  static const char kMsg[] = "picopay-hub: SIGHUP ignored: no reload, restart the hub to apply a new config\n";
-  ssize_t n = ::write(STDERR_FILENO, kMsg, sizeof kMsg - 1);
+// SIGHUP with --exchange-rate-file: reread it (rate.cpp); nothing else is reloaded.
+// Without one, SIGHUP is refused with one line (agent::refuse_sighup, docs/install.md).
+void on_sighup_rate(int) {
+  static const char kRate[] =
+      "picopay-hub: SIGHUP: rereading the exchange rate file (nothing else is reloaded: restart to apply a new config)\n";
+  ssize_t n = ::write(STDERR_FILENO, kRate, sizeof kRate - 1);
   (void)n;
-}
-// systemd's notify protocol (Type=notify); a no-op when not started by systemd.
-void notify(const char* state) {
-#ifdef PICOPAY_HAVE_SYSTEMD
-  sd_notify(0, state);
-#else
-  (void)state;
-#endif
+  picopay::hub::rate_reload_request();
 }
 }  // namespace
 
@@ -60,17 +53,18 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   std::signal(SIGPIPE, SIG_IGN);
-  std::signal(SIGHUP, on_sighup);
+  if (!cfg.exchange_rate_file.empty()) std::signal(SIGHUP, on_sighup_rate);
+  else picopay::agent::refuse_sighup("picopay-hub", "the hub");  // no reload: a documented refusal
   picopay::hub::Hub hub(cfg, key);
   picopay::secure_wipe(&key, sizeof key);
   if (!hub.start(err)) {
     std::fprintf(stderr, "picopay-hub: %s\n", err.c_str());
-    return 2;
+    return hub.fatal() ? 3 : 2;  // 3: the PostgreSQL ledger unreachable (a restart may find it)
   }
-  notify("READY=1\nSTATUS=serving");
+  picopay::agent::service_notify("READY=1\nSTATUS=serving");
   hub.wait_until_stopped(g_quit);
   bool fatal = hub.fatal();
-  notify("STOPPING=1");
+  picopay::agent::service_notify("STOPPING=1");
   hub.stop();
   return fatal ? 3 : 0;
 }

@@ -6,9 +6,15 @@
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 
+#include <unistd.h>
+
+#include <cctype>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <mutex>
+#include <random>
 
 namespace picopay::mqtt {
 
@@ -20,6 +26,28 @@ int sub_options(const std::string& filter) {
   return topic_never_retained(filter) ? MQTT_SUB_OPT_SEND_RETAIN_NEVER : 0;
 }
 
+// A random instance nonce: 16 bytes from the OS (std::random_device reads getrandom or
+// /dev/urandom on Linux), as 32 hex digits.
+std::string random_instance() {
+  std::random_device rd;
+  std::string out;
+  char b[9];
+  for (int i = 0; i < 4; ++i) {
+    std::snprintf(b, sizeof b, "%08x", static_cast<unsigned>(rd()));
+    out += b;
+  }
+  return out;
+}
+
+// The value of "<key>":"..." in a claim payload ("" if absent).
+std::string claim_field(const std::string& p, const char* key) {
+  const std::string k = std::string("\"") + key + "\":\"";
+  const size_t at = p.find(k);
+  if (at == std::string::npos) return "";
+  const size_t b = at + k.size(), e = p.find('"', b);
+  return e == std::string::npos ? "" : p.substr(b, e - b);
+}
+
 std::string mosq_error(int rc) {
   if (rc == MOSQ_ERR_ERRNO) return std::string("system error: ") + mosquitto_strerror(rc);
   return mosquitto_strerror(rc);
@@ -27,6 +55,8 @@ std::string mosq_error(int rc) {
 }  // namespace
 
 struct ClientCallbacks {
+  static struct mosquitto* mosq_of(Client* c) { return c->mosq_; }
+
   static void on_connect(struct mosquitto* m, void* obj, int rc, int flags, const mosquitto_property*) {
     auto* c = static_cast<Client*>(obj);
     if (rc != 0) {
@@ -51,14 +81,63 @@ struct ClientCallbacks {
     // us, harmless otherwise (the same filter and options replace the old ones).
     for (auto& s : subs)
       mosquitto_subscribe_v5(m, nullptr, s.first.c_str(), s.second, sub_options(s.first), nullptr);
+    bool defer = false, publish = false;
     {
       std::lock_guard<std::mutex> lk(c->mu_);
       c->refused_ = 0;
+      if (!c->claim_topic_.empty()) {
+        if (!c->claim_seen_own_) {
+          // First connect (or our claim never came back): claim now; a claim already
+          // there is the previous holder's and arrives before our own.
+          c->claim_ = Client::Claim::Publishing;
+          publish = true;
+        } else {
+          // A reconnect: read the retained claim before claiming or serving.
+          c->claim_ = Client::Claim::Verifying;
+          c->claim_session_present_ = session_present;
+          c->claim_deadline_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(c->opts_.claim_wait_ms);
+          defer = true;
+        }
+      }
     }
+    if (publish) c->publish_claim();
     c->connects_.fetch_add(1);
     c->connected_.store(true);
     c->cv_.notify_all();
-    if (c->on_connect_) c->on_connect_(session_present);
+    if (!defer && c->on_connect_) c->on_connect_(session_present);
+  }
+
+  // A message on our claim topic (never passed to the message handler).
+  static void on_claim(struct mosquitto* m, Client* c, const struct mosquitto_message* msg) {
+    const std::string p = msg->payloadlen > 0 ? std::string(static_cast<const char*>(msg->payload),
+                                                            static_cast<size_t>(msg->payloadlen))
+                                              : std::string();
+    const std::string inst = claim_field(p, "instance");
+    if (inst.empty()) return;  // cleared, or not a claim: nothing to compare
+    bool fire = false, session_present = false;
+    {
+      std::lock_guard<std::mutex> lk(c->mu_);
+      if (inst == c->instance_) {
+        c->claim_seen_own_ = true;
+        if (c->claim_ == Client::Claim::Verifying) {
+          fire = true;
+          session_present = c->claim_session_present_;
+        }
+        c->claim_ = Client::Claim::Held;
+      } else if (c->claim_ == Client::Claim::Publishing) {
+        return;  // delivered before our own claim: the previous holder's
+      } else {
+        c->taken_over_.store(true);
+        c->last_error_ = "client id '" + c->opts_.client_id + "' is in use by another process (the claim on " +
+                         c->claim_topic_ + " names instance " + inst + " pid " + claim_field(p, "pid") + " on " +
+                         claim_field(p, "host") + "; this process is instance " + c->instance_ + ")";
+      }
+    }
+    if (c->taken_over_.load()) {
+      mosquitto_disconnect_v5(m, 0, nullptr);  // normal disconnect: no Last Will
+      return;
+    }
+    if (fire && c->on_connect_) c->on_connect_(session_present);
   }
 
   // `rc` is a v5 DISCONNECT reason code the broker sent (>= 0x80), or a libmosquitto
@@ -83,6 +162,7 @@ struct ClientCallbacks {
   static void on_message(struct mosquitto*, void* obj, const struct mosquitto_message* msg,
                          const mosquitto_property* props) {
     auto* c = static_cast<Client*>(obj);
+    if (!c->claim_topic_.empty() && msg->topic && c->claim_topic_ == msg->topic) return on_claim(mosq_of(c), c, msg);
     if (!c->on_message_) return;
     Message m;
     m.topic = msg->topic ? msg->topic : "";
@@ -197,6 +277,23 @@ bool Client::start(std::string& err) {
       return false;
     }
   }
+  if (opts_.claim_client_id) {
+    if (opts_.claim_wait_ms < 100) {
+      err = "mqtt: claim_wait_ms must be >= 100";
+      return false;
+    }
+    instance_ = random_instance();
+    claim_topic_ = topic_client_claim(opts_.username, opts_.client_id);
+    char host[256] = {0};
+    (void)::gethostname(host, sizeof host - 1);
+    std::string h;
+    for (const char* q = host; *q; ++q)
+      if (std::isalnum(static_cast<unsigned char>(*q)) || *q == '.' || *q == '-') h += *q;
+    claim_payload_ = "{\"instance\":\"" + instance_ + "\",\"pid\":\"" + std::to_string(::getpid()) + "\",\"host\":\"" +
+                     h + "\",\"since\":" + std::to_string(static_cast<long long>(std::time(nullptr))) + "}";
+    std::lock_guard<std::mutex> lk(mu_);
+    subs_.emplace_back(claim_topic_, 1);
+  }
   stop_.store(false);
   running_.store(true);
   thread_ = std::thread([this] { run(); });
@@ -239,6 +336,7 @@ void Client::run() {
           break;
         }
         int rc = mosquitto_loop(mosq_, 100, 1);
+        if (rc == MOSQ_ERR_SUCCESS && !claim_topic_.empty()) check_claim_deadline();
         if (rc != MOSQ_ERR_SUCCESS) {
           std::lock_guard<std::mutex> lk(mu_);
           if (last_error_.empty()) last_error_ = "connection lost: " + mosq_error(rc);
@@ -262,6 +360,25 @@ void Client::run() {
     backoff = backoff * 2 > backoff_max ? backoff_max : backoff * 2;
   }
   running_.store(false);
+}
+
+void Client::publish_claim() {
+  mosquitto_publish_v5(mosq_, nullptr, claim_topic_.c_str(), static_cast<int>(claim_payload_.size()),
+                       claim_payload_.data(), 1, true, nullptr);
+}
+
+void Client::check_claim_deadline() {
+  bool session_present = false;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (claim_ != Claim::Verifying || std::chrono::steady_clock::now() < claim_deadline_) return;
+    // No claim at all within claim_wait_ms: the broker lost its retained messages, or its
+    // ACL hides the topic. Claim again (as on a first connect) and serve.
+    claim_ = Claim::Publishing;
+    session_present = claim_session_present_;
+  }
+  publish_claim();
+  if (on_connect_) on_connect_(session_present);
 }
 
 void Client::stop(bool send_disconnect) {

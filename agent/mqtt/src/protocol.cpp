@@ -21,6 +21,27 @@ bool parse_lower_address(const std::string& s, Address& out) {
 
 }  // namespace
 
+namespace {
+std::string topic_level(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '%': out += "%25"; break;
+      case '/': out += "%2F"; break;
+      case '+': out += "%2B"; break;
+      case '#': out += "%23"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+}  // namespace
+
+std::string topic_client_claim(const std::string& username, const std::string& client_id) {
+  return std::string(kTopicPrefix) + "/claim/" + (username.empty() ? std::string("-") : topic_level(username)) + "/" +
+         topic_level(client_id);
+}
+
 std::string topic_address(const Address& a) {
   char s[kAddressTextSize];
   hex_encode(a.bytes, sizeof a.bytes, s, true);

@@ -7,6 +7,7 @@
 
 #include "picopay/agent/install.hpp"
 #include "picopay/agent/options.hpp"
+#include "picopay/agent/service.hpp"
 #include "picopay/hex.hpp"
 #include "picopay/keyfile.hpp"
 #include "picopay/tower/config.hpp"
@@ -60,6 +61,7 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   std::signal(SIGPIPE, SIG_IGN);
+  picopay::agent::refuse_sighup("picopay-tower", "the tower");  // no reload (docs/tower.md)
   picopay::tower::Tower tower(cfg, key);
   picopay::secure_wipe(&key, sizeof key);
   if (!tower.start(err)) {

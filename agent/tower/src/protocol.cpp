@@ -17,6 +17,54 @@ constexpr const char kThreadDomain[] = "picopay-tower-thr-v1";
 static_assert(sizeof kThreadDomain - 1 == 20, "thread domain is 20 bytes");
 constexpr const char kThreadAckDomain[] = "picopay-tower-tha-v1";
 static_assert(sizeof kThreadAckDomain - 1 == 20, "thread ack domain is 20 bytes");
+constexpr const char kReleaseDomain[] = "picopay-tower-rel-v1";
+static_assert(sizeof kReleaseDomain - 1 == 20, "release domain is 20 bytes");
+
+void put_u64_be(uint8_t* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * (7 - i)));
+}
+
+uint64_t get_u64_be(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | p[i];
+  return v;
+}
+
+// A signature on the wire: r 32 | s 32 | v 1.
+void put_sig(uint8_t* p, const Signature& sig) {
+  std::memcpy(p, sig.r, 32);
+  std::memcpy(p + 32, sig.s, 32);
+  p[64] = sig.v;
+}
+
+// Errors: BadRecoveryId (v not 27/28), HighS.
+Status get_sig(const uint8_t* p, Signature& sig) {
+  std::memcpy(sig.r, p, 32);
+  std::memcpy(sig.s, p + 32, 32);
+  sig.v = p[64];
+  if (sig.v != 27 && sig.v != 28) return Status::BadRecoveryId;
+  if (!signature_s_is_low(sig.s)) return Status::HighS;
+  return Status::Ok;
+}
+
+// The head of a fixed-size tower message: version, kind, exact length.
+// Errors: Truncated, BadVersion, BadKind, TrailingBytes.
+Status check_fixed(const uint8_t* in, size_t len, uint8_t kind, size_t size) {
+  if (len < 2) return Status::Truncated;
+  if (in[0] != kWireVersion) return Status::BadVersion;
+  if (in[1] != kind) return Status::BadKind;
+  if (len < size) return Status::Truncated;
+  if (len > size) return Status::TrailingBytes;
+  return Status::Ok;
+}
+
+// A Released ack names no state: txCountGlobal 0 and a zero stateHash.
+bool names_no_state(uint64_t tx, const Hash32& h) {
+  if (tx != 0) return false;
+  for (uint8_t b : h.bytes)
+    if (b != 0) return false;
+  return true;
+}
 
 bool parse_lower_address(const std::string& s, Address& out) {
   if (s.size() != 42 || s[0] != '0' || s[1] != 'x') return false;
@@ -84,9 +132,7 @@ Status encode_thread_handover(const ThreadHandover& h, std::vector<uint8_t>& out
   Status s = encode_thread_state(h.thread, b, kMaxThreadStateWire, &n);
   if (s != Status::Ok) return s;
   if (h.sigReceiver.v != 27 && h.sigReceiver.v != 28) return Status::BadRecoveryId;
-  std::memcpy(b + n, h.sigReceiver.r, 32);
-  std::memcpy(b + n + 32, h.sigReceiver.s, 32);
-  b[n + 64] = h.sigReceiver.v;
+  put_sig(b + n, h.sigReceiver);
   out.insert(out.end(), b, b + n + 65);
   return Status::Ok;
 }
@@ -96,12 +142,8 @@ Status decode_thread_handover(const uint8_t* in, size_t len, ThreadHandover& out
   ThreadHandover h;
   Status s = decode_thread_state(in, len - 65, h.thread);
   if (s != Status::Ok) return s;
-  const uint8_t* sig = in + len - 65;
-  std::memcpy(h.sigReceiver.r, sig, 32);
-  std::memcpy(h.sigReceiver.s, sig + 32, 32);
-  h.sigReceiver.v = sig[64];
-  if (h.sigReceiver.v != 27 && h.sigReceiver.v != 28) return Status::BadRecoveryId;
-  if (!signature_s_is_low(h.sigReceiver.s)) return Status::HighS;
+  s = get_sig(in + len - 65, h.sigReceiver);
+  if (s != Status::Ok) return s;
   out = h;
   return Status::Ok;
 }
@@ -118,6 +160,67 @@ Status check_thread_handover(const ThreadHandover& h, const Address& contract, c
   return signer.verify_eth(thread_handover_digest(contract, th), h.sigReceiver, user);
 }
 
+Hash32 thread_release_digest(const Address& contract, const Address& receiver, const Address& sender,
+                             uint64_t threadId) noexcept {
+  uint8_t pre[20 + 20 + 20 + 20 + 32] = {};
+  std::memcpy(pre, kReleaseDomain, 20);
+  std::memcpy(pre + 20, contract.bytes, 20);
+  std::memcpy(pre + 40, receiver.bytes, 20);
+  std::memcpy(pre + 60, sender.bytes, 20);
+  put_u64_be(pre + 80 + 24, threadId);
+  Hash32 out{};
+  keccak256(pre, sizeof pre, out.bytes);
+  return out;
+}
+
+bool is_thread_release(const uint8_t* in, size_t len) noexcept {
+  return len >= 2 && in[0] == kWireVersion && in[1] == kThreadReleaseKind;
+}
+
+Status make_thread_release(const Address& contract, const Address& sender, uint64_t threadId,
+                           const PrivateKey& receiver_key, const Signer& signer, ThreadRelease& out) noexcept {
+  ThreadRelease r;
+  r.sender = sender;
+  r.threadId = threadId;
+  Address receiver{};
+  Status s = signer.address_of(receiver_key, receiver);
+  if (s != Status::Ok) return s;
+  s = signer.sign_eth(receiver_key, thread_release_digest(contract, receiver, sender, threadId), r.sigReceiver);
+  if (s != Status::Ok) return s;
+  out = r;
+  return Status::Ok;
+}
+
+Status encode_thread_release(const ThreadRelease& r, std::vector<uint8_t>& out) {
+  if (r.sigReceiver.v != 27 && r.sigReceiver.v != 28) return Status::BadRecoveryId;
+  uint8_t b[kThreadReleaseWireSize];
+  b[0] = kWireVersion;
+  b[1] = kThreadReleaseKind;
+  std::memcpy(b + 2, r.sender.bytes, 20);
+  put_u64_be(b + 22, r.threadId);
+  put_sig(b + 30, r.sigReceiver);
+  out.insert(out.end(), b, b + sizeof b);
+  return Status::Ok;
+}
+
+Status decode_thread_release(const uint8_t* in, size_t len, ThreadRelease& out) {
+  Status st = check_fixed(in, len, kThreadReleaseKind, kThreadReleaseWireSize);
+  if (st != Status::Ok) return st;
+  ThreadRelease r;
+  std::memcpy(r.sender.bytes, in + 2, 20);
+  r.threadId = get_u64_be(in + 22);
+  st = get_sig(in + 30, r.sigReceiver);
+  if (st != Status::Ok) return st;
+  out = r;
+  return Status::Ok;
+}
+
+Status check_thread_release(const ThreadRelease& r, const Address& contract, const Address& user,
+                            const Signer& signer) noexcept {
+  if (r.sender == user) return Status::WrongParty;
+  return signer.verify_eth(thread_release_digest(contract, user, r.sender, r.threadId), r.sigReceiver, user);
+}
+
 bool thread_state_better(const ThreadState& c, const ThreadState& cur) noexcept {
   const bool better = c.txCount > cur.txCount || c.balanceWeiReceiver > cur.balanceWeiReceiver ||
                       c.balanceTokenReceiver > cur.balanceTokenReceiver;
@@ -132,8 +235,8 @@ Hash32 thread_ack_digest(const Address& contract, const Address& user, uint64_t 
   std::memcpy(pre, kThreadAckDomain, 20);
   std::memcpy(pre + 20, contract.bytes, 20);
   std::memcpy(pre + 40, user.bytes, 20);
-  for (int i = 0; i < 8; ++i) pre[60 + 24 + i] = static_cast<uint8_t>(threadId >> (8 * (7 - i)));
-  for (int i = 0; i < 8; ++i) pre[92 + 24 + i] = static_cast<uint8_t>(txCount >> (8 * (7 - i)));
+  put_u64_be(pre + 60 + 24, threadId);
+  put_u64_be(pre + 92 + 24, txCount);
   std::memcpy(pre + 124, threadHash.bytes, 32);
   Hash32 out{};
   keccak256(pre, sizeof pre, out.bytes);
@@ -160,6 +263,8 @@ const char* ack_result_name(AckResult r) noexcept {
       return "held";
     case AckResult::Refused:
       return "refused";
+    case AckResult::Released:
+      return "released";
   }
   return "unknown";
 }
@@ -170,7 +275,7 @@ Hash32 ack_digest(const Address& contract, const Address& user, uint64_t txCount
   std::memcpy(pre, kAckDomain, 20);
   std::memcpy(pre + 20, contract.bytes, 20);
   std::memcpy(pre + 40, user.bytes, 20);
-  for (int i = 0; i < 8; ++i) pre[60 + 24 + i] = static_cast<uint8_t>(txCountGlobal >> (8 * (7 - i)));
+  put_u64_be(pre + 60 + 24, txCountGlobal);
   std::memcpy(pre + 92, stateHash.bytes, 32);
   Hash32 out{};
   keccak256(pre, sizeof pre, out.bytes);
@@ -201,9 +306,10 @@ Status make_thread_handover(const SignedThreadState& t, const PrivateKey& receiv
 
 Status encode_ack(const Ack& a, std::vector<uint8_t>& out) {
   const auto res = static_cast<uint8_t>(a.result);
-  if (res > static_cast<uint8_t>(AckResult::Refused)) return Status::BadArgs;
+  if (res > static_cast<uint8_t>(AckResult::Released)) return Status::BadArgs;
   if (!status_known(static_cast<uint8_t>(a.reason))) return Status::BadArgs;
   if ((a.result == AckResult::Refused) != (a.reason != Status::Ok)) return Status::BadArgs;
+  if (a.result == AckResult::Released && !names_no_state(a.txCountGlobal, a.stateHash)) return Status::BadArgs;
   if (a.txCountGlobal > kMaxCounter) return Status::OutOfBounds;
   if (a.sig.v != 27 && a.sig.v != 28) return Status::BadRecoveryId;
   uint8_t b[kAckWireSize];
@@ -211,35 +317,27 @@ Status encode_ack(const Ack& a, std::vector<uint8_t>& out) {
   b[1] = kAckKind;
   b[2] = res;
   b[3] = static_cast<uint8_t>(a.reason);
-  for (int i = 0; i < 8; ++i) b[4 + i] = static_cast<uint8_t>(a.txCountGlobal >> (8 * (7 - i)));
+  put_u64_be(b + 4, a.txCountGlobal);
   std::memcpy(b + 12, a.stateHash.bytes, 32);
-  std::memcpy(b + 44, a.sig.r, 32);
-  std::memcpy(b + 76, a.sig.s, 32);
-  b[108] = a.sig.v;
+  put_sig(b + 44, a.sig);
   out.insert(out.end(), b, b + sizeof b);
   return Status::Ok;
 }
 
 Status decode_ack(const uint8_t* in, size_t len, Ack& out) {
-  if (len < 2) return Status::Truncated;
-  if (in[0] != kWireVersion) return Status::BadVersion;
-  if (in[1] != kAckKind) return Status::BadKind;
-  if (len < kAckWireSize) return Status::Truncated;
-  if (len > kAckWireSize) return Status::TrailingBytes;
+  Status st = check_fixed(in, len, kAckKind, kAckWireSize);
+  if (st != Status::Ok) return st;
   Ack a;
-  if (in[2] > static_cast<uint8_t>(AckResult::Refused) || !status_known(in[3])) return Status::BadArgs;
+  if (in[2] > static_cast<uint8_t>(AckResult::Released) || !status_known(in[3])) return Status::BadArgs;
   a.result = static_cast<AckResult>(in[2]);
   a.reason = static_cast<Status>(in[3]);
   if ((a.result == AckResult::Refused) != (a.reason != Status::Ok)) return Status::BadArgs;
-  a.txCountGlobal = 0;
-  for (int i = 0; i < 8; ++i) a.txCountGlobal = (a.txCountGlobal << 8) | in[4 + i];
+  a.txCountGlobal = get_u64_be(in + 4);
   if (a.txCountGlobal > kMaxCounter) return Status::OutOfBounds;
   std::memcpy(a.stateHash.bytes, in + 12, 32);
-  std::memcpy(a.sig.r, in + 44, 32);
-  std::memcpy(a.sig.s, in + 76, 32);
-  a.sig.v = in[108];
-  if (a.sig.v != 27 && a.sig.v != 28) return Status::BadRecoveryId;
-  if (!signature_s_is_low(a.sig.s)) return Status::HighS;
+  if (a.result == AckResult::Released && !names_no_state(a.txCountGlobal, a.stateHash)) return Status::BadArgs;
+  st = get_sig(in + 44, a.sig);
+  if (st != Status::Ok) return st;
   out = a;
   return Status::Ok;
 }

@@ -396,6 +396,19 @@ bool Store::thread_held(const ThreadKey& k, Held& out, std::string& err) {
   return read_thread(db_, k, t, out, err);
 }
 
+bool Store::drop_thread(const ThreadKey& k, bool& dropped, std::string& err) {
+  std::lock_guard<std::mutex> lk(mu_);
+  Stmt del(db_, "DELETE FROM threads WHERE sender = ?1 AND receiver = ?2 AND thread_id = ?3", err);
+  if (!del) return false;
+  bind_key(del, k);
+  if (del.step() != SQLITE_DONE) {
+    err = errmsg(db_, "delete");
+    return false;
+  }
+  dropped = sqlite3_changes(db_) > 0;
+  return true;
+}
+
 bool Store::latest_thread(const ThreadKey& k, SignedThreadState& out, bool& found, std::string& err) {
   std::lock_guard<std::mutex> lk(mu_);
   Held h;

@@ -91,6 +91,7 @@ bool Tower::start(std::string& err) {
     err = "the contract's hub is " + addr(hub_) + ", not --hub " + cfg_.hub;
     return false;
   }
+  cm_->require_hub(hub_);  // checked again before each transaction
   store_ = Store::open(cfg_.db, contract_, hub_, err);
   if (!store_) return false;
   if (!store_->check_all(err)) return false;  // the chain may have moved while we were down
@@ -123,9 +124,17 @@ bool Tower::start(std::string& err) {
   o.password = cfg_.broker_password;
   o.tls_ca_file = cfg_.broker_ca;
   o.client_id = cfg_.client_id.empty() ? "picopay-tower-" + mqtt::topic_address(wallet_->address()) : cfg_.client_id;
+  o.claim_client_id = true;  // a second tower with this client id: a clear fatal error (client.hpp)
   mqtt_ = std::make_unique<mqtt::Client>(o);
   mqtt_->on_message([this](const mqtt::Message& m) { on_message(m); });
-  mqtt_->on_disconnect([](const std::string& why) { log_line("warn", "broker: " + why); });
+  mqtt_->on_disconnect([this](const std::string& why) {
+    if (mqtt_->session_taken_over()) {
+      log_line("error", "broker: " + why + ": a second picopay-tower with the same client id? Stopping this one");
+      fatal_.store(true);
+      return;
+    }
+    log_line("warn", "broker: " + why);
+  });
   mqtt_->subscribe(topic_state_filter(wallet_->address()), 1);
   mqtt_->subscribe(topic_thread_filter(wallet_->address()), 1);
   if (!mqtt_->start(err)) {
@@ -233,7 +242,41 @@ bool Tower::store_error(const std::string& err) {
   return false;
 }
 
+bool Tower::handle_release(const Address& user, const uint8_t* payload, size_t len, Ack& ack) {
+  ack = Ack{};
+  ThreadRelease r;
+  Status st = decode_thread_release(payload, len, r);
+  if (st == Status::Ok) st = check_thread_release(r, contract_, user, verifier_);
+  const ThreadKey k{r.sender, user, r.threadId};
+  std::string err;
+  if (st != Status::Ok) {
+    refused("thread release for " + addr(user) + " refused: " + status_name(st) + " (" + status_message(st) + ")");
+    ack.result = AckResult::Refused;
+    ack.reason = st;
+    Held held;
+    if (!store_->thread_held(k, held, err)) return store_error(err);
+    if (held.found) {
+      ack.txCountGlobal = held.txCountGlobal;
+      ack.stateHash = held.stateHash;
+    }
+  } else {
+    bool dropped = false;
+    if (!store_->drop_thread(k, dropped, err)) return store_error(err);
+    ack.result = AckResult::Released;
+    if (cfg_.verbose && dropped)
+      log_line("info", "released thread " + std::to_string(k.threadId) + " " + addr(k.sender) + " -> " + addr(user));
+  }
+  auto sig = wallet_->sign_eth(thread_ack_digest(contract_, user, r.threadId, ack.txCountGlobal, ack.stateHash));
+  if (!sig.ok()) {
+    log_line("error", "cannot sign the ack: " + sig.error().to_string());
+    return true;
+  }
+  ack.sig = *sig;
+  return true;
+}
+
 bool Tower::handle_thread(const Address& user, const uint8_t* payload, size_t len, Ack& ack) {
+  if (is_thread_release(payload, len)) return handle_release(user, payload, len, ack);
   ack = Ack{};
   ThreadHandover h;
   Status st = decode_thread_handover(payload, len, h);

@@ -2,9 +2,11 @@
 //
 //   deploy, deposit, exit, challenge, empty-channel, thread-exit, thread-challenge,
 //   empty-thread, nuke-threads, withdraw, channel
-// Each takes --rpc URL, --key FILE | --private-key 0xHEX, and (except deploy)
-// --contract 0xADDR. `picopay <subcommand> --help` prints its usage. docs/chain.md lists
-// them all.
+// Each parses its arguments on the shared CLI11 Settings table (agent/common
+// settings.hpp): --config FILE, --rpc-url URL (env ETH_RPC_URL), --keystore FILE |
+// --private-key 0xHEX, (except deploy) --contract 0xADDR, amounts with units, and --json
+// (one object: transaction hash, block, gas used, addresses, amounts in wei and ether).
+// `picopay <subcommand> --help` prints its usage. docs/chain.md lists them all.
 #pragma once
 
 namespace picopay::chain {}

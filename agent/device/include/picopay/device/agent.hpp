@@ -72,6 +72,7 @@ struct Config {
   std::string sell_price_text;
   uint64_t price_validity_s = 3600;
   uint64_t serve_margin_units = 10;
+  std::string serve_switch;  // payee: "tasmota:TOPIC" | "shelly:ID": switch the meter off while not serving (serve_switch.hpp)
   std::string max_price_text;
   // flows (docs/flows.md)
   U256 refill_below_wei = U256::zero();   // payer: top up when the channel balance falls below this (0: off)

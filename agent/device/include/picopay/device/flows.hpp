@@ -5,10 +5,15 @@
 // that runs on DIR through a command inbox in the state dir (DIR/commands/, mode 0700:
 // only the device's own account can write there, as for the state record itself):
 //
-//   <id>.json          {"op":"deposit"|"withdraw","wei":"<decimal>","to":"0x.."}  (new)
+//   <id>.json          {"op":"deposit"|"withdraw"|"exchange","wei":"<decimal>","to":"0x.."}
+//                      (new); instead of "wei", "amount":"2.5 PPT" is an amount in units
+//                      (agent/common units.hpp) the agent reads in its channel's asset
+//                      (exchange: the asset sold, ETH or the contract's token)
 //   <id>.taken         the same file, renamed by the agent before it signs anything
-//   <id>.result.json   {"ok":bool,"op":..,"wei":..,"txCountGlobal":N,"transaction":"0x..",
-//                       "error":".."}  (written by the agent when the flow ended)
+//   <id>.result.json   {"ok":bool,"op":..,"wei":..,"amount":"1 PPT","asset":"PPT",
+//                       "txCountGlobal":N,"transaction":"0x..","error":".."}  (written by the
+//                       agent when the flow ended; "wei" counts base units of "asset": wei in
+//                       an ETH channel, token base units in a token channel)
 //
 // A command is carried out at most once: the agent renames it to .taken (atomic) before it
 // proposes; a .taken file without a result found at start (the agent stopped meanwhile)
@@ -50,8 +55,9 @@ bool state_dir_lock(const std::string& dir, std::string& err);
 
 struct Command {
   std::string id;          // file stem (time-pid), orders commands
-  std::string op;          // "deposit" | "withdraw"
-  U256 wei = U256::zero(); // amount in wei; withdraw with all = true: the whole balance
+  std::string op;          // "deposit" | "withdraw" | "exchange"
+  U256 wei = U256::zero(); // amount in base units of the channel's asset; withdraw with all = true: the whole balance
+  std::string amount;      // instead of wei: the amount in units ("2.5 PPT", "0.01 ETH"), read by the agent
   bool all = false;
   bool has_to = false;     // withdraw: recipient (default the user)
   Address to{};
@@ -60,7 +66,9 @@ struct Command {
 struct CommandResult {
   bool ok = false;
   std::string op;
-  U256 wei = U256::zero();
+  U256 wei = U256::zero();  // base units of `asset`
+  std::string amount;       // the same in units ("1 PPT"), empty if unknown
+  std::string asset;        // "ETH" or the token's symbol, empty if unknown
   uint64_t txCountGlobal = 0;
   std::string transaction;  // the on-chain transaction (0x..), if any
   uint64_t gasUsed = 0;     // its gas

@@ -12,6 +12,12 @@
 // state (it refuses threads of a channel it does not hold). flush() hands over whatever
 // is newer at once (before the agent stops: a sleeping device is exactly what a tower
 // is for).
+//
+// A handed thread that is no longer open (closed in the channel) is released (a
+// receiver-signed ThreadRelease, docs/tower.md "Releasing a closed thread") once the
+// tower acked a channel state at or after the one that closed it, so the tower's rows
+// for this receiver do not fill up with closed threads; unacked, the release is sent
+// again after 5 x interval_ms. A thread whose release the tower confirmed is forgotten.
 #pragma once
 
 #include <cstdint>
@@ -60,6 +66,8 @@ class TowerClient {
  private:
   void run(const SignedChannelState& c, const std::vector<SignedThreadState>& incoming, uint64_t now_ms, bool force,
            const Publish& pub, const Log& log);
+  void release_closed(const SignedChannelState& c, const std::vector<SignedThreadState>& incoming, uint64_t now_ms,
+                      bool force, const Publish& pub, const Log& log);
 
   Address tower_, contract_, user_;
   const Signer& signer_;
@@ -74,6 +82,10 @@ class TowerClient {
   struct ThreadMark {
     uint64_t handed_tx = 0, handed_ms = 0, acked_tx = 0;
     Hash32 handed_hash{};  // thread_hash of the state handed (thread acks name no sender)
+    Address sender{};
+    bool closed = false;        // no longer among the open incoming threads
+    uint64_t closed_at_tx = 0;  // the channel's txCountGlobal when it was first seen closed
+    uint64_t release_ms = 0;    // when a release was last sent (0: never)
   };
   std::map<std::tuple<std::string, uint64_t>, ThreadMark> threads_;
   uint64_t last_refusal_log_ms_ = 0;

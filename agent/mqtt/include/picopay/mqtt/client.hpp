@@ -26,6 +26,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -61,6 +62,19 @@ struct Options {
   // for this client, which the shipped broker config bounds (max_queued_messages 1000):
   // a client that must absorb bursts from many publishers (the hub) sets 65535.
   int receive_maximum = 20;
+  // One process per client id (docs/mqtt-protocol.md "One process per client id"). A
+  // second process with our client id makes the broker close our connection; mosquitto
+  // 2.0.11 does so without the v5 reason 0x8E "Session taken over", and reconnecting
+  // would take the id back: the two would take turns forever. With claim_client_id the
+  // client claims the id on a retained topic (mqtt::topic_client_claim) with a random
+  // instance nonce: on its first connect it publishes its claim at once (a claim already
+  // there is the previous holder's); on every later connect it first reads the retained
+  // claim, and when that names another instance it stops (session_taken_over(),
+  // last_error() "client id X is in use by another process ..."). The on_connect handler
+  // runs once the claim is confirmed; if no claim arrives within claim_wait_ms (a broker
+  // that lost its retained messages, or an ACL that hides the topic) it publishes its own.
+  bool claim_client_id = false;
+  int claim_wait_ms = 3000;
 };
 
 // An incoming PUBLISH.
@@ -132,19 +146,27 @@ class Client {
   // The reason code of the broker's last CONNACK refusal (v5, e.g. 0x86 Bad user name or
   // password, 0x87 Not authorized), 0 since a successful connect or if none.
   int refused_reason() const;
-  // True once the broker disconnected us because another client connected with our client
-  // id (v5 reason 0x8E Session taken over). The client then stops reconnecting (two
-  // clients with one id would take the session from each other forever).
+  // True once another process holds our client id: the broker disconnected us with v5
+  // reason 0x8E Session taken over, or (claim_client_id) the retained claim on our client
+  // id names another instance after a reconnect. The client then stops reconnecting (two
+  // clients with one id would take the session from each other forever); last_error()
+  // says which.
   bool session_taken_over() const noexcept { return taken_over_.load(); }
   // The last connection error, for logs ("" if none); reason strings from libmosquitto
   // (mosquitto_reason_string for v5 codes, mosquitto_connack_string for v3 CONNACK codes).
   std::string last_error() const;
   const Options& options() const noexcept { return opts_; }
+  // This process's instance nonce (32 hex digits) and claim topic ("" without
+  // claim_client_id).
+  const std::string& instance() const noexcept { return instance_; }
+  const std::string& claim_topic() const noexcept { return claim_topic_; }
 
  private:
   void run();
   bool connect_once(std::string& err);
   void sleep_backoff(int ms);
+  void publish_claim();
+  void check_claim_deadline();
   friend struct ClientCallbacks;
 
   Options opts_;
@@ -166,6 +188,13 @@ class Client {
   MessageHandler on_message_;
   ConnectHandler on_connect_;
   DisconnectHandler on_disconnect_;
+  // The client-id claim (claim_client_id); state guarded by mu_.
+  enum class Claim { Off, Publishing, Verifying, Held };
+  std::string instance_, claim_topic_, claim_payload_;
+  Claim claim_ = Claim::Off;
+  bool claim_seen_own_ = false;       // our claim came back at least once
+  bool claim_session_present_ = false;  // for the deferred on_connect
+  std::chrono::steady_clock::time_point claim_deadline_{};
 };
 
 }  // namespace picopay::mqtt

@@ -50,6 +50,12 @@ std::string topic_hub_rate(const Address& hub);
 // payee, retained signed price list (quotes.hpp; docs/tokens.md)
 //                                                   picopay/v1/payee/{payee}/prices
 std::string topic_payee_prices(const Address& payee);
+// A process's claim on its MQTT client id, retained (client.hpp Options::claim_client_id,
+// docs/mqtt-protocol.md "One process per client id"):
+//                                                   picopay/v1/claim/{username}/{clientId}
+// `username` "" (no authentication) is written "-". '%', '/', '+' and '#' in either are
+// percent-encoded (%25, %2F, %2B, %23) so that any id gives one valid topic level.
+std::string topic_client_claim(const std::string& username, const std::string& client_id);
 // The hub's subscription filter for everything users send it: picopay/v1/hub/{hub}/channel/+/+
 std::string topic_hub_filter(const Address& hub);
 

@@ -77,11 +77,49 @@ Hash32 thread_handover_digest(const Address& contract, const Hash32& threadHash)
 // lower. The tower keeps and answers with thread states by this rule.
 bool thread_state_better(const ThreadState& cand, const ThreadState& cur) noexcept;
 
+// A thread release: the receiver tells the tower that it no longer needs one of its
+// threads guarded, so the tower deletes the thread's row (and the slot counts no longer
+// against the receiver's limit). Only the receiver can release (its signature), only the
+// named thread (sender, threadId), and only its own protection: a receiver releases a
+// thread once the thread is closed in a channel state the tower acked (then the thread
+// state can no longer matter in a dispute: docs/tower.md "Releasing a closed thread").
+// Wire (kThreadReleaseWireSize = 95 bytes), published on .../thread like a handover:
+//   0x01 | 0x21 | sender 20 | threadId u64 big-endian | sigReceiver 65 (r || s || v)
+struct ThreadRelease {
+  Address sender{};
+  uint64_t threadId = 0;
+  Signature sigReceiver{};
+};
+constexpr uint8_t kThreadReleaseKind = 0x21;
+constexpr size_t kThreadReleaseWireSize = 2 + 20 + 8 + 65;
+// keccak256("picopay-tower-rel-v1" (20 bytes) || contract (20) || receiver (20) ||
+// sender (20) || threadId (32, big-endian)): what the receiver signs (eth_sign).
+Hash32 thread_release_digest(const Address& contract, const Address& receiver, const Address& sender,
+                             uint64_t threadId) noexcept;
+// True if a payload on .../thread is a release (its kind byte), false for a handover.
+bool is_thread_release(const uint8_t* in, size_t len) noexcept;
+// Builds the release of thread (sender, threadId) on `contract` by its receiver.
+// Errors: the signer's (BadPrivateKey).
+[[nodiscard]] Status make_thread_release(const Address& contract, const Address& sender, uint64_t threadId,
+                                         const PrivateKey& receiver_key, const Signer& signer,
+                                         ThreadRelease& out) noexcept;
+// Errors: BadRecoveryId (sigReceiver v not 27/28).
+[[nodiscard]] Status encode_thread_release(const ThreadRelease& r, std::vector<uint8_t>& out);
+// Errors: Truncated, TrailingBytes, BadVersion, BadKind, BadRecoveryId, HighS.
+[[nodiscard]] Status decode_thread_release(const uint8_t* in, size_t len, ThreadRelease& out);
+// Checks a release by receiver `user` on `contract`. Errors: WrongParty (sender is
+// `user`), and the signer's errors if sigReceiver does not recover to `user`
+// (WrongSigner, BadSignature, HighS, BadRecoveryId).
+[[nodiscard]] Status check_thread_release(const ThreadRelease& r, const Address& contract, const Address& user,
+                                          const Signer& signer) noexcept;
+
 // What the tower did with a handover.
 enum class AckResult : uint8_t {
-  Stored = 0,   // the handed state is now the one held
-  Held = 1,     // refused as not newer: the tower holds this or a newer state
-  Refused = 2,  // refused (reason says why); the held state (if any) is unchanged
+  Stored = 0,    // the handed state is now the one held
+  Held = 1,      // refused as not newer: the tower holds this or a newer state
+  Refused = 2,   // refused (reason says why); the held state (if any) is unchanged
+  Released = 3,  // a thread release was done: the tower holds nothing for the thread
+                 // (txCountGlobal 0, stateHash zero, as the signature says)
 };
 const char* ack_result_name(AckResult r) noexcept;
 
@@ -126,10 +164,12 @@ Hash32 thread_ack_digest(const Address& contract, const Address& user, uint64_t 
 [[nodiscard]] Status make_thread_handover(const SignedThreadState& t, const PrivateKey& receiver_key,
                                           const Signer& signer, ThreadHandover& out) noexcept;
 
-// Errors: BadArgs (unknown result or reason), BadRecoveryId (sig v not 27/28).
+// Errors: BadArgs (unknown result or reason, or a Released ack naming a state),
+// BadRecoveryId (sig v not 27/28).
 [[nodiscard]] Status encode_ack(const Ack& a, std::vector<uint8_t>& out);
 // Errors: Truncated, TrailingBytes, BadVersion, BadKind, BadArgs (unknown result or
-// reason, or Ok reason with Refused / a reason with Stored or Held), OutOfBounds
+// reason, or Ok reason with Refused / a reason with Stored, Held or Released, or a
+// Released ack naming a state), OutOfBounds
 // (txCountGlobal > kMaxCounter), BadRecoveryId, HighS.
 [[nodiscard]] Status decode_ack(const uint8_t* in, size_t len, Ack& out);
 

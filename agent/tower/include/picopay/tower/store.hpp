@@ -83,6 +83,9 @@ class Store {
   bool put_thread(const SignedThreadState& t, size_t max_per_receiver, PutResult& result, Held& held,
                   std::string& err);
   bool thread_held(const ThreadKey& k, Held& out, std::string& err);
+  // Deletes the row of thread `k` (a release by its receiver); `dropped` tells whether
+  // there was one. Returns false on a database error (nothing changed).
+  bool drop_thread(const ThreadKey& k, bool& dropped, std::string& err);
   bool latest_thread(const ThreadKey& k, SignedThreadState& out, bool& found, std::string& err);
   bool set_thread_check(const ThreadKey& k, bool on, std::string& err);
   bool threads_to_check(std::vector<ThreadKey>& out, std::string& err);

@@ -61,6 +61,7 @@ class Tower {
   // The same for a thread handover (.../thread): kept only while the tower holds a
   // channel state for `user` (the receiver), at most kMaxThreadsPerUser per receiver.
   bool handle_thread(const Address& user, const uint8_t* payload, size_t len, Ack& ack);
+  bool handle_release(const Address& user, const uint8_t* payload, size_t len, Ack& ack);
   // One chain round (what run() does every interval). False with `err` on an RPC or
   // store error (the round is retried; channels stay marked).
   bool chain_round(std::string& err);
