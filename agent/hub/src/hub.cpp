@@ -227,6 +227,7 @@ bool Hub::start(std::string& err) {
   if (const char* c = std::getenv("PICOPAY_HUB_CRASH_AT")) crash_at_ = c;
   if (!ok(Ledger::open(cfg_.store.empty() ? "sqlite:" + cfg_.db : cfg_.store, ledger_), err)) return false;
   if (!ok(ledger_->list_request_users(recover_users_), err)) return false;
+  if (!lease_start(err)) return false;  // multi-instance hook (lease/hub_lease.cpp)
   if (!cfg_.metrics_listen.empty() && !(metrics_ = Metrics::start(cfg_.metrics_listen, *ledger_, err))) return false;
 
   if (!cfg_.rpc_url.empty()) {
@@ -323,6 +324,7 @@ void Hub::stop() {
   }
   cv_.notify_all();
   if (worker_.joinable()) worker_.join();
+  lease_stop();  // multi-instance hook (lease/hub_lease.cpp)
   if (mqtt_) mqtt_->stop();
 }
 
@@ -332,6 +334,7 @@ void Hub::wait_until_stopped(const std::atomic<bool>& quit) {
 
 void Hub::on_message(const mqtt::Message& m) {
   // MQTT thread: only enqueue.
+  if (lease_ && !lease_accepts(m.topic)) return;  // multi-instance hook (lease/hub_lease.cpp)
   {
     std::lock_guard<std::mutex> lk(mu_);
     queue_.push_back(m);
@@ -343,6 +346,8 @@ void Hub::worker() {
   recover();
   if (fatal_.load()) return;
   while (true) {
+    lease_round();  // multi-instance hook (lease/hub_lease.cpp)
+    if (fatal_.load()) return;
     std::vector<mqtt::Message> batch;
     {
       std::unique_lock<std::mutex> lk(mu_);
@@ -397,6 +402,10 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch) {
   if (!ok(ledger_->begin(), err)) {
     fail(err);
     return false;
+  }
+  if (lease_ && !lease_fence(&batch)) {  // multi-instance hook (lease/hub_lease.cpp)
+    ledger_->rollback();
+    return true;
   }
   precompute(batch);
   std::vector<Chan*> touched;
@@ -1347,6 +1356,10 @@ bool Hub::in_transaction(const std::function<void()>& body) {
     fail(err);
     return false;
   }
+  if (lease_ && !lease_fence(nullptr)) {  // multi-instance hook (lease/hub_lease.cpp)
+    ledger_->rollback();
+    return false;
+  }
   body();
   if (tx_failed_ || !ok(ledger_->commit(), err)) {
     ledger_->rollback();
@@ -1376,6 +1389,11 @@ void Hub::recover() {
   tx_failed_ = false;
   if (!ok(ledger_->begin(), err)) {
     fail(err);
+    return;
+  }
+  if (lease_ && !lease_fence(nullptr)) {  // multi-instance hook (lease/hub_lease.cpp)
+    ledger_->rollback();
+    recover_users_.clear();
     return;
   }
   size_t resent = 0, resumed = 0;
@@ -1492,6 +1510,10 @@ bool Hub::run_deposit_job(DepositJob& j) {
     logf("info", what + " for " + who + " is already on chain (txCountChain " +
                      std::to_string(oc->txCountChain) + "): confirming");
   } else {
+    if (!lease_chain()) {  // multi-instance hook (lease/hub_lease.cpp): only the chain role's holder sends
+      j.next_try_ms = now_ms() + 1000;
+      return false;
+    }
     auto rc = cm_->hub_authorized_update(want, j.state.sigUser);
     if (!rc.ok()) return retry("hubAuthorizedUpdate: " + rc.error().to_string());
     txh = rc->transactionHash;
@@ -1499,11 +1521,19 @@ bool Hub::run_deposit_job(DepositJob& j) {
                      std::to_string(rc->gasUsed) + ")");
     crash_point("deposit-sent");
   }
+  if (!lease_owns(j.user)) {  // multi-instance hook (lease/hub_lease.cpp): the channel's owner confirms it
+    j.next_try_ms = now_ms() + 1000;
+    return false;
+  }
   std::vector<Out> outs;
   std::string err;
   tx_failed_ = false;
   if (!ok(ledger_->begin(), err)) {
     fail(err);
+    return false;
+  }
+  if (lease_ && !lease_fence(nullptr)) {  // multi-instance hook (lease/hub_lease.cpp)
+    ledger_->rollback();
     return false;
   }
   Chan* ch = channel(j.user);
@@ -1543,7 +1573,7 @@ void Hub::chain_jobs() {
     deposit_jobs_.push_back(j);  // kept (stored) for a later retry
   }
   if (metrics_) metrics_->deposit_backlog(deposit_jobs_.size());
-  if (tower_ && now_ms() - last_tower_ms_ >= static_cast<uint64_t>(cfg_.watchtower_interval_s) * 1000) {
+  if (tower_ && lease_chain() /* multi-instance hook */ && now_ms() - last_tower_ms_ >= static_cast<uint64_t>(cfg_.watchtower_interval_s) * 1000) {
     last_tower_ms_ = now_ms();
     auto acts = tower_->tick();
     if (!acts.ok()) {
@@ -1584,12 +1614,12 @@ void Hub::follow_chain() {
     logf(c.what == "open" ? "info" : "warn",
          "chain: channel " + who + " " + c.what +
              (c.mark.dispute ? ": no more updates are countersigned on it" : c.mark.emptied ? ": only EmptyChannel is countersigned on it" : ""));
-    Chan* ch = channel(c.user);
+    Chan* ch = lease_owns(c.user) /* multi-instance hook */ ? channel(c.user) : nullptr;
     if (ch) status_dirty_.insert(ch);
   }
   for (const Address& u : follow_->marked()) {
     const ChainMark* m = follow_->mark(u);
-    Chan* ch = m && (m->dispute || m->emptied) ? channel(u) : nullptr;
+    Chan* ch = m && (m->dispute || m->emptied) && lease_owns(u) /* multi-instance hook */ ? channel(u) : nullptr;
     if (ch && m->dispute) dispute_threads(*ch);
     if (ch && m->emptied) request_empty_channel(*ch);
     if (fatal_.load()) return;
