@@ -352,6 +352,9 @@ TEST_F(MultiHub, KillRestartCycles) {
     for (int i = 0; i < kInstances; ++i)
       if (!hubs_[i].running()) {  // a store error ends an instance (exit 3): counted, restarted
         ++self_exits;
+        const std::string log = read_file(dir_ + "/hub" + std::to_string(i + 1) + ".log");
+        std::fprintf(stderr, "instance %d exited by itself; its log ends:\n%s\n", i + 1,
+                     log.substr(log.size() > 1500 ? log.size() - 1500 : 0).c_str());
         ASSERT_TRUE(start_instance(i + 1));
       }
     std::this_thread::sleep_for(std::chrono::milliseconds(300 + rng() % 600));

@@ -359,7 +359,9 @@ class PgLedger final : public Ledger {
   LedgerStatus lease_renew(const std::string& holder, uint64_t ttl_ms,
                            std::vector<std::pair<int, uint64_t>>& held) override {
     held.clear();
-    TextRes r(this, "UPDATE leases SET expires_at = now() + $2::bigint * interval '1 ms' WHERE holder=$1"
+    // Rows locked in partition order, as the fence locks them (no deadlock between the two).
+    TextRes r(this, "UPDATE leases SET expires_at = now() + $2::bigint * interval '1 ms' WHERE partition IN"
+                    " (SELECT partition FROM leases WHERE holder=$1 ORDER BY partition FOR UPDATE) AND holder=$1"
                     " RETURNING partition, epoch",
               {holder, std::to_string(ttl_ms)});
     LedgerStatus s = check(r.r, PGRES_TUPLES_OK, "lease renew");
@@ -396,7 +398,8 @@ class PgLedger final : public Ledger {
 
   LedgerStatus lease_release(int p, const std::string& holder) override {
     if (p == kAllLeases) {
-      TextRes r(this, "UPDATE leases SET holder=NULL, expires_at=NULL WHERE holder=$1", {holder});
+      TextRes r(this, "UPDATE leases SET holder=NULL, expires_at=NULL WHERE partition IN (SELECT partition FROM"
+                      " leases WHERE holder=$1 ORDER BY partition FOR UPDATE) AND holder=$1", {holder});
       LedgerStatus s = check(r.r, PGRES_COMMAND_OK, "lease release");
       if (!s.ok()) return s;
       TextRes d(this, "DELETE FROM hub_instances WHERE holder=$1 OR expires_at < now() - interval '1 day'", {holder});
@@ -413,7 +416,8 @@ class PgLedger final : public Ledger {
     std::string arr = "{";
     for (size_t i = 0; i < parts.size(); ++i) arr += (i ? "," : "") + std::to_string(parts[i].first);
     arr += "}";
-    TextRes r(this, "SELECT partition, epoch FROM leases WHERE holder=$1 AND partition = ANY($2::smallint[]) FOR SHARE",
+    TextRes r(this, "SELECT partition, epoch FROM leases WHERE holder=$1 AND partition = ANY($2::smallint[])"
+                    " ORDER BY partition FOR SHARE",
               {holder, arr});
     LedgerStatus s = check(r.r, PGRES_TUPLES_OK, "lease fence");
     if (!s.ok()) return s;
