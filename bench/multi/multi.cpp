@@ -44,8 +44,8 @@ const char* kHelp =
     "closed loop for S seconds. Reports payments/s and CPU microseconds per payment of each\n"
     "instance (utime + stime from /proc) and of the PostgreSQL server. With 2 or more\n"
     "instances, K times: kill -9 the instance holding a device's partition while payments\n"
-    "run; takeover_ms = from the kill to the first answered payment of a channel the\n"
-    "killed instance held (then it is restarted).\n"
+    "run; takeover_ms = from the kill to the first answer to a payment started after the\n"
+    "kill on a channel the killed instance held (then it is restarted).\n"
     "  --quick: 4 s per count, one takeover (defaults: 10 s, 5 takeovers, 16 devices,\n"
     "  ttl 1000 ms)\n";
 
@@ -241,20 +241,25 @@ int main_impl(int argc, char** argv) {
     }
     std::atomic<bool> stop{false};
     std::atomic<uint64_t> paid{0};
-    std::vector<std::atomic<int64_t>> last_ok(r.devs.size());
-    for (auto& l : last_ok) l = -1;
+    // per device: (ms the last answered payment was started) << 32 | (ms it was answered)
+    std::vector<std::atomic<uint64_t>> last_ok(r.devs.size());
+    for (auto& l : last_ok) l = 0;
     const auto t0 = Clock::now();
     std::vector<std::thread> th;
     std::atomic<int> failures{0};
     for (size_t i = 0; i < r.devs.size(); ++i)
       th.emplace_back([&, i] {
+        auto ms = [&] {
+          return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count());
+        };
         while (!stop.load()) {
+          const uint64_t started = ms();
           if (r.devs[i]->pay(1, nullptr, 60000) != Status::Ok) {
             ++failures;
             return;
           }
           ++paid;
-          last_ok[i] = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+          last_ok[i] = (started << 32) | ms();
         }
       });
     std::vector<double> c0;
@@ -294,11 +299,14 @@ int main_impl(int argc, char** argv) {
           if (holder_of(r.devs[i]->address().bytes[0]) == victim_id) its.push_back(i);
         const int64_t killed = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
         r.hubs[victim]->kill9();
+        // the first payment started after the kill and answered (one answered just after
+        // the kill may have been committed and sent by the killed instance)
         int64_t first = -1;
         for (int w = 0; w < 1200 && first < 0; ++w) {
           for (size_t i : its) {
-            const int64_t v = last_ok[i].load();
-            if (v > killed && (first < 0 || v < first)) first = v;
+            const uint64_t v = last_ok[i].load();
+            const int64_t started = static_cast<int64_t>(v >> 32), ok = static_cast<int64_t>(v & 0xffffffffu);
+            if (started >= killed && (first < 0 || ok < first)) first = ok;
           }
           if (first < 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
         }

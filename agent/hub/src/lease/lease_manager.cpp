@@ -115,7 +115,16 @@ bool LeaseManager::round() {
   for (int p = 0; p < kPartitions; ++p)
     if (next[p + 1] != 0) mine.push_back(p);
   const size_t fair = (kPartitions + std::max<uint64_t>(live, 1) - 1) / std::max<uint64_t>(live, 1);
-  if (mine.size() > fair) {
+  // Over the fair share only just now (an instance started, or one died and its heartbeat
+  // still counts until it lapses): wait 1.5 TTL before giving back, so a kill does not
+  // also move the survivors' partitions. The local clock only paces this.
+  const uint64_t now = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                 std::chrono::steady_clock::now().time_since_epoch())
+                                                 .count());
+  if (mine.size() <= fair) over_since_ms_ = 0;
+  else if (over_since_ms_ == 0) over_since_ms_ = now;
+  if (mine.size() > fair && now - over_since_ms_ >= opts_.ttl_ms * 3 / 2) {
+    over_since_ms_ = 0;
     // Give back the extras: unpublished first, then released (a batch in flight holds
     // their rows FOR SHARE: the release waits for it).
     std::shuffle(mine.begin(), mine.end(), rng);
@@ -140,7 +149,7 @@ bool LeaseManager::round() {
     return false;
   }
   std::shuffle(free.begin(), free.end(), rng);
-  size_t room = fair - mine.size();
+  size_t room = mine.size() >= fair ? 0 : fair - mine.size();  // over: only the chain role
   int taken = 0;
   for (int p : free) {
     if (p >= 0 && room == 0) continue;

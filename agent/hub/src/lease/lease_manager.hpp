@@ -80,6 +80,7 @@ class LeaseManager {
   bool stop_ = false;
   std::thread thread_;
   uint64_t rng_ = 0;
+  uint64_t over_since_ms_ = 0;  // steady ms since holding more than the fair share (0: not)
 };
 
 }  // namespace picopay::hub::lease
