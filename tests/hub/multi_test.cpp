@@ -35,7 +35,7 @@ namespace {
 
 const char* kContract = "0x7d73424a8256c0b2ba245e5d5a3de8820e45f390";
 constexpr uint32_t kHubIndex = 0xABCDEF;
-constexpr int kTtlMs = 1000;
+constexpr int kTtlMs = 800;
 
 int env_int(const char* name, int def) {
   const char* v = std::getenv(name);
@@ -361,7 +361,7 @@ TEST_F(MultiHub, KillRestartCycles) {
                      log.substr(log.size() > 1500 ? log.size() - 1500 : 0).c_str());
         ASSERT_TRUE(start_instance(i + 1));
       }
-    std::this_thread::sleep_for(std::chrono::milliseconds(300 + rng() % 600));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100 + rng() % 300));
     if (!its.empty()) {
       // bounded: at most 30 s for one of them to be answered again
       for (int w = 0; w < 600; ++w) {

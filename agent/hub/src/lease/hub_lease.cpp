@@ -30,9 +30,10 @@ bool Hub::lease_start(std::string& err) {
   o.instance = cfg_.instance_id;
   o.ttl_ms = cfg_.lease_ttl_ms;
   lease_ = std::make_unique<lease::LeaseManager>(o);
-  // A stopped instance must not keep its fence's row locks past the lease (the server
-  // ends such a session; its COMMIT then fails and nothing of it is released).
-  LedgerStatus s = ledger_->lease_session(cfg_.lease_ttl_ms, lease_->holder());
+  // A stopped instance must not keep its fence's row locks much past the lease (the
+  // server ends such a session; its COMMIT then fails and nothing of it is released). At
+  // least 2 s: a busy machine may pause a live worker between two statements that long.
+  LedgerStatus s = ledger_->lease_session(std::max<uint64_t>(cfg_.lease_ttl_ms, 2000), lease_->holder());
   if (!s.ok()) {
     err = s.message;
     return false;
