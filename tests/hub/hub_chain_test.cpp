@@ -24,6 +24,7 @@
 #include "rpc_proxy.hpp"
 #include "sim_device.hpp"
 #include "support/broker.hpp"
+#include "support/postgres.hpp"
 #include "support/wait.hpp"
 
 using namespace picopay;
@@ -142,7 +143,8 @@ class HubChainTest : public ::testing::Test {
   }
 
   // crash_at: PICOPAY_HUB_CRASH_AT for this run ("" = none).
-  void start_hub(const std::string& crash_at = "") {
+  // extra: more flags (the several-instance tests: --store, --instance-id, ...).
+  void start_hub(const std::string& crash_at = "", const std::vector<std::string>& extra = {}) {
     std::vector<std::string> argv = {PICOPAY_HUB_BIN,
                                      "--broker-host", "127.0.0.1",
                                      "--broker-port", std::to_string(broker_->port()),
@@ -153,8 +155,9 @@ class HubChainTest : public ::testing::Test {
                                      "--rpc-url", hub_rpc_url_.empty() ? chain_.url() : hub_rpc_url_,
                                      "--collateral-wei", std::to_string(kCollateral),
                                      "--event-state", dir_ + "/events.json",
-                                     "--db", db(),
+                                     "--db", dir_ + "/hub.db",
                                      "--verbose"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
     std::vector<std::string> env;
     if (!crash_at.empty()) env.push_back("PICOPAY_HUB_CRASH_AT=" + crash_at);
     ASSERT_TRUE(hub_.start(argv, dir_ + "/hub.log", env));
@@ -301,7 +304,11 @@ class HubChainTest : public ::testing::Test {
     expect_ledger_agrees(b);
   }
 
-  std::string db() const { return dir_ + "/hub.db"; }
+  // The ledger read_ledger reads: the SQLite file, or the PostgreSQL URI of the
+  // several-instance tests.
+  std::string db() const { return store_uri_.empty() ? dir_ + "/hub.db" : store_uri_; }
+  std::string store_uri_;
+  std::unique_ptr<PgServer> pg_;  // the several-instance tests' ledger (outlives the hub)
   std::string dir_;
   std::string hub_rpc_url_;  // the hub's --rpc-url (empty: the dev chain's)
   DevChainProcess chain_;
@@ -358,6 +365,46 @@ TEST_P(HubChainCrashTest, Kill9AfterTheDepositCountersignatureStillDepositsExact
   ASSERT_TRUE(b.wait_until([](SimDevice& d) { return d.completed(UpdateReason::ProposePendingDeposit) == 1; }, 60000));
   finish_and_check(a, b);
 }
+
+// Several instances (docs/multi-instance.md): the chain role moves on a kill. Instance a,
+// alone on a PostgreSQL ledger (so it holds every partition and the chain role), dies at
+// the crash point; instance b, started then, takes every lease once a's expire (TTL 1 s),
+// re-reads the stored deposit job and, holding the chain role, sends the deposit if it is
+// not on chain yet, or sees it there and confirms it: the deposit happens exactly once.
+// (Label postgresql.)
+class HubChainInstancesTest : public HubChainCrashTest {};
+
+TEST_P(HubChainInstancesTest, ChainRoleMovesOnKill9AndTheDepositHappensOnce_postgresql) {
+  const std::string point = GetParam();
+  pg_ = std::make_unique<PgServer>();
+  std::string err;
+  ASSERT_TRUE(pg_->start(err)) << err;
+  store_uri_ = pg_->uri("postgres");
+  auto instance = [&](const char* id) {
+    return std::vector<std::string>{"--store", store_uri_, "--instance-id", id, "--lease-ttl-ms", "1000"};
+  };
+  start_hub(point, instance("a"));
+  SimDevice& a = device(kPayer);
+  SimDevice& b = device(kPayee);
+  fund_on_chain(a, kPayerDeposit);
+  uint64_t id = 0;
+  ASSERT_EQ(a.open_thread(b.address(), kThreadWei, &id), Status::Ok);
+  ASSERT_EQ(hub_.wait(60000), 128 + 9) << "instance a did not stop at " << point;
+  const chain::OnchainChannel before = MUST(hubcm_->channel(b.address()));
+  EXPECT_EQ(before.txCountChain, point == "deposit-sent" ? 1u : 0u);
+  EXPECT_EQ(read_ledger(db(), b.address()).deposits, 1) << "the countersigned deposit job is not stored";
+  start_hub("", instance("b"));
+  ASSERT_TRUE(b.wait_until([](SimDevice& d) { return d.completed(UpdateReason::ProposePendingDeposit) == 1; }, 60000));
+  finish_and_check(a, b);
+  EXPECT_NE(read_file(dir_ + "/hub.log").find("leases: took the chain role (epoch 2)"), std::string::npos)
+      << "instance b did not take the chain role over";
+}
+
+INSTANTIATE_TEST_SUITE_P(CrashPoints, HubChainInstancesTest, ::testing::Values("deposit-countersigned", "deposit-sent"),
+                         [](const ::testing::TestParamInfo<const char*>& i) {
+                           return std::string(i.param) == "deposit-sent" ? std::string("AfterTheCall")
+                                                                         : std::string("BeforeTheCall");
+                         });
 
 INSTANTIATE_TEST_SUITE_P(CrashPoints, HubChainCrashTest, ::testing::Values("deposit-countersigned", "deposit-sent"),
                          [](const ::testing::TestParamInfo<const char*>& i) {

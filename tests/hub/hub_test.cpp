@@ -146,7 +146,7 @@ TEST_F(HubTest, HelpListsEveryOption) {
                           "--rpc-url", "--event-state", "--confirmations", "--watchtower-interval", "--db", "--store", "--channel-cache",
                           "--batch-max", "--collateral-wei", "--collateral-max-wei", "--collateral-window", "--collateral-idle",
                           "--reserve-warn-wei", "--exchange-rate", "--exchange-rate-time",
-                          "--dev-skip-chain-checks", "--verbose", "--help"})
+                          "--dev-skip-chain-checks", "--instance-id", "--lease-ttl-ms", "--verbose", "--help"})
     EXPECT_NE(h.find(opt), std::string::npos) << opt;
   EXPECT_EQ(run_command({PICOPAY_HUB_BIN, "--bogus"}, dir_ + "/bogus.txt"), 2);
 }

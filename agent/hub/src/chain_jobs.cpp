@@ -48,6 +48,8 @@ bool Hub::deposit_done(const ChainResult& r) {
     deposit_jobs_.erase(deposit_jobs_.begin() + static_cast<long>(i));
     break;
   }
+  // Several instances: the channel's owner requests the ConfirmPending and deletes the job.
+  if (!lease_owns(r.user)) return true;
   std::vector<Out> outs;
   if (!in_transaction([&] {
         Chan* ch = channel(r.user);
@@ -65,7 +67,7 @@ bool Hub::deposit_done(const ChainResult& r) {
           tx_failed_ = true;
         }
       }))
-    return false;
+    return fenced_;  // fenced (several instances): the job stays stored; its owner confirms it
   publish_outs(outs);
   return true;
 }
@@ -105,8 +107,11 @@ bool Hub::chain_results(std::vector<ChainResult>& results, std::vector<ChainResu
                 pump(*ch, outs);
                 if (tx_failed_) return;
               }
-            }))
-          return false;
+            })) {
+          if (!fenced_) return false;
+          reserve_waiters_.insert(waiters.begin(), waiters.end());  // fenced: asked again at the next reading
+          break;
+        }
         publish_outs(outs);
         break;
       }
@@ -135,12 +140,12 @@ void Hub::follow_chain(ChainResult& r) {
     logf(c.what == "open" ? "info" : "warn",
          "chain: channel " + who + " " + c.what +
              (c.mark.dispute ? ": no more updates are countersigned on it" : c.mark.emptied ? ": only EmptyChannel is countersigned on it" : ""));
-    Chan* ch = channel(c.user);
+    Chan* ch = lease_owns(c.user) ? channel(c.user) : nullptr;  // several instances: its owner's
     if (ch) status_dirty_.insert(ch);
   }
   for (const auto& kv : r.marks) {
     const ChainMark* m = mark(kv.first);
-    Chan* ch = m && (m->dispute || m->emptied) ? channel(kv.first) : nullptr;
+    Chan* ch = m && (m->dispute || m->emptied) && lease_owns(kv.first) ? channel(kv.first) : nullptr;
     if (ch && m->dispute) dispute_threads(*ch);
     if (ch && m->emptied) request_empty_channel(*ch);
     if (fatal_.load()) return;

@@ -148,9 +148,11 @@ void ChainWorker::run() {
           break;
       }
     }
+    if (o_.shared_deposits) reload_deposits();
     // Due deposits, one at a time; a read posted meanwhile is served before the next.
+    // Without the chain role a job is only looked at on chain (sent by the role's holder).
     const uint64_t now = now_ms();
-    for (size_t i = 0; role && i < deposits_.size();) {
+    for (size_t i = 0; i < deposits_.size();) {
       {
         std::lock_guard<std::mutex> lk(mu_);
         if (stop_) return;
@@ -196,6 +198,9 @@ void ChainWorker::deposit(ChainJob& j) {
   if (oc->txCountChain >= want.txCountChain) {
     logf("info", what + " for " + who + " is already on chain (txCountChain " + std::to_string(oc->txCountChain) +
                      "): confirming");
+  } else if (!chain_role()) {
+    p->next_try_ms = now_ms() + 1000;  // several instances: the chain role's holder sends it
+    return;
   } else {
     auto rc = cm_->hub_authorized_update(want, j.state.sigUser);
     if (!rc.ok()) return retry("hubAuthorizedUpdate: " + rc.error().to_string());
@@ -205,7 +210,37 @@ void ChainWorker::deposit(ChainJob& j) {
     crash_point("deposit-sent");
   }
   p->next_try_ms = 0;
+  done_[{who, want.txCountChain}] = now_ms();
   post_(std::move(r));
+}
+
+void ChainWorker::reload_deposits() {
+  const uint64_t now = now_ms();
+  if (!ledger_ || now - last_reload_ms_ < 1000) return;
+  last_reload_ms_ = now;
+  std::vector<std::pair<std::string, Bytes>> rows;
+  LedgerStatus s = ledger_->list_deposits(rows);
+  if (!s.ok()) {
+    logf("warn", "deposit jobs: " + s.message);
+    return;
+  }
+  for (auto it = done_.begin(); it != done_.end();) it = now - it->second >= kDoneAgainMs ? done_.erase(it) : std::next(it);
+  for (auto& row : rows) {
+    ChainJob j;
+    j.kind = ChainJob::Kind::Deposit;
+    if (address_parse(row.first.c_str(), row.first.size(), j.user) != Status::Ok ||
+        decode_channel_state(row.second.data(), row.second.size(), j.state) != Status::Ok)
+      continue;  // refused where it is written and at start (Hub::load_deposit_jobs)
+    const std::string who = json::address_text(j.user);
+    if (done_.count({who, j.state.state.txCountChain})) continue;
+    bool have = false;
+    for (const auto& d : deposits_)
+      have = have || (d.job.user == j.user && d.job.state.state.txCountChain == j.state.state.txCountChain);
+    if (have) continue;
+    Pending p;
+    p.job = std::move(j);
+    deposits_.push_back(std::move(p));
+  }
 }
 
 void ChainWorker::read_channel(const Address& user) {

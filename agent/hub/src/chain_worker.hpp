@@ -110,6 +110,13 @@ class ChainWorker : public ChainPort {
     // The ledger (as --store): the watchtower reads a channel's latest state from it, on
     // its own connection, when an exit starts on the channel (no channel read at start).
     std::string store;
+    // Several instances (docs/multi-instance.md): whether this process holds the chain role
+    // now (empty: always, the only instance), and whether deposit jobs are shared through
+    // the ledger (every worker re-reads the stored jobs each second: the role's holder sends
+    // them, any worker that sees one executed on chain reports DepositDone, and the engine
+    // of the channel's owner confirms it).
+    std::function<bool()> chain_role;
+    bool shared_deposits = false;
   };
   // post: called on the worker's thread with each result (the engine queues it).
   ChainWorker(Options o, const PrivateKey& key, Metrics* metrics, std::function<void(ChainResult)> post);
@@ -132,7 +139,14 @@ class ChainWorker : public ChainPort {
   // Whether this process may send the hub's transactions now (deposits, disputes, the
   // watchtower's): one sender of the account's nonces. Checked once per round of jobs;
   // reads (channels, the reserve, following the chain) need no role.
-  bool chain_role() const { return true; }
+  bool chain_role() const { return !o_.chain_role || o_.chain_role(); }
+  // shared_deposits: adds the stored jobs this worker does not have yet (every second).
+  void reload_deposits();
+  uint64_t last_reload_ms_ = 0;
+  // (user, txCountChain) of the jobs this worker reported done, with when: a stored job
+  // is reported again only after kDoneAgainMs (its owner may have been fenced).
+  std::map<std::pair<std::string, uint64_t>, uint64_t> done_;
+  static constexpr uint64_t kDoneAgainMs = 30000;
   void deposit(ChainJob& j);
   void read_channel(const Address& user);
   void dispute(const ChainJob& j);

@@ -27,10 +27,18 @@
 
 namespace picopay::hub {
 
-bool Hub::begin_write() {
+bool Hub::begin_write(std::vector<mqtt::Message>* batch) {
   std::string err;
+  fenced_ = false;
   if (!ok(ledger_->begin(), err)) {
     fail(err);
+    return false;
+  }
+  // Several instances: every write transaction is fenced by the leases it writes under
+  // (lease/hub_lease.cpp); a lease taken over meanwhile rolls it back, nothing released.
+  if (lease_ && !lease_fence(batch)) {
+    ledger_->rollback();
+    fenced_ = true;
     return false;
   }
   return true;
@@ -43,7 +51,7 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch, std::vector<ChainResu
   new_deposits_.clear();
   tx_failed_ = false;
   std::string err;
-  if (!begin_write()) return false;
+  if (!begin_write(&batch)) return fenced_;  // fenced: skipped (devices re-send), not fatal
   precompute(batch);
   std::vector<Chan*> touched;
   for (const ChainResult& f : facts) {

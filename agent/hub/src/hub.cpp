@@ -154,6 +154,7 @@ bool Hub::engine_turn(std::vector<mqtt::Message> batch, std::vector<ChainResult>
 
 bool Hub::start(std::string& err) {
   if (!prepare(err)) return false;
+  if (!lease_start(err)) return false;  // several instances (lease/hub_lease.cpp)
   if (!cfg_.metrics_listen.empty() && !(metrics_ = Metrics::start(cfg_.metrics_listen, *ledger_, err))) return false;
 
   if (!cfg_.rpc_url.empty()) {
@@ -170,6 +171,13 @@ bool Hub::start(std::string& err) {
     co.watchtower_interval_ms = static_cast<uint64_t>(cfg_.watchtower_interval_s) * 1000;
     co.crash_at = crash_at_;
     co.store = cfg_.store.empty() ? "sqlite:" + cfg_.db : cfg_.store;
+    if (lease_) {
+      // Several instances: only the chain role's holder sends the hub's transactions, and
+      // every chain worker takes the stored deposit jobs (docs/multi-instance.md).
+      lease::LeaseManager* lm = lease_.get();
+      co.chain_role = [lm] { return lm->holds(lease::kChainRole); };
+      co.shared_deposits = true;
+    }
     chain_worker_ = std::make_unique<ChainWorker>(co, key_, metrics_.get(), [this](ChainResult r) {
       {
         std::lock_guard<std::mutex> lk(mu_);
@@ -249,6 +257,7 @@ void Hub::stop() {
   cv_.notify_all();
   if (worker_.joinable()) worker_.join();
   if (chain_worker_) chain_worker_->stop();  // after the worker: it posts jobs until it stops
+  lease_stop();  // after both: no transaction leaves without the leases
   if (mqtt_) mqtt_->stop();
 }
 
@@ -260,6 +269,8 @@ void Hub::worker() {
   recover();
   if (fatal_.load()) return;
   while (true) {
+    lease_round();  // several instances: lease changes (lease/hub_lease.cpp)
+    if (fatal_.load()) return;
     std::vector<mqtt::Message> batch;
     std::vector<ChainResult> results;
     {

@@ -2,6 +2,7 @@
 // channel_accept), signs, commits batches to SQLite, and only then publishes replies.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <set>
@@ -26,6 +27,7 @@
 #include "picopay/policy.hpp"
 #include "picopay/signer.hpp"
 #include "ledger/ledger.hpp"
+#include "lease/lease_manager.hpp"
 #include "picopay/agent/history.hpp"
 
 namespace picopay::hub {
@@ -201,7 +203,11 @@ class Hub {
   // batch's messages; replies and requests leave after COMMIT.
   bool process_batch(std::vector<mqtt::Message>& batch, std::vector<ChainResult>& facts);
   // Every write transaction of the ledger begins here (false: fail() was called).
-  bool begin_write();
+  // Begins a write transaction; with several instances fenced by the leases (batch: its
+  // messages of partitions not held are dropped first). False: failed (fatal) or fenced
+  // (fenced_ true: rolled back, nothing of it may be released; not fatal).
+  bool begin_write(std::vector<mqtt::Message>* batch = nullptr);
+  bool fenced_ = false;
   // An update that needs the chain's answer first: kept unanswered in ch.parked and a
   // read of the channel asked of the chain worker (once per wait).
   void park(Chan& ch, const Bytes& payload);
@@ -420,6 +426,30 @@ class Hub {
   // The history row of a countersigned update (history.cpp): what it moved, from the
   // hub's side of the user's channel, with the time.
   static agent::HistoryEntry history_entry(const ChannelState& prev, const ChannelState& next, const ChannelUpdate& u);
+  // ---- several instances, one hub (lease/hub_lease.cpp, docs/multi-instance.md) ----
+  // Null: the only instance (no --instance-id). The worker's view: the epoch of each lease
+  // its cache was loaded under (index p + 1; 0 = not held), what it fences with.
+  std::unique_ptr<lease::LeaseManager> lease_;
+  std::array<uint64_t, lease::kPartitions + 1> lease_seen_{};
+  uint64_t lease_changes_seen_ = 0;
+  // start(): with --instance-id, refuses SQLite, sets the fenced session, starts the lease
+  // manager; the MQTT client id becomes picopay-hub-<hub>-<instance> unless set.
+  bool lease_start(std::string& err);
+  // Intake (MQTT thread): false for a channel message of a partition not held.
+  bool lease_accepts(const std::string& topic) const;
+  // Right after begin(): drops the batch's messages of partitions not held (batch null:
+  // fences every lease the worker holds), then Ledger::lease_fence. False: the caller
+  // rolls back and releases nothing (logged).
+  bool lease_fence(std::vector<mqtt::Message>* batch);
+  // Worker loop: applies lease changes (drops a lost partition's channels, re-sends a
+  // gained partition's outstanding requests, the chain role's deposit jobs).
+  void lease_round();
+  // Whether this instance holds the chain role / the partition of `user` (true when the
+  // only instance).
+  bool lease_chain() const;
+  bool lease_owns(const Address& user) const;
+  void lease_drop_partition(int p);
+  void lease_stop();
   std::unique_ptr<Metrics> metrics_;  // --metrics-listen (null: off); last, so it stops first
 };
 

@@ -30,6 +30,7 @@ void Hub::on_message(const mqtt::Message& m) {
   // MQTT thread: only enqueue. A full queue drops the message (the device re-sends an
   // unanswered update, docs/mqtt-protocol.md): memory stays bounded when the worker
   // cannot keep up, and the broker's connection is never held up.
+  if (lease_ && !lease_accepts(m.topic)) return;  // several instances: a partition not held
   uint64_t dropped = 0;
   {
     std::lock_guard<std::mutex> lk(mu_);
