@@ -926,7 +926,8 @@ TEST_F(HubTest, LegacyHubProposalBecomesARequestAndGuardsItsTxCount) {
   const SignedChannelState s = d.latest();
   ChannelUpdate p = channel_update_make(UpdateReason::ProposePendingDeposit);
   p.deposit.depositWeiHub = u(777);
-  p.deposit.timeout = static_cast<uint64_t>(std::time(nullptr)) + 3600;
+  // Not what a fresh stamp would give (now + kDepositTimeoutSeconds): the hub must keep it.
+  p.deposit.timeout = static_cast<uint64_t>(std::time(nullptr)) + 3000;
   Signer signer;
   ASSERT_EQ(signer.init(), Status::Ok);
   ChannelContext ctx{hub_addr_};

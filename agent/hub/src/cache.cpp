@@ -153,7 +153,13 @@ Hub::Chan* Hub::channel(const Address& user) {
     txerr_ = err;
     return nullptr;
   }
-  if (legacy && ltx > c->latest.state.txCountGlobal) c->legacy_tx = ltx;
+  if (legacy && ltx > c->latest.state.txCountGlobal) {
+    if (decode_channel_update(lprop.data(), lprop.size(), c->legacy_update) != Status::Ok) {
+      txerr_ = "corrupt stored legacy proposal for " + k;
+      return nullptr;
+    }
+    c->legacy_tx = ltx;
+  }
   if ((legacy || !lqueue.empty()) && rows.empty() && c->last_request_id == 0) {
     std::vector<Bytes> all;
     if (legacy) all.push_back(lprop);

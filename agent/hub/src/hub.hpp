@@ -146,6 +146,9 @@ class Hub {
     // there the hub countersigns only a proposal of exactly that update (the same state),
     // never another state with that txCountGlobal. 0 = none.
     uint64_t legacy_tx = 0;
+    // The update of that earlier hub-signed proposal, exactly as signed (its timeout
+    // included): the only update countersigned at legacy_tx.
+    ChannelUpdate legacy_update{};
     bool legacy_unsaved = false;  // legacy rows converted in memory, not yet stored as requests
     // volatile: the outstanding request's re-send schedule and RequestNack counters
     // (an evicted channel's counters start again at 0)

@@ -81,9 +81,13 @@ void Hub::pump(Chan& ch, std::vector<Out>& outs) {
     if (s == Status::Ok) {
       Request r = ch.requests[i];
       ch.requests.erase(ch.requests.begin() + static_cast<long>(i));
-      if (r.update.reason == UpdateReason::ProposePendingDeposit)
+      // A fresh timeout, except for the earlier hub-signed proposal while its txCountGlobal
+      // is still ahead: the hub's signature on that state is out, so exactly that state
+      // (its timeout included) is the only one it may sign there.
+      const bool legacy = ch.legacy_tx != 0 && policy_update_matches(r.update, ch.legacy_update);
+      if (!legacy && r.update.reason == UpdateReason::ProposePendingDeposit)
         r.update.deposit.timeout = unix_now() + kDepositTimeoutSeconds;
-      if (r.update.reason == UpdateReason::ProposePendingWithdrawal)
+      if (!legacy && r.update.reason == UpdateReason::ProposePendingWithdrawal)
         r.update.withdrawal.timeout = unix_now() + kDepositTimeoutSeconds;
       r.id = ++ch.last_request_id;
       ch.requests.insert(ch.requests.begin(), r);
