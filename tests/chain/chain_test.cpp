@@ -489,6 +489,49 @@ TEST_F(ChainTest, StaleExitIsBeatenByWatchtower) {
   expect_revert(usercm_->start_exit_with_update(stale), "global txCount must be higher");
 }
 
+// A watchtower that is handed no channel up front (the hub does not read every channel
+// at start): when an exit starts it reads that channel from its owner's store (the
+// lookup), and not before; a read error is retried next round and the stale exit is
+// still answered within the challenge period.
+TEST_F(ChainTest, StaleExitIsBeatenByAWatchtowerThatReadsTheStoreWhenTheExitStarts) {
+  ChannelState c = deposit(*user_, *usercm_, 1000);
+  ChannelState s2 = c;
+  s2.balanceWeiHub = u(100);
+  s2.balanceWeiUser = u(900);
+  s2.txCountGlobal = 3;
+  ChannelState s3 = s2;
+  s3.balanceWeiHub = u(300);
+  s3.balanceWeiUser = u(700);
+  s3.txCountGlobal = 4;
+  SignedChannelState stale = both(s2), latest = both(s3);
+
+  EventPoller poller(*rpc_, cm_addr_, 0, "", deploy_block_);
+  Watchtower tower(*towercm_, poller);
+  int lookups = 0;
+  tower.set_lookup([&](const Address& who, WatchedChannel& out, bool& found) {
+    ++lookups;
+    if (lookups == 1) return false;  // the store is unavailable once
+    found = who == user_->address();
+    out.user = who;
+    out.latest = latest;
+    return true;
+  });
+  EXPECT_TRUE(MUST(tower.tick()).empty());
+  EXPECT_EQ(lookups, 0) << "the tower read the store before any exit";
+
+  MUST(usercm_->start_exit_with_update(stale));
+  EXPECT_TRUE(MUST(tower.tick()).empty()) << "acted without the channel's state";
+  EXPECT_EQ(lookups, 1);
+  auto acts = MUST(tower.tick());
+  EXPECT_EQ(lookups, 2);
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].what, "emptyChannelWithChallenge");
+  EXPECT_TRUE(acts[0].ok) << acts[0].error;
+  EXPECT_EQ(MUST(usercm_->channel(user_->address())).txCountGlobal, 4u);
+  EXPECT_TRUE(MUST(tower.tick()).empty());
+  EXPECT_EQ(lookups, 2) << "read again after the state was found";
+}
+
 TEST_F(ChainTest, ThreadExitAndChallengePayBothSides) {
   // A (user_) pays B (user2_) through a thread. A deposits 1000, the hub collateralises
   // B's channel with 500.

@@ -21,8 +21,11 @@
 #include "picopay/chain/tx.hpp"
 #include "picopay/codec.hpp"
 #include "hub_ledger.hpp"
+#include "rpc_proxy.hpp"
 #include "sim_device.hpp"
 #include "support/broker.hpp"
+#include "support/postgres.hpp"
+#include "support/wait.hpp"
 
 using namespace picopay;
 using namespace picopay::testsupport;
@@ -140,7 +143,8 @@ class HubChainTest : public ::testing::Test {
   }
 
   // crash_at: PICOPAY_HUB_CRASH_AT for this run ("" = none).
-  void start_hub(const std::string& crash_at = "") {
+  // extra: more flags (the several-instance tests: --store, --instance-id, ...).
+  void start_hub(const std::string& crash_at = "", const std::vector<std::string>& extra = {}) {
     std::vector<std::string> argv = {PICOPAY_HUB_BIN,
                                      "--broker-host", "127.0.0.1",
                                      "--broker-port", std::to_string(broker_->port()),
@@ -148,11 +152,12 @@ class HubChainTest : public ::testing::Test {
                                      "--broker-password", "hub-pass",
                                      "--contract", hex(contract_),
                                      "--private-key", hex_key(test_key(kHubIndex)),
-                                     "--rpc-url", chain_.url(),
+                                     "--rpc-url", hub_rpc_url_.empty() ? chain_.url() : hub_rpc_url_,
                                      "--collateral-wei", std::to_string(kCollateral),
                                      "--event-state", dir_ + "/events.json",
-                                     "--db", db(),
+                                     "--db", dir_ + "/hub.db",
                                      "--verbose"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
     std::vector<std::string> env;
     if (!crash_at.empty()) env.push_back("PICOPAY_HUB_CRASH_AT=" + crash_at);
     ASSERT_TRUE(hub_.start(argv, dir_ + "/hub.log", env));
@@ -299,8 +304,13 @@ class HubChainTest : public ::testing::Test {
     expect_ledger_agrees(b);
   }
 
-  std::string db() const { return dir_ + "/hub.db"; }
+  // The ledger read_ledger reads: the SQLite file, or the PostgreSQL URI of the
+  // several-instance tests.
+  std::string db() const { return store_uri_.empty() ? dir_ + "/hub.db" : store_uri_; }
+  std::string store_uri_;
+  std::unique_ptr<PgServer> pg_;  // the several-instance tests' ledger (outlives the hub)
   std::string dir_;
+  std::string hub_rpc_url_;  // the hub's --rpc-url (empty: the dev chain's)
   DevChainProcess chain_;
   std::unique_ptr<chain::RpcClient> rpc_;
   std::unique_ptr<chain::Wallet> hub_wallet_;
@@ -355,6 +365,46 @@ TEST_P(HubChainCrashTest, Kill9AfterTheDepositCountersignatureStillDepositsExact
   ASSERT_TRUE(b.wait_until([](SimDevice& d) { return d.completed(UpdateReason::ProposePendingDeposit) == 1; }, 60000));
   finish_and_check(a, b);
 }
+
+// Several instances (docs/multi-instance.md): the chain role moves on a kill. Instance a,
+// alone on a PostgreSQL ledger (so it holds every partition and the chain role), dies at
+// the crash point; instance b, started then, takes every lease once a's expire (TTL 1 s),
+// re-reads the stored deposit job and, holding the chain role, sends the deposit if it is
+// not on chain yet, or sees it there and confirms it: the deposit happens exactly once.
+// (Label postgresql.)
+class HubChainInstancesTest : public HubChainCrashTest {};
+
+TEST_P(HubChainInstancesTest, ChainRoleMovesOnKill9AndTheDepositHappensOnce_postgresql) {
+  const std::string point = GetParam();
+  pg_ = std::make_unique<PgServer>();
+  std::string err;
+  ASSERT_TRUE(pg_->start(err)) << err;
+  store_uri_ = pg_->uri("postgres");
+  auto instance = [&](const char* id) {
+    return std::vector<std::string>{"--store", store_uri_, "--instance-id", id, "--lease-ttl-ms", "1000"};
+  };
+  start_hub(point, instance("a"));
+  SimDevice& a = device(kPayer);
+  SimDevice& b = device(kPayee);
+  fund_on_chain(a, kPayerDeposit);
+  uint64_t id = 0;
+  ASSERT_EQ(a.open_thread(b.address(), kThreadWei, &id), Status::Ok);
+  ASSERT_EQ(hub_.wait(60000), 128 + 9) << "instance a did not stop at " << point;
+  const chain::OnchainChannel before = MUST(hubcm_->channel(b.address()));
+  EXPECT_EQ(before.txCountChain, point == "deposit-sent" ? 1u : 0u);
+  EXPECT_EQ(read_ledger(db(), b.address()).deposits, 1) << "the countersigned deposit job is not stored";
+  start_hub("", instance("b"));
+  ASSERT_TRUE(b.wait_until([](SimDevice& d) { return d.completed(UpdateReason::ProposePendingDeposit) == 1; }, 60000));
+  finish_and_check(a, b);
+  EXPECT_NE(read_file(dir_ + "/hub.log").find("leases: took the chain role (epoch 2)"), std::string::npos)
+      << "instance b did not take the chain role over";
+}
+
+INSTANTIATE_TEST_SUITE_P(CrashPoints, HubChainInstancesTest, ::testing::Values("deposit-countersigned", "deposit-sent"),
+                         [](const ::testing::TestParamInfo<const char*>& i) {
+                           return std::string(i.param) == "deposit-sent" ? std::string("AfterTheCall")
+                                                                         : std::string("BeforeTheCall");
+                         });
 
 INSTANTIATE_TEST_SUITE_P(CrashPoints, HubChainCrashTest, ::testing::Values("deposit-countersigned", "deposit-sent"),
                          [](const ::testing::TestParamInfo<const char*>& i) {
@@ -463,4 +513,93 @@ TEST_F(HubChainTest, CollateralRequestsRacedAgainstPayeePayments) {
   off = add(add(sb.balanceWeiHub, sb.balanceWeiUser), locked);
   EXPECT_EQ(off, ob.weiTotal) << "the payee channel's wei on chain = balances + wei locked in threads";
   EXPECT_EQ(ob.txCountChain, sb.txCountChain);
+}
+
+// The hub's chain work runs on its own thread: while every JSON-RPC call of the hub hangs
+// (a proxy on 127.0.0.1 holds them unanswered), a user's ConfirmPending waits for the
+// chain's answer, unanswered (re-sent by the device's session meanwhile: no reply, no
+// signature), and other channels' payments are countersigned all the same. Released, the
+// ConfirmPending is countersigned once, after the chain shows the deposit.
+// The proxy also holds the hub's own deposit (hubAuthorizedUpdate) for a payee: payments
+// of the payer's channel are countersigned while it hangs.
+TEST_F(HubChainTest, AHangingChainHoldsNoPaymentOfOtherChannels) {
+  RpcProxy proxy(chain_.url());
+  ASSERT_TRUE(proxy.start());
+  hub_rpc_url_ = proxy.url();
+  start_hub();
+  SimDevice& a = device(kPayer);
+  SimDevice& b = device(kPayee);
+  fund_on_chain(a, kPayerDeposit);
+  fund_on_chain(b, 1000);
+
+  // b deposits again; on chain before the hang (its own wallet, not through the proxy).
+  ASSERT_EQ(b.deposit(500), Status::Ok);
+  const SignedChannelState s = b.latest();
+  chain::Wallet w(*rpc_, b.key());
+  auto st = w.init();
+  ASSERT_TRUE(st.ok()) << st.error().to_string();
+  chain::ChannelManagerClient cm(w, contract_);
+  chain::Receipt rc = MUST(cm.user_authorized_update(s.state, s.sigHub));
+  const size_t confirmed = b.completed(UpdateReason::ConfirmPending);
+
+  proxy.hold();
+  std::atomic<bool> confirm_done{false};
+  std::atomic<int> confirm_status{-1};
+  std::thread confirm([&] {
+    confirm_status = static_cast<int>(b.confirm_pending(rc.transactionHash, 240000));
+    confirm_done = true;
+  });
+  struct Joiner {  // on every exit of the test: the chain answers again, the thread ends
+    RpcProxy& p;
+    std::thread& t;
+    ~Joiner() {
+      p.release();
+      if (t.joinable()) t.join();
+    }
+  } joiner{proxy, confirm};
+  // The ConfirmPending reached the hub and waits for the chain (hub log, --verbose), or
+  // was answered without it.
+  ASSERT_TRUE(poll_until(
+      [&] {
+        return confirm_done.load() ||
+               read_file(dir_ + "/hub.log").find("an update waits for the chain") != std::string::npos;
+      },
+      120000))
+      << "the ConfirmPending did not reach the hub";
+  ASSERT_FALSE(confirm_done.load()) << "the ConfirmPending was answered while the chain hung: "
+                                    << status_name(static_cast<Status>(confirm_status.load()));
+  const uint64_t a_before = a.latest().state.txCountGlobal;
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(a.pay(1, nullptr, 60000), Status::Ok) << "payment " << i << " while the chain hangs";
+  EXPECT_EQ(a.latest().state.txCountGlobal, a_before + 5);
+  EXPECT_FALSE(confirm_done.load()) << "the ConfirmPending was answered while the chain hung";
+  EXPECT_EQ(b.completed(UpdateReason::ConfirmPending), confirmed);
+  EXPECT_EQ(read_ledger(db(), b.address()).state, wire(s)) << "the hub stored the ConfirmPending without the chain";
+  std::printf("[measure] while the hub's chain hung: %d payments of another channel countersigned, %zu JSON-RPC "
+              "requests held\n", 5, proxy.held_requests());
+  proxy.release();
+  confirm.join();
+  EXPECT_EQ(confirm_status.load(), static_cast<int>(Status::Ok));
+  EXPECT_EQ(b.completed(UpdateReason::ConfirmPending), confirmed + 1);
+  EXPECT_EQ(b.latest().state.balanceWeiUser, u(1500));
+  EXPECT_EQ(b.double_signed(), 0u);
+
+  // A deposit of the hub in flight: the payer's thread needs collateral in the payee's
+  // channel; the hub's hubAuthorizedUpdate hangs at the proxy.
+  proxy.hold({"eth_sendRawTransaction"});
+  uint64_t id = 0;
+  ASSERT_EQ(a.open_thread(b.address(), kThreadWei, &id, 60000), Status::Ok);
+  ASSERT_TRUE(b.wait_until([](SimDevice& d) { return d.completed(UpdateReason::ProposePendingDeposit) == 3; }, 60000))
+      << "the collateral deposit was not requested";
+  ASSERT_TRUE(poll_until([&] { return proxy.held_requests("eth_sendRawTransaction") >= 1; }, 60000))
+      << "the deposit job did not reach the chain";
+  const uint64_t a_mid = a.latest().state.txCountGlobal;
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(a.pay(1, nullptr, 60000), Status::Ok) << "payment " << i << " while the deposit hangs";
+  EXPECT_EQ(a.latest().state.txCountGlobal, a_mid + 5);
+  EXPECT_EQ(channel_updates_on_chain(b.address()), 2u) << "only b's own two deposits are on chain yet";
+  proxy.release();
+  ASSERT_TRUE(b.wait_until([](SimDevice& d) { return d.completed(UpdateReason::OpenThread) == 1; }, 120000))
+      << "the mirrored OpenThread did not follow the deposit";
+  EXPECT_EQ(channel_updates_on_chain(b.address()), 3u) << "the collateral deposit happened once";
+  expect_ledger_agrees(a);
+  expect_ledger_agrees(b);
 }

@@ -146,7 +146,7 @@ TEST_F(HubTest, HelpListsEveryOption) {
                           "--rpc-url", "--event-state", "--confirmations", "--watchtower-interval", "--db", "--store", "--channel-cache",
                           "--batch-max", "--collateral-wei", "--collateral-max-wei", "--collateral-window", "--collateral-idle",
                           "--reserve-warn-wei", "--exchange-rate", "--exchange-rate-time",
-                          "--dev-skip-chain-checks", "--verbose", "--help"})
+                          "--dev-skip-chain-checks", "--instance-id", "--lease-ttl-ms", "--verbose", "--help"})
     EXPECT_NE(h.find(opt), std::string::npos) << opt;
   EXPECT_EQ(run_command({PICOPAY_HUB_BIN, "--bogus"}, dir_ + "/bogus.txt"), 2);
 }
@@ -926,7 +926,8 @@ TEST_F(HubTest, LegacyHubProposalBecomesARequestAndGuardsItsTxCount) {
   const SignedChannelState s = d.latest();
   ChannelUpdate p = channel_update_make(UpdateReason::ProposePendingDeposit);
   p.deposit.depositWeiHub = u(777);
-  p.deposit.timeout = static_cast<uint64_t>(std::time(nullptr)) + 3600;
+  // Not what a fresh stamp would give (now + kDepositTimeoutSeconds): the hub must keep it.
+  p.deposit.timeout = static_cast<uint64_t>(std::time(nullptr)) + 3000;
   Signer signer;
   ASSERT_EQ(signer.init(), Status::Ok);
   ChannelContext ctx{hub_addr_};

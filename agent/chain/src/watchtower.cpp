@@ -21,7 +21,12 @@ void Watchtower::watch(const WatchedChannel& ch) { channels_[key_of(ch.user)] = 
 void Watchtower::on_event(const ChannelEvent& e) {
   switch (e.kind) {
     case EventKind::DidStartExitChannel:
-      if (channels_.count(key_of(e.user))) exiting_[key_of(e.user)] = true;
+      if (channels_.count(key_of(e.user))) {
+        exiting_[key_of(e.user)] = true;
+      } else if (lookup_) {
+        exiting_[key_of(e.user)] = true;
+        unresolved_[key_of(e.user)] = e.user;
+      }
       break;
     case EventKind::DidStartExitThread:
     case EventKind::DidChallengeThread:
@@ -51,8 +56,25 @@ Result<std::vector<WatchtowerAction>> Watchtower::tick() {
   (void)n;
   PPC_TRY(Block now, cm_.wallet().rpc().block_by_number("latest"));
 
+  // Channels the owner's store has to tell about (set_lookup).
+  for (auto it = unresolved_.begin(); it != unresolved_.end();) {
+    WatchedChannel w;
+    bool found = false;
+    if (!lookup_(it->second, w, found)) {
+      ++it;  // read error: again next round
+      continue;
+    }
+    if (found) channels_[it->first] = w;
+    else exiting_.erase(it->first);  // not a channel the owner guards
+    it = unresolved_.erase(it);
+  }
+
   // Channel exits.
   for (auto it = exiting_.begin(); it != exiting_.end();) {
+    if (unresolved_.count(it->first)) {
+      ++it;
+      continue;
+    }
     const WatchedChannel& wc = channels_[it->first];
     PPC_TRY(OnchainChannel oc, cm_.channel(wc.user));
     if (oc.status != ChannelStatus::ChannelDispute) {

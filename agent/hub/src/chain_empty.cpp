@@ -21,7 +21,7 @@
 namespace picopay::hub {
 
 void Hub::request_empty_channel(Chan& ch) {
-  const ChainMark* m = follow_ ? follow_->mark(ch.user) : nullptr;
+  const ChainMark* m = mark(ch.user);
   if (!m || !m->emptied || m->dispute) return;
   // Only while the off-chain state still holds something (the same test that refuses
   // every other update on it).
@@ -41,7 +41,7 @@ void Hub::request_empty_channel(Chan& ch) {
     return;
   }
   ChannelUpdate u = channel_update_make(UpdateReason::EmptyChannel);
-  u.chainTx.transactionHash = follow_->empty_tx(ch.user);
+  if (auto it = empty_tx_.find(ch.user); it != empty_tx_.end()) u.chainTx.transactionHash = it->second;
   // Only what the hub would countersign now: e.g. not over the pending deposit that
   // reopens the channel after an EmptyChannel (the contract can still run it).
   HubPolicyInput in{};

@@ -6,6 +6,7 @@
 #include <ctime>
 
 #include "hub.hpp"
+#include "hub_internal.hpp"
 #include "log.hpp"
 #include "picopay/agent/collateral_request.hpp"
 #include "picopay/agent/json_state.hpp"
@@ -54,13 +55,16 @@ void Hub::note_activity(Chan& ch, const ChannelUpdate& u) {
     ch.flow->received.pop_front();
 }
 
-bool Hub::reserve_allows(const U256& amount, const std::string& who) {
-  if (!cm_) return false;
-  auto reserve = cm_->hub_reserve_wei();
-  if (!reserve.ok()) {
-    logf("warn", who + ": cannot read the hub's reserve (" + reserve.error().to_string() + "): no collateral promised");
+bool Hub::reserve_allows(const U256& amount, const std::string& who, Chan* ch) {
+  if (!chain_) return false;
+  // The chain worker's latest reading (ChainWorker::kReserveRefreshMs); none fresh: no
+  // promise now, and the channel is pumped again when the next reading arrives.
+  if (!reserve_known_ || reserve_at_ms_ == 0 || now_ms() - reserve_at_ms_ > kReserveFreshMs) {
+    logf("warn", who + ": no fresh reading of the hub's reserve from the chain: no collateral promised yet");
+    if (ch) reserve_waiters_.insert(ch->key);
     return false;
   }
+  const U256* reserve = &reserve_wei_;
   // Deposits the users countersigned and the hub has not sent yet draw on it too.
   U256 promised = U256::zero();
   for (const auto& j : deposit_jobs_) promised = sum(promised, j.state.state.pendingDepositWeiHub);
@@ -100,7 +104,7 @@ void Hub::handle_collateral(Chan& ch, const Bytes& payload, std::vector<Out>& ou
   }
   if (!ch.flow) ch.flow = std::make_unique<Chan::PayeeFlow>();
   ch.flow->collateral_time = t;
-  if (!cm_) {
+  if (!chain_) {
     logf("warn", ch.key + ": collateral request: no --rpc-url, the hub deposits nothing");
     return;
   }
@@ -140,7 +144,7 @@ void Hub::handle_collateral(Chan& ch, const Bytes& payload, std::vector<Out>& ou
 }
 
 void Hub::collateral_round() {
-  if (!cm_ || cfg_.collateral_idle_seconds == 0) return;
+  if (!chain_ || cfg_.collateral_idle_seconds == 0) return;
   const uint64_t now = steady_ms();
   if (now - last_collateral_round_ms_ < kRoundMs) return;
   last_collateral_round_ms_ = now;

@@ -101,6 +101,15 @@ struct HubOptions {
           "SIGHUP, and published at once; overrides --exchange-rate (docs/tokens.md)");
     s.flag("--dev-skip-chain-checks", "devSkipChainChecks", c.dev_skip_chain_checks,
            "TESTS/DEV ONLY: countersign ConfirmPending without checking the chain");
+    s.group("Several instances (docs/multi-instance.md)");
+    s.str("--instance-id", "instanceId", c.instance_id,
+          "run as one of several picopay-hub instances with the same key on one PostgreSQL ledger: this "
+          "instance's name (its MQTT client id is picopay-hub-<hub>-<name> unless --client-id); it serves the "
+          "channel partitions it leases (default: empty, the only instance; SQLite refuses it)")
+        ->type_name("NAME");
+    s.integer("--lease-ttl-ms", "leaseTtlMs", c.lease_ttl_ms, 200, 600000,
+              "milliseconds a partition lease lives unless renewed (renewed every ttl/5; default 5000): a killed "
+              "instance's channels are taken over after about this long");
     s.group("Monitoring");
     s.str("--metrics-listen", "metricsListen", c.metrics_listen,
           "HOST:PORT: serve Prometheus /metrics and the live /dashboard page there (default off; no auth: use "
@@ -144,6 +153,21 @@ int parse_config(int argc, char** argv, Config& c, std::string& err) {
   if (c.store.rfind("sqlite:", 0) == 0 && c.store.size() > 7 && c.store.rfind("sqlite://", 0) != 0)
     c.db = c.store.substr(7);  // the side files next to the SQLite ledger
   if (c.event_state.empty()) c.event_state = c.db + ".events.json";
+  if (!c.instance_id.empty()) {
+    if (c.store.rfind("postgresql://", 0) != 0 && c.store.rfind("postgres://", 0) != 0) {
+      err = "--instance-id: several hub instances share one PostgreSQL ledger (--store postgresql://...); a "
+            "SQLite ledger serves one process (docs/multi-instance.md)";
+      return 2;
+    }
+    bool good = c.instance_id.size() <= 32;
+    for (char ch : c.instance_id)
+      good = good && ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                      ch == '.' || ch == '_' || ch == '-');
+    if (!good) {
+      err = "--instance-id " + c.instance_id + ": at most 32 of A-Z a-z 0-9 . _ -";
+      return 2;
+    }
+  }
   return 0;
 }
 

@@ -67,6 +67,10 @@ struct Config {
   int watchtower_interval_s = 5;
   std::string metrics_listen;  // HOST:PORT of /metrics and /dashboard (docs/operations.md); empty = off
   bool verbose = false;
+  // several instances, one hub (docs/multi-instance.md): this instance's name (empty:
+  // the only instance); the lease time to live in milliseconds (renewed every ttl/5)
+  std::string instance_id;
+  uint64_t lease_ttl_ms = 5000;
 };
 
 // Parses argv (and the --config file first if given; command-line values win).

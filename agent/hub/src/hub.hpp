@@ -2,6 +2,7 @@
 // channel_accept), signs, commits batches to SQLite, and only then publishes replies.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <set>
@@ -17,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "chain_worker.hpp"
 #include "config.hpp"
 #include "parallel.hpp"
 #include "picopay/channel.hpp"
@@ -25,15 +27,8 @@
 #include "picopay/policy.hpp"
 #include "picopay/signer.hpp"
 #include "ledger/ledger.hpp"
+#include "lease/lease_manager.hpp"
 #include "picopay/agent/history.hpp"
-
-namespace picopay::chain {
-class RpcClient;
-class Wallet;
-class ChannelManagerClient;
-class EventPoller;
-class Watchtower;
-}  // namespace picopay::chain
 
 namespace picopay::hub {
 
@@ -103,7 +98,25 @@ class Hub {
   bool fatal() const { return fatal_.load(); }
   void wait_until_stopped(const std::atomic<bool>& quit);
 
+  // ---- the engine without a broker or a chain (tests/hub/engine_test.cpp) ----
+  // What the outbox would publish (after COMMIT), in order.
+  using Sink = std::function<void(const std::string& topic, const Bytes& payload, uint64_t corr)>;
+  // Opens the ledger and checks the config as start() does, no MQTT, no chain worker, no
+  // thread: chain jobs go to `chain` (null: no chain), publishes to `sink`.
+  bool open_engine(ChainPort* chain, Sink sink, std::string& err);
+  // One turn of the payment worker: the chain's results, then `batch` in one transaction.
+  // False when the hub stopped (a ledger error).
+  bool engine_turn(std::vector<mqtt::Message> batch, std::vector<ChainResult> results = {});
+
  private:
+  // Addresses are keccak-derived: their first bytes are a good hash.
+  struct AddressHash {
+    size_t operator()(const Address& a) const noexcept {
+      size_t h = 0;
+      std::memcpy(&h, a.bytes, sizeof h);
+      return h;
+    }
+  };
   // A change the hub wants in a channel, asked for with a HubRequest (the user proposes
   // it; docs/mqtt-protocol.md). `id` is 0 until the request is sent; at most one request
   // per channel is sent and outstanding, and it is always the first.
@@ -133,6 +146,9 @@ class Hub {
     // there the hub countersigns only a proposal of exactly that update (the same state),
     // never another state with that txCountGlobal. 0 = none.
     uint64_t legacy_tx = 0;
+    // The update of that earlier hub-signed proposal, exactly as signed (its timeout
+    // included): the only update countersigned at legacy_tx.
+    ChannelUpdate legacy_update{};
     bool legacy_unsaved = false;  // legacy rows converted in memory, not yet stored as requests
     // volatile: the outstanding request's re-send schedule and RequestNack counters
     // (an evicted channel's counters start again at 0)
@@ -152,6 +168,17 @@ class Hub {
       uint64_t collateral_time = 0;
     };
     std::unique_ptr<PayeeFlow> flow;
+    // An update asserting chain facts waits here (unanswered) for the chain worker's read
+    // of the channel (ChainJob ReadChannel), and so do the channel's later updates that
+    // arrive meanwhile (at most kFutureMax, identical bytes once): no reply, no signature
+    // until the answer (engine.cpp replay_parked). Null: nothing waits.
+    struct Parked {
+      std::vector<Bytes> updates;
+      bool replaying = false;  // the answer is being applied
+      bool answered = false;   // `facts` is the answer, not used yet
+      ChainFacts facts{};
+    };
+    std::unique_ptr<Parked> parked;
     Chan* lru_prev = nullptr;  // the cache's recency list (most recent at the head)
     Chan* lru_next = nullptr;
     // The open threads with room for one more (up to kThreadCap), for the core's
@@ -175,7 +202,22 @@ class Hub {
 
   void on_message(const mqtt::Message& m);
   void worker();
-  bool process_batch(std::vector<mqtt::Message>& batch);
+  // One write transaction: the chain's answers to parked updates (`facts`), then the
+  // batch's messages; replies and requests leave after COMMIT.
+  bool process_batch(std::vector<mqtt::Message>& batch, std::vector<ChainResult>& facts);
+  // Every write transaction of the ledger begins here (false: fail() was called).
+  // Begins a write transaction; with several instances fenced by the leases (batch: its
+  // messages of partitions not held are dropped first). False: failed (fatal) or fenced
+  // (fenced_ true: rolled back, nothing of it may be released; not fatal).
+  bool begin_write(std::vector<mqtt::Message>* batch = nullptr);
+  bool fenced_ = false;
+  // An update that needs the chain's answer first: kept unanswered in ch.parked and a
+  // read of the channel asked of the chain worker (once per wait).
+  void park(Chan& ch, const Bytes& payload);
+  // The chain worker's answer for a channel with parked updates: the updates again, in
+  // their order, with `f` as the chain facts of the first one that asserts any.
+  void replay_parked(Chan& ch, const ChainFacts& f, std::vector<Out>& outs);
+  bool park_ = false;  // set by chain_facts(): the update must wait for the chain
   Chan* channel(const Address& user);
   void handle_update(Chan& ch, const Bytes& payload, std::vector<Out>& outs);
   bool apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, std::vector<Out>& outs);
@@ -188,8 +230,10 @@ class Hub {
   // (policy_hub_countersigns with the channel's requests, the rate, inventory and chain
   // facts) and the cross-channel rules of threads.
   Status check_policy(Chan& ch, const ChannelUpdate& u);
-  // The chain facts of `ch` for an update asserting one (reads the chain; dev: synthesised
-  // for ConfirmPending with --dev-skip-chain-checks). `has_access` false: no chain at all.
+  // The chain facts of `ch` for an update asserting one: the chain worker's answer for
+  // this update (ch.parked), else park_ is set and the update waits for one (dev:
+  // synthesised for ConfirmPending with --dev-skip-chain-checks). `has_access` false: no
+  // chain at all.
   ChainFacts chain_facts(const Chan& ch, UpdateReason reason, bool& has_access);
   void after_accept(Chan& ch, const ChannelUpdate& u, std::vector<Out>& outs);
   // Payee channel: if the OpenThread mirrors requested need more hub wei than the channel
@@ -244,11 +288,16 @@ class Hub {
   void flush_status(bool all);
   static constexpr std::chrono::milliseconds kStatusInterval{1000};
   std::set<Chan*> status_dirty_;
-  void chain_jobs();
-  void watch(Chan& ch);
-  // Following the chain (chain_follow.hpp): one round of the follower, logs and status of
-  // the channels whose mark changed.
-  void follow_chain();
+  // The chain worker's results other than Facts (those go to process_batch): deposits
+  // done, reserve readings, follow rounds, disputes. False: the hub stopped (fail()).
+  bool chain_results(std::vector<ChainResult>& results, std::vector<ChainResult>& facts);
+  // A round of the follower (chain_follow.hpp) arrived: the engine's copy of the marks,
+  // logs and status of the channels whose mark changed, disputes, EmptyChannel requests.
+  void follow_chain(ChainResult& r);
+  // The engine's copy of the follower's marks (updated from Marks results).
+  const ChainMark* mark(const Address& user) const;
+  std::unordered_map<Address, ChainMark, AddressHash> marks_;
+  std::unordered_map<Address, Hash32, AddressHash> empty_tx_;
   // A payer's channel in dispute with open threads (thread_dispute.cpp): empties it at
   // once when the chain already holds the hub's latest state and the user started the
   // exit, then starts each thread's dispute with the latest thread state the hub has (the
@@ -261,7 +310,7 @@ class Hub {
   void request_empty_channel(Chan& ch);
   std::set<std::string> empty_refused_;  // channel@block whose chain counts were reported ahead of ours
   std::set<std::string> threads_disputed_;  // channels whose thread exits were started (this run)
-  std::set<std::string> threads_emptying_;  // channels emptied (or waited for) before their threads
+  std::set<std::string> disputes_posted_;   // channels with a dispute job at the chain worker
   // ChannelInDispute if the chain shows `ch` in dispute, or emptied while the hub's
   // latest state still holds funds (any reason but EmptyChannel); else Ok.
   Status chain_refusal(const Chan& ch, const ChannelUpdate& u) const;
@@ -292,21 +341,13 @@ class Hub {
   // Ok: true; else err = the ledger's message.
   static bool ok(LedgerStatus s, std::string& err);
   std::unique_ptr<mqtt::Client> mqtt_;
-  // Addresses are keccak-derived: their first bytes are a good hash.
-  struct AddressHash {
-    size_t operator()(const Address& a) const noexcept {
-      size_t h = 0;
-      std::memcpy(&h, a.bytes, sizeof h);
-      return h;
-    }
-  };
   std::unordered_map<Address, std::unique_ptr<Chan>, AddressHash> chans_;  // the channel cache
   Chan* lru_head_ = nullptr;  // most recently used
   Chan* lru_tail_ = nullptr;  // least recently used
   void lru_unlink(Chan* c);
   void lru_push_front(Chan* c);
   // Whether `c` holds what the ledger does not (or what must stay in memory): requests,
-  // reordered updates, unsaved legacy rows, a pending status publish, a timer.
+  // reordered or parked updates, unsaved legacy rows, a pending status publish, a timer.
   bool pinned(const Chan* c) const;
   // Drops least recently used unpinned channels until at most --channel-cache remain
   // (between batches only: no Chan* is held then). Their state is in the ledger.
@@ -319,38 +360,42 @@ class Hub {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<mqtt::Message> queue_;
+  std::deque<mqtt::Message> queue_;  // the intake queue (intake.cpp), at most kIntakeMax
+  static constexpr size_t kIntakeMax = 200000;
+  uint64_t intake_dropped_ = 0;
+  std::deque<ChainResult> inbox_;  // the chain worker's results (drained between batches)
   std::thread worker_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> fatal_{false};
   std::atomic<bool> stopped_{false};
 
-  // chain (optional)
-  std::unique_ptr<chain::RpcClient> rpc_;
-  std::unique_ptr<chain::Wallet> wallet_;
-  std::unique_ptr<chain::ChannelManagerClient> cm_;
-  std::unique_ptr<chain::EventPoller> poller_;
-  std::unique_ptr<chain::Watchtower> tower_;
-  std::unique_ptr<ChainFollow> follow_;
+  // The chain (--rpc-url; null: none): every JSON-RPC call happens on its thread; the
+  // engine posts to chain_ (the worker, or a test's fake).
+  std::unique_ptr<ChainWorker> chain_worker_;
+  ChainPort* chain_ = nullptr;
+  Sink sink_;  // engine tests: instead of MQTT
+  // start() and open_engine(): the key, the config's amounts, the ledger.
+  bool prepare(std::string& err);
+  // A ledger error at start that a restart may cure (PostgreSQL unreachable): sets fatal_
+  // (main exits 3); returns `s`.
+  LedgerStatus pg_transient(LedgerStatus s);
   // A collateral deposit the payee countersigned (stored in the deposits table with the
-  // countersignature): chain_jobs() checks the chain, calls hubAuthorizedUpdate if the
-  // deposit has not happened, then requests ConfirmPending and deletes the stored job.
+  // countersignature, in the transaction of the countersignature): posted to the chain
+  // worker after COMMIT, which checks the chain, calls hubAuthorizedUpdate if the deposit
+  // has not happened and answers DepositDone; then deposit_done() requests ConfirmPending
+  // and deletes the stored job in one transaction.
   struct DepositJob {
     Address user;
     SignedChannelState state;
-    uint64_t next_try_ms = 0;  // steady clock; retry after a chain error
-    unsigned failures = 0;
   };
-  std::vector<DepositJob> deposit_jobs_;
+  std::vector<DepositJob> deposit_jobs_;  // at the chain worker, not done yet
+  std::vector<DepositJob> new_deposits_;  // this transaction's (posted after COMMIT)
+  void post_deposit(const DepositJob& j);
   // Loads the stored deposit jobs (start).
   bool load_deposit_jobs(std::string& err);
-  // One job: true when it is finished (ConfirmPending requested, row deleted),
-  // false to keep it for a later retry.
-  bool run_deposit_job(DepositJob& j);
-  // Test-only fault injection (env PICOPAY_HUB_CRASH_AT): SIGKILLs this process at a
-  // named point, as a kill -9 arriving exactly there would.
-  void crash_point(const char* name) const;
-  std::string crash_at_;
+  // DepositDone: ConfirmPending requested (ahead of the queue), the row deleted.
+  bool deposit_done(const ChainResult& r);
+  std::string crash_at_;  // PICOPAY_HUB_CRASH_AT (test-only fault injection, chain_worker.cpp)
   std::vector<std::string> recover_users_;
   uint64_t last_tower_ms_ = 0;
   // ---- flows (collateral.cpp, docs/flows.md) ----
@@ -366,10 +411,17 @@ class Hub {
   // Worker loop: takes back the hub balance of channels idle for collateral_idle_seconds
   // (a hub-only withdrawal request), and checks the reserve now and then.
   void collateral_round();
-  // Whether the on-chain reserve, less deposits countersigned and not yet on chain, holds
-  // `amount` wei; logs a warning with the command that funds it when it does not or when
-  // it is low (reserve_warn_wei).
-  bool reserve_allows(const U256& amount, const std::string& who);
+  // Whether the chain worker's latest reading of the reserve (at most kReserveFreshMs
+  // old), less deposits countersigned and not yet on chain, holds `amount` wei; logs a
+  // warning with the command that funds it when it does not or when it is low
+  // (reserve_warn_wei). Without a fresh reading: false, and `ch` (if any) is pumped again
+  // when the next reading arrives.
+  bool reserve_allows(const U256& amount, const std::string& who, Chan* ch = nullptr);
+  static constexpr uint64_t kReserveFreshMs = 10000;
+  bool reserve_known_ = false;
+  U256 reserve_wei_ = U256::zero();
+  uint64_t reserve_at_ms_ = 0;
+  std::set<std::string> reserve_waiters_;  // channel keys
   U256 collateral_max_ = U256::zero();
   U256 reserve_warn_ = U256::zero();
   uint64_t last_collateral_round_ms_ = 0;
@@ -377,6 +429,30 @@ class Hub {
   // The history row of a countersigned update (history.cpp): what it moved, from the
   // hub's side of the user's channel, with the time.
   static agent::HistoryEntry history_entry(const ChannelState& prev, const ChannelState& next, const ChannelUpdate& u);
+  // ---- several instances, one hub (lease/hub_lease.cpp, docs/multi-instance.md) ----
+  // Null: the only instance (no --instance-id). The worker's view: the epoch of each lease
+  // its cache was loaded under (index p + 1; 0 = not held), what it fences with.
+  std::unique_ptr<lease::LeaseManager> lease_;
+  std::array<uint64_t, lease::kPartitions + 1> lease_seen_{};
+  uint64_t lease_changes_seen_ = 0;
+  // start(): with --instance-id, refuses SQLite, sets the fenced session, starts the lease
+  // manager; the MQTT client id becomes picopay-hub-<hub>-<instance> unless set.
+  bool lease_start(std::string& err);
+  // Intake (MQTT thread): false for a channel message of a partition not held.
+  bool lease_accepts(const std::string& topic) const;
+  // Right after begin(): drops the batch's messages of partitions not held (batch null:
+  // fences every lease the worker holds), then Ledger::lease_fence. False: the caller
+  // rolls back and releases nothing (logged).
+  bool lease_fence(std::vector<mqtt::Message>* batch);
+  // Worker loop: applies lease changes (drops a lost partition's channels, re-sends a
+  // gained partition's outstanding requests, the chain role's deposit jobs).
+  void lease_round();
+  // Whether this instance holds the chain role / the partition of `user` (true when the
+  // only instance).
+  bool lease_chain() const;
+  bool lease_owns(const Address& user) const;
+  void lease_drop_partition(int p);
+  void lease_stop();
   std::unique_ptr<Metrics> metrics_;  // --metrics-listen (null: off); last, so it stops first
 };
 

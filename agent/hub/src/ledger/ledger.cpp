@@ -11,8 +11,32 @@ const char* ledger_code_name(LedgerCode c) {
     case LedgerCode::Conflict: return "conflict";
     case LedgerCode::Corrupt: return "corrupt";
     case LedgerCode::SchemaTooNew: return "schema-too-new";
+    case LedgerCode::Unsupported: return "unsupported";
   }
   return "?";
+}
+
+namespace {
+LedgerStatus unsupported(const Ledger& l) {
+  return LedgerStatus::fail(LedgerCode::Unsupported,
+                            std::string(l.backend()) + ": leases: several hub instances need a PostgreSQL ledger");
+}
+}  // namespace
+
+LedgerStatus Ledger::lease_heartbeat(const std::string&, uint64_t, uint64_t&) { return unsupported(*this); }
+LedgerStatus Ledger::lease_renew(const std::string&, uint64_t, std::vector<std::pair<int, uint64_t>>&) {
+  return unsupported(*this);
+}
+LedgerStatus Ledger::lease_free(std::vector<int>&) { return unsupported(*this); }
+LedgerStatus Ledger::lease_take(int, const std::string&, uint64_t, bool&, uint64_t&) { return unsupported(*this); }
+LedgerStatus Ledger::lease_release(int, const std::string&) { return unsupported(*this); }
+LedgerStatus Ledger::lease_fence(const std::string&, const std::vector<std::pair<int, uint64_t>>&, bool& held) {
+  held = false;
+  return unsupported(*this);
+}
+LedgerStatus Ledger::lease_session(uint64_t, const std::string&) { return unsupported(*this); }
+LedgerStatus Ledger::list_request_users_in(const std::vector<int>&, std::vector<std::string>&) {
+  return unsupported(*this);
 }
 
 LedgerStatus Ledger::open(const std::string& spec, std::unique_ptr<Ledger>& out) {

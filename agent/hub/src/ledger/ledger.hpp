@@ -55,6 +55,18 @@
 //                                          docs/flows.md), written in the update's
 //                                          transaction; amounts as decimal wei text, ""
 //                                          and 0 where a column does not apply
+// Version 3 adds (several hub instances on one PostgreSQL ledger, docs/multi-instance.md;
+// the SQLite ledger creates the tables to keep the version numbers equal but serves one
+// process and answers every lease call Unsupported):
+//   leases(partition PK, holder, epoch, expires_at)
+//                                          one row per channel partition 0..255 (a channel's
+//                                          partition is its user address's first byte) and
+//                                          row -1 for the chain role; `holder` the instance
+//                                          holding it (NULL: free), `epoch` bumped on every
+//                                          change of holder, `expires_at` the server time the
+//                                          lease lapses unless renewed
+//   hub_instances(holder PK, expires_at)   each live instance's heartbeat (the fair share of
+//                                          partitions is counted from the unexpired rows)
 // `user` is the channel's user address as lowercase 0x-hex (mqtt::topic_address).
 //
 // Threads: one ledger object is used by one thread at a time (the hub's worker); the
@@ -80,6 +92,7 @@ enum class LedgerCode : uint8_t {
   Conflict,      // a unique key already holds a row (e.g. an update's (user, tx) twice)
   Corrupt,       // a stored row is not what this binary wrote (wrong type, wrong size)
   SchemaTooNew,  // the database's schema version is newer than this binary knows
+  Unsupported,   // the backend does not do this (leases on SQLite)
 };
 
 // Stable lowercase name of a code ("io", "conflict", ...).
@@ -93,7 +106,7 @@ struct [[nodiscard]] LedgerStatus {
 };
 
 // The newest schema version this binary writes.
-constexpr int kLedgerSchemaVersion = 2;
+constexpr int kLedgerSchemaVersion = 3;
 
 class Ledger {
  public:
@@ -169,6 +182,44 @@ class Ledger {
   virtual LedgerStatus for_each_channel(const std::function<bool(const std::string&, const Bytes&)>& f) = 0;
   // The number of channel rows.
   virtual LedgerStatus count_channels(uint64_t& n) = 0;
+
+  // ---- Leases (version 3; docs/multi-instance.md). Times are the server's (now()), never
+  // the caller's clock; `ttl_ms` in milliseconds. The SQLite ledger answers Unsupported.
+  // Every call is one autocommitted statement unless said otherwise.
+  //
+  // Records `holder` as live until now() + ttl_ms and counts the live instances (itself
+  // included). Errors: Io, Unsupported.
+  virtual LedgerStatus lease_heartbeat(const std::string& holder, uint64_t ttl_ms, uint64_t& live_instances);
+  // Extends every lease `holder` holds (expired ones too: nobody else took them) to now() +
+  // ttl_ms; `held` = (partition, epoch) of each (row -1 = the chain role). Errors: Io,
+  // Corrupt, Unsupported.
+  virtual LedgerStatus lease_renew(const std::string& holder, uint64_t ttl_ms,
+                                   std::vector<std::pair<int, uint64_t>>& held);
+  // Partitions (0..255 and -1) that are free or expired now.
+  virtual LedgerStatus lease_free(std::vector<int>& out);
+  // Takes partition `p` if it is free or expired: holder, epoch + 1, now() + ttl_ms.
+  // got=false when another instance holds it (not an error). Errors: Io, Unsupported.
+  virtual LedgerStatus lease_take(int p, const std::string& holder, uint64_t ttl_ms, bool& got, uint64_t& epoch);
+  // Gives partition `p` back (if `holder` holds it); p = kAllLeases: every lease of
+  // `holder` and its heartbeat row. Errors: Io, Unsupported.
+  static constexpr int kAllLeases = 1000;
+  virtual LedgerStatus lease_release(int p, const std::string& holder);
+  // Inside a write transaction, before its first write: SELECT ... FOR SHARE of the rows
+  // of `parts` (partition, epoch) held by `holder`; held=false unless every one is held
+  // with exactly that epoch. The row locks make a takeover wait until this transaction
+  // ends, so a transaction that passed commits only under the leases it names. Errors:
+  // Io, Unsupported (the caller rolls back either way when held is false).
+  virtual LedgerStatus lease_fence(const std::string& holder, const std::vector<std::pair<int, uint64_t>>& parts,
+                                   bool& held);
+  // The session settings of a fenced connection: the server ends this connection when it
+  // sits idle inside a transaction for `ms` milliseconds (a stopped process then cannot
+  // hold its row locks, and a takeover, past the lease's expiry); application_name
+  // "picopay-hub/<holder>" (pg_stat_activity shows the instance; `holder` is [A-Za-z0-9._#-]
+  // only). Errors: Io, Unsupported, BadSpec (another character in holder).
+  virtual LedgerStatus lease_session(uint64_t ms, const std::string& holder);
+  // Users with stored requests (or legacy proposals) whose partition is in `parts`.
+  // Errors: Io, Unsupported.
+  virtual LedgerStatus list_request_users_in(const std::vector<int>& parts, std::vector<std::string>& out);
 };
 
 // The backends (ledger.cpp's open() picks one). `path`: the SQLite file; `uri`: a libpq

@@ -10,6 +10,9 @@
 // the server's default. Schema migrations run under a transaction-scoped advisory lock.
 #include <libpq-fe.h>
 
+#include <cctype>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "ledger.hpp"
@@ -37,6 +40,12 @@ const char* const kMigrations[] = {
     " event TEXT NOT NULL, wei TEXT NOT NULL, counterparty TEXT NOT NULL, thread_id BIGINT NOT NULL,"
     " balance_wei_user TEXT NOT NULL, balance_wei_hub TEXT NOT NULL, txhash TEXT NOT NULL,"
     " PRIMARY KEY(\"user\", tx));",
+    // Version 3: the leases of several hub instances (docs/multi-instance.md): partitions
+    // 0..255 and the chain role (-1), all free; the instances' heartbeats.
+    "CREATE TABLE IF NOT EXISTS leases(partition SMALLINT PRIMARY KEY, holder TEXT, epoch BIGINT NOT NULL DEFAULT 0,"
+    " expires_at TIMESTAMPTZ);"
+    "INSERT INTO leases(partition) SELECT generate_series(-1, 255) ON CONFLICT DO NOTHING;"
+    "CREATE TABLE IF NOT EXISTS hub_instances(holder TEXT PRIMARY KEY, expires_at TIMESTAMPTZ NOT NULL);",
 };
 static_assert(sizeof kMigrations / sizeof kMigrations[0] == kLedgerSchemaVersion, "one migration per version");
 // pg_advisory_xact_lock key of the migrations ("picopay" in ASCII, folded).
@@ -331,6 +340,126 @@ class PgLedger final : public Ledger {
     return s;
   }
 
+  // ---- leases (ledger.hpp): text parameters and results (numbers as decimal text)
+  LedgerStatus lease_heartbeat(const std::string& holder, uint64_t ttl_ms, uint64_t& live) override {
+    live = 0;
+    {
+      TextRes r(this, "INSERT INTO hub_instances(holder, expires_at) VALUES($1, now() + $2::bigint * interval '1 ms')"
+                      " ON CONFLICT (holder) DO UPDATE SET expires_at=EXCLUDED.expires_at",
+                {holder, std::to_string(ttl_ms)});
+      LedgerStatus s = check(r.r, PGRES_COMMAND_OK, "lease heartbeat");
+      if (!s.ok()) return s;
+    }
+    TextRes r(this, "SELECT count(*) FROM hub_instances WHERE expires_at > now()", {});
+    LedgerStatus s = check(r.r, PGRES_TUPLES_OK, "lease heartbeat");
+    if (s.ok() && (PQntuples(r.r) != 1 || !dec(r.r, 0, 0, live))) return corrupt("lease heartbeat");
+    return s;
+  }
+
+  LedgerStatus lease_renew(const std::string& holder, uint64_t ttl_ms,
+                           std::vector<std::pair<int, uint64_t>>& held) override {
+    held.clear();
+    // Rows locked in partition order, as the fence locks them (no deadlock between the two).
+    TextRes r(this, "UPDATE leases SET expires_at = now() + $2::bigint * interval '1 ms' WHERE partition IN"
+                    " (SELECT partition FROM leases WHERE holder=$1 ORDER BY partition FOR UPDATE) AND holder=$1"
+                    " RETURNING partition, epoch",
+              {holder, std::to_string(ttl_ms)});
+    LedgerStatus s = check(r.r, PGRES_TUPLES_OK, "lease renew");
+    for (int i = 0; s.ok() && i < PQntuples(r.r); ++i) {
+      uint64_t e = 0;
+      if (!dec(r.r, i, 1, e)) return corrupt("lease renew");
+      held.emplace_back(std::atoi(PQgetvalue(r.r, i, 0)), e);
+    }
+    return s;
+  }
+
+  LedgerStatus lease_free(std::vector<int>& out) override {
+    out.clear();
+    TextRes r(this, "SELECT partition FROM leases WHERE holder IS NULL OR expires_at IS NULL OR expires_at < now()",
+              {});
+    LedgerStatus s = check(r.r, PGRES_TUPLES_OK, "lease free");
+    for (int i = 0; s.ok() && i < PQntuples(r.r); ++i) out.push_back(std::atoi(PQgetvalue(r.r, i, 0)));
+    return s;
+  }
+
+  LedgerStatus lease_take(int p, const std::string& holder, uint64_t ttl_ms, bool& got, uint64_t& epoch) override {
+    got = false;
+    TextRes r(this, "UPDATE leases SET holder=$1, epoch=epoch + 1, expires_at = now() + $2::bigint * interval '1 ms'"
+                    " WHERE partition=$3::smallint AND (holder IS NULL OR expires_at IS NULL OR expires_at < now())"
+                    " RETURNING epoch",
+              {holder, std::to_string(ttl_ms), std::to_string(p)});
+    LedgerStatus s = check(r.r, PGRES_TUPLES_OK, "lease take");
+    if (s.ok() && PQntuples(r.r) == 1) {
+      if (!dec(r.r, 0, 0, epoch)) return corrupt("lease take");
+      got = true;
+    }
+    return s;
+  }
+
+  LedgerStatus lease_release(int p, const std::string& holder) override {
+    if (p == kAllLeases) {
+      TextRes r(this, "UPDATE leases SET holder=NULL, expires_at=NULL WHERE partition IN (SELECT partition FROM"
+                      " leases WHERE holder=$1 ORDER BY partition FOR UPDATE) AND holder=$1", {holder});
+      LedgerStatus s = check(r.r, PGRES_COMMAND_OK, "lease release");
+      if (!s.ok()) return s;
+      TextRes d(this, "DELETE FROM hub_instances WHERE holder=$1 OR expires_at < now() - interval '1 day'", {holder});
+      return check(d.r, PGRES_COMMAND_OK, "lease release");
+    }
+    TextRes r(this, "UPDATE leases SET holder=NULL, expires_at=NULL WHERE partition=$2::smallint AND holder=$1",
+              {holder, std::to_string(p)});
+    return check(r.r, PGRES_COMMAND_OK, "lease release");
+  }
+
+  LedgerStatus lease_fence(const std::string& holder, const std::vector<std::pair<int, uint64_t>>& parts,
+                           bool& held) override {
+    held = false;
+    std::string arr = "{";
+    for (size_t i = 0; i < parts.size(); ++i) arr += (i ? "," : "") + std::to_string(parts[i].first);
+    arr += "}";
+    TextRes r(this, "SELECT partition, epoch FROM leases WHERE holder=$1 AND partition = ANY($2::smallint[])"
+                    " ORDER BY partition FOR SHARE",
+              {holder, arr});
+    LedgerStatus s = check(r.r, PGRES_TUPLES_OK, "lease fence");
+    if (!s.ok()) return s;
+    size_t matched = 0;
+    for (int i = 0; i < PQntuples(r.r); ++i) {
+      const int p = std::atoi(PQgetvalue(r.r, i, 0));
+      uint64_t e = 0;
+      if (!dec(r.r, i, 1, e)) return corrupt("lease fence");
+      for (const auto& want : parts)
+        if (want.first == p && want.second == e) ++matched;
+    }
+    held = matched == parts.size();
+    return s;
+  }
+
+  LedgerStatus lease_session(uint64_t ms, const std::string& holder) override {
+    for (char c : holder)
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-' && c != '#')
+        return LedgerStatus::fail(LedgerCode::BadSpec, "postgresql: lease session: bad instance name " + holder);
+    const std::string sql = "SET idle_in_transaction_session_timeout = " + std::to_string(ms) +
+                            "; SET application_name = 'picopay-hub/" + holder + "'";
+    return exec(sql.c_str(), "lease session");
+  }
+
+  LedgerStatus list_request_users_in(const std::vector<int>& parts, std::vector<std::string>& out) override {
+    // a partition is the user address's first byte: the text prefix "0x" + 2 hex digits
+    std::string arr = "{";
+    for (size_t i = 0; i < parts.size(); ++i) {
+      if (parts[i] < 0 || parts[i] > 255) continue;
+      char pre[8];
+      std::snprintf(pre, sizeof pre, "0x%02x", parts[i]);
+      arr += (arr.size() > 1 ? "," : "") + std::string(pre);
+    }
+    arr += "}";
+    TextRes r(this, "SELECT u FROM (SELECT \"user\" AS u FROM requests UNION SELECT \"user\" FROM proposals UNION"
+                    " SELECT \"user\" FROM queued) x WHERE substr(u, 1, 4) = ANY($1::text[])",
+              {arr});
+    LedgerStatus s = check(r.r, PGRES_TUPLES_OK, "list requests");
+    for (int i = 0; s.ok() && i < PQntuples(r.r); ++i) out.emplace_back(PQgetvalue(r.r, i, 0), PQgetlength(r.r, i, 0));
+    return s;
+  }
+
   LedgerStatus count_channels(uint64_t& n) override {
     Res r(query("SELECT count(*) FROM channels"));
     LedgerStatus s = check(r.r, PGRES_TUPLES_OK, "count channels");
@@ -435,6 +564,29 @@ class PgLedger final : public Ledger {
     const char* msg = r ? PQresultErrorMessage(r) : nullptr;
     return LedgerStatus::fail(c, std::string("postgresql: ") + what + ": " +
                                      one_line(msg && *msg ? msg : PQerrorMessage(conn_)));
+  }
+  // A statement with text parameters and text results (the lease calls), after the
+  // pipelined writes' answers.
+  struct TextRes {
+    PGresult* r = nullptr;
+    TextRes(PgLedger* l, const char* sql, std::initializer_list<std::string> ps) {
+      if (!l->drain().ok()) return;
+      const char* vals[4];
+      int n = 0;
+      for (const std::string& p : ps)
+        if (n < 4) vals[n++] = p.c_str();
+      r = PQexecParams(l->conn_, sql, n, nullptr, vals, nullptr, nullptr, 0);
+    }
+    ~TextRes() { PQclear(r); }
+    TextRes(const TextRes&) = delete;
+    TextRes& operator=(const TextRes&) = delete;
+  };
+  static bool dec(PGresult* r, int row, int c, uint64_t& out) {
+    const char* v = PQgetvalue(r, row, c);
+    if (!v || !*v) return false;
+    char* end = nullptr;
+    out = std::strtoull(v, &end, 10);
+    return end && *end == 0;
   }
   static LedgerStatus corrupt(const char* what) {
     return LedgerStatus::fail(LedgerCode::Corrupt, std::string("postgresql: ") + what + ": unexpected column format");

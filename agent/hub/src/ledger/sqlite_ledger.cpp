@@ -45,6 +45,11 @@ const char* const kMigrations[] = {
     "CREATE TABLE IF NOT EXISTS history(user TEXT NOT NULL, tx INTEGER NOT NULL, at INTEGER NOT NULL,"
     " event TEXT NOT NULL, wei TEXT NOT NULL, counterparty TEXT NOT NULL, thread_id INTEGER NOT NULL,"
     " balance_wei_user TEXT NOT NULL, balance_wei_hub TEXT NOT NULL, txhash TEXT NOT NULL, PRIMARY KEY(user, tx));",
+    // Version 3: the lease tables of several hub instances (PostgreSQL only; created here so
+    // both backends number their versions alike; this backend serves one process).
+    "CREATE TABLE IF NOT EXISTS leases(\"partition\" INTEGER PRIMARY KEY, holder TEXT, epoch INTEGER NOT NULL DEFAULT 0,"
+    " expires_at TEXT);"
+    "CREATE TABLE IF NOT EXISTS hub_instances(holder TEXT PRIMARY KEY, expires_at TEXT NOT NULL);",
 };
 static_assert(sizeof kMigrations / sizeof kMigrations[0] == kLedgerSchemaVersion, "one migration per version");
 

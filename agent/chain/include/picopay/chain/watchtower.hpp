@@ -49,8 +49,15 @@ struct WatchtowerAction {
 class Watchtower {
  public:
   Watchtower(ChannelManagerClient& cm, EventPoller& poller) : cm_(cm), poller_(poller) {}
-  // Adds or replaces the channel's latest states (call after every countersigned update).
+  // Adds or replaces the channel's latest states (call after every countersigned update,
+  // or set a lookup).
   void watch(const WatchedChannel& ch);
+  // Where the tower reads a channel it holds no state of when an exit starts on it (the
+  // owner's store, read then, so the owner need not hand over every channel): true with
+  // found = false when the store has no such channel (not guarded); false on a read error
+  // (asked again next round, the exit is not given up).
+  using Lookup = std::function<bool(const Address& user, WatchedChannel& out, bool& found)>;
+  void set_lookup(Lookup lookup) { lookup_ = std::move(lookup); }
   // One round: read new events, answer stale exits, empty what has matured.
   // Returns what it did (failed actions carry the error text; they are retried).
   Result<std::vector<WatchtowerAction>> tick();
@@ -66,6 +73,8 @@ class Watchtower {
   EventPoller& poller_;
   std::map<std::string, WatchedChannel> channels_;        // by lowercase user address
   std::map<std::string, bool> exiting_;                   // channel in dispute (seen on chain)
+  std::map<std::string, Address> unresolved_;             // exiting, state not read yet (lookup)
+  Lookup lookup_;
   std::map<ThreadKey, uint64_t> thread_disputes_;         // thread -> txCount on chain
 };
 

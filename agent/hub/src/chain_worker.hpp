@@ -1,0 +1,188 @@
+// picopay-hub chain worker: every JSON-RPC call of the hub on its own thread
+// (docs/operations.md, "Threads"). The engine (the payment worker) posts jobs and never
+// waits for the chain; the worker posts results back, which the engine drains between
+// batches like inbound MQTT messages. No RPC, and no wait for a receipt, happens inside
+// a batch or an open write transaction of the ledger.
+//
+// Jobs: a collateral deposit (or hub withdrawal) the user countersigned
+// (hubAuthorizedUpdate, then DepositDone), a read of one channel for an update asserting
+// chain facts (ConfirmPending, Invalidation, EmptyChannel: Facts) and a payer's thread
+// dispute. On its own the worker refreshes the hub's reserve (Reserve), follows the chain
+// (Marks) and runs the watchtower rounds (which read a channel's latest state from the
+// ledger, on the worker's own connection, when an exit starts on it).
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "chain_follow.hpp"
+#include "ledger/ledger.hpp"
+#include "picopay/chain/watchtower.hpp"
+#include "picopay/policy.hpp"
+#include "picopay/signer.hpp"
+
+namespace picopay::chain {
+class RpcClient;
+class Wallet;
+class ChannelManagerClient;
+class EventPoller;
+}  // namespace picopay::chain
+
+namespace picopay::hub {
+
+class Metrics;
+
+// What the engine asks of the chain.
+struct ChainJob {
+  enum class Kind {
+    Deposit,     // state: the user-countersigned ProposePendingDeposit / hub-only withdrawal
+    ReadChannel, // user: read the channel and the latest block (answered with Facts)
+    Dispute,     // dispute: a payer's channel in dispute with open threads
+  };
+  Kind kind = Kind::ReadChannel;
+  Address user{};
+  SignedChannelState state{};
+  // Dispute: the hub's latest state of the channel and, for a thread dispute, each of the
+  // payer's threads with its signed initial state and the payee's close (if any).
+  struct Thread {
+    SignedThreadState initial{};
+    bool has_latest = false;
+    SignedThreadState latest{};
+  };
+  struct DisputeInfo {
+    SignedChannelState latest{};
+    std::vector<Hash32> leaves;  // the thread root's leaves (every open thread)
+    std::vector<Thread> threads;
+    bool missing_initial = false;  // a thread's initial state is not stored
+  };
+  DisputeInfo dispute;
+};
+
+// What the chain answers.
+struct ChainResult {
+  enum class Kind {
+    DepositDone,  // user: the deposit is on chain (tx: its hash, zero when found made already)
+    Facts,        // user, facts: the chain's view of the channel (known false: unreadable)
+    Reserve,      // known, wei: the hub's reserve (hubReserveWei)
+    Marks,        // changes, marks, empty_tx: a round of following the chain
+    Disputed,     // user, done: a dispute job finished (done: every thread disputed)
+  };
+  Kind kind = Kind::Facts;
+  Address user{};
+  Hash32 tx{};
+  ChainFacts facts{};
+  bool known = false;
+  U256 wei = U256::zero();
+  bool done = false;
+  std::vector<ChainChange> changes;
+  std::vector<std::pair<Address, ChainMark>> marks;
+  std::vector<std::pair<Address, Hash32>> empty_tx;
+};
+
+// Where the engine posts chain jobs: the chain worker, or a test's fake (engine tests).
+class ChainPort {
+ public:
+  virtual ~ChainPort() = default;
+  virtual void post(ChainJob job) = 0;
+};
+
+class ChainWorker : public ChainPort {
+ public:
+  struct Options {
+    std::string rpc_url;
+    Address contract{};
+    Address hub{};
+    uint64_t confirmations = 0;
+    std::string event_state;   // the watchtower poller's progress file
+    std::string follow_state;  // the follower's poller progress file
+    std::string marks_file;    // the follower's marks
+    uint64_t watchtower_interval_ms = 5000;
+    std::string crash_at;      // PICOPAY_HUB_CRASH_AT (test-only fault injection)
+    // The ledger (as --store): the watchtower reads a channel's latest state from it, on
+    // its own connection, when an exit starts on the channel (no channel read at start).
+    std::string store;
+    // Several instances (docs/multi-instance.md): whether this process holds the chain role
+    // now (empty: always, the only instance), and whether deposit jobs are shared through
+    // the ledger (every worker re-reads the stored jobs each second: the role's holder sends
+    // them, any worker that sees one executed on chain reports DepositDone, and the engine
+    // of the channel's owner confirms it).
+    std::function<bool()> chain_role;
+    bool shared_deposits = false;
+  };
+  // post: called on the worker's thread with each result (the engine queues it).
+  ChainWorker(Options o, const PrivateKey& key, Metrics* metrics, std::function<void(ChainResult)> post);
+  ~ChainWorker() override;
+  // Connects (eth_chainId, the account nonce), loads the follower's marks and the
+  // watchtower's progress, opens its ledger connection. Errors: the chain's, a file's or
+  // the ledger's, as one line in err.
+  bool open(std::string& err);
+  // The follower's marks (before start(): the stored ones, the engine's first copy).
+  std::vector<std::pair<Address, ChainMark>> marks() const;
+  void start();
+  // Stops after the current job (a receipt wait included) and joins the thread.
+  void stop();
+  void post(ChainJob job) override;
+  // The hub's reserve is read every kReserveRefreshMs and posted as Reserve.
+  static constexpr uint64_t kReserveRefreshMs = 2000;
+
+ private:
+  void run();
+  // Whether this process may send the hub's transactions now (deposits, disputes, the
+  // watchtower's): one sender of the account's nonces. Checked once per round of jobs;
+  // reads (channels, the reserve, following the chain) need no role.
+  bool chain_role() const { return !o_.chain_role || o_.chain_role(); }
+  // shared_deposits: adds the stored jobs this worker does not have yet (every second).
+  void reload_deposits();
+  uint64_t last_reload_ms_ = 0;
+  // (user, txCountChain) of the jobs this worker reported done, with when: a stored job
+  // is reported again only after kDoneAgainMs (its owner may have been fenced).
+  std::map<std::pair<std::string, uint64_t>, uint64_t> done_;
+  static constexpr uint64_t kDoneAgainMs = 30000;
+  void deposit(ChainJob& j);
+  void read_channel(const Address& user);
+  void dispute(const ChainJob& j);
+  // The reserve reading, the watchtower (role only) and the follower, when due.
+  void rounds(bool role);
+  void crash_point(const char* name) const;
+
+  Options o_;
+  PrivateKey key_{};
+  Metrics* metrics_ = nullptr;
+  std::function<void(ChainResult)> post_;
+  std::unique_ptr<chain::RpcClient> rpc_;
+  std::unique_ptr<chain::Wallet> wallet_;
+  std::unique_ptr<chain::ChannelManagerClient> cm_;
+  std::unique_ptr<chain::EventPoller> poller_;
+  std::unique_ptr<chain::Watchtower> tower_;
+  std::unique_ptr<ChainFollow> follow_;
+  std::unique_ptr<Ledger> ledger_;  // worker thread only (after open)
+  // The watchtower's lookup: the channel's latest double-signed state from the ledger.
+  bool lookup(const Address& user, chain::WatchedChannel& out, bool& found);
+
+  struct Pending {
+    ChainJob job;
+    uint64_t next_try_ms = 0;
+    unsigned failures = 0;
+  };
+  std::vector<Pending> deposits_;             // worker thread only
+  std::set<std::string> threads_emptying_;    // worker thread only
+  uint64_t last_tower_ms_ = 0;
+  uint64_t last_reserve_ms_ = 0;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<ChainJob> jobs_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace picopay::hub
