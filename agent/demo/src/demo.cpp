@@ -1,4 +1,4 @@
-// picopay demo: see kHelp.
+// picopay demo: see `picopay demo --help` (Demo::run).
 #include <signal.h>
 #include <unistd.h>
 
@@ -19,7 +19,10 @@
 
 #include <cjson/cJSON.h>
 
+#include <CLI/CLI.hpp>
+
 #include "picopay/agent/json_state.hpp"
+#include "picopay/agent/options.hpp"
 #include "picopay/agent/secret_file.hpp"
 #include "picopay/agent/units.hpp"
 #include "picopay/broker_files.hpp"
@@ -39,10 +42,9 @@ namespace {
 using namespace picopay;
 using namespace picopay::demo;
 
-const char* kHelp =
-    "usage: picopay demo [--devices N] [--seconds S] [--workdir DIR] [--rate HZ] [--summary FILE]\n"
-    "                    [--plot FILE] [--wei] [--token] [--firmware N]\n"
-    "\n"
+// `picopay demo --help`: what the demo does (CLI11's description), each option (below, in
+// Demo::run) and how amounts print (its footer).
+const char* kAbout =
     "Runs the pay-per-use demo end to end on 127.0.0.1: a private mosquitto (a password per\n"
     "client, client ids bound to usernames, the shipped ACL and limits of packaging/mosquitto/;\n"
     "keys and passwords only in mode 0600 config files), the local dev chain with a freshly deployed ChannelManager,\n"
@@ -56,38 +58,10 @@ const char* kHelp =
     "payment topics on the same broker, so one clock measures, per reading, the time from its\n"
     "publish to the first payment (thread update or channel Payment) from that charger seen on\n"
     "the broker. Payments per second follow --rate: each reading is at least 1 Wh, so a\n"
-    "charger pays about once per telemetry message.\n"
-    "\n"
-    "  --devices N   metered devices (default 3)\n"
-    "  --seconds S   seconds of telemetry (default 10)\n"
-    "  --workdir DIR state dirs (DIR/devices/<name>/), configs and logs (default: a new\n"
-    "                /tmp/picopay-demo-XXXXXX, kept)\n"
-    "  --rate HZ     telemetry messages per second per device, 1..200 (default 20); sets the\n"
-    "                payment rate (about one payment per message)\n"
-    "  --summary FILE  the run's summary as JSON (default DIR/summary.json): devices, Wh,\n"
-    "                paid and received (exact wei as decimal strings, and ETH), payments/s\n"
-    "                avg/peak, latency p50/p99/max (ms), reconciled (true/false), on-chain\n"
-    "                balances, gas of the demo's own transactions (deploy, reserve,\n"
-    "                settlement), the per-second series; written also when the run fails\n"
-    "  --plot FILE   an SVG plot of the run (default DIR/demo.svg): payments/s over time\n"
-    "                and latency p50/p99/max over time, one sample per second\n"
-    "  --wei         print amounts in exact wei instead of ETH (the summary has both)\n"
-    "  --token       run in the dev chain's test ERC-20 (PPT, 18 decimals) instead of ETH: the\n"
-    "                demo deploys it and a ChannelManager with it, gives every charger 10 PPT and\n"
-    "                the hub a 100 PPT token reserve; deposits, prices, payments, hub collateral\n"
-    "                and the reconciliation are in PPT (docs/tokens.md). The summary's *Wei\n"
-    "                amounts are then token base units; \"asset\" and \"paid\" name them\n"
-    "  --firmware N  also N Cortex-M4 devices under qemu-system-arm (examples/firmware, 0..8,\n"
-    "                default 0), paying the hub for S seconds from its first payment: each\n"
-    "                makes its key on its first boot (it never leaves the device), signs its\n"
-    "                own deposit transaction, which a keyless relay of the demo submits\n"
-    "                (docs/firmware.md), and is reconciled and settled like the chargers.\n"
-    "                Without qemu-system-arm or the device image the demo says so in one\n"
-    "                line and runs without them\n"
-    "  -h, --help    this help\n"
-    "\n"
+    "charger pays about once per telemetry message.";
+const char* kFooter =
     "Amounts print in ETH (1 ETH = 10^18 wei, every significant digit kept: exact), parties by\n"
-    "name: charger1..N, payee, hub, hub reserve (the hub's wei held by the ChannelManager).\n";
+    "name: charger1..N, payee, hub, hub reserve (the hub's wei held by the ChannelManager).";
 
 std::atomic<bool> g_interrupted{false};
 void on_sigint(int) { g_interrupted = true; }
@@ -1328,43 +1302,51 @@ int Demo::finish() {
 }
 
 int Demo::run(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto next = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
-    if (a == "-h" || a == "--help") {
-      std::fputs(kHelp, stdout);
-      return 0;
-    }
-    if (a == "--wei") {
-      wei_ = true;
-      continue;
-    }
-    if (a == "--token") {
-      token_ = true;
-      asset_.token = true;  // symbol and address once the token is deployed
-      asset_.symbol = "PPT";
-      continue;
-    }
-    const char* v = next();
-    if (!v) {
-      std::fprintf(stderr, "picopay demo: %s needs a value (see --help)\n", a.c_str());
-      return 2;
-    }
-    if (a == "--devices") devices_ = std::atoi(v);
-    else if (a == "--seconds") seconds_ = std::atoi(v);
-    else if (a == "--workdir") work_ = v;
-    else if (a == "--rate") rate_ = std::atoi(v);
-    else if (a == "--summary") summary_path_ = v;
-    else if (a == "--plot") plot_path_ = v;
-    else if (a == "--firmware") firmware_ = std::atoi(v);
-    else {
-      std::fprintf(stderr, "picopay demo: unknown option %s (see --help)\n", a.c_str());
-      return 2;
-    }
-  }
-  if (devices_ < 1 || devices_ > 50 || seconds_ < 1 || rate_ < 1 || rate_ > 200 || firmware_ < 0 || firmware_ > 8) {
-    std::fprintf(stderr, "picopay demo: --devices 1..50, --seconds >= 1, --rate 1..200, --firmware 0..8\n");
-    return 2;
+  // One parser for every picopay program (CLI11, agent/common options.hpp): a bad number or
+  // an unknown option is one line on stderr and exit 2.
+  CLI::App app{kAbout, "picopay demo"};
+  app.footer(kFooter);
+  app.add_option("--devices", devices_, "metered devices, 1..50 (default 3)")->type_name("N")->check(CLI::Range(1, 50));
+  app.add_option("--seconds", seconds_, "seconds of telemetry (default 10)")
+      ->type_name("S")
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--workdir", work_,
+                 "state dirs (DIR/devices/<name>/), configs and logs (default: a new /tmp/picopay-demo-XXXXXX, kept)")
+      ->type_name("DIR");
+  app.add_option("--rate", rate_,
+                 "telemetry messages per second per device, 1..200 (default 20); sets the payment rate (about one "
+                 "payment per message)")
+      ->type_name("HZ")
+      ->check(CLI::Range(1, 200));
+  app.add_option("--summary", summary_path_,
+                 "the run's summary as JSON (default DIR/summary.json): devices, Wh, paid and received (exact wei as "
+                 "decimal strings, and ETH), payments/s avg/peak, latency p50/p99/max (ms), reconciled (true/false), "
+                 "on-chain balances, gas of the demo's own transactions (deploy, reserve, settlement), the per-second "
+                 "series; written also when the run fails")
+      ->type_name("FILE");
+  app.add_option("--plot", plot_path_,
+                 "an SVG plot of the run (default DIR/demo.svg): payments/s over time and latency p50/p99/max over "
+                 "time, one sample per second")
+      ->type_name("FILE");
+  app.add_flag("--wei", wei_, "print amounts in exact wei instead of ETH (the summary has both)");
+  app.add_flag("--token", token_,
+               "run in the dev chain's test ERC-20 (PPT, 18 decimals) instead of ETH: the demo deploys it and a "
+               "ChannelManager with it, gives every charger 10 PPT and the hub a 100 PPT token reserve; deposits, "
+               "prices, payments, hub collateral and the reconciliation are in PPT (docs/tokens.md). The summary's "
+               "*Wei amounts are then token base units; \"asset\" and \"paid\" name them");
+  app.add_option("--firmware", firmware_,
+                 "also N Cortex-M4 devices under qemu-system-arm (examples/firmware, 0..8, default 0), paying the hub "
+                 "for S seconds from its first payment: each makes its key on its first boot (it never leaves the "
+                 "device), signs its own deposit transaction, which a keyless relay of the demo submits "
+                 "(docs/firmware.md), and is reconciled and settled like the chargers. Without qemu-system-arm or the "
+                 "device image the demo says so in one line and runs without them")
+      ->type_name("N")
+      ->check(CLI::Range(0, 8));
+  const int parsed = agent::parse_args(app, std::vector<std::string>(argv, argv + argc));
+  if (parsed >= 0) return parsed;
+  if (token_) {
+    asset_.token = true;  // symbol and address once the token is deployed
+    asset_.symbol = "PPT";
   }
   if (token_ && firmware_ > 0) {
     std::fprintf(stderr, "picopay demo: the firmware devices pay in ETH: --firmware cannot be combined with --token\n");
