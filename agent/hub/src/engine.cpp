@@ -27,7 +27,7 @@
 
 namespace picopay::hub {
 
-bool Hub::begin_write(std::vector<mqtt::Message>* batch) {
+bool Hub::begin_write(std::vector<mqtt::Message>* batch, const std::vector<Address>* also) {
   std::string err;
   fenced_ = false;
   if (!ok(ledger_->begin(), err)) {
@@ -36,7 +36,7 @@ bool Hub::begin_write(std::vector<mqtt::Message>* batch) {
   }
   // Several instances: every write transaction is fenced by the leases it writes under
   // (lease/hub_lease.cpp); a lease taken over meanwhile rolls it back, nothing released.
-  if (lease_ && !lease_fence(batch)) {
+  if (lease_ && !lease_fence(batch, also)) {
     ledger_->rollback();
     fenced_ = true;
     return false;
@@ -51,7 +51,14 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch, std::vector<ChainResu
   new_deposits_.clear();
   tx_failed_ = false;
   std::string err;
-  if (!begin_write(&batch)) return fenced_;  // fenced: skipped (devices re-send), not fatal
+  // Several instances: the chain's answers for channels of partitions no longer held are
+  // dropped (their parked updates went with the partition), the others are fenced.
+  if (lease_)
+    facts.erase(std::remove_if(facts.begin(), facts.end(), [this](const ChainResult& f) { return !lease_owns(f.user); }),
+                facts.end());
+  std::vector<Address> fact_users;
+  for (const ChainResult& f : facts) fact_users.push_back(f.user);
+  if (!begin_write(&batch, &fact_users)) return fenced_;  // fenced: skipped (devices re-send), not fatal
   precompute(batch);
   std::vector<Chan*> touched;
   for (const ChainResult& f : facts) {

@@ -209,7 +209,9 @@ class Hub {
   // Begins a write transaction; with several instances fenced by the leases (batch: its
   // messages of partitions not held are dropped first). False: failed (fatal) or fenced
   // (fenced_ true: rolled back, nothing of it may be released; not fatal).
-  bool begin_write(std::vector<mqtt::Message>* batch = nullptr);
+  // `also`: channels the transaction writes besides the batch's (the chain's answers to
+  // parked updates); their partitions are fenced too.
+  bool begin_write(std::vector<mqtt::Message>* batch = nullptr, const std::vector<Address>* also = nullptr);
   bool fenced_ = false;
   // An update that needs the chain's answer first: kept unanswered in ch.parked and a
   // read of the channel asked of the chain worker (once per wait).
@@ -443,7 +445,7 @@ class Hub {
   // Right after begin(): drops the batch's messages of partitions not held (batch null:
   // fences every lease the worker holds), then Ledger::lease_fence. False: the caller
   // rolls back and releases nothing (logged).
-  bool lease_fence(std::vector<mqtt::Message>* batch);
+  bool lease_fence(std::vector<mqtt::Message>* batch, const std::vector<Address>* also = nullptr);
   // Worker loop: applies lease changes (drops a lost partition's channels, re-sends a
   // gained partition's outstanding requests, the chain role's deposit jobs).
   void lease_round();

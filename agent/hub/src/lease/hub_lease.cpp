@@ -54,7 +54,7 @@ bool Hub::lease_owns(const Address& user) const {
   return !lease_ || lease_seen_[static_cast<size_t>(lease::partition_of(user)) + 1] != 0;
 }
 
-bool Hub::lease_fence(std::vector<mqtt::Message>* batch) {
+bool Hub::lease_fence(std::vector<mqtt::Message>* batch, const std::vector<Address>* also) {
   std::vector<std::pair<int, uint64_t>> parts;
   if (batch) {
     std::array<bool, lease::kPartitions> in{};
@@ -66,6 +66,11 @@ bool Hub::lease_fence(std::vector<mqtt::Message>* batch) {
       return false;
     });
     batch->erase(gone, batch->end());
+    if (also)
+      for (const Address& u : *also) {
+        const int p = lease::partition_of(u);
+        if (lease_seen_[static_cast<size_t>(p) + 1] != 0) in[static_cast<size_t>(p)] = true;
+      }
     for (int p = 0; p < lease::kPartitions; ++p)
       if (in[static_cast<size_t>(p)]) parts.emplace_back(p, lease_seen_[static_cast<size_t>(p) + 1]);
   } else {
