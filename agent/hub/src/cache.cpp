@@ -154,7 +154,8 @@ Hub::Chan* Hub::channel(const Address& user) {
     return nullptr;
   }
   if (legacy && ltx > c->latest.state.txCountGlobal) {
-    if (decode_channel_update(lprop.data(), lprop.size(), c->legacy_update) != Status::Ok) {
+    c->legacy_update = std::make_unique<ChannelUpdate>();
+    if (decode_channel_update(lprop.data(), lprop.size(), *c->legacy_update) != Status::Ok) {
       txerr_ = "corrupt stored legacy proposal for " + k;
       return nullptr;
     }

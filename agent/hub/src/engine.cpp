@@ -383,6 +383,7 @@ bool Hub::apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, s
   ch.latest = signed_state;
   if (ch.legacy_tx != 0 && ch.latest.state.txCountGlobal >= ch.legacy_tx) {
     ch.legacy_tx = 0;
+    ch.legacy_update.reset();
     ch.legacy_unsaved = true;  // the legacy row goes with the next write of the requests
   }
   Reply r = reply_make(ReplyKind::Ack);

@@ -147,8 +147,9 @@ class Hub {
     // never another state with that txCountGlobal. 0 = none.
     uint64_t legacy_tx = 0;
     // The update of that earlier hub-signed proposal, exactly as signed (its timeout
-    // included): the only update countersigned at legacy_tx.
-    ChannelUpdate legacy_update{};
+    // included): the only update countersigned at legacy_tx. Only on such channels (an
+    // update is 888 bytes; an idle cached channel must stay under 1 KB).
+    std::unique_ptr<ChannelUpdate> legacy_update;
     bool legacy_unsaved = false;  // legacy rows converted in memory, not yet stored as requests
     // volatile: the outstanding request's re-send schedule and RequestNack counters
     // (an evicted channel's counters start again at 0)

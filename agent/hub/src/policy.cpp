@@ -60,7 +60,7 @@ ChainFacts Hub::chain_facts(const Chan& ch, UpdateReason reason, bool& has_acces
 Status Hub::check_policy(Chan& ch, const ChannelUpdate& u) {
   const ChannelState& prev = ch.latest.state;
   if (ch.legacy_tx != 0 && u.txCountGlobal == ch.legacy_tx &&
-      (ch.requests.empty() || !policy_update_matches(ch.legacy_update, u)))
+      (ch.requests.empty() || !ch.legacy_update || !policy_update_matches(*ch.legacy_update, u)))
     return Status::NotRequested;  // only the update of the earlier hub-signed proposal here, as signed
   std::vector<ChannelUpdate> reqs;
   reqs.reserve(ch.requests.size());

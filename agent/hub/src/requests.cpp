@@ -84,7 +84,8 @@ void Hub::pump(Chan& ch, std::vector<Out>& outs) {
       // A fresh timeout, except for the earlier hub-signed proposal while its txCountGlobal
       // is still ahead: the hub's signature on that state is out, so exactly that state
       // (its timeout included) is the only one it may sign there.
-      const bool legacy = ch.legacy_tx != 0 && policy_update_matches(r.update, ch.legacy_update);
+      const bool legacy =
+          ch.legacy_tx != 0 && ch.legacy_update && policy_update_matches(r.update, *ch.legacy_update);
       if (!legacy && r.update.reason == UpdateReason::ProposePendingDeposit)
         r.update.deposit.timeout = unix_now() + kDepositTimeoutSeconds;
       if (!legacy && r.update.reason == UpdateReason::ProposePendingWithdrawal)
