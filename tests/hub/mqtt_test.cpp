@@ -139,8 +139,8 @@ TEST(MqttClient, RequestReplyCarriesResponseTopicAndCorrelation) {
   Broker b;
   std::string err;
   ASSERT_TRUE(b.start(err)) << err;
+  Inbox ia;  // before the clients: their network threads push until the clients are destroyed
   Client a(opts_for(b, "test-a")), c(opts_for(b, "test-b"));
-  Inbox ia;
   a.on_message([&](const Message& m) { ia.push(m); });
   a.subscribe("req/#");
   ASSERT_TRUE(a.start(err)) << err;
@@ -275,8 +275,8 @@ TEST(MqttClient, AclAndPasswordsAreEnforced) {
   auto ho = opts_for(b, "hub");
   ho.username = "hub";
   ho.password = "hubpw";
+  Inbox in;  // before the client (destroyed after it)
   Client hub(ho);
-  Inbox in;
   hub.on_message([&](const Message& m) { in.push(m); });
   hub.subscribe("picopay/v1/hub/+/channel/+/+");
   ASSERT_TRUE(hub.start(err));
@@ -322,8 +322,8 @@ TEST(MqttClient, TlsConnectionWithGeneratedCertificates) {
   auto o = opts_for(b, "tls-client");
   o.port = b.tls_port();
   o.tls_ca_file = b.ca_file();
+  Inbox in;  // before the client (destroyed after it)
   Client c(o);
-  Inbox in;
   c.on_message([&](const Message& m) { in.push(m); });
   c.subscribe("tls/#");
   ASSERT_TRUE(c.start(err)) << err;
@@ -355,14 +355,13 @@ TEST(MqttClient, ClientIdClaimIsRetainedAndAForeignClaimStopsTheClient) {
   ASSERT_TRUE(b.start(err)) << err;
   Options o = opts_for(b, "claimer");
   o.claim_client_id = true;
+  Inbox ia, io;  // before the clients: their network threads push until the clients are destroyed
   Client a(o);
-  Inbox ia;
   a.on_message([&](const Message& m) { ia.push(m); });
   ASSERT_TRUE(a.start(err)) << err;
   ASSERT_TRUE(a.wait_connected(10000));
   ASSERT_EQ(a.instance().size(), 32u);
   Client obs(opts_for(b, "observer"));
-  Inbox io;
   obs.on_message([&](const Message& m) { io.push(m); });
   obs.subscribe(a.claim_topic());
   ASSERT_TRUE(obs.start(err)) << err;
