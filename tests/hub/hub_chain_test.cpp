@@ -124,9 +124,8 @@ class HubChainTest : public ::testing::Test {
     BrokerOptions o;
     o.users.push_back({"hub", "hub-pass"});
     for (uint32_t i : {kPayer, kPayee}) {
-      Address a{};
-      ASSERT_EQ(s.address_of(test_key(i), a), Status::Ok);
-      o.users.push_back({mqtt::topic_address(a), "pw-" + std::to_string(i)});
+      auto login = device_broker_login(i);
+      o.users.push_back({login.first, login.second});
     }
     o.acl = picopay_acl("hub");
     o.dir = dir_ + "/broker";

@@ -83,13 +83,12 @@ class MultiHub : public ::testing::Test {
       o.users.push_back({"hub" + std::to_string(i), "hub-pass"});
       if (i > 1) acl += "\nuser hub" + std::to_string(i) + "\ntopic readwrite picopay/v1/#\n";
     }
+    for (uint32_t i = 1; i <= devices; ++i) {
+      auto login = device_broker_login(i);
+      o.users.push_back({login.first, login.second});
+    }
     Signer s;
     ASSERT_EQ(s.init(), Status::Ok);
-    for (uint32_t i = 1; i <= devices; ++i) {
-      Address a{};
-      ASSERT_EQ(s.address_of(test_key(i), a), Status::Ok);
-      o.users.push_back({mqtt::topic_address(a), "pw-" + std::to_string(i)});
-    }
     o.acl = acl;
     o.dir = dir_ + "/broker";
     broker_ = std::make_unique<Broker>(o);

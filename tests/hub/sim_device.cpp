@@ -16,6 +16,13 @@ PrivateKey test_key(uint32_t index) {
   return k;
 }
 
+std::pair<std::string, std::string> device_broker_login(uint32_t index) {
+  Signer s;
+  Address a{};
+  if (s.init() != Status::Ok || s.address_of(test_key(index), a) != Status::Ok) std::abort();
+  return {mqtt::topic_address(a), "pw-" + std::to_string(index)};
+}
+
 SimDevice::SimDevice(uint32_t index, const Address& hub, const Address& contract, SimOptions opts)
     : index_(index), hub_(hub), contract_(contract), opts_(std::move(opts)) {
   key_ = test_key(index);

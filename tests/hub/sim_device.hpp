@@ -15,6 +15,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "picopay/channel.hpp"
@@ -28,6 +29,9 @@
 namespace picopay::testsupport {
 
 PrivateKey test_key(uint32_t index);  // deterministic, valid secp256k1 key
+// The broker login of SimDevice `index`: its lowercase 0x address (the shipped ACL binds a
+// device to it) and the password "pw-<index>". Add it to BrokerOptions::users.
+std::pair<std::string, std::string> device_broker_login(uint32_t index);
 
 // Reads the chain facts of `user`'s channel (false: could not read).
 using ChainReader = std::function<bool(const Address& user, ChainFacts& out)>;
