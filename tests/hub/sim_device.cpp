@@ -1,6 +1,7 @@
 #include "sim_device.hpp"
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 
