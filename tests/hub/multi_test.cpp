@@ -56,6 +56,33 @@ const char* kAuditSql =
     " RETURN NEW; END $$;"
     "CREATE TRIGGER audit_updates AFTER INSERT ON updates FOR EACH ROW EXECUTE FUNCTION audit_update();";
 
+// The same audit of the requests table: a channel's stored requests are written only by
+// its partition's holder (a request for another instance's channel goes through
+// forwarded_requests). Installed after kAuditSql.
+const char* kRequestAuditSql =
+    "CREATE FUNCTION audit_request() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+    " INSERT INTO audit(app, \"user\", tx, holder, epoch) SELECT current_setting('application_name'), NEW.\"user\","
+    " -1 - NEW.seq, l.holder, l.epoch FROM leases l WHERE l.partition = get_byte(decode(substr(NEW.\"user\", 3, 2), 'hex'), 0);"
+    " RETURN NEW; END $$;"
+    "CREATE TRIGGER audit_requests AFTER INSERT ON requests FOR EACH ROW EXECUTE FUNCTION audit_request();";
+
+// A thread state signed by its payer (the initial state: txCount 0).
+SignedThreadState payer_signed_thread(const Address& contract, SimDevice& payer, const Address& payee, uint64_t id,
+                                      uint64_t wei) {
+  SignedThreadState t{};
+  t.state = thread_state_zero();
+  t.state.contractAddress = contract;
+  t.state.sender = payer.address();
+  t.state.receiver = payee;
+  t.state.threadId = id;
+  t.state.balanceWeiSender = U256::from_u64(wei);
+  Signer s;
+  EXPECT_EQ(s.init(), Status::Ok);
+  EXPECT_EQ(s.sign_eth(payer.key(), thread_hash(t.state), t.sigA), Status::Ok);
+  t.hasSigA = true;
+  return t;
+}
+
 class MultiHub : public ::testing::Test {
  protected:
   static constexpr int kInstances = 3;
@@ -99,7 +126,7 @@ class MultiHub : public ::testing::Test {
   }
 
   // Instance i (1-based): its own broker user (so its own MQTT client id), side files and log.
-  bool start_instance(int i) {
+  bool start_instance(int i, int ttl_ms = kTtlMs) {
     const std::string n = std::to_string(i);
     std::vector<std::string> argv = {PICOPAY_HUB_BIN,       "--broker-host", "127.0.0.1",
                                      "--broker-port",       std::to_string(broker_->port()),
@@ -110,7 +137,7 @@ class MultiHub : public ::testing::Test {
                                      "--store",             uri_,
                                      "--db",                dir_ + "/hub" + n + ".db",
                                      "--instance-id",       "i" + n,
-                                     "--lease-ttl-ms",      std::to_string(kTtlMs),
+                                     "--lease-ttl-ms",      std::to_string(ttl_ms),
                                      "--verify-threads",    "0",
                                      "--dev-skip-chain-checks"};
     return hubs_[i - 1].start(argv, dir_ + "/hub" + n + ".log");
@@ -148,6 +175,70 @@ class MultiHub : public ::testing::Test {
       at = nl + 1;
     }
     return out;
+  }
+
+  // Until `n` instances hold every partition between them, none beyond its fair share
+  // (ceil(256 / n)): from then on no partition moves while they all live.
+  bool wait_settled(int n, int timeout_ms) {
+    const int share = (256 + n - 1) / n;
+    const auto t0 = Clock::now();
+    while (ms_since(t0) < static_cast<uint64_t>(timeout_ms)) {
+      const std::string r = pg_->query(
+          "postgres", "SELECT count(*) || ' ' || count(DISTINCT holder) || ' ' || coalesce(max(c), 0) FROM (SELECT holder,"
+                      " count(*) OVER (PARTITION BY holder) c FROM leases WHERE partition >= 0 AND holder IS NOT NULL"
+                      " AND expires_at > now()) x");
+      int held = 0, holders_n = 0, most = 0;
+      if (std::sscanf(r.c_str(), "%d %d %d", &held, &holders_n, &most) == 3 && held == 256 && holders_n == n &&
+          most <= share)
+        return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  }
+
+  // The first device index in 1..max (not `skip`) whose channel's partition instance
+  // `inst` ("i1".."i3") holds; 0 if none.
+  uint32_t device_on(const std::string& inst, uint32_t max, uint32_t skip = 0) {
+    Signer s;
+    EXPECT_EQ(s.init(), Status::Ok);
+    const auto held = holders();
+    for (uint32_t i = 1; i <= max; ++i) {
+      Address a{};
+      if (i == skip || s.address_of(test_key(i), a) != Status::Ok) continue;
+      auto h = held.find(a.bytes[0]);
+      if (h != held.end() && h->second == inst) return i;
+    }
+    return 0;
+  }
+
+  // A row in forwarded_requests as another instance would write it (or a forger with
+  // the database's password): `partition` as given, the update's wire as the hub stores a
+  // request.
+  void insert_forwarded(int partition, const Address& user, ChannelUpdate u) {
+    u.txCountGlobal = 0;
+    u.sig = Signature{};
+    u.sig.v = 27;
+    uint8_t b[kMaxChannelUpdateWire];
+    size_t n = 0;
+    ASSERT_EQ(encode_channel_update(u, b, sizeof b, &n), Status::Ok);
+    std::string hex(2 * n + 1, '\0');
+    hex_encode(b, n, &hex[0], false);
+    hex.resize(2 * n);
+    ASSERT_EQ(pg_->psql("postgres", "INSERT INTO forwarded_requests(partition, \"user\", request) VALUES(" +
+                                        std::to_string(partition) + ", '" + mqtt::topic_address(user) + "', '\\x" +
+                                        hex + "'::bytea)"),
+              0)
+        << read_file(dir_ + "/psql.log");
+  }
+
+  // Until the forwarded requests are all taken (bounded); false if some remain.
+  bool wait_forwarded_empty(int timeout_ms) {
+    const auto t0 = Clock::now();
+    while (ms_since(t0) < static_cast<uint64_t>(timeout_ms)) {
+      if (pg_->query("postgres", "SELECT count(*) FROM forwarded_requests") == "0") return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
   }
 
   SimDevice& device(uint32_t i) {
@@ -492,4 +583,164 @@ TEST_F(MultiHub, StalledInstanceCommitsNothingAfterTakeover) {
               stopped_at.c_str(), taken_at.c_str(),
               fenced ? "its fence rolled a batch back" : ended ? "it stopped on a store error" : "it found its leases gone first",
               answered ? "was answered" : "was not answered (re-sent by the session later)");
+}
+
+// A thread whose payer and payee channels belong to partitions of two instances
+// (docs/multi-instance.md, "Threads across partitions"): the payer's instance hands the
+// mirror OpenThread over through forwarded_requests in the transaction of its
+// countersignature; the payee's instance queues and sends it; payments flow in the thread;
+// the payee's close is handed back to the payer's instance as the payer's CloseThread. The
+// books balance across the two channels, and every stored request row was written by the
+// holder of its channel's partition (audit trigger on requests).
+TEST_F(MultiHub, ThreadAcrossPartitionsOpensAndCloses) {
+  constexpr uint32_t kCandidates = 32;
+  start_broker(kCandidates);
+  ASSERT_TRUE(start_instance(1));
+  ASSERT_TRUE(start_instance(2));
+  ASSERT_TRUE(wait_settled(2, 30000)) << "the two instances did not settle on their shares";
+  ASSERT_EQ(pg_->psql("postgres", std::string(kAuditSql) + kRequestAuditSql), 0) << read_file(dir_ + "/psql.log");
+  const uint32_t ia = device_on("i1", kCandidates), ib = device_on("i2", kCandidates);
+  ASSERT_NE(ia, 0u);
+  ASSERT_NE(ib, 0u);
+  SimDevice& a = device(ia);  // payer, on instance 1
+  SimDevice& b = device(ib);  // payee, on instance 2
+  ASSERT_EQ(b.fund(1000), Status::Ok);
+  ASSERT_EQ(b.pay(500), Status::Ok);  // hub collateral in the payee's channel
+  ASSERT_EQ(a.fund(1000), Status::Ok);
+
+  uint64_t id = 0;
+  ASSERT_EQ(a.open_thread(b.address(), 100, &id), Status::Ok);
+  ASSERT_TRUE(b.wait_until([](SimDevice& d) { return d.completed(UpdateReason::OpenThread) == 1; }, 30000))
+      << "the mirrored OpenThread did not reach the payee across the instances";
+  ASSERT_EQ(b.threads().size(), 1u);
+  ASSERT_EQ(a.thread_pay(b.address(), id, 40), Status::Ok);
+  ASSERT_TRUE(b.wait_until(
+      [&](SimDevice& d) {
+        SignedThreadState t{};
+        return d.thread_latest(a.address(), b.address(), id, t) && t.state.txCount == 1;
+      },
+      30000));
+  ASSERT_EQ(a.close_thread(b.address(), id), Status::Ok);
+  ASSERT_TRUE(a.wait_until([](SimDevice& d) { return d.completed(UpdateReason::CloseThread) == 1; }, 30000))
+      << "the payer's CloseThread did not reach the payer across the instances";
+  EXPECT_TRUE(a.threads().empty());
+  EXPECT_TRUE(b.threads().empty());
+  EXPECT_EQ(a.latest().state.balanceWeiHub, U256::from_u64(40));
+  EXPECT_EQ(b.latest().state.balanceWeiUser, U256::from_u64(540));
+  EXPECT_EQ(b.latest().state.balanceWeiHub, U256::from_u64(460));
+  EXPECT_TRUE(wait_forwarded_empty(30000));
+  expect_ledger_agrees(a);
+  expect_ledger_agrees(b);
+  expect_audit_clean();
+  // Both hand-overs went through the ledger (one each way).
+  const std::string log1 = read_file(dir_ + "/hub1.log"), log2 = read_file(dir_ + "/hub2.log");
+  EXPECT_NE(log2.find("forwarded requests: 1 queued"), std::string::npos) << log2;
+  EXPECT_NE(log1.find("forwarded requests: 1 queued"), std::string::npos) << log1;
+}
+
+// kill -9 of the payee's instance between the payer's countersigned OpenThread (its
+// forwarded mirror committed with it) and the pick-up: the row waits in the ledger; the
+// instance that takes the payee's partition over queues and sends the mirror, and the
+// thread then closes across the instances as usual.
+TEST_F(MultiHub, ForwardedRequestSurvivesKillOfThePayeesInstance) {
+  constexpr uint32_t kCandidates = 32;
+  constexpr int kLongTtl = 4000;  // the stopped instance keeps its leases while the payer pays
+  start_broker(kCandidates);
+  for (int i = 1; i <= 3; ++i) ASSERT_TRUE(start_instance(i, kLongTtl));
+  ASSERT_TRUE(wait_settled(3, 60000)) << "the three instances did not settle on their shares";
+  ASSERT_EQ(pg_->psql("postgres", std::string(kAuditSql) + kRequestAuditSql), 0) << read_file(dir_ + "/psql.log");
+  const uint32_t ia = device_on("i1", kCandidates), ib = device_on("i2", kCandidates);
+  ASSERT_NE(ia, 0u);
+  ASSERT_NE(ib, 0u);
+  SimDevice& a = device(ia);
+  SimDevice& b = device(ib);
+  ASSERT_EQ(b.fund(1000), Status::Ok);
+  ASSERT_EQ(b.pay(500), Status::Ok);
+  ASSERT_EQ(a.fund(1000), Status::Ok);
+  ASSERT_TRUE(b.wait_idle(30000));
+
+  ASSERT_EQ(::kill(hubs_[1].pid(), SIGSTOP), 0);  // the payee's instance cannot take the row
+  uint64_t id = 0;
+  ASSERT_EQ(a.open_thread(b.address(), 100, &id), Status::Ok);
+  EXPECT_EQ(pg_->query("postgres", "SELECT count(*) FROM forwarded_requests WHERE \"user\" = '" +
+                                       mqtt::topic_address(b.address()) + "'"),
+            "1")
+      << "the mirror was not committed with the payer's countersignature";
+  EXPECT_EQ(b.completed(UpdateReason::OpenThread), 0u);
+  hubs_[1].kill9();
+  ASSERT_TRUE(b.wait_until([](SimDevice& d) { return d.completed(UpdateReason::OpenThread) == 1; }, 60000))
+      << "the new holder of the payee's partition did not deliver the forwarded mirror";
+  EXPECT_TRUE(wait_forwarded_empty(30000));
+  ASSERT_EQ(a.thread_pay(b.address(), id, 25), Status::Ok);
+  ASSERT_TRUE(b.wait_until(
+      [&](SimDevice& d) {
+        SignedThreadState t{};
+        return d.thread_latest(a.address(), b.address(), id, t) && t.state.txCount == 1;
+      },
+      30000));
+  ASSERT_EQ(a.close_thread(b.address(), id), Status::Ok);
+  ASSERT_TRUE(a.wait_until([](SimDevice& d) { return d.completed(UpdateReason::CloseThread) == 1; }, 60000));
+  EXPECT_EQ(a.latest().state.balanceWeiHub, U256::from_u64(25));
+  EXPECT_EQ(b.latest().state.balanceWeiUser, U256::from_u64(525));
+  expect_ledger_agrees(a);
+  expect_ledger_agrees(b);
+  expect_audit_clean();
+}
+
+// Rows in forwarded_requests that no honest instance wrote are refused by the request
+// rules and nothing is signed: a mirror OpenThread whose payer's channel does not hold the
+// thread (the hub would lock its funds for nothing), a reason that never crosses
+// partitions, a row under the wrong partition, an OpenThread addressed to its payer, and a
+// copy of a mirror already fulfilled. The payee gets no request; its channel is unchanged.
+TEST_F(MultiHub, ForgedForwardedRowsAreRefused) {
+  constexpr uint32_t kCandidates = 32;
+  start_broker(kCandidates);
+  ASSERT_TRUE(start_instance(1));
+  ASSERT_TRUE(start_instance(2));
+  ASSERT_TRUE(wait_settled(2, 30000));
+  const uint32_t ia = device_on("i1", kCandidates), ib = device_on("i2", kCandidates);
+  ASSERT_NE(ia, 0u);
+  ASSERT_NE(ib, 0u);
+  SimDevice& a = device(ia);
+  SimDevice& b = device(ib);
+  ASSERT_EQ(b.fund(1000), Status::Ok);
+  ASSERT_EQ(b.pay(500), Status::Ok);
+  ASSERT_EQ(a.fund(1000), Status::Ok);
+  uint64_t id = 0;
+  ASSERT_EQ(a.open_thread(b.address(), 100, &id), Status::Ok);
+  ASSERT_TRUE(b.wait_until([](SimDevice& d) { return d.completed(UpdateReason::OpenThread) == 1; }, 30000));
+  ASSERT_TRUE(b.wait_idle(30000));
+  ASSERT_TRUE(wait_forwarded_empty(30000));
+  const Ledger b0 = read_ledger(uri_, b.address());
+  const size_t seen0 = b.hub_requests_seen();
+  const int pb = b.address().bytes[0];
+
+  ChannelUpdate never = channel_update_make(UpdateReason::OpenThread);  // a thread the payer never opened
+  never.thread.thread = payer_signed_thread(contract_, a, b.address(), id + 77, 100);
+  insert_forwarded(pb, b.address(), never);
+  ChannelUpdate pay = channel_update_make(UpdateReason::Payment);  // not a thread's hand-over
+  pay.payment.recipient = Party::Hub;
+  pay.payment.amountWei = U256::from_u64(1);
+  insert_forwarded(pb, b.address(), pay);
+  ChannelUpdate again = channel_update_make(UpdateReason::OpenThread);  // fulfilled already
+  again.thread.thread = payer_signed_thread(contract_, a, b.address(), id, 100);
+  insert_forwarded(pb, b.address(), again);
+  insert_forwarded((pb + 1) % 256, b.address(), again);  // under another partition
+  insert_forwarded(a.address().bytes[0], a.address(), again);  // to the payer itself
+  ASSERT_TRUE(wait_forwarded_empty(30000)) << "forged rows were left (not taken)";
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // a request sent would have arrived
+  EXPECT_EQ(b.hub_requests_seen(), seen0) << "a forged row reached the payee as a request";
+  EXPECT_EQ(b.completed(UpdateReason::OpenThread), 1u);
+  const Ledger b1 = read_ledger(uri_, b.address());
+  EXPECT_EQ(b1.state, b0.state) << "a forged row changed the payee's channel";
+  EXPECT_EQ(b1.updates, b0.updates);
+  EXPECT_EQ(b1.requests, 0);
+  EXPECT_EQ(b.threads().size(), 1u);
+  const std::string logs = read_file(dir_ + "/hub1.log") + read_file(dir_ + "/hub2.log");
+  EXPECT_NE(logs.find("does not hold this thread; dropped"), std::string::npos);
+  EXPECT_NE(logs.find("is not a thread's hand-over to this channel; dropped"), std::string::npos);
+  EXPECT_NE(logs.find("not a channel of partition"), std::string::npos);
+  EXPECT_NE(logs.find("does not apply ("), std::string::npos);
+  expect_ledger_agrees(a);
+  expect_ledger_agrees(b);
 }

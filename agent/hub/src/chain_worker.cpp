@@ -149,6 +149,7 @@ void ChainWorker::run() {
       }
     }
     if (o_.shared_deposits) reload_deposits();
+    if (o_.shared_deposits && role) reload_disputes();
     // Due deposits, one at a time; a read posted meanwhile is served before the next.
     // Without the chain role a job is only looked at on chain (sent by the role's holder).
     const uint64_t now = now_ms();
@@ -272,14 +273,19 @@ void ChainWorker::read_channel(const Address& user) {
   post_(std::move(r));
 }
 
-void ChainWorker::dispute(const ChainJob& j) {
+bool ChainWorker::dispute(const ChainJob& j, bool report) {
   ChainResult res;
   res.kind = ChainResult::Kind::Disputed;
   res.user = j.user;
+  auto finish = [&](bool done) {
+    res.done = done;
+    if (report) post_(std::move(res));
+    return done;
+  };
   const std::string key = mqtt::topic_address(j.user);
   const ChainJob::DisputeInfo& d = j.dispute;
   auto oc = cm_->channel(j.user);
-  if (!oc.ok()) return post_(std::move(res));
+  if (!oc.ok()) return finish(false);
   if (oc->status == chain::ChannelStatus::ChannelDispute) {
     // The user started the exit with the hub's latest state (an older one is answered by
     // the watchtower): the hub, not the initiator, may empty it now and go to the threads.
@@ -296,14 +302,13 @@ void ChainWorker::dispute(const ChainJob& j) {
                        ", hub's " + std::to_string(d.latest.state.txCountGlobal) +
                        "): the threads are disputed once the channel is emptied");
     }
-    return post_(std::move(res));
+    return finish(false);
   }
   if (oc->status != chain::ChannelStatus::ThreadDispute || (d.leaves.empty() && d.threads.empty()))
-    return post_(std::move(res));
+    return finish(false);
   if (oc->threadRoot != d.latest.state.threadRoot) {
     logf("warn", key + ": thread dispute on a thread root the hub does not hold: threads not disputed");
-    res.done = true;
-    return post_(std::move(res));
+    return finish(true);
   }
   chain::WatchedChannel w;
   w.user = j.user;
@@ -337,8 +342,31 @@ void ChainWorker::dispute(const ChainJob& j) {
     if (!r.ok()) all = false;
   }
   tower_->watch(w);
-  res.done = all;
-  post_(std::move(res));
+  return finish(all);
+}
+
+void ChainWorker::reload_disputes() {
+  const uint64_t now = now_ms();
+  if (!ledger_ || now - last_disputes_ms_ < 1000) return;
+  last_disputes_ms_ = now;
+  std::vector<std::pair<std::string, Bytes>> rows;
+  LedgerStatus s = ledger_->list_disputes(rows);
+  if (!s.ok()) {
+    logf("warn", "thread disputes: " + s.message);
+    return;
+  }
+  for (const auto& row : rows) {
+    ChainJob j;
+    j.kind = ChainJob::Kind::Dispute;
+    if (address_parse(row.first.c_str(), row.first.size(), j.user) != Status::Ok ||
+        !decode_dispute_job(row.second, j.dispute)) {
+      logf("warn", "thread disputes: the stored job of " + row.first + " does not decode; skipped");
+      continue;
+    }
+    if (!dispute(j, false)) continue;  // again next round (the chain is read first)
+    LedgerStatus d = ledger_->dispute_done(row.first, row.second);
+    if (!d.ok()) logf("warn", "thread disputes: " + d.message);
+  }
 }
 
 void ChainWorker::rounds(bool role) {
