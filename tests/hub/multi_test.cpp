@@ -21,6 +21,7 @@
 #include <random>
 #include <thread>
 
+#include "chain_worker.hpp"
 #include "hub_ledger.hpp"
 #include "ledger/ledger.hpp"
 #include "sim_device.hpp"
@@ -393,6 +394,101 @@ TEST_F(MultiHub, LeasesTakeRenewExpireFence) {
   uint64_t live = 0;
   ASSERT_TRUE(a->lease_heartbeat("A#2", 60000, live).ok());
   EXPECT_EQ(live, 1u);
+}
+
+// The ledger's calls of version 4 on a real PostgreSQL: a forwarded request is listed only
+// under its user's partition and goes with the transaction that deletes it; a thread
+// dispute job is listed until it is marked done with exactly its bytes, stays done when
+// stored again unchanged and is listed again when it changes. The job's bytes round-trip
+// and a truncated or extended copy does not decode.
+TEST_F(MultiHub, ForwardedRequestsAndDisputeJobsInTheLedger) {
+  std::unique_ptr<hub::Ledger> l;
+  ASSERT_TRUE(hub::Ledger::open(uri_, l).ok());
+  const std::string user = "0x12" + std::string(38, 'a');
+  const hub::Bytes wire = {1, 2, 3, 4};
+  ASSERT_TRUE(l->begin().ok());
+  ASSERT_TRUE(l->forward_request(user, wire).ok());
+  ASSERT_TRUE(l->commit().ok());
+  std::vector<hub::Ledger::ForwardedRow> rows;
+  ASSERT_TRUE(l->list_forwarded({0x13, 0x11}, 10, rows).ok());
+  EXPECT_TRUE(rows.empty()) << "listed under another partition";
+  ASSERT_TRUE(l->list_forwarded({0x12}, 10, rows).ok());
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].partition, 0x12);
+  EXPECT_EQ(rows[0].user, user);
+  EXPECT_EQ(rows[0].update, wire);
+  ASSERT_TRUE(l->begin().ok());
+  ASSERT_TRUE(l->delete_forwarded(rows[0].id).ok());
+  l->rollback();
+  ASSERT_TRUE(l->list_forwarded({0x12}, 10, rows).ok());
+  ASSERT_EQ(rows.size(), 1u) << "a rolled-back delete took the row";
+  ASSERT_TRUE(l->begin().ok());
+  ASSERT_TRUE(l->delete_forwarded(rows[0].id).ok());
+  ASSERT_TRUE(l->commit().ok());
+  ASSERT_TRUE(l->list_forwarded({0x12}, 10, rows).ok());
+  EXPECT_TRUE(rows.empty());
+
+  const hub::Bytes j1 = {1, 9}, j2 = {1, 8};
+  std::vector<std::pair<std::string, hub::Bytes>> jobs;
+  ASSERT_TRUE(l->save_dispute(user, j1).ok());
+  ASSERT_TRUE(l->list_disputes(jobs).ok());
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0].second, j1);
+  ASSERT_TRUE(l->dispute_done(user, j2).ok());  // not the stored job: nothing
+  jobs.clear();
+  ASSERT_TRUE(l->list_disputes(jobs).ok());
+  EXPECT_EQ(jobs.size(), 1u);
+  ASSERT_TRUE(l->dispute_done(user, j1).ok());
+  jobs.clear();
+  ASSERT_TRUE(l->list_disputes(jobs).ok());
+  EXPECT_TRUE(jobs.empty());
+  ASSERT_TRUE(l->save_dispute(user, j1).ok());  // the same job again: stays done
+  ASSERT_TRUE(l->list_disputes(jobs).ok());
+  EXPECT_TRUE(jobs.empty()) << "a done job was made not done by storing it unchanged";
+  ASSERT_TRUE(l->save_dispute(user, j2).ok());  // changed: to be sent again
+  ASSERT_TRUE(l->list_disputes(jobs).ok());
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0].second, j2);
+
+  // The job's bytes.
+  Signer s;
+  ASSERT_EQ(s.init(), Status::Ok);
+  Address payer{}, payee{};
+  ASSERT_EQ(s.address_of(test_key(1), payer), Status::Ok);
+  ASSERT_EQ(s.address_of(test_key(2), payee), Status::Ok);
+  hub::ChainJob::DisputeInfo d;
+  d.latest.state = channel_state_zero();
+  d.latest.state.user = payer;
+  d.latest.state.txCountGlobal = 7;
+  d.leaves.push_back(Hash32{});
+  d.leaves[0].bytes[3] = 5;
+  hub::ChainJob::Thread t;
+  t.initial.state = thread_state_zero();
+  t.initial.state.sender = payer;
+  t.initial.state.receiver = payee;
+  t.initial.state.threadId = 3;
+  t.initial.state.balanceWeiSender = U256::from_u64(100);
+  ASSERT_EQ(s.sign_eth(test_key(1), thread_hash(t.initial.state), t.initial.sigA), Status::Ok);
+  t.initial.hasSigA = true;
+  t.has_latest = true;
+  t.latest = t.initial;
+  t.latest.state.txCount = 1;
+  d.threads.push_back(t);
+  const hub::Bytes b = hub::encode_dispute_job(d);
+  ASSERT_FALSE(b.empty());
+  hub::ChainJob::DisputeInfo back;
+  ASSERT_TRUE(hub::decode_dispute_job(b, back));
+  EXPECT_EQ(hub::encode_dispute_job(back), b);
+  EXPECT_EQ(back.latest.state.txCountGlobal, 7u);
+  ASSERT_EQ(back.threads.size(), 1u);
+  EXPECT_TRUE(back.threads[0].has_latest);
+  EXPECT_EQ(back.threads[0].latest.state.txCount, 1u);
+  EXPECT_EQ(thread_hash(back.threads[0].initial.state), thread_hash(t.initial.state));
+  hub::Bytes cut(b.begin(), b.end() - 1), longer = b;
+  longer.push_back(0);
+  EXPECT_FALSE(hub::decode_dispute_job(cut, back));
+  EXPECT_FALSE(hub::decode_dispute_job(longer, back));
+  EXPECT_FALSE(hub::decode_dispute_job({}, back));
 }
 
 TEST_F(MultiHub, SqliteRefusesInstances) {
