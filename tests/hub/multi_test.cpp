@@ -732,6 +732,35 @@ TEST_F(MultiHub, ThreadAcrossPartitionsOpensAndCloses) {
   const std::string log1 = read_file(dir_ + "/hub1.log"), log2 = read_file(dir_ + "/hub2.log");
   EXPECT_NE(log2.find("forwarded requests: 1 queued"), std::string::npos) << log2;
   EXPECT_NE(log1.find("forwarded requests: 1 queued"), std::string::npos) << log1;
+
+  // A payee on another partition of the payer's own instance: handed over the same way
+  // (the batch fenced only the payer's partition) and taken by that instance itself.
+  uint32_t ic = 0;
+  {
+    Signer sg;
+    ASSERT_EQ(sg.init(), Status::Ok);
+    const auto held = holders();
+    for (uint32_t i = 1; i <= kCandidates && ic == 0; ++i) {
+      Address ca{};
+      ASSERT_EQ(sg.address_of(test_key(i), ca), Status::Ok);
+      auto h = held.find(ca.bytes[0]);
+      if (h != held.end() && h->second == "i1" && ca.bytes[0] != a.address().bytes[0]) ic = i;
+    }
+  }
+  ASSERT_NE(ic, 0u) << "no second device on instance 1";
+  SimDevice& c = device(ic);
+  ASSERT_EQ(c.fund(1000), Status::Ok);
+  ASSERT_EQ(c.pay(500), Status::Ok);
+  uint64_t id2 = 0;
+  ASSERT_EQ(a.open_thread(c.address(), 50, &id2), Status::Ok);
+  ASSERT_TRUE(c.wait_until([](SimDevice& d) { return d.completed(UpdateReason::OpenThread) == 1; }, 30000))
+      << "the mirror did not reach a payee on another partition of the same instance";
+  ASSERT_EQ(a.close_thread(c.address(), id2), Status::Ok);
+  ASSERT_TRUE(a.wait_until([](SimDevice& d) { return d.completed(UpdateReason::CloseThread) == 2; }, 30000));
+  EXPECT_TRUE(wait_forwarded_empty(30000));
+  expect_ledger_agrees(a);
+  expect_ledger_agrees(c);
+  expect_audit_clean();
 }
 
 // kill -9 of the payee's instance between the payer's countersigned OpenThread (its

@@ -499,9 +499,10 @@ void Hub::route_request(const Address& to, const ChannelUpdate& p, std::vector<O
     if (!tx_failed_) pump(*c, outs);
     return;
   }
-  // Several instances, a channel of a partition another instance holds: handed over
-  // through the ledger in this transaction (never without the countersignature that made
-  // it); the partition's holder queues it (lease/hub_lease.cpp lease_take_forwarded).
+  // Several instances, a channel of a partition this transaction does not hold under its
+  // fence (another instance's, or one of this instance's the batch did not name): handed
+  // over through the ledger in this transaction (never without the countersignature that
+  // made it); the partition's holder queues it (lease/hub_lease.cpp lease_take_forwarded).
   Bytes w;
   std::string err;
   if (!update_wire(p, w)) {

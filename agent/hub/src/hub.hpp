@@ -462,10 +462,13 @@ class Hub {
   bool lease_owns(const Address& user) const;
   void lease_drop_partition(int p);
   void lease_forget(Chan* c);  // drops one channel from the cache
-  // Inside a write transaction: whether it writes `user`'s partition under its fence; a
-  // partition held but not fenced yet is fenced now (Ledger::lease_fence of that row).
+  // Inside a write transaction: whether its fence holds `user`'s partition (a batch fences
+  // its messages' partitions, the other transactions every lease held). A partition held
+  // but not fenced is not locked now (out of order: it could deadlock with the renewal);
+  // its request is forwarded and taken by this instance at its next loop.
   bool lease_fenced(const Address& user);
   std::array<bool, lease::kPartitions> fenced_parts_{};  // of the current write transaction
+  bool forwarded_here_ = false;  // a request was forwarded to a partition this instance holds
   // Worker loop (every kForwardedPollMs, and at once when partitions are gained): queues
   // the forwarded requests of the partitions held, in one fenced transaction that also
   // deletes their rows. A row is queued only if the normal request rules take it: a

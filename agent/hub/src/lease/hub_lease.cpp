@@ -93,17 +93,12 @@ bool Hub::lease_fence(std::vector<mqtt::Message>* batch, const std::vector<Addre
 }
 
 bool Hub::lease_fenced(const Address& user) {
+  // Only what the transaction's fence named: locking another lease row now, out of
+  // partition order, could deadlock with the lease manager's renewal (rows in order).
   const int p = lease::partition_of(user);
   if (fenced_parts_[static_cast<size_t>(p)]) return true;
-  const uint64_t e = lease_seen_[static_cast<size_t>(p) + 1];
-  if (e == 0) return false;
-  // Held, but this transaction did not fence it (a batch fences its messages' partitions):
-  // its row lock now, before the first write of the partition; taken over meanwhile: not ours.
-  bool held = false;
-  LedgerStatus s = ledger_->lease_fence(lease_->holder(), {{p, e}}, held);
-  if (!s.ok() || !held) return false;  // an error fails the transaction at its next statement
-  fenced_parts_[static_cast<size_t>(p)] = true;
-  return true;
+  if (lease_seen_[static_cast<size_t>(p) + 1] != 0) forwarded_here_ = true;  // taken at the next loop
+  return false;
 }
 
 void Hub::lease_forget(Chan* c) {
@@ -179,6 +174,8 @@ bool Hub::take_forwarded(const Ledger::ForwardedRow& row, std::vector<Out>& outs
 
 void Hub::lease_take_forwarded(bool now) {
   const uint64_t t = now_ms();
+  if (forwarded_here_) now = true;
+  forwarded_here_ = false;
   if (!now && t - last_forwarded_ms_ < kForwardedPollMs) return;
   last_forwarded_ms_ = t;
   std::vector<int> parts;
