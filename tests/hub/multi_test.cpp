@@ -27,6 +27,7 @@
 #include "sim_device.hpp"
 #include "support/broker.hpp"
 #include "support/postgres.hpp"
+#include "support/wait.hpp"
 
 using namespace picopay;
 using namespace picopay::testsupport;
@@ -232,14 +233,39 @@ class MultiHub : public ::testing::Test {
         << read_file(dir_ + "/psql.log");
   }
 
+  // A payer on a partition of instance 1 and a payee on one of instance 2 (the first of
+  // the candidate devices 1..max): 1000 wei each, and 500 of the payee's paid to the hub
+  // (the hub's collateral for the mirror).
+  // Null, null if there is none or the funding fails.
+  std::pair<SimDevice*, SimDevice*> thread_pair(uint32_t max) {
+    const uint32_t ia = device_on("i1", max), ib = device_on("i2", max);
+    if (ia == 0 || ib == 0) return {nullptr, nullptr};
+    SimDevice* a = &device(ia);
+    SimDevice* b = &device(ib);
+    if (b->fund(1000) != Status::Ok || b->pay(500) != Status::Ok || a->fund(1000) != Status::Ok) return {nullptr, nullptr};
+    return {a, b};
+  }
+
+  // In thread `id`: the payer pays `paid` to the payee and asks it to close; the payee's
+  // close comes back to the payer as the hub's CloseThread request (`closes`: the payer's
+  // CloseThreads completed after it).
+  void pay_and_close(SimDevice& a, SimDevice& b, uint64_t id, uint64_t paid, size_t closes) {
+    ASSERT_EQ(a.thread_pay(b.address(), id, paid), Status::Ok);
+    ASSERT_TRUE(b.wait_until(
+        [&](SimDevice& d) {
+          SignedThreadState t{};
+          return d.thread_latest(a.address(), b.address(), id, t) && t.state.txCount == 1;
+        },
+        30000));
+    ASSERT_EQ(a.close_thread(b.address(), id), Status::Ok);
+    ASSERT_TRUE(a.wait_until([&](SimDevice& d) { return d.completed(UpdateReason::CloseThread) == closes; }, 60000))
+        << "the payer's CloseThread did not reach the payer";
+  }
+
   // Until the forwarded requests are all taken (bounded); false if some remain.
   bool wait_forwarded_empty(int timeout_ms) {
-    const auto t0 = Clock::now();
-    while (ms_since(t0) < static_cast<uint64_t>(timeout_ms)) {
-      if (pg_->query("postgres", "SELECT count(*) FROM forwarded_requests") == "0") return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return false;
+    return poll_until([&] { return pg_->query("postgres", "SELECT count(*) FROM forwarded_requests") == "0"; },
+                      timeout_ms);
   }
 
   SimDevice& device(uint32_t i) {
@@ -695,30 +721,18 @@ TEST_F(MultiHub, ThreadAcrossPartitionsOpensAndCloses) {
   ASSERT_TRUE(start_instance(2));
   ASSERT_TRUE(wait_settled(2, 30000)) << "the two instances did not settle on their shares";
   ASSERT_EQ(pg_->psql("postgres", std::string(kAuditSql) + kRequestAuditSql), 0) << read_file(dir_ + "/psql.log");
-  const uint32_t ia = device_on("i1", kCandidates), ib = device_on("i2", kCandidates);
-  ASSERT_NE(ia, 0u);
-  ASSERT_NE(ib, 0u);
-  SimDevice& a = device(ia);  // payer, on instance 1
-  SimDevice& b = device(ib);  // payee, on instance 2
-  ASSERT_EQ(b.fund(1000), Status::Ok);
-  ASSERT_EQ(b.pay(500), Status::Ok);  // hub collateral in the payee's channel
-  ASSERT_EQ(a.fund(1000), Status::Ok);
+  auto [pa, pb] = thread_pair(kCandidates);
+  ASSERT_TRUE(pa && pb) << "no payer on instance 1 or no payee on instance 2";
+  SimDevice& a = *pa;  // payer, on instance 1
+  SimDevice& b = *pb;  // payee, on instance 2
 
   uint64_t id = 0;
   ASSERT_EQ(a.open_thread(b.address(), 100, &id), Status::Ok);
   ASSERT_TRUE(b.wait_until([](SimDevice& d) { return d.completed(UpdateReason::OpenThread) == 1; }, 30000))
       << "the mirrored OpenThread did not reach the payee across the instances";
   ASSERT_EQ(b.threads().size(), 1u);
-  ASSERT_EQ(a.thread_pay(b.address(), id, 40), Status::Ok);
-  ASSERT_TRUE(b.wait_until(
-      [&](SimDevice& d) {
-        SignedThreadState t{};
-        return d.thread_latest(a.address(), b.address(), id, t) && t.state.txCount == 1;
-      },
-      30000));
-  ASSERT_EQ(a.close_thread(b.address(), id), Status::Ok);
-  ASSERT_TRUE(a.wait_until([](SimDevice& d) { return d.completed(UpdateReason::CloseThread) == 1; }, 30000))
-      << "the payer's CloseThread did not reach the payer across the instances";
+  pay_and_close(a, b, id, 40, 1);
+  if (HasFatalFailure()) return;
   EXPECT_TRUE(a.threads().empty());
   EXPECT_TRUE(b.threads().empty());
   EXPECT_EQ(a.latest().state.balanceWeiHub, U256::from_u64(40));
@@ -755,8 +769,8 @@ TEST_F(MultiHub, ThreadAcrossPartitionsOpensAndCloses) {
   ASSERT_EQ(a.open_thread(c.address(), 50, &id2), Status::Ok);
   ASSERT_TRUE(c.wait_until([](SimDevice& d) { return d.completed(UpdateReason::OpenThread) == 1; }, 30000))
       << "the mirror did not reach a payee on another partition of the same instance";
-  ASSERT_EQ(a.close_thread(c.address(), id2), Status::Ok);
-  ASSERT_TRUE(a.wait_until([](SimDevice& d) { return d.completed(UpdateReason::CloseThread) == 2; }, 30000));
+  pay_and_close(a, c, id2, 10, 2);
+  if (HasFatalFailure()) return;
   EXPECT_TRUE(wait_forwarded_empty(30000));
   expect_ledger_agrees(a);
   expect_ledger_agrees(c);
@@ -774,14 +788,10 @@ TEST_F(MultiHub, ForwardedRequestSurvivesKillOfThePayeesInstance) {
   for (int i = 1; i <= 3; ++i) ASSERT_TRUE(start_instance(i, kLongTtl));
   ASSERT_TRUE(wait_settled(3, 60000)) << "the three instances did not settle on their shares";
   ASSERT_EQ(pg_->psql("postgres", std::string(kAuditSql) + kRequestAuditSql), 0) << read_file(dir_ + "/psql.log");
-  const uint32_t ia = device_on("i1", kCandidates), ib = device_on("i2", kCandidates);
-  ASSERT_NE(ia, 0u);
-  ASSERT_NE(ib, 0u);
-  SimDevice& a = device(ia);
-  SimDevice& b = device(ib);
-  ASSERT_EQ(b.fund(1000), Status::Ok);
-  ASSERT_EQ(b.pay(500), Status::Ok);
-  ASSERT_EQ(a.fund(1000), Status::Ok);
+  auto [pa, pb] = thread_pair(kCandidates);
+  ASSERT_TRUE(pa && pb) << "no payer on instance 1 or no payee on instance 2";
+  SimDevice& a = *pa;
+  SimDevice& b = *pb;
   ASSERT_TRUE(b.wait_idle(30000));
 
   ASSERT_EQ(::kill(hubs_[1].pid(), SIGSTOP), 0);  // the payee's instance cannot take the row
@@ -796,15 +806,8 @@ TEST_F(MultiHub, ForwardedRequestSurvivesKillOfThePayeesInstance) {
   ASSERT_TRUE(b.wait_until([](SimDevice& d) { return d.completed(UpdateReason::OpenThread) == 1; }, 60000))
       << "the new holder of the payee's partition did not deliver the forwarded mirror";
   EXPECT_TRUE(wait_forwarded_empty(30000));
-  ASSERT_EQ(a.thread_pay(b.address(), id, 25), Status::Ok);
-  ASSERT_TRUE(b.wait_until(
-      [&](SimDevice& d) {
-        SignedThreadState t{};
-        return d.thread_latest(a.address(), b.address(), id, t) && t.state.txCount == 1;
-      },
-      30000));
-  ASSERT_EQ(a.close_thread(b.address(), id), Status::Ok);
-  ASSERT_TRUE(a.wait_until([](SimDevice& d) { return d.completed(UpdateReason::CloseThread) == 1; }, 60000));
+  pay_and_close(a, b, id, 25, 1);
+  if (HasFatalFailure()) return;
   EXPECT_EQ(a.latest().state.balanceWeiHub, U256::from_u64(25));
   EXPECT_EQ(b.latest().state.balanceWeiUser, U256::from_u64(525));
   expect_ledger_agrees(a);
@@ -823,14 +826,10 @@ TEST_F(MultiHub, ForgedForwardedRowsAreRefused) {
   ASSERT_TRUE(start_instance(1));
   ASSERT_TRUE(start_instance(2));
   ASSERT_TRUE(wait_settled(2, 30000));
-  const uint32_t ia = device_on("i1", kCandidates), ib = device_on("i2", kCandidates);
-  ASSERT_NE(ia, 0u);
-  ASSERT_NE(ib, 0u);
-  SimDevice& a = device(ia);
-  SimDevice& b = device(ib);
-  ASSERT_EQ(b.fund(1000), Status::Ok);
-  ASSERT_EQ(b.pay(500), Status::Ok);
-  ASSERT_EQ(a.fund(1000), Status::Ok);
+  auto [pa, pb] = thread_pair(kCandidates);
+  ASSERT_TRUE(pa && pb) << "no payer on instance 1 or no payee on instance 2";
+  SimDevice& a = *pa;
+  SimDevice& b = *pb;
   uint64_t id = 0;
   ASSERT_EQ(a.open_thread(b.address(), 100, &id), Status::Ok);
   ASSERT_TRUE(b.wait_until([](SimDevice& d) { return d.completed(UpdateReason::OpenThread) == 1; }, 30000));
@@ -838,19 +837,19 @@ TEST_F(MultiHub, ForgedForwardedRowsAreRefused) {
   ASSERT_TRUE(wait_forwarded_empty(30000));
   const Ledger b0 = read_ledger(uri_, b.address());
   const size_t seen0 = b.hub_requests_seen();
-  const int pb = b.address().bytes[0];
+  const int part_b = b.address().bytes[0];
 
   ChannelUpdate never = channel_update_make(UpdateReason::OpenThread);  // a thread the payer never opened
   never.thread.thread = payer_signed_thread(contract_, a, b.address(), id + 77, 100);
-  insert_forwarded(pb, b.address(), never);
+  insert_forwarded(part_b, b.address(), never);
   ChannelUpdate pay = channel_update_make(UpdateReason::Payment);  // not a thread's hand-over
   pay.payment.recipient = Party::Hub;
   pay.payment.amountWei = U256::from_u64(1);
-  insert_forwarded(pb, b.address(), pay);
+  insert_forwarded(part_b, b.address(), pay);
   ChannelUpdate again = channel_update_make(UpdateReason::OpenThread);  // fulfilled already
   again.thread.thread = payer_signed_thread(contract_, a, b.address(), id, 100);
-  insert_forwarded(pb, b.address(), again);
-  insert_forwarded((pb + 1) % 256, b.address(), again);  // under another partition
+  insert_forwarded(part_b, b.address(), again);
+  insert_forwarded((part_b + 1) % 256, b.address(), again);  // under another partition
   insert_forwarded(a.address().bytes[0], a.address(), again);  // to the payer itself
   ASSERT_TRUE(wait_forwarded_empty(30000)) << "forged rows were left (not taken)";
   std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // a request sent would have arrived
