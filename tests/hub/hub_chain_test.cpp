@@ -5,7 +5,9 @@
 // payee -> hubAuthorizedUpdate -> ConfirmPending -> the mirrored OpenThread), the same
 // with the hub SIGKILLed right after the countersignature is committed (before the
 // on-chain call, and between the call and the ConfirmPending), and a user's ConfirmPending
-// for a deposit that is not on chain. No timing assertions; every wait is bounded.
+// for a deposit that is not on chain. With several instances on a PostgreSQL ledger
+// (*_postgresql): the chain role moving on a kill, and a thread dispute sent by the chain
+// role's holder for another instance's channel. No timing assertions; every wait is bounded.
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 

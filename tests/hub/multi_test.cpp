@@ -9,6 +9,11 @@
 // "picopay-hub/<holder>") and the holder of the row's partition lease at that moment:
 // every committed update must have been written by the lease's holder.
 //
+// Threads across partitions: a payer and a payee on two instances; the mirror OpenThread
+// and the payer's CloseThread are handed over through the ledger (forwarded_requests),
+// also across a kill -9 of the payee's instance; rows no honest instance wrote are refused
+// by the request rules (a second trigger audits the requests table likewise).
+//
 // No timing assertions: every wait is bounded; takeover times are printed, not asserted.
 #include <gtest/gtest.h>
 #include <signal.h>
