@@ -460,26 +460,29 @@ TEST_F(MultiHub, ForwardedRequestsAndDisputeJobsInTheLedger) {
   EXPECT_TRUE(rows.empty());
 
   const hub::Bytes j1 = {1, 9}, j2 = {1, 8};
-  std::vector<std::pair<std::string, hub::Bytes>> jobs;
+  std::vector<hub::Ledger::DisputeRow> jobs;
   ASSERT_TRUE(l->save_dispute(user, j1).ok());
-  ASSERT_TRUE(l->list_disputes(jobs).ok());
+  ASSERT_TRUE(l->list_disputes(false, jobs).ok());
   ASSERT_EQ(jobs.size(), 1u);
-  EXPECT_EQ(jobs[0].second, j1);
+  EXPECT_EQ(jobs[0].user, user);
+  EXPECT_EQ(jobs[0].job, j1);
+  EXPECT_FALSE(jobs[0].done);
   ASSERT_TRUE(l->dispute_done(user, j2).ok());  // not the stored job: nothing
-  jobs.clear();
-  ASSERT_TRUE(l->list_disputes(jobs).ok());
+  ASSERT_TRUE(l->list_disputes(false, jobs).ok());
   EXPECT_EQ(jobs.size(), 1u);
   ASSERT_TRUE(l->dispute_done(user, j1).ok());
-  jobs.clear();
-  ASSERT_TRUE(l->list_disputes(jobs).ok());
+  ASSERT_TRUE(l->list_disputes(false, jobs).ok());
   EXPECT_TRUE(jobs.empty());
+  ASSERT_TRUE(l->list_disputes(true, jobs).ok());  // a new holder of the chain role watches the done ones
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_TRUE(jobs[0].done);
   ASSERT_TRUE(l->save_dispute(user, j1).ok());  // the same job again: stays done
-  ASSERT_TRUE(l->list_disputes(jobs).ok());
+  ASSERT_TRUE(l->list_disputes(false, jobs).ok());
   EXPECT_TRUE(jobs.empty()) << "a done job was made not done by storing it unchanged";
   ASSERT_TRUE(l->save_dispute(user, j2).ok());  // changed: to be sent again
-  ASSERT_TRUE(l->list_disputes(jobs).ok());
+  ASSERT_TRUE(l->list_disputes(false, jobs).ok());
   ASSERT_EQ(jobs.size(), 1u);
-  EXPECT_EQ(jobs[0].second, j2);
+  EXPECT_EQ(jobs[0].job, j2);
 
   // The job's bytes.
   Signer s;

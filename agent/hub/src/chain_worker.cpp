@@ -149,7 +149,7 @@ void ChainWorker::run() {
       }
     }
     if (o_.shared_deposits) reload_deposits();
-    if (o_.shared_deposits && role) reload_disputes();
+    if (o_.shared_deposits) reload_disputes(role);
     // Due deposits, one at a time; a read posted meanwhile is served before the next.
     // Without the chain role a job is only looked at on chain (sent by the role's holder).
     const uint64_t now = now_ms();
@@ -310,16 +310,8 @@ bool ChainWorker::dispute(const ChainJob& j, bool report) {
     logf("warn", key + ": thread dispute on a thread root the hub does not hold: threads not disputed");
     return finish(true);
   }
-  chain::WatchedChannel w;
-  w.user = j.user;
-  if (d.latest.hasSigHub && d.latest.hasSigUser && d.latest.state.timeout == 0) w.latest = d.latest;
   bool all = !d.missing_initial;
   for (const ChainJob::Thread& t : d.threads) {
-    chain::WatchedThread wt;
-    wt.initial = t.initial;
-    wt.rootLeaves = d.leaves;
-    if (t.has_latest) wt.latest = t.latest;
-    w.threads.push_back(wt);
     const ThreadState& s = t.initial.state;
     auto ot = cm_->thread(s.sender, s.receiver, s.threadId);
     if (!ot.ok()) {
@@ -341,30 +333,55 @@ bool ChainWorker::dispute(const ChainJob& j, bool report) {
              "): " + (r.ok() ? json::hash_text(r->transactionHash) : r.error().to_string()));
     if (!r.ok()) all = false;
   }
-  tower_->watch(w);
+  tower_->watch(watched(j));
   return finish(all);
 }
 
-void ChainWorker::reload_disputes() {
+chain::WatchedChannel ChainWorker::watched(const ChainJob& j) {
+  const ChainJob::DisputeInfo& d = j.dispute;
+  chain::WatchedChannel w;
+  w.user = j.user;
+  if (d.latest.hasSigHub && d.latest.hasSigUser && d.latest.state.timeout == 0) w.latest = d.latest;
+  for (const ChainJob::Thread& t : d.threads) {
+    chain::WatchedThread wt;
+    wt.initial = t.initial;
+    wt.rootLeaves = d.leaves;
+    if (t.has_latest) wt.latest = t.latest;
+    w.threads.push_back(wt);
+  }
+  return w;
+}
+
+void ChainWorker::reload_disputes(bool role) {
+  if (!role) {
+    disputes_watched_ = false;  // gained again: the done jobs are watched again
+    return;
+  }
   const uint64_t now = now_ms();
   if (!ledger_ || now - last_disputes_ms_ < 1000) return;
   last_disputes_ms_ = now;
-  std::vector<std::pair<std::string, Bytes>> rows;
-  LedgerStatus s = ledger_->list_disputes(rows);
+  std::vector<Ledger::DisputeRow> rows;
+  LedgerStatus s = ledger_->list_disputes(!disputes_watched_, rows);
   if (!s.ok()) {
     logf("warn", "thread disputes: " + s.message);
     return;
   }
+  disputes_watched_ = true;
   for (const auto& row : rows) {
     ChainJob j;
     j.kind = ChainJob::Kind::Dispute;
-    if (address_parse(row.first.c_str(), row.first.size(), j.user) != Status::Ok ||
-        !decode_dispute_job(row.second, j.dispute)) {
-      logf("warn", "thread disputes: the stored job of " + row.first + " does not decode; skipped");
+    if (address_parse(row.user.c_str(), row.user.size(), j.user) != Status::Ok || !decode_dispute_job(row.job, j.dispute)) {
+      logf("warn", "thread disputes: the stored job of " + row.user + " does not decode; skipped");
+      continue;
+    }
+    if (row.done) {
+      // Disputed by an earlier holder of the chain role: this one's watchtower challenges
+      // and empties the threads when their timers end.
+      tower_->watch(watched(j));
       continue;
     }
     if (!dispute(j, false)) continue;  // again next round (the chain is read first)
-    LedgerStatus d = ledger_->dispute_done(row.first, row.second);
+    LedgerStatus d = ledger_->dispute_done(row.user, row.job);
     if (!d.ok()) logf("warn", "thread disputes: " + d.message);
   }
 }

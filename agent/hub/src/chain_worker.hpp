@@ -154,9 +154,13 @@ class ChainWorker : public ChainPort {
   uint64_t last_reload_ms_ = 0;
   // shared_deposits, chain role only: every second, the stored thread dispute jobs not done
   // are run (dispute() reads the chain first: a thread already disputed is not sent again)
-  // and those that finish are marked done in the ledger.
-  void reload_disputes();
+  // and those that finish are marked done in the ledger; once after gaining the role the
+  // done ones are handed to the watchtower too (it empties their threads after the timers).
+  void reload_disputes(bool role);
   uint64_t last_disputes_ms_ = 0;
+  bool disputes_watched_ = false;
+  // The watchtower's view of a dispute job's channel and threads.
+  static chain::WatchedChannel watched(const ChainJob& j);
   // (user, txCountChain) of the jobs this worker reported done, with when: a stored job
   // is reported again only after kDoneAgainMs (its owner may have been fenced).
   std::map<std::pair<std::string, uint64_t>, uint64_t> done_;

@@ -45,7 +45,7 @@ LedgerStatus Ledger::list_forwarded(const std::vector<int>&, size_t, std::vector
 }
 LedgerStatus Ledger::delete_forwarded(uint64_t) { return unsupported(*this); }
 LedgerStatus Ledger::save_dispute(const std::string&, const Bytes&) { return unsupported(*this); }
-LedgerStatus Ledger::list_disputes(std::vector<std::pair<std::string, Bytes>>&) { return unsupported(*this); }
+LedgerStatus Ledger::list_disputes(bool, std::vector<DisputeRow>&) { return unsupported(*this); }
 LedgerStatus Ledger::dispute_done(const std::string&, const Bytes&) { return unsupported(*this); }
 
 LedgerStatus Ledger::open(const std::string& spec, std::unique_ptr<Ledger>& out) {

@@ -257,8 +257,13 @@ class Ledger {
   // Stores `user`'s thread dispute job; a stored job with other bytes is replaced and
   // becomes not done again, the same bytes leave it as it is. Errors: Io, Unsupported.
   virtual LedgerStatus save_dispute(const std::string& user, const Bytes& job);
-  // The jobs not done, (user, job) oldest first. Errors: Io, Unsupported.
-  virtual LedgerStatus list_disputes(std::vector<std::pair<std::string, Bytes>>& out);
+  struct DisputeRow {
+    std::string user;
+    Bytes job;
+    bool done = false;
+  };
+  // The jobs not done (`done_too`: all), oldest first. Errors: Io, Corrupt, Unsupported.
+  virtual LedgerStatus list_disputes(bool done_too, std::vector<DisputeRow>& out);
   // Marks `user`'s job done if it still holds exactly `job` (one autocommitted statement).
   // Errors: Io, Unsupported.
   virtual LedgerStatus dispute_done(const std::string& user, const Bytes& job);

@@ -517,11 +517,20 @@ class PgLedger final : public Ledger {
     return write("disp_save", {text(user), blob(job)}, "save thread dispute");
   }
 
-  LedgerStatus list_disputes(std::vector<std::pair<std::string, Bytes>>& out) override {
-    Res r(query("SELECT \"user\", job FROM thread_disputes WHERE NOT done ORDER BY created"));
+  LedgerStatus list_disputes(bool done_too, std::vector<DisputeRow>& out) override {
+    out.clear();
+    Res r(query(done_too ? "SELECT \"user\", job, done::int::bigint FROM thread_disputes ORDER BY created"
+                         : "SELECT \"user\", job, done::int::bigint FROM thread_disputes WHERE NOT done ORDER BY created"));
     LedgerStatus s = check(r.r, PGRES_TUPLES_OK, "list thread disputes");
-    for (int i = 0; s.ok() && i < PQntuples(r.r); ++i)
-      out.emplace_back(std::string(PQgetvalue(r.r, i, 0), PQgetlength(r.r, i, 0)), col(r.r, i, 1));
+    for (int i = 0; s.ok() && i < PQntuples(r.r); ++i) {
+      DisputeRow row;
+      uint64_t done = 0;
+      if (!i64(r.r, i, 2, done)) return corrupt("list thread disputes");
+      row.user.assign(PQgetvalue(r.r, i, 0), PQgetlength(r.r, i, 0));
+      row.job = col(r.r, i, 1);
+      row.done = done != 0;
+      out.push_back(std::move(row));
+    }
     return s;
   }
 
