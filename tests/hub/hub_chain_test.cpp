@@ -496,18 +496,33 @@ TEST_F(HubChainTest, ThreadDisputeIsSentByTheChainRoleHolderOnce_postgresql) {
   ASSERT_TRUE(poll_until([&] { return query("SELECT count(*) FROM thread_disputes WHERE done") == "1"; }, 30000))
       << "the dispute job was not recorded done";
   std::this_thread::sleep_for(std::chrono::milliseconds(4000));  // rounds that would send it again
-  const uint64_t last = MUST(rpc_->block_number());
-  size_t started = 0;
-  for (const auto& l : MUST(rpc_->logs(contract_, 0, last))) {
-    auto ev = chain::decode_event(l);
-    if (ev.ok() && ev->kind == chain::EventKind::DidStartExitThread && ev->sender == a.address() && ev->threadId == id)
-      ++started;
-  }
-  EXPECT_EQ(started, 1u) << "the thread's dispute was started more than once";
+  auto started = [&] {  // DidStartExitThread events of the thread
+    size_t n = 0;
+    for (const auto& l : MUST(rpc_->logs(contract_, 0, MUST(rpc_->block_number())))) {
+      auto ev = chain::decode_event(l);
+      n += ev.ok() && ev->kind == chain::EventKind::DidStartExitThread && ev->sender == a.address() && ev->threadId == id;
+    }
+    return n;
+  };
+  EXPECT_EQ(started(), 1u) << "the thread's dispute was started more than once";
   const std::string log1 = read_file(dir_ + "/hub1.log"), log2 = read_file(dir_ + "/hub2.log");
   EXPECT_NE(log1.find("dispute started"), std::string::npos) << "instance 1 (the chain role) did not send it";
   EXPECT_EQ(log2.find("dispute started"), std::string::npos) << "instance 2 (no chain role) sent a dispute";
   EXPECT_NE(log2.find("thread dispute job stored"), std::string::npos) << "the payer's owner did not store the job";
+
+  // kill -9 of the chain role's holder: instance 2 takes the role, sends nothing again and
+  // hands the done dispute to its watchtower (which empties the thread after its timer).
+  instances_[0].kill9();
+  ASSERT_TRUE(poll_until(
+      [&] {
+        return read_file(dir_ + "/hub2.log").find("thread disputes: 1 done by an earlier chain role holder, watched") !=
+               std::string::npos;
+      },
+      60000))
+      << "the new chain role holder did not take the done dispute over";
+  std::this_thread::sleep_for(std::chrono::milliseconds(3000));
+  EXPECT_EQ(started(), 1u) << "the new chain role holder started the thread's dispute again";
+  EXPECT_EQ(read_file(dir_ + "/hub2.log").find("dispute started"), std::string::npos);
 }
 
 INSTANTIATE_TEST_SUITE_P(CrashPoints, HubChainInstancesTest, ::testing::Values("deposit-countersigned", "deposit-sent"),

@@ -366,7 +366,9 @@ void ChainWorker::reload_disputes(bool role) {
     logf("warn", "thread disputes: " + s.message);
     return;
   }
+  const bool first = !disputes_watched_;
   disputes_watched_ = true;
+  size_t watched_done = 0;
   for (const auto& row : rows) {
     ChainJob j;
     j.kind = ChainJob::Kind::Dispute;
@@ -378,12 +380,15 @@ void ChainWorker::reload_disputes(bool role) {
       // Disputed by an earlier holder of the chain role: this one's watchtower challenges
       // and empties the threads when their timers end.
       tower_->watch(watched(j));
+      ++watched_done;
       continue;
     }
     if (!dispute(j, false)) continue;  // again next round (the chain is read first)
     LedgerStatus d = ledger_->dispute_done(row.user, row.job);
     if (!d.ok()) logf("warn", "thread disputes: " + d.message);
   }
+  if (first && watched_done)
+    logf("info", "thread disputes: " + std::to_string(watched_done) + " done by an earlier chain role holder, watched");
 }
 
 void ChainWorker::rounds(bool role) {
