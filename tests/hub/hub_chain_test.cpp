@@ -5,7 +5,9 @@
 // payee -> hubAuthorizedUpdate -> ConfirmPending -> the mirrored OpenThread), the same
 // with the hub SIGKILLed right after the countersignature is committed (before the
 // on-chain call, and between the call and the ConfirmPending), and a user's ConfirmPending
-// for a deposit that is not on chain. No timing assertions; every wait is bounded.
+// for a deposit that is not on chain. With several instances on a PostgreSQL ledger
+// (*_postgresql): the chain role moving on a kill, and a thread dispute sent by the chain
+// role's holder for another instance's channel. No timing assertions; every wait is bounded.
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
@@ -135,6 +137,7 @@ class HubChainTest : public ::testing::Test {
 
   void TearDown() override {
     hub_.kill9();
+    for (auto& p : instances_) p.kill9();
     devices_.clear();
     broker_.reset();
     if (!HasFailure()) remove_tree(dir_);
@@ -143,23 +146,26 @@ class HubChainTest : public ::testing::Test {
 
   // crash_at: PICOPAY_HUB_CRASH_AT for this run ("" = none).
   // extra: more flags (the several-instance tests: --store, --instance-id, ...).
-  void start_hub(const std::string& crash_at = "", const std::vector<std::string>& extra = {}) {
+  // instance > 0: instances_[instance - 1] with broker user, ledger file, event state and
+  // log of its own ("hub<instance>").
+  void start_hub(const std::string& crash_at = "", const std::vector<std::string>& extra = {}, int instance = 0) {
+    const std::string name = instance > 0 ? "hub" + std::to_string(instance) : "hub";
     std::vector<std::string> argv = {PICOPAY_HUB_BIN,
                                      "--broker-host", "127.0.0.1",
                                      "--broker-port", std::to_string(broker_->port()),
-                                     "--broker-user", "hub",
+                                     "--broker-user", name,
                                      "--broker-password", "hub-pass",
                                      "--contract", hex(contract_),
                                      "--private-key", hex_key(test_key(kHubIndex)),
                                      "--rpc-url", hub_rpc_url_.empty() ? chain_.url() : hub_rpc_url_,
                                      "--collateral-wei", std::to_string(kCollateral),
-                                     "--event-state", dir_ + "/events.json",
-                                     "--db", dir_ + "/hub.db",
+                                     "--event-state", dir_ + "/" + (instance > 0 ? name + "-" : "") + "events.json",
+                                     "--db", dir_ + "/" + name + ".db",
                                      "--verbose"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     std::vector<std::string> env;
     if (!crash_at.empty()) env.push_back("PICOPAY_HUB_CRASH_AT=" + crash_at);
-    ASSERT_TRUE(hub_.start(argv, dir_ + "/hub.log", env));
+    ASSERT_TRUE((instance > 0 ? instances_[instance - 1] : hub_).start(argv, dir_ + "/" + name + ".log", env));
   }
 
   static std::string hex(const Address& a) { return mqtt::topic_address(a); }
@@ -317,6 +323,7 @@ class HubChainTest : public ::testing::Test {
   U256 reserve0_ = U256::zero();
   std::unique_ptr<Broker> broker_;
   Process hub_;
+  Process instances_[2];  // the several-instance tests' second set
   Address hub_addr_{}, contract_{};
   std::vector<std::unique_ptr<ChainView>> views_;
   std::vector<std::unique_ptr<SimDevice>> devices_;
@@ -397,6 +404,125 @@ TEST_P(HubChainInstancesTest, ChainRoleMovesOnKill9AndTheDepositHappensOnce_post
   finish_and_check(a, b);
   EXPECT_NE(read_file(dir_ + "/hub.log").find("leases: took the chain role (epoch 2)"), std::string::npos)
       << "instance b did not take the chain role over";
+}
+
+// Several instances (docs/multi-instance.md): a payer's thread dispute when the payer's
+// channel belongs to an instance without the chain role. Instance 1 starts alone (so it
+// holds the chain role), instance 2 joins and takes half of the partitions; the payer is a
+// device on one of instance 2's. The payer opens a thread (the payee's collateral is
+// deposited by instance 1, the mirror handed over as needed), then exits its channel on
+// chain with the latest state. Instance 2 stores the dispute job in the ledger; instance 1
+// empties the channel and starts the thread's dispute, exactly once (one
+// DidStartExitThread, none sent by instance 2), and the job is recorded done. (Label
+// postgresql.)
+TEST_F(HubChainTest, ThreadDisputeIsSentByTheChainRoleHolderOnce_postgresql) {
+  pg_ = std::make_unique<PgServer>();
+  std::string err;
+  ASSERT_TRUE(pg_->start(err)) << err;
+  store_uri_ = pg_->uri("postgres");
+  constexpr uint32_t kCandidates = 24;
+  {  // a broker with a user per instance and every candidate device
+    BrokerOptions o;
+    o.users = {{"hub1", "hub-pass"}, {"hub2", "hub-pass"}};
+    for (uint32_t i = 1; i <= kCandidates; ++i) {
+      auto login = device_broker_login(i);
+      o.users.push_back({login.first, login.second});
+    }
+    o.acl = picopay_acl("hub1") + "\nuser hub2\ntopic readwrite picopay/v1/#\n";
+    o.dir = dir_ + "/broker2";
+    broker_ = std::make_unique<Broker>(o);
+    ASSERT_TRUE(broker_->start(err)) << err;
+  }
+  auto instance = [&](const char* id) {
+    return std::vector<std::string>{"--store", store_uri_, "--instance-id", id, "--lease-ttl-ms", "1000"};
+  };
+  auto query = [&](const std::string& sql) { return pg_->query("postgres", sql); };
+  start_hub("", instance("i1"), 1);
+  ASSERT_TRUE(poll_until([&] { return query("SELECT split_part(holder, '#', 1) FROM leases WHERE partition = -1") == "i1"; },
+                         30000))
+      << "instance 1 did not take the chain role";
+  start_hub("", instance("i2"), 2);
+  ASSERT_TRUE(poll_until(
+      [&] {
+        return query("SELECT count(*) FROM leases WHERE partition >= 0 AND split_part(holder, '#', 1) = 'i2' AND"
+                     " expires_at > now()") == "128";
+      },
+      60000))
+      << "instance 2 did not take its share";
+  // The payer: the first candidate on one of instance 2's partitions; the payee any other.
+  uint32_t ip = 0, iq = 0;
+  Signer s;
+  ASSERT_EQ(s.init(), Status::Ok);
+  for (uint32_t i = 1; i <= kCandidates && (ip == 0 || iq == 0); ++i) {
+    Address a{};
+    ASSERT_EQ(s.address_of(test_key(i), a), Status::Ok);
+    const std::string h = query("SELECT split_part(holder, '#', 1) FROM leases WHERE partition = " +
+                                std::to_string(a.bytes[0]));
+    if (h == "i2" && ip == 0) ip = i;
+    else if (iq == 0) iq = i;
+  }
+  ASSERT_NE(ip, 0u);
+  ASSERT_NE(iq, 0u);
+  if (ip != kPayer) {  // gas for the payer's own transactions, from a funded dev account
+    chain::Wallet w(*rpc_, test_key(kPayer == iq ? kPayee : kPayer));
+    ASSERT_TRUE(w.init().ok());
+    chain::TxRequest t;
+    t.has_to = true;
+    ASSERT_EQ(s.address_of(test_key(ip), t.to), Status::Ok);
+    t.value = U256::from_u64(10000000000000000000ull);  // 10 ETH
+    MUST(w.send(t));
+  }
+  SimDevice& a = device(ip);
+  SimDevice& b = device(iq);
+  fund_on_chain(a, kPayerDeposit);
+  uint64_t id = 0;
+  ASSERT_EQ(a.open_thread(b.address(), kThreadWei, &id), Status::Ok);
+  ASSERT_TRUE(b.wait_until([](SimDevice& d) { return d.completed(UpdateReason::OpenThread) == 1; }, 90000))
+      << "the mirrored OpenThread did not follow the payee's collateral";
+  ASSERT_TRUE(a.wait_idle(30000));
+
+  // The payer exits with its latest state (the thread in its root).
+  chain::Wallet pw(*rpc_, test_key(ip));
+  ASSERT_TRUE(pw.init().ok());
+  chain::ChannelManagerClient pcm(pw, contract_);
+  MUST(pcm.start_exit_with_update(a.latest()));
+  ASSERT_TRUE(poll_until(
+      [&] {
+        auto t = hubcm_->thread(a.address(), b.address(), id);
+        return t.ok() && t->threadClosingTime != 0;
+      },
+      90000))
+      << "the thread's dispute was not started";
+  ASSERT_TRUE(poll_until([&] { return query("SELECT count(*) FROM thread_disputes WHERE done") == "1"; }, 30000))
+      << "the dispute job was not recorded done";
+  std::this_thread::sleep_for(std::chrono::milliseconds(4000));  // rounds that would send it again
+  auto started = [&] {  // DidStartExitThread events of the thread
+    size_t n = 0;
+    for (const auto& l : MUST(rpc_->logs(contract_, 0, MUST(rpc_->block_number())))) {
+      auto ev = chain::decode_event(l);
+      n += ev.ok() && ev->kind == chain::EventKind::DidStartExitThread && ev->sender == a.address() && ev->threadId == id;
+    }
+    return n;
+  };
+  EXPECT_EQ(started(), 1u) << "the thread's dispute was started more than once";
+  const std::string log1 = read_file(dir_ + "/hub1.log"), log2 = read_file(dir_ + "/hub2.log");
+  EXPECT_NE(log1.find("dispute started"), std::string::npos) << "instance 1 (the chain role) did not send it";
+  EXPECT_EQ(log2.find("dispute started"), std::string::npos) << "instance 2 (no chain role) sent a dispute";
+  EXPECT_NE(log2.find("thread dispute job stored"), std::string::npos) << "the payer's owner did not store the job";
+
+  // kill -9 of the chain role's holder: instance 2 takes the role, sends nothing again and
+  // hands the done dispute to its watchtower (which empties the thread after its timer).
+  instances_[0].kill9();
+  ASSERT_TRUE(poll_until(
+      [&] {
+        return read_file(dir_ + "/hub2.log").find("thread disputes: 1 done by an earlier chain role holder, watched") !=
+               std::string::npos;
+      },
+      60000))
+      << "the new chain role holder did not take the done dispute over";
+  std::this_thread::sleep_for(std::chrono::milliseconds(3000));
+  EXPECT_EQ(started(), 1u) << "the new chain role holder started the thread's dispute again";
+  EXPECT_EQ(read_file(dir_ + "/hub2.log").find("dispute started"), std::string::npos);
 }
 
 INSTANTIATE_TEST_SUITE_P(CrashPoints, HubChainInstancesTest, ::testing::Values("deposit-countersigned", "deposit-sent"),

@@ -9,6 +9,11 @@
 // "picopay-hub/<holder>") and the holder of the row's partition lease at that moment:
 // every committed update must have been written by the lease's holder.
 //
+// Threads across partitions: a payer and a payee on two instances; the mirror OpenThread
+// and the payer's CloseThread are handed over through the ledger (forwarded_requests),
+// also across a kill -9 of the payee's instance; rows no honest instance wrote are refused
+// by the request rules (a second trigger audits the requests table likewise).
+//
 // No timing assertions: every wait is bounded; takeover times are printed, not asserted.
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -21,6 +26,7 @@
 #include <random>
 #include <thread>
 
+#include "chain_worker.hpp"
 #include "hub_ledger.hpp"
 #include "ledger/ledger.hpp"
 #include "sim_device.hpp"
@@ -56,6 +62,33 @@ const char* kAuditSql =
     " NEW.tx, l.holder, l.epoch FROM leases l WHERE l.partition = get_byte(decode(substr(NEW.\"user\", 3, 2), 'hex'), 0);"
     " RETURN NEW; END $$;"
     "CREATE TRIGGER audit_updates AFTER INSERT ON updates FOR EACH ROW EXECUTE FUNCTION audit_update();";
+
+// The same audit of the requests table: a channel's stored requests are written only by
+// its partition's holder (a request for another instance's channel goes through
+// forwarded_requests). Installed after kAuditSql.
+const char* kRequestAuditSql =
+    "CREATE FUNCTION audit_request() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+    " INSERT INTO audit(app, \"user\", tx, holder, epoch) SELECT current_setting('application_name'), NEW.\"user\","
+    " -1 - NEW.seq, l.holder, l.epoch FROM leases l WHERE l.partition = get_byte(decode(substr(NEW.\"user\", 3, 2), 'hex'), 0);"
+    " RETURN NEW; END $$;"
+    "CREATE TRIGGER audit_requests AFTER INSERT ON requests FOR EACH ROW EXECUTE FUNCTION audit_request();";
+
+// A thread state signed by its payer (the initial state: txCount 0).
+SignedThreadState payer_signed_thread(const Address& contract, SimDevice& payer, const Address& payee, uint64_t id,
+                                      uint64_t wei) {
+  SignedThreadState t{};
+  t.state = thread_state_zero();
+  t.state.contractAddress = contract;
+  t.state.sender = payer.address();
+  t.state.receiver = payee;
+  t.state.threadId = id;
+  t.state.balanceWeiSender = U256::from_u64(wei);
+  Signer s;
+  EXPECT_EQ(s.init(), Status::Ok);
+  EXPECT_EQ(s.sign_eth(payer.key(), thread_hash(t.state), t.sigA), Status::Ok);
+  t.hasSigA = true;
+  return t;
+}
 
 class MultiHub : public ::testing::Test {
  protected:
@@ -105,7 +138,7 @@ class MultiHub : public ::testing::Test {
   }
 
   // Instance i (1-based): its own broker user (so its own MQTT client id), side files and log.
-  bool start_instance(int i) {
+  bool start_instance(int i, int ttl_ms = kTtlMs) {
     const std::string n = std::to_string(i);
     std::vector<std::string> argv = {PICOPAY_HUB_BIN,       "--broker-host", "127.0.0.1",
                                      "--broker-port",       std::to_string(broker_->port()),
@@ -116,7 +149,7 @@ class MultiHub : public ::testing::Test {
                                      "--store",             uri_,
                                      "--db",                dir_ + "/hub" + n + ".db",
                                      "--instance-id",       "i" + n,
-                                     "--lease-ttl-ms",      std::to_string(kTtlMs),
+                                     "--lease-ttl-ms",      std::to_string(ttl_ms),
                                      "--verify-threads",    "0",
                                      "--dev-skip-chain-checks"};
     return hubs_[i - 1].start(argv, dir_ + "/hub" + n + ".log");
@@ -154,6 +187,95 @@ class MultiHub : public ::testing::Test {
       at = nl + 1;
     }
     return out;
+  }
+
+  // Until `n` instances hold every partition between them, none beyond its fair share
+  // (ceil(256 / n)): from then on no partition moves while they all live.
+  bool wait_settled(int n, int timeout_ms) {
+    const int share = (256 + n - 1) / n;
+    const auto t0 = Clock::now();
+    while (ms_since(t0) < static_cast<uint64_t>(timeout_ms)) {
+      const std::string r = pg_->query(
+          "postgres", "SELECT count(*) || ' ' || count(DISTINCT holder) || ' ' || coalesce(max(c), 0) FROM (SELECT holder,"
+                      " count(*) OVER (PARTITION BY holder) c FROM leases WHERE partition >= 0 AND holder IS NOT NULL"
+                      " AND expires_at > now()) x");
+      int held = 0, holders_n = 0, most = 0;
+      if (std::sscanf(r.c_str(), "%d %d %d", &held, &holders_n, &most) == 3 && held == 256 && holders_n == n &&
+          most <= share)
+        return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  }
+
+  // The first device index in 1..max (not `skip`) whose channel's partition instance
+  // `inst` ("i1".."i3") holds; 0 if none.
+  uint32_t device_on(const std::string& inst, uint32_t max, uint32_t skip = 0) {
+    Signer s;
+    EXPECT_EQ(s.init(), Status::Ok);
+    const auto held = holders();
+    for (uint32_t i = 1; i <= max; ++i) {
+      Address a{};
+      if (i == skip || s.address_of(test_key(i), a) != Status::Ok) continue;
+      auto h = held.find(a.bytes[0]);
+      if (h != held.end() && h->second == inst) return i;
+    }
+    return 0;
+  }
+
+  // A row in forwarded_requests as another instance would write it (or a forger with
+  // the database's password): `partition` as given, the update's wire as the hub stores a
+  // request.
+  void insert_forwarded(int partition, const Address& user, ChannelUpdate u) {
+    u.txCountGlobal = 0;
+    u.sig = Signature{};
+    u.sig.v = 27;
+    uint8_t b[kMaxChannelUpdateWire];
+    size_t n = 0;
+    ASSERT_EQ(encode_channel_update(u, b, sizeof b, &n), Status::Ok);
+    std::string hex(2 * n + 1, '\0');
+    hex_encode(b, n, &hex[0], false);
+    hex.resize(2 * n);
+    ASSERT_EQ(pg_->psql("postgres", "INSERT INTO forwarded_requests(partition, \"user\", request) VALUES(" +
+                                        std::to_string(partition) + ", '" + mqtt::topic_address(user) + "', '\\x" +
+                                        hex + "'::bytea)"),
+              0)
+        << read_file(dir_ + "/psql.log");
+  }
+
+  // A payer on a partition of instance 1 and a payee on one of instance 2 (the first of
+  // the candidate devices 1..max): 1000 wei each, and 500 of the payee's paid to the hub
+  // (the hub's collateral for the mirror).
+  // Null, null if there is none or the funding fails.
+  std::pair<SimDevice*, SimDevice*> thread_pair(uint32_t max) {
+    const uint32_t ia = device_on("i1", max), ib = device_on("i2", max);
+    if (ia == 0 || ib == 0) return {nullptr, nullptr};
+    SimDevice* a = &device(ia);
+    SimDevice* b = &device(ib);
+    if (b->fund(1000) != Status::Ok || b->pay(500) != Status::Ok || a->fund(1000) != Status::Ok) return {nullptr, nullptr};
+    return {a, b};
+  }
+
+  // In thread `id`: the payer pays `paid` to the payee and asks it to close; the payee's
+  // close comes back to the payer as the hub's CloseThread request (`closes`: the payer's
+  // CloseThreads completed after it).
+  void pay_and_close(SimDevice& a, SimDevice& b, uint64_t id, uint64_t paid, size_t closes) {
+    ASSERT_EQ(a.thread_pay(b.address(), id, paid), Status::Ok);
+    ASSERT_TRUE(b.wait_until(
+        [&](SimDevice& d) {
+          SignedThreadState t{};
+          return d.thread_latest(a.address(), b.address(), id, t) && t.state.txCount == 1;
+        },
+        30000));
+    ASSERT_EQ(a.close_thread(b.address(), id), Status::Ok);
+    ASSERT_TRUE(a.wait_until([&](SimDevice& d) { return d.completed(UpdateReason::CloseThread) == closes; }, 60000))
+        << "the payer's CloseThread did not reach the payer";
+  }
+
+  // Until the forwarded requests are all taken (bounded); false if some remain.
+  bool wait_forwarded_empty(int timeout_ms) {
+    return poll_until([&] { return pg_->query("postgres", "SELECT count(*) FROM forwarded_requests") == "0"; },
+                      timeout_ms);
   }
 
   SimDevice& device(uint32_t i) {
@@ -346,6 +468,104 @@ TEST_F(MultiHub, LeasesTakeRenewExpireFence) {
   uint64_t live = 0;
   ASSERT_TRUE(a->lease_heartbeat("A#2", 60000, live).ok());
   EXPECT_EQ(live, 1u);
+}
+
+// The ledger's calls of version 4 on a real PostgreSQL: a forwarded request is listed only
+// under its user's partition and goes with the transaction that deletes it; a thread
+// dispute job is listed until it is marked done with exactly its bytes, stays done when
+// stored again unchanged and is listed again when it changes. The job's bytes round-trip
+// and a truncated or extended copy does not decode.
+TEST_F(MultiHub, ForwardedRequestsAndDisputeJobsInTheLedger) {
+  std::unique_ptr<hub::Ledger> l;
+  ASSERT_TRUE(hub::Ledger::open(uri_, l).ok());
+  const std::string user = "0x12" + std::string(38, 'a');
+  const hub::Bytes wire = {1, 2, 3, 4};
+  ASSERT_TRUE(l->begin().ok());
+  ASSERT_TRUE(l->forward_request(user, wire).ok());
+  ASSERT_TRUE(l->commit().ok());
+  std::vector<hub::Ledger::ForwardedRow> rows;
+  ASSERT_TRUE(l->list_forwarded({0x13, 0x11}, 10, rows).ok());
+  EXPECT_TRUE(rows.empty()) << "listed under another partition";
+  ASSERT_TRUE(l->list_forwarded({0x12}, 10, rows).ok());
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].partition, 0x12);
+  EXPECT_EQ(rows[0].user, user);
+  EXPECT_EQ(rows[0].update, wire);
+  ASSERT_TRUE(l->begin().ok());
+  ASSERT_TRUE(l->delete_forwarded(rows[0].id).ok());
+  l->rollback();
+  ASSERT_TRUE(l->list_forwarded({0x12}, 10, rows).ok());
+  ASSERT_EQ(rows.size(), 1u) << "a rolled-back delete took the row";
+  ASSERT_TRUE(l->begin().ok());
+  ASSERT_TRUE(l->delete_forwarded(rows[0].id).ok());
+  ASSERT_TRUE(l->commit().ok());
+  ASSERT_TRUE(l->list_forwarded({0x12}, 10, rows).ok());
+  EXPECT_TRUE(rows.empty());
+
+  const hub::Bytes j1 = {1, 9}, j2 = {1, 8};
+  std::vector<hub::Ledger::DisputeRow> jobs;
+  ASSERT_TRUE(l->save_dispute(user, j1).ok());
+  ASSERT_TRUE(l->list_disputes(false, jobs).ok());
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0].user, user);
+  EXPECT_EQ(jobs[0].job, j1);
+  EXPECT_FALSE(jobs[0].done);
+  ASSERT_TRUE(l->dispute_done(user, j2).ok());  // not the stored job: nothing
+  ASSERT_TRUE(l->list_disputes(false, jobs).ok());
+  EXPECT_EQ(jobs.size(), 1u);
+  ASSERT_TRUE(l->dispute_done(user, j1).ok());
+  ASSERT_TRUE(l->list_disputes(false, jobs).ok());
+  EXPECT_TRUE(jobs.empty());
+  ASSERT_TRUE(l->list_disputes(true, jobs).ok());  // a new holder of the chain role watches the done ones
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_TRUE(jobs[0].done);
+  ASSERT_TRUE(l->save_dispute(user, j1).ok());  // the same job again: stays done
+  ASSERT_TRUE(l->list_disputes(false, jobs).ok());
+  EXPECT_TRUE(jobs.empty()) << "a done job was made not done by storing it unchanged";
+  ASSERT_TRUE(l->save_dispute(user, j2).ok());  // changed: to be sent again
+  ASSERT_TRUE(l->list_disputes(false, jobs).ok());
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0].job, j2);
+
+  // The job's bytes.
+  Signer s;
+  ASSERT_EQ(s.init(), Status::Ok);
+  Address payer{}, payee{};
+  ASSERT_EQ(s.address_of(test_key(1), payer), Status::Ok);
+  ASSERT_EQ(s.address_of(test_key(2), payee), Status::Ok);
+  hub::ChainJob::DisputeInfo d;
+  d.latest.state = channel_state_zero();
+  d.latest.state.user = payer;
+  d.latest.state.txCountGlobal = 7;
+  d.leaves.push_back(Hash32{});
+  d.leaves[0].bytes[3] = 5;
+  hub::ChainJob::Thread t;
+  t.initial.state = thread_state_zero();
+  t.initial.state.sender = payer;
+  t.initial.state.receiver = payee;
+  t.initial.state.threadId = 3;
+  t.initial.state.balanceWeiSender = U256::from_u64(100);
+  ASSERT_EQ(s.sign_eth(test_key(1), thread_hash(t.initial.state), t.initial.sigA), Status::Ok);
+  t.initial.hasSigA = true;
+  t.has_latest = true;
+  t.latest = t.initial;
+  t.latest.state.txCount = 1;
+  d.threads.push_back(t);
+  const hub::Bytes b = hub::encode_dispute_job(d);
+  ASSERT_FALSE(b.empty());
+  hub::ChainJob::DisputeInfo back;
+  ASSERT_TRUE(hub::decode_dispute_job(b, back));
+  EXPECT_EQ(hub::encode_dispute_job(back), b);
+  EXPECT_EQ(back.latest.state.txCountGlobal, 7u);
+  ASSERT_EQ(back.threads.size(), 1u);
+  EXPECT_TRUE(back.threads[0].has_latest);
+  EXPECT_EQ(back.threads[0].latest.state.txCount, 1u);
+  EXPECT_EQ(thread_hash(back.threads[0].initial.state), thread_hash(t.initial.state));
+  hub::Bytes cut(b.begin(), b.end() - 1), longer = b;
+  longer.push_back(0);
+  EXPECT_FALSE(hub::decode_dispute_job(cut, back));
+  EXPECT_FALSE(hub::decode_dispute_job(longer, back));
+  EXPECT_FALSE(hub::decode_dispute_job({}, back));
 }
 
 TEST_F(MultiHub, SqliteRefusesInstances) {
@@ -613,4 +833,172 @@ TEST_F(MultiHub, HubStatusStaysOnlineWhileAnInstanceServes) {
   EXPECT_EQ(read_retained(inst(1)), "offline");
   EXPECT_EQ(read_retained(inst(2)), "offline");
   watch.stop();
+}
+
+// A thread whose payer and payee channels belong to partitions of two instances
+// (docs/multi-instance.md, "Threads across partitions"): the payer's instance hands the
+// mirror OpenThread over through forwarded_requests in the transaction of its
+// countersignature; the payee's instance queues and sends it; payments flow in the thread;
+// the payee's close is handed back to the payer's instance as the payer's CloseThread. The
+// books balance across the two channels, and every stored request row was written by the
+// holder of its channel's partition (audit trigger on requests).
+TEST_F(MultiHub, ThreadAcrossPartitionsOpensAndCloses) {
+  constexpr uint32_t kCandidates = 32;
+  start_broker(kCandidates);
+  ASSERT_TRUE(start_instance(1));
+  ASSERT_TRUE(start_instance(2));
+  ASSERT_TRUE(wait_settled(2, 30000)) << "the two instances did not settle on their shares";
+  ASSERT_EQ(pg_->psql("postgres", std::string(kAuditSql) + kRequestAuditSql), 0) << read_file(dir_ + "/psql.log");
+  auto [pa, pb] = thread_pair(kCandidates);
+  ASSERT_TRUE(pa && pb) << "no payer on instance 1 or no payee on instance 2";
+  SimDevice& a = *pa;  // payer, on instance 1
+  SimDevice& b = *pb;  // payee, on instance 2
+
+  uint64_t id = 0;
+  ASSERT_EQ(a.open_thread(b.address(), 100, &id), Status::Ok);
+  const auto opened = Clock::now();
+  ASSERT_TRUE(b.wait_until([](SimDevice& d) { return d.completed(UpdateReason::OpenThread) == 1; }, 30000))
+      << "the mirrored OpenThread did not reach the payee across the instances";
+  const uint64_t across_ms = ms_since(opened);
+  ASSERT_EQ(b.threads().size(), 1u);
+  pay_and_close(a, b, id, 40, 1);
+  if (HasFatalFailure()) return;
+  EXPECT_TRUE(a.threads().empty());
+  EXPECT_TRUE(b.threads().empty());
+  EXPECT_EQ(a.latest().state.balanceWeiHub, U256::from_u64(40));
+  EXPECT_EQ(b.latest().state.balanceWeiUser, U256::from_u64(540));
+  EXPECT_EQ(b.latest().state.balanceWeiHub, U256::from_u64(460));
+  EXPECT_TRUE(wait_forwarded_empty(30000));
+  expect_ledger_agrees(a);
+  expect_ledger_agrees(b);
+  expect_audit_clean();
+  // Both hand-overs went through the ledger (one each way).
+  const std::string log1 = read_file(dir_ + "/hub1.log"), log2 = read_file(dir_ + "/hub2.log");
+  EXPECT_NE(log2.find("forwarded requests: 1 queued"), std::string::npos) << log2;
+  EXPECT_NE(log1.find("forwarded requests: 1 queued"), std::string::npos) << log1;
+
+  // A payee on another partition of the payer's own instance: handed over the same way
+  // (the batch fenced only the payer's partition) and taken by that instance itself.
+  uint32_t ic = 0;
+  {
+    Signer sg;
+    ASSERT_EQ(sg.init(), Status::Ok);
+    const auto held = holders();
+    for (uint32_t i = 1; i <= kCandidates && ic == 0; ++i) {
+      Address ca{};
+      ASSERT_EQ(sg.address_of(test_key(i), ca), Status::Ok);
+      auto h = held.find(ca.bytes[0]);
+      if (h != held.end() && h->second == "i1" && ca.bytes[0] != a.address().bytes[0]) ic = i;
+    }
+  }
+  ASSERT_NE(ic, 0u) << "no second device on instance 1";
+  SimDevice& c = device(ic);
+  ASSERT_EQ(c.fund(1000), Status::Ok);
+  ASSERT_EQ(c.pay(500), Status::Ok);
+  uint64_t id2 = 0;
+  ASSERT_EQ(a.open_thread(c.address(), 50, &id2), Status::Ok);
+  const auto opened2 = Clock::now();
+  ASSERT_TRUE(c.wait_until([](SimDevice& d) { return d.completed(UpdateReason::OpenThread) == 1; }, 30000))
+      << "the mirror did not reach a payee on another partition of the same instance";
+  std::printf("[measure] payer's OpenThread answered to the payee's mirror double-signed: %llu ms across two "
+              "instances, %llu ms to another partition of the payer's instance\n",
+              static_cast<unsigned long long>(across_ms), static_cast<unsigned long long>(ms_since(opened2)));
+  pay_and_close(a, c, id2, 10, 2);
+  if (HasFatalFailure()) return;
+  EXPECT_TRUE(wait_forwarded_empty(30000));
+  expect_ledger_agrees(a);
+  expect_ledger_agrees(c);
+  expect_audit_clean();
+}
+
+// kill -9 of the payee's instance between the payer's countersigned OpenThread (its
+// forwarded mirror committed with it) and the pick-up: the row waits in the ledger; the
+// instance that takes the payee's partition over queues and sends the mirror, and the
+// thread then closes across the instances as usual.
+TEST_F(MultiHub, ForwardedRequestSurvivesKillOfThePayeesInstance) {
+  constexpr uint32_t kCandidates = 32;
+  constexpr int kLongTtl = 4000;  // the stopped instance keeps its leases while the payer pays
+  start_broker(kCandidates);
+  for (int i = 1; i <= 3; ++i) ASSERT_TRUE(start_instance(i, kLongTtl));
+  ASSERT_TRUE(wait_settled(3, 60000)) << "the three instances did not settle on their shares";
+  ASSERT_EQ(pg_->psql("postgres", std::string(kAuditSql) + kRequestAuditSql), 0) << read_file(dir_ + "/psql.log");
+  auto [pa, pb] = thread_pair(kCandidates);
+  ASSERT_TRUE(pa && pb) << "no payer on instance 1 or no payee on instance 2";
+  SimDevice& a = *pa;
+  SimDevice& b = *pb;
+  ASSERT_TRUE(b.wait_idle(30000));
+
+  ASSERT_EQ(::kill(hubs_[1].pid(), SIGSTOP), 0);  // the payee's instance cannot take the row
+  uint64_t id = 0;
+  ASSERT_EQ(a.open_thread(b.address(), 100, &id), Status::Ok);
+  EXPECT_EQ(pg_->query("postgres", "SELECT count(*) FROM forwarded_requests WHERE \"user\" = '" +
+                                       mqtt::topic_address(b.address()) + "'"),
+            "1")
+      << "the mirror was not committed with the payer's countersignature";
+  EXPECT_EQ(b.completed(UpdateReason::OpenThread), 0u);
+  hubs_[1].kill9();
+  ASSERT_TRUE(b.wait_until([](SimDevice& d) { return d.completed(UpdateReason::OpenThread) == 1; }, 60000))
+      << "the new holder of the payee's partition did not deliver the forwarded mirror";
+  EXPECT_TRUE(wait_forwarded_empty(30000));
+  pay_and_close(a, b, id, 25, 1);
+  if (HasFatalFailure()) return;
+  EXPECT_EQ(a.latest().state.balanceWeiHub, U256::from_u64(25));
+  EXPECT_EQ(b.latest().state.balanceWeiUser, U256::from_u64(525));
+  expect_ledger_agrees(a);
+  expect_ledger_agrees(b);
+  expect_audit_clean();
+}
+
+// Rows in forwarded_requests that no honest instance wrote are refused by the request
+// rules and nothing is signed: a mirror OpenThread whose payer's channel does not hold the
+// thread (the hub would lock its funds for nothing), a reason that never crosses
+// partitions, a row under the wrong partition, an OpenThread addressed to its payer, and a
+// copy of a mirror already fulfilled. The payee gets no request; its channel is unchanged.
+TEST_F(MultiHub, ForgedForwardedRowsAreRefused) {
+  constexpr uint32_t kCandidates = 32;
+  start_broker(kCandidates);
+  ASSERT_TRUE(start_instance(1));
+  ASSERT_TRUE(start_instance(2));
+  ASSERT_TRUE(wait_settled(2, 30000));
+  auto [pa, pb] = thread_pair(kCandidates);
+  ASSERT_TRUE(pa && pb) << "no payer on instance 1 or no payee on instance 2";
+  SimDevice& a = *pa;
+  SimDevice& b = *pb;
+  uint64_t id = 0;
+  ASSERT_EQ(a.open_thread(b.address(), 100, &id), Status::Ok);
+  ASSERT_TRUE(b.wait_until([](SimDevice& d) { return d.completed(UpdateReason::OpenThread) == 1; }, 30000));
+  ASSERT_TRUE(b.wait_idle(30000));
+  ASSERT_TRUE(wait_forwarded_empty(30000));
+  const Ledger b0 = read_ledger(uri_, b.address());
+  const size_t seen0 = b.hub_requests_seen();
+  const int part_b = b.address().bytes[0];
+
+  ChannelUpdate never = channel_update_make(UpdateReason::OpenThread);  // a thread the payer never opened
+  never.thread.thread = payer_signed_thread(contract_, a, b.address(), id + 77, 100);
+  insert_forwarded(part_b, b.address(), never);
+  ChannelUpdate pay = channel_update_make(UpdateReason::Payment);  // not a thread's hand-over
+  pay.payment.recipient = Party::Hub;
+  pay.payment.amountWei = U256::from_u64(1);
+  insert_forwarded(part_b, b.address(), pay);
+  ChannelUpdate again = channel_update_make(UpdateReason::OpenThread);  // fulfilled already
+  again.thread.thread = payer_signed_thread(contract_, a, b.address(), id, 100);
+  insert_forwarded(part_b, b.address(), again);
+  insert_forwarded((part_b + 1) % 256, b.address(), again);  // under another partition
+  insert_forwarded(a.address().bytes[0], a.address(), again);  // to the payer itself
+  ASSERT_TRUE(wait_forwarded_empty(30000)) << "forged rows were left (not taken)";
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // a request sent would have arrived
+  EXPECT_EQ(b.hub_requests_seen(), seen0) << "a forged row reached the payee as a request";
+  EXPECT_EQ(b.completed(UpdateReason::OpenThread), 1u);
+  const Ledger b1 = read_ledger(uri_, b.address());
+  EXPECT_EQ(b1.state, b0.state) << "a forged row changed the payee's channel";
+  EXPECT_EQ(b1.updates, b0.updates);
+  EXPECT_EQ(b1.requests, 0);
+  EXPECT_EQ(b.threads().size(), 1u);
+  const std::string logs = read_file(dir_ + "/hub1.log") + read_file(dir_ + "/hub2.log");
+  EXPECT_NE(logs.find("does not hold this thread; dropped"), std::string::npos);
+  EXPECT_NE(logs.find("is not a thread's hand-over to this channel; dropped"), std::string::npos);
+  EXPECT_NE(logs.find("not a channel of partition"), std::string::npos);
+  EXPECT_NE(logs.find("does not apply ("), std::string::npos);
+  expect_ledger_agrees(a);
+  expect_ledger_agrees(b);
 }

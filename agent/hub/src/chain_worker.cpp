@@ -176,6 +176,7 @@ void ChainWorker::run() {
       }
     }
     if (o_.shared_deposits) reload_deposits();
+    if (o_.shared_deposits) reload_disputes(role);
     // Due deposits, one at a time (the reader serves reads meanwhile). Without the chain
     // role a job is only looked at on chain (sent by the role's holder).
     const uint64_t now = now_ms();
@@ -296,14 +297,19 @@ void ChainWorker::read_channel(const Address& user) {
   post_(std::move(r));
 }
 
-void ChainWorker::dispute(const ChainJob& j) {
+bool ChainWorker::dispute(const ChainJob& j, bool report) {
   ChainResult res;
   res.kind = ChainResult::Kind::Disputed;
   res.user = j.user;
+  auto finish = [&](bool done) {
+    res.done = done;
+    if (report) post_(std::move(res));
+    return done;
+  };
   const std::string key = mqtt::topic_address(j.user);
   const ChainJob::DisputeInfo& d = j.dispute;
   auto oc = cm_->channel(j.user);
-  if (!oc.ok()) return post_(std::move(res));
+  if (!oc.ok()) return finish(false);
   if (oc->status == chain::ChannelStatus::ChannelDispute) {
     // The user started the exit with the hub's latest state (an older one is answered by
     // the watchtower): the hub, not the initiator, may empty it now and go to the threads.
@@ -320,25 +326,16 @@ void ChainWorker::dispute(const ChainJob& j) {
                        ", hub's " + std::to_string(d.latest.state.txCountGlobal) +
                        "): the threads are disputed once the channel is emptied");
     }
-    return post_(std::move(res));
+    return finish(false);
   }
   if (oc->status != chain::ChannelStatus::ThreadDispute || (d.leaves.empty() && d.threads.empty()))
-    return post_(std::move(res));
+    return finish(false);
   if (oc->threadRoot != d.latest.state.threadRoot) {
     logf("warn", key + ": thread dispute on a thread root the hub does not hold: threads not disputed");
-    res.done = true;
-    return post_(std::move(res));
+    return finish(true);
   }
-  chain::WatchedChannel w;
-  w.user = j.user;
-  if (d.latest.hasSigHub && d.latest.hasSigUser && d.latest.state.timeout == 0) w.latest = d.latest;
   bool all = !d.missing_initial;
   for (const ChainJob::Thread& t : d.threads) {
-    chain::WatchedThread wt;
-    wt.initial = t.initial;
-    wt.rootLeaves = d.leaves;
-    if (t.has_latest) wt.latest = t.latest;
-    w.threads.push_back(wt);
     const ThreadState& s = t.initial.state;
     auto ot = cm_->thread(s.sender, s.receiver, s.threadId);
     if (!ot.ok()) {
@@ -360,9 +357,62 @@ void ChainWorker::dispute(const ChainJob& j) {
              "): " + (r.ok() ? json::hash_text(r->transactionHash) : r.error().to_string()));
     if (!r.ok()) all = false;
   }
-  tower_->watch(w);
-  res.done = all;
-  post_(std::move(res));
+  tower_->watch(watched(j));
+  return finish(all);
+}
+
+chain::WatchedChannel ChainWorker::watched(const ChainJob& j) {
+  const ChainJob::DisputeInfo& d = j.dispute;
+  chain::WatchedChannel w;
+  w.user = j.user;
+  if (d.latest.hasSigHub && d.latest.hasSigUser && d.latest.state.timeout == 0) w.latest = d.latest;
+  for (const ChainJob::Thread& t : d.threads) {
+    chain::WatchedThread wt;
+    wt.initial = t.initial;
+    wt.rootLeaves = d.leaves;
+    if (t.has_latest) wt.latest = t.latest;
+    w.threads.push_back(wt);
+  }
+  return w;
+}
+
+void ChainWorker::reload_disputes(bool role) {
+  if (!role) {
+    disputes_watched_ = false;  // gained again: the done jobs are watched again
+    return;
+  }
+  const uint64_t now = now_ms();
+  if (!ledger_ || now - last_disputes_ms_ < 1000) return;
+  last_disputes_ms_ = now;
+  std::vector<Ledger::DisputeRow> rows;
+  LedgerStatus s = ledger_->list_disputes(!disputes_watched_, rows);
+  if (!s.ok()) {
+    logf("warn", "thread disputes: " + s.message);
+    return;
+  }
+  const bool first = !disputes_watched_;
+  disputes_watched_ = true;
+  size_t watched_done = 0;
+  for (const auto& row : rows) {
+    ChainJob j;
+    j.kind = ChainJob::Kind::Dispute;
+    if (address_parse(row.user.c_str(), row.user.size(), j.user) != Status::Ok || !decode_dispute_job(row.job, j.dispute)) {
+      logf("warn", "thread disputes: the stored job of " + row.user + " does not decode; skipped");
+      continue;
+    }
+    if (row.done) {
+      // Disputed by an earlier holder of the chain role: this one's watchtower challenges
+      // and empties the threads when their timers end.
+      tower_->watch(watched(j));
+      ++watched_done;
+      continue;
+    }
+    if (!dispute(j, false)) continue;  // again next round (the chain is read first)
+    LedgerStatus d = ledger_->dispute_done(row.user, row.job);
+    if (!d.ok()) logf("warn", "thread disputes: " + d.message);
+  }
+  if (first && watched_done)
+    logf("info", "thread disputes: " + std::to_string(watched_done) + " done by an earlier chain role holder, watched");
 }
 
 void ChainWorker::read_rounds() {

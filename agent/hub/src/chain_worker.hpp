@@ -71,6 +71,15 @@ struct ChainJob {
   DisputeInfo dispute;
 };
 
+// A dispute job as stored in the ledger's thread_disputes (several instances): the
+// channel's owner writes it, the chain role's holder sends it (thread_dispute.cpp). The
+// bytes: version 1, the latest state's wire (u16 length first), missing_initial (1 byte),
+// the leaves (u16 count, 32 bytes each), the threads (u16 count; each: the initial
+// state's wire, u16 length first, has_latest (1 byte) and then the latest's likewise).
+// encode: empty when a state does not encode; decode: false on anything else.
+std::vector<uint8_t> encode_dispute_job(const ChainJob::DisputeInfo& d);
+bool decode_dispute_job(const std::vector<uint8_t>& b, ChainJob::DisputeInfo& d);
+
 // What the chain answers.
 struct ChainResult {
   enum class Kind {
@@ -120,7 +129,7 @@ class ChainWorker : public ChainPort {
     // them, any worker that sees one executed on chain reports DepositDone, and the engine
     // of the channel's owner confirms it).
     std::function<bool()> chain_role;
-    bool shared_deposits = false;
+    bool shared_deposits = false;  // and the thread disputes (reload_disputes)
   };
   // post: called on the reader's or the sender's thread with each result (the engine
   // queues it; so it must be thread-safe).
@@ -152,13 +161,23 @@ class ChainWorker : public ChainPort {
   // shared_deposits: adds the stored jobs this worker does not have yet (every second).
   void reload_deposits();
   uint64_t last_reload_ms_ = 0;
+  // shared_deposits, chain role only: every second, the stored thread dispute jobs not done
+  // are run (dispute() reads the chain first: a thread already disputed is not sent again)
+  // and those that finish are marked done in the ledger; once after gaining the role the
+  // done ones are handed to the watchtower too (it empties their threads after the timers).
+  void reload_disputes(bool role);
+  uint64_t last_disputes_ms_ = 0;
+  bool disputes_watched_ = false;
+  // The watchtower's view of a dispute job's channel and threads.
+  static chain::WatchedChannel watched(const ChainJob& j);
   // (user, txCountChain) of the jobs this worker reported done, with when: a stored job
   // is reported again only after kDoneAgainMs (its owner may have been fenced).
   std::map<std::pair<std::string, uint64_t>, uint64_t> done_;
   static constexpr uint64_t kDoneAgainMs = 30000;
   void deposit(ChainJob& j);
   void read_channel(const Address& user);
-  void dispute(const ChainJob& j);
+  // Runs a dispute job; true when every thread is disputed. `report`: posts Disputed.
+  bool dispute(const ChainJob& j, bool report = true);
   // Sender: the watchtower's round, when due (role only).
   void rounds(bool role);
   // Reader: the reserve reading and the follower, when due.

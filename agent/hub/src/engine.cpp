@@ -475,28 +475,49 @@ void Hub::after_accept(Chan& ch, const ChannelUpdate& u, std::vector<Out>& outs)
   if (u.reason == UpdateReason::OpenThread && t.sender == ch.user) {
     // The payer opened a thread: the hub asks the payee to open its mirror (hub funds
     // locked in the payee's channel).
-    Chan* payee = channel(t.receiver);
-    if (!payee) {
-      tx_failed_ = true;
-      return;
-    }
     ChannelUpdate p = channel_update_make(UpdateReason::OpenThread);
     p.thread = u.thread;
-    add_request(*payee, p);
-    if (!tx_failed_) pump(*payee, outs);
+    route_request(t.receiver, p, outs);
   } else if (u.reason == UpdateReason::CloseThread && t.receiver == ch.user) {
     // The payee closed a thread: the hub asks the payer to close it with the same final
     // state (the hub collects what it paid the payee).
-    Chan* payer = channel(t.sender);
-    if (!payer) {
+    ChannelUpdate p = channel_update_make(UpdateReason::CloseThread);
+    p.thread = u.thread;
+    route_request(t.sender, p, outs);
+  }
+}
+
+void Hub::route_request(const Address& to, const ChannelUpdate& p, std::vector<Out>& outs) {
+  if (!lease_ || lease_fenced(to)) {
+    // One instance, or a partition this transaction writes under its lease: queued here.
+    Chan* c = channel(to);
+    if (!c) {
       tx_failed_ = true;
       return;
     }
-    ChannelUpdate p = channel_update_make(UpdateReason::CloseThread);
-    p.thread = u.thread;
-    add_request(*payer, p);
-    if (!tx_failed_) pump(*payer, outs);
+    add_request(*c, p);
+    if (!tx_failed_) pump(*c, outs);
+    return;
   }
+  // Several instances, a channel of a partition this transaction does not hold under its
+  // fence (another instance's, or one of this instance's the batch did not name): handed
+  // over through the ledger in this transaction (never without the countersignature that
+  // made it); the partition's holder queues it (lease/hub_lease.cpp lease_take_forwarded).
+  Bytes w;
+  std::string err;
+  if (!update_wire(p, w)) {
+    txerr_ = mqtt::topic_address(to) + ": cannot encode a forwarded request";
+    tx_failed_ = true;
+    return;
+  }
+  if (!ok(ledger_->forward_request(mqtt::topic_address(to), w), err)) {
+    txerr_ = err;
+    tx_failed_ = true;
+    return;
+  }
+  if (cfg_.verbose)
+    logf("info", mqtt::topic_address(to) + ": " + update_reason_name(p.reason) +
+                     " request forwarded to the holder of partition " + std::to_string(lease::partition_of(to)));
 }
 
 void Hub::handle_reply(Chan& ch, const Bytes& payload, std::vector<Out>& outs) {

@@ -239,6 +239,12 @@ class Hub {
   // chain at all.
   ChainFacts chain_facts(const Chan& ch, UpdateReason reason, bool& has_access);
   void after_accept(Chan& ch, const ChannelUpdate& u, std::vector<Out>& outs);
+  // Asks for `p` in `to`'s channel, inside the current write transaction: queued and
+  // pumped here when this is the only instance or the transaction holds `to`'s partition
+  // under its fence (lease_fenced); otherwise written to the ledger's forwarded requests
+  // in this transaction, for the partition's holder to queue (lease_take_forwarded).
+  // Errors: tx_failed_ (txerr_).
+  void route_request(const Address& to, const ChannelUpdate& p, std::vector<Out>& outs);
   // Payee channel: if the OpenThread mirrors requested need more hub wei than the channel
   // holds plus deposits on their way, requests a deposit of the shortfall (rounded up to a
   // multiple of the configured collateral) ahead of them.
@@ -455,6 +461,28 @@ class Hub {
   bool lease_chain() const;
   bool lease_owns(const Address& user) const;
   void lease_drop_partition(int p);
+  void lease_forget(Chan* c);  // drops one channel from the cache
+  // Inside a write transaction: whether its fence holds `user`'s partition (a batch fences
+  // its messages' partitions, the other transactions every lease held). A partition held
+  // but not fenced is not locked now (out of order: it could deadlock with the renewal);
+  // its request is forwarded and taken by this instance at its next loop.
+  bool lease_fenced(const Address& user);
+  std::array<bool, lease::kPartitions> fenced_parts_{};  // of the current write transaction
+  bool forwarded_here_ = false;  // a request was forwarded to a partition this instance holds
+  // Worker loop (every kForwardedPollMs, and at once when partitions are gained): queues
+  // the forwarded requests of the partitions held, in one fenced transaction that also
+  // deletes their rows. A row is queued only if the normal request rules take it: a
+  // request of a thread (the mirror OpenThread to its receiver, CloseThread to its
+  // sender) whose counterpart channel holds the thread, not queued yet, and applying now
+  // or waiting for collateral or a pending operation; any other row is dropped (logged).
+  void lease_take_forwarded(bool now);
+  bool take_forwarded(const Ledger::ForwardedRow& row, std::vector<Out>& outs);
+  uint64_t last_forwarded_ms_ = 0;
+  static constexpr uint64_t kForwardedPollMs = 200;
+  static constexpr size_t kForwardedBatch = 256;
+  // Thread disputes shared through the ledger (thread_dispute.cpp): the job bytes this
+  // instance stored per channel (stored again only when they change).
+  std::map<std::string, Bytes> disputes_stored_;
   void lease_stop();
   // ---- several instances: the hub's retained status (lease/hub_presence.cpp) ----
   // The hub-level status payload ({"state":"online",hub,contract[,instance]}).

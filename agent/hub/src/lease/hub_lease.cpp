@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "hub.hpp"
+#include "hub_internal.hpp"
 #include "log.hpp"
 #include "picopay/agent/json_state.hpp"
 #include "picopay/codec.hpp"
@@ -56,6 +57,7 @@ bool Hub::lease_owns(const Address& user) const {
 
 bool Hub::lease_fence(std::vector<mqtt::Message>* batch, const std::vector<Address>* also) {
   std::vector<std::pair<int, uint64_t>> parts;
+  fenced_parts_.fill(false);
   if (batch) {
     std::array<bool, lease::kPartitions> in{};
     auto gone = std::remove_if(batch->begin(), batch->end(), [&](const mqtt::Message& m) {
@@ -80,27 +82,134 @@ bool Hub::lease_fence(std::vector<mqtt::Message>* batch, const std::vector<Addre
   if (parts.empty()) return true;
   bool held = false;
   LedgerStatus s = ledger_->lease_fence(lease_->holder(), parts, held);
-  if (s.ok() && held) return true;
+  if (s.ok() && held) {
+    for (const auto& p : parts)
+      if (p.first >= 0) fenced_parts_[static_cast<size_t>(p.first)] = true;
+    return true;
+  }
   logf("warn", "leases: fence: " + (s.ok() ? std::string("a lease of this transaction was taken over") : s.message) +
                    "; rolled back, nothing of it released");
   return false;
 }
 
+bool Hub::lease_fenced(const Address& user) {
+  // Only what the transaction's fence named: locking another lease row now, out of
+  // partition order, could deadlock with the lease manager's renewal (rows in order).
+  const int p = lease::partition_of(user);
+  if (fenced_parts_[static_cast<size_t>(p)]) return true;
+  if (lease_seen_[static_cast<size_t>(p) + 1] != 0) forwarded_here_ = true;  // taken at the next loop
+  return false;
+}
+
+void Hub::lease_forget(Chan* c) {
+  timed_.erase(c);
+  status_dirty_.erase(c);
+  lru_unlink(c);
+  const Address user = c->user;  // the key outlives the entry it erases
+  chans_.erase(user);
+}
+
 void Hub::lease_drop_partition(int p) {
-  size_t n = 0;
-  for (auto it = chans_.begin(); it != chans_.end();) {
-    Chan* c = it->second.get();
-    if (lease::partition_of(c->user) != p) {
-      ++it;
-      continue;
-    }
-    timed_.erase(c);
-    status_dirty_.erase(c);
-    lru_unlink(c);
-    it = chans_.erase(it);
-    ++n;
+  std::vector<Chan*> gone;
+  for (auto& kv : chans_)
+    if (lease::partition_of(kv.second->user) == p) gone.push_back(kv.second.get());
+  for (Chan* c : gone) lease_forget(c);
+  if (!gone.empty() && cfg_.verbose)
+    logf("info", "leases: partition " + std::to_string(p) + ": " + std::to_string(gone.size()) + " cached channel(s) dropped");
+}
+
+bool Hub::take_forwarded(const Ledger::ForwardedRow& row, std::vector<Out>& outs) {
+  Address user{};
+  ChannelUpdate q{};
+  auto refuse = [&](const std::string& why) {
+    logf("warn", "forwarded request " + std::to_string(row.id) + " for " + row.user + ": " + why + "; dropped");
+    return false;
+  };
+  if (address_parse(row.user.c_str(), row.user.size(), user) != Status::Ok || lease::partition_of(user) != row.partition ||
+      mqtt::topic_address(user) != row.user)
+    return refuse("not a channel of partition " + std::to_string(row.partition));
+  if (!lease_owns(user)) return refuse("a partition this instance does not hold");
+  if (decode_channel_update(row.update.data(), row.update.size(), q) != Status::Ok) return refuse("undecodable");
+  const ThreadState& t = q.thread.thread.state;
+  // Only the hand-overs of threads cross partitions: the mirror OpenThread goes to the
+  // thread's receiver, the CloseThread to its sender; the other end must agree.
+  Address other{};
+  if (q.reason == UpdateReason::OpenThread && t.receiver == user && t.sender != user) other = t.sender;
+  else if (q.reason == UpdateReason::CloseThread && t.sender == user && t.receiver != user) other = t.receiver;
+  else return refuse(std::string(update_reason_name(q.reason) ? update_reason_name(q.reason) : "?") +
+                     " is not a thread's hand-over to this channel");
+  // The counterpart's channel as committed (another instance's partition: read again from
+  // the ledger, never a cached copy): the payer's channel holds the thread it opened (the
+  // hub locks its own funds for the mirror only against it); the payee's no longer holds
+  // the thread it closed.
+  if (!lease_owns(other))
+    if (auto it = chans_.find(other); it != chans_.end()) lease_forget(it->second.get());
+  Chan* oc = channel(other);
+  if (!oc) {
+    tx_failed_ = true;
+    return false;
   }
-  if (n && cfg_.verbose) logf("info", "leases: partition " + std::to_string(p) + ": " + std::to_string(n) + " cached channel(s) dropped");
+  const long at = thread_set_find(oc->set(), t.sender, t.receiver, t.threadId);
+  const bool same = at >= 0 && thread_hash(oc->threads[static_cast<size_t>(at)]) == thread_hash(t);
+  oc->compact();
+  if (q.reason == UpdateReason::OpenThread && !same)
+    return refuse("the payer's channel " + oc->key + " does not hold this thread");
+  if (q.reason == UpdateReason::CloseThread && at >= 0)
+    return refuse("the payee's channel " + oc->key + " still holds this thread");
+  Chan* ch = channel(user);
+  if (!ch) {
+    tx_failed_ = true;
+    return false;
+  }
+  for (const auto& r : ch->requests)
+    if (policy_update_matches(r.update, q)) return refuse("queued already");
+  // The normal request rules: it applies to the latest state now, or waits (collateral, a
+  // pending operation); a request already fulfilled (the thread open, or closed) does not.
+  const Status s = request_applies(*ch, q);
+  if (s != Status::Ok && !waits(q, s)) return refuse(std::string("does not apply (") + status_name(s) + ")");
+  add_request(*ch, q);
+  if (!tx_failed_) pump(*ch, outs);
+  return !tx_failed_;
+}
+
+void Hub::lease_take_forwarded(bool now) {
+  const uint64_t t = now_ms();
+  if (forwarded_here_) now = true;
+  forwarded_here_ = false;
+  if (!now && t - last_forwarded_ms_ < kForwardedPollMs) return;
+  last_forwarded_ms_ = t;
+  std::vector<int> parts;
+  for (int p = 0; p < lease::kPartitions; ++p)
+    if (lease_seen_[static_cast<size_t>(p) + 1] != 0) parts.push_back(p);
+  if (parts.empty()) return;
+  // A look outside any transaction first (usually nothing waits). Only this instance
+  // deletes the rows of the partitions it holds, so they are still there, and its fence
+  // makes sure they still are its own when it takes them.
+  std::vector<Ledger::ForwardedRow> rows;
+  LedgerStatus s = ledger_->list_forwarded(parts, kForwardedBatch, rows);
+  if (!s.ok()) {
+    fail("store: " + s.message);
+    return;
+  }
+  if (rows.empty()) return;
+  std::vector<Out> outs;
+  size_t queued = 0;
+  if (!in_transaction([&] {
+        for (const auto& row : rows) {
+          if (take_forwarded(row, outs)) ++queued;
+          if (tx_failed_) return;
+          std::string err;
+          if (!ok(ledger_->delete_forwarded(row.id), err)) {
+            txerr_ = err;
+            tx_failed_ = true;
+            return;
+          }
+        }
+      }))
+    return;  // fenced (a partition taken over meanwhile): its new holder takes the rows
+  publish_outs(outs);
+  logf("info", "forwarded requests: " + std::to_string(queued) + " queued, " + std::to_string(rows.size() - queued) +
+                   " dropped");
 }
 
 void Hub::lease_round() {
@@ -131,11 +240,16 @@ void Hub::lease_round() {
       }
       recover();
       if (fatal_.load()) return;
+      lease_take_forwarded(true);  // what was forwarded to the gained partitions, at once
+      if (fatal_.load()) return;
     }
     if (chain_changed) logf("info", std::string("leases: chain role ") + (lease_chain() ? "held" : "not held"));
   }
-  // Deposit jobs: every chain worker re-reads the stored ones (ChainWorker::reload_deposits);
-  // the chain role's holder sends them, the channel's owner confirms them (deposit_done).
+  // Requests other instances forwarded to the partitions held.
+  lease_take_forwarded(false);
+  // Deposit jobs and thread disputes: every chain worker re-reads the stored ones
+  // (ChainWorker::reload_deposits, reload_disputes); the chain role's holder sends them, the
+  // channel's owner confirms a deposit (deposit_done).
 }
 
 }  // namespace picopay::hub

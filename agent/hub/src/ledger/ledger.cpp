@@ -39,6 +39,15 @@ LedgerStatus Ledger::list_request_users_in(const std::vector<int>&, std::vector<
   return unsupported(*this);
 }
 
+LedgerStatus Ledger::forward_request(const std::string&, const Bytes&) { return unsupported(*this); }
+LedgerStatus Ledger::list_forwarded(const std::vector<int>&, size_t, std::vector<ForwardedRow>&) {
+  return unsupported(*this);
+}
+LedgerStatus Ledger::delete_forwarded(uint64_t) { return unsupported(*this); }
+LedgerStatus Ledger::save_dispute(const std::string&, const Bytes&) { return unsupported(*this); }
+LedgerStatus Ledger::list_disputes(bool, std::vector<DisputeRow>&) { return unsupported(*this); }
+LedgerStatus Ledger::dispute_done(const std::string&, const Bytes&) { return unsupported(*this); }
+
 LedgerStatus Ledger::open(const std::string& spec, std::unique_ptr<Ledger>& out) {
   out.reset();
   auto starts = [&](const char* p) { return spec.rfind(p, 0) == 0; };

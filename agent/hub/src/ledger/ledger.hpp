@@ -67,6 +67,20 @@
 //                                          lease lapses unless renewed
 //   hub_instances(holder PK, expires_at)   each live instance's heartbeat (the fair share of
 //                                          partitions is counted from the unexpired rows)
+// Version 4 adds (several instances; SQLite creates them too and answers Unsupported):
+//   forwarded_requests(id PK, partition, user, request, created)
+//                                          a HubRequest one instance wants in a channel of a
+//                                          partition another holds (a thread's mirror
+//                                          OpenThread, the payer's CloseThread): `request` as
+//                                          in `requests`; written in the transaction of the
+//                                          countersignature that made it, taken (queued in
+//                                          `requests` and the row deleted) by the partition's
+//                                          holder in one fenced transaction
+//   thread_disputes(user PK, job, done, created)
+//                                          a payer's thread dispute, written by the channel's
+//                                          owner (`job`: the dispute's states, see
+//                                          thread_dispute.cpp), sent by the chain role's
+//                                          holder, `done` once every thread is disputed
 // `user` is the channel's user address as lowercase 0x-hex (mqtt::topic_address).
 //
 // Threads: one ledger object is used by one thread at a time (the hub's worker); the
@@ -106,7 +120,7 @@ struct [[nodiscard]] LedgerStatus {
 };
 
 // The newest schema version this binary writes.
-constexpr int kLedgerSchemaVersion = 3;
+constexpr int kLedgerSchemaVersion = 4;
 
 class Ledger {
  public:
@@ -220,6 +234,39 @@ class Ledger {
   // Users with stored requests (or legacy proposals) whose partition is in `parts`.
   // Errors: Io, Unsupported.
   virtual LedgerStatus list_request_users_in(const std::vector<int>& parts, std::vector<std::string>& out);
+
+  // ---- Cross-partition requests and shared thread disputes (version 4; docs/multi-instance.md).
+  // The SQLite ledger answers Unsupported.
+  //
+  // Inside a write transaction (pipelined like the other writes): a request (its update
+  // wire, as in save_requests) for `user`'s channel, whose partition another instance
+  // holds. Errors: Io, Unsupported.
+  virtual LedgerStatus forward_request(const std::string& user, const Bytes& update);
+  struct ForwardedRow {
+    uint64_t id = 0;
+    int partition = 0;  // as written: the reader checks it against the user's address
+    std::string user;
+    Bytes update;
+  };
+  // The forwarded requests of partitions `parts` (0..255), oldest first, at most `limit`.
+  // Errors: Io, Corrupt, Unsupported.
+  virtual LedgerStatus list_forwarded(const std::vector<int>& parts, size_t limit, std::vector<ForwardedRow>& out);
+  // Deletes forwarded request `id` (inside the transaction that queued it). Errors: Io,
+  // Unsupported.
+  virtual LedgerStatus delete_forwarded(uint64_t id);
+  // Stores `user`'s thread dispute job; a stored job with other bytes is replaced and
+  // becomes not done again, the same bytes leave it as it is. Errors: Io, Unsupported.
+  virtual LedgerStatus save_dispute(const std::string& user, const Bytes& job);
+  struct DisputeRow {
+    std::string user;
+    Bytes job;
+    bool done = false;
+  };
+  // The jobs not done (`done_too`: all), oldest first. Errors: Io, Corrupt, Unsupported.
+  virtual LedgerStatus list_disputes(bool done_too, std::vector<DisputeRow>& out);
+  // Marks `user`'s job done if it still holds exactly `job` (one autocommitted statement).
+  // Errors: Io, Unsupported.
+  virtual LedgerStatus dispute_done(const std::string& user, const Bytes& job);
 };
 
 // The backends (ledger.cpp's open() picks one). `path`: the SQLite file; `uri`: a libpq

@@ -46,6 +46,13 @@ const char* const kMigrations[] = {
     " expires_at TIMESTAMPTZ);"
     "INSERT INTO leases(partition) SELECT generate_series(-1, 255) ON CONFLICT DO NOTHING;"
     "CREATE TABLE IF NOT EXISTS hub_instances(holder TEXT PRIMARY KEY, expires_at TIMESTAMPTZ NOT NULL);",
+    // Version 4: requests for channels of a partition another instance holds, taken by its
+    // holder; thread dispute jobs, sent by the chain role's holder (docs/multi-instance.md).
+    "CREATE TABLE IF NOT EXISTS forwarded_requests(id BIGSERIAL PRIMARY KEY, partition SMALLINT NOT NULL,"
+    " \"user\" TEXT NOT NULL, request BYTEA NOT NULL, created TIMESTAMPTZ NOT NULL DEFAULT now());"
+    "CREATE INDEX IF NOT EXISTS forwarded_requests_partition ON forwarded_requests(partition, id);"
+    "CREATE TABLE IF NOT EXISTS thread_disputes(\"user\" TEXT PRIMARY KEY, job BYTEA NOT NULL,"
+    " done BOOLEAN NOT NULL DEFAULT false, created TIMESTAMPTZ NOT NULL DEFAULT now());",
 };
 static_assert(sizeof kMigrations / sizeof kMigrations[0] == kLedgerSchemaVersion, "one migration per version");
 // pg_advisory_xact_lock key of the migrations ("picopay" in ASCII, folded).
@@ -90,6 +97,17 @@ const Stmt kStmts[] = {
      " WHERE \"user\"=$1 ORDER BY tx",
      1},
     {"has_coll", "SELECT 1 FROM history WHERE \"user\"=$1 AND event='collateral-proposed' LIMIT 1", 1},
+    // the partition: the user address's first byte (its text "0x" + 2 hex digits)
+    {"fwd_ins",
+     "INSERT INTO forwarded_requests(partition, \"user\", request) VALUES(get_byte(decode(substr($1::text, 3, 2),"
+     " 'hex'), 0), $1::text, $2)",
+     2},
+    {"fwd_del", "DELETE FROM forwarded_requests WHERE id=$1", 1},
+    {"disp_save",
+     "INSERT INTO thread_disputes(\"user\", job) VALUES($1,$2) ON CONFLICT (\"user\") DO UPDATE SET job=EXCLUDED.job,"
+     " done=false, created=now() WHERE thread_disputes.job <> EXCLUDED.job",
+     2},
+    {"disp_done", "UPDATE thread_disputes SET done=true WHERE \"user\"=$1 AND job=$2", 2},
 };
 
 // A parameter: bytes sent in binary format (text as its bytes, bigint as 8 bytes big-endian).
@@ -458,6 +476,66 @@ class PgLedger final : public Ledger {
     LedgerStatus s = check(r.r, PGRES_TUPLES_OK, "list requests");
     for (int i = 0; s.ok() && i < PQntuples(r.r); ++i) out.emplace_back(PQgetvalue(r.r, i, 0), PQgetlength(r.r, i, 0));
     return s;
+  }
+
+  LedgerStatus forward_request(const std::string& user, const Bytes& update) override {
+    return write("fwd_ins", {text(user), blob(update)}, "forward request");
+  }
+
+  LedgerStatus list_forwarded(const std::vector<int>& parts, size_t limit, std::vector<ForwardedRow>& out) override {
+    out.clear();
+    std::string arr = "{";
+    for (int p : parts)
+      if (p >= 0 && p <= 255) arr += (arr.size() > 1 ? "," : "") + std::to_string(p);
+    arr += "}";
+    if (LedgerStatus d = drain(); !d.ok()) return d;
+    const std::string lim = std::to_string(limit);
+    const char* vals[2] = {arr.c_str(), lim.c_str()};
+    Res r(PQexecParams(conn_,
+                       "SELECT id, partition::bigint, \"user\", request FROM forwarded_requests WHERE partition ="
+                       " ANY($1::smallint[]) ORDER BY id LIMIT $2::bigint",
+                       2, nullptr, vals, nullptr, nullptr, 1));
+    LedgerStatus s = check(r.r, PGRES_TUPLES_OK, "list forwarded requests");
+    for (int i = 0; s.ok() && i < PQntuples(r.r); ++i) {
+      ForwardedRow row;
+      uint64_t p = 0;
+      if (!i64(r.r, i, 0, row.id) || !i64(r.r, i, 1, p)) return corrupt("list forwarded requests");
+      row.partition = static_cast<int>(p);
+      row.user.assign(PQgetvalue(r.r, i, 2), PQgetlength(r.r, i, 2));
+      row.update = col(r.r, i, 3);
+      out.push_back(std::move(row));
+    }
+    return s;
+  }
+
+  LedgerStatus delete_forwarded(uint64_t id) override {
+    I64 i(id);
+    return write("fwd_del", {i.p()}, "delete forwarded request");
+  }
+
+  LedgerStatus save_dispute(const std::string& user, const Bytes& job) override {
+    return write("disp_save", {text(user), blob(job)}, "save thread dispute");
+  }
+
+  LedgerStatus list_disputes(bool done_too, std::vector<DisputeRow>& out) override {
+    out.clear();
+    Res r(query(done_too ? "SELECT \"user\", job, done::int::bigint FROM thread_disputes ORDER BY created"
+                         : "SELECT \"user\", job, done::int::bigint FROM thread_disputes WHERE NOT done ORDER BY created"));
+    LedgerStatus s = check(r.r, PGRES_TUPLES_OK, "list thread disputes");
+    for (int i = 0; s.ok() && i < PQntuples(r.r); ++i) {
+      DisputeRow row;
+      uint64_t done = 0;
+      if (!i64(r.r, i, 2, done)) return corrupt("list thread disputes");
+      row.user.assign(PQgetvalue(r.r, i, 0), PQgetlength(r.r, i, 0));
+      row.job = col(r.r, i, 1);
+      row.done = done != 0;
+      out.push_back(std::move(row));
+    }
+    return s;
+  }
+
+  LedgerStatus dispute_done(const std::string& user, const Bytes& job) override {
+    return write("disp_done", {text(user), blob(job)}, "thread dispute done");
   }
 
   LedgerStatus count_channels(uint64_t& n) override {

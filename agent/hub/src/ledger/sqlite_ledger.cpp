@@ -50,6 +50,11 @@ const char* const kMigrations[] = {
     "CREATE TABLE IF NOT EXISTS leases(\"partition\" INTEGER PRIMARY KEY, holder TEXT, epoch INTEGER NOT NULL DEFAULT 0,"
     " expires_at TEXT);"
     "CREATE TABLE IF NOT EXISTS hub_instances(holder TEXT PRIMARY KEY, expires_at TEXT NOT NULL);",
+    // Version 4: cross-partition requests and shared thread disputes (likewise PostgreSQL only).
+    "CREATE TABLE IF NOT EXISTS forwarded_requests(id INTEGER PRIMARY KEY, \"partition\" INTEGER NOT NULL,"
+    " user TEXT NOT NULL, request BLOB NOT NULL, created TEXT);"
+    "CREATE TABLE IF NOT EXISTS thread_disputes(user TEXT PRIMARY KEY, job BLOB NOT NULL,"
+    " done INTEGER NOT NULL DEFAULT 0, created TEXT);",
 };
 static_assert(sizeof kMigrations / sizeof kMigrations[0] == kLedgerSchemaVersion, "one migration per version");
 
