@@ -283,7 +283,9 @@ void Hub::worker() {
     std::vector<ChainResult> results;
     {
       std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait_for(lk, std::chrono::milliseconds(500),
+      // Several instances: a shorter idle wait, so that requests forwarded from another
+      // instance (lease/hub_lease.cpp) are picked up within ~200 ms.
+      cv_.wait_for(lk, std::chrono::milliseconds(lease_ ? 200 : 500),
                    [this] { return stop_.load() || !queue_.empty() || !inbox_.empty(); });
       if (stop_.load() && queue_.empty()) break;
       while (!queue_.empty() && batch.size() < static_cast<size_t>(cfg_.batch_max)) {
