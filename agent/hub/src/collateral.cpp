@@ -24,7 +24,6 @@ uint64_t steady_ms() {
 
 constexpr uint64_t kRequestClockSkewSeconds = 300;
 constexpr uint64_t kRoundMs = 2000;
-constexpr uint64_t kReserveWarnEveryMs = 60000;
 
 U256 sum(const U256& a, const U256& b) {
   U256 r{};
@@ -33,59 +32,13 @@ U256 sum(const U256& a, const U256& b) {
 
 }  // namespace
 
-bool Hub::hub_withdrawal(const ChannelUpdate& u) {
-  return u.reason == UpdateReason::ProposePendingWithdrawal &&
-         (!u.withdrawal.withdrawalWeiHub.is_zero() || !u.withdrawal.withdrawalTokenHub.is_zero()) &&
-         u.withdrawal.withdrawalWeiUser.is_zero() && u.withdrawal.withdrawalTokenUser.is_zero();
-}
-
-void Hub::note_activity(Chan& ch, const ChannelUpdate& u) {
-  const uint64_t now = steady_ms();
-  ch.active_ms = now;
-  if (u.reason == UpdateReason::ProposePendingDeposit &&
-      (!u.deposit.depositWeiHub.is_zero() || !u.deposit.depositTokenHub.is_zero()))
-    ch.collateralized = true;
-  const ThreadState& t = u.thread.thread.state;
-  if (u.reason == UpdateReason::CloseThread && t.receiver == ch.user && !t.balanceWeiReceiver.is_zero()) {
-    if (!ch.flow) ch.flow = std::make_unique<Chan::PayeeFlow>();
-    ch.flow->received.emplace_back(now, t.balanceWeiReceiver);
-  }
-  const uint64_t window = cfg_.collateral_window_seconds * 1000;
-  while (ch.flow && !ch.flow->received.empty() && now - ch.flow->received.front().first > window)
-    ch.flow->received.pop_front();
-}
-
 bool Hub::reserve_allows(const U256& amount, const std::string& who, Chan* ch) {
-  if (!chain_) return false;
-  // The chain worker's latest reading (ChainWorker::kReserveRefreshMs); none fresh: no
-  // promise now, and the channel is pumped again when the next reading arrives.
-  if (!reserve_known_ || reserve_at_ms_ == 0 || now_ms() - reserve_at_ms_ > kReserveFreshMs) {
-    logf("warn", who + ": no fresh reading of the hub's reserve from the chain: no collateral promised yet");
-    if (ch) reserve_waiters_.insert(ch->key);
-    return false;
-  }
-  const U256* reserve = &reserve_wei_;
-  // Deposits the users countersigned and the hub has not sent yet draw on it too.
-  U256 promised = U256::zero();
-  for (const auto& j : deposit_jobs_) promised = sum(promised, j.state.state.pendingDepositWeiHub);
-  U256 free{};
-  if (u256_sub(*reserve, promised, free) != Status::Ok) free = U256::zero();
-  const std::string fund = "fund it: picopay deposit --rpc " + cfg_.rpc_url + " --key HUB_KEY_FILE --contract " +
-                           json::address_text(contract_) + " --reserve WEI";
-  if (free < amount) {
-    logf("ERROR", who + ": hub reserve too low for " + json::amount_text(amount) + " wei of collateral: " +
-                      json::amount_text(free) + " wei free on chain (" + json::amount_text(*reserve) +
-                      " reserve, " + json::amount_text(promised) + " promised); nothing promised; " + fund);
-    return false;
-  }
-  U256 after{};
-  (void)u256_sub(free, amount, after);
-  if (after < reserve_warn_ && steady_ms() - last_reserve_warn_ms_ >= kReserveWarnEveryMs) {
-    last_reserve_warn_ms_ = steady_ms();
-    logf("warn", "hub reserve low: " + json::amount_text(after) + " wei free on chain after this deposit (warning below " +
-                     json::amount_text(reserve_warn_) + "); " + fund);
-  }
-  return true;
+  Effects fx;
+  const bool allows = engine_reserve_allows(amount, who, engine_env(), fx);
+  for (const LogLine& l : fx.logs) logf(l.level, l.text);
+  if (fx.reserve_wait && ch) reserve_waiters_.insert(ch->key);
+  if (fx.reserve_warned) last_reserve_warn_ms_ = steady_ms();
+  return allows;
 }
 
 void Hub::handle_collateral(Chan& ch, const Bytes& payload, std::vector<Out>& outs) {
@@ -149,6 +102,7 @@ void Hub::collateral_round() {
   if (now - last_collateral_round_ms_ < kRoundMs) return;
   last_collateral_round_ms_ = now;
   std::vector<Chan*> idle;
+  const EngineEnv env = engine_env();
   for (auto& kv : chans_) {
     Chan& ch = *kv.second;
     const ChannelState& s = ch.latest.state;
@@ -156,7 +110,7 @@ void Hub::collateral_round() {
     // what the payer paid; the hub leaves it there).
     if (!ch.collateralized || now - ch.active_ms < cfg_.collateral_idle_seconds * 1000) continue;
     if ((s.balanceWeiHub.is_zero() && s.balanceTokenHub.is_zero()) || channel_has_pending(s) || !ch.requests.empty() || !ch.future.empty()) continue;
-    if (chain_refusal(ch, channel_update_make(UpdateReason::ProposePendingWithdrawal)) != Status::Ok) continue;
+    if (engine_chain_refusal(ch, channel_update_make(UpdateReason::ProposePendingWithdrawal), env) != Status::Ok) continue;
     bool job = false;
     for (const auto& j : deposit_jobs_) job = job || j.user == ch.user;
     if (!job) idle.push_back(&ch);
