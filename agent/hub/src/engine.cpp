@@ -63,7 +63,7 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch, std::vector<ChainResu
   for (const ChainResult& f : facts) fact_users.push_back(f.user);
   if (!begin_write(&batch, &fact_users)) return fenced_;  // fenced: skipped (devices re-send), not fatal
   precompute(batch);
-  const EngineEnv env = engine_env();
+  EngineEnv env = engine_env();
   Effects fx;
   std::string err;  // non-empty: a store error, the transaction rolls back
   std::vector<Chan*> touched;
@@ -72,6 +72,7 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch, std::vector<ChainResu
     fx.clear();
     run(*ch);
     if (!apply_effects(*ch, fx, outs, err)) return false;
+    env.last_reserve_warn_ms = last_reserve_warn_ms_;  // the warning's throttle, for the next step
     if (ch->dirty) touched.push_back(ch);
     return true;
   };
@@ -312,7 +313,8 @@ void Hub::route_request(const Address& to, const ChannelUpdate& p, std::vector<O
 }
 
 void Hub::release_after_commit() {
-  for (ChainJob& j : new_chain_jobs_) chain_->post(std::move(j));
+  if (chain_)
+    for (ChainJob& j : new_chain_jobs_) chain_->post(std::move(j));
   new_chain_jobs_.clear();
   for (const DepositJob& j : new_deposits_) post_deposit(j);
   new_deposits_.clear();
