@@ -448,4 +448,114 @@ TEST_F(EngineCoreTest, AReadErrorIsATypedResultNotAReply) {
   EXPECT_TRUE(fx.replies.empty()) << "a duplicate answered without its stored reply";
 }
 
+// The legacy proposal guard: a proposal the hub signed in an earlier version is out for
+// latest + 1, so there the hub countersigns exactly that update (its timeout included) and
+// nothing else, whatever the policy would otherwise allow.
+TEST_F(EngineCoreTest, AtALegacyProposalsTxOnlyThatExactUpdateIsCountersigned) {
+  Dev a = device(1, 100, 0);
+  ChannelUpdate legacy = channel_update_make(UpdateReason::ProposePendingDeposit);
+  legacy.deposit.depositWeiHub = U256::from_u64(1000);
+  legacy.deposit.timeout = env_.unix_now + 600;
+  auto legacy_view = [&]() -> Chan& {
+    Chan& ch = view(a);
+    ch.legacy_tx = a.latest.txCountGlobal + 1;
+    ch.legacy_update = std::make_unique<ChannelUpdate>(legacy);
+    Request r;
+    r.id = 1;
+    r.update = legacy;
+    ch.requests.push_back(r);
+    ch.last_request_id = 1;
+    return ch;
+  };
+  ChannelState next{};
+  {  // a payment (allowed anywhere else) at the legacy txCountGlobal
+    Chan& ch = legacy_view();
+    const Effects fx = step(ch, payment(a, 1, next));
+    EXPECT_TRUE(nothing_signed(fx));
+    const auto r = replies(fx, a);
+    ASSERT_GE(r.size(), 1u);
+    EXPECT_EQ(r[0].kind, ReplyKind::Nack);
+    EXPECT_EQ(r[0].status, Status::NotRequested);
+  }
+  {  // the same deposit with another timeout: another state at that txCountGlobal
+    Chan& ch = legacy_view();
+    ChannelUpdate other = legacy;
+    other.deposit.timeout = legacy.deposit.timeout + 1;
+    const Effects fx = step(ch, propose(a, other, next));
+    EXPECT_TRUE(nothing_signed(fx));
+    const auto r = replies(fx, a);
+    ASSERT_GE(r.size(), 1u);
+    EXPECT_EQ(r[0].status, Status::NotRequested);
+  }
+  {  // exactly the legacy update: countersigned, the legacy rows dropped with the requests
+    Chan& ch = legacy_view();
+    const Effects fx = step(ch, propose(a, legacy, next));
+    const auto r = replies(fx, a);
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].kind, ReplyKind::Ack);
+    EXPECT_EQ(count<write::InsertUpdate>(fx), 1u);
+    EXPECT_EQ(count<write::SaveDeposit>(fx), 1u) << "the countersigned collateral deposit is not a stored job";
+    ASSERT_EQ(fx.deposits.size(), 1u);
+    EXPECT_EQ(ch.legacy_tx, 0u);
+    bool dropped = false;
+    for (const auto& w : fx.writes)
+      if (const auto* q = std::get_if<write::SaveRequests>(&w)) dropped = dropped || q->delete_legacy;
+    EXPECT_TRUE(dropped);
+    EXPECT_TRUE(ch.requests.empty());
+  }
+}
+
+// A payee's CloseThread: countersigned, and the payer's CloseThread (the same final state)
+// is a request for the payer's channel.
+TEST_F(EngineCoreTest, APayeesCloseThreadRoutesThePayersClose) {
+  Dev payer = device(1, 100, 0);
+  Dev payee = device(2, 0, 50);
+  Chan& pc = view(payer);
+  Chan& yc = view(payee);
+  ChannelState n1{};
+  ThreadState t{};
+  {  // the payer's thread, countersigned in its channel
+    const Bytes o = open_thread(payer, payee, 1, 10, n1);
+    const Effects fx = step(pc, o);
+    ASSERT_FALSE(fx.failed()) << fx.read_error;
+    ASSERT_EQ(replies(fx, payer).size(), 1u);
+    t = payer.threads.back();
+  }
+  // The payee's channel: the mirror requested, proposed by the payee, countersigned.
+  ChannelUpdate mirror = channel_update_make(UpdateReason::OpenThread);
+  {
+    Effects queued;
+    mirror.thread.thread.state = t;
+    mirror.thread.thread.hasSigA = true;
+    ASSERT_EQ(signer_.sign_eth(payer.key, thread_hash(t), mirror.thread.thread.sigA), Status::Ok);
+    engine_add_request(yc, mirror, false, queued);
+    ChannelState nm{};
+    const Effects fx = step(yc, propose(payee, mirror, nm));
+    const auto r = replies(fx, payee);
+    ASSERT_EQ(r.size(), 1u);
+    ASSERT_EQ(r[0].kind, ReplyKind::Ack) << status_name(r[0].status);
+    payee.latest = nm;
+    payee.threads.push_back(t);
+  }
+  // The payer paid 4 through the thread; the payee closes with that final state.
+  ThreadState fin = t;
+  fin.balanceWeiSender = U256::from_u64(6);
+  fin.balanceWeiReceiver = U256::from_u64(4);
+  fin.txCount = 1;
+  ChannelUpdate cu = channel_update_make(UpdateReason::CloseThread);
+  cu.thread.thread.state = fin;
+  cu.thread.thread.hasSigA = true;
+  ASSERT_EQ(signer_.sign_eth(payer.key, thread_hash(fin), cu.thread.thread.sigA), Status::Ok);
+  ChannelState n2{};
+  const Effects fx = step(yc, propose(payee, cu, n2));
+  const auto r = replies(fx, payee);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].kind, ReplyKind::Ack);
+  ASSERT_EQ(fx.requests_for_other_channels.size(), 1u);
+  EXPECT_EQ(fx.requests_for_other_channels[0].to, payer.addr);
+  EXPECT_EQ(fx.requests_for_other_channels[0].update.reason, UpdateReason::CloseThread);
+  EXPECT_EQ(thread_hash(fx.requests_for_other_channels[0].update.thread.thread.state), thread_hash(fin));
+  EXPECT_TRUE(pc.requests.empty()) << "the step changed another channel's view";
+}
+
 }  // namespace picopay::hub
