@@ -14,6 +14,7 @@
 
 #include "engine_core.hpp"
 #include "hub_internal.hpp"
+#include "picopay/agent/collateral_request.hpp"
 #include "picopay/codec.hpp"
 #include "picopay/mqtt/protocol.hpp"
 #include "sim_device.hpp"
@@ -556,6 +557,55 @@ TEST_F(EngineCoreTest, APayeesCloseThreadRoutesThePayersClose) {
   EXPECT_EQ(fx.requests_for_other_channels[0].update.reason, UpdateReason::CloseThread);
   EXPECT_EQ(thread_hash(fx.requests_for_other_channels[0].update.thread.thread.state), thread_hash(fin));
   EXPECT_TRUE(pc.requests.empty()) << "the step changed another channel's view";
+}
+
+// A payee's collateral request: promised (a deposit request out, stored) only with a
+// fresh reserve reading that holds it; a replayed request (the same time), one signed by
+// another key or one without a fresh reading promises nothing and writes nothing.
+TEST_F(EngineCoreTest, ACollateralRequestIsPromisedOnlyOnceAndOnlyFromAFreshReserve) {
+  env_.has_chain = true;
+  env_.collateral_wei = U256::from_u64(100);
+  env_.reserve_known = true;
+  env_.reserve_wei = U256::from_u64(1000000);
+  env_.reserve_at_ms = env_.now_ms - 1000;
+  Dev a = device(1, 0, 0);
+  Chan& ch = view(a);
+  auto request = [&](const PrivateKey& key, uint64_t t) {
+    const std::string j = agent::collateral_request_make(signer_, key, contract_, a.addr, U256::from_u64(500), t);
+    return Bytes(j.begin(), j.end());
+  };
+  auto deposit_requests = [&](const Effects& fx) {
+    size_t n = 0;
+    for (const auto& o : fx.replies) n += o.topic == mqtt::topic_request(a.addr);
+    return n;
+  };
+  {  // signed by someone else
+    Effects fx;
+    engine_collateral(ch, request(testsupport::test_key(99), env_.unix_now), env_, fx);
+    EXPECT_TRUE(fx.writes.empty());
+    EXPECT_TRUE(fx.replies.empty());
+  }
+  {  // no fresh reading of the reserve
+    EngineEnv stale = env_;
+    stale.reserve_at_ms = env_.now_ms - 60000;
+    Effects fx;
+    engine_collateral(ch, request(a.key, env_.unix_now - 1), stale, fx);
+    EXPECT_TRUE(fx.writes.empty());
+    EXPECT_EQ(deposit_requests(fx), 0u);
+  }
+  Effects fx;
+  engine_collateral(ch, request(a.key, env_.unix_now), env_, fx);
+  EXPECT_EQ(deposit_requests(fx), 1u);
+  EXPECT_GE(count<write::SaveRequests>(fx), 1u) << "promised before it was stored";
+  ASSERT_TRUE(ch.outstanding());
+  EXPECT_EQ(ch.requests.front().update.reason, UpdateReason::ProposePendingDeposit);
+  EXPECT_EQ(ch.requests.front().update.deposit.depositWeiHub, U256::from_u64(500));
+  {  // the same request again
+    Effects again;
+    engine_collateral(ch, request(a.key, env_.unix_now), env_, again);
+    EXPECT_TRUE(again.writes.empty());
+    EXPECT_TRUE(again.replies.empty());
+  }
 }
 
 }  // namespace picopay::hub

@@ -98,16 +98,12 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch, std::vector<ChainResu
     if (leaf == "update") stepped = step(ch, [&](Chan& c) { engine_update(c, m.payload, env, fx); });
     else if (leaf == "reply") stepped = step(ch, [&](Chan& c) { engine_reply(c, m.payload, env, fx); });
     else if (leaf == "sync") stepped = step(ch, [&](Chan& c) { engine_sync(c, env, fx); });
-    else if (leaf == "collateral") {
-      handle_collateral(*ch, m.payload, outs);  // collateral.cpp (its store errors: tx_failed_)
-      stepped = !tx_failed_;
-      if (stepped && ch->dirty) touched.push_back(ch);
-    }
+    else if (leaf == "collateral") stepped = step(ch, [&](Chan& c) { engine_collateral(c, m.payload, env, fx); });
     if (!stepped) break;
   }
-  if (!err.empty() || tx_failed_) {
+  if (!err.empty()) {
     ledger_->rollback();
-    fail("store: " + (err.empty() ? txerr_ : err));
+    fail("store: " + err);
     return false;
   }
   if (!ok(ledger_->commit(), err)) {
@@ -222,6 +218,7 @@ EngineEnv Hub::engine_env() {
   e.rate = rate_;
   e.collateral_wei = collateral_;
   e.collateral_tokens = collateral_tokens_;
+  e.collateral_max = collateral_max_;
   e.collateral_window_ms = cfg_.collateral_window_seconds * 1000;
   e.reserve_known = reserve_known_;
   e.reserve_wei = reserve_wei_;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "hub_internal.hpp"
+#include "picopay/agent/collateral_request.hpp"
 #include "picopay/agent/json_state.hpp"
 #include "picopay/codec.hpp"
 #include "picopay/mqtt/protocol.hpp"
@@ -54,6 +55,7 @@ U256 sum(const U256& a, const U256& b) {
 }
 
 constexpr uint64_t kReserveFreshMs = 10000;
+constexpr uint64_t kRequestClockSkewSeconds = 300;
 constexpr uint64_t kReserveWarnEveryMs = 60000;
 
 // One step: the environment it reads and the effects it appends to.
@@ -704,6 +706,67 @@ class Step {
     pump(ch);
   }
 
+  // A payee's signed collateral request (picopay/agent/collateral_request.hpp).
+  void collateral(Chan& ch, const Bytes& payload) {
+    U256 expect{};
+    uint64_t t = 0;
+    std::string err;
+    if (!agent::collateral_request_parse(*env_.signer, std::string(payload.begin(), payload.end()), env_.contract,
+                                         ch.user, expect, t, err)) {
+      log("warn", ch.key + ": " + err + ": ignored");
+      return;
+    }
+    const uint64_t now = env_.unix_now;
+    if (t + kRequestClockSkewSeconds < now || t > now + kRequestClockSkewSeconds ||
+        (ch.flow && t <= ch.flow->collateral_time)) {
+      log("warn", ch.key + ": collateral request with time " + std::to_string(t) + " (stale, early or replayed): ignored");
+      return;
+    }
+    if (!ch.flow) ch.flow = std::make_unique<Chan::PayeeFlow>();
+    ch.flow->collateral_time = t;
+    if (!env_.has_chain) {
+      log("warn", ch.key + ": collateral request: no --rpc-url, the hub deposits nothing");
+      return;
+    }
+    // Size: what the payee expects or what it received in the flow window, whichever is
+    // more, within [collateral_wei, collateral_max_wei].
+    U256 flow = U256::zero();
+    for (const auto& f : ch.flow->received) flow = sum(flow, f.second);
+    U256 target = expect < flow ? flow : expect;
+    if (target < env_.collateral_wei) target = env_.collateral_wei;
+    if (!env_.collateral_max.is_zero() && env_.collateral_max < target) target = env_.collateral_max;
+    U256 have = sum(ch.latest.state.balanceWeiHub, ch.latest.state.pendingDepositWeiHub);
+    bool in_flight = channel_has_pending(ch.latest.state);
+    for (const auto& r : ch.requests) {
+      if (r.update.reason == UpdateReason::ProposePendingDeposit) {
+        have = sum(have, r.update.deposit.depositWeiHub);
+        in_flight = true;
+      }
+      if (r.update.reason == UpdateReason::ConfirmPending) in_flight = true;
+    }
+    if (env_.deposit_jobs)
+      for (const auto& j : *env_.deposit_jobs)
+        if (j.user == ch.user) in_flight = true;
+    if (target <= have || in_flight) {
+      log("info", ch.key + ": collateral request for " + json::amount_text(expect) + " wei: " + json::amount_text(have) +
+                      " wei held" + (in_flight ? " or on its way" : "") + ", nothing to add");
+      return;
+    }
+    U256 amount{};
+    (void)u256_sub(target, have, amount);
+    const bool waited = fx_.reserve_wait;
+    const bool allows = engine_reserve_allows(amount, ch.key, env_, fx_);
+    fx_.reserve_wait = waited;  // the payee asks again; its channel is not pumped on the next reading
+    if (!allows) return;
+    log("info", ch.key + ": collateral request for " + json::amount_text(expect) + " wei (recent flow " +
+                    json::amount_text(flow) + "): requesting a deposit of " + json::amount_text(amount) + " wei");
+    ChannelUpdate p = channel_update_make(UpdateReason::ProposePendingDeposit);
+    p.deposit.depositWeiHub = amount;
+    p.deposit.timeout = env_.unix_now + kDepositTimeoutSeconds;  // set again when sent
+    engine_add_request(ch, p, true, fx_);
+    pump(ch);
+  }
+
   void reply(Chan& ch, const Bytes& payload) {
     Reply r = reply_make(ReplyKind::Ack);
     const Status s = decode_reply(payload.data(), payload.size(), r);
@@ -766,6 +829,10 @@ void engine_sync(Chan& ch, const EngineEnv& env, Effects& fx) { Step(env, fx).sy
 void engine_reply(Chan& ch, const Bytes& payload, const EngineEnv& env, Effects& fx) { Step(env, fx).reply(ch, payload); }
 
 void engine_pump(Chan& ch, const EngineEnv& env, Effects& fx) { Step(env, fx).pump(ch); }
+
+void engine_collateral(Chan& ch, const Bytes& payload, const EngineEnv& env, Effects& fx) {
+  Step(env, fx).collateral(ch, payload);
+}
 
 void engine_add_request(Chan& ch, const ChannelUpdate& u0, bool front, Effects& fx) {
   Request r;

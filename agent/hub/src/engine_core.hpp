@@ -251,6 +251,7 @@ struct EngineEnv {
   HubRate rate{};
   U256 collateral_wei = U256::zero();     // per collateral deposit
   U256 collateral_tokens = U256::zero();  // token base units per deposit (0: the shortfall)
+  U256 collateral_max = U256::zero();     // --collateral-max-wei (0: none)
   uint64_t collateral_window_ms = 0;      // the payee flow window
   // The chain worker's latest reading of the hub's reserve (wei), its time (steady ms),
   // the warning threshold and the last warning's time; the stored deposit jobs.
@@ -295,6 +296,11 @@ void engine_sync(Chan& ch, const EngineEnv& env, Effects& fx);
 // A Reply on the hub's reply topic: a RequestNack of the outstanding request (counted,
 // logged, re-sent after a backoff); anything else is ignored.
 void engine_reply(Chan& ch, const Bytes& payload, const EngineEnv& env, Effects& fx);
+// A payee's signed collateral request (picopay/agent/collateral_request.hpp; docs/flows.md
+// "Collateral"): sized from what it expects and its recent flow within [collateral_wei,
+// collateral_max], promised only if the reserve holds it (a deposit request ahead of the
+// queue, pumped). A bad, stale, early or replayed request is logged and ignored.
+void engine_collateral(Chan& ch, const Bytes& payload, const EngineEnv& env, Effects& fx);
 // Adds a request (front: right after the outstanding one) and stores the requests.
 void engine_add_request(Chan& ch, const ChannelUpdate& u, bool front, Effects& fx);
 // Sends the next request if none is outstanding: the first that applies now (an

@@ -250,17 +250,9 @@ class Hub {
   std::vector<std::string> recover_users_;
   uint64_t last_tower_ms_ = 0;
   // ---- flows (collateral.cpp, docs/flows.md) ----
-  // A payee's signed collateral request (picopay/agent/collateral_request.hpp): sized from
-  // what it expects and its recent flow within [collateral_wei, collateral_max_wei],
-  // promised only if the reserve holds it (a deposit request ahead of the queue).
-  void handle_collateral(Chan& ch, const Bytes& payload, std::vector<Out>& outs);
   // Worker loop: takes back the hub balance of channels idle for collateral_idle_seconds
   // (a hub-only withdrawal request), and checks the reserve now and then.
   void collateral_round();
-  // engine_reserve_allows on the hub's reading (at most 10 s old), applied: its log lines;
-  // without a fresh reading false, and `ch` (if any) is pumped again when the next reading
-  // arrives.
-  bool reserve_allows(const U256& amount, const std::string& who, Chan* ch = nullptr);
   bool reserve_known_ = false;
   U256 reserve_wei_ = U256::zero();
   uint64_t reserve_at_ms_ = 0;
