@@ -71,7 +71,10 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch, std::vector<ChainResu
   auto step = [&](Chan* ch, const std::function<void(Chan&)>& run) {
     fx.clear();
     run(*ch);
-    if (!apply_effects(*ch, fx, outs, err)) return false;
+    if (!apply_effects(*ch, fx, outs, err)) {
+      if (err.empty()) err = ch->key + ": a ledger write failed";
+      return false;
+    }
     env.last_reserve_warn_ms = last_reserve_warn_ms_;  // the warning's throttle, for the next step
     if (ch->dirty) touched.push_back(ch);
     return true;
@@ -79,7 +82,7 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch, std::vector<ChainResu
   for (const ChainResult& f : facts) {
     Chan* ch = channel(f.user);
     if (!ch) {
-      err = txerr_;
+      err = txerr_.empty() ? "cannot load channel " + mqtt::topic_address(f.user) : txerr_;
       break;
     }
     if (!step(ch, [&](Chan& c) { engine_replay_parked(c, f.facts, env, fx); })) break;
@@ -91,7 +94,7 @@ bool Hub::process_batch(std::vector<mqtt::Message>& batch, std::vector<ChainResu
     if (!mqtt::parse_channel_topic(m.topic, hub, user, leaf) || hub != hub_) continue;
     Chan* ch = channel(user);
     if (!ch) {
-      err = txerr_;
+      err = txerr_.empty() ? "cannot load channel " + mqtt::topic_address(user) : txerr_;
       break;
     }
     bool stepped = true;
@@ -337,4 +340,5 @@ void Hub::persist_requests(Chan& ch) {
   std::vector<Out> none;
   if (!apply_effects(ch, fx, none, txerr_)) tx_failed_ = true;
 }
+
 }  // namespace picopay::hub

@@ -1,5 +1,7 @@
-// picopay-hub engine: MQTT callbacks enqueue; one worker thread validates (core
-// channel_accept), signs, commits batches to SQLite, and only then publishes replies.
+// picopay-hub: MQTT callbacks enqueue; one worker thread runs the engine core's pure step
+// (engine_core.hpp: validates with the core's channel_accept and the signing policy,
+// countersigns) on each message of a batch, applies the steps' effects to the ledger in one
+// transaction, and only after COMMIT publishes the replies.
 #pragma once
 
 #include <array>
