@@ -291,6 +291,64 @@ TEST_F(BrokerHardening, RetainedRequestsAreNeverDeliveredStatusStillIs) {
   EXPECT_EQ(wide.count_topic(request), 0u);
 }
 
+// The hub's status topics (the hub's own and, with several instances, each instance's:
+// docs/multi-instance.md) are written by the hub's account only: a device's "offline" on
+// them is dropped by the broker (the retained "online" stays), and a device does not read
+// the instances' topics (it reads the hub's).
+TEST_F(BrokerHardening, ADeviceCannotWriteTheHubsStatus) {
+  start_broker();
+  const std::string dev1 = addr_of(1);
+  Address a1{};
+  ASSERT_EQ(address_parse(dev1.c_str(), dev1.size(), a1), Status::Ok);
+  const std::string status = mqtt::topic_hub_online(hub_addr_);
+  const std::string inst = mqtt::topic_hub_instance_status(hub_addr_, "a");
+  const std::string online = "{\"state\":\"online\",\"instance\":\"a\"}";
+  Inbox at_hub;
+  mqtt::Client hub(login("hub", "hub-pass", "hub"));
+  hub.on_message([&](const mqtt::Message& m) { at_hub.push(m); });
+  hub.subscribe(status, 1);
+  hub.subscribe(mqtt::topic_hub_instance_filter(hub_addr_), 1);
+  std::string err;
+  ASSERT_TRUE(hub.start(err)) << err;
+  ASSERT_TRUE(hub.wait_connected(15000));
+  ASSERT_TRUE(hub.publish(status, online, 1, true));
+  ASSERT_TRUE(hub.publish(inst, online, 1, true));
+  ASSERT_TRUE(at_hub.wait_for_topic(status));
+  ASSERT_TRUE(at_hub.wait_for_topic(inst));
+
+  Inbox at_dev;
+  mqtt::Client dev(login(dev1, "pw-1", "picopay-" + dev1));
+  dev.on_message([&](const mqtt::Message& m) { at_dev.push(m); });
+  dev.subscribe(status, 1);
+  dev.subscribe(inst, 1);
+  dev.subscribe(mqtt::topic_user_status(a1), 1);
+  ASSERT_TRUE(dev.start(err)) << err;
+  ASSERT_TRUE(at_dev.wait_for_topic(status)) << "a device reads the hub's status";
+  const std::string offline = "{\"state\":\"offline\",\"instance\":\"a\"}";
+  ASSERT_TRUE(dev.publish(status, offline, 1, true));
+  ASSERT_TRUE(dev.publish(inst, offline, 1, true));
+  // Round trip: the device's own status comes back once the broker has handled the two.
+  ASSERT_TRUE(dev.publish(mqtt::topic_user_status(a1), std::string("{\"state\":\"online\"}"), 1, true));
+  ASSERT_TRUE(at_dev.wait_for_topic(mqtt::topic_user_status(a1)));
+  EXPECT_EQ(at_dev.count_topic(inst), 0u) << "a device read an instance's status";
+  EXPECT_EQ(at_dev.count_topic(status), 1u) << "the device's offline reached the hub's status topic";
+  EXPECT_EQ(at_hub.count_topic(status), 1u) << "the device's offline reached the hub";
+  EXPECT_EQ(at_hub.count_topic(inst), 1u) << "the device's offline reached the hub";
+  dev.stop();
+  hub.stop();
+  // A new subscriber (the hub's account) reads the hub's "online", retained.
+  Inbox fresh;
+  mqtt::Client again(login("hub", "hub-pass", "hub"));
+  again.on_message([&](const mqtt::Message& m) { fresh.push(m); });
+  again.subscribe(status, 1);
+  again.subscribe(inst, 1);
+  ASSERT_TRUE(again.start(err)) << err;
+  ASSERT_TRUE(fresh.wait_for_topic(status));
+  ASSERT_TRUE(fresh.wait_for_topic(inst));
+  std::lock_guard<std::mutex> lk(fresh.mu);
+  for (const auto& m : fresh.msgs) EXPECT_EQ(std::string(m.payload.begin(), m.payload.end()), online) << m.topic;
+}
+
 TEST(NeverRetainedTopics, RequestsUpdatesAndRepliesButNotStatus) {
   Address h{}, u{};
   std::memset(h.bytes, 0xab, sizeof h.bytes);
@@ -302,6 +360,7 @@ TEST(NeverRetainedTopics, RequestsUpdatesAndRepliesButNotStatus) {
     EXPECT_TRUE(mqtt::topic_never_retained(t)) << t;
   for (const std::string& t :
        {mqtt::topic_user_status(u), mqtt::topic_hub_status(h, u), mqtt::topic_hub_online(h),
+        mqtt::topic_hub_instance_status(h, "a"), mqtt::topic_hub_instance_filter(h),
         std::string("picopay/v1/user/+/status"), std::string("picopay/v1/user/+/+"), std::string("picopay/v1/#"),
         std::string("picopay/v2/user/x/request"), std::string("tele/charger1/SENSOR"), std::string(""),
         std::string("picopay/v1/hub/x/channel/y/update/z"), std::string("picopay/v1/user/x/request/")})

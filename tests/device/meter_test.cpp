@@ -128,6 +128,13 @@ TEST(State, JsonRoundTrip) {
   EXPECT_EQ(back.session, s.session);
   EXPECT_TRUE(back.deposited);
   EXPECT_EQ(back.pending_units, 6u);
+  EXPECT_FALSE(back.threads[0].tower_released);
+  // A closed thread the tower confirmed released stays recorded as such (the agent does
+  // not release it again after a restart); a record without the key reads as not released.
+  s.threads[0].open = false;
+  s.threads[0].tower_released = true;
+  ASSERT_TRUE(state_from_json(state_to_json(s), back, err)) << err;
+  EXPECT_TRUE(back.threads[0].tower_released);
   // A record of the agent before the single-proposer session is refused, not misread.
   std::string v1 = text;
   v1.replace(v1.find("\"version\":2"), 11, "\"version\":1");

@@ -251,6 +251,59 @@ TEST_F(TowerClientTest, ReleasesAClosedThreadOnlyAfterTheTowerHoldsTheClosingSta
   EXPECT_EQ(out_.size(), n + 2) << "a released thread is not released again";
 }
 
+// After a restart the client no longer knows which threads it handed over: the agent
+// passes the closed incoming threads whose release the tower never confirmed, and each is
+// released once the tower holds the current channel state (which no longer has it); the
+// tower's confirmation is reported once, so the agent records it.
+TEST_F(TowerClientTest, AfterARestartUnconfirmedClosedThreadsAreReleasedOnce) {
+  device::TowerClient tc(tower_, contract_, user_, signer_, userKey_, 1000);
+  const std::string ackt = tower::topic_ack(tower_, user_);
+  const std::string tat = tower::topic_thread_ack(tower_, user_);
+  Address sender{};
+  ASSERT_EQ(signer_.address_of(otherKey_, sender), Status::Ok);
+  tc.resume_releases({{sender, 1}});
+  auto released_ack = [&](const PrivateKey& k) {
+    tower::Ack a;
+    a.result = tower::AckResult::Released;
+    EXPECT_EQ(signer_.sign_eth(k, tower::thread_ack_digest(contract_, user_, 1, 0, Hash32{}), a.sig), Status::Ok);
+    std::vector<uint8_t> w;
+    EXPECT_EQ(tower::encode_ack(a, w), Status::Ok);
+    return w;
+  };
+  auto releases = [&]() {
+    size_t n = 0;
+    for (const auto& p : out_) n += tower::is_thread_release(p.payload.data(), p.payload.size()) ? 1 : 0;
+    return n;
+  };
+  // A Released ack before anything was sent (a replay from the earlier run) is not taken
+  // as the confirmation.
+  ASSERT_TRUE(tc.on_message(tat, released_ack(towerKey_), lg_));
+  EXPECT_TRUE(tc.take_released().empty());
+  // Nothing is released before the tower holds the current state 7.
+  const SignedChannelState s7 = at(7);
+  tc.flush(s7, none_, 1000, pub_, lg_);
+  tc.step(s7, none_, 100000, pub_, lg_);
+  EXPECT_EQ(releases(), 0u);
+  ASSERT_TRUE(tc.on_message(ackt, ack(s7, tower::AckResult::Stored, Status::Ok, towerKey_), lg_));
+  tc.step(s7, none_, 100001, pub_, lg_);
+  ASSERT_EQ(releases(), 1u);
+  tower::ThreadRelease r;
+  ASSERT_EQ(tower::decode_thread_release(out_.back().payload.data(), out_.back().payload.size(), r), Status::Ok);
+  EXPECT_EQ(r.sender, sender);
+  EXPECT_EQ(r.threadId, 1u);
+  // Another key's Released ack confirms nothing; the tower's does, once.
+  ASSERT_TRUE(tc.on_message(tat, released_ack(otherKey_), lg_));
+  EXPECT_TRUE(tc.take_released().empty());
+  ASSERT_TRUE(tc.on_message(tat, released_ack(towerKey_), lg_));
+  const auto done = tc.take_released();
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].first, sender);
+  EXPECT_EQ(done[0].second, 1u);
+  EXPECT_TRUE(tc.take_released().empty());
+  tc.step(s7, none_, 2000000, pub_, lg_);
+  EXPECT_EQ(releases(), 1u) << "a confirmed release is not sent again";
+}
+
 // The agent's config: "tower": {"address", "intervalMs"}; anything else is one clear error.
 TEST(TowerConfig, AddressAndIntervalParsedBadValuesRefused) {
   char tmpl[] = "/tmp/picopay-towercfg-XXXXXX";

@@ -602,3 +602,58 @@ TEST_F(HubChainTest, AHangingChainHoldsNoPaymentOfOtherChannels) {
   expect_ledger_agrees(a);
   expect_ledger_agrees(b);
 }
+
+// The chain worker reads on a thread of its own: while the hub's collateral deposit for
+// the payee waits for its receipt (the proxy holds every eth_getTransactionReceipt of the
+// hub), the payer's own deposit is checked on chain and its ConfirmPending countersigned.
+// With one chain thread the read waited behind the receipt until the hub's JSON-RPC
+// timeout (30 s): the bounded wait for the ConfirmPending (20 s) is below it, so this fails
+// there. Released, the deposit is confirmed once and the mirrored OpenThread follows.
+TEST_F(HubChainTest, AReceiptWaitHoldsNoChainReadOfOtherChannels) {
+  RpcProxy proxy(chain_.url());
+  ASSERT_TRUE(proxy.start());
+  hub_rpc_url_ = proxy.url();
+  start_hub();
+  SimDevice& a = device(kPayer);
+  SimDevice& b = device(kPayee);
+  fund_on_chain(a, kPayerDeposit);
+
+  proxy.hold({"eth_getTransactionReceipt"});
+  struct Release {  // on every exit of the test: the receipts are answered again
+    RpcProxy& p;
+    ~Release() { p.release(); }
+  } release{proxy};
+  uint64_t id = 0;
+  ASSERT_EQ(a.open_thread(b.address(), kThreadWei, &id, 60000), Status::Ok);
+  ASSERT_TRUE(b.wait_until([](SimDevice& d) { return d.completed(UpdateReason::ProposePendingDeposit) == 1; }, 60000))
+      << "the collateral deposit was not requested";
+  ASSERT_TRUE(poll_until([&] { return proxy.held_requests("eth_getTransactionReceipt") >= 1; }, 60000))
+      << "the hub's deposit did not wait for its receipt";
+
+  // The payer deposits more (its own wallet, straight to the chain) and asks the hub for
+  // the ConfirmPending, which the hub countersigns only after reading the chain.
+  ASSERT_EQ(a.deposit(500), Status::Ok);
+  const SignedChannelState s = a.latest();
+  chain::Wallet w(*rpc_, a.key());
+  auto st = w.init();
+  ASSERT_TRUE(st.ok()) << st.error().to_string();
+  chain::ChannelManagerClient cm(w, contract_);
+  chain::Receipt rc = MUST(cm.user_authorized_update(s.state, s.sigHub));
+  const size_t confirmed = a.completed(UpdateReason::ConfirmPending);
+  ASSERT_EQ(a.confirm_pending(rc.transactionHash, 20000), Status::Ok)
+      << "the ConfirmPending waited behind the hub's receipt wait";
+  EXPECT_EQ(a.completed(UpdateReason::ConfirmPending), confirmed + 1);
+  EXPECT_EQ(a.latest().state.balanceWeiUser, sub(u(kPayerDeposit + 500), u(kThreadWei)));
+  EXPECT_EQ(b.completed(UpdateReason::ConfirmPending), 0u) << "the payee's deposit was confirmed without its receipt";
+  std::printf("[measure] while the hub's deposit waited for its receipt (%zu receipt requests held): the payer's "
+              "ConfirmPending countersigned\n",
+              proxy.held_requests("eth_getTransactionReceipt"));
+
+  proxy.release();
+  ASSERT_TRUE(b.wait_until([](SimDevice& d) { return d.completed(UpdateReason::OpenThread) == 1; }, 120000))
+      << "the mirrored OpenThread did not follow the deposit";
+  EXPECT_EQ(b.completed(UpdateReason::ConfirmPending), 1u);
+  EXPECT_EQ(channel_updates_on_chain(b.address()), 1u) << "the collateral deposit happened once";
+  expect_ledger_agrees(a);
+  expect_ledger_agrees(b);
+}

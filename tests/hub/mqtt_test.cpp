@@ -77,6 +77,17 @@ TEST(MqttProtocol, TopicsAreLowercaseAndParse) {
   EXPECT_FALSE(parse_channel_topic(upper, h2, u2, leaf));
   EXPECT_FALSE(parse_channel_topic(t + "/extra", h2, u2, leaf));
   EXPECT_EQ(topic_reply(user), "picopay/v1/user/0x0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c/reply");
+  // Several hub instances: each one's status topic, and back to its instance id.
+  const std::string it = topic_hub_instance_status(hub, "i-1");
+  EXPECT_EQ(it, "picopay/v1/hub/0xabababababababababababababababababababab/instance/i-1/status");
+  EXPECT_EQ(topic_hub_instance_filter(hub), "picopay/v1/hub/0xabababababababababababababababababababab/instance/+/status");
+  std::string inst;
+  ASSERT_TRUE(parse_hub_instance_topic(it, hub, inst));
+  EXPECT_EQ(inst, "i-1");
+  EXPECT_FALSE(parse_hub_instance_topic(topic_hub_instance_status(user, "i-1"), hub, inst)) << "another hub's";
+  EXPECT_FALSE(parse_hub_instance_topic(topic_hub_online(hub), hub, inst));
+  EXPECT_FALSE(parse_hub_instance_topic(topic_hub_instance_status(hub, "a/b"), hub, inst));
+  EXPECT_FALSE(parse_hub_instance_topic(topic_hub_instance_status(hub, ""), hub, inst));
   uint64_t tx = 0;
   ASSERT_TRUE(correlation_decode(correlation_encode(0x0102030405ULL), tx));
   EXPECT_EQ(tx, 0x0102030405ULL);

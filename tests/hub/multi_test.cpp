@@ -26,6 +26,7 @@
 #include "sim_device.hpp"
 #include "support/broker.hpp"
 #include "support/postgres.hpp"
+#include "support/wait.hpp"
 
 using namespace picopay;
 using namespace picopay::testsupport;
@@ -82,6 +83,11 @@ class MultiHub : public ::testing::Test {
     for (int i = 1; i <= kInstances; ++i) {
       o.users.push_back({"hub" + std::to_string(i), "hub-pass"});
       if (i > 1) acl += "\nuser hub" + std::to_string(i) + "\ntopic readwrite picopay/v1/#\n";
+    }
+    // The hub's status as the test reads it (HubStatusStaysOnlineWhileAnInstanceServes).
+    for (const char* w : {"watch", "reader"}) {
+      o.users.push_back({w, "watch-pass"});
+      acl += std::string("\nuser ") + w + "\ntopic read picopay/v1/hub/#\n";
     }
     for (uint32_t i = 1; i <= devices; ++i) {
       auto login = device_broker_login(i);
@@ -158,6 +164,44 @@ class MultiHub : public ::testing::Test {
     EXPECT_TRUE(d->start(o, "pw-" + std::to_string(i), err)) << err;
     devices_.push_back(std::move(d));
     return *devices_.back();
+  }
+
+  // The "state" of a status payload ("" if none).
+  static std::string state_of(const std::vector<uint8_t>& p) {
+    const std::string t(p.begin(), p.end());
+    const std::string key = "\"state\":\"";
+    const size_t at = t.find(key);
+    if (at == std::string::npos) return "";
+    const size_t end = t.find('"', at + key.size());
+    return end == std::string::npos ? "" : t.substr(at + key.size(), end - at - key.size());
+  }
+  mqtt::Options watch_login(const std::string& user) {
+    mqtt::Options o;
+    o.port = broker_->port();
+    o.username = user;
+    o.password = "watch-pass";
+    o.client_id = user;
+    return o;
+  }
+  // The retained state of `topic` as a new subscriber reads it ("" if none within 10 s).
+  std::string read_retained(const std::string& topic) {
+    std::mutex mu;
+    std::string state;
+    mqtt::Client c(watch_login("reader"));
+    c.on_message([&](const mqtt::Message& m) {
+      std::lock_guard<std::mutex> lk(mu);
+      if (m.topic == topic && m.retain) state = state_of(m.payload);
+    });
+    c.subscribe(topic, 1);
+    std::string err;
+    if (!c.start(err)) return "";
+    poll_until([&] {
+      std::lock_guard<std::mutex> lk(mu);
+      return !state.empty();
+    }, 10000);
+    c.stop();
+    std::lock_guard<std::mutex> lk(mu);
+    return state;
   }
 
   // Every update row was inserted by the session of its partition lease's holder.
@@ -492,4 +536,81 @@ TEST_F(MultiHub, StalledInstanceCommitsNothingAfterTakeover) {
               stopped_at.c_str(), taken_at.c_str(),
               fenced ? "its fence rolled a batch back" : ended ? "it stopped on a store error" : "it found its leases gone first",
               answered ? "was answered" : "was not answered (re-sent by the session later)");
+}
+
+// The hub's retained status with several instances (docs/multi-instance.md, "The hub's
+// status"): every instance's Last Will is the hub's "offline" naming it, and the others
+// answer it. kill -9 of one of three: the hub's topic reads online again and the dead
+// instance's own topic offline; a clean stop of one of the two left keeps the hub online
+// (no "offline" in between); the last one's clean stop leaves it offline; two instances
+// stopped at the same moment leave it offline too.
+TEST_F(MultiHub, HubStatusStaysOnlineWhileAnInstanceServes) {
+  start_broker(0);
+  for (int i = 1; i <= kInstances; ++i) ASSERT_TRUE(start_instance(i));
+  const std::string hub = mqtt::topic_hub_online(hub_addr_);
+  auto inst = [&](int i) { return mqtt::topic_hub_instance_status(hub_addr_, "i" + std::to_string(i)); };
+  // A live watcher: the latest state per topic and how often the hub's read "offline".
+  std::mutex mu;
+  std::map<std::string, std::string> last;
+  int hub_offline = 0;
+  mqtt::Client watch(watch_login("watch"));
+  watch.on_message([&](const mqtt::Message& m) {
+    std::lock_guard<std::mutex> lk(mu);
+    last[m.topic] = state_of(m.payload);
+    if (m.topic == hub && last[m.topic] == "offline") ++hub_offline;
+  });
+  watch.subscribe(hub, 1);
+  watch.subscribe(mqtt::topic_hub_instance_filter(hub_addr_), 1);
+  std::string err;
+  ASSERT_TRUE(watch.start(err)) << err;
+  auto state = [&](const std::string& t) {
+    std::lock_guard<std::mutex> lk(mu);
+    auto it = last.find(t);
+    return it == last.end() ? std::string() : it->second;
+  };
+  auto offline_count = [&] {
+    std::lock_guard<std::mutex> lk(mu);
+    return hub_offline;
+  };
+  ASSERT_TRUE(poll_until([&] {
+    return state(hub) == "online" && state(inst(1)) == "online" && state(inst(2)) == "online" &&
+           state(inst(3)) == "online";
+  }, 60000)) << "the instances did not all come online";
+
+  hubs_[1].kill9();
+  ASSERT_TRUE(poll_until([&] { return offline_count() >= 1; }, 30000)) << "instance 2's Last Will did not arrive";
+  ASSERT_TRUE(poll_until([&] { return state(inst(2)) == "offline" && state(hub) == "online"; }, 30000))
+      << "hub " << state(hub) << ", instance 2 " << state(inst(2));
+  EXPECT_EQ(read_retained(hub), "online") << "the hub reads offline while two instances serve";
+  EXPECT_EQ(read_retained(inst(2)), "offline");
+  EXPECT_EQ(read_retained(inst(1)), "online");
+  const int offline_after_kill = offline_count();
+
+  EXPECT_EQ(hubs_[0].terminate(30000), 0);
+  ASSERT_TRUE(poll_until([&] { return state(inst(1)) == "offline"; }, 30000));
+  EXPECT_EQ(read_retained(hub), "online") << "a clean stop of one of two instances marked the hub offline";
+  EXPECT_EQ(offline_count(), offline_after_kill) << "the hub read offline while instance 3 served";
+
+  EXPECT_EQ(hubs_[2].terminate(30000), 0);
+  ASSERT_TRUE(poll_until([&] { return state(hub) == "offline"; }, 30000)) << "the last clean stop left " << state(hub);
+  EXPECT_EQ(read_retained(hub), "offline");
+  for (int i = 1; i <= kInstances; ++i) EXPECT_EQ(read_retained(inst(i)), "offline") << "instance " << i;
+
+  // Two instances stopped at the same moment: whichever the broker handles last sees the
+  // other's "offline" first and marks the hub offline.
+  ASSERT_TRUE(start_instance(1));
+  ASSERT_TRUE(start_instance(2));
+  ASSERT_TRUE(poll_until([&] {
+    return state(hub) == "online" && state(inst(1)) == "online" && state(inst(2)) == "online";
+  }, 60000)) << "the restarted instances did not come online";
+  ASSERT_TRUE(wait_all_leased(30000));
+  ASSERT_EQ(::kill(hubs_[0].pid(), SIGTERM), 0);
+  ASSERT_EQ(::kill(hubs_[1].pid(), SIGTERM), 0);
+  EXPECT_EQ(hubs_[0].wait(30000), 0);
+  EXPECT_EQ(hubs_[1].wait(30000), 0);
+  ASSERT_TRUE(poll_until([&] { return state(hub) == "offline"; }, 30000)) << "two clean stops left " << state(hub);
+  EXPECT_EQ(read_retained(hub), "offline");
+  EXPECT_EQ(read_retained(inst(1)), "offline");
+  EXPECT_EQ(read_retained(inst(2)), "offline");
+  watch.stop();
 }

@@ -1296,7 +1296,19 @@ void Agent::handle(const Event& e) {
   }
   const std::string& t = e.msg.topic;
   const std::vector<uint8_t>& p = e.msg.payload;
-  if (tower_ && tower_->on_message(t, p, [this](bool warn, const std::string& l) { tower_log(warn, l); })) return;
+  if (tower_ && tower_->on_message(t, p, [this](bool warn, const std::string& l) { tower_log(warn, l); })) {
+    // Releases the tower confirmed are recorded, so a restart does not send them again.
+    bool released = false;
+    for (const auto& r : tower_->take_released()) {
+      const long k = st_.find_thread(r.first, st_.user, r.second);
+      if (k >= 0 && !st_.threads[static_cast<size_t>(k)].tower_released) {
+        st_.threads[static_cast<size_t>(k)].tower_released = true;
+        released = true;
+      }
+    }
+    if (released) save();
+    return;
+  }
   if (t == mqtt::topic_reply(st_.user)) {
     Effects fx;
     Status st = s_.on_reply(p.data(), p.size(), unix_now(), fx);
@@ -1467,6 +1479,13 @@ int Agent::run() {
   if ((cfg_.meter == "tasmota" || cfg_.meter == "shelly") && !cfg_.meter_topic.empty()) mq_->subscribe(cfg_.meter_topic);
   if (cfg_.has_tower) {
     tower_ = std::make_unique<TowerClient>(cfg_.tower, st_.contract, me, signer_, key_, cfg_.tower_interval_ms);
+    // Incoming threads that closed in an earlier run and whose release the tower has not
+    // confirmed: released once the tower holds the current channel state.
+    std::vector<std::pair<Address, uint64_t>> unreleased;
+    for (const auto& th : st_.threads)
+      if (!th.sender && !th.open && !th.tower_released && th.latest.state.txCount > 0)
+        unreleased.emplace_back(th.initial.state.sender, th.initial.state.threadId);
+    tower_->resume_releases(unreleased);
     for (const auto& topic : tower_->topics()) mq_->subscribe(topic);
   }
   mq_->on_disconnect([this](const std::string& why) {

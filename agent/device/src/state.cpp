@@ -130,6 +130,7 @@ std::string state_to_json(const AgentState& s, bool pretty) {
     cJSON_AddStringToObject(x, "role", t.sender ? "sender" : "receiver");
     cJSON_AddBoolToObject(x, "open", t.open);
     cJSON_AddBoolToObject(x, "closing", t.closing);
+    if (t.tower_released) cJSON_AddBoolToObject(x, "towerReleased", true);
     cJSON_AddItemToObject(x, "initial", json::thread_to_json(t.initial));
     cJSON_AddItemToObject(x, "latest", json::thread_to_json(t.latest));
     cJSON_AddItemToArray(th, x);
@@ -205,6 +206,7 @@ bool state_from_json(const std::string& text, AgentState& out, std::string& err)
     t.sender = cJSON_IsString(role) && std::strcmp(role->valuestring, "sender") == 0;
     t.open = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(x, "open"));
     t.closing = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(x, "closing"));
+    t.tower_released = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(x, "towerReleased"));  // absent: false
     if (!json::thread_from_json(cJSON_GetObjectItemCaseSensitive(x, "initial"), t.initial, err) ||
         !json::thread_from_json(cJSON_GetObjectItemCaseSensitive(x, "latest"), t.latest, err)) {
       err = "state: thread: " + err;

@@ -23,6 +23,22 @@ std::vector<std::string> TowerClient::topics() const {
   return {tower::topic_ack(tower_, user_), tower::topic_thread_ack(tower_, user_)};
 }
 
+void TowerClient::resume_releases(const std::vector<std::pair<Address, uint64_t>>& closed) {
+  for (const auto& c : closed) {
+    ThreadMark& m = threads_[std::make_tuple(key_of(c.first), c.second)];
+    m.sender = c.first;
+    // Handed in an earlier run (the tower may hold it): release_closed() marks it closed at
+    // the current channel state and releases it once the tower holds that state.
+    if (m.handed_tx == 0) m.handed_tx = 1;
+  }
+}
+
+std::vector<std::pair<Address, uint64_t>> TowerClient::take_released() {
+  std::vector<std::pair<Address, uint64_t>> out;
+  out.swap(released_);
+  return out;
+}
+
 void TowerClient::step(const SignedChannelState& c, const std::vector<SignedThreadState>& incoming, uint64_t now_ms,
                        const Publish& pub, const Log& log) {
   run(c, incoming, now_ms, false, pub, log);
@@ -159,6 +175,7 @@ bool TowerClient::on_message(const std::string& topic, const std::vector<uint8_t
       // that is still open keeps its mark.
       if (!kv.second.closed || kv.second.release_ms == 0) continue;
       log(false, "tower released thread " + std::get<0>(kv.first) + "/" + std::to_string(threadId));
+      released_.emplace_back(kv.second.sender, threadId);
       threads_.erase(it);
       return true;
     }

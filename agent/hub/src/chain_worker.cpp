@@ -1,4 +1,5 @@
-// picopay-hub chain worker (chain_worker.hpp): the hub's JSON-RPC calls on their own thread.
+// picopay-hub chain worker (chain_worker.hpp): the hub's JSON-RPC calls on two threads of
+// their own, one for the reads and one for the transactions.
 #include "chain_worker.hpp"
 
 #include <algorithm>
@@ -44,7 +45,17 @@ bool ChainWorker::open(std::string& err) {
   auto ls = poller_->load();
   if (!ls.ok()) logf("warn", "watchtower: event state: " + ls.error().to_string());
   tower_ = std::make_unique<chain::Watchtower>(*cm_, *poller_);
-  follow_ = std::make_unique<ChainFollow>(*rpc_, *cm_, o_.contract, o_.confirmations, o_.follow_state, o_.marks_file);
+  // The reader's client: its own connection (a receipt wait on the sender's never delays
+  // a read); its wallet is only the `from` of its views.
+  read_rpc_ = std::make_unique<chain::RpcClient>(o_.rpc_url);
+  read_wallet_ = std::make_unique<chain::Wallet>(*read_rpc_, key_);
+  if (auto rs = read_wallet_->init(); !rs.ok()) {
+    err = "chain: " + rs.error().to_string();
+    return false;
+  }
+  read_cm_ = std::make_unique<chain::ChannelManagerClient>(*read_wallet_, o_.contract);
+  follow_ = std::make_unique<ChainFollow>(*read_rpc_, *read_cm_, o_.contract, o_.confirmations, o_.follow_state,
+                                          o_.marks_file);
   if (!follow_->load(err)) return false;
   if (!o_.store.empty()) {
     LedgerStatus s = Ledger::open(o_.store, ledger_);
@@ -84,7 +95,10 @@ std::vector<std::pair<Address, ChainMark>> ChainWorker::marks() const {
   return out;
 }
 
-void ChainWorker::start() { thread_ = std::thread([this] { run(); }); }
+void ChainWorker::start() {
+  reader_ = std::thread([this] { read_loop(); });
+  thread_ = std::thread([this] { run(); });
+}
 
 void ChainWorker::stop() {
   {
@@ -92,15 +106,32 @@ void ChainWorker::stop() {
     stop_ = true;
   }
   cv_.notify_all();
+  read_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  if (reader_.joinable()) reader_.join();
 }
 
 void ChainWorker::post(ChainJob job) {
+  const bool read = job.kind == ChainJob::Kind::ReadChannel;
   {
     std::lock_guard<std::mutex> lk(mu_);
-    jobs_.push_back(std::move(job));
+    (read ? reads_ : jobs_).push_back(std::move(job));
   }
-  cv_.notify_one();
+  (read ? read_cv_ : cv_).notify_one();
+}
+
+void ChainWorker::read_loop() {
+  while (true) {
+    std::deque<ChainJob> jobs;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      read_cv_.wait_for(lk, std::chrono::milliseconds(200), [this] { return stop_ || !reads_.empty(); });
+      if (stop_) break;
+      jobs.swap(reads_);
+    }
+    for (const auto& j : jobs) read_channel(j.user);
+    read_rounds();
+  }
 }
 
 void ChainWorker::crash_point(const char* name) const {
@@ -118,16 +149,12 @@ void ChainWorker::run() {
       if (stop_) break;
       jobs.swap(jobs_);
     }
-    // Reads first (an update is parked until its answer), then deposits and disputes.
-    std::stable_sort(jobs.begin(), jobs.end(), [](const ChainJob& a, const ChainJob& b) {
-      return (a.kind == ChainJob::Kind::ReadChannel) > (b.kind == ChainJob::Kind::ReadChannel);
-    });
-    // Reads need no role; transactions (deposits, disputes, the watchtower's) only the
-    // process that sends the hub's transactions.
+    // Transactions (deposits, disputes, the watchtower's) only from the process that
+    // sends the hub's transactions (reads are the reader thread's: read_loop).
     const bool role = chain_role();
     for (auto& j : jobs) {
       switch (j.kind) {
-        case ChainJob::Kind::ReadChannel: read_channel(j.user); break;
+        case ChainJob::Kind::ReadChannel: break;  // posted to reads_ (post)
         case ChainJob::Kind::Deposit: {
           // The countersignature is committed; nothing is on chain yet.
           crash_point("deposit-countersigned");
@@ -149,16 +176,13 @@ void ChainWorker::run() {
       }
     }
     if (o_.shared_deposits) reload_deposits();
-    // Due deposits, one at a time; a read posted meanwhile is served before the next.
-    // Without the chain role a job is only looked at on chain (sent by the role's holder).
+    // Due deposits, one at a time (the reader serves reads meanwhile). Without the chain
+    // role a job is only looked at on chain (sent by the role's holder).
     const uint64_t now = now_ms();
     for (size_t i = 0; i < deposits_.size();) {
       {
         std::lock_guard<std::mutex> lk(mu_);
         if (stop_) return;
-        bool read = false;
-        for (const auto& q : jobs_) read = read || q.kind == ChainJob::Kind::ReadChannel;
-        if (read) break;
       }
       if (deposits_[i].next_try_ms > now) {
         ++i;
@@ -249,12 +273,12 @@ void ChainWorker::read_channel(const Address& user) {
   r.user = user;
   r.facts.known = false;
   const std::string who = json::address_text(user);
-  auto oc = cm_->channel(user);
+  auto oc = read_cm_->channel(user);
   if (!oc.ok()) {
     logf("warn", who + ": cannot read the chain: " + oc.error().to_string());
     return post_(std::move(r));
   }
-  auto blk = rpc_->block_by_number("latest");
+  auto blk = read_rpc_->block_by_number("latest");
   if (!blk.ok()) {
     logf("warn", who + ": cannot read the latest block: " + blk.error().to_string());
     return post_(std::move(r));
@@ -341,31 +365,17 @@ void ChainWorker::dispute(const ChainJob& j) {
   post_(std::move(res));
 }
 
-void ChainWorker::rounds(bool role) {
+void ChainWorker::read_rounds() {
   const uint64_t now = now_ms();
   if (now - last_reserve_ms_ >= kReserveRefreshMs) {
     last_reserve_ms_ = now;
     ChainResult r;
     r.kind = ChainResult::Kind::Reserve;
-    auto reserve = cm_->hub_reserve_wei();
+    auto reserve = read_cm_->hub_reserve_wei();
     r.known = reserve.ok();
     if (reserve.ok()) r.wei = *reserve;
     else logf("warn", "cannot read the hub's reserve: " + reserve.error().to_string());
     post_(std::move(r));
-  }
-  if (role && now_ms() - last_tower_ms_ >= o_.watchtower_interval_ms) {
-    last_tower_ms_ = now_ms();
-    auto acts = tower_->tick();
-    if (!acts.ok()) {
-      logf("warn", "watchtower: " + acts.error().to_string());
-    } else {
-      for (auto& a : *acts) {
-        if (metrics_) metrics_->watchtower_action(a.what, a.ok);
-        logf(a.ok ? "info" : "warn",
-             "watchtower: " + a.what + " " + json::address_text(a.user) + (a.ok ? " ok" : " failed: " + a.error));
-      }
-    }
-    if (metrics_) metrics_->chain_round(*rpc_, *cm_, o_.hub, poller_->last_block(), acts.ok());
   }
   if (follow_->due()) {
     auto changes = follow_->tick();
@@ -379,6 +389,23 @@ void ChainWorker::rounds(bool role) {
     r.marks = marks();
     for (const auto& m : r.marks) r.empty_tx.emplace_back(m.first, follow_->empty_tx(m.first));
     post_(std::move(r));
+  }
+}
+
+void ChainWorker::rounds(bool role) {
+  if (role && now_ms() - last_tower_ms_ >= o_.watchtower_interval_ms) {
+    last_tower_ms_ = now_ms();
+    auto acts = tower_->tick();
+    if (!acts.ok()) {
+      logf("warn", "watchtower: " + acts.error().to_string());
+    } else {
+      for (auto& a : *acts) {
+        if (metrics_) metrics_->watchtower_action(a.what, a.ok);
+        logf(a.ok ? "info" : "warn",
+             "watchtower: " + a.what + " " + json::address_text(a.user) + (a.ok ? " ok" : " failed: " + a.error));
+      }
+    }
+    if (metrics_) metrics_->chain_round(*rpc_, *cm_, o_.hub, poller_->last_block(), acts.ok());
   }
 }
 

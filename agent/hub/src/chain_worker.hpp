@@ -1,15 +1,19 @@
-// picopay-hub chain worker: every JSON-RPC call of the hub on its own thread
-// (docs/operations.md, "Threads"). The engine (the payment worker) posts jobs and never
+// picopay-hub chain worker: every JSON-RPC call of the hub, on two threads of its own
+// (docs/operations.md, "Inside the hub"). The engine (the payment worker) posts jobs and never
 // waits for the chain; the worker posts results back, which the engine drains between
 // batches like inbound MQTT messages. No RPC, and no wait for a receipt, happens inside
 // a batch or an open write transaction of the ledger.
 //
-// Jobs: a collateral deposit (or hub withdrawal) the user countersigned
-// (hubAuthorizedUpdate, then DepositDone), a read of one channel for an update asserting
-// chain facts (ConfirmPending, Invalidation, EmptyChannel: Facts) and a payer's thread
-// dispute. On its own the worker refreshes the hub's reserve (Reserve), follows the chain
-// (Marks) and runs the watchtower rounds (which read a channel's latest state from the
-// ledger, on the worker's own connection, when an exit starts on it).
+// The reader thread serves the reads: a read of one channel for an update asserting chain
+// facts (ConfirmPending, Invalidation, EmptyChannel: Facts), the hub's reserve (Reserve)
+// and following the chain (Marks). The sender thread sends the transactions from the
+// hub's account and waits for their receipts: a collateral deposit (or hub withdrawal)
+// the user countersigned (hubAuthorizedUpdate, then DepositDone), a payer's thread
+// dispute and the watchtower rounds (which read a channel's latest state from the ledger,
+// on the sender's own connection, when an exit starts on it). So a read the engine waits
+// on never waits behind a receipt (up to a minute). Each thread has its own JSON-RPC
+// client; only the sender's wallet sends (one holder of the account's nonces), and both
+// post to the same engine inbox.
 #pragma once
 
 #include <condition_variable>
@@ -118,27 +122,32 @@ class ChainWorker : public ChainPort {
     std::function<bool()> chain_role;
     bool shared_deposits = false;
   };
-  // post: called on the worker's thread with each result (the engine queues it).
+  // post: called on the reader's or the sender's thread with each result (the engine
+  // queues it; so it must be thread-safe).
   ChainWorker(Options o, const PrivateKey& key, Metrics* metrics, std::function<void(ChainResult)> post);
   ~ChainWorker() override;
-  // Connects (eth_chainId, the account nonce), loads the follower's marks and the
+  // Connects both threads' clients (eth_chainId), loads the follower's marks and the
   // watchtower's progress, opens its ledger connection. Errors: the chain's, a file's or
   // the ledger's, as one line in err.
   bool open(std::string& err);
   // The follower's marks (before start(): the stored ones, the engine's first copy).
   std::vector<std::pair<Address, ChainMark>> marks() const;
+  // Starts the reader and the sender threads.
   void start();
-  // Stops after the current job (a receipt wait included) and joins the thread.
+  // Stops both threads after their current job (a receipt wait included) and joins them.
   void stop();
   void post(ChainJob job) override;
   // The hub's reserve is read every kReserveRefreshMs and posted as Reserve.
   static constexpr uint64_t kReserveRefreshMs = 2000;
 
  private:
+  // The sender thread: deposits, disputes, the watchtower.
   void run();
+  // The reader thread: channel reads, the reserve, following the chain.
+  void read_loop();
   // Whether this process may send the hub's transactions now (deposits, disputes, the
-  // watchtower's): one sender of the account's nonces. Checked once per round of jobs;
-  // reads (channels, the reserve, following the chain) need no role.
+  // watchtower's): one sender of the account's nonces. Checked by the sender once per
+  // round of jobs; reads (channels, the reserve, following the chain) need no role.
   bool chain_role() const { return !o_.chain_role || o_.chain_role(); }
   // shared_deposits: adds the stored jobs this worker does not have yet (every second).
   void reload_deposits();
@@ -150,21 +159,28 @@ class ChainWorker : public ChainPort {
   void deposit(ChainJob& j);
   void read_channel(const Address& user);
   void dispute(const ChainJob& j);
-  // The reserve reading, the watchtower (role only) and the follower, when due.
+  // Sender: the watchtower's round, when due (role only).
   void rounds(bool role);
+  // Reader: the reserve reading and the follower, when due.
+  void read_rounds();
   void crash_point(const char* name) const;
 
   Options o_;
   PrivateKey key_{};
   Metrics* metrics_ = nullptr;
   std::function<void(ChainResult)> post_;
+  // The sender thread's (after open): the only wallet that sends.
   std::unique_ptr<chain::RpcClient> rpc_;
   std::unique_ptr<chain::Wallet> wallet_;
   std::unique_ptr<chain::ChannelManagerClient> cm_;
   std::unique_ptr<chain::EventPoller> poller_;
   std::unique_ptr<chain::Watchtower> tower_;
+  std::unique_ptr<Ledger> ledger_;
+  // The reader thread's (after open): views only, its wallet never sends.
+  std::unique_ptr<chain::RpcClient> read_rpc_;
+  std::unique_ptr<chain::Wallet> read_wallet_;
+  std::unique_ptr<chain::ChannelManagerClient> read_cm_;
   std::unique_ptr<ChainFollow> follow_;
-  std::unique_ptr<Ledger> ledger_;  // worker thread only (after open)
   // The watchtower's lookup: the channel's latest double-signed state from the ledger.
   bool lookup(const Address& user, chain::WatchedChannel& out, bool& found);
 
@@ -173,16 +189,19 @@ class ChainWorker : public ChainPort {
     uint64_t next_try_ms = 0;
     unsigned failures = 0;
   };
-  std::vector<Pending> deposits_;             // worker thread only
-  std::set<std::string> threads_emptying_;    // worker thread only
-  uint64_t last_tower_ms_ = 0;
-  uint64_t last_reserve_ms_ = 0;
+  std::vector<Pending> deposits_;             // sender thread only
+  std::set<std::string> threads_emptying_;    // sender thread only
+  uint64_t last_tower_ms_ = 0;                // sender thread only
+  uint64_t last_reserve_ms_ = 0;              // reader thread only
 
   std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<ChainJob> jobs_;
+  std::condition_variable cv_;       // the sender's
+  std::condition_variable read_cv_;  // the reader's
+  std::deque<ChainJob> jobs_;        // the sender's: deposits, disputes
+  std::deque<ChainJob> reads_;       // the reader's: ReadChannel
   bool stop_ = false;
-  std::thread thread_;
+  std::thread thread_;  // the sender
+  std::thread reader_;
 };
 
 }  // namespace picopay::hub

@@ -127,6 +127,14 @@ std::string help_text() {
   return o.app.help();
 }
 
+bool instance_id_valid(const std::string& id) {
+  bool good = !id.empty() && id.size() <= 32;
+  for (char ch : id)
+    good = good && ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+                    ch == '_' || ch == '-');
+  return good;
+}
+
 int parse_config(int argc, char** argv, Config& c, std::string& err) {
   HubOptions o(c);
   const int rc = agent::parse_to_code(o.app, argc, argv, err);
@@ -159,11 +167,7 @@ int parse_config(int argc, char** argv, Config& c, std::string& err) {
             "SQLite ledger serves one process (docs/multi-instance.md)";
       return 2;
     }
-    bool good = c.instance_id.size() <= 32;
-    for (char ch : c.instance_id)
-      good = good && ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-                      ch == '.' || ch == '_' || ch == '-');
-    if (!good) {
+    if (!instance_id_valid(c.instance_id)) {
       err = "--instance-id " + c.instance_id + ": at most 32 of A-Z a-z 0-9 . _ -";
       return 2;
     }

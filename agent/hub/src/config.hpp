@@ -73,6 +73,9 @@ struct Config {
   uint64_t lease_ttl_ms = 5000;
 };
 
+// An --instance-id: 1 to 32 of A-Z a-z 0-9 . _ - (so also one MQTT topic level as is).
+bool instance_id_valid(const std::string& id);
+
 // Parses argv (and the --config file first if given; command-line values win).
 // Returns 0 to run, 1 after printing --help (exit 0), 2 on error (err set).
 int parse_config(int argc, char** argv, Config& cfg, std::string& err);

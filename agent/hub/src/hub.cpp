@@ -188,17 +188,19 @@ bool Hub::start(std::string& err) {
   o.tls_ca_file = cfg_.broker_ca;
   o.client_id = cfg_.client_id.empty() ? "picopay-hub-" + mqtt::topic_address(hub_) : cfg_.client_id;
   o.will_topic = mqtt::topic_hub_online(hub_);
-  o.will_payload = "{\"state\":\"offline\"}";
+  // Several instances: the Will names the instance (the others answer it: lease/hub_presence.cpp).
+  o.will_payload = cfg_.instance_id.empty() ? "{\"state\":\"offline\"}" : presence_instance("offline", cfg_.instance_id);
   o.will_retain = true;
   o.claim_client_id = true;  // a second hub with this client id: a clear fatal error (client.hpp)
   o.receive_maximum = 65535;  // absorb bursts from many devices: the shipped broker queues at most 1000 messages per client
   mqtt_ = std::make_unique<mqtt::Client>(o);
-  mqtt_->on_message([this](const mqtt::Message& m) { on_message(m); });
+  mqtt_->on_message([this](const mqtt::Message& m) {
+    if (!cfg_.instance_id.empty() && presence_message(m)) return;  // several instances: the hub's status
+    on_message(m);
+  });
   if (metrics_) metrics_->set_mqtt_probe([this] { return mqtt_->connected(); });
   mqtt_->on_connect([this](bool) {
-    std::string online = "{\"state\":\"online\",\"hub\":\"" + json::address_text(hub_) + "\",\"contract\":\"" +
-                         json::address_text(contract_) + "\"}";
-    mqtt_->publish(mqtt::topic_hub_online(hub_), online, 1, true);
+    presence_connected();  // the hub's retained status (lease/hub_presence.cpp)
     publish_rate();
     logf("info", "connected to broker " + cfg_.broker_host + ":" + std::to_string(cfg_.broker_port));
   });
@@ -213,6 +215,10 @@ bool Hub::start(std::string& err) {
     logf("warn", "broker: " + why);
   });
   mqtt_->subscribe(mqtt::topic_hub_filter(hub_), 1);
+  if (!cfg_.instance_id.empty()) {  // several instances: the hub's status (lease/hub_presence.cpp)
+    mqtt_->subscribe(mqtt::topic_hub_online(hub_), 1);
+    mqtt_->subscribe(mqtt::topic_hub_instance_filter(hub_), 1);
+  }
   worker_ = std::thread([this] { worker(); });
   if (chain_worker_) chain_worker_->start();
   if (!mqtt_->start(err)) return false;
@@ -223,7 +229,9 @@ bool Hub::start(std::string& err) {
 
 void Hub::stop() {
   if (stopped_.exchange(true)) return;
-  if (mqtt_) {
+  if (mqtt_ && !cfg_.instance_id.empty()) {
+    presence_stop();  // several instances: "offline" only from the last one
+  } else if (mqtt_) {
     std::string offline = "{\"state\":\"offline\"}";
     if (mqtt_->connected()) mqtt_->publish(mqtt::topic_hub_online(hub_), offline, 1, true);
   }

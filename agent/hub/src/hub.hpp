@@ -287,6 +287,29 @@ class Hub {
   bool lease_owns(const Address& user) const;
   void lease_drop_partition(int p);
   void lease_stop();
+  // ---- several instances: the hub's retained status (lease/hub_presence.cpp) ----
+  // The hub-level status payload ({"state":"online",hub,contract[,instance]}).
+  std::string presence_online() const;
+  // An instance's status payload ({"state":state,"instance":id}; also the Will of the
+  // hub-level topic with --instance-id, as "offline").
+  static std::string presence_instance(const char* state, const std::string& instance);
+  // on_connect: the instance's own "online" (with --instance-id), then the hub's.
+  void presence_connected();
+  // MQTT thread, with --instance-id: a message on the hub-level status topic or an
+  // instance's status topic (true: it was one, handled). Seeing "offline" on the hub's
+  // topic, or on its own, while serving, the instance publishes "online" again; the
+  // hub's "offline" naming another instance (its Last Will) is published on that
+  // instance's topic.
+  bool presence_message(const mqtt::Message& m);
+  // stop(), with --instance-id: publishes its own "offline", waits (bounded) until the
+  // broker sends it back, then the hub-level "offline" only when no other instance is
+  // online (by the instances' topics and the lease manager's live count).
+  void presence_stop();
+  static constexpr int kPresenceWaitMs = 3000;
+  std::mutex presence_mu_;
+  std::condition_variable presence_cv_;
+  std::map<std::string, bool> presence_;  // instance id -> online, as last seen
+  bool presence_own_offline_ = false;     // stop(): its own "offline" came back
   std::unique_ptr<Metrics> metrics_;  // --metrics-listen (null: off); last, so it stops first
 };
 

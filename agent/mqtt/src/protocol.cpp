@@ -69,6 +69,19 @@ std::string topic_hub_status(const Address& hub, const Address& user) {
   return std::string(kTopicPrefix) + "/hub/" + topic_address(hub) + "/status/" + topic_address(user);
 }
 std::string topic_hub_online(const Address& hub) { return std::string(kTopicPrefix) + "/hub/" + topic_address(hub) + "/status"; }
+std::string topic_hub_instance_status(const Address& hub, const std::string& instance) {
+  return std::string(kTopicPrefix) + "/hub/" + topic_address(hub) + "/instance/" + instance + "/status";
+}
+std::string topic_hub_instance_filter(const Address& hub) { return topic_hub_instance_status(hub, "+"); }
+bool parse_hub_instance_topic(const std::string& topic, const Address& hub, std::string& instance) {
+  const std::string head = std::string(kTopicPrefix) + "/hub/" + topic_address(hub) + "/instance/";
+  const std::string tail = "/status";
+  if (topic.size() <= head.size() + tail.size() || topic.compare(0, head.size(), head) != 0 ||
+      topic.compare(topic.size() - tail.size(), tail.size(), tail) != 0)
+    return false;
+  instance = topic.substr(head.size(), topic.size() - head.size() - tail.size());
+  return instance.find('/') == std::string::npos;
+}
 std::string topic_hub_rate(const Address& hub) { return std::string(kTopicPrefix) + "/hub/" + topic_address(hub) + "/rate"; }
 std::string topic_payee_prices(const Address& payee) {
   return std::string(kTopicPrefix) + "/payee/" + topic_address(payee) + "/prices";

@@ -95,6 +95,7 @@ void LeaseManager::set_held(const std::array<uint64_t, kPartitions + 1>& next) {
 bool LeaseManager::round() {
   uint64_t live = 0;
   LedgerStatus s = db_->lease_heartbeat(holder_, opts_.ttl_ms, live);
+  if (s.ok()) live_.store(live);
   std::vector<std::pair<int, uint64_t>> held;
   if (s.ok()) s = db_->lease_renew(holder_, opts_.ttl_ms, held);
   if (!s.ok()) {

@@ -63,6 +63,8 @@ class LeaseManager {
   // restarted instance never inherits the epochs of the process it replaces.
   const std::string& holder() const { return holder_; }
   uint64_t ttl_ms() const { return opts_.ttl_ms; }
+  // The live instances (unexpired heartbeats, this one included) at the last round.
+  uint64_t live_instances() const { return live_.load(); }
 
  private:
   void run();
@@ -75,6 +77,7 @@ class LeaseManager {
   std::unique_ptr<Ledger> db_;
   std::array<std::atomic<uint64_t>, kPartitions + 1> epochs_{};
   std::atomic<uint64_t> changes_{0};
+  std::atomic<uint64_t> live_{0};
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;

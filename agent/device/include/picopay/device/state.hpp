@@ -32,6 +32,7 @@ struct ThreadRecord {
   bool sender = true;   // this agent is the thread's sender (payer) or receiver (payee)
   bool open = true;     // still in the channel's thread set
   bool closing = false; // a close was requested
+  bool tower_released = false;  // receiver, closed: picopay-tower confirmed it holds nothing of it
   SignedThreadState initial{};
   SignedThreadState latest{};
 };

@@ -25,6 +25,7 @@
 #include <map>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "picopay/session.hpp"
@@ -59,6 +60,17 @@ class TowerClient {
   // not verify (not the tower's signature, another channel) are ignored and logged.
   bool on_message(const std::string& topic, const std::vector<uint8_t>& payload, const Log& log);
 
+  // After a restart: incoming threads that closed in an earlier run and whose release the
+  // tower has not confirmed (the agent's state keeps them, ThreadRecord::tower_released),
+  // as (sender, threadId). Each is released like a thread closed now: once the tower acked
+  // a channel state at or after the current one (which no longer has the thread). A
+  // release of a thread the tower never held is answered `released` too.
+  void resume_releases(const std::vector<std::pair<Address, uint64_t>>& closed);
+  // The threads whose release the tower confirmed (its signed `released` ack) since the
+  // last call, as (sender, threadId): the agent records them so that they are not released
+  // again after a restart.
+  std::vector<std::pair<Address, uint64_t>> take_released();
+
   // What the tower acked (signed): the channel state's txCountGlobal it holds, 0 if none.
   uint64_t acked_tx_count_global() const { return acked_tx_; }
   const Address& tower() const { return tower_; }
@@ -88,6 +100,7 @@ class TowerClient {
     uint64_t release_ms = 0;    // when a release was last sent (0: never)
   };
   std::map<std::tuple<std::string, uint64_t>, ThreadMark> threads_;
+  std::vector<std::pair<Address, uint64_t>> released_;  // confirmed, not yet taken
   uint64_t last_refusal_log_ms_ = 0;
 };
 

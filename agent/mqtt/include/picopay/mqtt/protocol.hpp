@@ -44,6 +44,16 @@ std::string topic_hub_status(const Address& hub, const Address& user);
 // hub, retained JSON about the hub itself ({"state":"online"|"offline",...}; its Will).
 //                                                   picopay/v1/hub/{hub}/status
 std::string topic_hub_online(const Address& hub);
+// hub, several instances (docs/multi-instance.md): one instance's own retained status
+// ({"state":"online"|"offline","instance":id}; the instance's Last Will is the hub-level
+// topic's, so a survivor publishes a dead instance's "offline" here). `instance`: the
+// --instance-id ([A-Za-z0-9._-], a valid topic level as is).
+//                                                   picopay/v1/hub/{hub}/instance/{instance}/status
+std::string topic_hub_instance_status(const Address& hub, const std::string& instance);
+// Every instance's status of one hub:               picopay/v1/hub/{hub}/instance/+/status
+std::string topic_hub_instance_filter(const Address& hub);
+// The instance id of a topic_hub_instance_status topic of `hub`; false for any other topic.
+bool parse_hub_instance_topic(const std::string& topic, const Address& hub, std::string& instance);
 // hub, retained signed exchange rate (agent/common quotes.hpp; docs/tokens.md)
 //                                                   picopay/v1/hub/{hub}/rate
 std::string topic_hub_rate(const Address& hub);
