@@ -33,7 +33,7 @@ static Hash32* thread_scratch() {
   return s.data();
 }
 
-ThreadSet Hub::Chan::set() {
+ThreadSet Chan::set() {
   const size_t room = std::min(thread_count + 1, kThreadCap);
   if (threads.size() < room) threads.resize(room);
   return ThreadSet{threads.data(), thread_count, threads.size(), thread_scratch()};

@@ -1,14 +1,14 @@
-// picopay-hub: collateral management (docs/flows.md "Collateral"): a payee's collateral
-// request, sizing from recent flow, the reserve check before any promise, and taking back
-// the hub balance of idle channels (a hub-only withdrawal the user accepts because only
-// the hub's balance leaves, to the hub's reserve).
+// picopay-hub: collateral management (docs/flows.md "Collateral"): taking back the hub
+// balance of idle channels (a hub-only withdrawal the user accepts because only the hub's
+// balance leaves, to the hub's reserve). A payee's collateral request, its sizing from
+// recent flow and the reserve check before any promise are the engine core's
+// (engine_core.hpp engine_collateral).
 #include <chrono>
 #include <ctime>
 
 #include "hub.hpp"
 #include "hub_internal.hpp"
 #include "log.hpp"
-#include "picopay/agent/collateral_request.hpp"
 #include "picopay/agent/json_state.hpp"
 #include "picopay/chain/manager.hpp"
 #include "picopay/chain/rpc.hpp"
@@ -22,126 +22,9 @@ uint64_t steady_ms() {
           .count());
 }
 
-constexpr uint64_t kRequestClockSkewSeconds = 300;
 constexpr uint64_t kRoundMs = 2000;
-constexpr uint64_t kReserveWarnEveryMs = 60000;
-
-U256 sum(const U256& a, const U256& b) {
-  U256 r{};
-  return u256_add(a, b, r) == Status::Ok ? r : a;
-}
 
 }  // namespace
-
-bool Hub::hub_withdrawal(const ChannelUpdate& u) {
-  return u.reason == UpdateReason::ProposePendingWithdrawal &&
-         (!u.withdrawal.withdrawalWeiHub.is_zero() || !u.withdrawal.withdrawalTokenHub.is_zero()) &&
-         u.withdrawal.withdrawalWeiUser.is_zero() && u.withdrawal.withdrawalTokenUser.is_zero();
-}
-
-void Hub::note_activity(Chan& ch, const ChannelUpdate& u) {
-  const uint64_t now = steady_ms();
-  ch.active_ms = now;
-  if (u.reason == UpdateReason::ProposePendingDeposit &&
-      (!u.deposit.depositWeiHub.is_zero() || !u.deposit.depositTokenHub.is_zero()))
-    ch.collateralized = true;
-  const ThreadState& t = u.thread.thread.state;
-  if (u.reason == UpdateReason::CloseThread && t.receiver == ch.user && !t.balanceWeiReceiver.is_zero()) {
-    if (!ch.flow) ch.flow = std::make_unique<Chan::PayeeFlow>();
-    ch.flow->received.emplace_back(now, t.balanceWeiReceiver);
-  }
-  const uint64_t window = cfg_.collateral_window_seconds * 1000;
-  while (ch.flow && !ch.flow->received.empty() && now - ch.flow->received.front().first > window)
-    ch.flow->received.pop_front();
-}
-
-bool Hub::reserve_allows(const U256& amount, const std::string& who, Chan* ch) {
-  if (!chain_) return false;
-  // The chain worker's latest reading (ChainWorker::kReserveRefreshMs); none fresh: no
-  // promise now, and the channel is pumped again when the next reading arrives.
-  if (!reserve_known_ || reserve_at_ms_ == 0 || now_ms() - reserve_at_ms_ > kReserveFreshMs) {
-    logf("warn", who + ": no fresh reading of the hub's reserve from the chain: no collateral promised yet");
-    if (ch) reserve_waiters_.insert(ch->key);
-    return false;
-  }
-  const U256* reserve = &reserve_wei_;
-  // Deposits the users countersigned and the hub has not sent yet draw on it too.
-  U256 promised = U256::zero();
-  for (const auto& j : deposit_jobs_) promised = sum(promised, j.state.state.pendingDepositWeiHub);
-  U256 free{};
-  if (u256_sub(*reserve, promised, free) != Status::Ok) free = U256::zero();
-  const std::string fund = "fund it: picopay deposit --rpc " + cfg_.rpc_url + " --key HUB_KEY_FILE --contract " +
-                           json::address_text(contract_) + " --reserve WEI";
-  if (free < amount) {
-    logf("ERROR", who + ": hub reserve too low for " + json::amount_text(amount) + " wei of collateral: " +
-                      json::amount_text(free) + " wei free on chain (" + json::amount_text(*reserve) +
-                      " reserve, " + json::amount_text(promised) + " promised); nothing promised; " + fund);
-    return false;
-  }
-  U256 after{};
-  (void)u256_sub(free, amount, after);
-  if (after < reserve_warn_ && steady_ms() - last_reserve_warn_ms_ >= kReserveWarnEveryMs) {
-    last_reserve_warn_ms_ = steady_ms();
-    logf("warn", "hub reserve low: " + json::amount_text(after) + " wei free on chain after this deposit (warning below " +
-                     json::amount_text(reserve_warn_) + "); " + fund);
-  }
-  return true;
-}
-
-void Hub::handle_collateral(Chan& ch, const Bytes& payload, std::vector<Out>& outs) {
-  U256 expect{};
-  uint64_t t = 0;
-  std::string err;
-  if (!agent::collateral_request_parse(signer_, std::string(payload.begin(), payload.end()), contract_, ch.user, expect,
-                                       t, err)) {
-    logf("warn", ch.key + ": " + err + ": ignored");
-    return;
-  }
-  const uint64_t now = static_cast<uint64_t>(std::time(nullptr));
-  if (t + kRequestClockSkewSeconds < now || t > now + kRequestClockSkewSeconds || (ch.flow && t <= ch.flow->collateral_time)) {
-    logf("warn", ch.key + ": collateral request with time " + std::to_string(t) + " (stale, early or replayed): ignored");
-    return;
-  }
-  if (!ch.flow) ch.flow = std::make_unique<Chan::PayeeFlow>();
-  ch.flow->collateral_time = t;
-  if (!chain_) {
-    logf("warn", ch.key + ": collateral request: no --rpc-url, the hub deposits nothing");
-    return;
-  }
-  // Size: what the payee expects or what it received in the flow window, whichever is
-  // more, within [collateral_wei, collateral_max_wei].
-  U256 flow = U256::zero();
-  for (const auto& f : ch.flow->received) flow = sum(flow, f.second);
-  U256 target = expect < flow ? flow : expect;
-  if (target < collateral_) target = collateral_;
-  if (!collateral_max_.is_zero() && collateral_max_ < target) target = collateral_max_;
-  U256 have = sum(ch.latest.state.balanceWeiHub, ch.latest.state.pendingDepositWeiHub);
-  bool in_flight = channel_has_pending(ch.latest.state);
-  for (const auto& r : ch.requests) {
-    if (r.update.reason == UpdateReason::ProposePendingDeposit) {
-      have = sum(have, r.update.deposit.depositWeiHub);
-      in_flight = true;
-    }
-    if (r.update.reason == UpdateReason::ConfirmPending) in_flight = true;
-  }
-  for (const auto& j : deposit_jobs_)
-    if (j.user == ch.user) in_flight = true;
-  if (target <= have || in_flight) {
-    logf("info", ch.key + ": collateral request for " + json::amount_text(expect) + " wei: " +
-                     json::amount_text(have) + " wei held" + (in_flight ? " or on its way" : "") + ", nothing to add");
-    return;
-  }
-  U256 amount{};
-  (void)u256_sub(target, have, amount);
-  if (!reserve_allows(amount, ch.key)) return;
-  logf("info", ch.key + ": collateral request for " + json::amount_text(expect) + " wei (recent flow " +
-                   json::amount_text(flow) + "): requesting a deposit of " + json::amount_text(amount) + " wei");
-  ChannelUpdate p = channel_update_make(UpdateReason::ProposePendingDeposit);
-  p.deposit.depositWeiHub = amount;
-  p.deposit.timeout = static_cast<uint64_t>(std::time(nullptr)) + 3600;  // set again when sent
-  add_request(ch, p, true);
-  if (!tx_failed_) pump(ch, outs);
-}
 
 void Hub::collateral_round() {
   if (!chain_ || cfg_.collateral_idle_seconds == 0) return;
@@ -149,6 +32,7 @@ void Hub::collateral_round() {
   if (now - last_collateral_round_ms_ < kRoundMs) return;
   last_collateral_round_ms_ = now;
   std::vector<Chan*> idle;
+  const EngineEnv env = engine_env();
   for (auto& kv : chans_) {
     Chan& ch = *kv.second;
     const ChannelState& s = ch.latest.state;
@@ -156,7 +40,7 @@ void Hub::collateral_round() {
     // what the payer paid; the hub leaves it there).
     if (!ch.collateralized || now - ch.active_ms < cfg_.collateral_idle_seconds * 1000) continue;
     if ((s.balanceWeiHub.is_zero() && s.balanceTokenHub.is_zero()) || channel_has_pending(s) || !ch.requests.empty() || !ch.future.empty()) continue;
-    if (chain_refusal(ch, channel_update_make(UpdateReason::ProposePendingWithdrawal)) != Status::Ok) continue;
+    if (engine_chain_refusal(ch, channel_update_make(UpdateReason::ProposePendingWithdrawal), env) != Status::Ok) continue;
     bool job = false;
     for (const auto& j : deposit_jobs_) job = job || j.user == ch.user;
     if (!job) idle.push_back(&ch);

@@ -50,9 +50,10 @@ const U256& pick(const U256& wei, const U256& token) { return wei.is_zero() ? to
 }  // namespace
 
 // What a countersigned update moved, from the hub's side of the user's channel.
-agent::HistoryEntry Hub::history_entry(const ChannelState& prev, const ChannelState& next, const ChannelUpdate& u) {
+agent::HistoryEntry history_entry(const ChannelState& prev, const ChannelState& next, const ChannelUpdate& u,
+                                  uint64_t unix_time) {
   agent::HistoryEntry e;
-  e.time = static_cast<uint64_t>(std::time(nullptr));
+  e.time = unix_time;
   e.txCountGlobal = next.txCountGlobal;
   e.reason = update_reason_name(u.reason) ? update_reason_name(u.reason) : "";
   e.has_balances = true;

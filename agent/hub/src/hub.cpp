@@ -41,29 +41,6 @@ Hub::~Hub() {
   secure_wipe(&key_, sizeof key_);
 }
 
-Bytes Hub::encode_state(const SignedChannelState& s) {
-  uint8_t buf[kMaxChannelStateWire];
-  size_t n = 0;
-  if (encode_channel_state(s, buf, sizeof buf, &n) != Status::Ok) return {};
-  return Bytes(buf, buf + n);
-}
-
-Bytes Hub::encode_threads(const Chan& ch) {
-  Bytes out;
-  for (size_t i = 0; i < ch.thread_count; ++i) {
-    SignedThreadState st{};
-    st.state = ch.threads[i];
-    st.hasSigA = false;
-    uint8_t buf[kMaxThreadStateWire];
-    size_t n = 0;
-    if (encode_thread_state(st, buf, sizeof buf, &n) != Status::Ok) continue;
-    out.push_back(static_cast<uint8_t>(n >> 8));
-    out.push_back(static_cast<uint8_t>(n & 0xff));
-    out.insert(out.end(), buf, buf + n);
-  }
-  return out;
-}
-
 bool Hub::prepare(std::string& err) {
   if (signer_.init() != Status::Ok) {
     err = "signer init failed";

@@ -1,5 +1,7 @@
-// picopay-hub engine: MQTT callbacks enqueue; one worker thread validates (core
-// channel_accept), signs, commits batches to SQLite, and only then publishes replies.
+// picopay-hub: MQTT callbacks enqueue; one worker thread runs the engine core's pure step
+// (engine_core.hpp: validates with the core's channel_accept and the signing policy,
+// countersigns) on each message of a batch, applies the steps' effects to the ledger in one
+// transaction, and only after COMMIT publishes the replies.
 #pragma once
 
 #include <array>
@@ -20,6 +22,7 @@
 
 #include "chain_worker.hpp"
 #include "config.hpp"
+#include "engine_core.hpp"
 #include "parallel.hpp"
 #include "picopay/channel.hpp"
 #include "picopay/mqtt/client.hpp"
@@ -35,56 +38,11 @@ namespace picopay::hub {
 class Metrics;
 class ChainFollow;
 
-// A channel's key, its user as "0x" + 40 lowercase hex digits (mqtt::topic_address),
-// held inline (a std::string of 42 characters would take a heap block per cached channel);
-// it converts to std::string wherever one is wanted.
-struct ChanKey {
-  char text[43] = {};
-  ChanKey& operator=(const std::string& v) {
-    const size_t n = v.size() < sizeof text - 1 ? v.size() : sizeof text - 1;
-    std::memcpy(text, v.data(), n);
-    text[n] = 0;
-    return *this;
-  }
-  operator std::string() const { return std::string(text); }
-};
-inline std::string operator+(const ChanKey& k, const char* t) { return std::string(k) + t; }
-inline std::string operator+(const ChanKey& k, const std::string& t) { return std::string(k) + t; }
-inline std::string operator+(const std::string& t, const ChanKey& k) { return t + std::string(k); }
-inline std::string operator+(const char* t, const ChanKey& k) { return t + std::string(k); }
-
-// A map allocated on its first insert and freed when emptied by erase(): 8 bytes while
-// empty (the channel cache holds many channels with an empty reorder buffer).
-template <class M>
-class LazyMap {
- public:
-  bool empty() const { return !m_ || m_->empty(); }
-  typename M::iterator begin() { return m_ ? m_->begin() : none().begin(); }
-  typename M::iterator end() { return m_ ? m_->end() : none().end(); }
-  typename M::mapped_type& operator[](const typename M::key_type& k) {
-    if (!m_) m_ = std::make_unique<M>();
-    return (*m_)[k];
-  }
-  void erase(typename M::iterator it) {
-    m_->erase(it);
-    if (m_->empty()) m_.reset();
-  }
-
- private:
-  static M& none() {
-    static M empty;
-    return empty;
-  }
-  std::unique_ptr<M> m_;
-};
-
 // `picopay-hub history ...` (history.cpp): prints a user's history from the store.
 int history_main(int argc, char** argv);
 // From a SIGHUP handler (async-signal-safe): the hub rereads its exchange rate file on its
 // next round (rate.cpp).
 void rate_reload_request();
-// The history table's row of an entry (history.cpp).
-Ledger::HistoryRow history_row(const agent::HistoryEntry& e);
 
 class Hub {
  public:
@@ -117,89 +75,11 @@ class Hub {
       return h;
     }
   };
-  // A change the hub wants in a channel, asked for with a HubRequest (the user proposes
-  // it; docs/mqtt-protocol.md). `id` is 0 until the request is sent; at most one request
-  // per channel is sent and outstanding, and it is always the first.
-  struct Request {
-    uint64_t id = 0;
-    ChannelUpdate update{};  // reason + args (txCountGlobal 0)
-    // volatile: after a RequestNack the request waits (at the back) until not_before_ms,
-    // or until the channel moves on from the txCountGlobal it was refused at
-    unsigned nacks = 0;
-    uint64_t not_before_ms = 0;
-    uint64_t nacked_at_tx = 0;
-  };
-  // A cached channel (the channel cache: at most --channel-cache of them, least recently
-  // used evicted first; see evict()). An idle channel holds its latest state and small
-  // empty containers, under 1 KB; its open threads are held only while it has any, and the
-  // thread root's scratch space is one buffer of the worker (thread_scratch()).
-  struct Chan {
-    Address user{};
-    ChanKey key;  // lowercase 0x user
-    SignedChannelState latest{};
-    std::vector<ThreadState> threads;  // the open threads (size thread_count when compact)
-    size_t thread_count = 0;
-    LazyMap<std::map<uint64_t, std::vector<Bytes>>> future;  // reorder buffer (unsigned, in memory)
-    std::vector<Request> requests;  // stored (table requests) with the update that changes them
-    uint64_t last_request_id = 0;  // stored (table request_ids)
-    // A hub-signed proposal of an earlier version is outstanding for this txCountGlobal:
-    // there the hub countersigns only a proposal of exactly that update (the same state),
-    // never another state with that txCountGlobal. 0 = none.
-    uint64_t legacy_tx = 0;
-    // The update of that earlier hub-signed proposal, exactly as signed (its timeout
-    // included): the only update countersigned at legacy_tx. Only on such channels (an
-    // update is 888 bytes; an idle cached channel must stay under 1 KB).
-    std::unique_ptr<ChannelUpdate> legacy_update;
-    bool legacy_unsaved = false;  // legacy rows converted in memory, not yet stored as requests
-    // volatile: the outstanding request's re-send schedule and RequestNack counters
-    // (an evicted channel's counters start again at 0)
-    uint64_t resend_at_ms = 0;
-    uint64_t nacks_total = 0;
-    Status last_nack = Status::Ok;
-    bool dirty = false;
-    std::chrono::steady_clock::time_point status_at{};  // last retained status publish
-    // volatile, collateral.cpp: the last update (steady ms), whether the hub funded this
-    // channel (history table), and for a payee only (allocated on its first thread
-    // settlement, so an idle channel pays 8 bytes): the thread payments it received
-    // (steady ms, wei) within the flow window and its last collateral request's time
-    uint64_t active_ms = 0;
-    bool collateralized = false;
-    struct PayeeFlow {
-      std::deque<std::pair<uint64_t, U256>> received;
-      uint64_t collateral_time = 0;
-    };
-    std::unique_ptr<PayeeFlow> flow;
-    // An update asserting chain facts waits here (unanswered) for the chain worker's read
-    // of the channel (ChainJob ReadChannel), and so do the channel's later updates that
-    // arrive meanwhile (at most kFutureMax, identical bytes once): no reply, no signature
-    // until the answer (engine.cpp replay_parked). Null: nothing waits.
-    struct Parked {
-      std::vector<Bytes> updates;
-      bool replaying = false;  // the answer is being applied
-      bool answered = false;   // `facts` is the answer, not used yet
-      ChainFacts facts{};
-    };
-    std::unique_ptr<Parked> parked;
-    Chan* lru_prev = nullptr;  // the cache's recency list (most recent at the head)
-    Chan* lru_next = nullptr;
-    // The open threads with room for one more (up to kThreadCap), for the core's
-    // ThreadSet: grows `threads` on demand; compact() gives the room back.
-    ThreadSet set();
-    void compact() {
-      if (threads.size() == thread_count && threads.capacity() == thread_count) return;
-      threads.resize(thread_count);
-      threads.shrink_to_fit();
-    }
-    bool outstanding() const { return !requests.empty() && requests.front().id != 0; }
-  };
-  struct Out {
-    std::string topic;
-    Bytes payload;
-    bool retain = false;
-    std::string response_topic;
-    uint64_t corr = 0;
-    bool has_corr = false;
-  };
+  // The engine core's types (engine_core.hpp).
+  using Chan = hub::Chan;
+  using Request = hub::Request;
+  using Out = hub::Out;
+  using DepositJob = hub::DepositJob;
 
   void on_message(const mqtt::Message& m);
   void worker();
@@ -214,66 +94,40 @@ class Hub {
   // parked updates); their partitions are fenced too.
   bool begin_write(std::vector<mqtt::Message>* batch = nullptr, const std::vector<Address>* also = nullptr);
   bool fenced_ = false;
-  // An update that needs the chain's answer first: kept unanswered in ch.parked and a
-  // read of the channel asked of the chain worker (once per wait).
-  void park(Chan& ch, const Bytes& payload);
-  // The chain worker's answer for a channel with parked updates: the updates again, in
-  // their order, with `f` as the chain facts of the first one that asserts any.
-  void replay_parked(Chan& ch, const ChainFacts& f, std::vector<Out>& outs);
-  bool park_ = false;  // set by chain_facts(): the update must wait for the chain
   Chan* channel(const Address& user);
-  void handle_update(Chan& ch, const Bytes& payload, std::vector<Out>& outs);
-  bool apply_update(Chan& ch, const ChannelUpdate& u, const Bytes& payload, std::vector<Out>& outs);
-  // A Reply on the hub's reply topic: a RequestNack of the outstanding request (counted,
-  // logged, re-sent after a backoff); anything else is ignored.
-  void handle_reply(Chan& ch, const Bytes& payload, std::vector<Out>& outs);
-  void handle_sync(Chan& ch, std::vector<Out>& outs);
-  void nack(Chan& ch, uint64_t tx, Status s, std::vector<Out>& outs);
-  // The hub-side checks of a user proposal that channel_accept passed: the signing policy
-  // (policy_hub_countersigns with the channel's requests, the rate, inventory and chain
-  // facts) and the cross-channel rules of threads.
-  Status check_policy(Chan& ch, const ChannelUpdate& u);
-  // The chain facts of `ch` for an update asserting one: the chain worker's answer for
-  // this update (ch.parked), else park_ is set and the update waits for one (dev:
-  // synthesised for ConfirmPending with --dev-skip-chain-checks). `has_access` false: no
-  // chain at all.
-  ChainFacts chain_facts(const Chan& ch, UpdateReason reason, bool& has_access);
-  void after_accept(Chan& ch, const ChannelUpdate& u, std::vector<Out>& outs);
-  // Asks for `p` in `to`'s channel, inside the current write transaction: queued and
-  // pumped here when this is the only instance or the transaction holds `to`'s partition
-  // under its fence (lease_fenced); otherwise written to the ledger's forwarded requests
-  // in this transaction, for the partition's holder to queue (lease_take_forwarded).
-  // Errors: tx_failed_ (txerr_).
+  // ---- the applier of the engine core (engine.cpp; the steps are engine_core.hpp) ----
+  // The environment of a step: the hub's key and config, the rate, the follower's marks,
+  // the reserve reading and deposit jobs, the clock now; stored updates through this
+  // batch's replies and the ledger (find_update), other channels through the cache.
+  EngineEnv engine_env();
+  // A step's Effects applied to the open transaction: its writes in order (a write error:
+  // false with `err`; the caller rolls back and releases nothing), its replies appended to
+  // `outs` (published after COMMIT), chain jobs and deposits kept for after COMMIT
+  // (release_after_commit), its requests for other channels through route_request, its
+  // metrics, log lines and timers.
+  bool apply_effects(Chan& ch, Effects& fx, std::vector<Out>& outs, std::string& err);
+  // After COMMIT: the transaction's chain jobs and deposits to the chain worker.
+  void release_after_commit();
+  std::vector<ChainJob> new_chain_jobs_;  // this transaction's (posted after COMMIT)
+  // A request for another channel (the payee's mirror of an OpenThread, the payer's
+  // CloseThread), inside the current write transaction: queued and pumped here when this
+  // is the only instance or the transaction holds `to`'s partition under its fence
+  // (lease_fenced); otherwise written to the ledger's forwarded requests in this
+  // transaction, for the partition's holder to queue (lease_take_forwarded).
+  // A store error sets tx_failed_ / txerr_.
   void route_request(const Address& to, const ChannelUpdate& p, std::vector<Out>& outs);
-  // Payee channel: if the OpenThread mirrors requested need more hub wei than the channel
-  // holds plus deposits on their way, requests a deposit of the shortfall (rounded up to a
-  // multiple of the configured collateral) ahead of them.
-  void ensure_collateral(Chan& payee, std::vector<Out>& outs);
-  // Hub wei (and tokens) the OpenThread mirrors requested in `ch` will lock.
-  U256 mirrored_wei(const Chan& ch, U256* tokens = nullptr) const;
+  // Outside the engine's steps (chain results, collateral, recovery): the core's request
+  // queue on one channel, applied at once. A store error sets tx_failed_ / txerr_.
   // Adds a request (front: right after the outstanding one) and stores the requests.
   void add_request(Chan& ch, const ChannelUpdate& u, bool front = false);
-  // Whether `u` applies to the channel's latest state now (channel_next_state).
-  Status request_applies(Chan& ch, const ChannelUpdate& u);
-  // Sends the next request if none is outstanding: the first that applies now (an
-  // OpenThread waiting for collateral or anything waiting for a pending operation stays);
-  // drops requests that can never apply (and an outstanding one that no longer does).
+  // engine_pump: the next request out if none is outstanding.
   void pump(Chan& ch, std::vector<Out>& outs);
   // Rewrites the channel's stored requests in the current transaction.
   void persist_requests(Chan& ch);
-  void persist_channel(Chan& ch);
-  // The outstanding request, signed (hub_request_sign), on the user's request topic.
-  bool request_out(Chan& ch, Out& o);
   void schedule_resend(Chan& ch, uint64_t delay_ms);
   // Re-sends outstanding requests whose timer expired; sends the next request of channels
   // whose refused requests' backoff expired (worker loop).
   void request_timers();
-  // Whether a skip (Invalidation of the half-signed state latest + 1) is requested in `ch`:
-  // then nothing else is countersigned at latest + 1.
-  bool skip_requested(const Chan& ch) const;
-  // After refusing the user's valid proposal at latest + 1 for good: requests its
-  // Invalidation (docs/mqtt-protocol.md), ahead of everything.
-  void request_skip(Chan& ch, std::vector<Out>& outs);
   // At start: re-sends stored outstanding requests, sends the next of stored queues.
   void recover();
   void publish_outs(std::vector<Out>& outs);
@@ -320,9 +174,6 @@ class Hub {
   std::set<std::string> empty_refused_;  // channel@block whose chain counts were reported ahead of ours
   std::set<std::string> threads_disputed_;  // channels whose thread exits were started (this run)
   std::set<std::string> disputes_posted_;   // channels with a dispute job at the chain worker
-  // ChannelInDispute if the chain shows `ch` in dispute, or emptied while the hub's
-  // latest state still holds funds (any reason but EmptyChannel); else Ok.
-  Status chain_refusal(const Chan& ch, const ChannelUpdate& u) const;
   void fail(const std::string& what);
   // Before the serial pass: pre-validate and countersign each channel's run of
   // consecutive Payment updates in the batch on the pool (ParallelAcceptor).
@@ -330,8 +181,6 @@ class Hub {
   // The precomputed result for this update if it was computed from the channel's current
   // state, else null.
   const PaymentJob* precomputed(const Chan& ch, const ChannelUpdate& u, const Bytes& payload) const;
-  Bytes encode_state(const SignedChannelState& s);
-  Bytes encode_threads(const Chan& ch);
 
   Config cfg_;
   PrivateKey key_{};
@@ -364,6 +213,8 @@ class Hub {
   uint64_t evicted_ = 0;
   // per batch: replies released in this batch by (user, tx) for duplicates
   std::map<std::pair<std::string, uint64_t>, std::pair<Bytes, Bytes>> batch_done_;
+  // A store error of a write or a channel load outside the engine's steps (chain results,
+  // collateral, recovery, route_request): the transaction rolls back.
   std::string txerr_;
   bool tx_failed_ = false;
 
@@ -392,11 +243,7 @@ class Hub {
   // countersignature, in the transaction of the countersignature): posted to the chain
   // worker after COMMIT, which checks the chain, calls hubAuthorizedUpdate if the deposit
   // has not happened and answers DepositDone; then deposit_done() requests ConfirmPending
-  // and deletes the stored job in one transaction.
-  struct DepositJob {
-    Address user;
-    SignedChannelState state;
-  };
+  // and deletes the stored job in one transaction (DepositJob: engine_core.hpp).
   std::vector<DepositJob> deposit_jobs_;  // at the chain worker, not done yet
   std::vector<DepositJob> new_deposits_;  // this transaction's (posted after COMMIT)
   void post_deposit(const DepositJob& j);
@@ -408,25 +255,9 @@ class Hub {
   std::vector<std::string> recover_users_;
   uint64_t last_tower_ms_ = 0;
   // ---- flows (collateral.cpp, docs/flows.md) ----
-  // A hub-only ProposePendingWithdrawal (collateral the hub takes back; the user's fields
-  // zero): the hub executes it with hubAuthorizedUpdate like a collateral deposit.
-  static bool hub_withdrawal(const ChannelUpdate& u);
-  // A payee's signed collateral request (picopay/agent/collateral_request.hpp): sized from
-  // what it expects and its recent flow within [collateral_wei, collateral_max_wei],
-  // promised only if the reserve holds it (a deposit request ahead of the queue).
-  void handle_collateral(Chan& ch, const Bytes& payload, std::vector<Out>& outs);
-  // After a countersigned update: activity time, the payee's received flow.
-  void note_activity(Chan& ch, const ChannelUpdate& u);
   // Worker loop: takes back the hub balance of channels idle for collateral_idle_seconds
   // (a hub-only withdrawal request), and checks the reserve now and then.
   void collateral_round();
-  // Whether the chain worker's latest reading of the reserve (at most kReserveFreshMs
-  // old), less deposits countersigned and not yet on chain, holds `amount` wei; logs a
-  // warning with the command that funds it when it does not or when it is low
-  // (reserve_warn_wei). Without a fresh reading: false, and `ch` (if any) is pumped again
-  // when the next reading arrives.
-  bool reserve_allows(const U256& amount, const std::string& who, Chan* ch = nullptr);
-  static constexpr uint64_t kReserveFreshMs = 10000;
   bool reserve_known_ = false;
   U256 reserve_wei_ = U256::zero();
   uint64_t reserve_at_ms_ = 0;
@@ -435,9 +266,6 @@ class Hub {
   U256 reserve_warn_ = U256::zero();
   uint64_t last_collateral_round_ms_ = 0;
   uint64_t last_reserve_warn_ms_ = 0;
-  // The history row of a countersigned update (history.cpp): what it moved, from the
-  // hub's side of the user's channel, with the time.
-  static agent::HistoryEntry history_entry(const ChannelState& prev, const ChannelState& next, const ChannelUpdate& u);
   // ---- several instances, one hub (lease/hub_lease.cpp, docs/multi-instance.md) ----
   // Null: the only instance (no --instance-id). The worker's view: the epoch of each lease
   // its cache was loaded under (index p + 1; 0 = not held), what it fences with.

@@ -165,7 +165,7 @@ bool Hub::take_forwarded(const Ledger::ForwardedRow& row, std::vector<Out>& outs
     if (policy_update_matches(r.update, q)) return refuse("queued already");
   // The normal request rules: it applies to the latest state now, or waits (collateral, a
   // pending operation); a request already fulfilled (the thread open, or closed) does not.
-  const Status s = request_applies(*ch, q);
+  const Status s = engine_request_applies(*ch, q, hub_);
   if (s != Status::Ok && !waits(q, s)) return refuse(std::string("does not apply (") + status_name(s) + ")");
   add_request(*ch, q);
   if (!tx_failed_) pump(*ch, outs);
