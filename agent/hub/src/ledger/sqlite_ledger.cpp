@@ -127,6 +127,11 @@ class SqliteLedger final : public Ledger {
     LedgerStatus s = exec("PRAGMA journal_mode=WAL");
     if (s.ok()) s = exec("PRAGMA synchronous=FULL");
     if (s.ok()) s = exec("PRAGMA wal_autocheckpoint=0");
+    // 16 MiB of page cache (SQLite's default is 2 MiB): the B-tree's interior pages and the
+    // leaves of the channels being paid on stay in memory with a million channel rows;
+    // with 2 MiB every few payments read a page back from the file. Bounded: part of the
+    // hub's RSS whatever the ledger's size.
+    if (s.ok()) s = exec("PRAGMA cache_size=-16384");
     if (s.ok()) s = migrate();
     if (s.ok()) s = setup_totals();
     if (!s.ok()) return s;
