@@ -586,3 +586,51 @@ TEST_F(MetricsTest, ChannelSumsSurviveARestartWithoutLoadingChannels) {
   EXPECT_EQ(series_value(m, "picopay_hub_threads_open"), idle_threads);
   EXPECT_EQ(series_value(m, "picopay_hub_channels_loaded_total"), 0);
 }
+
+// The SQLite ledger's channel_totals follow every write of the channels table in its
+// transaction: inserts, updates in place, a rolled-back transaction (nothing), bytes that
+// are not a channel state (counted as 0), and a reopened ledger.
+TEST_F(MetricsTest, SqliteChannelTotalsFollowEveryWriteAndIgnoreARolledBackOne) {
+  const std::string spec = "sqlite:" + dir_ + "/totals.db";
+  std::unique_ptr<hub::Ledger> l;
+  ASSERT_TRUE(hub::Ledger::open(spec, l).ok());
+  auto state = [&](uint8_t who, uint64_t wei_hub, uint64_t threads) {
+    SignedChannelState s{};
+    s.state = channel_state_zero();
+    s.state.contractAddress = contract_;
+    s.state.user.bytes[0] = who;
+    s.state.recipient = s.state.user;
+    s.state.balanceWeiHub = U256::from_u64(wei_hub);
+    s.state.threadCount = threads;
+    s.state.txCountGlobal = 1;
+    return wire(s);
+  };
+  auto totals = [&](uint64_t channels, uint64_t threads, uint64_t wei) {
+    hub::Ledger::ChannelTotals t;
+    hub::LedgerStatus st = l->channel_totals(t);
+    ASSERT_TRUE(st.ok()) << st.message;
+    EXPECT_EQ(t.channels, channels);
+    EXPECT_EQ(t.threads, threads);
+    EXPECT_EQ(t.wei_hub, U256::from_u64(wei));
+  };
+  totals(0, 0, 0);
+  ASSERT_TRUE(l->begin().ok());
+  ASSERT_TRUE(l->save_channel("0x01", 1, state(1, 100, 1), {}).ok());
+  ASSERT_TRUE(l->save_channel("0x02", 1, state(2, 20, 2), {}).ok());
+  ASSERT_TRUE(l->save_channel("0x03", 1, state(3, 3, 0), {}).ok());
+  totals(3, 3, 123);  // the transaction reads its own writes
+  ASSERT_TRUE(l->commit().ok());
+  ASSERT_TRUE(l->begin().ok());
+  ASSERT_TRUE(l->save_channel("0x01", 2, state(1, 1000, 0), {}).ok());
+  totals(3, 2, 1023);
+  l->rollback();
+  totals(3, 3, 123);
+  ASSERT_TRUE(l->begin().ok());
+  ASSERT_TRUE(l->save_channel("0x02", 2, state(2, 5, 4), {}).ok());
+  ASSERT_TRUE(l->save_channel("0x03", 2, {0x01, 0x01, 0xff}, {}).ok());  // not a state: counts 0
+  ASSERT_TRUE(l->commit().ok());
+  totals(3, 5, 105);
+  l.reset();
+  ASSERT_TRUE(hub::Ledger::open(spec, l).ok());
+  totals(3, 5, 105);
+}
