@@ -54,6 +54,9 @@
 // hub's start-up time with that ledger, and --idle-probe K asks the hub for the Sync of K
 // preloaded channels (each loads that channel into its cache) and reports the hub's RSS
 // growth per channel (idle_channel_bytes). --channel-cache N is passed to the hub.
+// --preload-file FILE (SQLite only) keeps the preloaded ledger for the next run: when FILE
+// exists it is copied in as the ledger instead of writing the channels again (it must hold
+// exactly N channels), otherwise the freshly written ledger is copied to FILE.
 //
 // Output: --json FILE (see docs/benchmarks.md); a short summary on stderr.
 #include "ledger/ledger.hpp"
@@ -227,6 +230,7 @@ struct Opts {
   long preload = 0;       // idle channels written into the ledger before the hub starts
   long idle_probe = 0;    // preloaded channels synced to measure memory per cached channel
   long channel_cache = 0; // --channel-cache for the hub (0: its default)
+  std::string preload_file;  // SQLite: a kept copy of the preloaded ledger (reused when present)
 };
 
 void usage() {
@@ -236,9 +240,12 @@ void usage() {
                "       [--thread-senders 10] [--thread-window 16] [--batch-max 256]\n"
                "       [--rate R | --rate-devices N [--rate-load 0.5]] [--arrivals poisson|even]\n"
                "       [--store sqlite|postgresql] [--preload N] [--idle-probe K] [--channel-cache N]\n"
+               "       [--preload-file FILE]\n"
                "  --rate R          fixed-rate (open-loop) runs: R payments/s per device for every --devices N\n"
                "  --rate-devices N  after the closed-loop sweep, one fixed-rate run at N devices offering\n"
-               "                    --rate-load x the best closed-loop payments/s\n");
+               "                    --rate-load x the best closed-loop payments/s\n"
+               "  --preload-file F  SQLite: copy F in as the preloaded ledger if it exists (it must hold\n"
+               "                    exactly --preload channels), else write the channels and copy them to F\n");
 }
 
 // ------------------------------------------------------------------ fixed identities
@@ -1164,6 +1171,31 @@ bool preload_ledger(const std::string& spec, const Shared& S, long n, size_t kee
   return true;
 }
 
+// Copies the kept preloaded ledger `from` (a SQLite file written by preload_ledger and
+// closed, so it has no WAL) to `to`, checks it holds exactly n channels, and puts the
+// first `keep` preloaded users into `kept`.
+bool reuse_preloaded(const std::string& from, const std::string& to, long n, size_t keep, std::vector<Address>& kept,
+                     std::string& err) {
+  if (testsupport::run_command({"cp", from, to}) != 0) {
+    err = "cannot copy it to " + to;
+    return false;
+  }
+  std::unique_ptr<hub::Ledger> l;
+  hub::LedgerStatus st = hub::Ledger::open("sqlite:" + to, l);
+  uint64_t have = 0;
+  if (st.ok()) st = l->count_channels(have);
+  if (!st.ok()) {
+    err = st.message;
+    return false;
+  }
+  if (have != static_cast<uint64_t>(n)) {
+    err = "holds " + std::to_string(have) + " channels, not --preload " + std::to_string(n);
+    return false;
+  }
+  for (size_t i = 0; i < keep; ++i) kept.push_back(filler_address(i));
+  return true;
+}
+
 // Asks the hub for the Sync of every channel in `users` (each loads that channel into its
 // cache), 1000 in flight at a time, and reads the hub's VmRSS before and after.
 bool idle_probe(const Shared& S, int port, pid_t hub, const std::vector<Address>& users, long& rss0, long& rss1,
@@ -1252,6 +1284,7 @@ int main_impl(int argc, char** argv) {
     else if (a == "--preload") o.preload = std::atol(val().c_str());
     else if (a == "--idle-probe") o.idle_probe = std::atol(val().c_str());
     else if (a == "--channel-cache") o.channel_cache = std::atol(val().c_str());
+    else if (a == "--preload-file") o.preload_file = val();
     else if (a == "--arrivals") {
       const std::string v = val();
       if (v != "poisson" && v != "even") {
@@ -1267,7 +1300,8 @@ int main_impl(int argc, char** argv) {
   }
   if (o.devices.empty() || o.duration <= 0 || o.rate < 0 || o.rate_devices < 0 || o.rate_load <= 0 ||
       (o.rate > 0 && o.rate_devices > 0) || (o.store != "sqlite" && o.store != "postgresql") || o.preload < 0 ||
-      o.idle_probe < 0 || o.idle_probe > o.preload || o.channel_cache < 0) {
+      o.idle_probe < 0 || o.idle_probe > o.preload || o.channel_cache < 0 ||
+      (!o.preload_file.empty() && (o.store != "sqlite" || o.preload == 0))) {
     usage();
     return 2;
   }
@@ -1359,10 +1393,24 @@ int main_impl(int argc, char** argv) {
   if (o.preload > 0) {
     std::string perr;
     const auto t = Clock::now();
-    if (!preload_ledger(store_spec, S, o.preload, static_cast<size_t>(o.idle_probe), filler, perr))
-      return finish(false, "preloading the ledger: " + perr, "", "");
-    preload_s = secs_since(t, Clock::now());
-    logf("%ld idle channels written into the %s ledger in %.1f s", o.preload, o.store.c_str(), preload_s);
+    if (!o.preload_file.empty() && access(o.preload_file.c_str(), R_OK) == 0) {
+      if (!reuse_preloaded(o.preload_file, o.work_dir + "/hub.db", o.preload, static_cast<size_t>(o.idle_probe),
+                           filler, perr))
+        return finish(false, "--preload-file " + o.preload_file + ": " + perr, "", "");
+      logf("%ld idle channels copied in from %s", o.preload, o.preload_file.c_str());
+      preload_s = NAN;  // not written in this run: preload_s is null in the JSON
+    } else {
+      if (!preload_ledger(store_spec, S, o.preload, static_cast<size_t>(o.idle_probe), filler, perr))
+        return finish(false, "preloading the ledger: " + perr, "", "");
+      preload_s = secs_since(t, Clock::now());
+      logf("%ld idle channels written into the %s ledger in %.1f s", o.preload, o.store.c_str(), preload_s);
+      if (!o.preload_file.empty() &&
+          testsupport::run_command({"cp", o.work_dir + "/hub.db", o.preload_file}) != 0)
+        return finish(false, "--preload-file: cannot copy the ledger to " + o.preload_file, "", "");
+    }
+    // The preload's (or the copy's) dirty pages go to disk now, not during the runs, where
+    // the kernel's writeback would slow the hub's fsyncs.
+    if (o.store == "sqlite") (void)testsupport::run_command({"sync"});
   }
 
   // ---- hub

@@ -24,6 +24,7 @@
 
 #include "../hub/hub_ledger.hpp"
 #include "../hub/sim_device.hpp"
+#include "ledger/ledger.hpp"
 #include "picopay/codec.hpp"
 #include "support/broker.hpp"
 
@@ -507,4 +508,129 @@ TEST_F(MetricsTest, DashboardPageRendersInHeadlessChromium) {
   EXPECT_GT(colours.size(), 64u) << "screenshot has too few colours: " << shot;
   if (const char* keep = std::getenv("PICOPAY_KEEP_SCREENSHOT"))
     run_command({"cp", shot, keep});
+}
+
+// The sums over every channel come from the ledger's channel_totals row (kept with every
+// write), not from reading every channel: a restarted hub shows the same values before any
+// message and has loaded no channel; a ledger of an earlier version (no totals row) gets
+// them computed once at open.
+TEST_F(MetricsTest, ChannelSumsSurviveARestartWithoutLoadingChannels) {
+  constexpr int kIdle = 50;
+  constexpr int kPayments = 5;
+  // Idle channels written before the hub ever ran (as the load bench preloads them):
+  // channel i holds balanceWeiHub 1000 * i and threadCount i % 3.
+  double idle_wei = 0, idle_threads = 0;
+  {
+    std::unique_ptr<hub::Ledger> l;
+    hub::LedgerStatus st = hub::Ledger::open("sqlite:" + dir_ + "/hub.db", l);
+    ASSERT_TRUE(st.ok()) << st.message;
+    ASSERT_TRUE(l->begin().ok());
+    for (int i = 1; i <= kIdle; ++i) {
+      SignedChannelState s{};
+      s.state = channel_state_zero();
+      s.state.contractAddress = contract_;
+      s.state.user.bytes[0] = 0xA0;
+      s.state.user.bytes[19] = static_cast<uint8_t>(i);
+      s.state.recipient = s.state.user;
+      s.state.balanceWeiHub = U256::from_u64(5000u * static_cast<uint64_t>(i));
+      s.state.threadCount = 2;
+      s.state.txCountGlobal = 2;
+      s.state.txCountChain = 1;
+      idle_wei += 1000.0 * i;
+      idle_threads += i % 3;
+      // Written twice: the second write (an update of the row) replaces the first's terms.
+      ASSERT_TRUE(l->save_channel(mqtt::topic_address(s.state.user), 2, wire(s), {}).ok());
+      s.state.balanceWeiHub = U256::from_u64(1000u * static_cast<uint64_t>(i));
+      s.state.threadCount = static_cast<uint64_t>(i % 3);
+      s.state.txCountGlobal = 3;
+      ASSERT_TRUE(l->save_channel(mqtt::topic_address(s.state.user), 3, wire(s), {}).ok());
+    }
+    ASSERT_TRUE(l->commit().ok());
+    hub::Ledger::ChannelTotals t;
+    ASSERT_TRUE(l->channel_totals(t).ok());
+    EXPECT_EQ(t.channels, static_cast<uint64_t>(kIdle));
+    EXPECT_EQ(static_cast<double>(t.threads), idle_threads);
+  }
+  start_broker(2);
+  start_hub();
+  std::string m = scrape();
+  EXPECT_EQ(series_value(m, "picopay_hub_channels_known"), kIdle);
+  EXPECT_EQ(series_value(m, "picopay_hub_collateral_wei"), idle_wei);
+  EXPECT_EQ(series_value(m, "picopay_hub_threads_open"), idle_threads);
+  EXPECT_EQ(series_value(m, "picopay_hub_channels_loaded_total"), 0) << "start-up loads no channel";
+  traffic(kPayments);
+  const double wei = idle_wei + 2.0 * kPayments * kPayWei;
+  m = scrape_until("picopay_hub_collateral_wei", wei);
+  EXPECT_EQ(series_value(m, "picopay_hub_collateral_wei"), wei) << m;
+  EXPECT_EQ(series_value(m, "picopay_hub_channels_known"), kIdle + 2);
+  EXPECT_EQ(series_value(m, "picopay_hub_threads_open"), idle_threads);
+  EXPECT_EQ(series_value(m, "picopay_hub_channels_loaded_total"), 2) << "only the two paying channels";
+
+  // Restarted: the same sums before any message, and no channel loaded.
+  ASSERT_EQ(hub_.terminate(), 0);
+  start_hub();
+  m = scrape();
+  EXPECT_EQ(series_value(m, "picopay_hub_channels_known"), kIdle + 2);
+  EXPECT_EQ(series_value(m, "picopay_hub_collateral_wei"), wei);
+  EXPECT_EQ(series_value(m, "picopay_hub_threads_open"), idle_threads);
+  EXPECT_EQ(series_value(m, "picopay_hub_channels_loaded_total"), 0);
+  EXPECT_EQ(series_value(m, "picopay_hub_channels_cached"), 0);
+
+  // A ledger of an earlier version has no totals row: the next open computes it once.
+  ASSERT_EQ(hub_.terminate(), 0);
+  ASSERT_EQ(run_command({"sqlite3", dir_ + "/hub.db", "DROP TABLE channel_totals"}), 0);
+  start_hub();
+  m = scrape();
+  EXPECT_EQ(series_value(m, "picopay_hub_channels_known"), kIdle + 2);
+  EXPECT_EQ(series_value(m, "picopay_hub_collateral_wei"), wei);
+  EXPECT_EQ(series_value(m, "picopay_hub_threads_open"), idle_threads);
+  EXPECT_EQ(series_value(m, "picopay_hub_channels_loaded_total"), 0);
+}
+
+// The SQLite ledger's channel_totals follow every write of the channels table in its
+// transaction: inserts, updates in place, a rolled-back transaction (nothing), bytes that
+// are not a channel state (counted as 0), and a reopened ledger.
+TEST_F(MetricsTest, SqliteChannelTotalsFollowEveryWriteAndIgnoreARolledBackOne) {
+  const std::string spec = "sqlite:" + dir_ + "/totals.db";
+  std::unique_ptr<hub::Ledger> l;
+  ASSERT_TRUE(hub::Ledger::open(spec, l).ok());
+  auto state = [&](uint8_t who, uint64_t wei_hub, uint64_t threads) {
+    SignedChannelState s{};
+    s.state = channel_state_zero();
+    s.state.contractAddress = contract_;
+    s.state.user.bytes[0] = who;
+    s.state.recipient = s.state.user;
+    s.state.balanceWeiHub = U256::from_u64(wei_hub);
+    s.state.threadCount = threads;
+    s.state.txCountGlobal = 1;
+    return wire(s);
+  };
+  auto totals = [&](uint64_t channels, uint64_t threads, uint64_t wei) {
+    hub::Ledger::ChannelTotals t;
+    hub::LedgerStatus st = l->channel_totals(t);
+    ASSERT_TRUE(st.ok()) << st.message;
+    EXPECT_EQ(t.channels, channels);
+    EXPECT_EQ(t.threads, threads);
+    EXPECT_EQ(t.wei_hub, U256::from_u64(wei));
+  };
+  totals(0, 0, 0);
+  ASSERT_TRUE(l->begin().ok());
+  ASSERT_TRUE(l->save_channel("0x01", 1, state(1, 100, 1), {}).ok());
+  ASSERT_TRUE(l->save_channel("0x02", 1, state(2, 20, 2), {}).ok());
+  ASSERT_TRUE(l->save_channel("0x03", 1, state(3, 3, 0), {}).ok());
+  totals(3, 3, 123);  // the transaction reads its own writes
+  ASSERT_TRUE(l->commit().ok());
+  ASSERT_TRUE(l->begin().ok());
+  ASSERT_TRUE(l->save_channel("0x01", 2, state(1, 1000, 0), {}).ok());
+  totals(3, 2, 1023);
+  l->rollback();
+  totals(3, 3, 123);
+  ASSERT_TRUE(l->begin().ok());
+  ASSERT_TRUE(l->save_channel("0x02", 2, state(2, 5, 4), {}).ok());
+  ASSERT_TRUE(l->save_channel("0x03", 2, {0x01, 0x01, 0xff}, {}).ok());  // not a state: counts 0
+  ASSERT_TRUE(l->commit().ok());
+  totals(3, 5, 105);
+  l.reset();
+  ASSERT_TRUE(hub::Ledger::open(spec, l).ok());
+  totals(3, 5, 105);
 }

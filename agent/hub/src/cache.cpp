@@ -185,6 +185,7 @@ Hub::Chan* Hub::channel(const Address& user) {
     txerr_ = err;
     return nullptr;
   }
+  if (metrics_) metrics_->channel_loaded();
   Chan* raw = c.get();
   chans_[user] = std::move(c);
   lru_push_front(raw);

@@ -106,6 +106,11 @@ struct Metrics::Impl {
                                    .Register(*reg);
   Family<Gauge>& gauges_channels_cached =
       prometheus::BuildGauge().Name("picopay_hub_channels_cached").Help("Channels held in memory").Register(*reg);
+  Family<Counter>& loaded = prometheus::BuildCounter()
+                                .Name("picopay_hub_channels_loaded_total")
+                                .Help("Channels read from the ledger into the cache (first use, or use after "
+                                      "eviction)")
+                                .Register(*reg);
   Family<Gauge>& gauges_channels_known = prometheus::BuildGauge()
                                              .Name("picopay_hub_channels_known")
                                              .Help("Channels with a stored state (the store at start, plus "
@@ -154,6 +159,7 @@ struct Metrics::Impl {
 
   Counter* payments_c = nullptr;
   Counter* published_c = nullptr;
+  Counter* loaded_c = nullptr;
   Counter* countersigned[16] = {};
   Histogram* batch_h = nullptr;
   Histogram* batch_n = nullptr;
@@ -165,8 +171,10 @@ struct Metrics::Impl {
   Gauge* mqtt = nullptr;
   Gauge* queue = nullptr;
 
+  Ledger* totals_ledger = nullptr;  // keeps channel_totals: the sums are read from it (worker thread only)
   std::mutex mu;  // guards the per-channel sums and the probe
-  std::map<std::string, std::pair<U256, uint64_t>> chans;  // user -> (balanceWeiHub, threadCount)
+  // Without totals_ledger: user -> (balanceWeiHub, threadCount) of every known channel.
+  std::map<std::string, std::pair<U256, uint64_t>> chans;
   U256 collateral_sum = U256::zero();
   uint64_t threads_sum = 0;
   std::function<bool()> mqtt_probe;
@@ -174,6 +182,7 @@ struct Metrics::Impl {
   Impl() {
     payments_c = &payments.Add({});
     published_c = &published.Add({});
+    loaded_c = &loaded.Add({});
     batch_h = &batch_seconds.Add({}, Histogram::BucketBoundaries{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                                                   0.1, 0.25, 0.5, 1, 2.5, 5});
     batch_n = &batch_messages.Add({}, Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024});
@@ -192,6 +201,16 @@ struct Metrics::Impl {
     collateral->Set(wei_to_double(collateral_sum));
     threads_open->Set(static_cast<double>(threads_sum));
     channels_known->Set(static_cast<double>(chans.size()));
+  }
+
+  // The ledger's totals to the gauges (a failed read leaves them as they were: the next
+  // batch reads again).
+  void read_totals() {
+    Ledger::ChannelTotals t;
+    if (!totals_ledger || !totals_ledger->channel_totals(t).ok()) return;
+    collateral->Set(wei_to_double(t.wei_hub));
+    threads_open->Set(static_cast<double>(t.threads));
+    channels_known->Set(static_cast<double>(t.channels));
   }
 
   void set_channel(const std::string& user, const U256& wei_hub, uint64_t threads) {
@@ -309,7 +328,15 @@ std::unique_ptr<Metrics> Metrics::start(const std::string& listen, Ledger& ledge
     return nullptr;
   }
   std::unique_ptr<Metrics> m(new Metrics());
-  {
+  Ledger::ChannelTotals totals;
+  const LedgerStatus ts = ledger.channel_totals(totals);
+  if (ts.ok()) {
+    m->impl_->totals_ledger = &ledger;
+    m->impl_->read_totals();
+  } else if (ts.code != LedgerCode::Unsupported) {
+    err = "metrics: " + ts.message;
+    return nullptr;
+  } else {
     std::lock_guard<std::mutex> lk(m->impl_->mu);
     std::string bad;
     LedgerStatus ls = ledger.for_each_channel([&](const std::string& user, const Bytes& state) {
@@ -377,6 +404,7 @@ void Metrics::update_refused(UpdateReason r, Status s) {
 void Metrics::nack_sent(Status s) { impl_->nacks.Add({{"status", status_name(s)}}).Increment(); }
 
 void Metrics::batch_done(size_t messages, double seconds, size_t channels_cached) {
+  impl_->read_totals();
   impl_->batch_h->Observe(seconds);
   impl_->batch_n->Observe(static_cast<double>(messages));
   impl_->channels_cached->Set(static_cast<double>(channels_cached));
@@ -387,10 +415,16 @@ void Metrics::queue_depth(size_t messages) { impl_->queue->Set(static_cast<doubl
 void Metrics::replies_published(size_t n) { impl_->published_c->Increment(static_cast<double>(n)); }
 
 void Metrics::channel_state(const std::string& user, const ChannelState& s) {
+  if (impl_->totals_ledger) {
+    impl_->read_totals();
+    return;
+  }
   std::lock_guard<std::mutex> lk(impl_->mu);
   impl_->set_channel(user, s.balanceWeiHub, s.threadCount);
   impl_->publish_sums();
 }
+
+void Metrics::channel_loaded() { impl_->loaded_c->Increment(); }
 
 void Metrics::deposit_backlog(size_t jobs) { impl_->deposits->Set(static_cast<double>(jobs)); }
 

@@ -10,8 +10,14 @@
 // address behind a proxy). Channel balances are visible to whoever can reach it.
 //
 // Thread model: the hub's worker thread calls the hooks below; prometheus-cpp's metric
-// types are atomic, so the HTTP threads read them without a lock. The per-channel sums
-// (collateral, threads) are kept in U256/integers under a mutex and published as gauges.
+// types are atomic, so the HTTP threads read them without a lock.
+//
+// The sums over every channel (picopay_hub_channels_known, _threads_open, _collateral_wei):
+// with a ledger that keeps them (Ledger::channel_totals: SQLite) they are read from the
+// ledger at start and after every batch and status round, one row whatever the channel
+// count, so nothing reads every channel. With a ledger that does not (PostgreSQL) the
+// store's channel rows are streamed once at start and the sums kept per channel in memory
+// (U256/integers under a mutex) from channel_state().
 #pragma once
 
 #include <cstddef>
@@ -37,12 +43,13 @@ namespace picopay::hub {
 class Metrics {
  public:
   // Starts the listener on `listen` ("HOST:PORT", HOST an IPv4 address or name; PORT 0 = any
-  // free port, see port()) and
-  // seeds the channel gauges from the store's channel rows (so collateral and channel
-  // counts are right before the first update). Null and `err` set when `listen` is
-  // malformed, the address cannot be bound, another Metrics is live in this process (the
-  // HTTP callback finds its instance through one process-wide pointer), or the store
-  // cannot be read.
+  // free port, see port()) and seeds the channel gauges from the ledger (its channel
+  // totals, or else its channel rows: see above), so collateral and channel counts are
+  // right before the first update. `ledger` must outlive the Metrics and is read only
+  // from the thread that calls the hooks. Null and `err` set when `listen` is malformed,
+  // the address cannot be bound, another Metrics is live in this process (the HTTP
+  // callback finds its instance through one process-wide pointer), or the store cannot be
+  // read.
   static std::unique_ptr<Metrics> start(const std::string& listen, Ledger& ledger, std::string& err);
   ~Metrics();
   Metrics(const Metrics&) = delete;
@@ -68,9 +75,12 @@ class Metrics {
   void queue_depth(size_t messages);
   // Messages handed to the MQTT client after a commit (replies, proposals).
   void replies_published(size_t n);
-  // The latest double-signed state of channel `user` (lowercase 0x): updates the
-  // collateral and thread sums and the known-channel count.
+  // The latest double-signed state of channel `user` (lowercase 0x), after its commit:
+  // updates the collateral and thread sums and the known-channel count.
   void channel_state(const std::string& user, const ChannelState& s);
+  // A channel was read from the ledger into the hub's cache
+  // (picopay_hub_channels_loaded_total).
+  void channel_loaded();
   // Countersigned collateral deposits waiting for the chain.
   void deposit_backlog(size_t jobs);
   // After a watchtower round: reads the head block, the hub's reserve in the ChannelManager

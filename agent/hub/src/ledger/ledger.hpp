@@ -83,6 +83,20 @@
 //                                          holder, `done` once every thread is disputed
 // `user` is the channel's user address as lowercase 0x-hex (mqtt::topic_address).
 //
+// Unversioned, SQLite only (created at open when missing, so no schema version is spent):
+//   channel_totals(id PK = 0, channels, sums)
+//                                          one row: the channel row count and the sums over
+//                                          the stored states (sums: balanceWeiHub as 32
+//                                          bytes big-endian, then the sum of threadCount as
+//                                          8 bytes big-endian), kept by this connection's
+//                                          TEMP triggers on channels in the same statement
+//                                          as every write; computed once by reading every
+//                                          channel when the row is missing (a ledger of an
+//                                          earlier version). A writer without those
+//                                          triggers (an earlier picopay-hub, the sqlite3
+//                                          shell) does not keep it: delete the row after
+//                                          such writes and the next open computes it again.
+//
 // Threads: one ledger object is used by one thread at a time (the hub's worker); the
 // SQLite backend's WAL checkpointer runs on its own thread with its own connection.
 #pragma once
@@ -93,6 +107,8 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "picopay/u256.hpp"
 
 namespace picopay::hub {
 
@@ -196,6 +212,17 @@ class Ledger {
   virtual LedgerStatus for_each_channel(const std::function<bool(const std::string&, const Bytes&)>& f) = 0;
   // The number of channel rows.
   virtual LedgerStatus count_channels(uint64_t& n) = 0;
+
+  // Sums over every channel row's stored state, for the metrics (metrics.cpp).
+  struct ChannelTotals {
+    uint64_t channels = 0;  // channel rows
+    uint64_t threads = 0;   // sum of threadCount
+    U256 wei_hub{};         // sum of balanceWeiHub (wei)
+  };
+  // The totals as kept with every write (SQLite: one row read, whatever the channel
+  // count). Errors: Unsupported when the backend does not keep them (PostgreSQL: the
+  // caller streams for_each_channel instead), Io, Corrupt.
+  virtual LedgerStatus channel_totals(ChannelTotals& out);
 
   // ---- Leases (version 3; docs/multi-instance.md). Times are the server's (now()), never
   // the caller's clock; `ttl_ms` in milliseconds. The SQLite ledger answers Unsupported.

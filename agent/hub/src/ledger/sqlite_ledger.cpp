@@ -11,6 +11,8 @@
 #include <thread>
 
 #include "ledger.hpp"
+#include "picopay/channel.hpp"
+#include "picopay/codec.hpp"
 
 namespace picopay::hub {
 
@@ -58,6 +60,54 @@ const char* const kMigrations[] = {
 };
 static_assert(sizeof kMigrations / sizeof kMigrations[0] == kLedgerSchemaVersion, "one migration per version");
 
+// channel_totals (ledger.hpp): sums = balanceWeiHub (32 bytes BE) | threadCount (8 bytes BE).
+constexpr size_t kSumsSize = 40;
+
+void sums_encode(const U256& wei, uint64_t threads, uint8_t out[kSumsSize]) {
+  u256_to_be32(wei, out);
+  for (int i = 0; i < 8; ++i) out[32 + i] = static_cast<uint8_t>(threads >> (56 - 8 * i));
+}
+bool sums_decode(const void* p, int n, U256& wei, uint64_t& threads) {
+  if (!p || n != static_cast<int>(kSumsSize)) return false;
+  const auto* b = static_cast<const uint8_t*>(p);
+  if (u256_from_be(b, 32, wei) != Status::Ok) return false;
+  threads = 0;
+  for (int i = 0; i < 8; ++i) threads = (threads << 8) | b[32 + i];
+  return true;
+}
+// A stored state's (balanceWeiHub, threadCount). NULL (no row) and bytes that are not a
+// channel state count (0, 0): the ledger stores what it is given, and the hub reports a
+// corrupt state when it loads that channel.
+void state_terms(const void* p, int n, U256& wei, uint64_t& threads) {
+  wei = U256::zero();
+  threads = 0;
+  SignedChannelState st{};
+  if (!p || n <= 0 || decode_channel_state(static_cast<const uint8_t*>(p), static_cast<size_t>(n), st) != Status::Ok)
+    return;
+  wei = st.state.balanceWeiHub;
+  threads = st.state.threadCount;
+}
+// SQL picopay_totals_apply(sums, old_state, new_state): sums - old + new (the TEMP triggers
+// on channels call it). Saturates at 0 and 2^256-1 rather than failing the write: the totals
+// are for the metrics, the channel row is what matters.
+void totals_apply(sqlite3_context* ctx, int, sqlite3_value** argv) {
+  U256 sum{}, ow{}, nw{};
+  uint64_t threads = 0, ot = 0, nt = 0;
+  if (!sums_decode(sqlite3_value_blob(argv[0]), sqlite3_value_bytes(argv[0]), sum, threads)) {
+    sqlite3_result_error(ctx, "channel_totals: malformed sums", -1);
+    return;
+  }
+  state_terms(sqlite3_value_blob(argv[1]), sqlite3_value_bytes(argv[1]), ow, ot);
+  state_terms(sqlite3_value_blob(argv[2]), sqlite3_value_bytes(argv[2]), nw, nt);
+  U256 t{};
+  sum = u256_sub(sum, ow, t) == Status::Ok ? t : U256::zero();
+  sum = u256_add(sum, nw, t) == Status::Ok ? t : U256::max();
+  threads = (threads >= ot ? threads - ot : 0) + nt;
+  uint8_t out[kSumsSize];
+  sums_encode(sum, threads, out);
+  sqlite3_result_blob(ctx, out, static_cast<int>(kSumsSize), SQLITE_TRANSIENT);
+}
+
 class SqliteLedger final : public Ledger {
  public:
   ~SqliteLedger() override {
@@ -82,10 +132,22 @@ class SqliteLedger final : public Ledger {
     LedgerStatus s = exec("PRAGMA journal_mode=WAL");
     if (s.ok()) s = exec("PRAGMA synchronous=FULL");
     if (s.ok()) s = exec("PRAGMA wal_autocheckpoint=0");
+    // 16 MiB of page cache (SQLite's default is 2 MiB): the B-tree's interior pages and the
+    // leaves of the channels being paid on stay in memory with a million channel rows;
+    // with 2 MiB every few payments read a page back from the file. Bounded: part of the
+    // hub's RSS whatever the ledger's size.
+    if (s.ok()) s = exec("PRAGMA cache_size=-16384");
     if (s.ok()) s = migrate();
+    if (s.ok()) s = setup_totals();
     if (!s.ok()) return s;
     load_ch_ = prep("SELECT state, threads FROM channels WHERE user=?");
-    save_ch_ = prep("INSERT OR REPLACE INTO channels(user, tx, state, threads) VALUES(?,?,?,?)");
+    // An upsert, not INSERT OR REPLACE: an existing row is updated in place (REPLACE
+    // deletes the row and its index entry and inserts both again), and the totals'
+    // UPDATE trigger sees the old state.
+    save_ch_ = prep(
+        "INSERT INTO channels(user, tx, state, threads) VALUES(?,?,?,?) ON CONFLICT(user) DO UPDATE SET"
+        " tx=excluded.tx, state=excluded.state, threads=excluded.threads");
+    totals_ = prep("SELECT channels, sums FROM channel_totals WHERE id=0");
     find_up_ = prep("SELECT request, reply FROM updates WHERE user=? AND tx=?");
     ins_up_ = prep("INSERT INTO updates(user, tx, request, reply, state) VALUES(?,?,?,?,?)");
     load_pr_ = prep("SELECT tx, request FROM proposals WHERE user=?");
@@ -107,7 +169,8 @@ class SqliteLedger final : public Ledger {
         " FROM history WHERE user=? ORDER BY tx");
     has_coll_ = prep("SELECT 1 FROM history WHERE user=? AND event='collateral-proposed' LIMIT 1");
     if (!(load_ch_ && save_ch_ && find_up_ && ins_up_ && load_pr_ && del_pr_ && del_q_ && load_q_ && load_rq_ &&
-          del_rq_ && ins_rq_ && load_id_ && save_id_ && save_dep_ && del_dep_ && ins_hist_ && load_hist_ && has_coll_))
+          del_rq_ && ins_rq_ && load_id_ && save_id_ && save_dep_ && del_dep_ && ins_hist_ && load_hist_ && has_coll_ &&
+          totals_))
       return LedgerStatus::fail(LedgerCode::Io, prep_err_);
     ckpt_ = std::thread([this, path] { checkpointer(path); });
     return {};
@@ -332,6 +395,21 @@ class SqliteLedger final : public Ledger {
     });
   }
 
+  LedgerStatus channel_totals(ChannelTotals& out) override {
+    sqlite3_stmt* s = totals_;
+    sqlite3_reset(s);
+    const int rc = sqlite3_step(s);
+    bool good = rc == SQLITE_ROW;
+    if (good) {
+      out.channels = static_cast<uint64_t>(sqlite3_column_int64(s, 0));
+      good = sums_decode(sqlite3_column_blob(s, 1), sqlite3_column_bytes(s, 1), out.wei_hub, out.threads);
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return fail(rc, "channel totals");
+    if (!good) return LedgerStatus::fail(LedgerCode::Corrupt, "sqlite: channel totals: missing or malformed row");
+    return {};
+  }
+
   LedgerStatus count_channels(uint64_t& n) override {
     n = 0;
     return each_row("SELECT count(*) FROM channels", "count channels", [&](sqlite3_stmt* s) {
@@ -427,6 +505,66 @@ class SqliteLedger final : public Ledger {
     return {};
   }
 
+  // The channel_totals row (ledger.hpp) and this connection's TEMP triggers that keep it
+  // with every write to channels. A missing row (a new ledger, or one of an earlier
+  // version) is computed once here, reading every channel.
+  LedgerStatus setup_totals() {
+    if (sqlite3_create_function_v2(db_, "picopay_totals_apply", 3, SQLITE_UTF8, nullptr, totals_apply, nullptr,
+                                   nullptr, nullptr) != SQLITE_OK)
+      return fail(sqlite3_errcode(db_), "register picopay_totals_apply");
+    LedgerStatus s = exec("BEGIN IMMEDIATE");
+    if (!s.ok()) return s;
+    s = exec("CREATE TABLE IF NOT EXISTS channel_totals(id INTEGER PRIMARY KEY CHECK(id=0), channels INTEGER NOT NULL,"
+             " sums BLOB NOT NULL)");
+    bool have = false;
+    if (s.ok())
+      s = each_row("SELECT 1 FROM channel_totals WHERE id=0", "channel totals", [&](sqlite3_stmt*) {
+        have = true;
+        return false;
+      });
+    if (s.ok() && !have) {
+      U256 wei = U256::zero();
+      uint64_t threads = 0, n = 0;
+      s = for_each_channel([&](const std::string&, const Bytes& state) {
+        U256 w{}, t{};
+        uint64_t th = 0;
+        state_terms(state.data(), static_cast<int>(state.size()), w, th);
+        wei = u256_add(wei, w, t) == Status::Ok ? t : U256::max();
+        threads += th;
+        ++n;
+        return true;
+      });
+      if (s.ok()) {
+        uint8_t sums[kSumsSize];
+        sums_encode(wei, threads, sums);
+        sqlite3_stmt* ins = nullptr;
+        int rc = sqlite3_prepare_v2(db_, "INSERT INTO channel_totals(id, channels, sums) VALUES(0,?,?)", -1, &ins,
+                                    nullptr);
+        if (rc == SQLITE_OK) {
+          sqlite3_bind_int64(ins, 1, static_cast<sqlite3_int64>(n));
+          sqlite3_bind_blob(ins, 2, sums, static_cast<int>(kSumsSize), SQLITE_TRANSIENT);
+          rc = sqlite3_step(ins);
+        }
+        sqlite3_finalize(ins);
+        if (rc != SQLITE_DONE) s = fail(rc, "channel totals");
+      }
+    }
+    if (s.ok())
+      s = exec(
+          "CREATE TEMP TRIGGER picopay_totals_insert AFTER INSERT ON main.channels BEGIN"
+          " UPDATE channel_totals SET channels=channels+1, sums=picopay_totals_apply(sums, NULL, new.state) WHERE id=0;"
+          " END;"
+          "CREATE TEMP TRIGGER picopay_totals_update AFTER UPDATE OF state ON main.channels BEGIN"
+          " UPDATE channel_totals SET sums=picopay_totals_apply(sums, old.state, new.state) WHERE id=0;"
+          " END;"
+          "CREATE TEMP TRIGGER picopay_totals_delete AFTER DELETE ON main.channels BEGIN"
+          " UPDATE channel_totals SET channels=channels-1, sums=picopay_totals_apply(sums, old.state, NULL) WHERE id=0;"
+          " END;");
+    if (s.ok()) s = exec("COMMIT");
+    if (!s.ok()) (void)exec("ROLLBACK");
+    return s;
+  }
+
   void checkpointer(std::string path) {
     sqlite3* db = nullptr;
     if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, nullptr) != SQLITE_OK) {
@@ -454,7 +592,7 @@ class SqliteLedger final : public Ledger {
   sqlite3_stmt *load_pr_ = nullptr, *del_pr_ = nullptr, *del_q_ = nullptr, *load_q_ = nullptr;
   sqlite3_stmt *load_rq_ = nullptr, *del_rq_ = nullptr, *ins_rq_ = nullptr, *load_id_ = nullptr, *save_id_ = nullptr;
   sqlite3_stmt *save_dep_ = nullptr, *del_dep_ = nullptr;
-  sqlite3_stmt *ins_hist_ = nullptr, *load_hist_ = nullptr, *has_coll_ = nullptr;
+  sqlite3_stmt *ins_hist_ = nullptr, *load_hist_ = nullptr, *has_coll_ = nullptr, *totals_ = nullptr;
   std::thread ckpt_;
   std::mutex ckpt_mu_;
   std::condition_variable ckpt_cv_;
