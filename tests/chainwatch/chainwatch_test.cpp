@@ -52,10 +52,9 @@ std::string json_str(const std::string& text, const char* field) {
   return out;
 }
 
-class ChainWatch : public ::testing::Test {
+class ChainWatch : public E2ESuite<ChainWatch> {
  protected:
   static void SetUpTestSuite() {
-    net_ = new E2ENet;
     std::string err;
     dev_key_ = key_hex(testsupport::test_key(kDeviceIndex));
     dev_addr_ = key_address(dev_key_);
@@ -63,24 +62,15 @@ class ChainWatch : public ::testing::Test {
     eo.name = "chainwatch";
     eo.funded = {dev_key_, key_hex(testsupport::test_key(kPayerIndex)), key_hex(testsupport::test_key(kPayeeIndex)),
                  key_hex(testsupport::test_key(kReopenIndex))};
-    ASSERT_TRUE(net_->start_chain(eo, err)) << err;
-    work_ = net_->work;
-    hub_addr_ = net_->hub_addr;
-    contract_ = net_->contract;
-    contract_addr_ = net_->cm_addr;
-    chain_ = &net_->devchain;
-    rpc_ = net_->rpc.get();
-    hub_wallet_ = net_->hub_wallet.get();
-    hub_cm_ = new chain::ChannelManagerClient(*hub_wallet_, contract_addr_);
+    ASSERT_TRUE(start_chain(eo, err)) << err;
+    hub_cm_ = new chain::ChannelManagerClient(*hub_wallet_, cm_addr_);
     ASSERT_TRUE(hub_cm_->fund_reserve(U256::from_u64(1000000)).ok());  // the payee's collateral
     std::vector<BrokerUser> users = {{dev_addr_, "devpw"}};
     for (uint32_t i : {kPayerIndex, kPayeeIndex, kReopenIndex}) {
       auto login = device_broker_login(i);
       users.push_back({login.first, login.second});
     }
-    ASSERT_TRUE(net_->start_broker(users, "user test\ntopic read picopay/v1/#\n", err)) << err;
-    broker_ = &net_->broker;
-    hub_ = &net_->hub;
+    ASSERT_TRUE(start_broker(users, "user test\ntopic read picopay/v1/#\n", err)) << err;
     start_hub();
     obs_ = new mqtt::Client(net_->observer_options("picopay-test-observer"));
     obs_->on_message([](const mqtt::Message& m) {
@@ -103,7 +93,7 @@ class ChainWatch : public ::testing::Test {
     if (obs_) obs_->stop();
     delete obs_;
     delete hub_cm_;
-    delete net_;
+    stop_net();
   }
 
   static std::string status_of(const std::string& topic) {
@@ -120,7 +110,7 @@ class ChainWatch : public ::testing::Test {
   std::unique_ptr<testsupport::SimDevice> sim_device(uint32_t i, ChainView& v) {
     v.wallet = std::make_unique<chain::Wallet>(*rpc_, testsupport::test_key(i));
     EXPECT_TRUE(v.wallet->init().ok());
-    v.cm = std::make_unique<chain::ChannelManagerClient>(*v.wallet, contract_addr_);
+    v.cm = std::make_unique<chain::ChannelManagerClient>(*v.wallet, cm_addr_);
     chain::ChannelManagerClient* cm = v.cm.get();
     testsupport::SimOptions so;
     so.chain = [cm](const Address& user, ChainFacts& f) {
@@ -136,7 +126,7 @@ class ChainWatch : public ::testing::Test {
       f.blockTime = blk->timestamp;
       return true;
     };
-    auto d = std::make_unique<testsupport::SimDevice>(i, hub_wallet_->address(), contract_addr_, so);
+    auto d = std::make_unique<testsupport::SimDevice>(i, hub_wallet_->address(), cm_addr_, so);
     mqtt::Options o;
     o.port = broker_->port();
     std::string err;
@@ -144,15 +134,8 @@ class ChainWatch : public ::testing::Test {
     return d;
   }
 
-  static inline std::string work_, hub_addr_, contract_, dev_key_, dev_addr_;
-  static inline Address contract_addr_{};
-  static inline E2ENet* net_ = nullptr;
-  static inline DevChain* chain_ = nullptr;
-  static inline chain::RpcClient* rpc_ = nullptr;
-  static inline chain::Wallet* hub_wallet_ = nullptr;
+  static inline std::string dev_key_, dev_addr_;
   static inline chain::ChannelManagerClient* hub_cm_ = nullptr;
-  static inline MosquittoBroker* broker_ = nullptr;
-  static inline Child* hub_ = nullptr;
   static inline mqtt::Client* obs_ = nullptr;
   static inline std::mutex mu_;
   static inline std::map<std::string, std::string>* status_ = new std::map<std::string, std::string>;

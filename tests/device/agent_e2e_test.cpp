@@ -38,19 +38,15 @@ namespace {
 const char* kDeposit = "1000000000000000000";
 const uint64_t kPrice = 1000;
 
-class AgentE2E : public ::testing::Test {
+class AgentE2E : public E2ESuite<AgentE2E> {
  protected:
   static void SetUpTestSuite() {
-    net_ = new E2ENet;
     std::string err;
     E2EOptions eo;
     eo.name = "agent-test";
     eo.devices = kKeys;
-    ASSERT_TRUE(net_->start_chain(eo, err)) << err;
-    ASSERT_TRUE(net_->start_broker({}, "user test\ntopic read picopay/v1/#\n", err)) << err;
-    work_ = net_->work;
-    broker_ = &net_->broker;
-    hub_ = &net_->hub;
+    ASSERT_TRUE(start_chain(eo, err)) << err;
+    ASSERT_TRUE(start_broker({}, "user test\ntopic read picopay/v1/#\n", err)) << err;
     start_hub();
     obs_ = new mqtt::Client(net_->observer_options("picopay-test-observer"));
     obs_->on_message([](const mqtt::Message& m) {
@@ -68,7 +64,7 @@ class AgentE2E : public ::testing::Test {
   static void TearDownTestSuite() {
     if (obs_) obs_->stop();
     delete obs_;
-    delete net_;
+    stop_net();
   }
 
   std::vector<std::string> agent_argv(int idx, const std::string& dir) {
@@ -118,10 +114,6 @@ class AgentE2E : public ::testing::Test {
   }
 
   static constexpr int kKeys = 8;
-  static inline std::string work_;
-  static inline E2ENet* net_ = nullptr;
-  static inline MosquittoBroker* broker_ = nullptr;
-  static inline Child* hub_ = nullptr;
   static inline mqtt::Client* obs_ = nullptr;
   static inline std::mutex mu_;
   static inline std::map<std::string, std::string>* hub_status_ = new std::map<std::string, std::string>;

@@ -40,32 +40,22 @@ namespace {
 
 const uint64_t kPrice = 1000000000000ull;  // 1e12 wei per Wh
 
-class Flows : public ::testing::Test {
+class Flows : public E2ESuite<Flows> {
  protected:
   static void SetUpTestSuite() {
-    net_ = new E2ENet;
     std::string err;
     E2EOptions eo;
     eo.name = "flows-test";
     eo.devices = kKeys;
-    ASSERT_TRUE(net_->start_chain(eo, err)) << err;
+    ASSERT_TRUE(start_chain(eo, err)) << err;
     ASSERT_TRUE(net_->fund_reserve(dec("50000000000000000000"), err)) << err;
     // "test" plays the adversary that got hold of the hub's key: it may publish requests.
-    ASSERT_TRUE(net_->start_broker({{"hub2", "hub2pw"}},
-                                   "user hub2\ntopic readwrite picopay/v1/#\n\n"
-                                   "user test\ntopic read picopay/v1/#\ntopic write picopay/v1/user/+/request\n"
-                                   "topic write picopay/v1/hub/+/channel/+/collateral\n",
-                                   err))
+    ASSERT_TRUE(start_broker({{"hub2", "hub2pw"}},
+                             "user hub2\ntopic readwrite picopay/v1/#\n\n"
+                             "user test\ntopic read picopay/v1/#\ntopic write picopay/v1/user/+/request\n"
+                             "topic write picopay/v1/hub/+/channel/+/collateral\n",
+                             err))
         << err;
-    work_ = net_->work;
-    hub_key_ = net_->hub_key;
-    hub_addr_ = net_->hub_addr;
-    contract_addr_ = net_->cm_addr;
-    keys_ = net_->keys;
-    chain_ = &net_->devchain;
-    rpc_ = net_->rpc.get();
-    broker_ = &net_->broker;
-    hub_ = &net_->hub;
     ASSERT_TRUE(hub_->start(net_->hub_argv({"--verbose"}), net_->hub_log()));
     obs_ = new mqtt::Client(net_->observer_options("picopay-test-observer"));
     obs_->on_message([](const mqtt::Message& m) {
@@ -85,7 +75,7 @@ class Flows : public ::testing::Test {
   static void TearDownTestSuite() {
     if (obs_) obs_->stop();
     delete obs_;
-    delete net_;
+    stop_net();
   }
 
   static std::string pw(int idx) { return device_password(keys_[static_cast<size_t>(idx)]); }
@@ -145,7 +135,7 @@ class Flows : public ::testing::Test {
     EXPECT_EQ(private_key_parse(hub_key_.c_str(), hub_key_.size(), hk), Status::Ok);
     chain::Wallet w(*rpc_, hk);
     EXPECT_TRUE(w.init());
-    chain::ChannelManagerClient cm(w, contract_addr_);
+    chain::ChannelManagerClient cm(w, cm_addr_);
     auto c = cm.channel(user);
     EXPECT_TRUE(c.ok());
     return c.ok() ? *c : chain::OnchainChannel{};
@@ -170,14 +160,6 @@ class Flows : public ::testing::Test {
   }
 
   static constexpr int kKeys = 8;
-  static inline std::string work_, hub_key_, hub_addr_;
-  static inline Address contract_addr_{};
-  static inline std::vector<std::string> keys_;
-  static inline E2ENet* net_ = nullptr;
-  static inline DevChain* chain_ = nullptr;
-  static inline chain::RpcClient* rpc_ = nullptr;
-  static inline MosquittoBroker* broker_ = nullptr;
-  static inline Child* hub_ = nullptr;
   static inline mqtt::Client* obs_ = nullptr;
   static inline std::mutex mu_;
   static inline std::map<std::string, std::string>* hub_status_ = new std::map<std::string, std::string>;
@@ -472,7 +454,7 @@ TEST_F(Flows, DeviceRefusesAWithdrawalItDidNotAskFor) {
   Signer sg;
   ASSERT_EQ(sg.init(), Status::Ok);
   HubRequest q{};
-  q.contractAddress = contract_addr_;
+  q.contractAddress = cm_addr_;
   q.user = s.user;
   q.requestId = 1000000;  // above anything the real hub used for this channel
   q.update = channel_update_make(UpdateReason::ProposePendingWithdrawal);

@@ -58,25 +58,15 @@ namespace {
 
 const char* kPPT = "1000000000000000000";  // 1 PPT (18 decimals)
 
-class TokenFlows : public ::testing::Test {
+class TokenFlows : public E2ESuite<TokenFlows> {
  protected:
   static void SetUpTestSuite() {
-    net_ = new E2ENet;
     std::string err;
     E2EOptions eo;
     eo.name = "token-flows";
     eo.devices = kKeys;
     eo.token = true;
-    ASSERT_TRUE(net_->start_chain(eo, err)) << err;
-    work_ = net_->work;
-    hub_key_ = net_->hub_key;
-    hub_addr_ = net_->hub_addr;
-    keys_ = net_->keys;
-    token_ = net_->token;
-    cm_addr_ = net_->cm_addr;
-    chain_ = &net_->devchain;
-    rpc_ = net_->rpc.get();
-    hub_wallet_ = net_->hub_wallet.get();
+    ASSERT_TRUE(start_chain(eo, err)) << err;
     // Every device holds 10 PPT; the hub's token reserve is 100 PPT, its wei reserve 20 ETH.
     for (auto& k : keys_) ASSERT_TRUE(net_->mint(parse_addr(key_address(k)), ppt(10), err)) << err;
     ASSERT_TRUE(net_->mint(cm_addr_, ppt(100), err)) << err;
@@ -88,9 +78,7 @@ class TokenFlows : public ::testing::Test {
                       "topic readwrite cmnd/#\ntopic readwrite tele/#\n\n";
     // A payee may switch its own meter (here every device may switch plug-<anything>).
     acl += "pattern read tele/#\npattern write cmnd/+/POWER\n";
-    ASSERT_TRUE(net_->start_broker({}, acl, err)) << err;
-    broker_ = &net_->broker;
-    hub_ = &net_->hub;
+    ASSERT_TRUE(start_broker({}, acl, err)) << err;
     rate_file_ = work_ + "/rate";
     write_rate("200");
     start_hub({});
@@ -116,7 +104,7 @@ class TokenFlows : public ::testing::Test {
   static void TearDownTestSuite() {
     if (obs_) obs_->stop();
     delete obs_;
-    delete net_;
+    stop_net();
   }
 
   // The rate file: written by the hub's own account, mode 0644.
@@ -281,15 +269,7 @@ class TokenFlows : public ::testing::Test {
   }
 
   static constexpr int kKeys = 14;
-  static inline std::string work_, hub_key_, hub_addr_, rate_file_;
-  static inline std::vector<std::string> keys_;
-  static inline Address token_{}, cm_addr_{};
-  static inline E2ENet* net_ = nullptr;
-  static inline DevChain* chain_ = nullptr;
-  static inline chain::RpcClient* rpc_ = nullptr;
-  static inline chain::Wallet* hub_wallet_ = nullptr;
-  static inline MosquittoBroker* broker_ = nullptr;
-  static inline Child* hub_ = nullptr;
+  static inline std::string rate_file_;
   static inline mqtt::Client* obs_ = nullptr;
   static inline std::mutex mu_;
   static inline std::map<std::string, std::string>* hub_status_ = new std::map<std::string, std::string>;

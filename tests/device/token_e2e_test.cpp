@@ -49,26 +49,16 @@ const U256 kUnit = dec("1000000000000000000");  // 1 PPT (18 decimals)
 const U256 kPrice = dec("1000000000000000");    // 0.001 PPT per Wh
 const U256 kDeposit = dec("2500000000000000000");  // 2.5 PPT
 
-class TokenE2E : public ::testing::Test {
+class TokenE2E : public E2ESuite<TokenE2E> {
  protected:
   static void SetUpTestSuite() {
-    net_ = new E2ENet;
     std::string err;
     E2EOptions eo;
     eo.name = "token-test";
     eo.devices = kKeys;
     eo.funded = {key_hex(testsupport::test_key(kSimKey))};
     eo.token = true;
-    ASSERT_TRUE(net_->start_chain(eo, err)) << err;
-    work_ = net_->work;
-    hub_key_ = net_->hub_key;
-    hub_addr_ = net_->hub_addr;
-    keys_ = net_->keys;
-    token_ = net_->token;
-    cm_addr_ = net_->cm_addr;
-    chain_ = &net_->devchain;
-    rpc_ = net_->rpc.get();
-    hub_wallet_ = net_->hub_wallet.get();
+    ASSERT_TRUE(start_chain(eo, err)) << err;
     auto tart = chain::load_artifact(chain::default_artifact_dir() + "/TestToken.json");
     ASSERT_TRUE(tart.ok()) << tart.error().to_string();
     auto other = chain::deploy_artifact(*hub_wallet_, *tart, {});
@@ -86,9 +76,7 @@ class TokenE2E : public ::testing::Test {
       ASSERT_TRUE(net_->mint(sim, mul(kUnit, 10), err)) << err;
       sim_addr_ = mqtt::topic_address(sim);
     }
-    ASSERT_TRUE(net_->start_broker({{sim_addr_, "pw-sim"}}, "user test\ntopic readwrite picopay/v1/#\n", err)) << err;
-    broker_ = &net_->broker;
-    hub_ = &net_->hub;
+    ASSERT_TRUE(start_broker({{sim_addr_, "pw-sim"}}, "user test\ntopic readwrite picopay/v1/#\n", err)) << err;
     start_hub({});
     obs_ = new mqtt::Client(net_->observer_options("picopay-token-test"));
     ASSERT_TRUE(obs_->start(err)) << err;
@@ -114,7 +102,7 @@ class TokenE2E : public ::testing::Test {
   static void TearDownTestSuite() {
     if (obs_) obs_->stop();
     delete obs_;
-    delete net_;
+    stop_net();
   }
 
   static std::string addr(int idx) { return key_address(keys_[static_cast<size_t>(idx)]); }
@@ -156,15 +144,7 @@ class TokenE2E : public ::testing::Test {
   static constexpr int kKeys = 16;  // one channel per test
   static constexpr uint32_t kSimKey = 4242;  // testsupport::test_key index of the withdrawal test's device
   static inline std::string sim_addr_;
-  static inline std::string work_, hub_key_, hub_addr_;
-  static inline std::vector<std::string> keys_;
-  static inline Address token_{}, other_token_{}, cm_addr_{};
-  static inline E2ENet* net_ = nullptr;
-  static inline DevChain* chain_ = nullptr;
-  static inline chain::RpcClient* rpc_ = nullptr;
-  static inline chain::Wallet* hub_wallet_ = nullptr;
-  static inline MosquittoBroker* broker_ = nullptr;
-  static inline Child* hub_ = nullptr;
+  static inline Address other_token_{};
   static inline mqtt::Client* obs_ = nullptr;
 
   // An ETH device with 0.01 ETH and 5 PPT in its channel that pays the hub 0.00001 ETH

@@ -4,11 +4,14 @@
 // picopay.acl, through picopay_acl()) plus the suite's own extra users, and the command
 // lines of the real picopay-hub and picopay-agent against them. Only 127.0.0.1.
 //
-// A suite creates one E2ENet in SetUpTestSuite, calls start_chain() then start_broker()
-// (each returns false with a one-line `err`), starts the hub with hub_argv() and its
-// agents with agent_argv(), and deletes the E2ENet in TearDownTestSuite (the hub first,
-// then the broker, then the chain). The work dir stays for post-mortems.
+// A suite derives its fixture from E2ESuite (below), calls start_chain() then
+// start_broker() in SetUpTestSuite (each returns false with a one-line `err`), starts the
+// hub with hub_argv() and its agents with agent_argv(), and calls stop_net() in
+// TearDownTestSuite (the hub first, then the broker, then the chain). The work dir stays
+// for post-mortems.
 #pragma once
+
+#include <gtest/gtest.h>
 
 #include <cstdint>
 #include <memory>
@@ -107,6 +110,60 @@ class E2ENet {
   std::unique_ptr<chain::Wallet> hub_wallet;
   demo::MosquittoBroker broker;
   demo::Child hub;
+};
+
+// A gtest fixture base for a suite that shares one E2ENet for all its tests, with the
+// net's parts under the short names the suites use. CRTP (`class Flows : public
+// E2ESuite<Flows>`): each suite has its own. The suite's SetUpTestSuite calls
+// start_chain() and start_broker() (ASSERT_TRUE(...) << err), its TearDownTestSuite
+// stops its own clients, then calls stop_net().
+template <class Suite>
+class E2ESuite : public ::testing::Test {
+ protected:
+  // E2ENet::start_chain; then work_, the keys, contract_, cm_addr_, token_, chain_, rpc_
+  // and hub_wallet_ are set.
+  static bool start_chain(const E2EOptions& o, std::string& err) {
+    net_ = new E2ENet;
+    if (!net_->start_chain(o, err)) return false;
+    work_ = net_->work;
+    hub_key_ = net_->hub_key;
+    hub_addr_ = net_->hub_addr;
+    keys_ = net_->keys;
+    contract_ = net_->contract;
+    cm_addr_ = net_->cm_addr;
+    token_ = net_->token;
+    chain_ = &net_->devchain;
+    rpc_ = net_->rpc.get();
+    hub_wallet_ = net_->hub_wallet.get();
+    return true;
+  }
+  // E2ENet::start_broker (after start_chain); then broker_ and hub_ (not started) are set.
+  static bool start_broker(const std::vector<demo::BrokerUser>& extra_users, const std::string& extra_acl,
+                           std::string& err) {
+    broker_ = &net_->broker;
+    hub_ = &net_->hub;
+    return net_->start_broker(extra_users, extra_acl, err);
+  }
+  // Stops the hub, the broker and the chain (in that order).
+  static void stop_net() {
+    delete net_;
+    net_ = nullptr;
+    chain_ = nullptr;
+    rpc_ = nullptr;
+    hub_wallet_ = nullptr;
+    broker_ = nullptr;
+    hub_ = nullptr;
+  }
+
+  static inline E2ENet* net_ = nullptr;
+  static inline std::string work_, hub_key_, hub_addr_, contract_;
+  static inline std::vector<std::string> keys_;
+  static inline Address cm_addr_{}, token_{};
+  static inline demo::DevChain* chain_ = nullptr;
+  static inline chain::RpcClient* rpc_ = nullptr;
+  static inline chain::Wallet* hub_wallet_ = nullptr;
+  static inline demo::MosquittoBroker* broker_ = nullptr;
+  static inline demo::Child* hub_ = nullptr;
 };
 
 }  // namespace picopay::testsupport
