@@ -82,16 +82,7 @@ class AgentE2E : public E2ESuite<AgentE2E> {
   static bool hub_agrees(const device::AgentState& s) {
     std::lock_guard<std::mutex> l(mu_);
     auto it = hub_status_->find(mqtt::topic_address(s.user));
-    if (it == hub_status_->end()) return false;
-    cJSON* h = cJSON_Parse(it->second.c_str());
-    bool ok = h && static_cast<uint64_t>(cJSON_GetObjectItem(h, "txCountGlobal")->valuedouble) ==
-                       s.channel.state.txCountGlobal &&
-              json::amount_text(s.channel.state.balanceWeiHub) ==
-                  cJSON_GetObjectItem(h, "balanceWeiHub")->valuestring &&
-              json::amount_text(s.channel.state.balanceWeiUser) ==
-                  cJSON_GetObjectItem(h, "balanceWeiUser")->valuestring;
-    cJSON_Delete(h);
-    return ok;
+    return it != hub_status_->end() && hub_status_agrees(it->second, s.channel.state);
   }
 
   static void expect_settled(const device::AgentState& s, uint64_t wh) {

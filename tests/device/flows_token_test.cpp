@@ -236,16 +236,7 @@ class TokenFlows : public E2ESuite<TokenFlows> {
   static bool hub_agrees(const device::AgentState& s) {
     std::lock_guard<std::mutex> l(mu_);
     auto it = hub_status_->find(mqtt::topic_address(s.user));
-    if (it == hub_status_->end()) return false;
-    cJSON* h = cJSON_Parse(it->second.c_str());
-    const cJSON* tx = cJSON_GetObjectItem(h, "txCountGlobal");
-    const cJSON* bu = cJSON_GetObjectItem(h, "balanceTokenUser");
-    const cJSON* bh = cJSON_GetObjectItem(h, "balanceTokenHub");
-    bool ok = cJSON_IsNumber(tx) && static_cast<uint64_t>(tx->valuedouble) == s.channel.state.txCountGlobal &&
-              cJSON_IsString(bu) && json::amount_text(s.channel.state.balanceTokenUser) == bu->valuestring &&
-              cJSON_IsString(bh) && json::amount_text(s.channel.state.balanceTokenHub) == bh->valuestring;
-    cJSON_Delete(h);
-    return ok;
+    return it != hub_status_->end() && hub_status_agrees(it->second, s.channel.state, true);
   }
 
   // A token device paying the hub 0.001 PPT per Wh from stdin, `deposit` at start; runs

@@ -6,6 +6,9 @@
 
 #include <cstring>
 
+#include <cjson/cJSON.h>
+
+#include "picopay/agent/json_state.hpp"
 #include "picopay/hex.hpp"
 #include "picopay/mqtt/protocol.hpp"
 #include "support/broker.hpp"
@@ -54,6 +57,18 @@ std::string read_all(int fd) {
   ssize_t n;
   while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
   return out;
+}
+
+bool hub_status_agrees(const std::string& status_json, const ChannelState& s, bool tokens) {
+  cJSON* h = cJSON_Parse(status_json.c_str());
+  const cJSON* tx = cJSON_GetObjectItem(h, "txCountGlobal");
+  const cJSON* bh = cJSON_GetObjectItem(h, tokens ? "balanceTokenHub" : "balanceWeiHub");
+  const cJSON* bu = cJSON_GetObjectItem(h, tokens ? "balanceTokenUser" : "balanceWeiUser");
+  const bool ok = cJSON_IsNumber(tx) && static_cast<uint64_t>(tx->valuedouble) == s.txCountGlobal &&
+                  cJSON_IsString(bh) && json::amount_text(tokens ? s.balanceTokenHub : s.balanceWeiHub) == bh->valuestring &&
+                  cJSON_IsString(bu) && json::amount_text(tokens ? s.balanceTokenUser : s.balanceWeiUser) == bu->valuestring;
+  cJSON_Delete(h);
+  return ok;
 }
 
 std::string device_password(const std::string& key) { return "pw-" + demo::key_address(key).substr(2, 8); }

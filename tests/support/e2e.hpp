@@ -21,6 +21,7 @@
 #include "picopay/chain/manager.hpp"
 #include "picopay/demo/support.hpp"
 #include "picopay/mqtt/client.hpp"
+#include "picopay/state.hpp"
 #include "picopay/types.hpp"
 #include "picopay/u256.hpp"
 
@@ -41,6 +42,12 @@ Address parse_addr(const std::string& s);
 std::string key_hex(const PrivateKey& k);
 // Everything a child wrote to `fd` until it closed it (a one-shot command's stdout).
 std::string read_all(int fd);
+
+// The hub's retained status of a channel (the JSON it publishes on
+// picopay/v1/hub/<hub>/status/<user>) agrees with `s`, a device's double-signed state: the
+// same txCountGlobal and the same two balances of the channel's asset (wei, or tokens if
+// `tokens`). False if the JSON does not parse or lacks one of these fields.
+bool hub_status_agrees(const std::string& status_json, const ChannelState& s, bool tokens = false);
 
 // The broker password the suites give a device key: "pw-" + the first 8 hex digits of its
 // address (its username is the lowercase 0x address, as the shipped ACL wants).
