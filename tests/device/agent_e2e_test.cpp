@@ -73,11 +73,6 @@ class AgentE2E : public E2ESuite<AgentE2E> {
     return v;
   }
 
-  static bool load(const std::string& dir, device::AgentState& s) {
-    std::string err;
-    return device::state_load(dir, s, err);
-  }
-
   // The hub's ledger (its retained status) agrees with the device's double-signed state.
   static bool hub_agrees(const device::AgentState& s) {
     std::lock_guard<std::mutex> l(mu_);

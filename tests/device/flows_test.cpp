@@ -94,11 +94,6 @@ class Flows : public E2ESuite<Flows> {
     return c.wait(180000);
   }
 
-  static bool load(const std::string& dir, device::AgentState& s) {
-    std::string err;
-    return device::state_load(dir, s, err);
-  }
-
   static bool hub_agrees(const device::AgentState& s) {
     std::lock_guard<std::mutex> l(mu_);
     auto it = hub_status_->find(mqtt::topic_address(s.user));

@@ -196,11 +196,6 @@ class TokenFlows : public E2ESuite<TokenFlows> {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   }
 
-  static bool load(const std::string& dir, device::AgentState& s) {
-    std::string err;
-    return device::state_load(dir, s, err);
-  }
-
   static U256 tokens_of(const std::string& who) {
     auto b = chain::erc20_balance(*rpc_, token_, parse_addr(who));
     EXPECT_TRUE(b.ok());

@@ -113,11 +113,6 @@ class TokenE2E : public E2ESuite<TokenE2E> {
     return v;
   }
 
-  static bool load(const std::string& dir, device::AgentState& s) {
-    std::string err;
-    return device::state_load(dir, s, err);
-  }
-
   static U256 token_balance(int idx) {
     Address a{};
     EXPECT_EQ(address_parse(addr(idx).c_str(), 42, a), Status::Ok);

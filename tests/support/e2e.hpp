@@ -20,6 +20,7 @@
 
 #include "picopay/chain/manager.hpp"
 #include "picopay/demo/support.hpp"
+#include "picopay/device/state.hpp"
 #include "picopay/mqtt/client.hpp"
 #include "picopay/state.hpp"
 #include "picopay/types.hpp"
@@ -29,7 +30,7 @@ namespace picopay::testsupport {
 
 // --- small helpers the suites share (a bad input is a gtest failure, not a crash) ---
 
-// A decimal amount ("1000000000000000000"); EXPECTs that it parses (zero if not).
+// A decimal amount ("1000000000000000000"); EXPECTs that it parses.
 U256 dec(const std::string& s);
 // a + b and a - b; EXPECT no overflow / underflow.
 U256 add(const U256& a, const U256& b);
@@ -150,6 +151,11 @@ class E2ESuite : public ::testing::Test {
     broker_ = &net_->broker;
     hub_ = &net_->hub;
     return net_->start_broker(extra_users, extra_acl, err);
+  }
+  // The agent state stored in `dir` (device::state_load); false while there is none.
+  static bool load(const std::string& dir, device::AgentState& s) {
+    std::string err;
+    return device::state_load(dir, s, err);
   }
   // Stops the hub, the broker and the chain (in that order).
   static void stop_net() {
