@@ -9,12 +9,10 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <sstream>
 #include <string>
 #include <thread>
 
@@ -31,7 +29,8 @@
 #include "picopay/signer.hpp"
 #include "sim_device.hpp"
 
-#include "../support/wait.hpp"
+#include "support/e2e.hpp"
+#include "support/wait.hpp"
 
 using namespace picopay;
 using namespace picopay::testsupport;
@@ -44,23 +43,6 @@ const uint64_t kPrice = 1000;
 constexpr uint32_t kDeviceIndex = 1401;
 constexpr uint32_t kPayerIndex = 1402, kPayeeIndex = 1403, kReopenIndex = 1404;
 
-std::string key_hex(const PrivateKey& k) {
-  static const char* d = "0123456789abcdef";
-  std::string s = "0x";
-  for (uint8_t b : k.bytes) {
-    s += d[b >> 4];
-    s += d[b & 15];
-  }
-  return s;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 std::string json_str(const std::string& text, const char* field) {
   cJSON* j = cJSON_Parse(text.c_str());
   std::string out;
@@ -70,54 +52,27 @@ std::string json_str(const std::string& text, const char* field) {
   return out;
 }
 
-class ChainWatch : public ::testing::Test {
+class ChainWatch : public E2ESuite<ChainWatch> {
  protected:
   static void SetUpTestSuite() {
-    char tmpl[] = "/tmp/picopay-chainwatch-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    work_ = tmpl;
-    hub_key_ = random_key_hex();
-    hub_addr_ = key_address(hub_key_);
+    std::string err;
     dev_key_ = key_hex(testsupport::test_key(kDeviceIndex));
     dev_addr_ = key_address(dev_key_);
-    std::string err;
-    chain_ = new DevChain;
-    ASSERT_TRUE(chain_->start(work_, {hub_key_, dev_key_, key_hex(testsupport::test_key(kPayerIndex)),
-                                      key_hex(testsupport::test_key(kPayeeIndex)),
-                                      key_hex(testsupport::test_key(kReopenIndex))},
-                              err))
-        << err;
-    rpc_ = new chain::RpcClient(chain_->url());
-    ASSERT_EQ(private_key_parse(hub_key_.c_str(), hub_key_.size(), hub_pk_), Status::Ok);
-    hub_wallet_ = new chain::Wallet(*rpc_, hub_pk_);
-    ASSERT_TRUE(hub_wallet_->init());
-    auto art = chain::load_artifact(chain::default_artifact_dir() + "/ChannelManager.json");
-    ASSERT_TRUE(art.ok());
-    auto addr = chain::deploy_channel_manager(*hub_wallet_, *art, hub_wallet_->address(), 60, Address{});
-    ASSERT_TRUE(addr.ok());
-    contract_addr_ = *addr;
-    contract_ = mqtt::topic_address(*addr);
-    hub_cm_ = new chain::ChannelManagerClient(*hub_wallet_, contract_addr_);
+    E2EOptions eo;
+    eo.name = "chainwatch";
+    eo.funded = {dev_key_, key_hex(testsupport::test_key(kPayerIndex)), key_hex(testsupport::test_key(kPayeeIndex)),
+                 key_hex(testsupport::test_key(kReopenIndex))};
+    ASSERT_TRUE(start_chain(eo, err)) << err;
+    hub_cm_ = new chain::ChannelManagerClient(*hub_wallet_, cm_addr_);
     ASSERT_TRUE(hub_cm_->fund_reserve(U256::from_u64(1000000)).ok());  // the payee's collateral
-    std::vector<BrokerUser> users = {{"hub", "hubpw"}, {"test", "testpw"}, {dev_addr_, "devpw"}};
-    for (uint32_t i : {kPayerIndex, kPayeeIndex, kReopenIndex})
-      users.push_back({key_address(key_hex(testsupport::test_key(i))), "pw-" + std::to_string(i)});
-    std::string acl = "user hub\ntopic readwrite picopay/v1/#\n\nuser test\ntopic read picopay/v1/#\n\n";
-    acl += "pattern write picopay/v1/hub/+/channel/%u/update\npattern write picopay/v1/hub/+/channel/%u/reply\n";
-    acl += "pattern write picopay/v1/hub/+/channel/%u/sync\npattern read picopay/v1/user/%u/reply\n";
-    acl += "pattern read picopay/v1/user/%u/request\npattern readwrite picopay/v1/user/%u/status\n";
-    acl += "pattern write picopay/v1/thread/+/update\npattern read picopay/v1/thread/%u/update\n";
-    broker_ = new MosquittoBroker;
-    ASSERT_TRUE(broker_->start(work_ + "/broker", users, acl, err)) << err;
-    hub_ = new Child;
+    std::vector<BrokerUser> users = {{dev_addr_, "devpw"}};
+    for (uint32_t i : {kPayerIndex, kPayeeIndex, kReopenIndex}) {
+      auto login = device_broker_login(i);
+      users.push_back({login.first, login.second});
+    }
+    ASSERT_TRUE(start_broker(users, "user test\ntopic read picopay/v1/#\n", err)) << err;
     start_hub();
-    mqtt::Options o;
-    o.port = broker_->port();
-    o.client_id = "picopay-test-observer";
-    o.username = "test";
-    o.password = "testpw";
-    o.clean_start = true;
-    obs_ = new mqtt::Client(o);
+    obs_ = new mqtt::Client(net_->observer_options("picopay-test-observer"));
     obs_->on_message([](const mqtt::Message& m) {
       std::lock_guard<std::mutex> l(mu_);
       (*status_)[m.topic] = std::string(m.payload.begin(), m.payload.end());
@@ -131,22 +86,14 @@ class ChainWatch : public ::testing::Test {
   // The hub in these tests is the attacker of the device's channel: its own watchtower
   // (which would answer even its own stale exit) runs once at start, then every hour.
   static void start_hub() {
-    ASSERT_TRUE(hub_->start({bin_dir() + "/picopay-hub", "--broker-port", std::to_string(broker_->port()),
-                             "--broker-user", "hub", "--broker-password", "hubpw", "--private-key", hub_key_,
-                             "--contract", contract_, "--rpc-url", chain_->url(), "--db", work_ + "/hub.db",
-                             "--watchtower-interval", "3600"},
-                            work_ + "/hub.log"));
+    ASSERT_TRUE(hub_->start(net_->hub_argv({"--watchtower-interval", "3600"}), net_->hub_log()));
   }
 
   static void TearDownTestSuite() {
     if (obs_) obs_->stop();
     delete obs_;
-    delete hub_;
-    delete broker_;
     delete hub_cm_;
-    delete hub_wallet_;
-    delete rpc_;
-    delete chain_;
+    stop_net();
   }
 
   static std::string status_of(const std::string& topic) {
@@ -163,7 +110,7 @@ class ChainWatch : public ::testing::Test {
   std::unique_ptr<testsupport::SimDevice> sim_device(uint32_t i, ChainView& v) {
     v.wallet = std::make_unique<chain::Wallet>(*rpc_, testsupport::test_key(i));
     EXPECT_TRUE(v.wallet->init().ok());
-    v.cm = std::make_unique<chain::ChannelManagerClient>(*v.wallet, contract_addr_);
+    v.cm = std::make_unique<chain::ChannelManagerClient>(*v.wallet, cm_addr_);
     chain::ChannelManagerClient* cm = v.cm.get();
     testsupport::SimOptions so;
     so.chain = [cm](const Address& user, ChainFacts& f) {
@@ -179,7 +126,7 @@ class ChainWatch : public ::testing::Test {
       f.blockTime = blk->timestamp;
       return true;
     };
-    auto d = std::make_unique<testsupport::SimDevice>(i, hub_wallet_->address(), contract_addr_, so);
+    auto d = std::make_unique<testsupport::SimDevice>(i, hub_wallet_->address(), cm_addr_, so);
     mqtt::Options o;
     o.port = broker_->port();
     std::string err;
@@ -187,15 +134,8 @@ class ChainWatch : public ::testing::Test {
     return d;
   }
 
-  static inline std::string work_, hub_key_, hub_addr_, contract_, dev_key_, dev_addr_;
-  static inline PrivateKey hub_pk_{};
-  static inline Address contract_addr_{};
-  static inline DevChain* chain_ = nullptr;
-  static inline chain::RpcClient* rpc_ = nullptr;
-  static inline chain::Wallet* hub_wallet_ = nullptr;
+  static inline std::string dev_key_, dev_addr_;
   static inline chain::ChannelManagerClient* hub_cm_ = nullptr;
-  static inline MosquittoBroker* broker_ = nullptr;
-  static inline Child* hub_ = nullptr;
   static inline mqtt::Client* obs_ = nullptr;
   static inline std::mutex mu_;
   static inline std::map<std::string, std::string>* status_ = new std::map<std::string, std::string>;
@@ -262,10 +202,10 @@ TEST_F(ChainWatch, StaleExitByHubIsAnsweredThenEmptyChannelAndANewDepositReopen)
       << "the channel was not emptied before the challenge period ended";
   // Emptied by the device's answer, at a state newer than the hub's exit.
   EXPECT_GT(oc.txCountGlobal, old.state.txCountGlobal);
-  EXPECT_NE(slurp(dir + ".log").find("stale exit answered: emptyChannelWithChallenge txCountGlobal " +
+  EXPECT_NE(read_text(dir + ".log").find("stale exit answered: emptyChannelWithChallenge txCountGlobal " +
                                      std::to_string(oc.txCountGlobal)),
             std::string::npos)
-      << slurp(dir + ".log");
+      << read_text(dir + ".log");
 
   // EmptyChannel right after the state put on chain: at the next txCountGlobal, or two
   // later when a payment the device had proposed (refused: ChannelInDispute) was first
@@ -275,14 +215,14 @@ TEST_F(ChainWatch, StaleExitByHubIsAnsweredThenEmptyChannelAndANewDepositReopen)
   ASSERT_TRUE(poll_until(
       [&] {
         write_all(agent->stdin_fd(), "wh " + std::to_string(++wh) + "\n");
-        const std::string l = slurp(dir + ".log");
+        const std::string l = read_text(dir + ".log");
         return l.find(empty_next) != std::string::npos || l.find(empty_skip) != std::string::npos;
       },
       60000))
-      << slurp(dir + ".log") << "\n" << slurp(work_ + "/hub.log");
-  const std::string dlog = slurp(dir + ".log");
+      << read_text(dir + ".log") << "\n" << read_text(work_ + "/hub.log");
+  const std::string dlog = read_text(dir + ".log");
   EXPECT_NE(dlog.find("payments stopped"), std::string::npos) << dlog;
-  const std::string hlog = slurp(work_ + "/hub.log");
+  const std::string hlog = read_text(work_ + "/hub.log");
   EXPECT_NE(hlog.find("only EmptyChannel is countersigned on it"), std::string::npos) << hlog;
   EXPECT_NE(hlog.find("EmptyChannel requested"), std::string::npos) << hlog;
 
@@ -296,7 +236,7 @@ TEST_F(ChainWatch, StaleExitByHubIsAnsweredThenEmptyChannelAndANewDepositReopen)
         return c.txCountGlobal > oc.txCountGlobal + 4 && !channel_has_pending(c) && !c.balanceWeiHub.is_zero();
       },
       90000))
-      << slurp(dir + ".log");
+      << read_text(dir + ".log");
   auto after = hub_cm_->channel(user);
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(after->status, chain::ChannelStatus::Open);
@@ -345,9 +285,9 @@ TEST_F(ChainWatch, EmptiedChannelTakesOnlyTheProperEmptyChannel) {
   ASSERT_TRUE(oc->weiTotal.is_zero());
   ASSERT_EQ(oc->txCountGlobal, last.state.txCountGlobal);
   const std::string key = mqtt::topic_address(d->address());
-  ASSERT_TRUE(poll_until([&] { return slurp(work_ + "/hub.log").find(key + ": emptied on chain") != std::string::npos; },
+  ASSERT_TRUE(poll_until([&] { return read_text(work_ + "/hub.log").find(key + ": emptied on chain") != std::string::npos; },
                          30000))
-      << slurp(work_ + "/hub.log");
+      << read_text(work_ + "/hub.log");
 
   auto send = [&](std::vector<uint8_t> bytes, uint64_t tx) {
     Reply r{};
@@ -401,12 +341,12 @@ TEST_F(ChainWatch, EmptiedChannelTakesOnlyTheProperEmptyChannel) {
         return false;
       },
       30000))
-      << slurp(work_ + "/hub.log");
+      << read_text(work_ + "/hub.log");
   d->pause_requests(false);
   ASSERT_TRUE(d->publish_raw(mqtt::topic_sync(hub_wallet_->address(), d->address()), {}, 0));  // the hub re-sends its head
   ASSERT_TRUE(d->wait_until([](testsupport::SimDevice& x) { return x.completed(UpdateReason::EmptyChannel) == 1; },
                             60000))
-      << slurp(work_ + "/hub.log");
+      << read_text(work_ + "/hub.log");
   const SignedChannelState e = d->latest();
   EXPECT_EQ(e.state.txCountGlobal, next_tx);
   EXPECT_EQ(e.state.txCountChain, oc->txCountChain);
@@ -424,8 +364,8 @@ TEST_F(ChainWatch, EmptiedChannelTakesOnlyTheProperEmptyChannel) {
   }
   // The hub's follower sees the channel in use again (its next round), then payments go on.
   const std::string open_line = "chain: channel " + json::address_text(d->address()) + " open";
-  ASSERT_TRUE(poll_until([&] { return slurp(work_ + "/hub.log").find(open_line) != std::string::npos; }, 30000))
-      << slurp(work_ + "/hub.log");
+  ASSERT_TRUE(poll_until([&] { return read_text(work_ + "/hub.log").find(open_line) != std::string::npos; }, 30000))
+      << read_text(work_ + "/hub.log");
   EXPECT_EQ(d->pay(100), Status::Ok);
   EXPECT_EQ(d->pay(100), Status::Ok);
   EXPECT_EQ(d->latest().state.balanceWeiHub, U256::from_u64(200));
@@ -483,7 +423,7 @@ TEST_F(ChainWatch, PayerExitWithOpenThreadIsDisputedByTheHub) {
         return ot.threadClosingTime != 0;
       },
       60000))
-      << "the hub did not start the thread's dispute\n" << slurp(work_ + "/hub.log");
+      << "the hub did not start the thread's dispute\n" << read_text(work_ + "/hub.log");
   EXPECT_EQ(ot.weiReceiver, U256::from_u64(200)) << "the dispute carries the payee's final state";
   EXPECT_EQ(ot.weiSender, U256::from_u64(100));
   auto oc = hub_cm_->channel(payer->address());
@@ -492,7 +432,7 @@ TEST_F(ChainWatch, PayerExitWithOpenThreadIsDisputedByTheHub) {
   // nukeThreads by the payer while the thread dispute runs: refused.
   auto nuke = pv.cm->nuke_threads(payer->address());
   EXPECT_FALSE(nuke.ok()) << "nukeThreads pre-empted the thread dispute";
-  EXPECT_NE(slurp(work_ + "/hub.log").find("dispute started (payee's final state"), std::string::npos);
+  EXPECT_NE(read_text(work_ + "/hub.log").find("dispute started (payee's final state"), std::string::npos);
   payer->stop();
   payee->stop();
 }

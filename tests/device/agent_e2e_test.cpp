@@ -26,7 +26,8 @@
 #include "picopay/mqtt/client.hpp"
 #include "picopay/mqtt/protocol.hpp"
 
-#include "../support/wait.hpp"
+#include "support/e2e.hpp"
+#include "support/wait.hpp"
 
 using namespace picopay;
 using namespace picopay::testsupport;
@@ -37,48 +38,17 @@ namespace {
 const char* kDeposit = "1000000000000000000";
 const uint64_t kPrice = 1000;
 
-class AgentE2E : public ::testing::Test {
+class AgentE2E : public E2ESuite<AgentE2E> {
  protected:
   static void SetUpTestSuite() {
-    char tmpl[] = "/tmp/picopay-agent-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    work_ = tmpl;
-    hub_key_ = random_key_hex();
-    hub_addr_ = key_address(hub_key_);
-    for (int i = 0; i < kKeys; ++i) keys_.push_back(random_key_hex());
-    std::vector<std::string> all = keys_;
-    all.push_back(hub_key_);
     std::string err;
-    chain_ = new DevChain;
-    ASSERT_TRUE(chain_->start(work_, all, err)) << err;
-    chain::RpcClient rpc(chain_->url());
-    PrivateKey hk{};
-    ASSERT_EQ(private_key_parse(hub_key_.c_str(), hub_key_.size(), hk), Status::Ok);
-    chain::Wallet w(rpc, hk);
-    ASSERT_TRUE(w.init());
-    auto art = chain::load_artifact(chain::default_artifact_dir() + "/ChannelManager.json");
-    ASSERT_TRUE(art.ok());
-    auto addr = chain::deploy_channel_manager(w, *art, w.address(), 60, Address{});
-    ASSERT_TRUE(addr.ok());
-    contract_ = mqtt::topic_address(*addr);
-    std::vector<BrokerUser> users = {{"hub", "hubpw"}, {"test", "testpw"}};
-    for (auto& k : keys_) users.push_back({key_address(k), "pw-" + key_address(k).substr(2, 8)});
-    std::string acl = "user hub\ntopic readwrite picopay/v1/#\n\nuser test\ntopic read picopay/v1/#\n\n";
-    acl += "pattern write picopay/v1/hub/+/channel/%u/update\npattern write picopay/v1/hub/+/channel/%u/reply\n";
-    acl += "pattern write picopay/v1/hub/+/channel/%u/sync\npattern read picopay/v1/user/%u/reply\n";
-    acl += "pattern read picopay/v1/user/%u/request\npattern readwrite picopay/v1/user/%u/status\n";
-    acl += "pattern write picopay/v1/thread/+/update\npattern read picopay/v1/thread/%u/update\n";
-    broker_ = new MosquittoBroker;
-    ASSERT_TRUE(broker_->start(work_ + "/broker", users, acl, err)) << err;
-    hub_ = new Child;
+    E2EOptions eo;
+    eo.name = "agent-test";
+    eo.devices = kKeys;
+    ASSERT_TRUE(start_chain(eo, err)) << err;
+    ASSERT_TRUE(start_broker({}, "user test\ntopic read picopay/v1/#\n", err)) << err;
     start_hub();
-    mqtt::Options o;
-    o.port = broker_->port();
-    o.client_id = "picopay-test-observer";
-    o.username = "test";
-    o.password = "testpw";
-    o.clean_start = true;
-    obs_ = new mqtt::Client(o);
+    obs_ = new mqtt::Client(net_->observer_options("picopay-test-observer"));
     obs_->on_message([](const mqtt::Message& m) {
       std::lock_guard<std::mutex> l(mu_);
       if (m.topic.find("/status/0x") != std::string::npos)
@@ -89,48 +59,25 @@ class AgentE2E : public ::testing::Test {
     ASSERT_TRUE(obs_->wait_connected(10000));
   }
 
-  static void start_hub() {
-    ASSERT_TRUE(hub_->start({bin_dir() + "/picopay-hub", "--broker-port", std::to_string(broker_->port()),
-                             "--broker-user", "hub", "--broker-password", "hubpw", "--private-key", hub_key_,
-                             "--contract", contract_, "--rpc-url", chain_->url(), "--db", work_ + "/hub.db"},
-                            work_ + "/hub.log"));
-  }
+  static void start_hub() { ASSERT_TRUE(hub_->start(net_->hub_argv(), net_->hub_log())); }
 
   static void TearDownTestSuite() {
     if (obs_) obs_->stop();
     delete obs_;
-    delete hub_;
-    delete broker_;
-    delete chain_;
+    stop_net();
   }
 
   std::vector<std::string> agent_argv(int idx, const std::string& dir) {
-    std::string addr = key_address(keys_[static_cast<size_t>(idx)]);
-    return {bin_dir() + "/picopay-agent", "--name", "dev" + std::to_string(idx), "--state-dir", dir, "--broker",
-            "127.0.0.1:" + std::to_string(broker_->port()), "--password", "pw-" + addr.substr(2, 8), "--hub",
-            hub_addr_, "--contract", contract_, "--key", keys_[static_cast<size_t>(idx)], "--rpc", chain_->url(),
-            "--meter", "stdin", "--price-wei", std::to_string(kPrice), "--deposit-wei", kDeposit};
-  }
-
-  static bool load(const std::string& dir, device::AgentState& s) {
-    std::string err;
-    return device::state_load(dir, s, err);
+    auto v = net_->agent_argv("", "dev" + std::to_string(idx), idx, dir);
+    v.insert(v.end(), {"--meter", "stdin", "--price-wei", std::to_string(kPrice), "--deposit-wei", kDeposit});
+    return v;
   }
 
   // The hub's ledger (its retained status) agrees with the device's double-signed state.
   static bool hub_agrees(const device::AgentState& s) {
     std::lock_guard<std::mutex> l(mu_);
     auto it = hub_status_->find(mqtt::topic_address(s.user));
-    if (it == hub_status_->end()) return false;
-    cJSON* h = cJSON_Parse(it->second.c_str());
-    bool ok = h && static_cast<uint64_t>(cJSON_GetObjectItem(h, "txCountGlobal")->valuedouble) ==
-                       s.channel.state.txCountGlobal &&
-              json::amount_text(s.channel.state.balanceWeiHub) ==
-                  cJSON_GetObjectItem(h, "balanceWeiHub")->valuestring &&
-              json::amount_text(s.channel.state.balanceWeiUser) ==
-                  cJSON_GetObjectItem(h, "balanceWeiUser")->valuestring;
-    cJSON_Delete(h);
-    return ok;
+    return it != hub_status_->end() && hub_status_agrees(it->second, s.channel.state);
   }
 
   static void expect_settled(const device::AgentState& s, uint64_t wh) {
@@ -153,11 +100,6 @@ class AgentE2E : public ::testing::Test {
   }
 
   static constexpr int kKeys = 8;
-  static inline std::string work_, hub_key_, hub_addr_, contract_;
-  static inline std::vector<std::string> keys_;
-  static inline DevChain* chain_ = nullptr;
-  static inline MosquittoBroker* broker_ = nullptr;
-  static inline Child* hub_ = nullptr;
   static inline mqtt::Client* obs_ = nullptr;
   static inline std::mutex mu_;
   static inline std::map<std::string, std::string>* hub_status_ = new std::map<std::string, std::string>;

@@ -27,6 +27,7 @@
 #include "picopay/mqtt/client.hpp"
 #include "picopay/mqtt/protocol.hpp"
 #include "support/broker.hpp"
+#include "support/e2e.hpp"
 #include "support/process.hpp"
 
 using namespace picopay;
@@ -55,40 +56,33 @@ class MaliciousHub : public ::testing::Test {
  protected:
   // One dev chain and ChannelManager for the suite; each test takes fresh user keys.
   static void SetUpTestSuite() {
-    char tmpl[] = "/tmp/picopay-guard-chain-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    chain_dir_ = tmpl;
+    net_ = new E2ENet;
+    std::string err;
+    E2EOptions eo;
+    eo.name = "guard-chain";
+    eo.devices = kUsers;
+    ASSERT_TRUE(net_->start_chain(eo, err)) << err;
     Signer sg;
     ASSERT_EQ(sg.init(), Status::Ok);
-    std::vector<std::string> keys;
-    for (int i = 0; i <= kUsers; ++i) {
-      Account p;
-      p.hex = demo::random_key_hex();
-      ASSERT_EQ(private_key_parse(p.hex.c_str(), p.hex.size(), p.key), Status::Ok);
-      ASSERT_EQ(sg.address_of(p.key, p.addr), Status::Ok);
-      (i == 0 ? hub_ : users_[i - 1]) = p;
-      keys.push_back(p.hex);
-    }
-    chain_ = new demo::DevChain;
-    std::string err;
-    ASSERT_TRUE(chain_->start(chain_dir_, keys, err)) << err;
-    rpc_ = new chain::RpcClient(chain_->url());
-    wallet_ = new chain::Wallet(*rpc_, hub_.key);
-    ASSERT_TRUE(wallet_->init());
-    auto art = chain::load_artifact(chain::default_artifact_dir() + "/ChannelManager.json");
-    ASSERT_TRUE(art.ok());
-    auto addr = chain::deploy_channel_manager(*wallet_, *art, hub_.addr, 60, Address{});
-    ASSERT_TRUE(addr.ok());
-    contract_ = *addr;
+    auto account = [&](const std::string& hex, Account& p) {
+      p.hex = hex;
+      return private_key_parse(p.hex.c_str(), p.hex.size(), p.key) == Status::Ok &&
+             sg.address_of(p.key, p.addr) == Status::Ok;
+    };
+    ASSERT_TRUE(account(net_->hub_key, hub_));
+    for (int i = 0; i < kUsers; ++i) ASSERT_TRUE(account(net_->keys[static_cast<size_t>(i)], users_[i]));
+    chain_ = &net_->devchain;
+    rpc_ = net_->rpc.get();
+    wallet_ = net_->hub_wallet.get();
+    contract_ = net_->cm_addr;
     cm_ = new chain::ChannelManagerClient(*wallet_, contract_);
     ASSERT_TRUE(cm_->fund_reserve(U256::from_u64(1000000)).ok());
   }
   static void TearDownTestSuite() {
     delete cm_;
-    delete wallet_;
-    delete rpc_;
-    delete chain_;
-    remove_tree(chain_dir_);
+    const std::string work = net_ ? net_->work : "";
+    delete net_;
+    if (!work.empty()) remove_tree(work);
   }
 
   void SetUp() override {
@@ -392,7 +386,7 @@ class MaliciousHub : public ::testing::Test {
     EXPECT_TRUE(agent_.running());
   }
 
-  static std::string chain_dir_;
+  static E2ENet* net_;
   static demo::DevChain* chain_;
   static chain::RpcClient* rpc_;
   static chain::Wallet* wallet_;
@@ -416,7 +410,7 @@ class MaliciousHub : public ::testing::Test {
   std::deque<mqtt::Message> msgs_;
 };
 
-std::string MaliciousHub::chain_dir_;
+E2ENet* MaliciousHub::net_ = nullptr;
 demo::DevChain* MaliciousHub::chain_ = nullptr;
 chain::RpcClient* MaliciousHub::rpc_ = nullptr;
 chain::Wallet* MaliciousHub::wallet_ = nullptr;

@@ -29,7 +29,8 @@
 #include "picopay/mqtt/client.hpp"
 #include "picopay/mqtt/protocol.hpp"
 
-#include "../support/wait.hpp"
+#include "support/e2e.hpp"
+#include "support/wait.hpp"
 
 using namespace picopay;
 using namespace picopay::testsupport;
@@ -39,73 +40,24 @@ namespace {
 
 const uint64_t kPrice = 1000000000000ull;  // 1e12 wei per Wh
 
-U256 dec(const std::string& s) {
-  U256 v{};
-  EXPECT_EQ(u256_parse_decimal(s.c_str(), s.size(), v), Status::Ok) << s;
-  return v;
-}
-
-std::string read_all(int fd) {
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
-  return out;
-}
-
-class Flows : public ::testing::Test {
+class Flows : public E2ESuite<Flows> {
  protected:
   static void SetUpTestSuite() {
-    char tmpl[] = "/tmp/picopay-flows-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    work_ = tmpl;
-    hub_key_ = random_key_hex();
-    hub_addr_ = key_address(hub_key_);
-    for (int i = 0; i < kKeys; ++i) keys_.push_back(random_key_hex());
-    std::vector<std::string> all = keys_;
-    all.push_back(hub_key_);
     std::string err;
-    chain_ = new DevChain;
-    ASSERT_TRUE(chain_->start(work_, all, err)) << err;
-    rpc_ = new chain::RpcClient(chain_->url());
-    PrivateKey hk{};
-    ASSERT_EQ(private_key_parse(hub_key_.c_str(), hub_key_.size(), hk), Status::Ok);
-    chain::Wallet w(*rpc_, hk);
-    ASSERT_TRUE(w.init());
-    auto art = chain::load_artifact(chain::default_artifact_dir() + "/ChannelManager.json");
-    ASSERT_TRUE(art.ok());
-    auto addr = chain::deploy_channel_manager(w, *art, w.address(), 60, Address{});
-    ASSERT_TRUE(addr.ok());
-    contract_ = mqtt::topic_address(*addr);
-    contract_addr_ = *addr;
-    chain::ChannelManagerClient cm(w, *addr);
-    ASSERT_TRUE(cm.fund_reserve(dec("50000000000000000000")).ok());
-    std::vector<BrokerUser> users = {{"hub", "hubpw"}, {"hub2", "hub2pw"}, {"test", "testpw"}};
-    for (auto& k : keys_) users.push_back({key_address(k), "pw-" + key_address(k).substr(2, 8)});
+    E2EOptions eo;
+    eo.name = "flows-test";
+    eo.devices = kKeys;
+    ASSERT_TRUE(start_chain(eo, err)) << err;
+    ASSERT_TRUE(net_->fund_reserve(dec("50000000000000000000"), err)) << err;
     // "test" plays the adversary that got hold of the hub's key: it may publish requests.
-    std::string acl = "user hub\ntopic readwrite picopay/v1/#\n\nuser hub2\ntopic readwrite picopay/v1/#\n\n"
-                      "user test\ntopic read picopay/v1/#\ntopic write picopay/v1/user/+/request\n"
-                      "topic write picopay/v1/hub/+/channel/+/collateral\n\n";
-    acl += "pattern write picopay/v1/hub/+/channel/%u/update\npattern write picopay/v1/hub/+/channel/%u/reply\n";
-    acl += "pattern write picopay/v1/hub/+/channel/%u/sync\npattern read picopay/v1/user/%u/reply\n";
-    acl += "pattern write picopay/v1/hub/+/channel/%u/collateral\n";
-    acl += "pattern read picopay/v1/user/%u/request\npattern readwrite picopay/v1/user/%u/status\n";
-    acl += "pattern write picopay/v1/thread/+/update\npattern read picopay/v1/thread/%u/update\n";
-    broker_ = new MosquittoBroker;
-    ASSERT_TRUE(broker_->start(work_ + "/broker", users, acl, err)) << err;
-    hub_ = new Child;
-    ASSERT_TRUE(hub_->start({bin_dir() + "/picopay-hub", "--broker-port", std::to_string(broker_->port()),
-                             "--broker-user", "hub", "--broker-password", "hubpw", "--private-key", hub_key_,
-                             "--contract", contract_, "--rpc-url", chain_->url(), "--db", work_ + "/hub.db",
-                             "--verbose"},
-                            work_ + "/hub.log"));
-    mqtt::Options o;
-    o.port = broker_->port();
-    o.client_id = "picopay-test-observer";
-    o.username = "test";
-    o.password = "testpw";
-    o.clean_start = true;
-    obs_ = new mqtt::Client(o);
+    ASSERT_TRUE(start_broker({{"hub2", "hub2pw"}},
+                             "user hub2\ntopic readwrite picopay/v1/#\n\n"
+                             "user test\ntopic read picopay/v1/#\ntopic write picopay/v1/user/+/request\n"
+                             "topic write picopay/v1/hub/+/channel/+/collateral\n",
+                             err))
+        << err;
+    ASSERT_TRUE(hub_->start(net_->hub_argv({"--verbose"}), net_->hub_log()));
+    obs_ = new mqtt::Client(net_->observer_options("picopay-test-observer"));
     obs_->on_message([](const mqtt::Message& m) {
       std::lock_guard<std::mutex> l(mu_);
       if (m.topic.find("/status/0x") != std::string::npos)
@@ -123,22 +75,14 @@ class Flows : public ::testing::Test {
   static void TearDownTestSuite() {
     if (obs_) obs_->stop();
     delete obs_;
-    delete hub_;
-    delete broker_;
-    delete rpc_;
-    delete chain_;
+    stop_net();
   }
 
-  static std::string pw(int idx) { return "pw-" + key_address(keys_[static_cast<size_t>(idx)]).substr(2, 8); }
+  static std::string pw(int idx) { return device_password(keys_[static_cast<size_t>(idx)]); }
 
   std::vector<std::string> base_argv(const std::string& cmd, int idx, const std::string& dir) {
-    std::vector<std::string> v = {bin_dir() + "/picopay-agent"};
-    if (!cmd.empty()) v.push_back(cmd);
-    std::vector<std::string> rest = {"--name", "dev" + std::to_string(idx), "--state-dir", dir, "--broker",
-                                     "127.0.0.1:" + std::to_string(broker_->port()), "--password", pw(idx), "--hub",
-                                     hub_addr_, "--contract", contract_, "--key", keys_[static_cast<size_t>(idx)],
-                                     "--rpc", chain_->url(), "--price-wei", std::to_string(kPrice)};
-    v.insert(v.end(), rest.begin(), rest.end());
+    auto v = net_->agent_argv(cmd, "dev" + std::to_string(idx), idx, dir);
+    v.insert(v.end(), {"--price-wei", std::to_string(kPrice)});
     return v;
   }
 
@@ -150,22 +94,10 @@ class Flows : public ::testing::Test {
     return c.wait(180000);
   }
 
-  static bool load(const std::string& dir, device::AgentState& s) {
-    std::string err;
-    return device::state_load(dir, s, err);
-  }
-
   static bool hub_agrees(const device::AgentState& s) {
     std::lock_guard<std::mutex> l(mu_);
     auto it = hub_status_->find(mqtt::topic_address(s.user));
-    if (it == hub_status_->end()) return false;
-    cJSON* h = cJSON_Parse(it->second.c_str());
-    bool ok = h && static_cast<uint64_t>(cJSON_GetObjectItem(h, "txCountGlobal")->valuedouble) ==
-                       s.channel.state.txCountGlobal &&
-              json::amount_text(s.channel.state.balanceWeiHub) == cJSON_GetObjectItem(h, "balanceWeiHub")->valuestring &&
-              json::amount_text(s.channel.state.balanceWeiUser) == cJSON_GetObjectItem(h, "balanceWeiUser")->valuestring;
-    cJSON_Delete(h);
-    return ok;
+    return it != hub_status_->end() && hub_status_agrees(it->second, s.channel.state);
   }
 
   static uint64_t hub_tx(const Address& user) {
@@ -191,7 +123,7 @@ class Flows : public ::testing::Test {
     EXPECT_EQ(private_key_parse(hub_key_.c_str(), hub_key_.size(), hk), Status::Ok);
     chain::Wallet w(*rpc_, hk);
     EXPECT_TRUE(w.init());
-    chain::ChannelManagerClient cm(w, contract_addr_);
+    chain::ChannelManagerClient cm(w, cm_addr_);
     auto c = cm.channel(user);
     EXPECT_TRUE(c.ok());
     return c.ok() ? *c : chain::OnchainChannel{};
@@ -216,13 +148,6 @@ class Flows : public ::testing::Test {
   }
 
   static constexpr int kKeys = 8;
-  static inline std::string work_, hub_key_, hub_addr_, contract_;
-  static inline Address contract_addr_{};
-  static inline std::vector<std::string> keys_;
-  static inline DevChain* chain_ = nullptr;
-  static inline chain::RpcClient* rpc_ = nullptr;
-  static inline MosquittoBroker* broker_ = nullptr;
-  static inline Child* hub_ = nullptr;
   static inline mqtt::Client* obs_ = nullptr;
   static inline std::mutex mu_;
   static inline std::map<std::string, std::string>* hub_status_ = new std::map<std::string, std::string>;
@@ -517,7 +442,7 @@ TEST_F(Flows, DeviceRefusesAWithdrawalItDidNotAskFor) {
   Signer sg;
   ASSERT_EQ(sg.init(), Status::Ok);
   HubRequest q{};
-  q.contractAddress = contract_addr_;
+  q.contractAddress = cm_addr_;
   q.user = s.user;
   q.requestId = 1000000;  // above anything the real hub used for this channel
   q.update = channel_update_make(UpdateReason::ProposePendingWithdrawal);

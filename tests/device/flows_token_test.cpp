@@ -47,7 +47,8 @@
 #include "picopay/mqtt/client.hpp"
 #include "picopay/mqtt/protocol.hpp"
 
-#include "../support/wait.hpp"
+#include "support/e2e.hpp"
+#include "support/wait.hpp"
 
 using namespace picopay;
 using namespace picopay::testsupport;
@@ -55,106 +56,33 @@ using namespace picopay::demo;
 
 namespace {
 
-U256 dec(const std::string& s) {
-  U256 v{};
-  EXPECT_EQ(u256_parse_decimal(s.c_str(), s.size(), v), Status::Ok) << s;
-  return v;
-}
-
-U256 add(const U256& a, const U256& b) {
-  U256 r{};
-  EXPECT_EQ(u256_add(a, b, r), Status::Ok);
-  return r;
-}
-
-U256 sub(const U256& a, const U256& b) {
-  U256 r{};
-  EXPECT_EQ(u256_sub(a, b, r), Status::Ok);
-  return r;
-}
-
-std::string read_all(int fd) {
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
-  return out;
-}
-
-Address parse_addr(const std::string& s) {
-  Address a{};
-  EXPECT_EQ(address_parse(s.c_str(), s.size(), a), Status::Ok) << s;
-  return a;
-}
-
 const char* kPPT = "1000000000000000000";  // 1 PPT (18 decimals)
 
-class TokenFlows : public ::testing::Test {
+class TokenFlows : public E2ESuite<TokenFlows> {
  protected:
   static void SetUpTestSuite() {
-    char tmpl[] = "/tmp/picopay-token-flows-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    work_ = tmpl;
-    hub_key_ = random_key_hex();
-    hub_addr_ = key_address(hub_key_);
-    for (int i = 0; i < kKeys; ++i) keys_.push_back(random_key_hex());
-    std::vector<std::string> all = keys_;
-    all.push_back(hub_key_);
     std::string err;
-    chain_ = new DevChain;
-    ASSERT_TRUE(chain_->start(work_, all, err)) << err;
-    rpc_ = new chain::RpcClient(chain_->url());
-    PrivateKey hk{};
-    ASSERT_EQ(private_key_parse(hub_key_.c_str(), hub_key_.size(), hk), Status::Ok);
-    hub_wallet_ = new chain::Wallet(*rpc_, hk);
-    ASSERT_TRUE(hub_wallet_->init());
-    auto tart = chain::load_artifact(chain::default_artifact_dir() + "/TestToken.json");
-    ASSERT_TRUE(tart.ok()) << tart.error().to_string();
-    auto tok = chain::deploy_artifact(*hub_wallet_, *tart, {});
-    ASSERT_TRUE(tok.ok()) << tok.error().to_string();
-    token_ = *tok;
-    auto art = chain::load_artifact(chain::default_artifact_dir() + "/ChannelManager.json");
-    ASSERT_TRUE(art.ok());
-    auto addr = chain::deploy_channel_manager(*hub_wallet_, *art, hub_wallet_->address(), 60, token_);
-    ASSERT_TRUE(addr.ok()) << addr.error().to_string();
-    cm_addr_ = *addr;
-    contract_ = mqtt::topic_address(*addr);
+    E2EOptions eo;
+    eo.name = "token-flows";
+    eo.devices = kKeys;
+    eo.token = true;
+    ASSERT_TRUE(start_chain(eo, err)) << err;
     // Every device holds 10 PPT; the hub's token reserve is 100 PPT, its wei reserve 20 ETH.
-    for (auto& k : keys_)
-      ASSERT_TRUE(chain::erc20_mint(*hub_wallet_, token_, parse_addr(key_address(k)), ppt(10)).ok());
-    ASSERT_TRUE(chain::erc20_mint(*hub_wallet_, token_, cm_addr_, ppt(100)).ok());
-    chain::ChannelManagerClient cm(*hub_wallet_, cm_addr_);
-    ASSERT_TRUE(cm.fund_reserve(dec("20000000000000000000")).ok());
-    std::vector<BrokerUser> users = {{"hub", "hubpw"}, {"test", "testpw"}};
-    for (auto& k : keys_) users.push_back({key_address(k), "pw-" + key_address(k).substr(2, 8)});
+    for (auto& k : keys_) ASSERT_TRUE(net_->mint(parse_addr(key_address(k)), ppt(10), err)) << err;
+    ASSERT_TRUE(net_->mint(cm_addr_, ppt(100), err)) << err;
+    ASSERT_TRUE(net_->fund_reserve(dec("20000000000000000000"), err)) << err;
     // "test" plays the fake meter (cmnd/# and tele/#) and the adversary that got hold of
     // the hub's key (it may publish hub requests).
-    std::string acl = "user hub\ntopic readwrite picopay/v1/#\n\n"
-                      "user test\ntopic read picopay/v1/#\ntopic write picopay/v1/user/+/request\n"
+    std::string acl = "user test\ntopic read picopay/v1/#\ntopic write picopay/v1/user/+/request\n"
                       "topic write picopay/v1/hub/+/channel/+/collateral\ntopic write picopay/v1/payee/+/prices\n"
                       "topic readwrite cmnd/#\ntopic readwrite tele/#\n\n";
-    acl += "pattern write picopay/v1/hub/+/channel/%u/update\npattern write picopay/v1/hub/+/channel/%u/reply\n";
-    acl += "pattern write picopay/v1/hub/+/channel/%u/sync\npattern read picopay/v1/user/%u/reply\n";
-    acl += "pattern write picopay/v1/hub/+/channel/%u/collateral\n";
-    acl += "pattern read picopay/v1/user/%u/request\npattern readwrite picopay/v1/user/%u/status\n";
-    acl += "pattern write picopay/v1/thread/+/update\npattern read picopay/v1/thread/%u/update\n";
-    acl += "pattern read picopay/v1/hub/+/rate\npattern read picopay/v1/payee/+/prices\n";
-    acl += "pattern write picopay/v1/payee/%u/prices\n";
     // A payee may switch its own meter (here every device may switch plug-<anything>).
     acl += "pattern read tele/#\npattern write cmnd/+/POWER\n";
-    broker_ = new MosquittoBroker;
-    ASSERT_TRUE(broker_->start(work_ + "/broker", users, acl, err)) << err;
+    ASSERT_TRUE(start_broker({}, acl, err)) << err;
     rate_file_ = work_ + "/rate";
     write_rate("200");
-    hub_ = new Child;
     start_hub({});
-    mqtt::Options o;
-    o.port = broker_->port();
-    o.client_id = "picopay-token-flows-test";
-    o.username = "test";
-    o.password = "testpw";
-    o.clean_start = true;
-    obs_ = new mqtt::Client(o);
+    obs_ = new mqtt::Client(net_->observer_options("picopay-token-flows-test"));
     obs_->on_message([](const mqtt::Message& m) {
       std::lock_guard<std::mutex> l(mu_);
       const std::string p(m.payload.begin(), m.payload.end());
@@ -176,17 +104,7 @@ class TokenFlows : public ::testing::Test {
   static void TearDownTestSuite() {
     if (obs_) obs_->stop();
     delete obs_;
-    delete hub_;
-    delete broker_;
-    delete hub_wallet_;
-    delete rpc_;
-    delete chain_;
-  }
-
-  static U256 ppt(uint64_t n) {
-    U256 r{};
-    EXPECT_EQ(u256_mul(dec(kPPT), U256::from_u64(n), r), Status::Ok);
-    return r;
+    stop_net();
   }
 
   // The rate file: written by the hub's own account, mode 0644.
@@ -203,29 +121,20 @@ class TokenFlows : public ::testing::Test {
   // (Re)starts the hub on the same store with `extra` arguments.
   static void start_hub(const std::vector<std::string>& extra) {
     if (hub_->running()) hub_->stop();
-    const std::string log = work_ + "/hub.log";
+    const std::string log = net_->hub_log();
     const size_t before = read_text(log).size();
-    std::vector<std::string> argv = {bin_dir() + "/picopay-hub", "--broker-port", std::to_string(broker_->port()),
-                                     "--broker-user", "hub", "--broker-password", "hubpw", "--private-key", hub_key_,
-                                     "--contract", contract_, "--rpc-url", chain_->url(), "--db", work_ + "/hub.db",
-                                     "--collateral-tokens", kPPT, "--exchange-rate-file", rate_file_, "--verbose"};
+    auto argv = net_->hub_argv({"--collateral-tokens", kPPT, "--exchange-rate-file", rate_file_, "--verbose"});
     argv.insert(argv.end(), extra.begin(), extra.end());
     ASSERT_TRUE(hub_->start(argv, log));
     ASSERT_TRUE(poll_until([&] { return read_text(log).find("connected to broker", before) != std::string::npos; }, 30000));
   }
 
   static std::string addr(int idx) { return key_address(keys_[static_cast<size_t>(idx)]); }
-  static std::string pw(int idx) { return "pw-" + addr(idx).substr(2, 8); }
+  static std::string pw(int idx) { return device_password(keys_[static_cast<size_t>(idx)]); }
 
   // picopay-agent CMD with the options of device `idx` (token channel unless eth).
   std::vector<std::string> argv_for(const std::string& cmd, int idx, const std::string& dir, bool eth = false) {
-    std::vector<std::string> v = {bin_dir() + "/picopay-agent"};
-    if (!cmd.empty()) v.push_back(cmd);
-    std::vector<std::string> rest = {"--name", "tf" + std::to_string(idx), "--state-dir", dir, "--broker",
-                                     "127.0.0.1:" + std::to_string(broker_->port()), "--password", pw(idx), "--hub",
-                                     hub_addr_, "--contract", contract_, "--key", keys_[static_cast<size_t>(idx)],
-                                     "--rpc", chain_->url()};
-    v.insert(v.end(), rest.begin(), rest.end());
+    auto v = net_->agent_argv(cmd, "tf" + std::to_string(idx), idx, dir);
     if (!eth) {
       v.push_back("--token");
       v.push_back(mqtt::topic_address(token_));
@@ -287,11 +196,6 @@ class TokenFlows : public ::testing::Test {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   }
 
-  static bool load(const std::string& dir, device::AgentState& s) {
-    std::string err;
-    return device::state_load(dir, s, err);
-  }
-
   static U256 tokens_of(const std::string& who) {
     auto b = chain::erc20_balance(*rpc_, token_, parse_addr(who));
     EXPECT_TRUE(b.ok());
@@ -327,16 +231,7 @@ class TokenFlows : public ::testing::Test {
   static bool hub_agrees(const device::AgentState& s) {
     std::lock_guard<std::mutex> l(mu_);
     auto it = hub_status_->find(mqtt::topic_address(s.user));
-    if (it == hub_status_->end()) return false;
-    cJSON* h = cJSON_Parse(it->second.c_str());
-    const cJSON* tx = cJSON_GetObjectItem(h, "txCountGlobal");
-    const cJSON* bu = cJSON_GetObjectItem(h, "balanceTokenUser");
-    const cJSON* bh = cJSON_GetObjectItem(h, "balanceTokenHub");
-    bool ok = cJSON_IsNumber(tx) && static_cast<uint64_t>(tx->valuedouble) == s.channel.state.txCountGlobal &&
-              cJSON_IsString(bu) && json::amount_text(s.channel.state.balanceTokenUser) == bu->valuestring &&
-              cJSON_IsString(bh) && json::amount_text(s.channel.state.balanceTokenHub) == bh->valuestring;
-    cJSON_Delete(h);
-    return ok;
+    return it != hub_status_->end() && hub_status_agrees(it->second, s.channel.state, true);
   }
 
   // A token device paying the hub 0.001 PPT per Wh from stdin, `deposit` at start; runs
@@ -360,14 +255,7 @@ class TokenFlows : public ::testing::Test {
   }
 
   static constexpr int kKeys = 14;
-  static inline std::string work_, hub_key_, hub_addr_, contract_, rate_file_;
-  static inline std::vector<std::string> keys_;
-  static inline Address token_{}, cm_addr_{};
-  static inline DevChain* chain_ = nullptr;
-  static inline chain::RpcClient* rpc_ = nullptr;
-  static inline chain::Wallet* hub_wallet_ = nullptr;
-  static inline MosquittoBroker* broker_ = nullptr;
-  static inline Child* hub_ = nullptr;
+  static inline std::string rate_file_;
   static inline mqtt::Client* obs_ = nullptr;
   static inline std::mutex mu_;
   static inline std::map<std::string, std::string>* hub_status_ = new std::map<std::string, std::string>;

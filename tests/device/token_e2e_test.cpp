@@ -30,19 +30,14 @@
 #include "picopay/policy.hpp"
 #include "sim_device.hpp"
 
-#include "../support/wait.hpp"
+#include "support/e2e.hpp"
+#include "support/wait.hpp"
 
 using namespace picopay;
 using namespace picopay::testsupport;
 using namespace picopay::demo;
 
 namespace {
-
-U256 dec(const char* s) {
-  U256 v{};
-  EXPECT_EQ(u256_parse_decimal(s, std::strlen(s), v), Status::Ok);
-  return v;
-}
 
 U256 mul(const U256& a, uint64_t b) {
   U256 r{};
@@ -54,77 +49,36 @@ const U256 kUnit = dec("1000000000000000000");  // 1 PPT (18 decimals)
 const U256 kPrice = dec("1000000000000000");    // 0.001 PPT per Wh
 const U256 kDeposit = dec("2500000000000000000");  // 2.5 PPT
 
-class TokenE2E : public ::testing::Test {
+class TokenE2E : public E2ESuite<TokenE2E> {
  protected:
   static void SetUpTestSuite() {
-    char tmpl[] = "/tmp/picopay-token-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    work_ = tmpl;
-    hub_key_ = random_key_hex();
-    hub_addr_ = key_address(hub_key_);
-    for (int i = 0; i < kKeys; ++i) keys_.push_back(random_key_hex());
-    std::vector<std::string> all = keys_;
-    all.push_back(hub_key_);
-    all.push_back(key_hex(testsupport::test_key(kSimKey)));
     std::string err;
-    chain_ = new DevChain;
-    ASSERT_TRUE(chain_->start(work_, all, err)) << err;
-    rpc_ = new chain::RpcClient(chain_->url());
-    PrivateKey hk{};
-    ASSERT_EQ(private_key_parse(hub_key_.c_str(), hub_key_.size(), hk), Status::Ok);
-    hub_wallet_ = new chain::Wallet(*rpc_, hk);
-    ASSERT_TRUE(hub_wallet_->init());
+    E2EOptions eo;
+    eo.name = "token-test";
+    eo.devices = kKeys;
+    eo.funded = {key_hex(testsupport::test_key(kSimKey))};
+    eo.token = true;
+    ASSERT_TRUE(start_chain(eo, err)) << err;
     auto tart = chain::load_artifact(chain::default_artifact_dir() + "/TestToken.json");
     ASSERT_TRUE(tart.ok()) << tart.error().to_string();
-    auto tok = chain::deploy_artifact(*hub_wallet_, *tart, {});
-    ASSERT_TRUE(tok.ok()) << tok.error().to_string();
-    token_ = *tok;
     auto other = chain::deploy_artifact(*hub_wallet_, *tart, {});
     ASSERT_TRUE(other.ok());
     other_token_ = *other;
-    auto art = chain::load_artifact(chain::default_artifact_dir() + "/ChannelManager.json");
-    ASSERT_TRUE(art.ok());
-    auto addr = chain::deploy_channel_manager(*hub_wallet_, *art, hub_wallet_->address(), 60, token_);
-    ASSERT_TRUE(addr.ok()) << addr.error().to_string();
-    cm_addr_ = *addr;
-    contract_ = mqtt::topic_address(*addr);
     // Every device holds 10 PPT; the hub's token reserve (tokens the contract holds
     // beyond the channels) is 100 PPT.
-    for (auto& k : keys_) {
-      Address a{};
-      ASSERT_EQ(address_parse(key_address(k).c_str(), 42, a), Status::Ok);
-      ASSERT_TRUE(chain::erc20_mint(*hub_wallet_, token_, a, mul(kUnit, 10)).ok());
-    }
-    ASSERT_TRUE(chain::erc20_mint(*hub_wallet_, token_, cm_addr_, mul(kUnit, 100)).ok());
+    for (auto& k : keys_) ASSERT_TRUE(net_->mint(parse_addr(key_address(k)), mul(kUnit, 10), err)) << err;
+    ASSERT_TRUE(net_->mint(cm_addr_, mul(kUnit, 100), err)) << err;
     {
       Signer sg;
       ASSERT_EQ(sg.init(), Status::Ok);
       Address sim{};
       ASSERT_EQ(sg.address_of(testsupport::test_key(kSimKey), sim), Status::Ok);
-      ASSERT_TRUE(chain::erc20_mint(*hub_wallet_, token_, sim, mul(kUnit, 10)).ok());
+      ASSERT_TRUE(net_->mint(sim, mul(kUnit, 10), err)) << err;
       sim_addr_ = mqtt::topic_address(sim);
     }
-    std::vector<BrokerUser> users = {{"hub", "hubpw"}, {"test", "testpw"}};
-    for (auto& k : keys_) users.push_back({key_address(k), "pw-" + key_address(k).substr(2, 8)});
-    users.push_back({sim_addr_, "pw-sim"});
-    std::string acl = "user hub\ntopic readwrite picopay/v1/#\n\nuser test\ntopic readwrite picopay/v1/#\n\n";
-    acl += "pattern write picopay/v1/hub/+/channel/%u/update\npattern write picopay/v1/hub/+/channel/%u/reply\n";
-    acl += "pattern write picopay/v1/hub/+/channel/%u/sync\npattern read picopay/v1/user/%u/reply\n";
-    acl += "pattern read picopay/v1/user/%u/request\npattern readwrite picopay/v1/user/%u/status\n";
-    acl += "pattern write picopay/v1/thread/+/update\npattern read picopay/v1/thread/%u/update\n";
-    acl += "pattern read picopay/v1/hub/+/rate\npattern read picopay/v1/payee/+/prices\n";
-    acl += "pattern write picopay/v1/payee/%u/prices\n";
-    broker_ = new MosquittoBroker;
-    ASSERT_TRUE(broker_->start(work_ + "/broker", users, acl, err)) << err;
-    hub_ = new Child;
+    ASSERT_TRUE(start_broker({{sim_addr_, "pw-sim"}}, "user test\ntopic readwrite picopay/v1/#\n", err)) << err;
     start_hub({});
-    mqtt::Options o;
-    o.port = broker_->port();
-    o.client_id = "picopay-token-test";
-    o.username = "test";
-    o.password = "testpw";
-    o.clean_start = true;
-    obs_ = new mqtt::Client(o);
+    obs_ = new mqtt::Client(net_->observer_options("picopay-token-test"));
     ASSERT_TRUE(obs_->start(err)) << err;
     ASSERT_TRUE(obs_->wait_connected(10000));
   }
@@ -132,12 +86,9 @@ class TokenE2E : public ::testing::Test {
   // (Re)starts the hub on the same store with `extra` arguments (an exchange rate).
   static void start_hub(const std::vector<std::string>& extra) {
     if (hub_->running()) hub_->stop();
-    const std::string log = work_ + "/hub.log";
+    const std::string log = net_->hub_log();
     const size_t before = read_text(log).size();
-    std::vector<std::string> argv = {bin_dir() + "/picopay-hub", "--broker-port", std::to_string(broker_->port()),
-                                     "--broker-user", "hub", "--broker-password", "hubpw", "--private-key", hub_key_,
-                                     "--contract", contract_, "--rpc-url", chain_->url(), "--db", work_ + "/hub.db",
-                                     "--collateral-tokens", "1000000000000000000"};
+    auto argv = net_->hub_argv({"--collateral-tokens", "1000000000000000000"});
     argv.insert(argv.end(), extra.begin(), extra.end());
     ASSERT_TRUE(hub_->start(argv, log));
     // Connected (and its rate published or cleared) before a device starts.
@@ -151,25 +102,15 @@ class TokenE2E : public ::testing::Test {
   static void TearDownTestSuite() {
     if (obs_) obs_->stop();
     delete obs_;
-    delete hub_;
-    delete broker_;
-    delete hub_wallet_;
-    delete rpc_;
-    delete chain_;
+    stop_net();
   }
 
   static std::string addr(int idx) { return key_address(keys_[static_cast<size_t>(idx)]); }
 
   std::vector<std::string> agent_argv(int idx, const std::string& dir) {
-    return {bin_dir() + "/picopay-agent", "--name", "tok" + std::to_string(idx), "--state-dir", dir, "--broker",
-            "127.0.0.1:" + std::to_string(broker_->port()), "--password", "pw-" + addr(idx).substr(2, 8), "--hub",
-            hub_addr_, "--contract", contract_, "--key", keys_[static_cast<size_t>(idx)], "--rpc", chain_->url(),
-            "--token", mqtt::topic_address(token_)};
-  }
-
-  static bool load(const std::string& dir, device::AgentState& s) {
-    std::string err;
-    return device::state_load(dir, s, err);
+    auto v = net_->agent_argv("", "tok" + std::to_string(idx), idx, dir);
+    v.insert(v.end(), {"--token", mqtt::topic_address(token_)});
+    return v;
   }
 
   static U256 token_balance(int idx) {
@@ -198,23 +139,7 @@ class TokenE2E : public ::testing::Test {
   static constexpr int kKeys = 16;  // one channel per test
   static constexpr uint32_t kSimKey = 4242;  // testsupport::test_key index of the withdrawal test's device
   static inline std::string sim_addr_;
-  static std::string key_hex(const PrivateKey& k) {
-    static const char* h = "0123456789abcdef";
-    std::string s = "0x";
-    for (uint8_t b : k.bytes) {
-      s += h[b >> 4];
-      s += h[b & 15];
-    }
-    return s;
-  }
-  static inline std::string work_, hub_key_, hub_addr_, contract_;
-  static inline std::vector<std::string> keys_;
-  static inline Address token_{}, other_token_{}, cm_addr_{};
-  static inline DevChain* chain_ = nullptr;
-  static inline chain::RpcClient* rpc_ = nullptr;
-  static inline chain::Wallet* hub_wallet_ = nullptr;
-  static inline MosquittoBroker* broker_ = nullptr;
-  static inline Child* hub_ = nullptr;
+  static inline Address other_token_{};
   static inline mqtt::Client* obs_ = nullptr;
 
   // An ETH device with 0.01 ETH and 5 PPT in its channel that pays the hub 0.00001 ETH
