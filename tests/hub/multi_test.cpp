@@ -835,6 +835,53 @@ TEST_F(MultiHub, HubStatusStaysOnlineWhileAnInstanceServes) {
   watch.stop();
 }
 
+// The cross-channel rule of a payer's OpenThread (the hub must be able to lock as much in
+// the payee's channel; no chain here, so it must hold it already) reads the payee's
+// channel as its holder committed it, never a copy cached by another instance: the first
+// thread's mirror locked 300 of the payee's 500 hub wei on instance 2, so a second thread
+// of 300 must be refused by instance 1 (with the copy it cached at the first thread's
+// check, 500 held and nothing mirrored, it was countersigned and its mirror could never
+// be locked: the payer's funds stuck in a thread).
+TEST_F(MultiHub, APayersOpenThreadReadsThePayeesChannelAsItsHolderCommittedIt) {
+  constexpr uint32_t kCandidates = 32;
+  start_broker(kCandidates);
+  ASSERT_TRUE(start_instance(1));
+  ASSERT_TRUE(start_instance(2));
+  ASSERT_TRUE(wait_settled(2, 30000)) << "the two instances did not settle on their shares";
+  auto [pa, pb] = thread_pair(kCandidates);
+  ASSERT_TRUE(pa && pb) << "no payer on instance 1 or no payee on instance 2";
+  SimDevice& a = *pa;  // payer, on instance 1
+  SimDevice& b = *pb;  // payee, on instance 2, 500 hub wei in its channel
+  uint64_t id = 0;
+  ASSERT_EQ(a.open_thread(b.address(), 300, &id), Status::Ok);
+  ASSERT_TRUE(b.wait_until([](SimDevice& d) { return d.completed(UpdateReason::OpenThread) == 1; }, 30000))
+      << "the mirrored OpenThread did not reach the payee";
+  ASSERT_EQ(b.latest().state.balanceWeiHub, U256::from_u64(200));
+  const uint64_t before = a.latest().state.txCountGlobal;
+  uint64_t id2 = 0;
+  EXPECT_EQ(a.open_thread(b.address(), 300, &id2), Status::Underflow)
+      << "a thread the payee's channel cannot mirror was countersigned";
+  EXPECT_EQ(a.latest().state.txCountGlobal, before);
+  EXPECT_EQ(a.threads().size(), 1u);
+  // One that fits is still opened and mirrored.
+  uint64_t id3 = 0;
+  ASSERT_EQ(a.open_thread(b.address(), 150, &id3), Status::Ok);
+  ASSERT_TRUE(b.wait_until([](SimDevice& d) { return d.completed(UpdateReason::OpenThread) == 2; }, 30000))
+      << "the second mirror did not reach the payee";
+  EXPECT_EQ(b.latest().state.balanceWeiHub, U256::from_u64(50));
+  EXPECT_TRUE(wait_forwarded_empty(30000));
+  // The payer's refused proposal was invalidated (the hub's skip request: one update row
+  // for two txCountGlobal), so its ledger has one row fewer than its count.
+  ASSERT_TRUE(a.wait_idle(60000));
+  const Ledger la = read_ledger(uri_, a.address());
+  ASSERT_TRUE(la.found);
+  EXPECT_EQ(la.state, wire(a.latest()));
+  EXPECT_EQ(static_cast<uint64_t>(la.updates) + 1, a.latest().state.txCountGlobal);
+  EXPECT_EQ(a.double_signed(), 0u);
+  EXPECT_EQ(a.threads().size(), 2u);
+  expect_ledger_agrees(b);
+}
+
 // A thread whose payer and payee channels belong to partitions of two instances
 // (docs/multi-instance.md, "Threads across partitions"): the payer's instance hands the
 // mirror OpenThread over through forwarded_requests in the transaction of its

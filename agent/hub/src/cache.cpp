@@ -90,6 +90,27 @@ Hub::Chan* Hub::channel(const Address& user) {
     }
     return c;
   }
+  std::unique_ptr<Chan> c = load_chan(user);
+  if (!c) return nullptr;
+  Chan* raw = c.get();
+  chans_[user] = std::move(c);
+  lru_push_front(raw);
+  if (raw->outstanding()) timed_.insert(raw);
+  return raw;
+}
+
+Hub::Chan* Hub::peer_view(const Address& user) {
+  if (!lease_ || lease_owns(user)) return channel(user);
+  auto it = peers_.find(user);
+  if (it != peers_.end()) return it->second.get();
+  std::unique_ptr<Chan> c = load_chan(user);
+  if (!c) return nullptr;
+  Chan* raw = c.get();
+  peers_[user] = std::move(c);
+  return raw;
+}
+
+std::unique_ptr<Hub::Chan> Hub::load_chan(const Address& user) {
   const std::string k = mqtt::topic_address(user);
   auto c = std::make_unique<Chan>();
   c->user = user;
@@ -186,11 +207,7 @@ Hub::Chan* Hub::channel(const Address& user) {
     return nullptr;
   }
   if (metrics_) metrics_->channel_loaded();
-  Chan* raw = c.get();
-  chans_[user] = std::move(c);
-  lru_push_front(raw);
-  if (raw->outstanding()) timed_.insert(raw);
-  return raw;
+  return c;
 }
 
 }  // namespace picopay::hub

@@ -32,6 +32,7 @@ namespace picopay::hub {
 bool Hub::begin_write(std::vector<mqtt::Message>* batch, const std::vector<Address>* also) {
   std::string err;
   fenced_ = false;
+  peers_.clear();  // other instances' channels are read again in each transaction
   if (!ok(ledger_->begin(), err)) {
     fail(err);
     return false;
@@ -246,7 +247,7 @@ EngineEnv Hub::engine_env() {
     return ok(ledger_->find_update(key, tx, req, rep, found), err);
   };
   e.peer = [this](const Address& user, std::string& err) {
-    Chan* c = channel(user);
+    Chan* c = peer_view(user);
     if (!c) err = txerr_;
     return c;
   };

@@ -95,6 +95,16 @@ class Hub {
   bool begin_write(std::vector<mqtt::Message>* batch = nullptr, const std::vector<Address>* also = nullptr);
   bool fenced_ = false;
   Chan* channel(const Address& user);
+  // Another channel, read for the cross-channel rules of threads (EngineEnv::peer). With
+  // several instances a channel of a partition this instance does not hold is read from
+  // the ledger as its holder committed it, once per transaction (peers_, cleared when a
+  // transaction begins), never from the cache, whose copy may be older. Null on a read
+  // error (txerr_).
+  Chan* peer_view(const Address& user);
+  std::unordered_map<Address, std::unique_ptr<Chan>, AddressHash> peers_;
+  // A channel as stored (state, threads, requests, legacy rows), not cached. Null on a
+  // read error or corrupt row (txerr_).
+  std::unique_ptr<Chan> load_chan(const Address& user);
   // ---- the applier of the engine core (engine.cpp; the steps are engine_core.hpp) ----
   // The environment of a step: the hub's key and config, the rate, the follower's marks,
   // the reserve reading and deposit jobs, the clock now; stored updates through this
