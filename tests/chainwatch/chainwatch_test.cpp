@@ -15,12 +15,15 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include <cjson/cJSON.h>
 
 #include "picopay/agent/json_state.hpp"
 #include "picopay/chain/manager.hpp"
 #include "picopay/demo/support.hpp"
+#include "picopay/device/flows.hpp"
 #include "picopay/device/state.hpp"
 #include "picopay/mqtt/client.hpp"
 #include "picopay/mqtt/protocol.hpp"
@@ -145,9 +148,9 @@ class ChainWatch : public E2ESuite<ChainWatch> {
 // The device answers with its latest state (emptyChannelWithChallenge: the channel is
 // emptied at once at the newer balances) and stops paying; the hub marks the channel and
 // requests Connext's EmptyChannel, which the device proposes once its own chain read shows
-// the channel empty at the state it answered with: no payment is signed in between (the
-// EmptyChannel is the very next txCountGlobal). Then the device deposits again and the
-// payments go on in the same channel.
+// the channel empty at the state it answered with. The device stops paying when it
+// answers, so at most its one proposal in flight comes between (see below). Then the
+// device deposits again and the payments go on in the same channel.
 TEST_F(ChainWatch, StaleExitByHubIsAnsweredThenEmptyChannelAndANewDepositReopen) {
   const std::string dir = work_ + "/dev";
   Address user{};
@@ -207,19 +210,38 @@ TEST_F(ChainWatch, StaleExitByHubIsAnsweredThenEmptyChannelAndANewDepositReopen)
             std::string::npos)
       << read_text(dir + ".log");
 
-  // EmptyChannel right after the state put on chain: at the next txCountGlobal, or two
-  // later when a payment the device had proposed (refused: ChannelInDispute) was first
-  // given up by its Invalidation (a skip repeats the contents). Nothing was paid between.
-  const std::string empty_next = "EmptyChannel " + std::to_string(oc.txCountGlobal + 1) + " double-signed";
-  const std::string empty_skip = "EmptyChannel " + std::to_string(oc.txCountGlobal + 3) + " double-signed";
+  // EmptyChannel right after the state put on chain (txCountGlobal G), after at most the
+  // one proposal the device had in flight when it answered (it proposes nothing after):
+  // - none: EmptyChannel at G + 1;
+  // - a payment the hub countersigned before it saw the exit: the device's latest state is
+  //   G + 1, EmptyChannel at G + 2 (the chain's txCount[0] G is not above it: allowed,
+  //   docs/signing-policy.md);
+  // - a payment the hub refused (ChannelInDispute), given up by its Invalidation (a skip
+  //   at G + 2 repeats the contents of G): EmptyChannel at G + 3.
+  const uint64_t g = oc.txCountGlobal;
+  uint64_t empty_tx = 0;
   ASSERT_TRUE(poll_until(
       [&] {
         write_all(agent->stdin_fd(), "wh " + std::to_string(++wh) + "\n");
         const std::string l = read_text(dir + ".log");
-        return l.find(empty_next) != std::string::npos || l.find(empty_skip) != std::string::npos;
+        for (uint64_t n = g + 1; n <= g + 3; ++n)
+          if (l.find("EmptyChannel " + std::to_string(n) + " double-signed") != std::string::npos) empty_tx = n;
+        return empty_tx != 0;
       },
       60000))
       << read_text(dir + ".log") << "\n" << read_text(work_ + "/hub.log");
+  {
+    std::vector<device::HistoryEntry> h;
+    std::string err;
+    ASSERT_TRUE(device::history_load(dir, h, err)) << err;
+    std::vector<std::pair<uint64_t, std::string>> between;  // double-signed after G, before EmptyChannel
+    for (const auto& e : h)
+      if (e.txCountGlobal > g && e.txCountGlobal < empty_tx) between.emplace_back(e.txCountGlobal, e.reason);
+    std::vector<std::pair<uint64_t, std::string>> want;
+    if (empty_tx == g + 2) want = {{g + 1, "Payment"}};
+    if (empty_tx == g + 3) want = {{g + 2, "Invalidation"}};
+    EXPECT_EQ(between, want) << "EmptyChannel at " << empty_tx << ", chain at " << g;
+  }
   const std::string dlog = read_text(dir + ".log");
   EXPECT_NE(dlog.find("payments stopped"), std::string::npos) << dlog;
   const std::string hlog = read_text(work_ + "/hub.log");

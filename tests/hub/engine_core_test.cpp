@@ -368,6 +368,84 @@ TEST_F(EngineCoreTest, AConfirmPendingParksWithAReadChannelJobAndNoReply) {
   EXPECT_FALSE(ch.parked);
 }
 
+// A channel emptied on chain at txCount [2, 1], recorded by EmptyChannel (the empty state
+// at 3), reopened by a new deposit: the ConfirmPending's chain read shows it open with
+// txCount[1] 2, so the follower's emptied mark (a round behind) no longer refuses the
+// payments after it. Without such a read (a state holding funds at a higher txCountChain
+// is no proof: an Invalidation keeps it) the mark refuses them, and a dispute mark
+// always does.
+TEST_F(EngineCoreTest, AnEmptiedMarkOlderThanTheReopeningDepositsChainReadRefusesNothing) {
+  env_.has_chain = true;
+  std::map<std::string, ChainMark> marks;
+  env_.mark = [&marks](const Address& user) -> const ChainMark* {
+    auto it = marks.find(mqtt::topic_address(user));
+    return it == marks.end() ? nullptr : &it->second;
+  };
+  ChainMark emptied{};
+  emptied.emptied = true;
+  emptied.since_block = 9;
+  emptied.tx_count_global = 2;
+  emptied.tx_count_chain = 1;
+  auto pay = [&](Dev& d, Chan& ch, Status want) {
+    ChannelState next{};
+    const Effects fx = step(ch, payment(d, 7, next));
+    const auto r = replies(fx, d);
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].status, want);
+    EXPECT_EQ(r[0].kind, want == Status::Ok ? ReplyKind::Ack : ReplyKind::Nack);
+    if (want == Status::Ok) d.latest = next;
+    else EXPECT_TRUE(nothing_signed(fx));
+  };
+
+  Dev a = device(1, 0, 0);  // the EmptyChannel state: [3, 1], nothing in it
+  Chan& ch = view(a);
+  marks[ch.key] = emptied;
+  ChannelState next{};
+  {
+    ChannelUpdate u = channel_update_make(UpdateReason::ProposePendingDeposit);
+    u.deposit.depositWeiUser = U256::from_u64(1000);
+    u.deposit.timeout = env_.unix_now + 600;
+    const Effects fx = step(ch, propose(a, u, next));
+    ASSERT_EQ(replies(fx, a).size(), 1u);
+    EXPECT_EQ(replies(fx, a)[0].kind, ReplyKind::Ack);
+    a.latest = next;
+  }
+  ChannelUpdate cu = channel_update_make(UpdateReason::ConfirmPending);
+  cu.chainTx.transactionHash.bytes[0] = 0xab;
+  const Effects parked = step(ch, propose(a, cu, next));
+  ASSERT_EQ(parked.chain_jobs.size(), 1u);
+  ChainFacts f{};
+  f.known = true;
+  f.txCountGlobal = a.latest.txCountGlobal;
+  f.txCountChain = a.latest.txCountChain;  // 2: the deposit ran
+  f.status = ChainChannelStatus::Open;
+  f.blockTime = env_.unix_now;
+  {
+    Effects fx;
+    engine_replay_parked(ch, f, env_, fx);
+    ASSERT_EQ(replies(fx, a).size(), 1u);
+    ASSERT_EQ(replies(fx, a)[0].kind, ReplyKind::Ack);
+    a.latest = next;
+  }
+  ASSERT_TRUE(marks.count(ch.key)) << "the follower has not caught up yet";
+  pay(a, ch, Status::Ok);
+  pay(a, ch, Status::Ok);
+  // The chain shows a dispute (the follower's next mark): refused again.
+  ChainMark dispute{};
+  dispute.dispute = true;
+  dispute.tx_count_global = 2;
+  dispute.tx_count_chain = 1;
+  marks[ch.key] = dispute;
+  pay(a, ch, Status::ChannelInDispute);
+
+  // Funds at a txCountChain above the mark's, no chain read since: the mark refuses.
+  Dev b = device(2, 100, 0);
+  b.latest.txCountChain = 2;
+  Chan& cb = view(b);
+  marks[cb.key] = emptied;
+  pay(b, cb, Status::ChannelInDispute);
+}
+
 // A payer's OpenThread: countersigned, and the payee's mirror is a request for the payee's
 // channel in the Effects (the payee's view untouched: the applier routes it). A second
 // OpenThread the payee's hub balance cannot also mirror, drained in the same step from the

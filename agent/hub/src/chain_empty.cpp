@@ -13,6 +13,7 @@
 #include <string>
 
 #include "chain_follow.hpp"
+#include "engine_core.hpp"
 #include "hub.hpp"
 #include "log.hpp"
 #include "picopay/agent/json_state.hpp"
@@ -22,7 +23,7 @@ namespace picopay::hub {
 
 void Hub::request_empty_channel(Chan& ch) {
   const ChainMark* m = mark(ch.user);
-  if (!m || !m->emptied || m->dispute) return;
+  if (!m || !m->emptied || m->dispute || !engine_mark_current(ch, *m)) return;
   // Only while the off-chain state still holds something (the same test that refuses
   // every other update on it).
   const ChainFacts f = ChainFollow::facts(*m);

@@ -404,6 +404,8 @@ class Step {
     ch.parked->replaying = true;
     ch.parked->answered = true;
     ch.parked->facts = f;
+    if (f.known && f.status == ChainChannelStatus::Open && !f.emptied && f.txCountChain > ch.open_read_tx_count_chain)
+      ch.open_read_tx_count_chain = f.txCountChain;
     for (size_t i = 0; i < updates.size(); ++i) {
       if (ch.parked && !ch.parked->replaying) {
         // Parked again (a second update asserting chain facts): the rest waits behind it.
@@ -474,7 +476,8 @@ class Step {
     if (u256_sub(prev.balanceTokenHub, mtok, in.inventoryToken) != Status::Ok) in.inventoryToken = U256::zero();
     in.chain = chain_facts(ch, u.reason, in.hasChainAccess, must_park);
     if (must_park) return Status::Ok;  // the caller parks the update
-    if (!in.chain.known && mark(ch.user)) in.chain = ChainFollow::facts(*mark(ch.user));
+    if (!in.chain.known && mark(ch.user) && engine_mark_current(ch, *mark(ch.user)))
+      in.chain = ChainFollow::facts(*mark(ch.user));
     in.limits = policy_limits_default();
     in.limits.maxSpreadBps = 0;  // only at the rate it publishes (rate.cpp; docs/tokens.md)
     Status s = policy_hub_countersigns(in, prev, u);
@@ -894,9 +897,13 @@ Status engine_request_applies(Chan& ch, const ChannelUpdate& u0, const Address& 
   return s;
 }
 
+bool engine_mark_current(const Chan& ch, const ChainMark& m) {
+  return m.dispute || !m.emptied || ch.open_read_tx_count_chain <= m.tx_count_chain;
+}
+
 Status engine_chain_refusal(const Chan& ch, const ChannelUpdate& u, const EngineEnv& env) {
   const ChainMark* m = env.mark ? env.mark(ch.user) : nullptr;
-  if (!m) return Status::Ok;
+  if (!m || !engine_mark_current(ch, *m)) return Status::Ok;
   // An update asserting a chain fact is checked against the chain read at once
   // (check_policy), not against the mark of the last round: a ConfirmPending of the new
   // deposit that reopens an emptied channel is not refused for a mark a second old.

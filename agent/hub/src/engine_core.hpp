@@ -110,6 +110,10 @@ struct Chan {
   // (an evicted channel's counters start again at 0)
   uint64_t resend_at_ms = 0;
   uint64_t nacks_total = 0;
+  // volatile: txCount[1] of the latest chain read for this channel's updates (the answer
+  // to a parked one, engine_replay_parked) that showed it open, not emptied; 0: none.
+  // An emptied mark of lower counts is older than that read (engine_mark_current).
+  uint64_t open_read_tx_count_chain = 0;
   Status last_nack = Status::Ok;
   bool dirty = false;
   std::chrono::steady_clock::time_point status_at{};  // last retained status publish
@@ -315,8 +319,14 @@ void engine_save_requests(Chan& ch, Effects& fx);
 Status engine_request_applies(Chan& ch, const ChannelUpdate& u, const Address& hub);
 // The outstanding request, signed (hub_request_sign), on the user's request topic.
 bool engine_request_out(const Chan& ch, const EngineEnv& env, Out& o);
+// Whether the follower's mark `m` of `ch`'s channel still describes the chain: false for
+// an emptied mark whose txCount[1] is below the channel's later read that showed it open
+// (Chan::open_read_tx_count_chain: e.g. the ConfirmPending of the new deposit that reopened
+// it; counts only grow, so the chain has moved past the empty). The follower drops such a
+// mark at its next round; a dispute mark is always current.
+bool engine_mark_current(const Chan& ch, const ChainMark& m);
 // ChannelInDispute if the chain shows `ch` in dispute, or emptied while the hub's latest
-// state still holds funds (any reason but EmptyChannel); else Ok.
+// state still holds funds (any reason but EmptyChannel), by its current mark; else Ok.
 Status engine_chain_refusal(const Chan& ch, const ChannelUpdate& u, const EngineEnv& env);
 // Whether the reserve reading, less deposits countersigned and not yet on chain, holds
 // `amount` wei; logs why not, or a warning when it runs low (at most once a minute).
