@@ -221,6 +221,11 @@ void ChainWorker::deposit(ChainJob& j) {
   r.kind = ChainResult::Kind::DepositDone;
   r.user = j.user;
   if (oc->txCountChain >= want.txCountChain) {
+    // Mined at or before the block the channel was read at: the latest block now is at or
+    // after it (the reserve readings before it are the engine's to ignore).
+    auto at = rpc_->block_number();
+    if (!at.ok()) return retry("cannot read the latest block: " + at.error().to_string());
+    r.block = *at;
     logf("info", what + " for " + who + " is already on chain (txCountChain " + std::to_string(oc->txCountChain) +
                      "): confirming");
   } else if (!chain_role()) {
@@ -230,6 +235,7 @@ void ChainWorker::deposit(ChainJob& j) {
     auto rc = cm_->hub_authorized_update(want, j.state.sigUser);
     if (!rc.ok()) return retry("hubAuthorizedUpdate: " + rc.error().to_string());
     r.tx = rc->transactionHash;
+    r.block = rc->blockNumber;
     logf("info", what + " for " + who + " on chain: " + json::hash_text(r.tx) + " (gas " + std::to_string(rc->gasUsed) +
                      ")");
     crash_point("deposit-sent");
@@ -421,10 +427,18 @@ void ChainWorker::read_rounds() {
     last_reserve_ms_ = now;
     ChainResult r;
     r.kind = ChainResult::Kind::Reserve;
-    auto reserve = read_cm_->hub_reserve_wei();
+    // Read at a block number, stamped with it: the engine tells a reading taken before a
+    // deposit was mined from one after (ChainResult::block).
+    auto at = read_rpc_->block_number();
+    chain::Result<U256> reserve =
+        at.ok() ? read_cm_->hub_reserve_wei(chain::hex_quantity(*at)) : chain::Result<U256>(at.error());
     r.known = reserve.ok();
-    if (reserve.ok()) r.wei = *reserve;
-    else logf("warn", "cannot read the hub's reserve: " + reserve.error().to_string());
+    if (reserve.ok()) {
+      r.wei = *reserve;
+      r.block = *at;
+    } else {
+      logf("warn", "cannot read the hub's reserve: " + reserve.error().to_string());
+    }
     post_(std::move(r));
   }
   if (follow_->due()) {
