@@ -5,7 +5,8 @@
 // Pins what the chain worker changed: an update asserting a chain fact waits, unanswered,
 // for the chain's answer (a re-sent copy gets nothing, another channel is answered
 // meanwhile), the answer serves exactly that update, and a late or unasked answer changes
-// nothing.
+// nothing; and that a reserve reading of a block before a finished deposit's promises no
+// collateral (the reader's readings and the sender's DepositDone race).
 #include <gtest/gtest.h>
 
 #include <cstring>
