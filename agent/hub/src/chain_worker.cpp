@@ -242,7 +242,13 @@ void ChainWorker::deposit(ChainJob& j) {
   }
   p->next_try_ms = 0;
   done_[{who, want.txCountChain}] = now_ms();
+  const uint64_t at = r.block;
   post_(std::move(r));
+  // The reserve at that block, after the DepositDone: the engine drops its older reading
+  // and need not wait for the reader's next one to promise collateral again (a failed
+  // read posts nothing: the reader's next reading serves).
+  ChainResult reserve = reserve_at(*cm_, chain::Result<uint64_t>(at));
+  if (reserve.known) post_(std::move(reserve));
 }
 
 void ChainWorker::reload_deposits() {
@@ -421,25 +427,26 @@ void ChainWorker::reload_disputes(bool role) {
     logf("info", "thread disputes: " + std::to_string(watched_done) + " done by an earlier chain role holder, watched");
 }
 
+ChainResult ChainWorker::reserve_at(chain::ChannelManagerClient& cm, const chain::Result<uint64_t>& block) {
+  ChainResult r;
+  r.kind = ChainResult::Kind::Reserve;
+  chain::Result<U256> reserve =
+      block.ok() ? cm.hub_reserve_wei(chain::hex_quantity(*block)) : chain::Result<U256>(block.error());
+  r.known = reserve.ok();
+  if (reserve.ok()) {
+    r.wei = *reserve;
+    r.block = *block;
+  } else {
+    logf("warn", "cannot read the hub's reserve: " + reserve.error().to_string());
+  }
+  return r;
+}
+
 void ChainWorker::read_rounds() {
   const uint64_t now = now_ms();
   if (now - last_reserve_ms_ >= kReserveRefreshMs) {
     last_reserve_ms_ = now;
-    ChainResult r;
-    r.kind = ChainResult::Kind::Reserve;
-    // Read at a block number, stamped with it: the engine tells a reading taken before a
-    // deposit was mined from one after (ChainResult::block).
-    auto at = read_rpc_->block_number();
-    chain::Result<U256> reserve =
-        at.ok() ? read_cm_->hub_reserve_wei(chain::hex_quantity(*at)) : chain::Result<U256>(at.error());
-    r.known = reserve.ok();
-    if (reserve.ok()) {
-      r.wei = *reserve;
-      r.block = *at;
-    } else {
-      logf("warn", "cannot read the hub's reserve: " + reserve.error().to_string());
-    }
-    post_(std::move(r));
+    post_(reserve_at(*read_cm_, read_rpc_->block_number()));
   }
   if (follow_->due()) {
     auto changes = follow_->tick();

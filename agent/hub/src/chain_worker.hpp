@@ -188,6 +188,10 @@ class ChainWorker : public ChainPort {
   void rounds(bool role);
   // Reader: the reserve reading and the follower, when due.
   void read_rounds();
+  // The hub's reserve (hubReserveWei) read at `block` (its error: none read), as a Reserve
+  // result stamped with it (known false on an error, logged). The reader's every
+  // kReserveRefreshMs at the latest block; the sender's after each DepositDone at its block.
+  static ChainResult reserve_at(chain::ChannelManagerClient& cm, const chain::Result<uint64_t>& block);
   void crash_point(const char* name) const;
 
   Options o_;
