@@ -121,6 +121,9 @@ void ChainWorker::post(ChainJob job) {
 }
 
 void ChainWorker::read_loop() {
+  // The first reserve reading (and round of the follower) at once: a collateral request
+  // that arrives before any reading promises nothing (the payee asks again later).
+  read_rounds();
   while (true) {
     std::deque<ChainJob> jobs;
     {
