@@ -5,7 +5,8 @@
 // Pins what the chain worker changed: an update asserting a chain fact waits, unanswered,
 // for the chain's answer (a re-sent copy gets nothing, another channel is answered
 // meanwhile), the answer serves exactly that update, and a late or unasked answer changes
-// nothing.
+// nothing; and that a reserve reading of a block before a finished deposit's promises no
+// collateral (the reader's readings and the sender's DepositDone race).
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "hub.hpp"
+#include "picopay/agent/collateral_request.hpp"
 #include "picopay/codec.hpp"
 #include "picopay/mqtt/protocol.hpp"
 #include "sim_device.hpp"
@@ -60,12 +62,15 @@ class EngineTest : public ::testing::Test {
     c.db = dir_ + "/hub.db";
     c.contract = mqtt::topic_address(contract_);
     c.verify_threads = 0;
+    configure(c);
     hub_ = std::make_unique<Hub>(c, key_of(0xABCDEF));
     std::string err;
     ASSERT_TRUE(hub_->open_engine(&chain_, [this](const std::string& t, const Bytes& p, uint64_t corr) {
       out_.push_back({t, p, corr});
     }, err)) << err;
   }
+  // A test fixture's own settings (before the engine opens).
+  virtual void configure(Config&) {}
   void TearDown() override {
     hub_.reset();
     if (!HasFailure()) testsupport::remove_tree(dir_);
@@ -272,4 +277,105 @@ TEST_F(EngineTest, LaterUpdatesWaitBehindAndAnUnaskedAnswerChangesNothing) {
   EXPECT_EQ(r[0].txCountGlobal, next.txCountGlobal);
   EXPECT_EQ(r[1].kind, ReplyKind::Ack);
   EXPECT_EQ(r[1].txCountGlobal, pnext.txCountGlobal);
+}
+
+namespace {
+
+// The hub deposits collateral on a payee's request (100 wei at least).
+class EngineReserveTest : public EngineTest {
+ protected:
+  void configure(Config& c) override { c.collateral_wei = "100"; }
+
+  // The chain worker's reading of the hub's reserve: `wei` at block `block`.
+  static ChainResult reserve(uint64_t wei, uint64_t block) {
+    ChainResult r;
+    r.kind = ChainResult::Kind::Reserve;
+    r.known = true;
+    r.wei = U256::from_u64(wei);
+    r.block = block;
+    return r;
+  }
+  // The chain worker's answer for `d`'s deposit: mined in block `block`.
+  static ChainResult deposit_done(const Dev& d, uint64_t block) {
+    ChainResult r;
+    r.kind = ChainResult::Kind::DepositDone;
+    r.user = d.addr;
+    std::memset(r.tx.bytes, 0xcd, 32);
+    r.block = block;
+    return r;
+  }
+  // `d`'s signed collateral request (it expects `wei`), on its collateral topic.
+  mqtt::Message collateral(const Dev& d, uint64_t wei, uint64_t t) {
+    const std::string j = agent::collateral_request_make(signer_, d.key, contract_, d.addr, U256::from_u64(wei), t);
+    return msg(mqtt::topic_collateral(hub_addr_, d.addr), Bytes(j.begin(), j.end()));
+  }
+  // The hub's requests published to `d` since the last call, decoded.
+  std::vector<HubRequest> requests(const Dev& d) {
+    std::vector<HubRequest> r;
+    std::vector<Published> rest;
+    for (auto& p : out_) {
+      if (p.topic != mqtt::topic_request(d.addr)) {
+        rest.push_back(std::move(p));
+        continue;
+      }
+      HubRequest q{};
+      EXPECT_EQ(decode_hub_request(p.payload.data(), p.payload.size(), q), Status::Ok);
+      r.push_back(q);
+    }
+    out_.swap(rest);
+    return r;
+  }
+};
+
+}  // namespace
+
+// The reader thread's reserve readings and the sender's DepositDone race: a reading taken
+// before a deposit was mined may arrive after its DepositDone took the job off the
+// promised deposits. Such a reading (of a block before the deposit's) is never used, and
+// the DepositDone drops the current reading of an older block: collateral is promised
+// again only from a reading of the deposit's block or later.
+TEST_F(EngineReserveTest, AReserveReadingOlderThanAFinishedDepositPromisesNothing) {
+  Dev b = device(2), c = device(3), d = device(4), e = device(5);
+  const uint64_t t = static_cast<uint64_t>(std::time(nullptr));
+  ASSERT_TRUE(hub_->engine_turn({}, {reserve(1000, 10)}));
+
+  // b is promised 600 and countersigns the deposit: a job for the chain.
+  ASSERT_TRUE(hub_->engine_turn({collateral(b, 600, t)}));
+  auto rb = requests(b);
+  ASSERT_EQ(rb.size(), 1u) << "600 of 1000 wei free was not promised";
+  ASSERT_EQ(rb[0].update.reason, UpdateReason::ProposePendingDeposit);
+  ASSERT_EQ(rb[0].update.deposit.depositWeiHub, U256::from_u64(600));
+  ChannelState next{};
+  ASSERT_TRUE(hub_->engine_turn({update(b, propose(b, rb[0].update, next))}));
+  auto ab = replies(b);
+  ASSERT_EQ(ab.size(), 1u);
+  ASSERT_EQ(ab[0].kind, ReplyKind::Ack);
+  b.latest = next;
+  size_t sent = 0;
+  for (const auto& j : chain_.jobs) sent += j.kind == ChainJob::Kind::Deposit && j.user == b.addr;
+  ASSERT_EQ(sent, 1u) << "the countersigned deposit did not go to the chain";
+
+  // While the deposit waits for the chain, 400 are free: c's 600 are not promised.
+  ASSERT_TRUE(hub_->engine_turn({collateral(c, 600, t)}));
+  EXPECT_TRUE(requests(c).empty()) << "promised collateral the reserve does not hold (a deposit is on its way)";
+
+  // The deposit is mined in block 11; the current reading (block 10) goes with it.
+  ASSERT_TRUE(hub_->engine_turn({}, {deposit_done(b, 11)}));
+  ASSERT_TRUE(hub_->engine_turn({collateral(d, 600, t)}));
+  EXPECT_TRUE(requests(d).empty()) << "promised from a reading of a block before the deposit's";
+
+  // A reading taken at block 10, arriving late: still 1000 wei, the deposit not in it.
+  ASSERT_TRUE(hub_->engine_turn({}, {reserve(1000, 10)}));
+  ASSERT_TRUE(hub_->engine_turn({collateral(e, 600, t)}));
+  EXPECT_TRUE(requests(e).empty()) << "a stale reading counted the deposited 600 wei as free again";
+
+  // A reading of block 11: 400 wei, the deposit made. 600 are refused, 400 promised.
+  ASSERT_TRUE(hub_->engine_turn({}, {reserve(400, 11)}));
+  ASSERT_TRUE(hub_->engine_turn({collateral(e, 600, t + 1)}));
+  EXPECT_TRUE(requests(e).empty()) << "promised more than the reserve holds";
+  ASSERT_TRUE(hub_->engine_turn({collateral(e, 400, t + 2)}));
+  auto rc = requests(e);
+  ASSERT_EQ(rc.size(), 1u) << "a fresh reading that holds it promised nothing";
+  EXPECT_EQ(rc[0].update.reason, UpdateReason::ProposePendingDeposit);
+  EXPECT_EQ(rc[0].update.deposit.depositWeiHub, U256::from_u64(400));
 }

@@ -338,12 +338,15 @@ Result<OnchainThread> ChannelManagerClient::thread(const Address& sender, const 
   return t;
 }
 
-static Result<U256> view_u256(ChannelManagerClient& c, RpcClient& rpc, const char* fn) {
-  PPC_TRY(Bytes b, rpc.eth_call(c.contract(), selector(fn)));
+static Result<U256> view_u256(ChannelManagerClient& c, RpcClient& rpc, const char* fn,
+                              const std::string& block = "latest") {
+  PPC_TRY(Bytes b, rpc.eth_call(c.contract(), selector(fn), nullptr, block));
   return AbiDecoder(b).u256(0);
 }
 
-Result<U256> ChannelManagerClient::hub_reserve_wei() { return view_u256(*this, w_.rpc(), "getHubReserveWei()"); }
+Result<U256> ChannelManagerClient::hub_reserve_wei(const std::string& block) {
+  return view_u256(*this, w_.rpc(), "getHubReserveWei()", block);
+}
 Result<U256> ChannelManagerClient::hub_reserve_tokens() { return view_u256(*this, w_.rpc(), "getHubReserveTokens()"); }
 Result<U256> ChannelManagerClient::total_channel_wei() { return view_u256(*this, w_.rpc(), "totalChannelWei()"); }
 Result<U256> ChannelManagerClient::total_channel_token() { return view_u256(*this, w_.rpc(), "totalChannelToken()"); }

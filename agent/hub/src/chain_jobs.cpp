@@ -1,6 +1,7 @@
 // picopay-hub: the engine's side of chain work (chain_worker.hpp does the JSON-RPC): the
 // collateral deposits it posts and what it does with the results (ConfirmPending after a
 // deposit, the reserve reading, the follower's marks).
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -83,12 +84,23 @@ bool Hub::chain_results(std::vector<ChainResult>& results, std::vector<ChainResu
     switch (r.kind) {
       case ChainResult::Kind::Facts: facts.push_back(std::move(r)); break;
       case ChainResult::Kind::DepositDone:
+        // The job leaves the promised deposits now: a reading of a block before the
+        // deposit's would count its amount as free reserve a second time.
+        deposit_done_block_ = std::max(deposit_done_block_, r.block);
+        if (reserve_known_ && reserve_block_ < r.block) reserve_known_ = false;
         if (!deposit_done(r)) return false;
         break;
       case ChainResult::Kind::Reserve: {
+        if (r.known && r.block < deposit_done_block_) {
+          if (cfg_.verbose)
+            logf("info", "reserve reading of block " + std::to_string(r.block) + " ignored: before the deposit of block " +
+                             std::to_string(deposit_done_block_));
+          break;
+        }
         reserve_known_ = r.known;
         if (!r.known) break;
         reserve_wei_ = r.wei;
+        reserve_block_ = r.block;
         reserve_at_ms_ = now_ms();
         if (reserve_waiters_.empty()) break;
         // Channels whose collateral waited for a reading: their requests again.

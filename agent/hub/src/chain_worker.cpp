@@ -121,6 +121,9 @@ void ChainWorker::post(ChainJob job) {
 }
 
 void ChainWorker::read_loop() {
+  // The first reserve reading (and round of the follower) at once: a collateral request
+  // that arrives before any reading promises nothing (the payee asks again later).
+  read_rounds();
   while (true) {
     std::deque<ChainJob> jobs;
     {
@@ -221,6 +224,11 @@ void ChainWorker::deposit(ChainJob& j) {
   r.kind = ChainResult::Kind::DepositDone;
   r.user = j.user;
   if (oc->txCountChain >= want.txCountChain) {
+    // Mined at or before the block the channel was read at: the latest block now is at or
+    // after it (the reserve readings before it are the engine's to ignore).
+    auto at = rpc_->block_number();
+    if (!at.ok()) return retry("cannot read the latest block: " + at.error().to_string());
+    r.block = *at;
     logf("info", what + " for " + who + " is already on chain (txCountChain " + std::to_string(oc->txCountChain) +
                      "): confirming");
   } else if (!chain_role()) {
@@ -230,13 +238,20 @@ void ChainWorker::deposit(ChainJob& j) {
     auto rc = cm_->hub_authorized_update(want, j.state.sigUser);
     if (!rc.ok()) return retry("hubAuthorizedUpdate: " + rc.error().to_string());
     r.tx = rc->transactionHash;
+    r.block = rc->blockNumber;
     logf("info", what + " for " + who + " on chain: " + json::hash_text(r.tx) + " (gas " + std::to_string(rc->gasUsed) +
                      ")");
     crash_point("deposit-sent");
   }
   p->next_try_ms = 0;
   done_[{who, want.txCountChain}] = now_ms();
+  const uint64_t at = r.block;
   post_(std::move(r));
+  // The reserve at that block, after the DepositDone: the engine drops its older reading
+  // and need not wait for the reader's next one to promise collateral again (a failed
+  // read posts nothing: the reader's next reading serves).
+  ChainResult reserve = reserve_at(*cm_, chain::Result<uint64_t>(at));
+  if (reserve.known) post_(std::move(reserve));
 }
 
 void ChainWorker::reload_deposits() {
@@ -415,17 +430,26 @@ void ChainWorker::reload_disputes(bool role) {
     logf("info", "thread disputes: " + std::to_string(watched_done) + " done by an earlier chain role holder, watched");
 }
 
+ChainResult ChainWorker::reserve_at(chain::ChannelManagerClient& cm, const chain::Result<uint64_t>& block) {
+  ChainResult r;
+  r.kind = ChainResult::Kind::Reserve;
+  chain::Result<U256> reserve =
+      block.ok() ? cm.hub_reserve_wei(chain::hex_quantity(*block)) : chain::Result<U256>(block.error());
+  r.known = reserve.ok();
+  if (reserve.ok()) {
+    r.wei = *reserve;
+    r.block = *block;
+  } else {
+    logf("warn", "cannot read the hub's reserve: " + reserve.error().to_string());
+  }
+  return r;
+}
+
 void ChainWorker::read_rounds() {
   const uint64_t now = now_ms();
   if (now - last_reserve_ms_ >= kReserveRefreshMs) {
     last_reserve_ms_ = now;
-    ChainResult r;
-    r.kind = ChainResult::Kind::Reserve;
-    auto reserve = read_cm_->hub_reserve_wei();
-    r.known = reserve.ok();
-    if (reserve.ok()) r.wei = *reserve;
-    else logf("warn", "cannot read the hub's reserve: " + reserve.error().to_string());
-    post_(std::move(r));
+    post_(reserve_at(*read_cm_, read_rpc_->block_number()));
   }
   if (follow_->due()) {
     auto changes = follow_->tick();

@@ -83,9 +83,9 @@ bool decode_dispute_job(const std::vector<uint8_t>& b, ChainJob::DisputeInfo& d)
 // What the chain answers.
 struct ChainResult {
   enum class Kind {
-    DepositDone,  // user: the deposit is on chain (tx: its hash, zero when found made already)
+    DepositDone,  // user, block: the deposit is on chain (tx: its hash, zero when found made already)
     Facts,        // user, facts: the chain's view of the channel (known false: unreadable)
-    Reserve,      // known, wei: the hub's reserve (hubReserveWei)
+    Reserve,      // known, wei, block: the hub's reserve (hubReserveWei) at that block
     Marks,        // changes, marks, empty_tx: a round of following the chain
     Disputed,     // user, done: a dispute job finished (done: every thread disputed)
   };
@@ -95,6 +95,12 @@ struct ChainResult {
   ChainFacts facts{};
   bool known = false;
   U256 wei = U256::zero();
+  // The chain's clock, a block number. Reserve: the block the reading is of. DepositDone:
+  // the block its receipt is in, or (found made already) a block at or after it. The
+  // reader and the sender answer independently, so a reading taken before a deposit was
+  // mined may arrive after its DepositDone: the engine uses no reading of a block before
+  // the last DepositDone's (Hub::chain_results).
+  uint64_t block = 0;
   bool done = false;
   std::vector<ChainChange> changes;
   std::vector<std::pair<Address, ChainMark>> marks;
@@ -182,6 +188,10 @@ class ChainWorker : public ChainPort {
   void rounds(bool role);
   // Reader: the reserve reading and the follower, when due.
   void read_rounds();
+  // The hub's reserve (hubReserveWei) read at `block` (its error: none read), as a Reserve
+  // result stamped with it (known false on an error, logged). The reader's every
+  // kReserveRefreshMs at the latest block; the sender's after each DepositDone at its block.
+  static ChainResult reserve_at(chain::ChannelManagerClient& cm, const chain::Result<uint64_t>& block);
   void crash_point(const char* name) const;
 
   Options o_;

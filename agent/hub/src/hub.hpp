@@ -271,6 +271,11 @@ class Hub {
   bool reserve_known_ = false;
   U256 reserve_wei_ = U256::zero();
   uint64_t reserve_at_ms_ = 0;
+  // The block the reading is of, and the latest block a DepositDone named (ChainResult::
+  // block): a reading of a block before it still counts that deposit as free reserve, so
+  // it is ignored, and the current one is dropped (nothing promised until a newer one).
+  uint64_t reserve_block_ = 0;
+  uint64_t deposit_done_block_ = 0;
   std::set<std::string> reserve_waiters_;  // channel keys
   U256 collateral_max_ = U256::zero();
   U256 reserve_warn_ = U256::zero();

@@ -146,7 +146,8 @@ class ChannelManagerClient {
   // when called), so a transaction mined between the two calls cannot mix two states.
   Result<OnchainChannel> channel(const Address& user);
   Result<OnchainThread> thread(const Address& sender, const Address& receiver, uint64_t threadId);
-  Result<U256> hub_reserve_wei();
+  // hubReserveWei (wei) at `block` ("latest", or a block number as a hex quantity).
+  Result<U256> hub_reserve_wei(const std::string& block = "latest");
   Result<U256> hub_reserve_tokens();
   Result<U256> total_channel_wei();
   Result<U256> total_channel_token();
