@@ -57,10 +57,10 @@ const char* const kMigrations[] = {
     " user TEXT NOT NULL, request BLOB NOT NULL, created TEXT);"
     "CREATE TABLE IF NOT EXISTS thread_disputes(user TEXT PRIMARY KEY, job BLOB NOT NULL,"
     " done INTEGER NOT NULL DEFAULT 0, created TEXT);",
-    // Version 5: channel_totals (ledger.hpp). Its row and the TEMP triggers that keep it are
-    // set up at every open (setup_totals): the triggers are this connection's.
-    "CREATE TABLE IF NOT EXISTS channel_totals(id INTEGER PRIMARY KEY CHECK(id=0), channels INTEGER NOT NULL,"
-    " sums BLOB NOT NULL);",
+    // Version 5: channel_totals (ledger.hpp) on PostgreSQL; here nothing: the table, its row
+    // and the TEMP triggers that keep it are set up at every open (setup_totals), since the
+    // triggers are this connection's and a deleted row is computed again.
+    "",
 };
 static_assert(sizeof kMigrations / sizeof kMigrations[0] == kLedgerSchemaVersion, "one migration per version");
 
@@ -518,6 +518,8 @@ class SqliteLedger final : public Ledger {
       return fail(sqlite3_errcode(db_), "register picopay_totals_apply");
     LedgerStatus s = exec("BEGIN IMMEDIATE");
     if (!s.ok()) return s;
+    s = exec("CREATE TABLE IF NOT EXISTS channel_totals(id INTEGER PRIMARY KEY CHECK(id=0), channels INTEGER NOT NULL,"
+             " sums BLOB NOT NULL)");
     bool have = false;
     if (s.ok())
       s = each_row("SELECT 1 FROM channel_totals WHERE id=0", "channel totals", [&](sqlite3_stmt*) {
