@@ -91,24 +91,28 @@
 //                                          one row (sums: balanceWeiHub as 32 bytes
 //                                          big-endian, then the sum of threadCount as 8
 //                                          bytes big-endian), kept by this connection's
-//                                          TEMP triggers on channels; computed once by
-//                                          reading every channel when the row is missing (a
-//                                          ledger of an earlier version). A writer without
+//                                          TEMP triggers on channels; created at open and
+//                                          computed once by reading every channel when the
+//                                          row is missing (a ledger of an earlier version;
+//                                          the SQLite migration of version 5 is empty). A writer without
 //                                          those triggers (an earlier picopay-hub, the
 //                                          sqlite3 shell) does not keep it: delete the row
 //                                          after such writes and the next open computes it
 //                                          again.
 //   PostgreSQL: channel_totals(partition PK, channels, threads, wei_hub NUMERIC)
 //                                          one row per partition 0..255 (a user address's
-//                                          first byte, as the leases), so instances writing
+//                                          first byte, as the leases; 0 for a `user` that
+//                                          is not 0x-hex), so instances writing
 //                                          their own partitions never wait on each other's
 //                                          totals row; kept by the trigger
 //                                          picopay_channel_totals on channels (every writer
-//                                          keeps it, psql included), which reads the two
+//                                          keeps it, psql included; TRUNCATE zeroes it),
+//                                          which reads the two
 //                                          values out of the state's wire bytes
 //                                          (picopay_state_terms); summed on read; computed
 //                                          once for the existing rows by the migration.
-// Bytes that are not a channel state count (0, 0) on both.
+// Bytes that are not a channel state count (0, 0) on both (PostgreSQL reads the layout
+// only: a state it can walk counts with its values even if its signatures are bad).
 //
 // Threads: one ledger object is used by one thread at a time (the hub's worker); the
 // SQLite backend's WAL checkpointer runs on its own thread with its own connection.

@@ -62,7 +62,8 @@ const char* const kMigrations[] = {
     // its wire bytes (core/src/codec.cpp encode_channel_state: version 1, kind 1, flags, two
     // addresses (three with flag 0x04), twelve amounts as a length byte and that many
     // big-endian bytes, balanceWeiHub the first; then the varints txCountGlobal,
-    // txCountChain, threadCount). Bytes that are not such a state count (0, 0), as on SQLite.
+    // txCountChain, threadCount). Bytes that do not have that layout count (0, 0), as on
+    // SQLite (the signatures and canonical forms are not checked here).
     "LOCK TABLE channels IN SHARE MODE;"
     "CREATE OR REPLACE FUNCTION picopay_state_terms(s BYTEA, OUT wei NUMERIC, OUT threads BIGINT)"
     " LANGUAGE plpgsql IMMUTABLE AS $f$"
