@@ -192,14 +192,16 @@ struct Metrics::Impl {
     gauges_start.Add({}).Set(unix_now());
   }
 
-  // The ledger's totals to the gauges (a failed read leaves them as they were: the next
-  // batch reads again).
-  void read_totals() {
+  // The ledger's totals to the gauges; the read's status (a failed read leaves them as
+  // they were: the next batch reads again).
+  LedgerStatus read_totals() {
     Ledger::ChannelTotals t;
-    if (!totals_ledger->channel_totals(t).ok()) return;
+    LedgerStatus s = totals_ledger->channel_totals(t);
+    if (!s.ok()) return s;
     collateral->Set(wei_to_double(t.wei_hub));
     threads_open->Set(static_cast<double>(t.threads));
     channels_known->Set(static_cast<double>(t.channels));
+    return s;
   }
 
   void refresh() {
@@ -310,12 +312,10 @@ std::unique_ptr<Metrics> Metrics::start(const std::string& listen, Ledger& ledge
   std::unique_ptr<Metrics> m(new Metrics());
   // The ledger keeps the totals (ledger.hpp channel_totals): no channel is read here.
   m->impl_->totals_ledger = &ledger;
-  Ledger::ChannelTotals totals;
-  if (const LedgerStatus ts = ledger.channel_totals(totals); !ts.ok()) {
+  if (const LedgerStatus ts = m->impl_->read_totals(); !ts.ok()) {
     err = "metrics: " + ts.message;
     return nullptr;
   }
-  m->impl_->read_totals();
   std::lock_guard<std::mutex> lk(g_start_mu);
   Impl* expected = nullptr;
   if (!g_live.compare_exchange_strong(expected, m->impl_.get())) {
@@ -362,7 +362,7 @@ void Metrics::update_refused(UpdateReason r, Status s) {
 void Metrics::nack_sent(Status s) { impl_->nacks.Add({{"status", status_name(s)}}).Increment(); }
 
 void Metrics::batch_done(size_t messages, double seconds, size_t channels_cached) {
-  impl_->read_totals();
+  (void)impl_->read_totals();
   impl_->batch_h->Observe(seconds);
   impl_->batch_n->Observe(static_cast<double>(messages));
   impl_->channels_cached->Set(static_cast<double>(channels_cached));
@@ -372,7 +372,7 @@ void Metrics::queue_depth(size_t messages) { impl_->queue->Set(static_cast<doubl
 
 void Metrics::replies_published(size_t n) { impl_->published_c->Increment(static_cast<double>(n)); }
 
-void Metrics::channel_state(const std::string&, const ChannelState&) { impl_->read_totals(); }
+void Metrics::channel_state(const std::string&, const ChannelState&) { (void)impl_->read_totals(); }
 
 void Metrics::channel_loaded() { impl_->loaded_c->Increment(); }
 
