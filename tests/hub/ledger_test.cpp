@@ -6,8 +6,12 @@
 
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "ledger/ledger.hpp"
+#include "picopay/codec.hpp"
+#include "picopay/state.hpp"
 #include "support/postgres.hpp"
 #include "support/process.hpp"
 
@@ -56,6 +60,13 @@ class LedgerTest : public ::testing::TestWithParam<std::string> {
     LedgerStatus s = Ledger::open(spec_, ledger_);
     ASSERT_TRUE(s.ok()) << s.message;
     ASSERT_NE(ledger_, nullptr);
+  }
+  // Another connection to the same ledger (nullptr, failed, if it does not open).
+  std::unique_ptr<Ledger> open_new() {
+    std::unique_ptr<Ledger> l;
+    LedgerStatus s = Ledger::open(spec_, l);
+    EXPECT_TRUE(s.ok()) << s.message;
+    return l;
   }
   // Runs one SQL statement on the backend's database outside the ledger.
   void sql(const std::string& q) {
@@ -289,6 +300,198 @@ TEST_P(LedgerTest, ACorruptColumnIsATypedErrorNotAGuess) {
   LedgerStatus s = ledger_->load_requests("0xaa", last, back);
   EXPECT_FALSE(s.ok());
   EXPECT_TRUE(s.code == LedgerCode::Corrupt || s.code == LedgerCode::Io) << s.message;
+}
+
+// ---- channel_totals (schema version 5; the metrics' sums, ledger.hpp): on both backends,
+// and on PostgreSQL with writes from outside the hub, two connections writing at once and
+// a ledger of version 4 with channels upgraded.
+namespace {
+
+struct TotalsExpect {
+  uint64_t channels = 0, threads = 0, wei = 0;
+};
+
+Bytes totals_wire(const picopay::SignedChannelState& s) {
+  uint8_t b[picopay::kMaxChannelStateWire];
+  size_t n = 0;
+  EXPECT_EQ(picopay::encode_channel_state(s, b, sizeof b, &n), picopay::Status::Ok);
+  return Bytes(b, b + n);
+}
+// The wire bytes of a channel state of user 0x<who><who2>.. with these two values
+// (`recipient`: an explicit recipient, 20 more bytes before the amounts).
+Bytes totals_state(uint8_t who, uint8_t who2, uint64_t wei_hub, uint64_t threads, bool recipient = false) {
+  picopay::SignedChannelState s{};
+  s.state = picopay::channel_state_zero();
+  s.state.contractAddress.bytes[19] = 7;
+  s.state.user.bytes[0] = who;
+  s.state.user.bytes[1] = who2;
+  s.state.recipient = s.state.user;
+  if (recipient) s.state.recipient.bytes[19] = 1;
+  s.state.balanceWeiHub = picopay::U256::from_u64(wei_hub);
+  s.state.balanceWeiUser = picopay::U256::from_u64(12345);
+  s.state.threadCount = threads;
+  s.state.txCountGlobal = 300;  // two varint bytes before threadCount's
+  s.state.txCountChain = 1;
+  return totals_wire(s);
+}
+std::string totals_user(uint8_t who, uint8_t who2) {
+  char b[8];
+  std::snprintf(b, sizeof b, "0x%02x%02x", who, who2);
+  return b;
+}
+void expect_totals(Ledger& l, const TotalsExpect& e) {
+  Ledger::ChannelTotals t;
+  LedgerStatus st = l.channel_totals(t);
+  ASSERT_TRUE(st.ok()) << st.message;
+  EXPECT_EQ(t.channels, e.channels);
+  EXPECT_EQ(t.threads, e.threads);
+  EXPECT_EQ(t.wei_hub, picopay::U256::from_u64(e.wei));
+}
+
+}  // namespace
+
+TEST_P(LedgerTest, ChannelTotalsFollowEveryWriteAndIgnoreARolledBackOne) {
+  auto l = open_new();
+  ASSERT_NE(l, nullptr);
+  expect_totals(*l, {0, 0, 0});
+  ASSERT_TRUE(l->begin().ok());
+  ASSERT_TRUE(l->save_channel(totals_user(1, 0), 1, totals_state(1, 0, 100, 1), {}).ok());
+  ASSERT_TRUE(l->save_channel(totals_user(2, 0), 1, totals_state(2, 0, 20, 2, true), {}).ok());
+  ASSERT_TRUE(l->save_channel(totals_user(2, 1), 1, totals_state(2, 1, 0, 0), {}).ok());
+  ASSERT_TRUE(l->save_channel(totals_user(255, 0), 1, totals_state(255, 0, 3, 300), {}).ok());
+  expect_totals(*l, {4, 303, 123});  // the transaction reads its own writes
+  ASSERT_TRUE(l->commit().ok());
+  ASSERT_TRUE(l->begin().ok());
+  ASSERT_TRUE(l->save_channel(totals_user(1, 0), 2, totals_state(1, 0, 1000, 0), {}).ok());
+  ASSERT_TRUE(l->save_channel(totals_user(9, 9), 1, totals_state(9, 9, 5, 5), {}).ok());
+  expect_totals(*l, {5, 307, 1028});
+  l->rollback();
+  expect_totals(*l, {4, 303, 123});
+  ASSERT_TRUE(l->begin().ok());
+  ASSERT_TRUE(l->save_channel(totals_user(2, 0), 2, totals_state(2, 0, 5, 4, true), {}).ok());
+  ASSERT_TRUE(l->save_channel(totals_user(255, 0), 2, {0x01, 0x01, 0xff}, {}).ok());  // not a state: counts 0
+  ASSERT_TRUE(l->commit().ok());
+  expect_totals(*l, {4, 5, 105});
+  // a balance of more than 64 bits (2^200 wei): summed exactly
+  picopay::SignedChannelState big{};
+  const Bytes zero = totals_state(2, 1, 0, 0);
+  ASSERT_EQ(picopay::decode_channel_state(zero.data(), zero.size(), big), picopay::Status::Ok);
+  picopay::U256 two200 = picopay::U256::from_u64(1), t2{};
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_EQ(picopay::u256_add(two200, two200, t2), picopay::Status::Ok);
+    two200 = t2;
+  }
+  big.state.balanceWeiHub = two200;
+  ASSERT_TRUE(l->save_channel(totals_user(2, 1), 2, totals_wire(big), {}).ok());
+  Ledger::ChannelTotals t;
+  ASSERT_TRUE(l->channel_totals(t).ok());
+  ASSERT_EQ(picopay::u256_add(two200, picopay::U256::from_u64(105), t2), picopay::Status::Ok);
+  EXPECT_EQ(t.wei_hub, t2);
+  big.state.balanceWeiHub = picopay::U256::from_u64(1);
+  ASSERT_TRUE(l->save_channel(totals_user(2, 1), 3, totals_wire(big), {}).ok());
+  l.reset();
+  l = open_new();
+  ASSERT_NE(l, nullptr);
+  expect_totals(*l, {4, 5, 106});
+}
+
+TEST_P(LedgerTest, ChannelTotalsCountWritesFromOutsideTheHub) {
+  if (!pg()) GTEST_SKIP() << "SQLite's totals are kept by the hub connection's TEMP triggers only (ledger.hpp)";
+  auto l = open_new();
+  ASSERT_NE(l, nullptr);
+  for (uint8_t i = 0; i < 5; ++i) ASSERT_TRUE(l->save_channel(totals_user(i, 1), 1, totals_state(i, 1, 10, 1), {}).ok());
+  expect_totals(*l, {5, 5, 50});
+  sql("DELETE FROM channels WHERE \"user\" IN ('0x0001', '0x0101')");
+  expect_totals(*l, {3, 3, 30});
+  sql("UPDATE channels SET \"user\" = '0xff01' WHERE \"user\" = '0x0201'");  // another partition
+  expect_totals(*l, {3, 3, 30});
+  EXPECT_EQ(g_pg->query(db_, "SELECT channels FROM channel_totals WHERE partition = 255"), "1");
+  EXPECT_EQ(g_pg->query(db_, "SELECT channels FROM channel_totals WHERE partition = 2"), "0");
+  sql("TRUNCATE channels");
+  expect_totals(*l, {0, 0, 0});
+}
+
+TEST_P(LedgerTest, ChannelTotalsOfTwoWritersAtOnceAreTheSumOverEveryChannel) {
+  if (!pg()) GTEST_SKIP() << "the SQLite ledger serves one process";
+  // Two connections, as two hub instances: each writes the channels of its own partitions
+  // (even / odd first byte) in transactions of 16, some rolled back, and both write the
+  // channels of partition 0x80 one statement at a time.
+  constexpr int kRounds = 40;
+  TotalsExpect want[2];
+  auto writer = [&](int w) {
+    auto l = open_new();
+    ASSERT_NE(l, nullptr);
+    for (int round = 0; round < kRounds; ++round) {
+      ASSERT_TRUE(l->begin().ok());
+      for (int i = 0; i < 16; ++i) {
+        const auto p = static_cast<uint8_t>(2 * ((round * 16 + i) % 64) + w);
+        const auto q = static_cast<uint8_t>(round);
+        ASSERT_TRUE(l->save_channel(totals_user(p, q), 1, totals_state(p, q, 1000 + p, 2), {}).ok());
+      }
+      if (round % 5 == 4) {
+        l->rollback();
+      } else {
+        ASSERT_TRUE(l->commit().ok());
+        want[w].channels += 16;
+        want[w].threads += 32;
+        for (int i = 0; i < 16; ++i) want[w].wei += 1000 + 2 * ((round * 16 + i) % 64) + w;
+      }
+      // partition 0x80, shared: w's own channel 0x80<w>, updated every round (autocommit)
+      ASSERT_TRUE(l->save_channel(totals_user(0x80, static_cast<uint8_t>(w)), static_cast<uint64_t>(round) + 1,
+                                  totals_state(0x80, static_cast<uint8_t>(w), static_cast<uint64_t>(round), 1), {})
+                      .ok());
+    }
+    want[w].channels += 1;
+    want[w].threads += 1;
+    want[w].wei += kRounds - 1;
+  };
+  std::thread a(writer, 0), b(writer, 1);
+  a.join();
+  b.join();
+  auto l = open_new();
+  ASSERT_NE(l, nullptr);
+  expect_totals(*l, {want[0].channels + want[1].channels, want[0].threads + want[1].threads, want[0].wei + want[1].wei});
+  uint64_t n = 0;
+  ASSERT_TRUE(l->count_channels(n).ok());
+  EXPECT_EQ(n, want[0].channels + want[1].channels);
+}
+
+TEST_P(LedgerTest, ALedgerOfSchemaVersion4WithChannelsGetsItsTotalsOnUpgrade) {
+  if (!pg()) GTEST_SKIP() << "SQLite computes a missing totals row at every open (its own test in metrics_test)";
+  {
+    auto l = open_new();
+    ASSERT_NE(l, nullptr);
+  }
+  // back to version 4: no totals table, trigger or functions; then channels written
+  sql("DROP TABLE channel_totals; DROP TRIGGER picopay_channel_totals ON channels;"
+       " DROP TRIGGER picopay_channel_totals_truncate ON channels; DROP FUNCTION picopay_channel_totals_row();"
+       " DROP FUNCTION picopay_channel_totals_truncate(); DROP FUNCTION picopay_state_terms(BYTEA);"
+       " DROP FUNCTION picopay_partition(TEXT); UPDATE schema_version SET version=4");
+  TotalsExpect e;
+  std::string values;
+  for (int i = 0; i < 300; ++i) {
+    const auto p = static_cast<uint8_t>(i % 256), q = static_cast<uint8_t>(i / 256);
+    const Bytes st = i % 7 == 0 ? Bytes{1, 2, 3} : totals_state(p, q, 7 * static_cast<uint64_t>(i), static_cast<uint64_t>(i % 3), i % 2 == 1);
+    char hex[3];
+    std::string lit;
+    for (uint8_t c : st) {
+      std::snprintf(hex, sizeof hex, "%02x", c);
+      lit += hex;
+    }
+    values += std::string(values.empty() ? "" : ",") + "('" + totals_user(p, q) + "', 1, '\\x" + lit + "'::bytea, ''::bytea)";
+    ++e.channels;
+    if (i % 7 != 0) {
+      e.threads += static_cast<uint64_t>(i % 3);
+      e.wei += 7 * static_cast<uint64_t>(i);
+    }
+  }
+  sql("INSERT INTO channels VALUES" + values);
+  auto l = open_new();
+  ASSERT_NE(l, nullptr);
+  EXPECT_EQ(l->schema_version(), kLedgerSchemaVersion);
+  expect_totals(*l, e);
+  ASSERT_TRUE(l->save_channel(totals_user(0, 0), 2, totals_state(0, 0, 1, 1), {}).ok());  // was (0, 0): 0x0000 is i = 0
+  expect_totals(*l, {e.channels, e.threads + 1, e.wei + 1});
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, LedgerTest, ::testing::Values("sqlite", "postgresql"),

@@ -27,6 +27,7 @@
 #include "ledger/ledger.hpp"
 #include "picopay/codec.hpp"
 #include "support/broker.hpp"
+#include "support/postgres.hpp"
 
 using namespace picopay;
 using namespace picopay::testsupport;
@@ -173,6 +174,7 @@ class MetricsTest : public ::testing::Test {
                                      "--broker-password", "hub-pass", "--contract", kContract,
                                      "--private-key", hex_key(test_key(kHubIndex)), "--db", dir_ + "/hub.db",
                                      "--dev-skip-chain-checks"};
+    if (!store_.empty()) argv.insert(argv.end(), {"--store", store_});
     argv.insert(argv.end(), extra.begin(), extra.end());
     return argv;
   }
@@ -243,7 +245,14 @@ class MetricsTest : public ::testing::Test {
     ASSERT_EQ(r.status, Status::WrongSigner);
   }
 
+  // Idle channels written before the hub ever ran (as the load bench preloads them), then
+  // the hub started, paid on, restarted: the channel sums of /metrics are the ledger's
+  // totals at every step, and start-up loads no channel. `spec` the ledger; out: the final
+  // collateral (wei) and thread sums. Leaves the hub running.
+  void channel_sums_survive_a_restart(const std::string& spec, int idle, double& wei_out, double& threads_out);
+
   std::string dir_;
+  std::string store_;  // --store (empty: the default, sqlite: next to --db)
   std::unique_ptr<Broker> broker_;
   Process hub_;
   int mport_ = -1;
@@ -514,18 +523,17 @@ TEST_F(MetricsTest, DashboardPageRendersInHeadlessChromium) {
 // write), not from reading every channel: a restarted hub shows the same values before any
 // message and has loaded no channel; a ledger of an earlier version (no totals row) gets
 // them computed once at open.
-TEST_F(MetricsTest, ChannelSumsSurviveARestartWithoutLoadingChannels) {
-  constexpr int kIdle = 50;
+void MetricsTest::channel_sums_survive_a_restart(const std::string& spec, int idle, double& wei_out,
+                                                 double& threads_out) {
   constexpr int kPayments = 5;
-  // Idle channels written before the hub ever ran (as the load bench preloads them):
-  // channel i holds balanceWeiHub 1000 * i and threadCount i % 3.
+  // Channel i holds balanceWeiHub 1000 * i and threadCount i % 3.
   double idle_wei = 0, idle_threads = 0;
   {
     std::unique_ptr<hub::Ledger> l;
-    hub::LedgerStatus st = hub::Ledger::open("sqlite:" + dir_ + "/hub.db", l);
+    hub::LedgerStatus st = hub::Ledger::open(spec, l);
     ASSERT_TRUE(st.ok()) << st.message;
     ASSERT_TRUE(l->begin().ok());
-    for (int i = 1; i <= kIdle; ++i) {
+    for (int i = 1; i <= idle; ++i) {
       SignedChannelState s{};
       s.state = channel_state_zero();
       s.state.contractAddress = contract_;
@@ -548,13 +556,13 @@ TEST_F(MetricsTest, ChannelSumsSurviveARestartWithoutLoadingChannels) {
     ASSERT_TRUE(l->commit().ok());
     hub::Ledger::ChannelTotals t;
     ASSERT_TRUE(l->channel_totals(t).ok());
-    EXPECT_EQ(t.channels, static_cast<uint64_t>(kIdle));
+    EXPECT_EQ(t.channels, static_cast<uint64_t>(idle));
     EXPECT_EQ(static_cast<double>(t.threads), idle_threads);
   }
   start_broker(2);
   start_hub();
   std::string m = scrape();
-  EXPECT_EQ(series_value(m, "picopay_hub_channels_known"), kIdle);
+  EXPECT_EQ(series_value(m, "picopay_hub_channels_known"), idle);
   EXPECT_EQ(series_value(m, "picopay_hub_collateral_wei"), idle_wei);
   EXPECT_EQ(series_value(m, "picopay_hub_threads_open"), idle_threads);
   EXPECT_EQ(series_value(m, "picopay_hub_channels_loaded_total"), 0) << "start-up loads no channel";
@@ -562,7 +570,7 @@ TEST_F(MetricsTest, ChannelSumsSurviveARestartWithoutLoadingChannels) {
   const double wei = idle_wei + 2.0 * kPayments * kPayWei;
   m = scrape_until("picopay_hub_collateral_wei", wei);
   EXPECT_EQ(series_value(m, "picopay_hub_collateral_wei"), wei) << m;
-  EXPECT_EQ(series_value(m, "picopay_hub_channels_known"), kIdle + 2);
+  EXPECT_EQ(series_value(m, "picopay_hub_channels_known"), idle + 2);
   EXPECT_EQ(series_value(m, "picopay_hub_threads_open"), idle_threads);
   EXPECT_EQ(series_value(m, "picopay_hub_channels_loaded_total"), 2) << "only the two paying channels";
 
@@ -570,21 +578,47 @@ TEST_F(MetricsTest, ChannelSumsSurviveARestartWithoutLoadingChannels) {
   ASSERT_EQ(hub_.terminate(), 0);
   start_hub();
   m = scrape();
-  EXPECT_EQ(series_value(m, "picopay_hub_channels_known"), kIdle + 2);
+  EXPECT_EQ(series_value(m, "picopay_hub_channels_known"), idle + 2);
   EXPECT_EQ(series_value(m, "picopay_hub_collateral_wei"), wei);
   EXPECT_EQ(series_value(m, "picopay_hub_threads_open"), idle_threads);
   EXPECT_EQ(series_value(m, "picopay_hub_channels_loaded_total"), 0);
   EXPECT_EQ(series_value(m, "picopay_hub_channels_cached"), 0);
+  wei_out = wei;
+  threads_out = idle_threads;
+}
+
+TEST_F(MetricsTest, ChannelSumsSurviveARestartWithoutLoadingChannels) {
+  constexpr int kIdle = 50;
+  double wei = 0, idle_threads = 0;
+  channel_sums_survive_a_restart("sqlite:" + dir_ + "/hub.db", kIdle, wei, idle_threads);
+  if (HasFatalFailure()) return;
 
   // A ledger of an earlier version has no totals row: the next open computes it once.
   ASSERT_EQ(hub_.terminate(), 0);
   ASSERT_EQ(run_command({"sqlite3", dir_ + "/hub.db", "DROP TABLE channel_totals"}), 0);
   start_hub();
-  m = scrape();
+  const std::string m = scrape();
   EXPECT_EQ(series_value(m, "picopay_hub_channels_known"), kIdle + 2);
   EXPECT_EQ(series_value(m, "picopay_hub_collateral_wei"), wei);
   EXPECT_EQ(series_value(m, "picopay_hub_threads_open"), idle_threads);
   EXPECT_EQ(series_value(m, "picopay_hub_channels_loaded_total"), 0);
+}
+
+// The same on a PostgreSQL ledger (a server started here on 127.0.0.1): its channel_totals
+// (one row per partition, kept by a trigger) seed and follow the gauges; the hub reads no
+// channel at start.
+TEST_F(MetricsTest, PostgresqlChannelSumsSurviveARestartWithoutLoadingChannels) {
+  PgServer pg;
+  std::string err;
+  ASSERT_TRUE(pg.start(err)) << err;
+  ASSERT_TRUE(pg.create_database("metrics", err)) << err;
+  store_ = pg.uri("metrics");
+  double wei = 0, threads = 0;
+  channel_sums_survive_a_restart(store_, 50, wei, threads);
+  if (HasFatalFailure()) return;
+  EXPECT_EQ(pg.query("metrics", "SELECT channels FROM channel_totals WHERE partition = 160"), "50")
+      << "the idle channels' users all start 0xa0: partition 160";
+  ASSERT_EQ(hub_.terminate(), 0);
 }
 
 // The SQLite ledger's channel_totals follow every write of the channels table in its

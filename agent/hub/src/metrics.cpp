@@ -15,7 +15,6 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
-#include <map>
 #include <mutex>
 
 #include "picopay/chain/manager.hpp"
@@ -172,11 +171,7 @@ struct Metrics::Impl {
   Gauge* queue = nullptr;
 
   Ledger* totals_ledger = nullptr;  // keeps channel_totals: the sums are read from it (worker thread only)
-  std::mutex mu;  // guards the per-channel sums and the probe
-  // Without totals_ledger: user -> (balanceWeiHub, threadCount) of every known channel.
-  std::map<std::string, std::pair<U256, uint64_t>> chans;
-  U256 collateral_sum = U256::zero();
-  uint64_t threads_sum = 0;
+  std::mutex mu;  // guards the probe
   std::function<bool()> mqtt_probe;
 
   Impl() {
@@ -197,29 +192,16 @@ struct Metrics::Impl {
     gauges_start.Add({}).Set(unix_now());
   }
 
-  void publish_sums() {  // mu held
-    collateral->Set(wei_to_double(collateral_sum));
-    threads_open->Set(static_cast<double>(threads_sum));
-    channels_known->Set(static_cast<double>(chans.size()));
-  }
-
-  // The ledger's totals to the gauges (a failed read leaves them as they were: the next
-  // batch reads again).
-  void read_totals() {
+  // The ledger's totals to the gauges; the read's status (a failed read leaves them as
+  // they were: the next batch reads again).
+  LedgerStatus read_totals() {
     Ledger::ChannelTotals t;
-    if (!totals_ledger || !totals_ledger->channel_totals(t).ok()) return;
+    LedgerStatus s = totals_ledger->channel_totals(t);
+    if (!s.ok()) return s;
     collateral->Set(wei_to_double(t.wei_hub));
     threads_open->Set(static_cast<double>(t.threads));
     channels_known->Set(static_cast<double>(t.channels));
-  }
-
-  void set_channel(const std::string& user, const U256& wei_hub, uint64_t threads) {
-    auto& e = chans[user];  // new: (0, 0)
-    U256 t{};
-    if (u256_sub(collateral_sum, e.first, t) == Status::Ok) collateral_sum = t;
-    if (u256_add(collateral_sum, wei_hub, t) == Status::Ok) collateral_sum = t;
-    threads_sum = threads_sum - e.second + threads;
-    e = {wei_hub, threads};
+    return s;
   }
 
   void refresh() {
@@ -328,35 +310,11 @@ std::unique_ptr<Metrics> Metrics::start(const std::string& listen, Ledger& ledge
     return nullptr;
   }
   std::unique_ptr<Metrics> m(new Metrics());
-  Ledger::ChannelTotals totals;
-  const LedgerStatus ts = ledger.channel_totals(totals);
-  if (ts.ok()) {
-    m->impl_->totals_ledger = &ledger;
-    m->impl_->read_totals();
-  } else if (ts.code != LedgerCode::Unsupported) {
+  // The ledger keeps the totals (ledger.hpp channel_totals): no channel is read here.
+  m->impl_->totals_ledger = &ledger;
+  if (const LedgerStatus ts = m->impl_->read_totals(); !ts.ok()) {
     err = "metrics: " + ts.message;
     return nullptr;
-  } else {
-    std::lock_guard<std::mutex> lk(m->impl_->mu);
-    std::string bad;
-    LedgerStatus ls = ledger.for_each_channel([&](const std::string& user, const Bytes& state) {
-      SignedChannelState s{};
-      if (decode_channel_state(state.data(), state.size(), s) != Status::Ok) {
-        bad = user;
-        return false;
-      }
-      m->impl_->set_channel(user, s.state.balanceWeiHub, s.state.threadCount);
-      return true;
-    });
-    if (!ls.ok()) {
-      err = "metrics: " + ls.message;
-      return nullptr;
-    }
-    if (!bad.empty()) {
-      err = "metrics: corrupt stored state for " + bad;
-      return nullptr;
-    }
-    m->impl_->publish_sums();
   }
   std::lock_guard<std::mutex> lk(g_start_mu);
   Impl* expected = nullptr;
@@ -404,7 +362,7 @@ void Metrics::update_refused(UpdateReason r, Status s) {
 void Metrics::nack_sent(Status s) { impl_->nacks.Add({{"status", status_name(s)}}).Increment(); }
 
 void Metrics::batch_done(size_t messages, double seconds, size_t channels_cached) {
-  impl_->read_totals();
+  (void)impl_->read_totals();
   impl_->batch_h->Observe(seconds);
   impl_->batch_n->Observe(static_cast<double>(messages));
   impl_->channels_cached->Set(static_cast<double>(channels_cached));
@@ -414,15 +372,7 @@ void Metrics::queue_depth(size_t messages) { impl_->queue->Set(static_cast<doubl
 
 void Metrics::replies_published(size_t n) { impl_->published_c->Increment(static_cast<double>(n)); }
 
-void Metrics::channel_state(const std::string& user, const ChannelState& s) {
-  if (impl_->totals_ledger) {
-    impl_->read_totals();
-    return;
-  }
-  std::lock_guard<std::mutex> lk(impl_->mu);
-  impl_->set_channel(user, s.balanceWeiHub, s.threadCount);
-  impl_->publish_sums();
-}
+void Metrics::channel_state(const std::string&, const ChannelState&) { (void)impl_->read_totals(); }
 
 void Metrics::channel_loaded() { impl_->loaded_c->Increment(); }
 

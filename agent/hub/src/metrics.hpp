@@ -12,12 +12,10 @@
 // Thread model: the hub's worker thread calls the hooks below; prometheus-cpp's metric
 // types are atomic, so the HTTP threads read them without a lock.
 //
-// The sums over every channel (picopay_hub_channels_known, _threads_open, _collateral_wei):
-// with a ledger that keeps them (Ledger::channel_totals: SQLite) they are read from the
-// ledger at start and after every batch and status round, one row whatever the channel
-// count, so nothing reads every channel. With a ledger that does not (PostgreSQL) the
-// store's channel rows are streamed once at start and the sums kept per channel in memory
-// (U256/integers under a mutex) from channel_state().
+// The sums over every channel (picopay_hub_channels_known, _threads_open, _collateral_wei)
+// are kept by the ledger (Ledger::channel_totals: one row on SQLite, 256 on PostgreSQL)
+// and read from it at start and after every batch and status round, whatever the channel
+// count, so nothing reads every channel and no per-channel sums are held in memory.
 #pragma once
 
 #include <cstddef>
@@ -76,7 +74,7 @@ class Metrics {
   // Messages handed to the MQTT client after a commit (replies, proposals).
   void replies_published(size_t n);
   // The latest double-signed state of channel `user` (lowercase 0x), after its commit:
-  // updates the collateral and thread sums and the known-channel count.
+  // reads the collateral and thread sums and the known-channel count from the ledger.
   void channel_state(const std::string& user, const ChannelState& s);
   // A channel was read from the ledger into the hub's cache
   // (picopay_hub_channels_loaded_total).

@@ -23,10 +23,6 @@ LedgerStatus unsupported(const Ledger& l) {
 }
 }  // namespace
 
-LedgerStatus Ledger::channel_totals(ChannelTotals&) {
-  return LedgerStatus::fail(LedgerCode::Unsupported, std::string(backend()) + ": channel totals are not kept");
-}
-
 LedgerStatus Ledger::lease_heartbeat(const std::string&, uint64_t, uint64_t&) { return unsupported(*this); }
 LedgerStatus Ledger::lease_renew(const std::string&, uint64_t, std::vector<std::pair<int, uint64_t>>&) {
   return unsupported(*this);

@@ -83,19 +83,36 @@
 //                                          holder, `done` once every thread is disputed
 // `user` is the channel's user address as lowercase 0x-hex (mqtt::topic_address).
 //
-// Unversioned, SQLite only (created at open when missing, so no schema version is spent):
-//   channel_totals(id PK = 0, channels, sums)
-//                                          one row: the channel row count and the sums over
-//                                          the stored states (sums: balanceWeiHub as 32
-//                                          bytes big-endian, then the sum of threadCount as
-//                                          8 bytes big-endian), kept by this connection's
-//                                          TEMP triggers on channels in the same statement
-//                                          as every write; computed once by reading every
-//                                          channel when the row is missing (a ledger of an
-//                                          earlier version). A writer without those
-//                                          triggers (an earlier picopay-hub, the sqlite3
-//                                          shell) does not keep it: delete the row after
-//                                          such writes and the next open computes it again.
+// Version 5 adds channel_totals: the channel row count and the sums over the stored
+// states' balanceWeiHub and threadCount, kept with every write to channels in the same
+// transaction (a rolled-back write changes nothing), so the metrics never read every
+// channel:
+//   SQLite: channel_totals(id PK = 0, channels, sums)
+//                                          one row (sums: balanceWeiHub as 32 bytes
+//                                          big-endian, then the sum of threadCount as 8
+//                                          bytes big-endian), kept by this connection's
+//                                          TEMP triggers on channels; created at open and
+//                                          computed once by reading every channel when the
+//                                          row is missing (a ledger of an earlier version;
+//                                          the SQLite migration of version 5 is empty). A writer without
+//                                          those triggers (an earlier picopay-hub, the
+//                                          sqlite3 shell) does not keep it: delete the row
+//                                          after such writes and the next open computes it
+//                                          again.
+//   PostgreSQL: channel_totals(partition PK, channels, threads, wei_hub NUMERIC)
+//                                          one row per partition 0..255 (a user address's
+//                                          first byte, as the leases; 0 for a `user` that
+//                                          is not 0x-hex), so instances writing
+//                                          their own partitions never wait on each other's
+//                                          totals row; kept by the trigger
+//                                          picopay_channel_totals on channels (every writer
+//                                          keeps it, psql included; TRUNCATE zeroes it),
+//                                          which reads the two
+//                                          values out of the state's wire bytes
+//                                          (picopay_state_terms); summed on read; computed
+//                                          once for the existing rows by the migration.
+// Bytes that are not a channel state count (0, 0) on both (PostgreSQL reads the layout
+// only: a state it can walk counts with its values even if its signatures are bad).
 //
 // Threads: one ledger object is used by one thread at a time (the hub's worker); the
 // SQLite backend's WAL checkpointer runs on its own thread with its own connection.
@@ -136,7 +153,7 @@ struct [[nodiscard]] LedgerStatus {
 };
 
 // The newest schema version this binary writes.
-constexpr int kLedgerSchemaVersion = 4;
+constexpr int kLedgerSchemaVersion = 5;
 
 class Ledger {
  public:
@@ -208,7 +225,7 @@ class Ledger {
 
   // Every channel row (user, state wire), streamed: `f` returns false to stop early. The
   // rows are not all held in memory at once. Used where every channel is needed (the
-  // watchtower with --rpc-url, the metrics' collateral sums), never on the payment path.
+  // watchtower with --rpc-url), never on the payment path.
   virtual LedgerStatus for_each_channel(const std::function<bool(const std::string&, const Bytes&)>& f) = 0;
   // The number of channel rows.
   virtual LedgerStatus count_channels(uint64_t& n) = 0;
@@ -219,10 +236,10 @@ class Ledger {
     uint64_t threads = 0;   // sum of threadCount
     U256 wei_hub{};         // sum of balanceWeiHub (wei)
   };
-  // The totals as kept with every write (SQLite: one row read, whatever the channel
-  // count). Errors: Unsupported when the backend does not keep them (PostgreSQL: the
-  // caller streams for_each_channel instead), Io, Corrupt.
-  virtual LedgerStatus channel_totals(ChannelTotals& out);
+  // The totals as kept with every write (schema version 5): one row read on SQLite, 256
+  // rows summed on PostgreSQL, whatever the channel count. Sums beyond 2^256-1 wei or
+  // 2^64-1 saturate. Errors: Io, Corrupt.
+  virtual LedgerStatus channel_totals(ChannelTotals& out) = 0;
 
   // ---- Leases (version 3; docs/multi-instance.md). Times are the server's (now()), never
   // the caller's clock; `ttl_ms` in milliseconds. The SQLite ledger answers Unsupported.

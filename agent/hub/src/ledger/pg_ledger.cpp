@@ -53,6 +53,86 @@ const char* const kMigrations[] = {
     "CREATE INDEX IF NOT EXISTS forwarded_requests_partition ON forwarded_requests(partition, id);"
     "CREATE TABLE IF NOT EXISTS thread_disputes(\"user\" TEXT PRIMARY KEY, job BYTEA NOT NULL,"
     " done BOOLEAN NOT NULL DEFAULT false, created TIMESTAMPTZ NOT NULL DEFAULT now());",
+    // Version 5: channel_totals (ledger.hpp), one row per partition, kept by a trigger on
+    // channels (so every writer keeps it, psql included) and summed on read. Channels is
+    // locked against writes (reads go on) while the existing rows are summed once, so no
+    // write falls between that sum and the trigger.
+    //
+    // picopay_state_terms(state): (balanceWeiHub, threadCount) of a stored state, read from
+    // its wire bytes (core/src/codec.cpp encode_channel_state: version 1, kind 1, flags, two
+    // addresses (three with flag 0x04), twelve amounts as a length byte and that many
+    // big-endian bytes, balanceWeiHub the first; then the varints txCountGlobal,
+    // txCountChain, threadCount). Bytes that do not have that layout count (0, 0), as on
+    // SQLite (the signatures and canonical forms are not checked here).
+    "LOCK TABLE channels IN SHARE MODE;"
+    "CREATE OR REPLACE FUNCTION picopay_state_terms(s BYTEA, OUT wei NUMERIC, OUT threads BIGINT)"
+    " LANGUAGE plpgsql IMMUTABLE AS $f$"
+    " DECLARE n INT := length(s); p INT; k INT; i INT; w INT; b INT; g INT; v BIGINT;"
+    " BEGIN"
+    "  wei := 0; threads := 0;"
+    "  IF n < 43 OR get_byte(s, 0) <> 1 OR get_byte(s, 1) <> 1 THEN RETURN; END IF;"
+    "  p := 43 + CASE WHEN get_byte(s, 2) & 4 <> 0 THEN 20 ELSE 0 END;"
+    "  FOR k IN 0..11 LOOP"
+    "   IF p >= n THEN wei := 0; RETURN; END IF;"
+    "   w := get_byte(s, p);"
+    "   IF w > 32 OR p + 1 + w > n THEN wei := 0; RETURN; END IF;"
+    "   IF k = 0 THEN FOR i IN 1..w LOOP wei := wei * 256 + get_byte(s, p + i); END LOOP; END IF;"
+    "   p := p + 1 + w;"
+    "  END LOOP;"
+    "  FOR k IN 0..2 LOOP"
+    "   v := 0; g := 0;"
+    "   LOOP"
+    "    IF p >= n OR g = 8 THEN wei := 0; RETURN; END IF;"
+    "    b := get_byte(s, p); p := p + 1;"
+    "    v := v | ((b & 127)::BIGINT << (7 * g)); g := g + 1;"
+    "    EXIT WHEN b < 128;"
+    "   END LOOP;"
+    "  END LOOP;"
+    "  threads := v;"
+    " END $f$;"
+    // the partition of a user address (lease::partition_of: its first byte); 0 for text
+    // that is not 0x-hex
+    "CREATE OR REPLACE FUNCTION picopay_partition(u TEXT) RETURNS SMALLINT LANGUAGE sql IMMUTABLE AS"
+    " $f$ SELECT (CASE WHEN u ~ '^0x[0-9a-fA-F]{2}' THEN get_byte(decode(substr(u, 3, 2), 'hex'), 0) ELSE 0 END)"
+    "::SMALLINT $f$;"
+    "CREATE TABLE IF NOT EXISTS channel_totals(partition SMALLINT PRIMARY KEY, channels BIGINT NOT NULL,"
+    " threads BIGINT NOT NULL, wei_hub NUMERIC NOT NULL);"
+    "INSERT INTO channel_totals SELECT p, 0, 0, 0 FROM generate_series(0, 255) p ON CONFLICT DO NOTHING;"
+    "UPDATE channel_totals t SET channels = c.n, threads = c.th, wei_hub = c.w FROM"
+    " (SELECT picopay_partition(ch.\"user\") AS p, count(*) AS n, sum(x.threads) AS th, sum(x.wei) AS w"
+    " FROM channels ch, LATERAL picopay_state_terms(ch.state) x GROUP BY 1) c WHERE t.partition = c.p;"
+    // An upsert that keeps a channel's balanceWeiHub and threadCount (most payments
+    // to the hub's side change balanceWeiHub) writes no totals row.
+    "CREATE OR REPLACE FUNCTION picopay_channel_totals_row() RETURNS trigger LANGUAGE plpgsql AS $f$"
+    " DECLARE o RECORD; nw RECORD;"
+    " BEGIN"
+    "  IF TG_OP <> 'INSERT' THEN SELECT * INTO o FROM picopay_state_terms(OLD.state); END IF;"
+    "  IF TG_OP <> 'DELETE' THEN SELECT * INTO nw FROM picopay_state_terms(NEW.state); END IF;"
+    "  IF TG_OP = 'UPDATE' AND OLD.\"user\" = NEW.\"user\" THEN"
+    "   IF o.wei <> nw.wei OR o.threads <> nw.threads THEN"
+    "    UPDATE channel_totals SET threads = threads - o.threads + nw.threads, wei_hub = wei_hub - o.wei + nw.wei"
+    "     WHERE partition = picopay_partition(NEW.\"user\");"
+    "   END IF;"
+    "   RETURN NULL;"
+    "  END IF;"
+    "  IF TG_OP <> 'INSERT' THEN"
+    "   UPDATE channel_totals SET channels = channels - 1, threads = threads - o.threads, wei_hub = wei_hub - o.wei"
+    "    WHERE partition = picopay_partition(OLD.\"user\");"
+    "  END IF;"
+    "  IF TG_OP <> 'DELETE' THEN"
+    "   UPDATE channel_totals SET channels = channels + 1, threads = threads + nw.threads, wei_hub = wei_hub + nw.wei"
+    "    WHERE partition = picopay_partition(NEW.\"user\");"
+    "  END IF;"
+    "  RETURN NULL;"
+    " END $f$;"
+    "CREATE OR REPLACE FUNCTION picopay_channel_totals_truncate() RETURNS trigger LANGUAGE plpgsql AS $f$"
+    " BEGIN UPDATE channel_totals SET channels = 0, threads = 0, wei_hub = 0; RETURN NULL; END $f$;"
+    "DROP TRIGGER IF EXISTS picopay_channel_totals ON channels;"
+    "CREATE TRIGGER picopay_channel_totals AFTER INSERT OR UPDATE OR DELETE ON channels FOR EACH ROW"
+    " EXECUTE FUNCTION picopay_channel_totals_row();"
+    "DROP TRIGGER IF EXISTS picopay_channel_totals_truncate ON channels;"
+    "CREATE TRIGGER picopay_channel_totals_truncate AFTER TRUNCATE ON channels FOR EACH STATEMENT"
+    " EXECUTE FUNCTION picopay_channel_totals_truncate();",
 };
 static_assert(sizeof kMigrations / sizeof kMigrations[0] == kLedgerSchemaVersion, "one migration per version");
 // pg_advisory_xact_lock key of the migrations ("picopay" in ASCII, folded).
@@ -536,6 +616,25 @@ class PgLedger final : public Ledger {
 
   LedgerStatus dispute_done(const std::string& user, const Bytes& job) override {
     return write("disp_done", {text(user), blob(job)}, "thread dispute done");
+  }
+
+  LedgerStatus channel_totals(ChannelTotals& out) override {
+    // 256 rows summed (schema version 5): whatever the channel count. Sums beyond the
+    // types saturate (the totals are for the metrics).
+    TextRes r(this,
+              "SELECT LEAST(GREATEST(sum(channels), 0), 18446744073709551615)::text,"
+              " LEAST(GREATEST(sum(threads), 0), 18446744073709551615)::text, round(GREATEST(sum(wei_hub), 0))::text"
+              " FROM channel_totals",
+              {});
+    LedgerStatus s = check(r.r, PGRES_TUPLES_OK, "channel totals");
+    if (!s.ok()) return s;
+    const char* wei = PQntuples(r.r) == 1 ? PQgetvalue(r.r, 0, 2) : nullptr;
+    if (!wei || !*wei || !dec(r.r, 0, 0, out.channels) || !dec(r.r, 0, 1, out.threads))
+      return corrupt("channel totals");
+    const Status ws = u256_parse_decimal(wei, std::strlen(wei), out.wei_hub);
+    if (ws == Status::Overflow) out.wei_hub = U256::max();
+    else if (ws != Status::Ok) return corrupt("channel totals");
+    return {};
   }
 
   LedgerStatus count_channels(uint64_t& n) override {

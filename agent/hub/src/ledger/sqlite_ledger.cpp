@@ -57,6 +57,10 @@ const char* const kMigrations[] = {
     " user TEXT NOT NULL, request BLOB NOT NULL, created TEXT);"
     "CREATE TABLE IF NOT EXISTS thread_disputes(user TEXT PRIMARY KEY, job BLOB NOT NULL,"
     " done INTEGER NOT NULL DEFAULT 0, created TEXT);",
+    // Version 5: channel_totals (ledger.hpp) on PostgreSQL; here nothing: the table, its row
+    // and the TEMP triggers that keep it are set up at every open (setup_totals), since the
+    // triggers are this connection's and a deleted row is computed again.
+    "",
 };
 static_assert(sizeof kMigrations / sizeof kMigrations[0] == kLedgerSchemaVersion, "one migration per version");
 
