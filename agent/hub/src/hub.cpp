@@ -256,6 +256,7 @@ void Hub::worker() {
   while (true) {
     lease_round();  // several instances: lease changes (lease/hub_lease.cpp)
     if (fatal_.load()) return;
+    if (metrics_) metrics_->tick();
     std::vector<mqtt::Message> batch;
     std::vector<ChainResult> results;
     {

@@ -204,6 +204,23 @@ struct Metrics::Impl {
     return s;
   }
 
+  // The totals follow the ledger at most once a second (on PostgreSQL each read is a
+  // query): a change marks them stale, and a stale read is done when a second has passed
+  // since the last one, at the next change or the worker's next tick().
+  std::chrono::steady_clock::time_point totals_at{};
+  bool totals_stale = false;
+  void totals_changed() {
+    totals_stale = true;
+    totals_due();
+  }
+  void totals_due() {
+    if (!totals_stale) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - totals_at < std::chrono::seconds(1)) return;
+    totals_at = now;
+    if (read_totals().ok()) totals_stale = false;
+  }
+
   void refresh() {
     std::lock_guard<std::mutex> lk(mu);
     if (mqtt_probe) mqtt->Set(mqtt_probe() ? 1 : 0);
@@ -362,7 +379,7 @@ void Metrics::update_refused(UpdateReason r, Status s) {
 void Metrics::nack_sent(Status s) { impl_->nacks.Add({{"status", status_name(s)}}).Increment(); }
 
 void Metrics::batch_done(size_t messages, double seconds, size_t channels_cached) {
-  (void)impl_->read_totals();
+  impl_->totals_changed();
   impl_->batch_h->Observe(seconds);
   impl_->batch_n->Observe(static_cast<double>(messages));
   impl_->channels_cached->Set(static_cast<double>(channels_cached));
@@ -372,7 +389,9 @@ void Metrics::queue_depth(size_t messages) { impl_->queue->Set(static_cast<doubl
 
 void Metrics::replies_published(size_t n) { impl_->published_c->Increment(static_cast<double>(n)); }
 
-void Metrics::channel_state(const std::string&, const ChannelState&) { (void)impl_->read_totals(); }
+void Metrics::channel_state(const std::string&, const ChannelState&) { impl_->totals_changed(); }
+
+void Metrics::tick() { impl_->totals_due(); }
 
 void Metrics::channel_loaded() { impl_->loaded_c->Increment(); }
 

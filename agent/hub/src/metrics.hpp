@@ -74,8 +74,12 @@ class Metrics {
   // Messages handed to the MQTT client after a commit (replies, proposals).
   void replies_published(size_t n);
   // The latest double-signed state of channel `user` (lowercase 0x), after its commit:
-  // reads the collateral and thread sums and the known-channel count from the ledger.
+  // the collateral and thread sums and the known-channel count are read from the ledger
+  // (at most once a second, like after a batch; tick() reads a change not read yet).
   void channel_state(const std::string& user, const ChannelState& s);
+  // The worker's loop (every <= 500 ms): reads the ledger's totals if a change since the
+  // last read is not read yet and a second has passed.
+  void tick();
   // A channel was read from the ledger into the hub's cache
   // (picopay_hub_channels_loaded_total).
   void channel_loaded();
