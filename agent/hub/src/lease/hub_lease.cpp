@@ -139,12 +139,10 @@ bool Hub::take_forwarded(const Ledger::ForwardedRow& row, std::vector<Out>& outs
   else return refuse(std::string(update_reason_name(q.reason) ? update_reason_name(q.reason) : "?") +
                      " is not a thread's hand-over to this channel");
   // The counterpart's channel as committed (another instance's partition: read again from
-  // the ledger, never a cached copy): the payer's channel holds the thread it opened (the
-  // hub locks its own funds for the mirror only against it); the payee's no longer holds
-  // the thread it closed.
-  if (!lease_owns(other))
-    if (auto it = chans_.find(other); it != chans_.end()) lease_forget(it->second.get());
-  Chan* oc = channel(other);
+  // the ledger, never a cached copy; peer_view): the payer's channel holds the thread it
+  // opened (the hub locks its own funds for the mirror only against it); the payee's no
+  // longer holds the thread it closed.
+  Chan* oc = peer_view(other);
   if (!oc) {
     tx_failed_ = true;
     return false;
